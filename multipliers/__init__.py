@@ -1,0 +1,1 @@
+"""C sources of the shipped approximate multipliers (installed as axkern._multipliers)."""
