@@ -172,8 +172,10 @@ class Multiplier:
         ctype, rows, cols = m.group(1), int(m.group(3)), int(m.group(4))
         end = text_nc.find(";", m.end())
         body = text_nc[m.end():end if end >= 0 else len(text_nc)]
-        tokens = re.findall(r"[-+]?(?:0[xX][0-9a-fA-F]+|\d+)", body)
-        values = [int(t, 0) for t in tokens]
+        # integer literals with C suffixes (7u, 0x1FL) and C octal (017); digits inside
+        # identifiers such as a cast "(int16_t)" are not values
+        tokens = re.findall(r"(?<![\w.])([-+]?)\s*(0[xX][0-9a-fA-F]+|\d+)[uUlL]*(?![\w.])", body)
+        values = [_c_int(sign, digits) for sign, digits in tokens]
         if rows != cols or rows not in {1 << n for n in range(MIN_BITS, MAX_BITS + 1)}:
             raise ValueError(f"{path}: table is declared [{rows}][{cols}]: expected a square "
                              f"[2**n][2**n] table with n = {MIN_BITS}..{MAX_BITS}")
@@ -283,6 +285,17 @@ class Multiplier:
         kind = "signed" if self.signed else "unsigned"
         exact = ", exact" if self.is_exact() else ""
         return f"Multiplier(name={self.name!r}, bits={self.bits}, {kind}{exact})"
+
+
+def _c_int(sign, digits):
+    """Value of a C integer literal (decimal, 0x hex or 0 octal) with an optional sign."""
+    if digits[:2] in ("0x", "0X"):
+        v = int(digits, 16)
+    elif len(digits) > 1 and digits[0] == "0":
+        v = int(digits, 8)
+    else:
+        v = int(digits)
+    return -v if sign == "-" else v
 
 
 def _stem(path):

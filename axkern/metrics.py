@@ -95,9 +95,14 @@ def metrics(m, a_weights=None, b_weights=None):
 
     sum_abs = int(abs_err.sum())
     sum_err = int(err.sum())
-    # err**2 can reach ~4.3e9 and its sum ~2.8e14: exact in int64 (and in Python ints).
-    sum_sq = int((err * err).sum())
     wce = int(abs_err.max())
+    # For real multipliers err**2 <= ~4.3e9 and its sum ~2.8e14: exact in int64. Tables with
+    # errors of 2**23 or more could overflow int64 (4**8 terms up to 2**62), so those are
+    # summed in Python integers instead.
+    if wce < 1 << 23:
+        sum_sq = int((err * err).sum())
+    else:
+        sum_sq = sum(int(e) * int(e) for e in err.ravel().tolist())
     nonzero = exact != 0
     rel = abs_err[nonzero] / exact[nonzero]
 

@@ -1,0 +1,742 @@
+"""Turn a multiplier written in C into a lookup table, safely.
+
+:func:`tabulate_c` finds the multiplier function in a C file, compiles the file together with
+a generated driver that calls the function on every operand pair, and runs the driver in a
+separate process with a timeout. A crash (segmentation fault, abort) or an endless loop in the
+user's code therefore becomes a Python exception and never takes the caller down.
+
+Signatures
+----------
+The multiplier is a function of exactly two integer parameters returning an integer. When the
+file defines several such functions, the only one that is not ``static`` is taken (the others
+being helpers); otherwise ``function=`` must name it. Operand ``a`` (the activation, the table
+row) is always the FIRST positional argument and ``b`` the second, whatever the parameters are
+called. Accepted integer types: ``intN_t``/``uintN_t``
+(also the ``least``/``fast`` variants, ``intmax_t``, ``size_t``), ``char``, ``short``, ``int``,
+``long``, ``long long`` with ``signed``/``unsigned``, ``const``/``volatile``/``register``
+qualifiers, ``static``/``inline``/``extern`` on the function, and ``typedef`` names of those
+defined in the file. Examples::
+
+    uint16_t mul8u_x(uint8_t a, uint8_t b)
+    uint64_t mul8u_y(const uint64_t B, const uint64_t A)   /* first argument is still a */
+    int16_t  mul8s_z(int8_t A, int8_t B)
+    uint16_t mul8s_w(uint8_t A, uint8_t B)                 /* signed circuit: signed=True */
+
+Operand passing and output rule
+-------------------------------
+- Unsigned multipliers receive the codes ``0 .. 2**n - 1``.
+- Signed multipliers receive, for a parameter of a signed type, the operand value
+  ``-2**(n-1) .. 2**(n-1) - 1``; for a parameter of an unsigned type, the operand's n-bit
+  two's-complement bit pattern ``a & (2**n - 1)`` (how gate-level signed circuits are written).
+- The result is taken as the C value of the return type. For a signed multiplier whose return
+  type is unsigned, the result is a two's-complement bit pattern: its low ``w`` bits are kept
+  and sign-extended, where ``w`` is the declared return width if that is at most ``2n`` bits
+  and ``2n`` otherwise (``uint16_t`` with 8-bit operands: 16; ``uint64_t``: 16 as well).
+- Plain ``char`` is compiled as unsigned (``-funsigned-char``) so that results do not depend on
+  the platform; it counts as unsigned when signedness is inferred.
+
+Signedness (``signed=None``) is inferred from the parameter types: signed if both are signed
+types (``int8_t``, ``signed char``, ``int``...), unsigned if both are unsigned. The bit width
+defaults to the parameters' width where that is at most 8 bits, else 8.
+
+Metadata
+--------
+Comment lines ``// KEY = value`` at the top of the file, before any code (EvoApproxLib files
+carry MAE, power, area and delay that way), become the multiplier's ``metadata``: a dict of
+str to the raw value string (``"0.391 mW"``); :func:`metadata_number` reads its number.
+
+Caching
+-------
+Tables are cached as ``.npy`` files keyed by a hash of the source bytes, the function, the
+signedness, the bit width and the compiler, in ``$AXKERN_CACHE_DIR`` (default
+``~/.cache/axkern``). An unwritable cache directory only disables caching. Files that
+``#include "local.h"`` are not cached (their dependencies are not hashed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from .lut import MAX_BITS, MIN_BITS, Multiplier, _check_bits
+
+__all__ = [
+    "CSourceError", "CCompileError", "CExecutionError", "CTimeoutError",
+    "CFunction", "CType", "tabulate_c", "find_functions", "parse_metadata", "metadata_number",
+    "cache_dir",
+]
+
+# Bumped whenever the driver or the output rule changes, so old cache entries are not reused.
+_CACHE_VERSION = "csource-1"
+_COMPILE_FLAGS = ["-O1", "-w", "-fwrapv", "-funsigned-char"]
+
+
+# ---------------------------------------------------------------------------------- errors
+class CSourceError(ValueError):
+    """A C multiplier source that cannot be used (no function, bad signature, ...)."""
+
+
+class CCompileError(CSourceError):
+    """The C compiler rejected the source; the message includes its output."""
+
+
+class CExecutionError(CSourceError):
+    """The compiled multiplier crashed or exited with an error while being tabulated."""
+
+
+class CTimeoutError(CExecutionError):
+    """Tabulating the multiplier took longer than the timeout (e.g. an endless loop)."""
+
+
+# ---------------------------------------------------------------------------------- types
+@dataclasses.dataclass(frozen=True)
+class CType:
+    """An integer C type: its spelling, signedness and width in bits.
+
+    Widths of ``long``, ``size_t`` and the ``fast`` types are platform-dependent; the values
+    here are lower bounds (64 for ``long`` on LP64), which is all the output rule needs because
+    it never uses more than ``2n <= 16`` bits.
+    """
+
+    text: str
+    signed: bool
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CFunction:
+    """A function definition found in a C source.
+
+    Attributes
+    ----------
+    name : str
+    signature : str
+        The declaration as written (comments stripped, whitespace collapsed).
+    return_type : CType or None
+        None when the return type is not a supported integer type.
+    param_types : tuple of CType
+        The parameter types in positional order (empty when unsupported).
+    problem : str or None
+        Why this function cannot be tabulated, or None when it can.
+    static : bool
+        Declared ``static`` (internal linkage: a helper rather than the file's entry point).
+    """
+
+    name: str
+    signature: str
+    return_type: CType | None
+    param_types: tuple
+    problem: str | None
+    static: bool = False
+
+    @property
+    def is_candidate(self):
+        return self.problem is None
+
+
+_STDINT = {}
+for _w in (8, 16, 32, 64):
+    for _p in ("", "_least", "_fast"):
+        _STDINT[f"int{_p}{_w}_t"] = (True, _w)
+        _STDINT[f"uint{_p}{_w}_t"] = (False, _w)
+_STDINT.update({"intmax_t": (True, 64), "uintmax_t": (False, 64), "intptr_t": (True, 64),
+                "uintptr_t": (False, 64), "size_t": (False, 64), "ssize_t": (True, 64),
+                "ptrdiff_t": (True, 64)})
+_BASE_WORDS = {"signed", "unsigned", "char", "short", "int", "long"}
+_QUALIFIERS = {"const", "volatile", "register", "restrict", "__restrict", "__restrict__"}
+_FUNC_SPECIFIERS = {"static", "inline", "extern", "__inline", "__inline__", "_Noreturn",
+                    "__extension__"}
+
+
+def _parse_int_type(words, typedefs):
+    """CType for a list of type words (qualifiers removed), or None if not an integer type."""
+    text = " ".join(words)
+    if len(words) == 1 and words[0] in _STDINT:
+        s, w = _STDINT[words[0]]
+        return CType(text, s, w)
+    if len(words) == 1 and words[0] in typedefs:
+        return dataclasses.replace(typedefs[words[0]], text=text)
+    if not words or any(w not in _BASE_WORDS for w in words):
+        return None
+    n_signed, n_unsigned = words.count("signed"), words.count("unsigned")
+    n_char, n_short, n_int, n_long = (words.count(k) for k in ("char", "short", "int", "long"))
+    if n_signed + n_unsigned > 1 or n_int > 1 or n_char > 1 or n_short > 1 or n_long > 2:
+        return None
+    signed = n_unsigned == 0
+    if n_char:
+        if n_short or n_long or n_int:
+            return None
+        # plain char is compiled with -funsigned-char, see the module docstring
+        return CType(text, n_signed == 1, 8)
+    if n_short:
+        if n_long:
+            return None
+        return CType(text, signed, 16)
+    if n_long:
+        return CType(text, signed, 64)
+    return CType(text, signed, 32)
+
+
+def _split_words(decl):
+    return re.findall(r"[A-Za-z_]\w*|\S", decl)
+
+
+def _strip_attributes(text):
+    # __attribute__((...)) with nested parentheses; a small loop is enough for real sources
+    while True:
+        m = re.search(r"\b__attribute__\s*\(", text)
+        if not m:
+            return text
+        depth, i = 0, m.end() - 1
+        while i < len(text):
+            if text[i] == "(":
+                depth += 1
+            elif text[i] == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        text = text[:m.start()] + " " + text[i + 1:]
+
+
+def _parse_param(param, typedefs):
+    """(CType or None, problem or None) for one parameter declaration."""
+    p = _strip_attributes(param).strip()
+    if p == "...":
+        return None, "is variadic ('...')"
+    if "*" in p:
+        return None, f"'{p}' is a pointer"
+    if "[" in p:
+        return None, f"'{p}' is an array"
+    words = [w for w in _split_words(p) if w not in _QUALIFIERS]
+    if any(not re.fullmatch(r"[A-Za-z_]\w*", w) for w in words):
+        return None, f"'{p}' is not a plain integer parameter"
+    # drop the parameter name: the last word when it is not itself part of the type
+    if len(words) >= 2 and words[-1] not in _BASE_WORDS and words[-1] not in _STDINT \
+            and words[-1] not in typedefs:
+        words = words[:-1]
+    t = _parse_int_type(words, typedefs)
+    if t is None:
+        return None, f"'{p}' is not of an integer type"
+    return t, None
+
+
+# ---------------------------------------------------------------------------------- parsing
+def _strip_comments(text):
+    """Replace comments by spaces and string/char literals by empty ones; keep newlines."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "/" and i + 1 < n and text[i + 1] == "/":
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            out.append(" ")
+            i = j
+        elif c == "/" and i + 1 < n and text[i + 1] == "*":
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append(" " + "\n" * text.count("\n", i, j))
+            i = j
+        elif c in "\"'":
+            j = i + 1
+            while j < n and text[j] != c and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            out.append(c + c)
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _strip_preprocessor(text):
+    lines = text.split("\n")
+    out, cont = [], False
+    for line in lines:
+        if cont or line.lstrip().startswith("#"):
+            cont = line.rstrip().endswith("\\")
+            out.append("")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _top_level(text):
+    """Blank out everything inside braces, keeping the braces themselves."""
+    out, depth = [], 0
+    for c in text:
+        if c == "{":
+            if depth == 0:
+                out.append(c)
+            depth += 1
+        elif c == "}":
+            depth = max(depth - 1, 0)
+            if depth == 0:
+                out.append(c)
+        else:
+            out.append(c if depth == 0 or c == "\n" else " ")
+    return "".join(out)
+
+
+_DEF_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\(([^(){};]*)\)\s*\{")
+_TYPEDEF_RE = re.compile(r"\btypedef\s+([^;{}()\[\]*]+?)\s+([A-Za-z_]\w*)\s*;")
+
+
+def find_functions(source):
+    """All function definitions in a C source text, in order of appearance.
+
+    Parameters
+    ----------
+    source : str
+        C source text.
+
+    Returns
+    -------
+    list of CFunction
+        ``problem`` is None for the functions that can be tabulated (an integer return type and
+        exactly two integer parameters); ``main`` is never a candidate.
+    """
+    top = _top_level(_strip_preprocessor(_strip_comments(source)))
+    typedefs = {}
+    for m in _TYPEDEF_RE.finditer(top):
+        words = [w for w in _split_words(m.group(1)) if w not in _QUALIFIERS]
+        t = _parse_int_type(words, typedefs)
+        if t is not None:
+            typedefs[m.group(2)] = t
+    funcs = []
+    for m in _DEF_RE.finditer(top):
+        name, params_text = m.group(1), m.group(2)
+        start = max(top.rfind(";", 0, m.start()), top.rfind("}", 0, m.start())) + 1
+        prefix = _strip_attributes(top[start:m.start()])
+        signature = " ".join((prefix + " " + name + "(" + params_text + ")").split())
+        ret_words = [w for w in _split_words(prefix)
+                     if w not in _FUNC_SPECIFIERS and w not in _QUALIFIERS]
+        problem = None
+        ret = None
+        if "*" in ret_words:
+            problem = "returns a pointer"
+        else:
+            ret = _parse_int_type(ret_words, typedefs)
+            if ret is None:
+                problem = f"return type '{' '.join(ret_words) or '(none)'}' is not an integer type"
+        params = [p.strip() for p in params_text.split(",")] if params_text.strip() else []
+        if params == ["void"]:
+            params = []
+        ptypes = []
+        if problem is None:
+            if len(params) != 2:
+                plural = "s" if len(params) != 1 else ""
+                problem = f"takes {len(params)} parameter{plural}, expected 2"
+            else:
+                for k, p in enumerate(params):
+                    t, why = _parse_param(p, typedefs)
+                    if why is not None:
+                        problem = f"parameter {k + 1} {why}"
+                        break
+                    ptypes.append(t)
+        if name == "main":
+            problem = "is the program's main function"
+        funcs.append(CFunction(name, signature, ret, tuple(ptypes) if problem is None else (),
+                               problem, "static" in _split_words(prefix)))
+    return funcs
+
+
+_META_RE = re.compile(r"^\s*//\s*([^=\n]*?)\s*=\s*(.*?)\s*$")
+
+
+def parse_metadata(source):
+    """``// KEY = value`` comment lines at the top of a C source, before any code.
+
+    Blank lines, other ``//`` comments and ``/* ... */`` blocks may come before or between
+    them; the first line of code (``#include`` included) ends the header.
+
+    Returns
+    -------
+    dict of str to str
+        Keys and raw values as written (``{"PDK45_PWR": "0.391 mW"}``).
+    """
+    meta = {}
+    in_block = False
+    for line in source.splitlines():
+        s = line.strip()
+        if in_block:
+            if "*/" in s:
+                in_block = False
+                if s.split("*/", 1)[1].strip():
+                    break
+            continue
+        if not s:
+            continue
+        if s.startswith("/*"):
+            rest = s[2:]
+            if "*/" in rest:
+                if rest.split("*/", 1)[1].strip():
+                    break
+            else:
+                in_block = True
+            continue
+        if s.startswith("//"):
+            m = _META_RE.match(s)
+            if m and m.group(1):
+                meta[m.group(1)] = m.group(2)
+            continue
+        break
+    return meta
+
+
+def metadata_number(value):
+    """The leading number of a metadata value (``"0.391 mW"`` -> 0.391), or None."""
+    m = re.match(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)", str(value))
+    return float(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------------- compiling
+def cache_dir():
+    """The table cache directory: ``$AXKERN_CACHE_DIR``, else ``~/.cache/axkern``."""
+    d = os.environ.get("AXKERN_CACHE_DIR")
+    return d if d else os.path.join(os.path.expanduser("~"), ".cache", "axkern")
+
+
+def _compiler():
+    cc = os.environ.get("CC") or "cc"
+    try:
+        argv = shlex.split(cc)
+    except ValueError as e:
+        raise RuntimeError(f"cannot parse $CC={cc!r}: {e}") from None
+    if not argv:
+        argv = ["cc"]
+    exe = shutil.which(argv[0])
+    if exe is None:
+        raise RuntimeError(
+            f"no C compiler found: {argv[0]!r} is not on the PATH. Install one (gcc or clang) "
+            "or set $CC to the compiler command")
+    return argv, exe
+
+
+def _driver(func, bits, signed):
+    """C source of the driver that tabulates ``func`` into the file named by argv[1]."""
+    n = 1 << bits
+    args = []
+    for k, t in enumerate(func.param_types):
+        var = "axk_i" if k == 0 else "axk_j"
+        # signed operands go in as values to signed parameters, as bit patterns otherwise
+        if signed and t.signed:
+            args.append(f"(({var}) >= {n // 2} ? (long long)({var}) - {n} : (long long)({var}))")
+        else:
+            args.append(f"(long long)({var})")
+    return f"""/* generated by axkern.csource: tabulates {func.name} over all operand pairs */
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#define main axkern_user_main_
+#include "axkern_user.c"
+#undef main
+
+static int64_t axk_table[{n * n}];
+
+int main(int argc, char **argv)
+{{
+    long axk_i, axk_j;
+    FILE *axk_f;
+    if (argc < 2) return 2;
+    for (axk_i = 0; axk_i < {n}; axk_i++)
+        for (axk_j = 0; axk_j < {n}; axk_j++)
+            axk_table[axk_i * {n} + axk_j] = (int64_t)({func.name}({args[0]}, {args[1]}));
+    axk_f = fopen(argv[1], "wb");
+    if (!axk_f) return 3;
+    if (fwrite(axk_table, sizeof(int64_t), {n * n}, axk_f) != {n * n}) return 4;
+    return fclose(axk_f) == 0 ? 0 : 5;
+}}
+"""
+
+
+def _c_string(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _tail(text, limit=4000):
+    text = text.strip()
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+def _run_limited(argv, timeout, cwd, no_core=False):
+    """Run argv with a timeout in its own process group, killed as a whole when it runs over
+    or when the caller is interrupted (so no endless loop outlives us)."""
+    kw = {}
+    if os.name == "posix":
+        kw["start_new_session"] = True
+        if no_core and os.path.exists("/bin/sh"):
+            # a crashing circuit should not spend seconds writing a core dump; exec keeps the
+            # driver's own exit status (and signal) as the process's
+            argv = ["/bin/sh", "-c", 'ulimit -c 0 2>/dev/null; exec "$0" "$@"'] + list(argv)
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # TimeoutExpired, KeyboardInterrupt, ...
+        if os.name == "posix":
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
+        else:
+            proc.kill()
+        proc.communicate()
+        raise
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def _compile_and_run(src_bytes, src_path, func, bits, signed, timeout):
+    argv, _ = _compiler()
+    with tempfile.TemporaryDirectory(prefix="axkern-c-") as tmp:
+        # A private copy (with #line so messages name the user's file) compiles exactly the
+        # bytes that were hashed; -I keeps the user's local #includes working.
+        with open(os.path.join(tmp, "axkern_user.c"), "wb") as f:
+            f.write(b"#line 1 " + _c_string(src_path).encode("utf-8", "surrogateescape") + b"\n")
+            # a byte-order mark is only allowed at the very start of a file, not after #line
+            f.write(src_bytes[3:] if src_bytes.startswith(b"\xef\xbb\xbf") else src_bytes)
+            f.write(b"\n")
+        with open(os.path.join(tmp, "axkern_driver.c"), "w", encoding="utf-8") as f:
+            f.write(_driver(func, bits, signed))
+        exe = os.path.join(tmp, "axkern_driver" + (".exe" if os.name == "nt" else ""))
+        cmd = argv + _COMPILE_FLAGS + ["-I", os.path.dirname(os.path.abspath(src_path)) or ".",
+                                       "-o", exe, "axkern_driver.c", "-lm"]
+        compile_limit = max(120.0, timeout)  # compilers do finish; only guard against a hang
+        try:
+            rc, out, err = _run_limited(cmd, compile_limit, tmp)
+        except subprocess.TimeoutExpired:
+            raise CTimeoutError(
+                f"compiling {src_path} took longer than {compile_limit:g} s") from None
+        except OSError as e:
+            raise RuntimeError(f"could not start the C compiler {argv[0]!r}: {e}") from None
+        if rc != 0 or not os.path.exists(exe):
+            raise CCompileError(
+                f"{src_path} does not compile with '{' '.join(argv)}' (exit status {rc}):\n"
+                f"{_tail(err + out)}")
+        result = os.path.join(tmp, "table.bin")
+        try:
+            rc, out, err = _run_limited([exe, result], timeout, tmp, no_core=True)
+        except OSError as e:
+            raise RuntimeError(
+                f"could not run the compiled tabulating program: {e}. If the temporary "
+                f"directory ({tempfile.gettempdir()}) does not allow running programs "
+                "(mounted noexec), point $TMPDIR at one that does") from None
+        except subprocess.TimeoutExpired:
+            raise CTimeoutError(
+                f"{func.name}() in {src_path} did not finish tabulating {4 ** bits} operand "
+                f"pairs within the timeout of {timeout:g} s (an endless loop?)") from None
+        if rc != 0:
+            if rc < 0:
+                try:
+                    sig = signal.Signals(-rc).name
+                except ValueError:
+                    sig = f"signal {-rc}"
+                what = f"crashed with {sig}"
+                if sig == "SIGSEGV":
+                    what += " (segmentation fault: invalid memory access)"
+                elif sig == "SIGFPE":
+                    what += " (arithmetic error such as a division by zero)"
+                elif sig == "SIGABRT":
+                    what += " (abort() or a failed assert)"
+            else:
+                what = f"exited with status {rc}"
+            msg = f"{func.name}() in {src_path} {what} while being tabulated"
+            if err.strip():
+                msg += f"; its error output:\n{_tail(err, 2000)}"
+            raise CExecutionError(msg)
+        raw = np.fromfile(result, dtype=np.int64) if os.path.exists(result) else np.empty(0)
+        if raw.size != 4 ** bits:
+            raise CExecutionError(f"{func.name}() in {src_path}: the tabulating process wrote "
+                                  f"{raw.size} values, expected {4 ** bits} (does the code call exit()?)")
+    return raw.reshape(1 << bits, 1 << bits)
+
+
+def _postprocess(raw, func, bits, signed, src_path):
+    """Apply the output rule (module docstring) and check the values fit an int32 table."""
+    ret = func.return_type
+    if signed and not ret.signed:
+        w = min(ret.width, 2 * bits)
+        low = raw & ((1 << w) - 1)
+        raw = np.where(low >= 1 << (w - 1), low - (1 << w), low)
+    elif not ret.signed and ret.width == 64:
+        # the driver stored uint64 bits in int64: values >= 2**63 came back negative
+        if raw.size and raw.min() < 0:
+            raise CSourceError(
+                f"{func.name}() in {src_path} returns values of 2**63 or more, which do not fit "
+                "a multiplier table (int32)")
+    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    if raw.size and (raw.min() < lo or raw.max() > hi):
+        raise CSourceError(
+            f"{func.name}() in {src_path} returns values in [{raw.min()}, {raw.max()}], "
+            f"which do not fit a multiplier table (int32, [{lo}, {hi}])")
+    return raw.astype(np.int32)
+
+
+def _select(funcs, function, path):
+    if function is not None:
+        named = [f for f in funcs if f.name == function]
+        if not named:
+            have = ", ".join(f.name for f in funcs) or "none"
+            raise CSourceError(f"function {function!r} is not defined in {path} "
+                               f"(functions defined there: {have})")
+        f = named[-1]
+        if f.problem:
+            raise CSourceError(
+                f"function {function!r} in {path} has an unsupported signature "
+                f"'{f.signature}': it {f.problem}. Expected an integer return type and exactly "
+                "two integer parameters, e.g. 'uint16_t f(uint8_t a, uint8_t b)'")
+        return f
+    cands = [f for f in funcs if f.is_candidate]
+    if len(cands) == 1:
+        return cands[0]
+    # gate-level sources often have static two-operand helpers (adders, XOR cells): the one
+    # function with external linkage is then the multiplier
+    public = [f for f in cands if not f.static]
+    if len(cands) > 1 and len(public) == 1:
+        return public[0]
+    if len(cands) > 1:
+        raise CSourceError(
+            f"{path} defines several multiplier candidates: "
+            + ", ".join(f"'{f.signature}'" for f in cands)
+            + "; choose one with function=NAME (--function NAME on the command line)")
+    if not funcs:
+        raise CSourceError(
+            f"no function definition found in {path}: expected a multiplier such as "
+            "'uint16_t f(uint8_t a, uint8_t b) { ... }'")
+    raise CSourceError(
+        f"no function in {path} has a supported multiplier signature (an integer return type "
+        "and exactly two integer parameters): "
+        + "; ".join(f"'{f.signature}' {f.problem}" for f in funcs))
+
+
+def _cache_file(key):
+    return os.path.join(cache_dir(), "c-" + key + ".npy")
+
+
+def _cache_load(key, bits):
+    try:
+        t = np.load(_cache_file(key), allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if t.dtype != np.int32 or t.shape != (1 << bits, 1 << bits):
+        return None
+    return t
+
+
+def _cache_store(key, table):
+    # Write to a private temporary file then rename, so concurrent readers never see half a
+    # file; any OSError (read-only home, full disk) silently leaves the cache out.
+    try:
+        d = cache_dir()
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, table)
+            os.replace(tmp, _cache_file(key))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError:
+        pass
+
+
+def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=True):
+    """Compile a C multiplier and tabulate it over every operand pair.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The C source file.
+    function : str, optional
+        Name of the multiplier function; needed only when the file defines several functions
+        of two integer parameters.
+    signed : bool, optional
+        Whether operands are two's-complement signed. Inferred from the parameter types when
+        None (see the module docstring for how operands are passed and results read).
+    bits : int, optional
+        Operand bit width, 2 to 8. Default: the parameters' width if at most 8, else 8.
+    timeout : float, default 60
+        Seconds the tabulating process may run before it is killed.
+    cache : bool, default True
+        Reuse and store tables in :func:`cache_dir`.
+
+    Returns
+    -------
+    Multiplier
+        Named after the function, with the file's ``// KEY = value`` header as metadata.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    CSourceError (a ValueError)
+        No usable function, several and no ``function``, an unsupported signature, or results
+        that do not fit an int32 table. Subclasses: CCompileError (with the compiler's
+        message), CExecutionError (the code crashed; names the signal), CTimeoutError.
+    RuntimeError
+        No C compiler is available.
+    """
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a path to a C source file, got {type(path).__name__}")
+    path = os.fsdecode(os.fspath(path))
+    if function is not None and not (isinstance(function, str)
+                                     and re.fullmatch(r"[A-Za-z_]\w*", function)):
+        raise TypeError(f"function must be the name of a C function (a string), got {function!r}")
+    if signed is not None and not isinstance(signed, (bool, np.bool_)):
+        raise TypeError(f"signed must be True, False or None, got {signed!r}")
+    if bits is not None:
+        bits = _check_bits(bits)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"C source file not found: {path}")
+    with open(path, "rb") as f:
+        src_bytes = f.read()
+    source = src_bytes.decode("utf-8-sig", "replace")  # tolerate a byte-order mark
+
+    func = _select(find_functions(source), function, path)
+    pa, pb = func.param_types
+    if signed is None:
+        if pa.signed != pb.signed:
+            raise CSourceError(
+                f"{func.name}() in {path} mixes a signed and an unsigned parameter "
+                f"('{func.signature}'); say which the multiplier is with signed=True/False")
+        signed = pa.signed
+    signed = bool(signed)
+    if bits is None:
+        w = min(pa.width, pb.width)
+        bits = w if MIN_BITS <= w <= MAX_BITS else MAX_BITS
+
+    use_cache = bool(cache) and not re.search(r'^\s*#\s*include\s*"', source, flags=re.M)
+    key = None
+    if use_cache:
+        argv, exe = _compiler()
+        h = hashlib.sha256()
+        for part in (_CACHE_VERSION, " ".join(argv), exe, " ".join(_COMPILE_FLAGS), func.name,
+                     str(signed), str(bits), sys.platform):
+            h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+        h.update(src_bytes)
+        key = h.hexdigest()[:40]
+        table = _cache_load(key, bits)
+        if table is not None:
+            return Multiplier(table, signed=signed, name=func.name, metadata=parse_metadata(source))
+
+    raw = _compile_and_run(src_bytes, path, func, bits, signed, float(timeout))
+    table = _postprocess(raw, func, bits, signed, path)
+    if use_cache:
+        _cache_store(key, table)
+    return Multiplier(table, signed=signed, name=func.name, metadata=parse_metadata(source))
