@@ -1,0 +1,805 @@
+"""``axkern survey`` and ``axkern eval``: which multiplier can a network afford, and where?
+
+:func:`survey` evaluates a :class:`axkern.nn.Sequential` model on held-out data under every
+multiplier of a list, with the multiplier in every Conv2D/Dense layer, with and without ALWANN
+weight tuning, next to the multiplier's error metrics. It prints a table and writes
+``results.csv``, ``results.json`` and ``accuracy_vs_mae.png`` into an output folder. With
+``per_layer=True`` it also approximates each layer alone (the other layers use the exact
+multiplier of the same bit width and signedness, so only the approximation differs) and draws
+a layer x multiplier heatmap (``per_layer.png``, ``per_layer.csv``). ``assign`` evaluates one
+mixed configuration instead.
+
+Defaults: the shipped model ``axkern/data/digits_cnn.npz`` (a small CNN trained on
+scikit-learn's ``load_digits`` by ``tools/train_digits.py``), its 450 held-out digits, and all
+shipped multipliers whose signedness matches the model (``metadata["signed"]``, unsigned when
+absent).
+
+Every evaluation quantizes per call (the "tfapprox" mode takes the min/max of the whole batch,
+as TFApprox does), and the whole held-out set is one batch unless ``batch_size`` is given, so
+the figures are deterministic.
+
+The optional dependencies (scikit-learn for the digits, tqdm for the progress bar, matplotlib
+for the plots) come with ``pip install "axkern[survey]"``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import sys
+import time
+
+import numpy as np
+
+from .lut import Multiplier
+from .nn import Sequential
+
+__all__ = ["survey", "evaluate", "load_shipped_model", "shipped_model_path", "load_data",
+           "add_parser", "MissingDependency", "SURVEY_INSTALL_HINT"]
+
+SURVEY_INSTALL_HINT = 'pip install "axkern[survey]"'
+# hardware figures taken from a multiplier's metadata when it has them (EvoApproxLib C files
+# carry power, area and delay; the shipped ones carry PP_BITS, the partial-product bits built)
+_META_COLUMNS = ("power", "area", "delay", "pp_bits")
+
+
+class MissingDependency(ImportError):
+    """An optional dependency of the survey is not installed."""
+
+
+def _require(module, purpose):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(f"{purpose} needs the optional package '{module.split('.')[0]}', "
+                                f"which is not installed: {SURVEY_INSTALL_HINT}") from None
+
+
+# ------------------------------------------------------------------------------ model and data
+def shipped_model_path():
+    """Path of the shipped digits CNN (``axkern/data/digits_cnn.npz``)."""
+    from importlib.resources import files
+
+    return str(files("axkern") / "data" / "digits_cnn.npz")
+
+
+def load_shipped_model():
+    """The shipped digits CNN as a :class:`axkern.nn.Sequential` (float mode)."""
+    return Sequential.load(shipped_model_path())
+
+
+def _load_model(model):
+    if model is None:
+        return load_shipped_model()
+    if isinstance(model, Sequential):
+        return model.copy()
+    if isinstance(model, (str, os.PathLike)):
+        return Sequential.load(model)
+    raise TypeError(f"model must be an axkern.nn.Sequential, a path to a model .npz or None, got "
+                    f"{type(model).__name__}")
+
+
+def load_data(model, data=None, limit=None):
+    """Held-out inputs and labels for ``model``.
+
+    Parameters
+    ----------
+    model : Sequential
+    data : None, path or (x, y)
+        None uses the data set the model's metadata names (the shipped model: scikit-learn's
+        digits at the stored held-out indices, pixels scaled by ``input_scale``). A path names
+        an ``.npz`` with arrays ``x`` (N, H, W, C) and ``y`` (N,).
+    limit : int, optional
+        Keep only the first ``limit`` samples (for quick checks).
+
+    Returns
+    -------
+    x : ndarray of float32
+    y : ndarray of int64
+    description : str
+    """
+    if data is None:
+        meta = model.metadata
+        if meta.get("dataset") != "sklearn.datasets.load_digits":
+            raise ValueError("the model's metadata names no data set axkern can load: give the "
+                             "held-out data (an .npz with arrays 'x' and 'y', or (x, y))")
+        datasets = _require("sklearn.datasets", "loading the digits data")
+        digits = datasets.load_digits()
+        idx = np.asarray(meta.get("test_indices", []), dtype=np.int64)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= len(digits.target):
+            raise ValueError("the model's metadata holds no valid 'test_indices' for the digits")
+        x = (digits.images[idx] * float(meta.get("input_scale", 1.0 / 16.0))).astype(np.float32)
+        x, y = x[..., None], digits.target[idx].astype(np.int64)
+        desc = f"{len(y)} held-out digits (scikit-learn load_digits)"
+    elif isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"data file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if "x" not in f.files or "y" not in f.files:
+                    raise ValueError(f"{path}: expected arrays 'x' (inputs) and 'y' (labels), "
+                                     f"found {f.files}")
+                x, y = f["x"], f["y"]
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{path}: not a NumPy .npz data file ({e})") from None
+        desc = f"{len(y)} samples from {os.path.basename(path)}"
+    else:
+        try:
+            x, y = data
+        except (TypeError, ValueError):
+            raise TypeError("data must be None, a path to an .npz, or a pair (x, y)") from None
+        desc = f"{len(y)} given samples"
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or x.shape[0] != y.shape[0]:
+        raise ValueError(f"labels must be integers, one per sample: x has shape {x.shape}, "
+                         f"y has shape {y.shape} and dtype {y.dtype}")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        x, y = x[:limit], y[:limit]
+        desc += f", first {len(y)}"
+    if len(y) == 0:
+        raise ValueError("no samples to evaluate")
+    return x, y.astype(np.int64), desc
+
+
+# ------------------------------------------------------------------------------ multipliers
+def _load_multiplier(spec):
+    if isinstance(spec, Multiplier):
+        return spec
+    from .library import load_multiplier
+
+    return load_multiplier(spec)
+
+
+def _default_multipliers(signedness):
+    from .library import list_multipliers
+
+    out = []
+    names = list_multipliers() if signedness == "all" else list_multipliers(
+        signed=signedness == "signed")
+    for item in names:
+        # list_multipliers may give names, Multipliers or info records; all name a multiplier
+        if isinstance(item, Multiplier):
+            m = item
+        else:
+            name = item if isinstance(item, str) else (
+                item.get("name") if isinstance(item, dict) else getattr(item, "name", None))
+            m = _load_multiplier(name)
+        if signedness == "all" or m.signed == (signedness == "signed"):
+            out.append(m)
+    return out
+
+
+def _resolve_multipliers(multipliers, signedness):
+    if multipliers is None:
+        ms = _default_multipliers(signedness)
+        if not ms:
+            raise ValueError(f"no shipped {signedness} multipliers were found")
+        return ms
+    if isinstance(multipliers, (str, os.PathLike, Multiplier)):
+        multipliers = [multipliers]
+    ms = [_load_multiplier(s) for s in multipliers]
+    if not ms:
+        raise ValueError("the list of multipliers is empty")
+    names = [m.name for m in ms]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"multipliers named {dup} appear more than once: names must be unique")
+    return ms
+
+
+def _meta_number(value):
+    m = re.match(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)", str(value))
+    if not m:
+        return None
+    v = float(m.group(1))
+    return int(v) if re.fullmatch(r"[-+]?\d+", m.group(1)) else v
+
+
+def _meta_columns(m):
+    """Power, area, delay and PP_BITS from the multiplier's metadata (numbers, units dropped)."""
+    out = {}
+    for key, value in m.metadata.items():
+        k = key.strip().lower()
+        for col in _META_COLUMNS:
+            if k == col or k.startswith(col + "_") or k.startswith(col + " "):
+                num = _meta_number(value)
+                if num is not None and col not in out:
+                    out[col] = num
+    return out
+
+
+def _exact_like(m):
+    return Multiplier.exact(m.bits, m.signed)
+
+
+# ------------------------------------------------------------------------------ evaluation
+# Worker state: set once per process (by the pool initializer or directly), so that tasks
+# carry only small indices and settings.
+_STATE = {}
+
+
+def _init_state(model, x, y, multipliers, backend, num_threads, batch_size):
+    _STATE.update(model=model, x=x, y=y, multipliers=multipliers, backend=backend,
+                  num_threads=num_threads, batch_size=batch_size)
+
+
+def _run_task(task):
+    """Accuracy (percent) of one configuration.
+
+    ``task = (key, {layer: (index into the multiplier pool or None, tune)})``; layers not
+    named run in float.
+    """
+    key, assignment = task
+    st = _STATE
+    model = st["model"]
+    model.configure(multiplier=None, tune=False)
+    for layer, (idx, tune) in assignment.items():
+        mult = None if idx is None else st["multipliers"][idx]
+        model.configure([layer], multiplier=mult, tune=bool(tune) and mult is not None)
+    acc = model.accuracy(st["x"], st["y"], batch_size=st["batch_size"], backend=st["backend"],
+                         num_threads=st["num_threads"])
+    return key, 100.0 * acc
+
+
+def _evaluate_all(tasks, state_args, jobs, progress, desc):
+    """Run tasks in this process or in a pool of ``jobs`` processes; {key: accuracy}."""
+    results = {}
+    if not tasks:
+        return results
+    bar = None
+    if progress:
+        tqdm = _require("tqdm", "the progress bar").tqdm
+        bar = tqdm(total=len(tasks), desc=desc, unit="eval", file=sys.stderr, leave=True)
+    try:
+        if jobs <= 1:
+            _init_state(*state_args)
+            for t in tasks:
+                k, acc = _run_task(t)
+                results[k] = acc
+                if bar is not None:
+                    bar.update(1)
+        else:
+            import multiprocessing as mp
+
+            # spawn, not fork: forking a process whose OpenMP runtime is live can hang.
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(jobs, initializer=_init_state, initargs=state_args) as pool:
+                for k, acc in pool.imap_unordered(_run_task, tasks):
+                    results[k] = acc
+                    if bar is not None:
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None, limit=None,
+             quant=None, batch_size=None, backend="auto", num_threads=None):
+    """Held-out accuracy (percent) of one configuration.
+
+    Parameters
+    ----------
+    model : Sequential, path or None
+        None: the shipped digits CNN.
+    multiplier : Multiplier, name, path or None
+        Used in every Conv2D/Dense layer; None evaluates the float model.
+    tune : bool
+        ALWANN weight tuning in the approximated layers.
+    assign : dict or str, optional
+        ``{layer: multiplier}`` (or ``"conv1=m1,dense1=m2"``) for a mixed configuration; layers
+        not named use ``multiplier``, or, when it is None, the exact multiplier of the first
+        assigned multiplier's bit width and signedness (as :func:`survey` does).
+    data, limit
+        As for :func:`load_data`.
+    quant : optional
+        Quantization mode for every Conv2D/Dense layer (default: the model's, "auto").
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (percent), ``float_accuracy`` (percent), ``samples``, ``data`` and the
+        per-layer ``settings``.
+    """
+    net = _load_model(model)
+    x, y, desc = load_data(net, data, limit)
+    float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
+    if quant is not None:
+        net.configure(quant=quant)
+    if assign:
+        mapping = _parse_assign(assign, net)
+        if multiplier is None:
+            first = next((m for m in mapping.values() if m is not None), None)
+            multiplier = None if first is None else _exact_like(first)
+        net.configure(multiplier=multiplier, tune=False)
+        for layer, m in mapping.items():
+            net.configure([layer], multiplier=m, tune=bool(tune) and m is not None)
+    else:
+        net.configure(multiplier=multiplier, tune=bool(tune) and multiplier is not None)
+    acc = 100.0 * net.accuracy(x, y, batch_size=batch_size, backend=backend,
+                               num_threads=num_threads)
+    return {"accuracy": acc, "float_accuracy": float_acc, "samples": int(len(y)), "data": desc,
+            "settings": {k: {"multiplier": v[0], "quant": v[1], "tune": v[2]}
+                         for k, v in net.settings().items()}}
+
+
+def _parse_assign(assign, model):
+    """{layer: Multiplier} from a dict or a 'layer=mult,layer=mult' string."""
+    if isinstance(assign, str):
+        pairs = {}
+        for part in assign.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part:
+                raise ValueError(f"--assign entry {part!r} is not of the form layer=multiplier")
+            layer, mult = (s.strip() for s in part.split("=", 1))
+            if not layer or not mult:
+                raise ValueError(f"--assign entry {part!r} is not of the form layer=multiplier")
+            if layer in pairs:
+                raise ValueError(f"--assign names layer {layer!r} twice")
+            pairs[layer] = mult
+        assign = pairs
+    if not isinstance(assign, dict) or not assign:
+        raise ValueError("assign must be a non-empty mapping layer -> multiplier")
+    out = {}
+    for layer, m in assign.items():
+        if layer not in model.compute_layers:
+            raise ValueError(f"--assign names layer {layer!r}, which is not a Conv2D/Dense layer of "
+                             f"the model: expected one of {model.compute_layers}")
+        out[layer] = None if m is None or (isinstance(m, str) and m.lower() == "float") \
+            else _load_multiplier(m)
+    return out
+
+
+# ------------------------------------------------------------------------------ the survey
+def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1,
+           output="axkern-survey", tune="both", data=None, limit=None, signedness="auto",
+           batch_size=None, backend="auto", num_threads=None, progress=True, plot=True,
+           verbose=True):
+    """Accuracy of a model under each multiplier, tuned and untuned, with the error metrics.
+
+    Parameters
+    ----------
+    model : Sequential, path or None
+        None: the shipped digits CNN.
+    multipliers : list of (Multiplier, shipped name or path), optional
+        Default: all shipped multipliers of the matching signedness.
+    per_layer : bool
+        Also approximate each Conv2D/Dense layer alone (the others exact): a layer x multiplier
+        accuracy matrix, written to ``per_layer.csv`` and ``per_layer.png``.
+    assign : dict or str, optional
+        One mixed configuration ``{layer: multiplier}`` (or ``"conv1=m1,dense1=m2"``); layers
+        not named use the exact multiplier of the first assigned multiplier's kind. When given,
+        only this configuration is evaluated (``multipliers`` and ``per_layer`` are not used).
+    jobs : int
+        Evaluate in this many processes (each gets ``cpu_count // jobs`` kernel threads).
+    output : str or None
+        Folder for ``results.csv``, ``results.json`` and the PNGs; None writes nothing.
+    tune : {"both", True, False}
+        Evaluate with weight tuning, without, or both (the default).
+    data, limit
+        Held-out data (see :func:`load_data`).
+    signedness : {"auto", "unsigned", "signed", "all"}
+        Which shipped multipliers the default list takes; "auto" follows the model's
+        ``metadata["signed"]`` (unsigned when absent).
+    batch_size, backend, num_threads
+        Passed to the model's forward pass.
+    progress : bool
+        Show a tqdm progress bar.
+    plot : bool
+        Write the PNG plots (needs matplotlib).
+    verbose : bool
+        Print the table.
+
+    Returns
+    -------
+    dict
+        ``rows`` (one dict per multiplier, accuracies in percent), ``float_accuracy``,
+        ``per_layer`` (or None), ``assign`` (or None), ``samples``, ``seconds``, ``files``.
+    """
+    t0 = time.perf_counter()
+    if tune not in ("both", True, False):
+        raise ValueError(f"tune must be 'both', True or False, got {tune!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    if assign is not None and (per_layer or multipliers is not None):
+        raise ValueError("assign evaluates one mixed configuration: it cannot be combined with "
+                         "per_layer or a list of multipliers")
+    if signedness not in ("auto", "unsigned", "signed", "all"):
+        raise ValueError(f"signedness must be 'auto', 'unsigned', 'signed' or 'all', got {signedness!r}")
+    if progress:
+        _require("tqdm", "the progress bar")
+    if plot and output is not None:
+        _require("matplotlib", "the survey plots")
+    net = _load_model(model)
+    if not net.compute_layers:
+        raise ValueError("the model has no Conv2D or Dense layer to approximate")
+    x, y, desc = load_data(net, data, limit)
+    if signedness == "auto":
+        signedness = "signed" if net.metadata.get("signed", False) else "unsigned"
+    tunes = [False, True] if tune == "both" else [bool(tune)]
+    layers = net.compute_layers
+    net.configure(multiplier=None, tune=False)
+    float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
+    if num_threads is None and jobs > 1:
+        num_threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    if assign is not None:
+        mapping = _parse_assign(assign, net)
+        first = next((m for m in mapping.values() if m is not None), None)
+        exact = _exact_like(first) if first is not None else None
+        mults = [exact] + [m for m in mapping.values() if m is not None]
+        index = {id(m): i for i, m in enumerate(mults)}
+        tasks = []
+        for t in tunes:
+            # assigned layers are tuned when asked; the exact filler layers never need it
+            config = {l: ((index[id(mapping[l])], t) if mapping.get(l) is not None else
+                          ((None if l in mapping or exact is None else 0), False)) for l in layers}
+            tasks.append((("assign", t), config))
+        state = (net, x, y, mults, backend, num_threads, batch_size)
+        res = _evaluate_all(tasks, state, jobs, progress, "assign")
+        label = ",".join(f"{l}={'float' if m is None else m.name}" for l, m in mapping.items())
+        row = {"multiplier": label, "accuracy": res.get(("assign", False)),
+               "accuracy_tuned": res.get(("assign", True))}
+        result = {"model": net.name or "model", "data": desc, "samples": int(len(y)),
+                  "float_accuracy": float_acc, "rows": [row], "per_layer": None,
+                  "assign": {"mapping": {l: (None if m is None else m.name) for l, m in mapping.items()},
+                             "other_layers": None if exact is None else exact.name,
+                             "accuracy": row["accuracy"], "accuracy_tuned": row["accuracy_tuned"]}}
+        return _finish(result, output, plot, verbose, t0)
+
+    mults = _resolve_multipliers(multipliers, signedness)
+    mets = {id(m): _metrics_dict(m) for m in mults}
+    # rows, matrices and plots all run from the most accurate multiplier to the least
+    mults.sort(key=lambda m: (mets[id(m)]["mae_pct"], m.name))
+    exacts = {}
+    for m in mults:
+        exacts.setdefault((m.bits, m.signed), _exact_like(m))
+    pool = list(mults) + list(exacts.values())
+    exact_idx = {k: len(mults) + i for i, k in enumerate(exacts)}
+    tasks = []
+    for i, m in enumerate(mults):
+        for t in tunes:
+            tasks.append((("all", i, t), {l: (i, t) for l in layers}))
+    if per_layer:
+        for i, m in enumerate(mults):
+            for layer in layers:
+                base = {l: (exact_idx[(m.bits, m.signed)], False) for l in layers}
+                for t in tunes:
+                    cfg = dict(base)
+                    cfg[layer] = (i, t)
+                    tasks.append((("layer", i, layer, t), cfg))
+    state = (net, x, y, pool, backend, num_threads, batch_size)
+    res = _evaluate_all(tasks, state, jobs, progress, "survey")
+
+    rows = []
+    for i, m in enumerate(mults):
+        met = mets[id(m)]
+        row = {"multiplier": m.name, "bits": m.bits, "signed": m.signed,
+               "mae_pct": met["mae_pct"], "wce_pct": met["wce_pct"], "ep_pct": met["ep_pct"],
+               "mre_pct": met["mre_pct"], "bias": met["bias"]}
+        row.update(_meta_columns(m))
+        row["accuracy"] = res.get(("all", i, False))
+        row["accuracy_tuned"] = res.get(("all", i, True))
+        rows.append(row)
+    per = None
+    if per_layer:
+        per = {"layers": layers, "multipliers": [m.name for m in mults],
+               "accuracy": [[res.get(("layer", i, l, False)) for l in layers] for i in range(len(mults))],
+               "accuracy_tuned": [[res.get(("layer", i, l, True)) for l in layers] for i in range(len(mults))],
+               "other_layers": "exact multiplier of the same bit width and signedness"}
+    result = {"model": net.name or "model", "data": desc, "samples": int(len(y)), "float_accuracy": float_acc,
+              "rows": rows, "per_layer": per, "assign": None}
+    return _finish(result, output, plot, verbose, t0)
+
+
+def _metrics_dict(m):
+    from .metrics import metrics
+
+    return metrics(m).to_dict()
+
+
+def _finish(result, output, plot, verbose, t0):
+    result["seconds"] = time.perf_counter() - t0
+    result["files"] = []
+    if output is not None:
+        os.makedirs(output, exist_ok=True)
+        result["files"] += _write_tables(result, output)
+        if plot:
+            result["files"] += _write_plots(result, output)
+    result["seconds"] = time.perf_counter() - t0
+    if verbose:
+        print(format_table(result))
+        for f in result["files"]:
+            print(f"wrote {f}")
+    return result
+
+
+# ------------------------------------------------------------------------------ output
+def _fmt(v, spec=".2f"):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def format_table(result):
+    """The survey table as text (accuracies in percent)."""
+    lines = [f"model {result['model']}: float accuracy {result['float_accuracy']:.2f}% on "
+             f"{result['data']}"]
+    rows = result["rows"]
+    if result.get("assign"):
+        a = result["assign"]
+        other = a["other_layers"] or "float"
+        lines.append(f"mixed configuration {rows[0]['multiplier']} (other layers: {other})")
+        lines.append(f"  accuracy {_fmt(a['accuracy'])}%   tuned {_fmt(a['accuracy_tuned'])}%")
+    else:
+        extra = [c for c in _META_COLUMNS if any(c in r for r in rows)]
+        head = ["multiplier", "MAE%", "WCE%", "EP%"] + extra + ["acc%", "tuned%", "drop", "tuned drop"]
+        table = [head]
+        for r in sorted(rows, key=lambda r: (r["mae_pct"], r["multiplier"])):
+            fa = result["float_accuracy"]
+            drop = None if r["accuracy"] is None else r["accuracy"] - fa
+            tdrop = None if r["accuracy_tuned"] is None else r["accuracy_tuned"] - fa
+            table.append([r["multiplier"], _fmt(r["mae_pct"], ".4f"), _fmt(r["wce_pct"], ".3f"),
+                          _fmt(r["ep_pct"], ".1f")] + [_fmt(r.get(c), ".4g") for c in extra] +
+                         [_fmt(r["accuracy"]), _fmt(r["accuracy_tuned"]), _fmt(drop, "+.2f"),
+                          _fmt(tdrop, "+.2f")])
+        lines += _columns(table)
+        per = result.get("per_layer")
+        if per:
+            lines.append("")
+            lines.append("per layer (that layer approximated, the others exact), accuracy %"
+                         + (" untuned / tuned" if any(v is not None for row in per["accuracy_tuned"] for v in row) else ""))
+            table = [["multiplier"] + per["layers"]]
+            for name, accs, taccs in zip(per["multipliers"], per["accuracy"], per["accuracy_tuned"]):
+                table.append([name] + [
+                    _fmt(a) if t is None else f"{_fmt(a)} / {_fmt(t)}" if a is not None else _fmt(t)
+                    for a, t in zip(accs, taccs)])
+            lines += _columns(table)
+    lines.append(f"{result['samples']} samples, {result['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def _columns(table):
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
+    out = []
+    for j, r in enumerate(table):
+        cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append("  ".join(cells))
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
+def _write_tables(result, out):
+    rows = result["rows"]
+    cols = ["multiplier"]
+    if not result.get("assign"):
+        cols += ["bits", "signed", "mae_pct", "wce_pct", "ep_pct", "mre_pct", "bias"]
+        cols += [c for c in _META_COLUMNS if any(c in r for r in rows)]
+    cols += ["accuracy", "accuracy_tuned", "float_accuracy"]
+    files = []
+    path = os.path.join(out, "results.csv")
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            vals = dict(r, float_accuracy=result["float_accuracy"])
+            w.writerow(["" if vals.get(c) is None else vals.get(c) for c in cols])
+    files.append(path)
+    per = result.get("per_layer")
+    if per:
+        path = os.path.join(out, "per_layer.csv")
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["multiplier", "tuned"] + per["layers"])
+            for key, tuned in (("accuracy", False), ("accuracy_tuned", True)):
+                for name, accs in zip(per["multipliers"], per[key]):
+                    if all(a is None for a in accs):
+                        continue
+                    w.writerow([name, tuned] + ["" if a is None else a for a in accs])
+        files.append(path)
+    path = os.path.join(out, "results.json")
+    doc = {k: v for k, v in result.items() if k != "files"}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+    files.append(path)
+    return files
+
+
+def _label_points(ax, names, xs, ys):
+    """Name each point, moving labels up or down until they no longer overlap (greedy)."""
+    ax.autoscale_view()
+    to_axes = ax.transData + ax.transAxes.inverted()
+    placed = []  # label boxes in axes fractions: (x0, y0, x1, y1)
+    h = 0.024
+    order = sorted(range(len(names)), key=lambda i: (-ys[i], xs[i]))
+    for i in order:
+        px, py = to_axes.transform((xs[i], ys[i]))
+        w = 0.0085 * len(names[i])
+        for k in range(40):
+            dy = (k + 1) // 2 * h * (1 if k % 2 == 0 else -1)
+            box = (px + 0.006, py + 0.006 + dy, px + 0.006 + w, py + 0.006 + dy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(names[i], (xs[i], ys[i]), xytext=(box[0], box[1]), textcoords="axes fraction",
+                    fontsize=6, va="bottom",
+                    arrowprops=None if abs(box[1] - py - 0.006) < 1e-9 else
+                    dict(arrowstyle="-", lw=0.4, color="gray", shrinkA=0, shrinkB=2))
+
+
+def _write_plots(result, out):
+    matplotlib = _require("matplotlib", "the survey plots")
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    files = []
+    rows = result["rows"]
+    if not result.get("assign") and rows:
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        mae = np.array([r["mae_pct"] for r in rows], dtype=float)
+        positive = mae[mae > 0]
+        floor = positive.min() / 3 if positive.size else 1e-4
+        xs = np.where(mae > 0, mae, floor)  # exact multipliers sit at the left edge
+        for key, marker, label in (("accuracy", "o", "untuned"), ("accuracy_tuned", "^", "tuned")):
+            ys = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+            if np.all(np.isnan(ys)):
+                continue
+            ax.scatter(xs, ys, marker=marker, s=40, alpha=0.8, label=label)
+        for r, xv in zip(rows, xs):
+            if r["accuracy"] is not None and r["accuracy_tuned"] is not None:
+                # a thin line from untuned to tuned shows what tuning recovers (or loses)
+                ax.plot([xv, xv], [r["accuracy"], r["accuracy_tuned"]], color="gray", lw=0.6,
+                        alpha=0.6, zorder=0)
+        ax.axhline(result["float_accuracy"], color="gray", ls="--", lw=1,
+                   label=f"float {result['float_accuracy']:.2f}%")
+        ax.set_xscale("log")
+        _label_points(ax, [r["multiplier"] for r in rows], xs,
+                      [r["accuracy"] if r["accuracy"] is not None else r["accuracy_tuned"]
+                       for r in rows])
+        ax.set_xlabel("MAE % (log scale; exact multipliers at the left edge)")
+        ax.set_ylabel("held-out accuracy %")
+        ax.set_title(f"{result['model']}: accuracy vs multiplier error ({result['samples']} samples)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower left")
+        fig.tight_layout()
+        path = os.path.join(out, "accuracy_vs_mae.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        files.append(path)
+    per = result.get("per_layer")
+    if per:
+        mats = [("untuned", per["accuracy"]), ("tuned", per["accuracy_tuned"])]
+        mats = [(t, np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float))
+                for t, m in mats if any(v is not None for row in m for v in row)]
+        fig, axes = plt.subplots(1, len(mats), squeeze=False, figsize=(
+            2.5 + len(mats) * (1.0 + 0.8 * len(per["layers"])), 1.8 + 0.3 * len(per["multipliers"])))
+        vmin = np.nanmin([np.nanmin(m) for _, m in mats])
+        vmax = result["float_accuracy"]
+        for ax, (title, mat) in zip(axes[0], mats):
+            im = ax.imshow(mat, cmap="viridis", vmin=min(vmin, vmax - 1e-9), vmax=vmax, aspect="auto")
+            ax.set_xticks(range(len(per["layers"])), per["layers"], rotation=45, ha="right")
+            ax.set_yticks(range(len(per["multipliers"])),
+                          per["multipliers"] if ax is axes[0][0] else [], fontsize=7)
+            ax.set_title(f"accuracy %, {title}")
+            for i in range(mat.shape[0]):
+                for j in range(mat.shape[1]):
+                    if not np.isnan(mat[i, j]):
+                        ax.text(j, i, f"{mat[i, j]:.1f}", ha="center", va="center", fontsize=6,
+                                color="white" if mat[i, j] < (vmin + vmax) / 2 else "black")
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+        fig.suptitle("each layer approximated alone (others exact)", fontsize=9)
+        path = os.path.join(out, "per_layer.png")
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+# ------------------------------------------------------------------------------ command line
+def add_parser(subparsers):
+    """Register the ``survey`` and ``eval`` subcommands on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "survey", help="accuracy of a network under each multiplier (tuned and untuned)",
+        description="Evaluate a model on held-out data with each multiplier in every Conv2D/Dense "
+                    "layer, with and without weight tuning; print a table and write results.csv, "
+                    "results.json and a PNG plot. Defaults: the shipped digits CNN, its held-out "
+                    "digits and all shipped multipliers of the matching signedness.")
+    p.add_argument("--multipliers", nargs="+", metavar="M",
+                   help="shipped names or paths (.c, .bin, .h, .npy); commas also separate")
+    p.add_argument("--model", metavar="M.npz", help="model file (default: the shipped digits CNN)")
+    p.add_argument("--data", metavar="D.npz", help="held-out data: an .npz with arrays x and y "
+                   "(default: the data set named by the model)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also approximate each layer alone: layer x multiplier accuracy matrix")
+    p.add_argument("--assign", metavar="LAYER=M,...",
+                   help="evaluate one mixed configuration (other layers exact)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel processes (default 1)")
+    p.add_argument("--output", default="axkern-survey", metavar="DIR",
+                   help="output folder (default ./axkern-survey)")
+    p.add_argument("--tune", choices=["both", "yes", "no"], default="both",
+                   help="weight tuning: both (default), only tuned, only untuned")
+    p.add_argument("--signedness", choices=["auto", "unsigned", "signed", "all"], default="auto",
+                   help="which shipped multipliers the default list takes (auto: the model's)")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N samples")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="evaluate in batches (quantization ranges are per batch)")
+    p.add_argument("--backend", default="auto", help="kernel backend (default auto)")
+    p.add_argument("--threads", type=int, metavar="N", help="kernel threads per process")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the PNG plots")
+    p.set_defaults(func=_cmd_survey)
+
+    e = subparsers.add_parser(
+        "eval", help="held-out accuracy of a model with one multiplier",
+        description="Held-out accuracy of a model with a multiplier in every Conv2D/Dense layer "
+                    "(or float without one), next to the float accuracy.")
+    e.add_argument("model", nargs="?", metavar="MODEL.npz",
+                   help="model file (default: the shipped digits CNN)")
+    e.add_argument("--multiplier", "-m", metavar="M",
+                   help="shipped name or path; 'float' or none for the float model")
+    e.add_argument("--tune", action="store_true", help="ALWANN weight tuning")
+    e.add_argument("--assign", metavar="LAYER=M,...", help="per-layer multipliers (override -m)")
+    e.add_argument("--quant", help="quantization mode for every layer (default auto)")
+    e.add_argument("--data", metavar="D.npz", help="held-out data: an .npz with arrays x and y")
+    e.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N samples")
+    e.add_argument("--batch-size", type=int, metavar="N", help="evaluate in batches")
+    e.add_argument("--backend", default="auto", help="kernel backend (default auto)")
+    e.add_argument("--threads", type=int, metavar="N", help="kernel threads")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(func=_cmd_eval)
+    return p, e
+
+
+def _split_list(values):
+    out = []
+    for v in values or []:
+        out += [s for s in (p.strip() for p in v.split(",")) if s]
+    return out or None
+
+
+def _cmd_survey(args):
+    try:
+        survey(model=args.model, multipliers=_split_list(args.multipliers),
+               per_layer=args.per_layer, assign=args.assign, jobs=args.jobs, output=args.output,
+               tune={"both": "both", "yes": True, "no": False}[args.tune], data=args.data,
+               limit=args.limit, signedness=args.signedness, batch_size=args.batch_size,
+               backend=args.backend, num_threads=args.threads, progress=not args.no_progress,
+               plot=not args.no_plot)
+    except MissingDependency as e:
+        print(f"axkern survey: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_eval(args):
+    mult = args.multiplier
+    if mult is not None and mult.lower() == "float":
+        mult = None
+    try:
+        r = evaluate(args.model, mult, tune=args.tune, assign=args.assign, data=args.data,
+                     limit=args.limit, quant=args.quant, batch_size=args.batch_size,
+                     backend=args.backend, num_threads=args.threads)
+    except MissingDependency as e:
+        print(f"axkern eval: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    label = "float" if mult is None and not args.assign else (
+        args.assign or str(mult)) + (" tuned" if args.tune else "")
+    print(f"{label}: accuracy {r['accuracy']:.2f}% (float {r['float_accuracy']:.2f}%) on {r['data']}")
+    return 0
