@@ -1,0 +1,282 @@
+"""Kernel backends and the contract they all implement.
+
+Every backend is a module with two functions, which take table INDICES (uint8; signed operands
+already as their two's-complement bit pattern) and an int32 C-contiguous (256, 256) table
+(smaller tables sit in its top-left corner):
+
+``gemm(a, b, table, out_dtype, num_threads)``
+    ``a`` (M, K), ``b`` (K, N) -> ``out[m, n] = sum_k table[a[m, k], b[k, n]]``.
+``conv2d(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads)``
+    ``x`` (N, H, W, C) NHWC, ``w`` (KH, KW, C // groups, COUT) HWIO, ``stride=(sh, sw)``,
+    ``dilation=(dh, dw)``, ``padding=(top, bottom, left, right)``; padded positions hold the
+    index ``pad_code`` and are looked up like any other; ``out`` (N, OH, OW, COUT).
+
+``out_dtype`` is int32 or int64 (see :func:`accumulator_dtype`); kernels are exact for both.
+Zero-point corrections are not part of the kernels (see :mod:`axkern.conv`).
+
+Backends: ``"reference"`` (plain NumPy, :mod:`axkern._reference`), ``"cpu"`` (the compiled CPU
+kernels named in ``BACKENDS["cpu"]``: the SIMD kernels of :mod:`axkern._fast`, or the Cython +
+OpenMP kernels of :mod:`axkern._cpu`, which any caller can also pass as a backend object),
+``"cuda"`` (PyCUDA, :mod:`axkern.cuda`) and ``"auto"`` (CUDA when a usable device is present,
+else the CPU kernels).
+"""
+from __future__ import annotations
+
+import importlib
+import numbers
+
+import numpy as np
+
+__all__ = ["as_multiplier", "get_backend", "available_backends", "table256", "accumulator_dtype",
+           "check_gemm_args", "check_conv_args", "BACKENDS"]
+
+# name -> module implementing the contract. Switching the CPU kernels is a one-line change here.
+BACKENDS = {
+    "reference": "axkern._reference",
+    "cpu": "axkern._fast",
+    "cuda": "axkern.cuda",
+}
+
+_INT32_LIMIT = 1 << 31
+
+
+def get_backend(name="auto"):
+    """The backend module called ``name``.
+
+    Parameters
+    ----------
+    name : {"auto", "reference", "cpu", "cuda"} or module
+        ``"auto"`` picks CUDA if :func:`axkern.cuda.is_available` says a device is usable,
+        else ``"cpu"``. A module (or any object) with ``gemm`` and ``conv2d`` is returned as is.
+
+    Returns
+    -------
+    module
+        An object with ``gemm`` and ``conv2d`` following the contract of this module.
+    """
+    if not isinstance(name, str):
+        if callable(getattr(name, "gemm", None)) and callable(getattr(name, "conv2d", None)):
+            return name
+        raise TypeError(f"backend must be a name {('auto', *BACKENDS)} or an object with gemm "
+                        f"and conv2d, got {type(name).__name__}")
+    if name == "auto":
+        return importlib.import_module(BACKENDS["cuda" if _cuda_usable() else "cpu"])
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: expected one of {('auto', *BACKENDS)}")
+    try:
+        return importlib.import_module(BACKENDS[name])
+    except ImportError as e:
+        if name == "cpu":
+            raise ImportError(f"the 'cpu' backend ({BACKENDS['cpu']}) is not compiled: rebuild "
+                              "axkern with `pip install .` or `python setup.py build_ext --inplace`") from e
+        raise
+
+
+def _cuda_usable():
+    try:
+        mod = importlib.import_module(BACKENDS["cuda"])
+        check = getattr(mod, "is_available", None)
+        if not callable(check):
+            return False
+        ok = check()  # axkern.cuda answers (usable, reason)
+        return bool(ok[0] if isinstance(ok, tuple) else ok)
+    except Exception:  # no PyCUDA, no driver, no device: the CPU is the fastest available
+        return False
+
+
+def available_backends():
+    """Names of the backends that work on this machine (``"auto"`` not included)."""
+    names = ["reference"]
+    try:
+        importlib.import_module(BACKENDS["cpu"])
+        names.append("cpu")
+    except ImportError:
+        pass
+    if _cuda_usable():
+        names.append("cuda")
+    return names
+
+
+def as_multiplier(multiplier):
+    """A :class:`~axkern.lut.Multiplier` from a Multiplier or an unsigned table array.
+
+    Raises
+    ------
+    TypeError
+        For anything else.
+    ValueError
+        For a table that is not of shape (2**n, 2**n), n from 2 to 8.
+    """
+    from .lut import Multiplier
+
+    if isinstance(multiplier, Multiplier):
+        return multiplier
+    if isinstance(multiplier, np.ndarray):
+        return Multiplier(multiplier, signed=False)
+    raise TypeError(f"multiplier must be an axkern.Multiplier (or an unsigned table array of "
+                    f"shape (2**n, 2**n)), got {type(multiplier).__name__}")
+
+
+def table256(multiplier):
+    """The multiplier's table as an int32 C-contiguous (256, 256) array, cached per object.
+
+    Tables of fewer than 8 bits are placed in the top-left corner (the rest is 0); their
+    indices never exceed ``2**bits - 1``.
+    """
+    cached = getattr(multiplier, "_axkern_table256", None)
+    if cached is not None:
+        return cached
+    t = np.asarray(multiplier.table)
+    if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] > 256:
+        raise ValueError(f"multiplier table has shape {t.shape}: expected (2**n, 2**n), n <= 8")
+    out = np.zeros((256, 256), np.int32)
+    out[: t.shape[0], : t.shape[1]] = t
+    out.setflags(write=False)
+    try:
+        multiplier._axkern_table256 = out
+    except AttributeError:  # objects without a __dict__ are simply not cached
+        pass
+    return out
+
+
+def _max_abs(multiplier):
+    cached = getattr(multiplier, "_axkern_max_abs", None)
+    if cached is None:
+        cached = int(np.abs(np.asarray(multiplier.table, np.int64)).max())
+        try:
+            multiplier._axkern_max_abs = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def accumulator_dtype(K, multiplier):
+    """int32 when ``K * max|T| < 2**31`` (no sum of K table entries can overflow), else int64."""
+    if not isinstance(K, numbers.Integral) or K < 0:
+        raise ValueError(f"K must be a non-negative integer, got {K!r}")
+    return np.dtype(np.int32) if int(K) * _max_abs(multiplier) < _INT32_LIMIT else np.dtype(np.int64)
+
+
+# ---------------------------------------------------------------------------------- checks
+def _check_table(table):
+    if not isinstance(table, np.ndarray):
+        raise TypeError(f"table must be a NumPy array, got {type(table).__name__}")
+    if table.shape != (256, 256):
+        raise ValueError(f"table must have shape (256, 256), got {table.shape}")
+    if table.dtype != np.int32:
+        raise TypeError(f"table must be int32, got {table.dtype}")
+    return np.ascontiguousarray(table)
+
+
+def _check_index_array(v, name, ndim):
+    if not isinstance(v, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(v).__name__}")
+    if v.dtype != np.uint8:
+        raise TypeError(f"{name} must hold uint8 table indices, got dtype {v.dtype}")
+    if v.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {v.shape}")
+    return np.ascontiguousarray(v)
+
+
+def _check_out_dtype(out_dtype):
+    dt = np.dtype(out_dtype)
+    if dt not in (np.dtype(np.int32), np.dtype(np.int64)):
+        raise TypeError(f"out_dtype must be int32 or int64, got {dt}")
+    return dt
+
+
+def _check_threads(num_threads):
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    return int(num_threads)
+
+
+def _pair(v, name, minimum):
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        v = (v, v)
+    try:
+        v = tuple(v)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+    if len(v) != 2 or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in v):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if min(v) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return int(v[0]), int(v[1])
+
+
+def _check_no_overflow(out_dtype, K, table):
+    # The kernels accumulate int32 outputs in int32: refuse a request that could overflow.
+    if out_dtype == np.int32 and K:
+        bound = int(np.abs(table.astype(np.int64)).max()) * int(K)
+        if bound >= _INT32_LIMIT:
+            raise ValueError(f"out_dtype int32 can overflow: K={K} times max|table| reaches "
+                             f"{bound} >= 2**31; use int64 (see accumulator_dtype)")
+
+
+def check_gemm_args(a, b, table, out_dtype, num_threads):
+    """Validate and normalize ``gemm`` arguments; returns them C-contiguous."""
+    a = _check_index_array(a, "a", 2)
+    b = _check_index_array(b, "b", 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm operands do not chain: a is {a.shape}, b is {b.shape} (K must match)")
+    table = _check_table(table)
+    out_dtype = _check_out_dtype(out_dtype)
+    _check_no_overflow(out_dtype, a.shape[1], table)
+    return a, b, table, out_dtype, _check_threads(num_threads)
+
+
+def conv_output_size(H, W, KH, KW, stride, padding, dilation):
+    """``(OH, OW)`` of a convolution with explicit padding ``(top, bottom, left, right)``."""
+    (sh, sw), (dh, dw) = stride, dilation
+    top, bottom, left, right = padding
+    oh = (H + top + bottom - dh * (KH - 1) - 1) // sh + 1
+    ow = (W + left + right - dw * (KW - 1) - 1) // sw + 1
+    return max(oh, 0), max(ow, 0)
+
+
+def check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads):
+    """Validate and normalize ``conv2d`` arguments.
+
+    Returns
+    -------
+    tuple
+        ``(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
+        (OH, OW))`` with contiguous arrays and plain-int tuples.
+    """
+    x = _check_index_array(x, "x", 4)
+    w = _check_index_array(w, "w", 4)
+    table = _check_table(table)
+    stride = _pair(stride, "stride", 1)
+    dilation = _pair(dilation, "dilation", 1)
+    try:
+        padding = tuple(padding)
+    except TypeError:
+        raise TypeError(f"padding must be (top, bottom, left, right), got {padding!r}") from None
+    if len(padding) != 4 or not all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in padding):
+        raise TypeError(f"padding must be four ints (top, bottom, left, right), got {padding!r}")
+    padding = tuple(int(p) for p in padding)
+    if min(padding) < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be an integer >= 1, got {groups!r}")
+    groups = int(groups)
+    if isinstance(pad_code, bool) or not isinstance(pad_code, numbers.Integral) or not 0 <= pad_code <= 255:
+        raise ValueError(f"pad_code must be a table index 0..255, got {pad_code!r}")
+    N, H, W, C = x.shape
+    KH, KW, Cg, COUT = w.shape
+    if C % groups or COUT % groups:
+        raise ValueError(f"groups={groups} must divide the input channels ({C}) and the output "
+                         f"channels ({COUT})")
+    if Cg != C // groups:
+        raise ValueError(f"filter has {Cg} input channels per group, expected C // groups = "
+                         f"{C} // {groups} = {C // groups}")
+    if KH < 1 or KW < 1:
+        raise ValueError(f"filter must have a positive size, got {KH}x{KW}")
+    out_hw = conv_output_size(H, W, KH, KW, stride, padding, dilation)
+    out_dtype = _check_out_dtype(out_dtype)
+    _check_no_overflow(out_dtype, KH * KW * Cg, table)
+    return (x, w, table, stride, padding, dilation, groups, int(pad_code),
+            out_dtype, _check_threads(num_threads), out_hw)

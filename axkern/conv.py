@@ -1,0 +1,439 @@
+"""2-D convolution through an approximate multiplier's lookup table.
+
+:func:`axconv2d` takes float tensors, quantizes them, sends every code product through the
+table and applies the exact zero-point correction of DESIGN.md::
+
+    y = s_x s_w [ sum T[q_x, q_w] - z_w sum q_x - z_x sum q_w + K z_x z_w ]
+
+where the sums run over the K = kh * kw * cin / groups terms of each output, ``sum q_x``
+includes padded positions (which hold the code ``z_x``), and everything inside the brackets
+is exact integer arithmetic. :func:`lut_conv2d` returns the integer sums of table entries
+for given codes.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .backends import (accumulator_dtype, as_multiplier, conv_output_size, get_backend,
+                       table256)
+from .quant import QuantParams, QuantSpec, quantize, quantize_float, symmetric_params, tf_quant_params
+from .tune import resolve_tuning
+
+__all__ = ["axconv2d", "lut_conv2d"]
+
+_FORMATS = ("NHWC", "NCHW")
+
+
+# ------------------------------------------------------------------------ shared helpers
+def _float_array(v, name, ndim=None):
+    arr = np.asarray(v)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
+            or np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
+    arr = arr.astype(np.float32, copy=False)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf: expected finite values")
+    return arr
+
+
+def _code_array(v, name, multiplier, ndim=None):
+    """Integer operand values of ``multiplier`` -> uint8 table indices (validated)."""
+    arr = np.asarray(v)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer codes, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
+    lo, hi = _value_range(multiplier)
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        raise ValueError(f"{name} holds codes outside [{lo}, {hi}], the operand range of the "
+                         f"{multiplier.bits}-bit {'signed' if multiplier.signed else 'unsigned'} "
+                         f"multiplier")
+    return _to_index(arr, multiplier)
+
+
+def _value_range(m):
+    return (-(1 << (m.bits - 1)), (1 << (m.bits - 1)) - 1) if m.signed else (0, (1 << m.bits) - 1)
+
+
+def _to_index(values, m):
+    # Two's-complement bit pattern of the (range-checked) operand value; the identity for
+    # unsigned codes. The integer cast keeps the low 8 bits (wraps modulo 256).
+    idx = np.asarray(values).astype(np.uint8)
+    if m.signed and m.bits < 8:
+        idx &= (1 << m.bits) - 1
+    return idx
+
+
+def _float_codes_to_index(q, m):
+    """Table indices (uint8) of integer-valued float32 codes in the operand range of ``m``."""
+    if not m.signed:
+        return q.astype(np.uint8)
+    idx = q.astype(np.int8).view(np.uint8)
+    if m.bits < 8:
+        idx = idx & np.uint8((1 << m.bits) - 1)
+    return idx
+
+
+def _pair(v, name):
+    if isinstance(v, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if isinstance(v, numbers.Integral):
+        v = (int(v), int(v))
+    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in v):
+        v = (int(v[0]), int(v[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if min(v) < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+    return v
+
+
+def _check_format(data_format):
+    if not isinstance(data_format, str) or data_format.upper() not in _FORMATS:
+        raise ValueError(f"unknown data_format {data_format!r}: expected 'NHWC' (HWIO filters) "
+                         f"or 'NCHW' (OIHW filters)")
+    return data_format.upper()
+
+
+def resolve_padding(padding, H, W, KH, KW, stride, dilation):
+    """Explicit ``(top, bottom, left, right)`` padding.
+
+    Parameters
+    ----------
+    padding : {"SAME", "VALID"} or int or (int, int) or ((int, int), (int, int))
+        "SAME" splits as TensorFlow does (the extra row/column at the bottom/right).
+    """
+    (sh, sw), (dh, dw) = stride, dilation
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return (0, 0, 0, 0)
+        if mode == "SAME":
+            pads = []
+            for size, k, s, d in ((H, KH, sh, dh), (W, KW, sw, dw)):
+                out = -(-size // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)
+        raise ValueError(f"unknown padding {padding!r}: expected 'SAME', 'VALID', an int, "
+                         f"(ph, pw) or ((top, bottom), (left, right))")
+
+    def is_int(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if is_int(padding):
+        pads = (padding,) * 4
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2 and all(map(is_int, padding)):
+        pads = (padding[0], padding[0], padding[1], padding[1])
+    elif (isinstance(padding, (tuple, list)) and len(padding) == 2
+          and all(isinstance(p, (tuple, list)) and len(p) == 2 and all(map(is_int, p)) for p in padding)):
+        pads = (padding[0][0], padding[0][1], padding[1][0], padding[1][1])
+    else:
+        raise ValueError(f"unknown padding {padding!r}: expected 'SAME', 'VALID', an int, "
+                         f"(ph, pw) or ((top, bottom), (left, right))")
+    pads = tuple(int(p) for p in pads)
+    if min(pads) < 0:
+        raise ValueError(f"padding must be >= 0, got {pads}")
+    return pads
+
+
+def resolve_quant(quant, m):
+    """The :class:`~axkern.quant.QuantSpec` for a ``quant`` argument and multiplier ``m``."""
+    if isinstance(quant, str):
+        modes = {"tfapprox": ("tfapprox", "tfapprox"), "asymmetric": ("asymmetric", "asymmetric"),
+                 "symmetric": ("symmetric", "symmetric"),
+                 "symmetric-per-channel": ("symmetric", "symmetric-per-channel")}
+        if quant == "auto":
+            quant = "symmetric" if m.signed else "tfapprox"
+        if quant not in modes:
+            raise ValueError(f"unknown quant {quant!r}: expected 'auto', 'tfapprox', 'asymmetric', "
+                             f"'symmetric', 'symmetric-per-channel', a QuantSpec or (input, weight) QuantParams")
+        spec = QuantSpec(*modes[quant])
+    elif isinstance(quant, QuantSpec):
+        spec = quant
+    elif isinstance(quant, dict):
+        unknown = set(quant) - {"input", "weight"}
+        if unknown or len(quant) != 2:
+            raise ValueError(f"quant dict must have exactly the keys 'input' and 'weight', got {sorted(quant)}")
+        spec = QuantSpec(quant["input"], quant["weight"])
+    elif isinstance(quant, (tuple, list)) and len(quant) == 2:
+        spec = QuantSpec(quant[0], quant[1])
+    else:
+        raise ValueError(f"unknown quant {quant!r}: expected 'auto', 'tfapprox', 'asymmetric', 'symmetric', "
+                         f"'symmetric-per-channel', a QuantSpec or (input, weight) QuantParams")
+    kind = "signed" if m.signed else "unsigned"
+    for name, v, sgn in (("input", spec.input, spec.signedness()[0]),
+                         ("weight", spec.weight, spec.signedness()[1])):
+        if sgn != m.signed:
+            raise ValueError(
+                f"{name} quantization {v!r} gives {'signed' if sgn else 'unsigned'} codes but the "
+                f"multiplier {m.name!r} is {kind}: use quant="
+                f"{'symmetric' if m.signed else 'tfapprox'!r} or a {('signed' if sgn else 'unsigned')} "
+                f"multiplier")
+        if isinstance(v, QuantParams) and v.bits != m.bits:
+            raise ValueError(f"{name} QuantParams have {v.bits} bits but the multiplier has {m.bits}")
+    return spec
+
+
+def make_params(v, mode, m, channels=None):
+    """QuantParams for tensor ``v`` (float32, channel axis last) under ``mode``."""
+    if isinstance(mode, QuantParams):
+        if mode.per_channel and mode.channels != channels:
+            raise ValueError(f"per-channel QuantParams have {mode.channels} entries, expected one "
+                             f"per output channel ({channels})")
+        return mode
+    if mode == "tfapprox":
+        # TFApprox's per-call reduce_min/reduce_max, as given (see axkern.quant).
+        lo, hi = (v.min(), v.max()) if v.size else (0.0, 0.0)
+        return tf_quant_params(lo, hi, m.bits)
+    if mode == "asymmetric":
+        lo, hi = (min(v.min(), 0.0), max(v.max(), 0.0)) if v.size else (0.0, 0.0)
+        return tf_quant_params(lo, hi, m.bits)
+    if mode == "symmetric":
+        return symmetric_params(v, m.bits)
+    return symmetric_params(v, m.bits, channel_axis=-1)
+
+
+def scale_and_zp(p, channels=None):
+    """(float64 scale, int64 zero point), per-channel parameters as length-``channels`` arrays."""
+    s = np.asarray(p.scale, np.float64)
+    z = np.asarray(p.zero_point, np.int64)
+    if channels is not None and p.per_channel:
+        s = np.broadcast_to(s, (channels,))
+        z = np.broadcast_to(z, (channels,))
+    return s, z
+
+
+# ------------------------------------------------------------------------ code level
+def _run_conv(xi, wi, m, stride, pads, dilation, groups, pad_index, backend, num_threads):
+    KH, KW, Cg, _ = wi.shape
+    dtype = accumulator_dtype(KH * KW * Cg, m)
+    be = get_backend(backend)
+    return be.conv2d(xi, wi, table256(m), stride, pads, dilation, groups, pad_index, dtype,
+                     num_threads)
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
+    N, H, W, C = x_shape
+    KH, KW, Cg, COUT = w_shape
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be an integer >= 1, got {groups!r}")
+    if C % groups:
+        raise ValueError(f"groups={groups} does not divide the {C} input channels")
+    if COUT % groups:
+        raise ValueError(f"groups={groups} does not divide the {COUT} output channels")
+    if Cg != C // groups:
+        raise ValueError(f"channel mismatch: the input has {C} channels, so with groups={groups} "
+                         f"the filter needs {C // groups} input channels, but it has {Cg}")
+    if KH < 1 or KW < 1 or COUT < 1:
+        raise ValueError(f"filter of shape (KH, KW, Cin/groups, Cout) = {tuple(w_shape)} is empty")
+    stride = _pair(stride, "stride")
+    dilation = _pair(dilation, "dilation")
+    pads = resolve_padding(padding, H, W, KH, KW, stride, dilation)
+    OH, OW = conv_output_size(H, W, KH, KW, stride, pads, dilation)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"the dilated {KH}x{KW} filter does not fit the padded {H}x{W} input")
+    return stride, dilation, pads, (OH, OW)
+
+
+def lut_conv2d(x_codes, w_codes, multiplier, *, stride=1, padding="VALID", dilation=1, groups=1,
+               data_format="NHWC", pad_code=0, backend="auto", num_threads=None):
+    """Exact integer sums of table entries over a 2-D convolution of codes.
+
+    ``out[n, oy, ox, o] = sum_{ky, kx, c} T[x[n, oy*sh + ky*dh - top, ox*sw + kx*dw - left,
+    g*Cg + c], w[ky, kx, c, o]]`` with padded positions holding ``pad_code``.
+
+    Parameters
+    ----------
+    x_codes : array_like of int, shape (N, H, W, C) or (N, C, H, W)
+        Activation operand values (unsigned ``0 .. 2**n - 1`` or signed
+        ``-2**(n-1) .. 2**(n-1) - 1`` as the multiplier is).
+    w_codes : array_like of int, shape (KH, KW, C // groups, COUT) or (COUT, C // groups, KH, KW)
+        Weight operand values: HWIO with NHWC, OIHW with NCHW.
+    multiplier : Multiplier
+    stride, dilation : int or (int, int)
+    padding : {"VALID", "SAME"} or int or (int, int) or ((top, bottom), (left, right))
+    groups : int
+    data_format : {"NHWC", "NCHW"}
+    pad_code : int
+        Operand value of padded input positions (looked up like any other position).
+    backend : {"auto", "reference", "cpu", "cuda"}
+        With "cuda", device arrays (e.g. PyCUDA GPUArrays) are passed to the CUDA backend
+        unchanged: they must already hold uint8 table indices, NHWC/HWIO.
+    num_threads : int, optional
+        CPU threads (default: OpenMP's, honouring ``OMP_NUM_THREADS``).
+
+    Returns
+    -------
+    ndarray of int32 or int64
+        int32 when ``K * max|T| < 2**31`` (K = KH * KW * C / groups), else int64; shape
+        (N, OH, OW, COUT) or (N, COUT, OH, OW).
+
+    Examples
+    --------
+    >>> import numpy as np, axkern
+    >>> m = axkern.Multiplier.exact(8)
+    >>> x = np.full((1, 3, 3, 1), 2); w = np.full((2, 2, 1, 1), 3)
+    >>> axkern.lut_conv2d(x, w, m)[0, :, :, 0].tolist()
+    [[24, 24], [24, 24]]
+    """
+    m = as_multiplier(multiplier)
+    fmt = _check_format(data_format)
+    if backend == "cuda" and not (isinstance(x_codes, np.ndarray) and isinstance(w_codes, np.ndarray)):
+        return _device_conv(x_codes, w_codes, m, stride, padding, dilation, groups, fmt,
+                            pad_code, num_threads)
+    xi = _code_array(x_codes, "x_codes", m, 4)
+    wi = _code_array(w_codes, "w_codes", m, 4)
+    if fmt == "NCHW":
+        xi, wi = xi.transpose(0, 2, 3, 1), wi.transpose(2, 3, 1, 0)
+    if isinstance(pad_code, bool) or not isinstance(pad_code, numbers.Integral):
+        raise TypeError(f"pad_code must be an integer operand value, got {pad_code!r}")
+    lo, hi = _value_range(m)
+    if not lo <= pad_code <= hi:
+        raise ValueError(f"pad_code {pad_code} is outside the operand range [{lo}, {hi}]")
+    stride, dilation, pads, _ = _geometry(xi.shape, wi.shape, stride, padding, dilation, groups)
+    out = _run_conv(np.ascontiguousarray(xi), np.ascontiguousarray(wi), m, stride, pads, dilation,
+                    groups, int(_to_index(pad_code, m)), backend, num_threads)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if fmt == "NCHW" else out
+
+
+def _device_conv(x, w, m, stride, padding, dilation, groups, fmt, pad_code, num_threads):
+    # Device arrays go to the CUDA backend untouched (no host round trip).
+    if fmt != "NHWC":
+        raise ValueError("device arrays must be NHWC/HWIO: data_format='NCHW' needs NumPy arrays")
+    xs, ws = tuple(getattr(x, "shape", ())), tuple(getattr(w, "shape", ()))
+    if len(xs) != 4 or len(ws) != 4:
+        raise ValueError(f"x_codes and w_codes must have 4 dimensions, got shapes {xs} and {ws}")
+    if not isinstance(pad_code, numbers.Integral) or not 0 <= pad_code <= 255:
+        raise ValueError(f"pad_code for device arrays must be a table index 0..255, got {pad_code!r}")
+    stride, dilation, pads, _ = _geometry(xs, ws, stride, padding, dilation, groups)
+    return _run_conv(x, w, m, stride, pads, dilation, groups, int(pad_code), "cuda", num_threads)
+
+
+# ------------------------------------------------------------------------ float level
+def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):
+    """``sum q`` over each output's receptive field, per group (padded positions = ``fill``)."""
+    N, H, W, C = q.shape
+    top, bottom, left, right = pads
+    (sh, sw), (dh, dw), (KH, KW), (OH, OW) = stride, dilation, ksize, out_hw
+    Cg = C // groups
+    per_group = q.reshape(N, H, W, groups, Cg).sum(axis=-1, dtype=np.int64)
+    padded = np.full((N, H + top + bottom, W + left + right, groups), fill * Cg, np.int64)
+    padded[:, top:top + H, left:left + W] = per_group
+    out = np.zeros((N, OH, OW, groups), np.int64)
+    for ky in range(KH):
+        for kx in range(KW):
+            out += padded[:, ky * dh:ky * dh + sh * (OH - 1) + 1:sh, kx * dw:kx * dw + sw * (OW - 1) + 1:sw]
+    return out
+
+
+def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=1, groups=1,
+             data_format="NHWC", quant="auto", tune=False, backend="auto", num_threads=None):
+    """2-D convolution of float tensors computed through an approximate multiplier.
+
+    The input and the filter are quantized, every code product is looked up in the
+    multiplier's table, the sums are exact integers and the zero-point correction of the
+    module docstring is exact; the result is dequantized to float32.
+
+    Parameters
+    ----------
+    x : array_like of float, shape (N, H, W, C) or (N, C, H, W)
+    w : array_like of float, shape (KH, KW, C // groups, COUT) (HWIO) or (COUT, C // groups, KH, KW) (OIHW)
+    multiplier : Multiplier
+        Activations are its row operand, weights its column operand.
+    bias : array_like of shape (COUT,), optional
+        Added in float32 after dequantization.
+    stride, dilation : int or (int, int)
+    padding : {"SAME", "VALID"} or int or (int, int) or ((top, bottom), (left, right))
+        "SAME" splits as TensorFlow does. Padded positions hold the input's zero-point code.
+    groups : int
+        ``groups == C`` gives a depthwise convolution.
+    data_format : {"NHWC", "NCHW"}
+        NHWC takes HWIO filters (TensorFlow), NCHW takes OIHW filters (PyTorch).
+    quant : str or QuantSpec or (QuantParams, QuantParams), default "auto"
+        "tfapprox" (per-call raw min/max nudged as TensorFlow's FakeQuantWithMinMaxVars, unsigned
+        codes, exactly TFApprox), "asymmetric" (the same with the range widened to include 0,
+        which never clips all-positive tensors), "symmetric" (signed, amax / 127 per tensor), "symmetric-per-channel" (weights
+        per output channel), fixed calibrated ``(input_params, weight_params)``, or "auto"
+        (tfapprox for unsigned multipliers, symmetric for signed ones).
+    tune : bool or array_like of int, default False
+        ALWANN weight tuning: True computes :func:`axkern.tune_weights` (uniform), an array is
+        used as the mapping. The lookup becomes ``T[q_x, w'(q_w)]``; correction terms keep the
+        original weight codes.
+    backend : {"auto", "reference", "cpu", "cuda"}
+    num_threads : int, optional
+
+    Returns
+    -------
+    ndarray of float32, shape (N, OH, OW, COUT) or (N, COUT, OH, OW)
+
+    Examples
+    --------
+    >>> import numpy as np, axkern
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.random((1, 8, 8, 3), dtype=np.float32)
+    >>> w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    >>> y = axkern.axconv2d(x, w, axkern.Multiplier.exact(8))
+    >>> y.shape, y.dtype
+    ((1, 8, 8, 4), dtype('float32'))
+    """
+    m = as_multiplier(multiplier)
+    fmt = _check_format(data_format)
+    x = _float_array(x, "x", 4)
+    w = _float_array(w, "w", 4)
+    if fmt == "NCHW":
+        x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
+    N, H, W, C = x.shape
+    KH, KW, Cg, COUT = w.shape
+    stride, dilation, pads, (OH, OW) = _geometry(x.shape, w.shape, stride, padding, dilation, groups)
+    spec = resolve_quant(quant, m)
+    mapping = resolve_tuning(tune, m)
+    if bias is not None:
+        bias = _float_array(bias, "bias")
+        if bias.shape != (COUT,):
+            raise ValueError(f"bias must have shape ({COUT},), one per output channel, got {bias.shape}")
+
+    xp = make_params(x, spec.input, m)
+    wp = make_params(w, spec.weight, m, COUT)
+    qx = quantize_float(x, xp)  # integer-valued float32: converted once, to table indices
+    qw = quantize(w, wp, channel_axis=-1)
+    sx, zx = scale_and_zp(xp)
+    sw_, zw = scale_and_zp(wp, COUT)
+    zx = int(zx)
+
+    xi = np.ascontiguousarray(_float_codes_to_index(qx, m))
+    wi = _to_index(qw, m)
+    if mapping is not None:
+        wi = mapping[wi].astype(np.uint8)
+    wi = np.ascontiguousarray(wi)
+    total = _run_conv(xi, wi, m, stride, pads, dilation, groups, int(_to_index(zx, m)), backend,
+                      num_threads)
+
+    K = KH * KW * Cg
+    if zx != 0 or np.any(zw != 0):
+        total = total.astype(np.int64)  # the corrections can leave the int32 range
+        Og = COUT // groups
+        # Unsigned codes are their own table indices: sum the uint8 array.
+        sum_x = _window_sums(qx.astype(np.int64) if m.signed else xi, pads, stride, dilation, (KH, KW), (OH, OW), groups, zx)
+        sum_w = qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)   # original codes (see tune.py)
+        # Output channel o belongs to group o // Og: view the channels as (groups, Og).
+        by_group = total.reshape(N, OH, OW, groups, Og)
+        if np.ndim(zw) == 0:
+            if zw:
+                by_group -= (int(zw) * sum_x)[..., None]
+        else:
+            by_group -= zw.reshape(groups, Og) * sum_x[..., None]
+        total -= zx * sum_w - K * zx * zw
+    # Exact integers -> float64 -> float32 in one buffered pass.
+    y = np.empty(total.shape, np.float32)
+    np.multiply(total, np.asarray(sx * sw_, np.float64), out=y, casting="unsafe")
+    if bias is not None:
+        y += bias
+    if fmt == "NCHW":
+        y = y.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(y)

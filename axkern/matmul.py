@@ -1,0 +1,197 @@
+"""Matrix products through an approximate multiplier's lookup table.
+
+:func:`axmatmul` follows :func:`numpy.matmul` (broadcasting over leading batch dimensions,
+1-D operands promoted and the added axis removed) with ``a`` the activation operand (table
+row) and ``b`` the weight operand (table column). The zero-point correction is the one of
+:mod:`axkern.conv` with ``K`` the length of the contracted axis.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import accumulator_dtype, as_multiplier, get_backend, table256
+from .conv import (_code_array, _float_array, _to_index, make_params, resolve_quant, scale_and_zp)
+from .quant import quantize
+from .tune import resolve_tuning
+
+__all__ = ["axmatmul", "axdense", "lut_matmul"]
+
+
+def _promote(a, b):
+    """matmul's 1-D promotion: returns (a2, b2, drop_a, drop_b)."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul operands must have at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    drop_a, drop_b = a.ndim == 1, b.ndim == 1
+    if drop_a:
+        a = a[None, :]
+    if drop_b:
+        b = b[:, None]
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul shape mismatch: a has K={a.shape[-1]} (shape {a.shape}) but b "
+                         f"has K={b.shape[-2]} (shape {b.shape})")
+    return a, b, drop_a, drop_b
+
+
+def _batched_gemm(ai, bi, m, backend, num_threads):
+    """Integer table sums of index arrays ``ai (..., M, K)`` and ``bi (..., K, N)``."""
+    K = ai.shape[-1]
+    dtype = accumulator_dtype(K, m)
+    be = get_backend(backend)
+    table = table256(m)
+    try:
+        batch = np.broadcast_shapes(ai.shape[:-2], bi.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul batch dimensions do not broadcast: {ai.shape[:-2]} and "
+                         f"{bi.shape[:-2]}") from None
+    M, N = ai.shape[-2], bi.shape[-1]
+    if bi.ndim == 2:
+        # One weight matrix: fold every batch dimension of a into the rows of a single GEMM.
+        flat = np.ascontiguousarray(ai.reshape(-1, K))
+        out = be.gemm(flat, np.ascontiguousarray(bi), table, dtype, num_threads)
+        return out.reshape(*batch, M, N)
+    a_b = np.broadcast_to(ai, (*batch, M, K)).reshape(-1, M, K)
+    b_b = np.broadcast_to(bi, (*batch, K, N)).reshape(-1, K, N)
+    out = np.empty((a_b.shape[0], M, N), dtype)
+    for i in range(a_b.shape[0]):
+        out[i] = be.gemm(np.ascontiguousarray(a_b[i]), np.ascontiguousarray(b_b[i]), table, dtype,
+                         num_threads)
+    return out.reshape(*batch, M, N)
+
+
+def _squeeze(out, drop_a, drop_b):
+    if drop_b:
+        out = out[..., 0]
+    if drop_a:
+        out = out[..., 0, :] if not drop_b else out[..., 0]
+    return out
+
+
+def lut_matmul(a_codes, b_codes, multiplier, *, backend="auto", num_threads=None):
+    """Exact integer sums ``out[..., m, n] = sum_k T[a[..., m, k], b[..., k, n]]``.
+
+    Parameters
+    ----------
+    a_codes : array_like of int, shape (..., M, K) or (K,)
+        Activation operand values (unsigned ``0 .. 2**n - 1`` or signed
+        ``-2**(n-1) .. 2**(n-1) - 1`` as the multiplier is).
+    b_codes : array_like of int, shape (..., K, N) or (K,)
+        Weight operand values. Batch dimensions broadcast as in :func:`numpy.matmul`.
+    multiplier : Multiplier
+    backend : {"auto", "reference", "cpu", "cuda"}
+    num_threads : int, optional
+
+    Returns
+    -------
+    ndarray of int32 or int64
+        int32 when ``K * max|T| < 2**31``, else int64 (exact either way).
+
+    Examples
+    --------
+    >>> import axkern
+    >>> axkern.lut_matmul([[1, 2]], [[3], [4]], axkern.Multiplier.exact(8)).tolist()
+    [[11]]
+    """
+    m = as_multiplier(multiplier)
+    ai = _code_array(a_codes, "a_codes", m)
+    bi = _code_array(b_codes, "b_codes", m)
+    ai, bi, drop_a, drop_b = _promote(ai, bi)
+    return _squeeze(_batched_gemm(ai, bi, m, backend, num_threads), drop_a, drop_b)
+
+
+def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="auto",
+             num_threads=None):
+    """Matrix product of float arrays computed through an approximate multiplier.
+
+    Parameters
+    ----------
+    a : array_like of float, shape (..., M, K) or (K,)
+        Activation operand (table row), quantized as the input.
+    b : array_like of float, shape (..., K, N) or (K,)
+        Weight operand (table column); per-channel quantization is per column ``n``.
+    multiplier : Multiplier
+    bias : array_like of shape (N,), optional
+    quant : str or QuantSpec or (QuantParams, QuantParams), default "auto"
+        As in :func:`axkern.axconv2d` (the whole of ``a`` and of ``b`` set the per-call ranges).
+    tune : bool or array_like of int, default False
+        ALWANN weight tuning, as in :func:`axkern.axconv2d`.
+    backend : {"auto", "reference", "cpu", "cuda"}
+    num_threads : int, optional
+
+    Returns
+    -------
+    ndarray of float32
+        Shaped as ``numpy.matmul(a, b)``.
+
+    Examples
+    --------
+    >>> import numpy as np, axkern
+    >>> a = np.array([[0.5, 1.0]]); b = np.array([[1.0], [2.0]])
+    >>> round(float(axkern.axmatmul(a, b, axkern.Multiplier.exact(8))[0, 0]), 2)  # 8-bit codes
+    2.5
+    """
+    m = as_multiplier(multiplier)
+    a = _float_array(a, "a")
+    b = _float_array(b, "b")
+    a, b, drop_a, drop_b = _promote(a, b)
+    K, N = b.shape[-2], b.shape[-1]
+    spec = resolve_quant(quant, m)
+    mapping = resolve_tuning(tune, m)
+    if bias is not None:
+        bias = _float_array(bias, "bias")
+        if bias.shape != (N,):
+            raise ValueError(f"bias must have shape ({N},), one per output column, got {bias.shape}")
+    ap = make_params(a, spec.input, m)
+    bp = make_params(b, spec.weight, m, N)
+    qa = quantize(a, ap)
+    qb = quantize(b, bp, channel_axis=-1)
+    sa, za = scale_and_zp(ap)
+    sb, zb = scale_and_zp(bp, N)
+    za = int(za)
+    ai = _to_index(qa, m)
+    bi = _to_index(qb, m)
+    if mapping is not None:
+        bi = mapping[bi].astype(np.uint8)
+    total = _batched_gemm(ai, bi, m, backend, num_threads)
+    if za != 0 or np.any(zb != 0):
+        sum_a = qa.sum(axis=-1, dtype=np.int64)[..., :, None]    # (..., M, 1)
+        sum_b = qb.sum(axis=-2, dtype=np.int64)[..., None, :]    # (..., 1, N), original codes
+        total = total.astype(np.int64)   # the corrections can leave the int32 range
+        total -= zb * sum_a
+        total -= za * sum_b - K * za * zb
+    # Exact integers -> float64 -> float32 in one buffered pass.
+    y = np.empty(total.shape, np.float32)
+    np.multiply(total, np.asarray(sa * sb, np.float64), out=y, casting="unsafe")
+    if bias is not None:
+        y += bias
+    return np.array(_squeeze(y, drop_a, drop_b), order="C")  # keeps 0-d results 0-d
+
+
+def axdense(x, w, multiplier, bias=None, *, quant="auto", tune=False, backend="auto",
+            num_threads=None):
+    """Fully connected layer ``x @ w + bias`` through an approximate multiplier.
+
+    Parameters
+    ----------
+    x : array_like of float, shape (..., IN)
+    w : array_like of float, shape (IN, OUT)
+    multiplier : Multiplier
+    bias : array_like of shape (OUT,), optional
+    quant, tune, backend, num_threads
+        As in :func:`axmatmul`.
+
+    Returns
+    -------
+    ndarray of float32, shape (..., OUT)
+    """
+    xa = np.asarray(x)
+    wa = np.asarray(w)
+    if wa.ndim != 2:
+        raise ValueError(f"w must have shape (in, out), got shape {wa.shape}")
+    if xa.ndim < 1:
+        raise ValueError(f"x must have shape (..., in), got shape {xa.shape}")
+    if xa.shape[-1] != wa.shape[0]:
+        raise ValueError(f"x has {xa.shape[-1]} features but w expects {wa.shape[0]} (shape {wa.shape})")
+    lead = xa.shape[:-1]
+    y = axmatmul(xa.reshape(-1, xa.shape[-1]), wa, multiplier, bias=bias, quant=quant, tune=tune,
+                 backend=backend, num_threads=num_threads)
+    return y.reshape(*lead, wa.shape[1])

@@ -1,0 +1,466 @@
+"""Quantization helpers: TensorFlow-style asymmetric (TFApprox) and symmetric (AdaPT) schemes.
+
+Asymmetric, unsigned codes (what TFApprox does)
+-----------------------------------------------
+Ranges are nudged exactly as TensorFlow's ``FakeQuantWithMinMaxVars`` (``num_bits`` bits,
+``narrow_range=False``) in the formulation of ``fake_quant_ops_functor.h`` that TFApprox was
+built on, all in float32::
+
+    scale       = (max - min) / (quant_max - quant_min)
+    zp_from_min = quant_min - min / scale
+    zero_point  = quant_min if zp_from_min < quant_min
+                  quant_max if zp_from_min > quant_max
+                  round_half_away_from_zero(zp_from_min) otherwise
+    nudged_min  = (quant_min - zero_point) * scale
+    nudged_max  = (quant_max - zero_point) * scale
+    code        = floor((clamp(x, nudged_min, nudged_max) - nudged_min) * inv_scale + 0.5)
+
+with ``inv_scale = 1 / scale`` computed once in float32. (Recent TensorFlow releases compute
+``floor(x * inv_scale - zero_point + 0.5) + zero_point`` instead, which differs at a few
+half-way points; axkern follows the formula above.) The fake-quantized value is
+``code * scale + nudged_min``.
+
+Symmetric, signed codes (what AdaPT does)
+-----------------------------------------
+``scale = amax / (2**(bits-1) - 1)``, ``q = clamp(round_half_to_even(x / scale), -qmax, qmax)``,
+no zero point; ``amax`` per tensor or per output channel.
+
+Ranges
+------
+``quant="tfapprox"`` takes the raw ``[x.min(), x.max()]`` of the tensor at every call, as
+TFApprox's ``FakeApproxConv2D`` does (``reduce_min``/``reduce_max`` fed to
+``FakeQuantWithMinMaxVars``). Like TensorFlow, it keeps the consequence for a tensor whose
+values are all positive (or all negative): nudging moves the range to ``[0, max - min]`` and
+the largest values are clipped. ``quant="asymmetric"`` is the same unsigned scheme with the
+range ``[min(x.min(), 0), max(x.max(), 0)]``, which never clips; the two agree whenever the
+data's range contains 0 (post-ReLU activations, most weight tensors).
+:func:`fake_quant` and :func:`calibrate` use the zero-including range by default.
+
+A constant tensor ``c`` gets the range ``[min(c, 0), max(c, 0)]`` (so ``c`` itself is exactly
+representable); an all-zero tensor gets scale 1 and zero point 0. NaN or Inf raise ValueError.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "QuantParams", "QuantSpec", "tf_nudge", "tf_quant_params", "fake_quant", "symmetric_params",
+    "quantize", "quantize_float", "dequantize", "calibrate", "check_finite",
+]
+
+_F32 = np.float32
+
+
+def check_finite(x, name="x"):
+    """Raise ValueError if the float array ``x`` holds NaN or Inf."""
+    if x.size and not np.isfinite(x).all():
+        bad = "NaN" if np.isnan(x).any() else "Inf"
+        raise ValueError(f"{name} contains {bad} values: expected finite numbers only")
+
+
+def _as_float32(x, name):
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    check_finite(arr, name)
+    return arr
+
+
+def _check_bits(bits):
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
+    return int(bits)
+
+
+class QuantParams:
+    """Quantization parameters ``x ~ scale * (q - zero_point)``, reusable across batches.
+
+    Parameters
+    ----------
+    scale : float or 1-D array_like of float
+        Positive step size (stored as float32). A 1-D array means one scale per channel
+        (per output channel for weights); see :func:`quantize` for the channel axis.
+    zero_point : int or 1-D array_like of int, default 0
+        The code of 0.0. Must lie in ``[qmin, qmax]``.
+    bits : int, default 8
+        Code width.
+    signed : bool, default False
+        Unsigned codes ``0 .. 2**bits - 1`` rounded as TensorFlow does (see the module
+        docstring), or signed codes ``-(2**(bits-1) - 1) .. 2**(bits-1) - 1`` rounded half to
+        even.
+
+    Examples
+    --------
+    >>> p = QuantParams(0.5, 10)
+    >>> quantize([0.0, 1.0, -5.0], p).tolist()
+    [10, 12, 0]
+    """
+
+    def __init__(self, scale, zero_point=0, bits=8, signed=False):
+        self.bits = _check_bits(bits)
+        self.signed = bool(signed)
+        s = np.asarray(scale)
+        if s.dtype == object or not np.issubdtype(s.dtype, np.number) or s.ndim > 1:
+            raise TypeError(f"scale must be a positive float or a 1-D array of them, got {scale!r}")
+        s = s.astype(np.float32)
+        if s.size == 0 or not np.all(np.isfinite(s)) or not np.all(s > 0):
+            raise ValueError(f"scale must be finite and > 0, got {scale!r}")
+        z = np.asarray(zero_point)
+        if z.ndim > 1 or not (np.issubdtype(z.dtype, np.integer)
+                              or (np.issubdtype(z.dtype, np.floating) and np.all(z == np.round(z)))):
+            raise TypeError(f"zero_point must be an integer or a 1-D array of integers, got {zero_point!r}")
+        z = z.astype(np.int64)
+        if z.size == 0 or z.min() < self.qmin or z.max() > self.qmax:
+            raise ValueError(f"zero_point {zero_point!r} out of range: expected {self.qmin}..{self.qmax}")
+        if s.ndim == 1 and z.ndim == 1 and s.shape != z.shape:
+            raise ValueError(f"per-channel scale and zero_point differ in length: {s.shape} vs {z.shape}")
+        self.scale = s if s.ndim else _F32(s)
+        self.zero_point = z if z.ndim else int(z)
+
+    @property
+    def qmin(self):
+        """Smallest code."""
+        return -((1 << (self.bits - 1)) - 1) if self.signed else 0
+
+    @property
+    def qmax(self):
+        """Largest code."""
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def per_channel(self):
+        """Whether scale or zero point is an array (one entry per channel)."""
+        return np.ndim(self.scale) == 1 or np.ndim(self.zero_point) == 1
+
+    @property
+    def channels(self):
+        """Number of channels of a per-channel parameter set, else None."""
+        if np.ndim(self.scale) == 1:
+            return self.scale.shape[0]
+        if np.ndim(self.zero_point) == 1:
+            return self.zero_point.shape[0]
+        return None
+
+    def quantize(self, x, channel_axis=-1):
+        """Codes of ``x`` (int64); see :func:`quantize`."""
+        return quantize(x, self, channel_axis=channel_axis)
+
+    def dequantize(self, q, channel_axis=-1):
+        """Float32 values ``scale * (q - zero_point)``; see :func:`dequantize`."""
+        return dequantize(q, self, channel_axis=channel_axis)
+
+    def __repr__(self):
+        kind = "signed" if self.signed else "unsigned"
+        return f"QuantParams(scale={self.scale!r}, zero_point={self.zero_point!r}, bits={self.bits}, {kind})"
+
+
+class QuantSpec:
+    """How to quantize the input and the weights of one layer call.
+
+    Parameters
+    ----------
+    input : {"tfapprox", "asymmetric", "symmetric"} or QuantParams
+        Per-call scheme or fixed (calibrated) parameters for the activation operand.
+    weight : {"tfapprox", "asymmetric", "symmetric", "symmetric-per-channel"} or QuantParams
+        Per-call scheme or fixed parameters for the weight operand. Per-channel parameters
+        hold one entry per output channel.
+    """
+
+    INPUT_MODES = ("tfapprox", "asymmetric", "symmetric")
+    WEIGHT_MODES = ("tfapprox", "asymmetric", "symmetric", "symmetric-per-channel")
+
+    def __init__(self, input, weight):
+        for name, v, modes in (("input", input, self.INPUT_MODES), ("weight", weight, self.WEIGHT_MODES)):
+            if isinstance(v, str):
+                if v not in modes:
+                    raise ValueError(f"unknown {name} quantization {v!r}: expected one of {modes} or QuantParams")
+            elif not isinstance(v, QuantParams):
+                raise TypeError(f"{name} quantization must be a string or QuantParams, got {type(v).__name__}")
+        if isinstance(input, QuantParams) and input.per_channel:
+            raise ValueError("input quantization must be per tensor: got per-channel QuantParams")
+        self.input = input
+        self.weight = weight
+
+    def signedness(self):
+        """(input_signed, weight_signed) of the codes this spec produces."""
+        def one(v):
+            return v.signed if isinstance(v, QuantParams) else v.startswith("symmetric")
+        return one(self.input), one(self.weight)
+
+    def __repr__(self):
+        return f"QuantSpec(input={self.input!r}, weight={self.weight!r})"
+
+
+def tf_nudge(x_min, x_max, bits=8):
+    """TensorFlow's ``Nudge`` of a float range (``narrow_range=False``), in float32.
+
+    Parameters
+    ----------
+    x_min, x_max : float
+        The observed range, ``x_min <= x_max``.
+    bits : int, default 8
+
+    Returns
+    -------
+    nudged_min, nudged_max, scale : numpy.float32
+    zero_point : int
+
+    Notes
+    -----
+    Degenerate ranges (``x_min == x_max``, or a range so small that ``1 / scale`` overflows)
+    are widened to include 0; an all-zero range gets scale 1 and zero point 0.
+    """
+    bits = _check_bits(bits)
+    lo, hi = _F32(x_min), _F32(x_max)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"quantization range must be finite, got min={x_min!r}, max={x_max!r}")
+    if lo > hi:
+        raise ValueError(f"quantization range has min > max: min={x_min!r}, max={x_max!r}")
+    qmin, qmax = _F32(0), _F32((1 << bits) - 1)
+    with np.errstate(all="ignore"):
+        for attempt in range(2):
+            scale = (hi - lo) / (qmax - qmin)
+            if scale > 0 and np.isfinite(_F32(1) / scale):
+                break
+            # Constant tensor: widen to include 0 so the constant itself is representable.
+            lo, hi = min(lo, _F32(0)), max(hi, _F32(0))
+        else:
+            scale = None
+        if scale is None or not scale > 0 or not np.isfinite(_F32(1) / scale):
+            return _F32(0), qmax, _F32(1), 0
+        zp_from_min = qmin - lo / scale
+    if zp_from_min < qmin:
+        zp = int(qmin)
+    elif zp_from_min > qmax:
+        zp = int(qmax)
+    else:
+        # std::round: half away from zero (zp_from_min >= 0 here).
+        zp = int(np.floor(np.float64(zp_from_min) + 0.5))
+    nudged_min = (qmin - _F32(zp)) * scale
+    nudged_max = (qmax - _F32(zp)) * scale
+    return _F32(nudged_min), _F32(nudged_max), _F32(scale), zp
+
+
+def tf_quant_params(x_min, x_max, bits=8):
+    """Unsigned :class:`QuantParams` from a range, nudged as TensorFlow does (:func:`tf_nudge`)."""
+    _, _, scale, zp = tf_nudge(x_min, x_max, bits)
+    return QuantParams(scale, zp, bits=bits, signed=False)
+
+
+def fake_quant(x, x_min=None, x_max=None, bits=8):
+    """TensorFlow ``FakeQuantWithMinMaxVars`` (float32 in, float32 out).
+
+    Parameters
+    ----------
+    x : array_like
+    x_min, x_max : float, optional
+        The range, used as given (TensorFlow's behaviour, even if it excludes 0); default
+        ``min(x.min(), 0)`` and ``max(x.max(), 0)``, the per-call range of
+        ``axconv2d(..., quant="asymmetric")``; pass ``x.min(), x.max()`` for TFApprox's.
+    bits : int, default 8
+
+    Returns
+    -------
+    ndarray of float32
+        ``code * scale + nudged_min``.
+    """
+    x = _as_float32(x, "x")
+    if x_min is None:
+        x_min = min(x.min(), 0.0) if x.size else 0.0
+    if x_max is None:
+        x_max = max(x.max(), 0.0) if x.size else 0.0
+    nmin, nmax, scale, _ = tf_nudge(x_min, x_max, bits)
+    inv = _F32(1) / scale
+    codes = np.floor((np.clip(x, nmin, nmax) - nmin) * inv + _F32(0.5))
+    return (codes * scale + nmin).astype(np.float32)
+
+
+def symmetric_params(x, bits=8, channel_axis=None):
+    """Symmetric signed :class:`QuantParams` with ``scale = amax / (2**(bits-1) - 1)``.
+
+    Parameters
+    ----------
+    x : array_like
+    bits : int, default 8
+    channel_axis : int, optional
+        If given, one scale per index along this axis (per output channel for weights);
+        otherwise one scale for the whole tensor.
+
+    Notes
+    -----
+    A channel (or tensor) whose ``amax`` is 0 gets scale 1: all its codes are 0 either way.
+    """
+    bits = _check_bits(bits)
+    x = _as_float32(x, "x")
+    qmax = _F32((1 << (bits - 1)) - 1)
+    if channel_axis is None:
+        amax = np.abs(x).max() if x.size else _F32(0)
+    else:
+        ax = _norm_axis(channel_axis, x.ndim)
+        other = tuple(i for i in range(x.ndim) if i != ax)
+        if x.size:
+            amax = np.abs(x).max(axis=other)
+        else:
+            amax = np.zeros(x.shape[ax], np.float32)
+    amax = np.asarray(amax, np.float32)
+    return _symmetric_from_amax(amax, qmax, bits, channel_axis is not None)
+
+
+def _symmetric_from_amax(amax, qmax, bits, per_channel):
+    amax = np.asarray(amax, np.float32)
+    with np.errstate(all="ignore"):
+        scale = amax / qmax
+        # amax 0 (all-zero channel) or so tiny that 1/scale overflows: every code is 0 anyway.
+        ok = (scale > 0) & np.isfinite(_F32(1) / scale)
+    scale = np.where(ok, scale, _F32(1)).astype(np.float32)
+    return QuantParams(scale if per_channel else _F32(scale), 0, bits=bits, signed=True)
+
+
+def _norm_axis(axis, ndim):
+    if not isinstance(axis, numbers.Integral) or not -ndim <= axis < max(ndim, 1):
+        raise ValueError(f"channel_axis {axis!r} out of range for an array of {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def _broadcast_param(v, ndim, axis, dtype):
+    v = np.asarray(v, dtype)
+    if v.ndim == 0:
+        return v
+    shape = [1] * ndim
+    shape[axis] = v.shape[0]
+    return v.reshape(shape)
+
+
+def quantize(x, params, channel_axis=-1):
+    """Codes of ``x`` under ``params`` (int64 array of operand values).
+
+    Parameters
+    ----------
+    x : array_like of float
+    params : QuantParams
+    channel_axis : int, default -1
+        The axis that per-channel parameters run along.
+
+    Returns
+    -------
+    ndarray of int64
+        Unsigned: TensorFlow's formula of the module docstring. Signed:
+        ``clamp(round_half_to_even(x / scale) + zero_point, qmin, qmax)``.
+    """
+    return quantize_float(x, params, channel_axis).astype(np.int64)
+
+
+def quantize_float(x, params, channel_axis=-1):
+    """The codes of :func:`quantize` as an integer-valued float32 array (exact: |q| < 2**24).
+
+    Saves a conversion where the caller wants narrow integers (table indices) anyway.
+    """
+    if not isinstance(params, QuantParams):
+        raise TypeError(f"params must be QuantParams, got {type(params).__name__}")
+    x = _as_float32(x, "x")
+    if params.per_channel:
+        if x.ndim == 0:
+            raise ValueError("per-channel quantization needs an array with a channel axis")
+        ax = _norm_axis(channel_axis, x.ndim)
+        if x.shape[ax] != params.channels:
+            raise ValueError(f"per-channel QuantParams have {params.channels} channels but the "
+                             f"tensor has {x.shape[ax]} along axis {ax}")
+    else:
+        ax = 0
+    s = _broadcast_param(params.scale, x.ndim, ax, np.float32)
+    z = _broadcast_param(params.zero_point, x.ndim, ax, np.int64)
+    zf = z.astype(np.float32)
+    # In-place float32 passes, each rounding exactly as the formula of the module docstring.
+    if params.signed:
+        t = np.divide(x, s)
+        np.rint(t, out=t)
+        t += zf                                    # exact: |codes| < 2**24 where it matters
+        np.maximum(t, _F32(params.qmin), out=t)
+        np.minimum(t, _F32(params.qmax), out=t)
+        return t
+    nmin = (_F32(params.qmin) - zf) * s
+    nmax = (_F32(params.qmax) - zf) * s
+    inv = _F32(1) / s
+    t = np.maximum(x, nmin)
+    np.minimum(t, nmax, out=t)
+    t -= nmin
+    t *= inv
+    t += _F32(0.5)
+    np.floor(t, out=t)
+    np.minimum(t, _F32(params.qmax - params.qmin), out=t)  # guards a last-ulp overshoot only
+    if params.qmin:
+        t += _F32(params.qmin)
+    return t
+
+
+def dequantize(q, params, channel_axis=-1):
+    """Float32 values ``scale * (q - zero_point)`` of codes ``q``."""
+    if not isinstance(params, QuantParams):
+        raise TypeError(f"params must be QuantParams, got {type(params).__name__}")
+    q = np.asarray(q)
+    ax = _norm_axis(channel_axis, q.ndim) if params.per_channel else 0
+    s = _broadcast_param(params.scale, q.ndim, ax, np.float32)
+    z = _broadcast_param(params.zero_point, q.ndim, ax, np.int64)
+    return ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
+
+
+def calibrate(data, scheme="tfapprox", method="minmax", percentile=99.99, bits=8, channel_axis=None):
+    """Quantization parameters fitted to data, for use across batches.
+
+    Parameters
+    ----------
+    data : array_like or iterable of array_like
+        One tensor, or several batches (their union is used).
+    scheme : {"tfapprox", "symmetric"}
+        Unsigned nudged asymmetric codes, or signed symmetric codes.
+    method : {"minmax", "percentile"}
+        Use the extreme values, or clip outliers at ``percentile`` (and ``100 - percentile``
+        for the minimum; of ``|x|`` for the symmetric scheme).
+    percentile : float, default 99.99
+    bits : int, default 8
+    channel_axis : int, optional
+        Symmetric scheme only: one scale per index along this axis.
+
+    Returns
+    -------
+    QuantParams
+    """
+    if scheme not in ("tfapprox", "symmetric"):
+        raise ValueError(f"unknown scheme {scheme!r}: expected 'tfapprox' or 'symmetric'")
+    if method not in ("minmax", "percentile"):
+        raise ValueError(f"unknown method {method!r}: expected 'minmax' or 'percentile'")
+    if not (isinstance(percentile, numbers.Real) and 50 < percentile <= 100):
+        raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+    if channel_axis is not None and scheme != "symmetric":
+        raise ValueError("per-channel calibration is only available for the symmetric scheme")
+    if isinstance(data, np.ndarray) or np.isscalar(data):
+        batches = [data]
+    else:
+        batches = list(data)
+        if batches and all(np.isscalar(b) for b in batches):
+            batches = [np.asarray(batches)]
+    arrs = [_as_float32(b, "data") for b in batches]
+    if channel_axis is None:
+        flat = np.concatenate([a.ravel() for a in arrs]) if arrs else np.zeros(0, np.float32)
+    else:
+        ax = _norm_axis(channel_axis, arrs[0].ndim)
+        flat = np.concatenate([np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1) for a in arrs], axis=1)
+    if flat.size == 0:
+        raise ValueError("cannot calibrate on empty data")
+    if scheme == "tfapprox":
+        if method == "minmax":
+            lo, hi = flat.min(), flat.max()
+        else:
+            lo, hi = np.percentile(flat, 100 - percentile), np.percentile(flat, percentile)
+        # Include 0, as the per-call ranges of axconv2d do (0 must be representable).
+        return tf_quant_params(min(lo, 0.0), max(hi, 0.0), bits)
+    if method == "minmax":
+        amax = np.abs(flat).max(axis=-1)
+    else:
+        amax = np.percentile(np.abs(flat), percentile, axis=-1)
+    return _symmetric_from_amax(amax, _F32((1 << (bits - 1)) - 1), bits, channel_axis is not None)

@@ -1,0 +1,115 @@
+"""ALWANN weight tuning: remap weight codes to the column of the table that best fits them.
+
+For every weight code ``w`` the tuned code is::
+
+    w' = argmin_{w'} sum_a p(a) * |a * w - T[a, w']|
+
+over all weight codes ``w'`` (``a`` and ``w`` operand values, ``T`` indexed by codes), with ``p``
+uniform (ALWANN) or a measured activation histogram. Ties keep ``w' = w`` when ``w`` is among
+the minimizers, otherwise the lowest code wins. With a uniform ``p`` or an integer histogram
+the costs are exact integer sums.
+
+How the tuned codes are used (in :func:`axkern.axconv2d`, :func:`axkern.axmatmul`,
+:func:`axkern.axdense`): the table lookup becomes ``T[q_x, w'(q_w)]``, i.e. the column of
+``w'`` replaces the column of ``w`` as the approximation of ``q_x * q_w``. The zero-point
+correction terms (``sum q_w`` and ``K z_x z_w``) keep the ORIGINAL weight codes, because they
+stand for the exact part of ``(q_x - z_x)(q_w - z_w)`` that the circuit does not compute.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import as_multiplier
+
+__all__ = ["tune_weights", "resolve_tuning"]
+
+
+def _check_hist(hist, size):
+    h = np.asarray(hist)
+    if h.dtype == object or not (np.issubdtype(h.dtype, np.integer) or np.issubdtype(h.dtype, np.floating)):
+        raise TypeError(f"activation_hist must be numeric, got dtype {h.dtype}")
+    if h.shape != (size,):
+        raise ValueError(f"activation_hist must have shape ({size},), one weight per activation "
+                         f"code (table index), got {h.shape}")
+    if np.issubdtype(h.dtype, np.floating):
+        if not np.all(np.isfinite(h)):
+            raise ValueError("activation_hist contains NaN or Inf")
+        if np.all(h == np.round(h)) and np.abs(h).max(initial=0) < 2 ** 40:
+            h = h.astype(np.int64)  # integral counts: keep the sums exact
+    if h.min() < 0:
+        raise ValueError("activation_hist must be non-negative")
+    if h.sum() <= 0:
+        raise ValueError("activation_hist must have a positive total")
+    return h.astype(np.int64) if np.issubdtype(h.dtype, np.integer) else h.astype(np.float64)
+
+
+def tune_weights(multiplier, activation_hist=None):
+    """The ALWANN weight-code remapping of a multiplier.
+
+    Parameters
+    ----------
+    multiplier : Multiplier
+    activation_hist : array_like of shape (2**bits,), optional
+        Weight ``p(a)`` of each activation code (indexed like the table rows, i.e. by the
+        two's-complement code for signed multipliers). Default uniform.
+
+    Returns
+    -------
+    ndarray of int64, shape (2**bits,)
+        ``mapping[j]`` is the table column (code) used for weight code ``j``.
+
+    Examples
+    --------
+    >>> import axkern
+    >>> m = axkern.Multiplier.exact(8)
+    >>> bool((axkern.tune_weights(m) == range(256)).all())  # exact circuits need no tuning
+    True
+    """
+    m = as_multiplier(multiplier)
+    size = 1 << m.bits
+    v = m.values()
+    T = np.asarray(m.table, np.int64)
+    p = np.ones(size, np.int64) if activation_hist is None else _check_hist(activation_hist, size)
+    cost = np.empty((size, size), p.dtype)
+    chunk = 16  # weight codes per step: a (size, chunk, size) temporary of about 8 MB
+    for w0 in range(0, size, chunk):
+        w = np.arange(w0, min(w0 + chunk, size))
+        exact = v[:, None] * v[None, w]                          # (a, w): a * w
+        err = np.abs(exact[:, :, None] - T[:, None, :])          # (a, w, w')
+        cost[w] = np.tensordot(p, err, axes=(0, 0)) if p.dtype == np.float64 else np.einsum("a,awv->wv", p, err)
+    best = cost.min(axis=1)
+    mapping = np.argmin(cost, axis=1).astype(np.int64)           # lowest code among minimizers
+    keep = cost[np.arange(size), np.arange(size)] == best
+    mapping[keep] = np.arange(size)[keep]
+    return mapping
+
+
+def resolve_tuning(tune, multiplier):
+    """The weight-code mapping requested by a layer's ``tune`` argument, or None.
+
+    ``tune`` is False/None (no tuning), True (uniform ALWANN tuning, cached per multiplier)
+    or a mapping array of shape ``(2**bits,)`` with entries in ``0 .. 2**bits - 1``.
+    """
+    if tune is None or tune is False:
+        return None
+    m = as_multiplier(multiplier)
+    size = 1 << m.bits
+    if tune is True:
+        cached = getattr(m, "_axkern_tuning", None)
+        if cached is None:
+            cached = tune_weights(m)
+            cached.setflags(write=False)
+            try:
+                m._axkern_tuning = cached
+            except AttributeError:
+                pass
+        return cached
+    arr = np.asarray(tune)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"tune must be a bool or an integer mapping array, got {type(tune).__name__} "
+                        f"of dtype {arr.dtype}")
+    if arr.shape != (size,):
+        raise ValueError(f"tune mapping must have shape ({size},), got {arr.shape}")
+    if arr.min() < 0 or arr.max() >= size:
+        raise ValueError(f"tune mapping entries must be codes 0..{size - 1}")
+    return arr.astype(np.int64)

@@ -1,0 +1,149 @@
+"""The kernel contract: backend registry, helpers, argument checks, threads."""
+import threading
+
+import numpy as np
+import pytest
+
+from axkern import Multiplier, _cpu, backends
+from axkern.backends import accumulator_dtype, available_backends, get_backend, table256
+
+
+def test_registry():
+    assert {"reference", "cpu"} <= set(available_backends())
+    assert get_backend("reference").__name__ == "axkern._reference"
+    assert get_backend("cpu").__name__ == backends.BACKENDS["cpu"]
+    auto = get_backend("auto")
+    assert auto.__name__ in (backends.BACKENDS["cpu"], "axkern.cuda")
+    if "cuda" not in available_backends():
+        assert auto.__name__ == backends.BACKENDS["cpu"]
+    with pytest.raises(ValueError, match="unknown backend"):
+        get_backend("tpu")
+    with pytest.raises(TypeError):
+        get_backend(3)
+    ref = get_backend("reference")
+    assert get_backend(ref) is ref
+
+
+# The registered "cpu" backend may be another module (SIMD kernels) than the Cython _cpu.
+KERNELS = ["reference", "cpu", _cpu]
+
+
+def test_table256_and_accumulator_dtype():
+    m4 = Multiplier.exact(4, signed=True)
+    t = table256(m4)
+    assert t.shape == (256, 256) and t.dtype == np.int32 and t.flags.c_contiguous
+    np.testing.assert_array_equal(t[:16, :16], m4.table)
+    assert not t[16:].any() and not t[:, 16:].any()
+    assert table256(m4) is t  # cached
+    m = Multiplier.exact(8)  # max |T| = 65025
+    assert accumulator_dtype(33025, m) == np.int32        # 33025 * 65025 < 2**31
+    assert accumulator_dtype(33026, m) == np.int64
+    assert accumulator_dtype(10 ** 6, m4) == np.int32     # max |T| = 64
+    with pytest.raises(ValueError):
+        accumulator_dtype(-1, m)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_contract_gemm_and_conv(name):
+    be = get_backend(name)
+    rng = np.random.default_rng(0)
+    T = rng.integers(-2 ** 31, 2 ** 31, (256, 256)).astype(np.int32)  # int64 sums needed
+    a = rng.integers(0, 256, (9, 33), dtype=np.uint8)
+    b = rng.integers(0, 256, (33, 17), dtype=np.uint8)
+    ref = T[a[:, :, None], b[None, :, :]].astype(np.int64).sum(axis=1)
+    np.testing.assert_array_equal(be.gemm(a, b, T, np.int64, None), ref)
+    with pytest.raises(ValueError, match="overflow"):
+        be.gemm(a, b, T, np.int32, None)
+    small = (T // 2 ** 16).astype(np.int32)
+    r32 = be.gemm(a, b, small, np.int32, 1)
+    assert r32.dtype == np.int32
+    np.testing.assert_array_equal(r32, small[a[:, :, None], b[None, :, :]].astype(np.int64).sum(axis=1))
+    # conv: 1x1 over a 1x1 image is the GEMM of one pixel; pad_code is looked up in padding.
+    x = a[:, None, None, :]
+    w = b[None, None]
+    np.testing.assert_array_equal(be.conv2d(x, w, T, (1, 1), (0, 0, 0, 0), (1, 1), 1, 0, np.int64, 2)[:, 0, 0], ref)
+    out = be.conv2d(x, w, T, (1, 1), (1, 0, 0, 0), (1, 1), 1, 5, np.int64, None)
+    assert out.shape == (9, 2, 1, 17)
+    np.testing.assert_array_equal(out[:, 0, 0], np.broadcast_to(T[5, b].astype(np.int64).sum(0), (9, 17)))
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_contract_checks(name):
+    be = get_backend(name)
+    T = np.zeros((256, 256), np.int32)
+    a = np.zeros((3, 4), np.uint8)
+    b = np.zeros((4, 2), np.uint8)
+    with pytest.raises(ValueError, match="256, 256"):
+        be.gemm(a, b, np.zeros((16, 16), np.int32), np.int64, None)
+    with pytest.raises(TypeError, match="int32"):
+        be.gemm(a, b, np.zeros((256, 256), np.int64), np.int64, None)
+    with pytest.raises(TypeError, match="uint8"):
+        be.gemm(a.astype(np.int32), b, T, np.int64, None)
+    with pytest.raises(ValueError, match="K must match"):
+        be.gemm(a, b.T.copy(), T, np.int64, None)
+    with pytest.raises(TypeError, match="out_dtype"):
+        be.gemm(a, b, T, np.float32, None)
+    with pytest.raises(ValueError, match="num_threads"):
+        be.gemm(a, b, T, np.int64, 0)
+    x = np.zeros((1, 4, 4, 6), np.uint8)
+    w = np.zeros((3, 3, 3, 4), np.uint8)
+    with pytest.raises(ValueError, match="groups"):
+        be.conv2d(x, w, T, (1, 1), (0, 0, 0, 0), (1, 1), 4, 0, np.int64, None)
+    with pytest.raises(ValueError, match="input channels per group"):
+        be.conv2d(x, w, T, (1, 1), (0, 0, 0, 0), (1, 1), 1, 0, np.int64, None)
+    with pytest.raises(ValueError, match="stride"):
+        be.conv2d(x, w, T, (0, 1), (0, 0, 0, 0), (1, 1), 2, 0, np.int64, None)
+    with pytest.raises(ValueError, match="dilation"):
+        be.conv2d(x, w, T, (1, 1), (0, 0, 0, 0), (1, -1), 2, 0, np.int64, None)
+    with pytest.raises(ValueError, match="pad_code"):
+        be.conv2d(x, w, T, (1, 1), (0, 0, 0, 0), (1, 1), 2, 256, np.int64, None)
+    with pytest.raises(TypeError, match="padding"):
+        be.conv2d(x, w, T, (1, 1), (0, 0), (1, 1), 2, 0, np.int64, None)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        be.conv2d(x[0], w, T, (1, 1), (0, 0, 0, 0), (1, 1), 2, 0, np.int64, None)
+
+
+def test_cpu_threads_same_result_and_gil_released():
+    cpu = _cpu
+    rng = np.random.default_rng(1)
+    T = rng.integers(-1000, 1000, (256, 256)).astype(np.int32)
+    x = rng.integers(0, 256, (4, 12, 12, 8), dtype=np.uint8)
+    w = rng.integers(0, 256, (3, 3, 8, 12), dtype=np.uint8)
+    args = (T, (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, np.int32)
+    r1 = cpu.conv2d(x, w, *args, 1)
+    np.testing.assert_array_equal(cpu.conv2d(x, w, *args, 2), r1)
+    np.testing.assert_array_equal(cpu.conv2d(x, w, *args, None), r1)
+    # Several Python threads calling the kernel at once (GIL released) get correct results.
+    results = [None] * 3
+
+    def work(i):
+        results[i] = cpu.conv2d(x, w, *args, 1)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        np.testing.assert_array_equal(r, r1)
+    assert cpu.max_threads() >= 1
+
+
+def test_as_multiplier():
+    m = backends.as_multiplier(np.zeros((16, 16), int))
+    assert m.bits == 4 and not m.signed
+    with pytest.raises(ValueError):
+        backends.as_multiplier(np.zeros((256, 128), int))
+    with pytest.raises(TypeError):
+        backends.as_multiplier([[0]])
+
+
+def test_omp_num_threads_is_honoured():
+    import os
+    import subprocess
+    import sys
+
+    code = "from axkern import _cpu; print(_cpu.max_threads())"
+    env = dict(os.environ, OMP_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3"
