@@ -30,6 +30,10 @@ numpy_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 # Each entry: module name, sources. Cython modules (.pyx) get NumPy headers and OpenMP.
 EXTENSIONS = [
+    ("axkern._cpu", ["axkern/_cpu.pyx"]),
+    ("axkern._fast", ["axkern/_fast.pyx", "axkern/_simd/axsimd.c", "axkern/_simd/kern_scalar.c",
+                      "axkern/_simd/kern_avx2.c", "axkern/_simd/kern_avx512.c",
+                      "axkern/_simd/quantize.c"]),
 ]
 
 

@@ -1,0 +1,341 @@
+# cython: language_level=3
+"""Fast CPU backend: SIMD table lookups in registers with runtime ISA dispatch.
+
+Implements the kernel contract of :mod:`axkern.backends` (``gemm`` and ``conv2d`` on uint8
+table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels in
+``axkern/_simd``:
+
+``"avx512_vbmi"``
+    The fixed operand's table column (256 entries) is held as two 256-byte planes in eight
+    zmm registers; ``vpermt2b`` looks up 64 streamed codes per instruction.
+``"avx2"``
+    Hardware gathers of 8 entries from the column, which stays in L1.
+``"scalar"``
+    Portable C, eight rows per step in registers.
+
+The path is chosen once at import: the environment variable ``AXKERN_CPU_PATH`` if set,
+else the best one the CPU supports. Every function also takes ``path=`` to force one.
+Forcing a path that is unknown or that this CPU cannot run raises ``ValueError``; no path
+is ever replaced silently by another.
+
+Tables whose entries span more than 65535 (``max - min``) cannot use the 16-bit byte planes;
+they take the portable int64 code on every path (same arithmetic, exact, slower).
+"""
+import os
+
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t, uint8_t
+cimport openmp
+
+from .backends import check_conv_args, check_gemm_args
+
+cnp.import_array()
+
+__all__ = ["gemm", "conv2d", "quantize_indices", "window_sums", "available_paths",
+           "default_path", "max_threads", "PATHS"]
+
+cdef extern from "axsimd.h" nogil:
+    int AXS_PATH_SCALAR, AXS_PATH_AVX2, AXS_PATH_AVX512_VBMI
+    int AXS_OK, AXS_ENOMEM, AXS_EPATH, AXS_EARG
+    int axs_path_supported(int path)
+    int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M,
+                 int64_t K, int64_t N, int out64, void *out, int nthreads, int path)
+    int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N,
+                   int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
+                   int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw,
+                   int64_t groups, int pad_code, int out64, void *out, int nthreads, int path)
+    void axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
+                      int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
+                      uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
+
+#: Every path this module knows, fastest first.
+PATHS = ("avx512_vbmi", "avx2", "scalar")
+_CODES = {"avx512_vbmi": AXS_PATH_AVX512_VBMI, "avx2": AXS_PATH_AVX2, "scalar": AXS_PATH_SCALAR}
+_ENV = "AXKERN_CPU_PATH"
+
+
+def available_paths():
+    """Names of the dispatch paths this CPU can run, fastest first.
+
+    Returns
+    -------
+    tuple of str
+        A subset of :data:`PATHS`; always ends with ``"scalar"``.
+    """
+    return tuple(p for p in PATHS if axs_path_supported(_CODES[p]))
+
+
+def max_threads():
+    """The number of threads a call with ``num_threads=None`` uses (OpenMP's default)."""
+    return openmp.omp_get_max_threads()
+
+
+def _check_path(path, origin):
+    if not isinstance(path, str):
+        raise TypeError(f"{origin} must be a path name {PATHS}, got {type(path).__name__}")
+    if path not in _CODES:
+        raise ValueError(f"unknown CPU path {path!r} ({origin}): expected one of {PATHS}")
+    if not axs_path_supported(_CODES[path]):
+        raise ValueError(f"CPU path {path!r} ({origin}) is not supported by this CPU: "
+                         f"available paths are {available_paths()}")
+    return path
+
+
+def _path_from_env():
+    forced = os.environ.get(_ENV)
+    if forced is None or forced == "":
+        return available_paths()[0], None
+    try:
+        return _check_path(forced.strip(), f"environment variable {_ENV}"), None
+    except ValueError as e:
+        return None, e
+
+
+# Chosen once at import. A bad AXKERN_CPU_PATH is reported when a kernel is first called
+# (and by default_path()), never replaced by another path.
+_DEFAULT, _DEFAULT_ERROR = _path_from_env()
+
+
+def default_path():
+    """The path used when ``path`` is not given (chosen at import).
+
+    Raises
+    ------
+    ValueError
+        If ``AXKERN_CPU_PATH`` named an unknown path or one this CPU cannot run.
+    """
+    if _DEFAULT_ERROR is not None:
+        raise ValueError(str(_DEFAULT_ERROR))
+    return _DEFAULT
+
+
+def _resolve(path):
+    if path is None:
+        return _CODES[default_path()]
+    return _CODES[_check_path(path, "path argument")]
+
+
+def _raise(int code, what):
+    if code == AXS_ENOMEM:
+        raise MemoryError(f"{what}: out of memory for the kernel's work buffers")
+    if code == AXS_EPATH:
+        raise ValueError(f"{what}: the requested CPU path is not supported by this CPU")
+    if code != AXS_OK:
+        raise ValueError(f"{what}: invalid arguments (code {code})")
+
+
+def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None):
+    """``out[m, n] = sum_k table[a[m, k], b[k, n]]``, exactly.
+
+    Parameters
+    ----------
+    a : ndarray of uint8, shape (M, K)
+        Activation table indices (rows of the table).
+    b : ndarray of uint8, shape (K, N)
+        Weight table indices (columns of the table).
+    table : ndarray of int32, shape (256, 256)
+    out_dtype : {numpy.int32, numpy.int64}
+        Accumulator and output type; int32 is exact whenever every true sum fits int32.
+    num_threads : int, optional
+        OpenMP threads; default ``OMP_NUM_THREADS`` or all cores.
+    path : {"avx512_vbmi", "avx2", "scalar"}, optional
+        Force a dispatch path (default: :func:`default_path`).
+
+    Returns
+    -------
+    ndarray of out_dtype, shape (M, N)
+    """
+    cdef int p = _resolve(path)
+    a, b, table, out_dtype, num_threads = check_gemm_args(a, b, table, out_dtype, num_threads)
+    cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
+    out = np.empty((M, N), out_dtype)
+    cdef cnp.ndarray aa = a, bb = b, tt = table, oo = out
+    cdef int out64 = out_dtype == np.int64
+    cdef int nt = 0 if num_threads is None else num_threads
+    cdef int rc
+    with nogil:
+        rc = axs_gemm(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
+                      <const int32_t *>cnp.PyArray_DATA(tt), M, K, N, out64,
+                      cnp.PyArray_DATA(oo), nt, p)
+    _raise(rc, "gemm")
+    return out
+
+
+def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+           pad_code=0, out_dtype=np.int64, num_threads=None, path=None):
+    """Grouped 2-D convolution of table lookups, NHWC input and HWIO filters, exactly.
+
+    Parameters
+    ----------
+    x : ndarray of uint8, shape (N, H, W, C)
+        Activation table indices.
+    w : ndarray of uint8, shape (KH, KW, C // groups, COUT)
+        Weight table indices.
+    table : ndarray of int32, shape (256, 256)
+    stride, dilation : pair of int
+    padding : (top, bottom, left, right)
+        Padded positions hold ``pad_code`` and are looked up like any other position.
+    groups : int
+    pad_code : int
+        Table index of the padding value (0..255).
+    out_dtype : {numpy.int32, numpy.int64}
+    num_threads : int, optional
+    path : {"avx512_vbmi", "avx2", "scalar"}, optional
+
+    Returns
+    -------
+    ndarray of out_dtype, shape (N, OH, OW, COUT)
+        ``out[n, oy, ox, o] = sum_{ky, kx, c} table[xpad[n, oy*sh + ky*dh, ox*sw + kx*dw,
+        g*Cg + c], w[ky, kx, c, o]]`` with ``g = o // (COUT // groups)``.
+    """
+    cdef int p = _resolve(path)
+    (x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
+     (OH, OW)) = check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code,
+                                 out_dtype, num_threads)
+    cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef int64_t KH = w.shape[0], KW = w.shape[1], COUT = w.shape[3]
+    out = np.empty((N, OH, OW, COUT), out_dtype)
+    cdef cnp.ndarray xx = x, ww = w, tt = table, oo = out
+    cdef int out64 = out_dtype == np.int64
+    cdef int nt = 0 if num_threads is None else num_threads
+    cdef int sh = stride[0], sw = stride[1], dh = dilation[0], dw = dilation[1]
+    cdef int pt = padding[0], pb = padding[1], pl = padding[2], pr = padding[3]
+    cdef int64_t g = groups
+    cdef int pc = pad_code
+    cdef int rc
+    with nogil:
+        rc = axs_conv2d(<const uint8_t *>cnp.PyArray_DATA(xx), <const uint8_t *>cnp.PyArray_DATA(ww),
+                        <const int32_t *>cnp.PyArray_DATA(tt), N, H, W, C, KH, KW, COUT,
+                        sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo), nt, p)
+    _raise(rc, "conv2d")
+    return out
+
+
+def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None):
+    """Table indices of ``x`` under per-tensor ``params`` in one parallel pass.
+
+    Bit-identical to ``axkern.quant.quantize_float(x, params)`` followed by the conversion
+    of the codes to table indices (``code & index_mask``; two's complement for signed
+    codes), without NumPy's temporaries: the float-level layers spend more time quantizing
+    than the fast kernels spend on the products.
+
+    Parameters
+    ----------
+    x : array_like of float
+        Finite values (NaN or Inf raise ValueError).
+    params : axkern.quant.QuantParams
+        Per-tensor parameters (a scalar scale and zero point).
+    index_mask : int, default 255
+        ``2**bits - 1`` of the multiplier's table.
+    row_sums : bool, default False
+        Also return the sum of the codes (not the indices) along the last axis, as int64.
+    num_threads : int, optional
+
+    Returns
+    -------
+    indices : ndarray of uint8, shaped as ``x``
+    sums : ndarray of int64, shaped as ``x.shape[:-1]`` (only with ``row_sums=True``)
+    """
+    from .quant import QuantParams
+
+    if not isinstance(params, QuantParams):
+        raise TypeError(f"params must be QuantParams, got {type(params).__name__}")
+    if params.per_channel:
+        raise ValueError("quantize_indices takes per-tensor parameters only (a scalar scale and "
+                         "zero point); use axkern.quant.quantize for per-channel ones")
+    if isinstance(index_mask, bool) or not isinstance(index_mask, (int, np.integer)) \
+            or index_mask not in (3, 7, 15, 31, 63, 127, 255):
+        raise ValueError(f"index_mask must be 2**bits - 1 for bits 2..8, got {index_mask!r}")
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
+            or np.iscomplexobj(arr):
+        raise TypeError(f"x must be a real numeric array, got dtype {arr.dtype}")
+    arr = np.asarray(arr, dtype=np.float32, order="C")  # (keeps 0-d arrays 0-d)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError("x holds NaN or Inf: quantization needs finite values")
+    if num_threads is not None and (isinstance(num_threads, bool) or
+                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    shape = arr.shape
+    nd = arr.ndim  # (no negative indices: this module is compiled with wraparound=False)
+    cdef int64_t cols = shape[nd - 1] if nd else 1
+    cdef int64_t rows = arr.size // cols if cols else 0
+    idx = np.empty(shape, np.uint8)
+    sums = np.empty(shape[:nd - 1] if nd else (), np.int64) if row_sums else None
+    # The float32 parameters exactly as axkern.quant computes them.
+    f32 = np.float32
+    s = f32(params.scale)
+    zf = f32(params.zero_point)
+    cdef float c_s = s, c_nmin = (f32(params.qmin) - zf) * s, c_nmax = (f32(params.qmax) - zf) * s
+    cdef float c_inv = f32(1) / s
+    cdef int32_t zp = int(params.zero_point), qmin = params.qmin, qmax = params.qmax
+    cdef int is_signed = bool(params.signed)
+    cdef uint8_t mask = int(index_mask)
+    cdef int nt = 0 if num_threads is None else int(num_threads)
+    cdef cnp.ndarray xa = arr, ia = idx
+    cdef int64_t *sp = NULL
+    cdef cnp.ndarray sa
+    if sums is not None:
+        sa = sums
+        sp = <int64_t *>cnp.PyArray_DATA(sa)
+    if rows and cols:
+        with nogil:
+            axs_quantize(<const float *>cnp.PyArray_DATA(xa), rows, cols, is_signed, c_s, zp,
+                         c_nmin, c_nmax, c_inv, qmin, qmax, mask,
+                         <uint8_t *>cnp.PyArray_DATA(ia), sp, nt)
+    elif sums is not None:
+        sums[...] = 0
+    return (idx, sums) if row_sums else idx
+
+
+def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+                pad_code=0, num_threads=None, path=None):
+    """Sum of the operand values over each output's receptive field, per group.
+
+    The zero-point correction ``z_w * sum_window(q_x)`` of a convolution, computed by the
+    fast kernel itself: a convolution with one all-zero filter per group through the table
+    ``T[a, 0] = values[a]`` (so padded positions count ``values[pad_code]``, as the
+    convolution looks them up).
+
+    Parameters
+    ----------
+    x : ndarray of uint8, shape (N, H, W, C)
+        Table indices (NHWC).
+    values : array_like of int, shape (256,) or (2**bits,)
+        Operand value of every index (``Multiplier.values()``).
+    ksize : (KH, KW)
+    stride, padding, dilation, groups, pad_code, num_threads, path
+        As in :func:`conv2d`.
+
+    Returns
+    -------
+    ndarray of int64, shape (N, OH, OW, groups)
+    """
+    v = np.asarray(values)
+    if v.ndim != 1 or not 1 <= v.shape[0] <= 256 or not np.issubdtype(v.dtype, np.integer):
+        raise ValueError(f"values must be a 1-D integer array of at most 256 operand values, "
+                         f"got shape {v.shape} and dtype {v.dtype}")
+    if v.size and (int(v.min()) < -(1 << 15) or int(v.max()) >= 1 << 16):
+        raise ValueError("values must be 16-bit operand values")
+    try:
+        KH, KW = (int(k) for k in ksize)
+    except (TypeError, ValueError):
+        raise TypeError(f"ksize must be a pair of ints, got {ksize!r}") from None
+    if KH < 1 or KW < 1:
+        raise ValueError(f"ksize must be positive, got {ksize!r}")
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        raise ValueError(f"x must be a 4-D NHWC array of uint8 indices, got {getattr(x, 'shape', x)!r}")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1 \
+            or x.shape[3] % groups:
+        raise ValueError(f"groups must be an integer >= 1 dividing the {x.shape[3]} channels, "
+                         f"got {groups!r}")
+    table = np.zeros((256, 256), np.int32)
+    table[:v.shape[0], 0] = v
+    w = np.zeros((KH, KW, x.shape[3] // groups, int(groups)), np.uint8)
+    K = KH * KW * (x.shape[3] // groups)
+    bound = K * max(int(np.abs(v).max()) if v.size else 0, 1)
+    dt = np.int32 if bound < (1 << 31) else np.int64
+    out = conv2d(x, w, table, stride, padding, dilation, groups, pad_code, dt, num_threads,
+                 path=path)
+    return out.astype(np.int64, copy=False)

@@ -1,0 +1,671 @@
+/* axsimd drivers: table preparation, CPU feature detection, tiling, packing and OpenMP
+ * parallelism around the micro-kernels (see axsimd.h for the arithmetic). */
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "axsimd.h"
+
+/* ------------------------------------------------------------------------ dispatch */
+
+int axs_path_supported(int path)
+{
+    if (path == AXS_PATH_SCALAR)
+        return 1;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (path == AXS_PATH_AVX2)
+        return __builtin_cpu_supports("avx2") != 0;
+    if (path == AXS_PATH_AVX512_VBMI)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vbmi");
+#endif
+    return 0;
+}
+
+int axs_best_path(void)
+{
+    for (int p = AXS_NPATHS - 1; p > 0; p--)
+        if (axs_path_supported(p))
+            return p;
+    return AXS_PATH_SCALAR;
+}
+
+static axs_kern16_fn kern16_for(int path)
+{
+    switch (path) {
+    case AXS_PATH_AVX512_VBMI: return axs_kern16_avx512;
+    case AXS_PATH_AVX2: return axs_kern16_avx2;
+    default: return axs_kern16_scalar;
+    }
+}
+
+/* ------------------------------------------------------------------------ tables */
+
+/* 64-byte aligned blocks (zmm loads) from plain malloc, so that the code stays portable:
+ * the original pointer is kept just below the aligned one. Free with aligned_free64. */
+static void *aligned_alloc64(size_t n)
+{
+    void *raw = malloc(n + 64 + sizeof(void *));
+    if (!raw)
+        return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static void aligned_free64(void *p)
+{
+    if (p)
+        free(((void **)p)[-1]);
+}
+
+/* Everything a call needs for one orientation. transpose = 0: the fixed code indexes the
+ * table's columns (weight operand b fixed, activations streamed); 1: its rows. */
+typedef struct {
+    axs_fixed_table t;
+    void *mem;
+} prepared;
+
+static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
+{
+    int32_t lo = table[0], hi = table[0];
+    for (int i = 1; i < 65536; i++) {
+        lo = table[i] < lo ? table[i] : lo;
+        hi = table[i] > hi ? table[i] : hi;
+    }
+    memset(pr, 0, sizeof(*pr));
+    if ((int64_t)hi - (int64_t)lo > 65535) {
+        int32_t *t32 = (int32_t *)aligned_alloc64(65536 * sizeof(int32_t));
+        if (!t32)
+            return AXS_ENOMEM;
+        for (int f = 0; f < 256; f++)
+            for (int s = 0; s < 256; s++)
+                t32[f * 256 + s] = transpose ? table[f * 256 + s] : table[s * 256 + f];
+        pr->t.generic = 1;
+        pr->t.tab32 = t32;
+        pr->mem = t32;
+        return AXS_OK;
+    }
+    /* 16-bit class: 128 KiB of biased entries (+64 bytes: the AVX2 gathers read 4 bytes at
+     * the last entry), then 128 KiB of byte planes for the VBMI path. */
+    size_t n16 = 65536 * sizeof(uint16_t) + 64;
+    int want_planes = path == AXS_PATH_AVX512_VBMI, want_xtab = path == AXS_PATH_AVX2;
+    uint8_t *mem = (uint8_t *)aligned_alloc64(n16 + (want_planes ? 131072 : 0) +
+                                              (want_xtab ? 262144 : 0));
+    if (!mem)
+        return AXS_ENOMEM;
+    uint16_t *t16 = (uint16_t *)mem;
+    uint32_t bias = (uint32_t)(-(int64_t)lo);
+    for (int f = 0; f < 256; f++)
+        for (int s = 0; s < 256; s++) {
+            int32_t v = transpose ? table[f * 256 + s] : table[s * 256 + f];
+            t16[f * 256 + s] = (uint16_t)((uint32_t)v + bias);
+        }
+    memset(mem + 65536 * sizeof(uint16_t), 0, 64);
+    if (want_planes) {
+        uint8_t *pl = mem + n16;
+        for (int f = 0; f < 256; f++)
+            for (int s = 0; s < 256; s++) {
+                pl[f * 512 + s] = (uint8_t)(t16[f * 256 + s] & 255);
+                pl[f * 512 + 256 + s] = (uint8_t)(t16[f * 256 + s] >> 8);
+            }
+        pr->t.planes = pl;
+    }
+    if (want_xtab) {
+        /* vpshufb chunks, XOR-chained so that a prefix XOR gives the chunk (kern_avx2.c) */
+        uint8_t *xt = mem + n16;
+        for (int f = 0; f < 256; f++)
+            for (int p = 0; p < 2; p++)
+                for (int hb = 0; hb < 2; hb++)
+                    for (int h = 0; h < 8; h++)
+                        for (int l = 0; l < 16; l++) {
+                            int e = hb * 128 + h * 16 + l;
+                            uint8_t v = (uint8_t)(t16[f * 256 + e] >> (8 * p));
+                            if (h > 0)
+                                v ^= (uint8_t)(t16[f * 256 + e - 16] >> (8 * p));
+                            uint8_t *d = xt + (size_t)f * 1024 + ((p * 16 + hb * 8 + h) * 32);
+                            d[l] = d[l + 16] = v;
+                        }
+        pr->t.xtab = xt;
+    }
+    pr->t.generic = 0;
+    pr->t.bias = bias;
+    pr->t.tab16 = t16;
+    pr->mem = mem;
+    return AXS_OK;
+}
+
+/* Prepared tables are cached across calls (a network calls the kernels layer after layer
+ * with the same table): a few slots, each keyed by orientation, path and a copy of the
+ * table's 256 KiB, compared in full, so a changed table is never served stale. Entries in
+ * use are reference counted; an evicted entry is freed by its last user. */
+typedef struct {
+    int32_t key[65536];
+    int transpose, path, refs, evicted;
+    prepared pr;
+} cache_entry;
+
+#define AXS_CACHE_SLOTS 4
+static cache_entry *cache_slots[AXS_CACHE_SLOTS];
+static int cache_next;
+
+static void entry_free(cache_entry *e)
+{
+    aligned_free64(e->pr.mem);
+    free(e);
+}
+
+static cache_entry *acquire(const int32_t *table, int transpose, int path, int *err)
+{
+    cache_entry *hit = NULL;
+#pragma omp critical(axs_table_cache)
+    for (int i = 0; i < AXS_CACHE_SLOTS && !hit; i++) {
+        cache_entry *e = cache_slots[i];
+        if (e && e->transpose == transpose && e->path == path &&
+            memcmp(e->key, table, sizeof(e->key)) == 0) {
+            e->refs++;
+            hit = e;
+        }
+    }
+    if (hit)
+        return hit;
+    cache_entry *e = (cache_entry *)malloc(sizeof(cache_entry));
+    if (!e) {
+        *err = AXS_ENOMEM;
+        return NULL;
+    }
+    *err = prepare(table, transpose, path, &e->pr);
+    if (*err) {
+        free(e);
+        return NULL;
+    }
+    memcpy(e->key, table, sizeof(e->key));
+    e->transpose = transpose;
+    e->path = path;
+    e->refs = 1;
+    e->evicted = 0;
+    cache_entry *old = NULL;
+#pragma omp critical(axs_table_cache)
+    {
+        old = cache_slots[cache_next];
+        cache_slots[cache_next] = e;
+        cache_next = (cache_next + 1) % AXS_CACHE_SLOTS;
+        if (old) {
+            old->evicted = 1;
+            if (old->refs > 0)
+                old = NULL; /* its last user frees it */
+        }
+    }
+    if (old)
+        entry_free(old);
+    return e;
+}
+
+static void release(cache_entry *e)
+{
+    int last = 0;
+#pragma omp critical(axs_table_cache)
+    {
+        e->refs--;
+        last = e->evicted && e->refs == 0;
+    }
+    if (last)
+        entry_free(e);
+}
+
+static int resolve_threads(int nthreads)
+{
+#ifdef _OPENMP
+    return nthreads > 0 ? nthreads : omp_get_max_threads();
+#else
+    (void)nthreads;
+    return 1;
+#endif
+}
+
+/* ------------------------------------------------------------------------ tile compute */
+
+/* Per-thread scratch for one tile of up to AXS_MB streamed rows by AXS_NB fixed codes. */
+typedef struct {
+    uint32_t *c32;
+    int64_t *c64;
+} scratch;
+
+static int scratch_init(scratch *sc, int generic)
+{
+    sc->c32 = generic ? NULL : (uint32_t *)aligned_alloc64((size_t)AXS_NB * AXS_MB * sizeof(uint32_t));
+    sc->c64 = generic ? (int64_t *)aligned_alloc64((size_t)AXS_NB * AXS_MB * sizeof(int64_t)) : NULL;
+    return generic ? sc->c64 != NULL : sc->c32 != NULL;
+}
+
+static void scratch_free(scratch *sc)
+{
+    aligned_free64(sc->c32);
+    aligned_free64(sc->c64);
+}
+
+/* Sums over the whole reduction for ms streamed rows and nf fixed codes. Streamed row i of
+ * reduction step k is S[soff[k] + i]; the sum for (i, j) goes to out[orow[i] + j * osj]
+ * (element offsets), rows with orow[i] < 0 are dropped. The reduction is cut into chunks
+ * whose biased sums cannot wrap for int64 outputs; int32 outputs wrap exactly like any
+ * int32 sum, so the result is exact whenever it fits. */
+static void tile(const prepared *pr, axs_kern16_fn kern, const uint8_t *S,
+                 const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdiff_t ldF, int nf,
+                 int64_t K, scratch *sc, void *out, int out64, const ptrdiff_t *orow,
+                 ptrdiff_t osj)
+{
+    const axs_fixed_table *t = &pr->t;
+    if (t->generic) {
+        /* int64 sums of at most 2^31 int32 entries cannot overflow: one pass. */
+        int64_t *acc = sc->c64;
+        axs_kern_generic(S, soff, ms, F, ldF, nf, (int)K, t, acc);
+        for (int j = 0; j < nf; j++)
+            for (int i = 0; i < ms; i++) {
+                if (orow[i] < 0)
+                    continue;
+                int64_t v = acc[(ptrdiff_t)j * AXS_MB + i];
+                if (out64)
+                    ((int64_t *)out)[orow[i] + j * osj] = v;
+                else
+                    ((int32_t *)out)[orow[i] + j * osj] = (int32_t)v;
+            }
+        return;
+    }
+    uint32_t *c = sc->c32;
+    if (!out64) {
+        kern(S, soff, ms, F, ldF, nf, (int)K, t, c);
+        uint32_t corr = (uint32_t)((uint64_t)t->bias * (uint64_t)K);
+        for (int j = 0; j < nf; j++) {
+            int32_t *o = (int32_t *)out + j * osj;
+            const uint32_t *cj = c + (ptrdiff_t)j * AXS_MB;
+            for (int i = 0; i < ms; i++)
+                if (orow[i] >= 0)
+                    o[orow[i]] = (int32_t)(cj[i] - corr);
+        }
+        return;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += AXS_KCHUNK) {
+        int kc = (int)(K - k0 < AXS_KCHUNK ? K - k0 : AXS_KCHUNK);
+        kern(S, soff + k0, ms, F + k0, ldF, nf, kc, t, c);
+        int64_t corr = (int64_t)t->bias * kc;
+        for (int j = 0; j < nf; j++) {
+            int64_t *o = (int64_t *)out + j * osj;
+            const uint32_t *cj = c + (ptrdiff_t)j * AXS_MB;
+            for (int i = 0; i < ms; i++) {
+                if (orow[i] < 0)
+                    continue;
+                int64_t v = (int64_t)cj[i] - corr;
+                if (k0 == 0)
+                    o[orow[i]] = v;
+                else
+                    o[orow[i]] += v;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ gemm */
+
+/* 8 x 8 byte transpose in 64-bit words (little-endian byte order): rows r[0..7] in,
+ * columns out: byte i of r[c] afterwards is byte c of row i before. */
+static inline void transpose8x8(uint64_t r[8])
+{
+    const uint64_t m8 = 0x00FF00FF00FF00FFull, m16 = 0x0000FFFF0000FFFFull;
+    uint64_t t[8], u[8];
+    for (int p = 0; p < 8; p += 2) { /* bytes of row pairs: even and odd columns */
+        t[p] = (r[p] & m8) | ((r[p + 1] & m8) << 8);
+        t[p + 1] = ((r[p] >> 8) & m8) | (r[p + 1] & ~m8);
+    }
+    for (int q = 0; q < 2; q++)
+        for (int e = 0; e < 2; e++) { /* 16-bit pairs of row pairs */
+            int x = 4 * q + e, y = 4 * q + 2 + e;
+            u[x] = (t[x] & m16) | ((t[y] & m16) << 16);
+            u[y] = ((t[x] >> 16) & m16) | (t[y] & ~m16);
+        }
+    /* u[0]: cols 0,4 (rows 0-3); u[1]: cols 1,5; u[2]: cols 2,6; u[3]: cols 3,7; u[4..7]
+     * the same for rows 4-7 */
+    for (int c = 0; c < 4; c++) {
+        r[c] = (u[c] & 0xFFFFFFFFull) | (u[c + 4] << 32);
+        r[c + 4] = (u[c] >> 32) | (u[c + 4] & 0xFFFFFFFF00000000ull);
+    }
+}
+
+/* Transpose rows [m0, m0 + ms) of a (M, K) into pack[k * AXS_MB + i]: 8 x 8 blocks in
+ * registers, a scalar loop for the edges. */
+static void pack_rows(const uint8_t *a, int64_t K, int64_t m0, int ms, uint8_t *pack)
+{
+    int i8 = ms & ~7;
+    int64_t k8 = K & ~(int64_t)7;
+    for (int i = 0; i < i8; i += 8) {
+        const uint8_t *row = a + (m0 + i) * K;
+        for (int64_t k = 0; k < k8; k += 8) {
+            uint64_t r[8];
+            for (int q = 0; q < 8; q++)
+                memcpy(&r[q], row + q * K + k, 8);
+            transpose8x8(r);
+            for (int c = 0; c < 8; c++)
+                memcpy(pack + (k + c) * AXS_MB + i, &r[c], 8);
+        }
+        for (int64_t k = k8; k < K; k++)
+            for (int q = 0; q < 8; q++)
+                pack[k * AXS_MB + i + q] = row[q * K + k];
+    }
+    for (int i = i8; i < ms; i++) {
+        const uint8_t *row = a + (m0 + i) * K;
+        for (int64_t k = 0; k < K; k++)
+            pack[k * AXS_MB + i] = row[k];
+    }
+}
+
+int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M, int64_t K,
+             int64_t N, int out64, void *out, int nthreads, int path)
+{
+    if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
+        return AXS_EPATH;
+    if (M < 0 || K < 0 || N < 0 || K > 0x7fffffff)
+        return AXS_EARG;
+    if (M == 0 || N == 0)
+        return AXS_OK;
+    if (K == 0) {
+        memset(out, 0, (size_t)(M * N) * (out64 ? 8 : 4));
+        return AXS_OK;
+    }
+    /* Stream the longer operand past fixed codes of the shorter one: swapped = 1 streams
+     * the columns of b (fixed: rows of a), which needs no packing. */
+    int swapped = N > M;
+    int err = AXS_OK;
+    cache_entry *ce = acquire(table, swapped, path, &err);
+    if (!ce)
+        return err;
+    const prepared *pr = &ce->pr;
+    axs_kern16_fn kern = kern16_for(path);
+    int nt = resolve_threads(nthreads);
+    uint8_t *bt = NULL;
+    ptrdiff_t *soff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
+    if (!swapped)  /* fixed codes: columns of b, contiguous along k */
+        bt = (uint8_t *)malloc((size_t)(N * K));
+    if (!soff || (!swapped && !bt)) {
+        free(soff);
+        free(bt);
+        release(ce);
+        return AXS_ENOMEM;
+    }
+    for (int64_t k = 0; k < K; k++)
+        soff[k] = (ptrdiff_t)(k * (swapped ? N : AXS_MB));
+    if (!swapped)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++)
+                bt[n * K + k] = b[k * N + n];
+    int failed = 0;
+    int64_t nst = swapped ? (N + AXS_MB - 1) / AXS_MB : (M + AXS_MB - 1) / AXS_MB;
+    int64_t nfb = swapped ? (M + AXS_NB - 1) / AXS_NB : (N + AXS_NB - 1) / AXS_NB;
+    int64_t units = nst * nfb;
+    if (nt > units)
+        nt = (int)units;
+#pragma omp parallel num_threads(nt)
+    {
+        scratch sc;
+        uint8_t *pack = swapped ? NULL : (uint8_t *)aligned_alloc64((size_t)(K * AXS_MB));
+        int ok = scratch_init(&sc, pr->t.generic) && (swapped || pack);
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        int64_t packed = -1;
+        ptrdiff_t orow[AXS_MB];
+        /* dynamic (the machine may be shared: a busy core must not hold everyone up), in
+         * chunks of whole row tiles so that each tile is packed once */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t uc = 0; uc < nst; uc++)
+        for (int64_t u = uc * nfb; u < (uc + 1) * nfb; u++) {
+            if (!ok)
+                continue;
+            int64_t st = u / nfb, fb = u % nfb;
+            int64_t s0 = st * AXS_MB, f0 = fb * AXS_NB;
+            if (swapped) {
+                /* streamed i = column s0 + i of b, fixed j = row f0 + j of a */
+                int ms = (int)(N - s0 < AXS_MB ? N - s0 : AXS_MB);
+                int nf = (int)(M - f0 < AXS_NB ? M - f0 : AXS_NB);
+                for (int i = 0; i < ms; i++)
+                    orow[i] = (ptrdiff_t)(f0 * N + s0 + i);
+                tile(pr, kern, b + s0, soff, ms, a + f0 * K, (ptrdiff_t)K, nf, K, &sc, out,
+                     out64, orow, (ptrdiff_t)N);
+            } else {
+                int ms = (int)(M - s0 < AXS_MB ? M - s0 : AXS_MB);
+                int nf = (int)(N - f0 < AXS_NB ? N - f0 : AXS_NB);
+                if (packed != st) {
+                    pack_rows(a, K, s0, ms, pack);
+                    packed = st;
+                }
+                for (int i = 0; i < ms; i++)
+                    orow[i] = (ptrdiff_t)((s0 + i) * N + f0);
+                tile(pr, kern, pack, soff, ms, bt + f0 * K, (ptrdiff_t)K, nf, K, &sc, out,
+                     out64, orow, 1);
+            }
+        }
+        scratch_free(&sc);
+        aligned_free64(pack);
+    }
+    free(soff);
+    free(bt);
+    release(ce);
+    return failed ? AXS_ENOMEM : AXS_OK;
+}
+
+/* ------------------------------------------------------------------------ conv2d */
+
+/* One NHWC image into planar (C, Hp, Wp) layout with pad_code in the border: for a fixed
+ * tap and channel, consecutive output pixels of a row then read consecutive bytes. */
+static void to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, int pl,
+                      int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst)
+{
+    int64_t plane = Hp * Wp;
+    for (int64_t c = 0; c < C; c++) {
+        uint8_t *d = dst + c * plane;
+        memset(d, pad_code, (size_t)(pt * Wp));
+        memset(d + (pt + H) * Wp, pad_code, (size_t)((Hp - pt - H) * Wp));
+        for (int64_t y = 0; y < H; y++) {
+            memset(d + (pt + y) * Wp, pad_code, (size_t)pl);
+            memset(d + (pt + y) * Wp + pl + W, pad_code, (size_t)(Wp - pl - W));
+        }
+    }
+    int64_t w8 = W & ~(int64_t)7, c8 = C & ~(int64_t)7;
+    for (int64_t y = 0; y < H; y++) {
+        const uint8_t *srow = xn + y * W * C;
+        uint8_t *drow = dst + (y + pt) * Wp + pl;
+        /* 8 pixels x 8 channels at a time through registers */
+        for (int64_t xx = 0; xx < w8; xx += 8)
+            for (int64_t c = 0; c < c8; c += 8) {
+                uint64_t r[8];
+                for (int q = 0; q < 8; q++)
+                    memcpy(&r[q], srow + (xx + q) * C + c, 8);
+                transpose8x8(r);
+                for (int q = 0; q < 8; q++)
+                    memcpy(drow + (c + q) * plane + xx, &r[q], 8);
+            }
+        for (int64_t xx = 0; xx < W; xx++) {
+            const uint8_t *src = srow + xx * C;
+            uint8_t *o = drow + xx;
+            for (int64_t c = xx < w8 ? c8 : 0; c < C; c++)
+                o[c * plane] = src[c];
+        }
+    }
+}
+
+int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
+               int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
+               int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
+               int out64, void *out, int nthreads, int path)
+{
+    if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
+        return AXS_EPATH;
+    if (groups < 1 || C % groups || COUT % groups || sh < 1 || sw < 1 || dh < 1 || dw < 1 ||
+        pt < 0 || pb < 0 || pl < 0 || pr_ < 0 || KH < 1 || KW < 1)
+        return AXS_EARG;
+    int64_t Hp = H + pt + pb, Wp = W + pl + pr_;
+    int64_t OH = (Hp - (int64_t)dh * (KH - 1) - 1), OW = (Wp - (int64_t)dw * (KW - 1) - 1);
+    OH = OH < 0 ? 0 : OH / sh + 1;
+    OW = OW < 0 ? 0 : OW / sw + 1;
+    int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG, P = OH * OW;
+    if (N == 0 || P == 0 || COUT == 0)
+        return AXS_OK;
+    if (K > 0x7fffffff)
+        return AXS_EARG;
+    if (K == 0) {
+        memset(out, 0, (size_t)(N * P * COUT) * (out64 ? 8 : 4));
+        return AXS_OK;
+    }
+    /* Two ways to stream output pixels past the filter codes, both reading a per-image
+     * padded planar copy img[c][Hp][Wp]:
+     *  - "wide" (stride 1): stream positions q = oy * Wp + ox over the padded width;
+     *    for a fixed tap and channel those codes are contiguous in img, so no packing at
+     *    all; the (Wp - OW) columns per row computed past the edge are dropped. Best when
+     *    packing would cost more than that waste (few filters per group: depthwise).
+     *  - "packed": an implicit im2col tile pack[k][i], copied in runs along output rows. */
+    int wide = sh == 1 && sw == 1 && (OG <= 8 || 8 * (Wp - OW) <= Wp);
+    int64_t Q = wide ? (OH - 1) * Wp + OW : P; /* streamed positions per image */
+    int64_t plane = Hp * Wp;
+    /* wide mode reads up to Wp + dw * (KW - 1) bytes past the last plane (dropped columns) */
+    size_t img_bytes = (size_t)(C * plane + Wp + (int64_t)dw * KW + 64);
+    int err = AXS_OK;
+    cache_entry *ce = acquire(table, 0, path, &err);
+    if (!ce)
+        return err;
+    const prepared *pr = &ce->pr;
+    axs_kern16_fn kern = kern16_for(path);
+    int nt = resolve_threads(nthreads);
+    /* Filters as fixed codes: wt[o][k], k = (c * KH + ky) * KW + kx within the group. */
+    uint8_t *wt = (uint8_t *)malloc((size_t)(COUT * K));
+    ptrdiff_t *soff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
+    if (!wt || !soff) {
+        free(wt);
+        free(soff);
+        release(ce);
+        return AXS_ENOMEM;
+    }
+    for (int64_t ky = 0; ky < KH; ky++)
+        for (int64_t kx = 0; kx < KW; kx++)
+            for (int64_t c = 0; c < CG; c++) {
+                int64_t k = (c * KH + ky) * KW + kx;
+                soff[k] = wide ? (ptrdiff_t)(c * plane + ky * dh * Wp + kx * dw)
+                               : (ptrdiff_t)(k * AXS_MB);
+                for (int64_t o = 0; o < COUT; o++)
+                    wt[o * K + k] = w[((ky * KW + kx) * CG + c) * COUT + o];
+            }
+    /* wide: tiles within one image (per-thread planar copy of that image);
+     * packed: tiles over the flattened (image, pixel) index of the whole batch, read from a
+     * shared planar copy of the batch (uint8: a quarter of the float32 input), so that
+     * small images still fill whole tiles. */
+    int64_t ntile = wide ? (Q + AXS_MB - 1) / AXS_MB : (N * P + AXS_MB - 1) / AXS_MB;
+    int64_t units = wide ? N * ntile : ntile;
+    size_t batch_bytes = (size_t)(N * C * plane);
+    uint8_t *xp = wide ? NULL : (uint8_t *)malloc(batch_bytes);
+    if (!wide && !xp) {
+        free(wt);
+        free(soff);
+        release(ce);
+        return AXS_ENOMEM;
+    }
+    int failed = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        scratch sc;
+        uint8_t *img = wide ? (uint8_t *)malloc(img_bytes) : NULL;
+        uint8_t *pack = wide ? NULL : (uint8_t *)aligned_alloc64((size_t)(K * AXS_MB));
+        int ok = scratch_init(&sc, pr->t.generic) && (wide ? img != NULL : pack != NULL);
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        if (!wide) {
+#pragma omp for schedule(static)
+            for (int64_t n = 0; n < N; n++)
+                to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code,
+                          xp + n * C * plane);
+        }
+        int64_t loaded = -1;
+        ptrdiff_t orow[AXS_MB], run_src[AXS_MB];
+        int run_dst[AXS_MB], run_len[AXS_MB];
+        /* dynamic (a busy core must not hold everyone up); wide mode hands out whole images,
+         * so that each thread builds the planar copy of an image once */
+        int64_t chunk = wide ? ntile : 1;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t uc = 0; uc < (units + chunk - 1) / chunk; uc++)
+        for (int64_t u = uc * chunk; u < (uc + 1) * chunk && u < units; u++) {
+            if (!ok)
+                continue;
+            int64_t n = wide ? u / ntile : 0;
+            int64_t q0 = wide ? (u % ntile) * AXS_MB : u * AXS_MB;
+            int64_t qend = wide ? Q : N * P;
+            int ms = (int)(qend - q0 < AXS_MB ? qend - q0 : AXS_MB);
+            int nrun = 0;
+            const uint8_t *base;
+            if (wide) {
+                if (loaded != n) {
+                    memset(img + C * plane, pad_code, img_bytes - (size_t)(C * plane));
+                    to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code, img);
+                    loaded = n;
+                }
+                for (int i = 0; i < ms; i++) {
+                    int64_t q = q0 + i, oy = q / Wp, r = q % Wp;
+                    orow[i] = r < OW ? (ptrdiff_t)(((n * OH + oy) * OW + r) * COUT) : -1;
+                }
+                base = img + q0;
+            } else {
+                /* runs of consecutive output pixels of one output row within the tile */
+                for (int i = 0; i < ms;) {
+                    int64_t p = q0 + i, nn = p / P, pi = p % P, oy = pi / OW, ox = pi % OW;
+                    int len = (int)(OW - ox < ms - i ? OW - ox : ms - i);
+                    run_src[nrun] = (ptrdiff_t)(nn * C * plane + oy * sh * Wp + ox * sw);
+                    run_dst[nrun] = i;
+                    run_len[nrun++] = len;
+                    for (int r = 0; r < len; r++)
+                        orow[i + r] = (ptrdiff_t)((p + r) * COUT);
+                    i += len;
+                }
+                base = pack;
+            }
+            for (int64_t g = 0; g < groups; g++) {
+                const uint8_t *S = base + (wide ? g * CG * plane : 0);
+                if (!wide) {
+                    /* implicit im2col of this tile: pack[k][i] for output pixel q0 + i */
+                    for (int64_t c = 0; c < CG; c++)
+                        for (int64_t ky = 0; ky < KH; ky++)
+                            for (int64_t kx = 0; kx < KW; kx++) {
+                                uint8_t *dst = pack + ((c * KH + ky) * KW + kx) * AXS_MB;
+                                const uint8_t *src0 = xp + (g * CG + c) * plane + ky * dh * Wp + kx * dw;
+                                for (int r = 0; r < nrun; r++) {
+                                    const uint8_t *src = src0 + run_src[r];
+                                    uint8_t *d = dst + run_dst[r];
+                                    int len = run_len[r];
+                                    if (sw == 1)
+                                        memcpy(d, src, (size_t)len);
+                                    else
+                                        for (int e = 0; e < len; e++)
+                                            d[e] = src[(ptrdiff_t)e * sw];
+                                }
+                            }
+                }
+                for (int64_t f0 = 0; f0 < OG; f0 += AXS_NB) {
+                    int nf = (int)(OG - f0 < AXS_NB ? OG - f0 : AXS_NB);
+                    int64_t o0 = g * OG + f0;
+                    tile(pr, kern, S, soff, ms, wt + o0 * K, (ptrdiff_t)K, nf, K, &sc,
+                         out64 ? (void *)((int64_t *)out + o0) : (void *)((int32_t *)out + o0),
+                         out64, orow, 1);
+                }
+            }
+        }
+        scratch_free(&sc);
+        free(img);
+        aligned_free64(pack);
+    }
+    free(xp);
+    free(wt);
+    free(soff);
+    release(ce);
+    return failed ? AXS_ENOMEM : AXS_OK;
+}

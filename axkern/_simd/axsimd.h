@@ -1,0 +1,97 @@
+/* axsimd: exact LUT-based GEMM and conv2d kernels with runtime ISA dispatch.
+ *
+ * The arithmetic is the internal kernel contract of axkern.backends:
+ *   gemm:   out[m, n] = sum_k T[a[m, k], b[k, n]]
+ *   conv2d: out[n, oy, ox, o] = sum_{ky, kx, c} T[xpad[...], w[ky, kx, c, o]]
+ * with uint8 table indices, an int32 (256, 256) table and int32 or int64 outputs.
+ *
+ * Two table classes:
+ *  - "16-bit": max(T) - min(T) <= 65535. Every entry plus a bias (-min(T)) fits uint16, so
+ *    the kernels sum biased uint16 entries in uint32 lanes (split into a low and a high byte
+ *    plane for the SIMD lookups) and subtract bias * K at the end.  Modular uint32 arithmetic
+ *    is exact whenever the true result fits the output type; for int64 outputs the reduction
+ *    is cut into chunks of at most AXS_KCHUNK terms, whose biased sums are < 2^32.
+ *  - "generic": any other int32 table, summed in int64 by portable C.
+ */
+#ifndef AXSIMD_H
+#define AXSIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Dispatch paths. */
+enum { AXS_PATH_SCALAR = 0, AXS_PATH_AVX2 = 1, AXS_PATH_AVX512_VBMI = 2, AXS_NPATHS = 3 };
+
+/* Error codes returned by the drivers. */
+enum { AXS_OK = 0, AXS_ENOMEM = 1, AXS_EPATH = 2, AXS_EARG = 3 };
+
+/* Rows of the streamed operand handled by one micro-kernel call. */
+#define AXS_MB 192
+/* Columns (fixed codes) per micro-kernel call: bounds the tile buffer. */
+#define AXS_NB 64
+/* Reduction steps summed in 16-bit lanes before widening (each step adds < 256 per lane). */
+#define AXS_FLUSH 128
+/* Max reduction terms whose biased uint16 sum is guaranteed below 2^32. */
+#define AXS_KCHUNK 32768
+
+/* Prepared table for one orientation ("fixed" operand = the code held constant while the
+ * micro-kernel streams codes of the other operand past it). */
+typedef struct {
+    int generic;              /* 1: int32 table outside the 16-bit class */
+    uint32_t bias;            /* 16-bit class: entry + bias in [0, 65535] */
+    const uint16_t *tab16;    /* [fixed][streamed] biased entries (+ 4 bytes of padding) */
+    const uint8_t *planes;    /* [fixed][2][256]: low bytes, then high bytes of tab16 */
+    const uint8_t *xtab;      /* [fixed][plane][half][8][32]: XOR-chained vpshufb chunks */
+    const int32_t *tab32;     /* [fixed][streamed] original entries (generic class) */
+} axs_fixed_table;
+
+/* 16-bit micro-kernel: for j < nf (<= AXS_NB), i < ms (<= AXS_MB):
+ *   C[j * AXS_MB + i] = sum_{k < K} tab16[F[j * ldF + k]][S[soff[k] + i]]   (mod 2^32). */
+typedef void (*axs_kern16_fn)(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                              ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t,
+                              uint32_t *C);
+
+void axs_kern16_scalar(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                       ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C);
+void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                     ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C);
+void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                       ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C);
+
+/* Generic micro-kernel (any int32 table), exact int64 sums:
+ *   C[j * AXS_MB + i] = sum_{k < K} tab32[F[j * ldF + k]][S[soff[k] + i]]. */
+void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                      ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, int64_t *C);
+
+/* CPU features: 1 when the path can run on this machine (compiler and CPU). */
+int axs_path_supported(int path);
+/* Best supported path. */
+int axs_best_path(void);
+
+/* gemm: a (M, K), b (K, N) C-contiguous uint8; table (256, 256) int32 C-contiguous;
+ * out (M, N) int32 (out64 == 0) or int64 (out64 == 1). nthreads <= 0: OpenMP default.
+ * Returns an AXS_* code. */
+int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M, int64_t K,
+             int64_t N, int out64, void *out, int nthreads, int path);
+
+/* conv2d: x (N, H, W, C) NHWC, w (KH, KW, C / groups, COUT) HWIO, both C-contiguous uint8;
+ * out (N, OH, OW, COUT). Returns an AXS_* code. */
+int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
+               int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
+               int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups, int pad_code,
+               int out64, void *out, int nthreads, int path);
+
+/* Fused float32 -> table index quantization (quantize.c); rowsum (nullable) gets the sum of
+ * the codes of each row of the (rows, cols) array. */
+void axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
+                  int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
+                  uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,101 @@
+/* AVX2 micro-kernel: 256-entry byte lookups with vpshufb.
+ *
+ * vpshufb looks up 16-byte tables and returns 0 where the index has bit 7 set. For the
+ * entries 0..127 of a plane (low or high bytes of the biased uint16 column of a fixed code),
+ * split into 8 chunks T_0..T_7 of 16 entries, store D_0 = T_0 and D_h = T_h ^ T_(h-1).
+ * With x_h = (idx & 127) - 16 h (8-bit wrap), x_h is negative exactly when h > idx >> 4, and
+ * its low nibble is idx & 15, so XOR over h of pshufb(D_h, x_h) telescopes to
+ * T_(idx >> 4)[idx & 15]. Entries 128..255 the same way; a blend on index bit 7 picks the
+ * half. 32 lookups cost 32 vpshufb and 28 vpxor for both planes. The planes are summed in
+ * 16-bit lanes as in the AVX-512 kernel (raw lanes plus odd bytes; exact for up to 257
+ * steps, flushed every AXS_FLUSH) and widened into the uint32 tile.
+ *
+ * Compiled with a function-level target so that one build runs on every x86-64 CPU; it is
+ * only called after __builtin_cpu_supports("avx2") said yes. */
+#include <string.h>
+
+#include "axsimd.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define AXS_AVX2 __attribute__((target("avx2")))
+
+/* xtab layout per fixed code: [plane][half][h] of 32 bytes (the 16-byte D_h twice, one per
+ * 128-bit lane), 1 KiB. */
+#define XT(p, hb, h) (((p) * 16 + (hb) * 8 + (h)) * 32)
+
+AXS_AVX2 void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                              ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t,
+                              uint32_t *C)
+{
+    const uint16_t *tab = t->tab16;
+    const __m256i low7 = _mm256_set1_epi8(0x7f), sixteen = _mm256_set1_epi8(16);
+    for (int j = 0; j < nf; j++) {
+        const uint8_t *f = F + j * ldF;
+        uint32_t *c = C + (ptrdiff_t)j * AXS_MB;
+        memset(c, 0, (size_t)ms * sizeof(uint32_t));
+        for (int k0 = 0; k0 < K; k0 += AXS_FLUSH) {
+            int k1 = K - k0 < AXS_FLUSH ? K : k0 + AXS_FLUSH;
+            int i = 0;
+            for (; i + 32 <= ms; i += 32) {
+                __m256i rl = _mm256_setzero_si256(), ol = rl, rh = rl, oh = rl;
+                for (int k = k0; k < k1; k++) {
+                    const uint8_t *d = t->xtab + ((size_t)f[k] << 10);
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(S + soff[k] + i));
+                    __m256i x = _mm256_and_si256(v, low7);
+#define LD(p, hb, h) _mm256_load_si256((const __m256i *)(d + XT(p, hb, h)))
+                    __m256i l0 = _mm256_shuffle_epi8(LD(0, 0, 0), x);
+                    __m256i l1 = _mm256_shuffle_epi8(LD(0, 1, 0), x);
+                    __m256i h0 = _mm256_shuffle_epi8(LD(1, 0, 0), x);
+                    __m256i h1 = _mm256_shuffle_epi8(LD(1, 1, 0), x);
+#pragma GCC unroll 7
+                    for (int h = 1; h < 8; h++) {
+                        x = _mm256_sub_epi8(x, sixteen);
+                        l0 = _mm256_xor_si256(l0, _mm256_shuffle_epi8(LD(0, 0, h), x));
+                        l1 = _mm256_xor_si256(l1, _mm256_shuffle_epi8(LD(0, 1, h), x));
+                        h0 = _mm256_xor_si256(h0, _mm256_shuffle_epi8(LD(1, 0, h), x));
+                        h1 = _mm256_xor_si256(h1, _mm256_shuffle_epi8(LD(1, 1, h), x));
+                        /* keep the XOR chains as chains: GCC otherwise hoists all 32
+                         * lookups and spills them (16 ymm registers only) */
+                        __asm__("" : "+x"(l0), "+x"(l1), "+x"(h0), "+x"(h1), "+x"(x));
+                    }
+#undef LD
+                    __m256i lo = _mm256_blendv_epi8(l0, l1, v); /* index bit 7: upper half */
+                    __m256i hi = _mm256_blendv_epi8(h0, h1, v);
+                    rl = _mm256_add_epi16(rl, lo);
+                    ol = _mm256_add_epi16(ol, _mm256_srli_epi16(lo, 8));
+                    rh = _mm256_add_epi16(rh, hi);
+                    oh = _mm256_add_epi16(oh, _mm256_srli_epi16(hi, 8));
+                }
+                /* lane t: even row 2t = raw - (odd << 8), odd row 2t + 1 = odd sums */
+                uint16_t el[16], eo[16], hl[16], ho[16];
+                _mm256_storeu_si256((__m256i *)el,
+                                    _mm256_sub_epi16(rl, _mm256_slli_epi16(ol, 8)));
+                _mm256_storeu_si256((__m256i *)eo, ol);
+                _mm256_storeu_si256((__m256i *)hl,
+                                    _mm256_sub_epi16(rh, _mm256_slli_epi16(oh, 8)));
+                _mm256_storeu_si256((__m256i *)ho, oh);
+                for (int q = 0; q < 16; q++) {
+                    c[i + 2 * q] += (uint32_t)el[q] + ((uint32_t)hl[q] << 8);
+                    c[i + 2 * q + 1] += (uint32_t)eo[q] + ((uint32_t)ho[q] << 8);
+                }
+            }
+            /* fewer than 32 rows left: portable loop (a full load would leave the rows) */
+            for (; i < ms; i++) {
+                uint32_t a = c[i];
+                for (int k = k0; k < k1; k++)
+                    a += tab[((size_t)f[k] << 8) + S[soff[k] + i]];
+                c[i] = a;
+            }
+        }
+    }
+}
+
+#else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
+void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                     ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
+{
+    axs_kern16_scalar(S, soff, ms, F, ldF, nf, K, t, C);
+}
+#endif

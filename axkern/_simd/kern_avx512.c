@@ -1,0 +1,143 @@
+/* AVX-512 VBMI micro-kernel: the fixed code's table column lives in eight zmm registers.
+ *
+ * For a fixed code f the 256 biased uint16 entries tab16[f][0..255] are split into a plane
+ * of low bytes and a plane of high bytes, 256 bytes = 4 zmm each.  vpermt2b
+ * (_mm512_permutex2var_epi8) looks up 64 streamed codes in 128 bytes using index bits 0..6;
+ * a second one covers entries 128..255 and a blend on bit 7 picks the right half.  Each plane
+ * is then summed in 16-bit lanes: a lane holds an even row's byte plus 256 times the next
+ * odd row's byte, so adding the raw vector and, separately, the odd bytes (shifted down)
+ * gives both rows' sums exactly for up to 257 steps (we flush every AXS_FLUSH = 128).
+ * At a flush the even/odd lanes are put back in row order, widened to 32 bits and
+ * combined as low + 256 * high into the uint32 tile C.
+ *
+ * Compiled with a function-level target so that one build runs everywhere; only called
+ * after the CPU reported avx512f, avx512bw and avx512vbmi. */
+#include "axsimd.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define AXS_512 __attribute__((target("avx512f,avx512bw,avx512vbmi")))
+
+static inline AXS_512 __attribute__((always_inline)) void
+lookup2(__m512i idx, __m512i P0, __m512i P1, __m512i P2, __m512i P3, __m512i Q0, __m512i Q1,
+        __m512i Q2, __m512i Q3, __m512i *lo, __m512i *hi)
+{
+    /* Index bit 7 picks the half. Merge-masked vpermi2b keeps the index in the lanes it does
+     * not write, so the second lookup (other half, complementary mask) still sees the index
+     * there and no separate blend is needed. */
+    __mmask64 top = _mm512_movepi8_mask(idx);
+    __mmask64 bottom = _knot_mask64(top);
+    *lo = _mm512_mask2_permutex2var_epi8(P0, _mm512_mask2_permutex2var_epi8(P2, idx, top, P3),
+                                         bottom, P1);
+    *hi = _mm512_mask2_permutex2var_epi8(Q0, _mm512_mask2_permutex2var_epi8(Q2, idx, top, Q3),
+                                         bottom, Q1);
+}
+
+/* Add the 16-bit partial sums of 64 rows (raw and odd-byte accumulators of both planes) to
+ * the uint32 tile c[0..63]. */
+static inline AXS_512 __attribute__((always_inline)) void
+flush64(__m512i rl, __m512i ol, __m512i rh, __m512i oh, uint32_t *c)
+{
+    /* u16 lane t of the even sums holds row 2t, lane t of the odd sums row 2t + 1. */
+    const __m512i first = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10,
+                                           41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3,
+                                           34, 2, 33, 1, 32, 0);
+    const __m512i second = _mm512_add_epi16(first, _mm512_set1_epi16(16));
+    __m512i el = _mm512_sub_epi16(rl, _mm512_slli_epi16(ol, 8));
+    __m512i eh = _mm512_sub_epi16(rh, _mm512_slli_epi16(oh, 8));
+    __m512i l0 = _mm512_permutex2var_epi16(el, first, ol);  /* rows 0..31 */
+    __m512i l1 = _mm512_permutex2var_epi16(el, second, ol); /* rows 32..63 */
+    __m512i h0 = _mm512_permutex2var_epi16(eh, first, oh);
+    __m512i h1 = _mm512_permutex2var_epi16(eh, second, oh);
+    __m256i lq[4] = {_mm512_castsi512_si256(l0), _mm512_extracti64x4_epi64(l0, 1),
+                     _mm512_castsi512_si256(l1), _mm512_extracti64x4_epi64(l1, 1)};
+    __m256i hq[4] = {_mm512_castsi512_si256(h0), _mm512_extracti64x4_epi64(h0, 1),
+                     _mm512_castsi512_si256(h1), _mm512_extracti64x4_epi64(h1, 1)};
+    for (int q = 0; q < 4; q++) {
+        __m512i v = _mm512_add_epi32(_mm512_cvtepu16_epi32(lq[q]),
+                                     _mm512_slli_epi32(_mm512_cvtepu16_epi32(hq[q]), 8));
+        __m512i old = _mm512_loadu_si512((const void *)(c + 16 * q));
+        _mm512_storeu_si512((void *)(c + 16 * q), _mm512_add_epi32(old, v));
+    }
+}
+
+/* NB blocks of 64 streamed rows per fixed code; NB is a compile-time constant in each
+ * instantiation so that all accumulators stay in registers (4 * NB + 8 table registers). */
+static inline AXS_512 __attribute__((always_inline)) void
+kern_nb(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdiff_t ldF, int nf,
+        int K, const uint8_t *planes, uint32_t *C, const int NB)
+{
+    __mmask64 lm[4];
+    for (int b = 0; b < 4; b++) {
+        int r = ms - 64 * b;
+        lm[b] = r >= 64 ? ~(__mmask64)0 : (r <= 0 ? (__mmask64)0 : (((__mmask64)1 << r) - 1));
+    }
+    for (int j = 0; j < nf; j++) {
+        const uint8_t *f = F + j * ldF;
+        uint32_t *c = C + (ptrdiff_t)j * AXS_MB;
+        for (int b = 0; b < NB; b++)
+            for (int q = 0; q < 4; q++)
+                _mm512_storeu_si512((void *)(c + 64 * b + 16 * q), _mm512_setzero_si512());
+        for (int k0 = 0; k0 < K; k0 += AXS_FLUSH) {
+            int k1 = K - k0 < AXS_FLUSH ? K : k0 + AXS_FLUSH;
+            __m512i rl[4], ol[4], rh[4], oh[4];
+            for (int b = 0; b < NB; b++)
+                rl[b] = ol[b] = rh[b] = oh[b] = _mm512_setzero_si512();
+            for (int k = k0; k < k1; k++) {
+                const uint8_t *s = S + soff[k];
+                const __m512i *p = (const __m512i *)(planes + ((size_t)f[k] << 9));
+                __m512i P0 = _mm512_load_si512(p), P1 = _mm512_load_si512(p + 1);
+                __m512i P2 = _mm512_load_si512(p + 2), P3 = _mm512_load_si512(p + 3);
+                __m512i Q0 = _mm512_load_si512(p + 4), Q1 = _mm512_load_si512(p + 5);
+                __m512i Q2 = _mm512_load_si512(p + 6), Q3 = _mm512_load_si512(p + 7);
+#pragma GCC unroll 4
+                for (int b = 0; b < NB; b++) {
+                    __m512i idx = _mm512_maskz_loadu_epi8(lm[b], s + 64 * b);
+                    __m512i lo, hi;
+                    lookup2(idx, P0, P1, P2, P3, Q0, Q1, Q2, Q3, &lo, &hi);
+                    rl[b] = _mm512_add_epi16(rl[b], lo);
+                    ol[b] = _mm512_add_epi16(ol[b], _mm512_srli_epi16(lo, 8));
+                    rh[b] = _mm512_add_epi16(rh[b], hi);
+                    oh[b] = _mm512_add_epi16(oh[b], _mm512_srli_epi16(hi, 8));
+                }
+            }
+            for (int b = 0; b < NB; b++)
+                flush64(rl[b], ol[b], rh[b], oh[b], c + 64 * b);
+        }
+    }
+}
+
+static AXS_512 void kern_nb1(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                             ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
+{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 1); }
+static AXS_512 void kern_nb2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                             ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
+{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 2); }
+static AXS_512 void kern_nb3(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                             ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
+{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 3); }
+static AXS_512 void kern_nb4(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                             ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
+{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 4); }
+
+AXS_512 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                               ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t,
+                               uint32_t *C)
+{
+    switch ((ms + 63) / 64) {
+    case 0: return;
+    case 1: kern_nb1(S, soff, ms, F, ldF, nf, K, t->planes, C); return;
+    case 2: kern_nb2(S, soff, ms, F, ldF, nf, K, t->planes, C); return;
+    case 3: kern_nb3(S, soff, ms, F, ldF, nf, K, t->planes, C); return;
+    default: kern_nb4(S, soff, ms, F, ldF, nf, K, t->planes, C); return;
+    }
+}
+
+#else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
+void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                       ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
+{
+    axs_kern16_scalar(S, soff, ms, F, ldF, nf, K, t, C);
+}
+#endif

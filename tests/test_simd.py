@@ -1,0 +1,387 @@
+"""Fast CPU kernels (axkern._fast): every dispatch path, forced in turn, bit-exact against the
+NumPy reference backend on random tables of each class and on awkward shapes."""
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+fast = pytest.importorskip("axkern._fast")
+from axkern.backends import get_backend  # noqa: E402
+
+ref = get_backend("reference")
+AVAILABLE = fast.available_paths()
+
+
+def _path_param(p):
+    return pytest.param(p, marks=pytest.mark.skipif(p not in AVAILABLE,
+                                                    reason=f"CPU cannot run path {p}"))
+
+
+PATHS = [_path_param(p) for p in fast.PATHS]
+
+
+def random_table(kind, rng):
+    """A (256, 256) int32 table of one class (see axkern/_simd/axsimd.h)."""
+    if kind == "uint16":
+        t = rng.integers(0, 1 << 16, (256, 256))
+        t[0, 0], t[-1, -1] = 0, 65535  # span exactly 65535: the widest 16-bit-class table
+    elif kind == "int16":
+        t = rng.integers(-(1 << 15), 1 << 15, (256, 256))
+        t[3, 5], t[7, 11] = -32768, 32767
+    elif kind == "offset":  # 16-bit span, but nowhere near zero
+        t = rng.integers(-(1 << 20), -(1 << 20) + 60000, (256, 256))
+    elif kind == "int32":  # span > 65535: generic path
+        t = rng.integers(-(1 << 31), (1 << 31) - 1, (256, 256))
+    elif kind == "4bit":  # a 4-bit unsigned multiplier in the top-left corner
+        t = np.zeros((256, 256), np.int64)
+        t[:16, :16] = np.outer(np.arange(16), np.arange(16)) + rng.integers(-3, 4, (16, 16))
+    else:
+        raise AssertionError(kind)
+    return np.ascontiguousarray(t, dtype=np.int32)
+
+
+TABLES = ["uint16", "int16", "offset", "int32", "4bit"]
+
+
+def codes(shape, rng, kind="uint16"):
+    hi = 16 if kind == "4bit" else 256
+    return rng.integers(0, hi, shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", TABLES)
+def test_gemm_matches_reference(path, kind):
+    rng = np.random.default_rng(zlib.crc32(f'{path}/{kind}'.encode()))
+    table = random_table(kind, rng)
+    # M not a multiple of 64, K = 1, N = 1, partial tiles, both orientations (N > M swaps),
+    # more than one flush interval (K > 128) and more than one column block (N > 64).
+    for M, K, N in [(1, 1, 1), (7, 1, 300), (65, 3, 1), (130, 129, 5), (193, 40, 70),
+                    (3, 300, 257), (260, 17, 65), (64, 64, 64)]:
+        a = codes((M, K), rng, kind)
+        b = codes((K, N), rng, kind)
+        expect = ref.gemm(a, b, table, np.int64)
+        for dt in (np.int64, np.int32):
+            if dt is np.int32 and kind == "int32":
+                continue  # would overflow: the Python layer never asks for int32 here
+            got = fast.gemm(a, b, table, dt, path=path)
+            assert got.dtype == dt and got.shape == (M, N)
+            np.testing.assert_array_equal(got, expect.astype(dt), err_msg=f"{M}x{K}x{N} {dt}")
+
+
+CONVS = [
+    # (N, H, W, C, KH, KW, COUT, stride, padding, dilation, groups)
+    (2, 9, 11, 6, 3, 3, 4, (1, 1), (1, 1, 1, 1), (1, 1), 1),    # SAME-like
+    (1, 10, 7, 4, 3, 3, 5, (2, 2), (1, 0, 1, 1), (1, 1), 1),    # stride 2, asymmetric pad
+    (2, 12, 12, 3, 3, 2, 2, (1, 2), (2, 2, 2, 2), (2, 3), 1),   # dilation, rectangular kernel
+    (1, 8, 9, 6, 3, 3, 9, (1, 1), (0, 0, 0, 0), (1, 1), 3),     # groups
+    (3, 7, 6, 5, 3, 3, 5, (1, 1), (1, 1, 1, 1), (1, 1), 5),     # depthwise
+    (2, 5, 5, 4, 3, 3, 8, (2, 1), (1, 1, 1, 1), (1, 1), 4),     # depthwise, multiplier 2
+    (2, 6, 5, 7, 1, 1, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),     # 1x1
+    (2, 5, 4, 3, 5, 4, 2, (1, 1), (0, 0, 0, 0), (1, 1), 1),     # full-size filter
+    (1, 17, 19, 2, 3, 3, 70, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # > 192 pixels, > 64 filters
+    (1, 3, 3, 2, 5, 5, 2, (1, 1), (2, 2, 2, 2), (1, 1), 1),     # mostly padding
+    (1, 4, 4, 1, 3, 3, 1, (3, 3), (0, 0, 0, 0), (1, 1), 1),     # stride wider than the kernel
+    (2, 5, 5, 2, 3, 3, 12, (1, 1), (1, 1, 1, 1), (1, 1), 1),    # stride 1, packed tiles
+    (1, 9, 10, 3, 3, 3, 4, (1, 1), (2, 2, 2, 2), (2, 2), 1),    # stride 1, dilation, wide rows
+    (1, 20, 20, 8, 3, 3, 8, (2, 2), (1, 1, 1, 1), (1, 1), 8),   # depthwise, stride 2
+    (2, 9, 11, 10, 3, 3, 4, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # 8x8 blocks plus edges
+    (2, 8, 8, 16, 3, 3, 16, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # tiles across images
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", TABLES)
+def test_conv2d_matches_reference(path, kind):
+    rng = np.random.default_rng(zlib.crc32(f'{path}/{kind}/conv'.encode()))
+    table = random_table(kind, rng)
+    for (N, H, W, C, KH, KW, COUT, stride, padding, dilation, groups) in CONVS:
+        x = codes((N, H, W, C), rng, kind)
+        w = codes((KH, KW, C // groups, COUT), rng, kind)
+        pad_code = int(rng.integers(0, 16))
+        args = (stride, padding, dilation, groups, pad_code)
+        expect = ref.conv2d(x, w, table, *args, np.int64)
+        for dt in (np.int64, np.int32):
+            if dt is np.int32 and kind == "int32":
+                continue
+            got = fast.conv2d(x, w, table, *args, dt, path=path)
+            assert got.dtype == dt
+            np.testing.assert_array_equal(got, expect.astype(dt),
+                                          err_msg=f"conv {(N, H, W, C, KH, KW, COUT)} {args}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_int64_accumulation_gemm(path):
+    """K = 70000 maximal entries: sums far beyond int32, and beyond 2^32 for the biased
+    16-bit sums (several reduction chunks)."""
+    K = 70000
+    rng = np.random.default_rng(7)
+    for kind, (ia, ib), v in [("uint16", (255, 255), 65535), ("int16", (200, 3), -32768),
+                              ("int32", (9, 9), (1 << 31) - 1)]:
+        table = random_table(kind, rng)
+        table[ia, ib] = v
+        a = np.full((3, K), ia, np.uint8)
+        b = np.full((K, 2), ib, np.uint8)
+        got = fast.gemm(a, b, table, np.int64, path=path)
+        np.testing.assert_array_equal(got, np.full((3, 2), K * v, np.int64))
+        # mixed codes: compare with an independent NumPy sum
+        a = rng.integers(0, 256, (2, K), dtype=np.uint8)
+        b = rng.integers(0, 256, (K, 3), dtype=np.uint8)
+        expect = np.array([[table[a[m], b[:, n]].astype(np.int64).sum() for n in range(3)]
+                           for m in range(2)])
+        np.testing.assert_array_equal(fast.gemm(a, b, table, np.int64, path=path), expect)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_int64_accumulation_conv(path):
+    """A 3x3 VALID convolution over 4000 channels (K = 36000) with maximal entries."""
+    rng = np.random.default_rng(8)
+    table = random_table("uint16", rng)
+    table[250, 251] = 65535
+    x = np.full((1, 3, 4, 4000), 250, np.uint8)
+    w = np.full((3, 3, 4000, 2), 251, np.uint8)
+    got = fast.conv2d(x, w, table, (1, 1), (0, 0, 0, 0), (1, 1), 1, 0, np.int64, path=path)
+    np.testing.assert_array_equal(got, np.full((1, 1, 2, 2), 36000 * 65535, np.int64))
+    x = rng.integers(0, 256, (1, 3, 3, 4000), dtype=np.uint8)
+    w = rng.integers(0, 256, (3, 3, 4000, 1), dtype=np.uint8)
+    got = fast.conv2d(x, w, table, (1, 1), (0, 0, 0, 0), (1, 1), 1, 0, np.int64, path=path)
+    assert got[0, 0, 0, 0] == table[x[0], w[..., 0]].astype(np.int64).sum()
+
+
+def test_exact_multiplier_closed_form():
+    """With the exact unsigned table the sums are the integer matrix product."""
+    rng = np.random.default_rng(9)
+    table = np.outer(np.arange(256), np.arange(256)).astype(np.int32)
+    a = rng.integers(0, 256, (100, 50), dtype=np.uint8)
+    b = rng.integers(0, 256, (50, 30), dtype=np.uint8)
+    expect = a.astype(np.int64) @ b.astype(np.int64)
+    for p in AVAILABLE:
+        np.testing.assert_array_equal(fast.gemm(a, b, table, np.int32, path=p), expect)
+
+
+def test_threads_and_layouts_do_not_change_results():
+    rng = np.random.default_rng(10)
+    table = random_table("int16", rng)
+    a = rng.integers(0, 256, (300, 70), dtype=np.uint8)
+    b = rng.integers(0, 256, (70, 40), dtype=np.uint8)
+    one = fast.gemm(a, b, table, np.int32, num_threads=1)
+    np.testing.assert_array_equal(fast.gemm(a, b, table, np.int32, num_threads=2), one)
+    np.testing.assert_array_equal(
+        fast.gemm(np.asfortranarray(a), b[:, ::-1].copy()[:, ::-1], table, np.int32), one)
+    x = rng.integers(0, 256, (4, 9, 9, 3), dtype=np.uint8)
+    w = rng.integers(0, 256, (3, 3, 3, 5), dtype=np.uint8)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1, 0, np.int32)
+    c1 = fast.conv2d(x, w, table, *args, num_threads=1)
+    np.testing.assert_array_equal(fast.conv2d(x, w, table, *args, num_threads=2), c1)
+    np.testing.assert_array_equal(fast.conv2d(x[:, ::-1][:, ::-1], w, table, *args), c1)
+
+
+def test_empty_shapes():
+    table = np.zeros((256, 256), np.int32)
+    z = np.zeros
+    assert fast.gemm(z((0, 5), np.uint8), z((5, 3), np.uint8), table, np.int32).shape == (0, 3)
+    np.testing.assert_array_equal(
+        fast.gemm(z((4, 0), np.uint8), z((0, 3), np.uint8), table + 1, np.int64), z((4, 3)))
+    out = fast.conv2d(z((0, 4, 4, 2), np.uint8), z((3, 3, 2, 5), np.uint8), table)
+    assert out.shape == (0, 2, 2, 5)
+    out = fast.conv2d(z((1, 2, 2, 2), np.uint8), z((3, 3, 2, 5), np.uint8), table)
+    assert out.shape == (1, 0, 0, 5)
+
+
+def test_available_and_default_paths():
+    assert AVAILABLE[-1] == "scalar"
+    assert set(AVAILABLE) <= set(fast.PATHS)
+    assert fast.default_path() in AVAILABLE
+
+
+def test_bad_path_argument():
+    a = np.zeros((2, 2), np.uint8)
+    table = np.zeros((256, 256), np.int32)
+    with pytest.raises(ValueError, match="unknown CPU path 'sse9'"):
+        fast.gemm(a, a, table, np.int32, path="sse9")
+    with pytest.raises(TypeError, match="path"):
+        fast.conv2d(np.zeros((1, 2, 2, 1), np.uint8), np.zeros((1, 1, 1, 1), np.uint8), table,
+                    path=3)
+    missing = [p for p in fast.PATHS if p not in AVAILABLE]
+    for p in missing:  # a path this CPU cannot run is an error, never another path
+        with pytest.raises(ValueError, match="not supported by this CPU"):
+            fast.gemm(a, a, table, np.int32, path=p)
+
+
+def test_bad_inputs():
+    table = np.zeros((256, 256), np.int32)
+    a = np.zeros((2, 3), np.uint8)
+    with pytest.raises(TypeError, match="uint8"):
+        fast.gemm(a.astype(np.int32), a.T.copy(), table, np.int32)
+    with pytest.raises(ValueError, match="K must match"):
+        fast.gemm(a, a, table, np.int32)
+    with pytest.raises(ValueError, match="shape"):
+        fast.gemm(a, a.T.copy(), table[:16, :16].copy(), np.int32)
+    with pytest.raises(TypeError, match="int32"):
+        fast.gemm(a, a.T.copy(), table.astype(np.int64), np.int32)
+    with pytest.raises(TypeError, match="out_dtype"):
+        fast.gemm(a, a.T.copy(), table, np.float32)
+    x = np.zeros((1, 4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="groups"):
+        fast.conv2d(x, np.zeros((3, 3, 1, 4), np.uint8), table, groups=2)
+    with pytest.raises(ValueError, match="stride"):
+        fast.conv2d(x, np.zeros((3, 3, 3, 4), np.uint8), table, stride=(0, 1))
+
+
+def _run_with_env(value, code):
+    env = dict(os.environ, AXKERN_CPU_PATH=value)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_env_var_forces_path():
+    code = ("import numpy as np, axkern._fast as f; print(f.default_path()); "
+            "t = np.arange(65536, dtype=np.int32).reshape(256, 256) % 1000; "
+            "a = np.arange(12, dtype=np.uint8).reshape(3, 4); "
+            "print(int(f.gemm(a, a.T.copy(), t, np.int64).sum()))")
+    expect = None
+    for p in AVAILABLE:
+        r = _run_with_env(p, code)
+        assert r.returncode == 0, r.stderr
+        name, total = r.stdout.split()
+        assert name == p
+        expect = total if expect is None else expect
+        assert total == expect
+    r = _run_with_env("bogus", code)
+    assert r.returncode != 0 and "AXKERN_CPU_PATH" in r.stderr and "bogus" in r.stderr
+
+
+def test_bench_records_and_cli_parser():
+    import argparse
+
+    from axkern import bench
+
+    recs = bench.run_bench(paths=["scalar"], repeat=1, shapes=["gemm 8x2048x1024"], api=False)
+    assert len(recs) == 1
+    r = recs[0]
+    assert r["shape"] == "gemm 8x2048x1024" and r["path"] == "scalar"
+    assert r["macs"] == 8 * 2048 * 1024
+    assert r["kernel_gmacs"] > 0 and r["blas_gmacs"] > 0 and r["kernel_ratio"] > 0
+    assert r["api_gmacs"] is None and r["api_ratio"] is None
+    assert abs(r["kernel_ratio"] - r["kernel_s"] / r["blas_s"]) < 1e-12
+    assert "| gemm 8x2048x1024 | scalar |" in bench.format_table(recs)
+    with pytest.raises(ValueError, match="unknown CPU path"):
+        bench.run_bench(paths=["mmx"], repeat=1)
+    with pytest.raises(ValueError, match="unknown shapes"):
+        bench.run_bench(shapes=["resnet-50"], repeat=1)
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--paths", "scalar", "--repeat", "2", "--kernel-only"])
+    assert args.func is bench._cmd and args.repeat == 2 and args.kernel_only
+
+
+@pytest.mark.parametrize("scale, zp, bits, signed", [
+    (0.023, 117, 8, False), (6 / 255, 0, 8, False), (0.05, 0, 8, True), (0.1, 3, 4, True),
+    (0.7, 5, 4, False), (1e-3, 255, 8, False)])
+def test_quantize_indices_matches_quant(scale, zp, bits, signed):
+    """The fused quantizer is bit-identical to axkern.quant's NumPy float32 formulas,
+    including exact half-way points and values far outside the range."""
+    from axkern.quant import QuantParams, quantize_float
+
+    p = QuantParams(np.float32(scale), zp, bits=bits, signed=signed)
+    rng = np.random.default_rng(bits + 10 * zp)
+    x = (rng.standard_normal((37, 301)) * 40 * scale).astype(np.float32)
+    s = np.float32(p.scale)
+    x[0, :200] = (np.arange(200, dtype=np.float32) - 100 + np.float32(0.5)) * s  # ties
+    x[1, :4] = [1e30, -1e30, 0.0, -0.0]
+    codes = quantize_float(x, p).astype(np.int64)
+    mask = (1 << bits) - 1
+    idx, sums = fast.quantize_indices(x, p, mask, row_sums=True)
+    np.testing.assert_array_equal(idx, (codes & mask).astype(np.uint8))
+    np.testing.assert_array_equal(sums, codes.sum(axis=-1))
+    np.testing.assert_array_equal(fast.quantize_indices(x.T, p, mask, num_threads=1),
+                                  (codes.T & mask).astype(np.uint8))
+    big = np.tile(x, (8, 1)).reshape(2, -1)  # few long rows, no sums: split flat
+    np.testing.assert_array_equal(fast.quantize_indices(big, p, mask),
+                                  (np.tile(codes, (8, 1)).reshape(2, -1) & mask).astype(np.uint8))
+
+
+def test_quantize_indices_shapes_and_errors():
+    from axkern.quant import QuantParams
+
+    p = QuantParams(0.5, 10)
+    assert fast.quantize_indices(np.float32(1.0), p).tolist() == 12
+    idx, sums = fast.quantize_indices(np.zeros((3, 0)), p, row_sums=True)
+    assert idx.shape == (3, 0) and sums.tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fast.quantize_indices(np.array([1.0, np.nan]), p)
+    with pytest.raises(ValueError, match="per-tensor"):
+        fast.quantize_indices(np.ones((2, 2)), QuantParams([0.5, 0.25], [1, 2]))
+    with pytest.raises(TypeError, match="QuantParams"):
+        fast.quantize_indices(np.ones(2), 0.5)
+    with pytest.raises(ValueError, match="index_mask"):
+        fast.quantize_indices(np.ones(2), p, index_mask=100)
+    with pytest.raises(TypeError, match="numeric"):
+        fast.quantize_indices(np.array(["a"]), p)
+
+
+def test_concurrent_calls_with_different_tables():
+    """Python threads call the kernels at once (the GIL is released) with more tables than
+    the prepared-table cache holds: every result must use its own table."""
+    import threading
+
+    rng = np.random.default_rng(11)
+    tables = [random_table(k, rng) for k in ("uint16", "int16", "offset", "int32", "4bit",
+                                             "uint16")]
+    a = rng.integers(0, 16, (70, 33), dtype=np.uint8)
+    b = rng.integers(0, 16, (33, 9), dtype=np.uint8)
+    expect = [ref.gemm(a, b, t, np.int64) for t in tables]
+    errors = []
+
+    def work(i):
+        try:
+            for rep in range(5):
+                j = (i + rep) % len(tables)
+                got = fast.gemm(a, b, tables[j], np.int64, num_threads=1,
+                                path=AVAILABLE[rep % len(AVAILABLE)])
+                if not np.array_equal(got, expect[j]):
+                    errors.append((i, rep))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_window_sums(path):
+    """Receptive-field sums of operand values per group, against explicit NumPy loops."""
+    rng = np.random.default_rng(12)
+    values = np.where(np.arange(256) >= 128, np.arange(256) - 256, np.arange(256))  # signed
+    for (N, H, W, C, KH, KW, stride, pad, dil, g) in [
+            (2, 7, 8, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+            (1, 9, 9, 6, 3, 2, (2, 1), (1, 2, 0, 1), (1, 2), 3),
+            (2, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4)]:
+        x = rng.integers(0, 256, (N, H, W, C), dtype=np.uint8)
+        pad_code = 200
+        xp = np.full((N, H + pad[0] + pad[1], W + pad[2] + pad[3], C), pad_code, np.uint8)
+        xp[:, pad[0]:pad[0] + H, pad[2]:pad[2] + W] = x
+        OH = (xp.shape[1] - dil[0] * (KH - 1) - 1) // stride[0] + 1
+        OW = (xp.shape[2] - dil[1] * (KW - 1) - 1) // stride[1] + 1
+        vals = values[xp]
+        expect = np.zeros((N, OH, OW, g), np.int64)
+        Cg = C // g
+        for oy in range(OH):
+            for ox in range(OW):
+                for ky in range(KH):
+                    for kx in range(KW):
+                        px = vals[:, oy * stride[0] + ky * dil[0], ox * stride[1] + kx * dil[1]]
+                        expect[:, oy, ox] += px.reshape(N, g, Cg).sum(-1)
+        got = fast.window_sums(x, values, (KH, KW), stride, pad, dil, g, pad_code, path=path)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, expect)
+    with pytest.raises(ValueError, match="values"):
+        fast.window_sums(x, np.zeros((3, 3), int), (3, 3))
+    with pytest.raises(ValueError, match="groups"):
+        fast.window_sums(x, values, (3, 3), groups=5)
