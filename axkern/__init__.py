@@ -20,7 +20,7 @@ _LAZY = {
     "lut_matmul": "matmul",
     "tune_weights": "tune",
 }
-_SUBMODULES = {"quant", "nn", "library", "conv", "matmul", "tune", "csource", "backends"}
+_SUBMODULES = {"quant", "nn", "library", "conv", "matmul", "tune", "csource", "backends", "cuda"}
 
 __all__ = ["__version__", "Multiplier", "ErrorMetrics", "error_map", "metrics", *_LAZY]
 

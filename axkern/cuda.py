@@ -1,0 +1,550 @@
+"""CUDA backend: the LUT kernels of ``cuda_src/`` compiled at run time through PyCUDA.
+
+Implements the kernel contract of :mod:`axkern.backends` (``gemm`` and ``conv2d`` over uint8
+table indices, exact int32/int64 sums of table entries). PyCUDA is imported only when a kernel
+is first used; ``import axkern`` never needs it. Install it with ``pip install "axkern[cuda]"``.
+
+* The sources are compiled once per CUDA context and device architecture
+  (``pycuda.compiler.SourceModule``, which also keeps a disk cache of the binaries).
+* Each table is prepared (see :func:`prepare_table`) and uploaded once; uploads are cached by
+  the SHA-1 of the table bytes, so every later call with the same multiplier reuses them.
+* Inputs may be NumPy arrays or ``pycuda.gpuarray.GPUArray`` (uint8, C-contiguous). The result
+  is a NumPy array, or a ``GPUArray`` left on the device when any input was one.
+
+The launch planning and table preparation here are plain NumPy; the test suite runs them,
+with the same kernel sources, through a host emulation of CUDA (``cuda_src/cuda_host_emu.h``).
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import importlib
+import importlib.util
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends import _check_out_dtype, _check_table, _pair, conv_output_size
+
+__all__ = ["gemm", "conv2d", "is_available", "require", "CudaUnavailableError",
+           "prepare_table", "kernel_names", "find_nvcc", "KERNEL_FILES"]
+
+# Source files, and the entry points each defines (also checked by the test suite).
+KERNEL_FILES = {
+    "axk_gemm.cu": tuple(f"axk_{op}_{acc}_{mode}" for op in ("gemm", "conv2d")
+                         for acc, mode in (("i32", "smem16"), ("i64", "smem16"), ("i32", "ldg32"),
+                                           ("i64", "ldg32"), ("i32", "exact"))),
+    "axk_depthwise.cu": tuple(f"axk_dwconv2d_{acc}_{mode}" for mode in ("smem16", "ldg32")
+                              for acc in ("i32", "i64")),
+}
+
+# Mirrors of the constants and layout formulas of cuda_src/axk_common.cuh.
+THREADS = 256
+TM = TN = 4
+BK = 16
+TABLE_ROWS = 257          # 256 rows + a zero row that masked reduction steps point at
+TABLE_ENTRIES = TABLE_ROWS * 256
+MODES = ("smem16", "ldg32")
+_INT32_MAX = (1 << 31) - 1
+
+
+def _align16(n):
+    return (n + 15) // 16 * 16
+
+
+def igemm_smem_bytes(mode, bm, bn, conv):
+    """Dynamic shared memory of the implicit-GEMM kernels (``axk_igemm_smem_bytes``)."""
+    total = _align16(TABLE_ENTRIES * 2) if mode == "smem16" else 0
+    total += _align16(BK * (bm + 1) * 4) + _align16(BK * bn * 4)
+    if conv:
+        total += _align16(3 * bm * 4)
+    return total
+
+
+def dw_smem_bytes(mode):
+    """Dynamic shared memory of the depthwise kernels (``axk_dw_smem_bytes``)."""
+    return _align16(TABLE_ENTRIES * 2) if mode == "smem16" else 0
+
+
+def kernel_names():
+    """All kernel entry points, in source order."""
+    return [name for names in KERNEL_FILES.values() for name in names]
+
+
+def _source_of(kernel):
+    for fname, names in KERNEL_FILES.items():
+        if kernel in names:
+            return fname
+    raise KeyError(kernel)
+
+
+# ------------------------------------------------------------------------------ availability
+class CudaUnavailableError(RuntimeError):
+    """The CUDA backend cannot run here: PyCUDA is missing, or no CUDA driver/device exists."""
+
+
+_probe_lock = threading.Lock()
+_probe_result = None
+
+
+def is_available():
+    """Whether the CUDA backend can run here.
+
+    Returns
+    -------
+    (bool, str)
+        ``(True, device description)`` or ``(False, reason)``; the reason says whether PyCUDA
+        is missing or whether no CUDA driver or device was found.
+    """
+    global _probe_result
+    with _probe_lock:
+        if _probe_result is None:
+            _probe_result = _probe()
+        return _probe_result
+
+
+def _probe():
+    if importlib.util.find_spec("pycuda") is None:
+        return False, ('PyCUDA is not installed: the CUDA backend needs it '
+                       '(pip install "axkern[cuda]")')
+    try:
+        import pycuda.driver as drv
+    except ImportError as e:  # pycuda._driver links against libcuda.so
+        return False, f"PyCUDA is installed but cannot load the CUDA driver (no NVIDIA driver?): {e}"
+    try:
+        drv.init()
+        count = drv.Device.count()
+    except Exception as e:  # pycuda.driver.Error: no driver, driver too old, ...
+        return False, f"PyCUDA is installed but the CUDA driver reports no usable device: {e}"
+    if count == 0:
+        return False, "PyCUDA is installed but no CUDA device was found"
+    if find_nvcc() is None:
+        return False, ("a CUDA device exists but nvcc was not found (the kernels are compiled at "
+                       "first use): put the CUDA toolkit's bin/ on PATH or set CUDA_HOME")
+    dev = drv.Device(0)
+    major, minor = dev.compute_capability()
+    return True, f"{dev.name()} (sm_{major}{minor}), {count} device(s)"
+
+
+def require():
+    """Raise :class:`CudaUnavailableError` (saying what is missing) unless CUDA is usable."""
+    ok, reason = is_available()
+    if not ok:
+        raise CudaUnavailableError(f"the 'cuda' backend is unavailable: {reason}")
+
+
+# ------------------------------------------------------------------------- table preparation
+@dataclass(frozen=True)
+class PreparedTable:
+    """A table image as the kernels read it.
+
+    ``mode == "smem16"``: ``data`` is uint16 ``T - base`` (staged in shared memory);
+    ``mode == "ldg32"``: ``data`` is the int32 table and ``base == 0``. Both have
+    ``TABLE_ROWS`` rows of 256 entries, the last one zero.
+    """
+
+    mode: str
+    base: int
+    data: np.ndarray
+    key: bytes
+
+
+def table_span(table):
+    """``max(T) - min(T)``: the 16-bit shared-memory image needs it below 65536."""
+    return int(table.max()) - int(table.min())
+
+
+def prepare_table(table, mode):
+    """The image of an int32 (256, 256) table for the kernels of ``mode``.
+
+    Raises
+    ------
+    ValueError
+        For ``"smem16"`` when the table spans 65536 values or more.
+    """
+    table = _check_table(table)
+    key = hashlib.sha1(table.tobytes()).digest()
+    if mode == "smem16":
+        lo = int(table.min())
+        if int(table.max()) - lo > 0xFFFF:
+            raise ValueError(f"table spans {table_span(table)} values: the 16-bit shared-memory "
+                             "image needs fewer than 65536 (use mode 'ldg32')")
+        data = np.zeros(TABLE_ENTRIES, np.uint16)
+        data[:65536] = (table.astype(np.int64) - lo).ravel()
+        return PreparedTable("smem16", lo, data, key)
+    if mode == "ldg32":
+        data = np.zeros(TABLE_ENTRIES, np.int32)
+        data[:65536] = table.ravel()
+        return PreparedTable("ldg32", 0, data, key)
+    raise ValueError(f"unknown table mode {mode!r}: expected one of {MODES}")
+
+
+# ---------------------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class DeviceLimits:
+    """What a launch plan needs to know about the device."""
+
+    num_sms: int
+    max_smem_optin: int  # bytes of dynamic shared memory a block may opt into
+
+
+@dataclass(frozen=True)
+class Launch:
+    kernel: str
+    grid: tuple
+    block: tuple
+    shared: int
+
+
+def _tile_bx(ncols):
+    # Threads along the output columns: BN = 4 * bx covers a narrow layer without idle lanes.
+    return 4 if ncols <= 16 else 8 if ncols <= 32 else 16
+
+
+def _choose_mode(table, smem_with_table, limits, mode):
+    if mode is not None:
+        if mode not in MODES + ("exact",):
+            raise ValueError(f"unknown table mode {mode!r}: expected one of {MODES + ('exact',)}")
+        return mode
+    if table_span(table) <= 0xFFFF and smem_with_table <= limits.max_smem_optin:
+        return "smem16"
+    return "ldg32"
+
+
+def _persistent_grid(tiles, mode, limits):
+    # With the table in shared memory one block fills an SM; otherwise a few blocks share it.
+    per_sm = 1 if mode == "smem16" else 2
+    return int(max(1, min(tiles, limits.num_sms * per_sm)))
+
+
+def plan_igemm(M, ncols, groups, out_dtype, table, limits, conv, mode=None):
+    """Kernel, grid, block and shared memory of the implicit-GEMM kernels."""
+    bx = _tile_bx(ncols)
+    by = THREADS // bx
+    bm, bn = TM * by, TN * bx
+    mode = _choose_mode(table, igemm_smem_bytes("smem16", bm, bn, conv), limits, mode)
+    shared = igemm_smem_bytes(mode, bm, bn, conv)
+    if shared > limits.max_smem_optin:
+        raise ValueError(f"mode {mode!r} needs {shared} bytes of shared memory, the device allows "
+                         f"{limits.max_smem_optin}")
+    acc = "i32" if np.dtype(out_dtype) == np.int32 else "i64"
+    if mode == "exact" and acc != "i32":
+        raise ValueError("the exact-product kernels accumulate in int32 only")
+    tiles = -(-M // bm) * -(-ncols // bn) * groups
+    op = "conv2d" if conv else "gemm"
+    return Launch(f"axk_{op}_{acc}_{mode}", (_persistent_grid(tiles, mode, limits), 1, 1),
+                  (bx, by, 1), shared)
+
+
+def plan_depthwise(total, out_dtype, table, limits, mode=None):
+    """Kernel, grid, block and shared memory of the depthwise kernels."""
+    mode = _choose_mode(table, dw_smem_bytes("smem16"), limits, mode)
+    if mode == "exact":
+        raise ValueError("there is no exact-product depthwise kernel")
+    shared = dw_smem_bytes(mode)
+    acc = "i32" if np.dtype(out_dtype) == np.int32 else "i64"
+    blocks = -(-total // THREADS)
+    return Launch(f"axk_dwconv2d_{acc}_{mode}", (_persistent_grid(blocks, mode, limits), 1, 1),
+                  (THREADS, 1, 1), shared)
+
+
+def use_depthwise(Cg, cout_per_group):
+    """Whether a convolution goes to the depthwise kernel: one input channel per group and
+    too few output channels per group to fill the implicit GEMM's column tiles."""
+    return Cg == 1 and cout_per_group < 16
+
+
+# ------------------------------------------------------------------ device-independent core
+def _is_numpy(v):
+    return isinstance(v, np.ndarray)
+
+
+def _check_operand(v, name, ndim):
+    if _is_numpy(v):
+        if v.dtype != np.uint8:
+            raise TypeError(f"{name} must hold uint8 table indices, got dtype {v.dtype}")
+        if v.ndim != ndim:
+            raise ValueError(f"{name} must have {ndim} dimensions, got shape {v.shape}")
+        return np.ascontiguousarray(v)
+    # A device array (pycuda GPUArray or anything alike): checked by its attributes.
+    shape, dtype = getattr(v, "shape", None), getattr(v, "dtype", None)
+    if shape is None or dtype is None or not hasattr(v, "gpudata"):
+        raise TypeError(f"{name} must be a NumPy array or a pycuda GPUArray, got {type(v).__name__}")
+    if np.dtype(dtype) != np.uint8:
+        raise TypeError(f"{name} must hold uint8 table indices, got dtype {np.dtype(dtype)}")
+    if len(shape) != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(shape)}")
+    flags = getattr(v, "flags", None)
+    if flags is not None and not flags.c_contiguous:
+        raise ValueError(f"{name} is a non-contiguous GPUArray: pass a C-contiguous one")
+    return v
+
+
+def _check_int32(**sizes):
+    for name, value in sizes.items():
+        if value > _INT32_MAX:
+            raise ValueError(f"{name} = {value} exceeds the CUDA kernels' 32-bit index range")
+
+
+def gemm_on(device, a, b, table, out_dtype, mode=None):
+    """``gemm`` on a device object (PyCUDA, or the test suite's host emulator)."""
+    a = _check_operand(a, "a", 2)
+    b = _check_operand(b, "b", 2)
+    table = _check_table(table)
+    out_dtype = _check_out_dtype(out_dtype)
+    (M, K), (K2, N) = a.shape, b.shape
+    if K != K2:
+        raise ValueError(f"gemm operands do not chain: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
+                         "(K must match)")
+    _check_int32(M=M, N=N, K=K)
+    keep = not (_is_numpy(a) and _is_numpy(b))
+    if M == 0 or N == 0 or K == 0:
+        return device.result(device.zeros((M, N), out_dtype), keep)
+    plan = plan_igemm(M, N, 1, out_dtype, table, device.limits, conv=False, mode=mode)
+    tab, base = device.table(table, plan.kernel.rsplit("_", 1)[1])
+    out = device.empty((M, N), out_dtype)
+    device.launch(plan, [device.array(a), device.array(b), tab, out,
+                         np.int32(M), np.int32(N), np.int32(K), np.int64(base)])
+    return device.result(out, keep)
+
+
+def conv2d_on(device, x, w, table, stride, padding, dilation, groups, pad_code, out_dtype,
+              mode=None, depthwise=None):
+    """``conv2d`` on a device object; ``depthwise`` forces (True/False) the kernel choice."""
+    x = _check_operand(x, "x", 4)
+    w = _check_operand(w, "w", 4)
+    table = _check_table(table)
+    out_dtype = _check_out_dtype(out_dtype)
+    sh, sw = _pair(stride, "stride", 1)
+    dh, dw = _pair(dilation, "dilation", 1)
+    try:
+        pt, pb, pl, pr = (int(p) for p in padding)
+    except (TypeError, ValueError):
+        raise TypeError(f"padding must be four ints (top, bottom, left, right), got {padding!r}") from None
+    if min(pt, pb, pl, pr) < 0:
+        raise ValueError(f"padding must be >= 0, got {tuple(padding)}")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be an integer >= 1, got {groups!r}")
+    if isinstance(pad_code, bool) or not isinstance(pad_code, (int, np.integer)) or not 0 <= pad_code <= 255:
+        raise ValueError(f"pad_code must be a table index 0..255, got {pad_code!r}")
+    N, H, W, C = (int(s) for s in x.shape)
+    KH, KW, Cg, COUT = (int(s) for s in w.shape)
+    groups = int(groups)
+    if C % groups or COUT % groups:
+        raise ValueError(f"groups={groups} must divide the input channels ({C}) and the output "
+                         f"channels ({COUT})")
+    if Cg != C // groups:
+        raise ValueError(f"filter has {Cg} input channels per group, expected C // groups = "
+                         f"{C} // {groups} = {C // groups}")
+    if KH < 1 or KW < 1:
+        raise ValueError(f"filter must have a positive size, got {KH}x{KW}")
+    OH, OW = conv_output_size(H, W, KH, KW, (sh, sw), (pt, pb, pl, pr), (dh, dw))
+    _check_int32(**{"N*OH*OW": N * OH * OW, "KH*KW*Cg": KH * KW * Cg, "input size": N * H * W * C,
+                    "padded height": H + pt + pb, "padded width": W + pl + pr})
+    keep = not (_is_numpy(x) and _is_numpy(w))
+    shape = (N, OH, OW, COUT)
+    if N * OH * OW * COUT == 0 or Cg == 0:
+        return device.result(device.zeros(shape, out_dtype), keep)
+    og = COUT // groups
+    if depthwise is None:
+        depthwise = use_depthwise(Cg, og)
+    if depthwise and Cg != 1:
+        raise ValueError(f"the depthwise kernel needs one input channel per group, got {Cg}")
+    geometry = [np.int32(v) for v in (N, H, W, C, KH, KW)]
+    if depthwise:
+        plan = plan_depthwise(N * OH * OW * COUT, out_dtype, table, device.limits, mode=mode)
+        scalars = geometry + [np.int32(v) for v in (COUT, OH, OW, sh, sw, dh, dw, pt, pl, pad_code)]
+    else:
+        plan = plan_igemm(N * OH * OW, og, groups, out_dtype, table, device.limits, conv=True, mode=mode)
+        scalars = geometry + [np.int32(v) for v in (Cg, COUT, OH, OW, sh, sw, dh, dw, pt, pl, pad_code)]
+    tab, base = device.table(table, plan.kernel.rsplit("_", 1)[1])
+    out = device.empty(shape, out_dtype)
+    device.launch(plan, [device.array(x), device.array(w), tab, out, *scalars, np.int64(base)])
+    return device.result(out, keep)
+
+
+# ---------------------------------------------------------------------------- PyCUDA device
+class _PyCudaDevice:
+    """Compiled modules, uploaded tables and launches on the current PyCUDA context."""
+
+    _TABLE_CACHE_SIZE = 32
+
+    def __init__(self, ctx_key):
+        import pycuda.driver as drv
+        import pycuda.gpuarray as gpuarray
+        from pycuda.tools import DeviceMemoryPool
+
+        self.drv, self.gpuarray = drv, gpuarray
+        # Outputs and staged inputs come from a pool: repeated layers reuse the same memory
+        # instead of paying cudaMalloc/cudaFree on every call.
+        self._pool = DeviceMemoryPool()
+        dev = drv.Context.get_device()
+        self.arch = "sm_%d%d" % dev.compute_capability()
+        attr = drv.device_attribute
+        optin = getattr(attr, "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", None)
+        max_smem = dev.get_attribute(optin if optin is not None else attr.MAX_SHARED_MEMORY_PER_BLOCK)
+        self.limits = DeviceLimits(dev.get_attribute(attr.MULTIPROCESSOR_COUNT), int(max_smem))
+        self.ctx_key = ctx_key
+        self._modules = {}
+        self._functions = {}
+        self._optin = {}
+        self._tables = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def _function(self, kernel, shared):
+        fn = self._functions.get(kernel)
+        if fn is None:
+            fname = _source_of(kernel)
+            mod = self._modules.get(fname)
+            if mod is None:
+                mod = self._modules[fname] = _compile(fname, self.arch)
+            fn = self._functions[kernel] = mod.get_function(kernel)
+        if shared > 48 * 1024 and shared > self._optin.get(kernel, 0):
+            # Above 48 KiB a kernel must opt into large dynamic shared memory.
+            fn.set_attribute(self.drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
+            self._optin[kernel] = shared
+        return fn
+
+    def table(self, table, mode):
+        if mode == "exact":
+            return np.intp(0), 0
+        key = (hashlib.sha1(table.tobytes()).digest(), mode)
+        with self._lock:
+            hit = self._tables.get(key)
+            if hit is not None:
+                self._tables.move_to_end(key)
+                return hit
+        prep = prepare_table(table, mode)
+        entry = (self.gpuarray.to_gpu(prep.data), prep.base)
+        with self._lock:
+            self._tables[key] = entry
+            while len(self._tables) > self._TABLE_CACHE_SIZE:
+                self._tables.popitem(last=False)
+        return entry
+
+    def array(self, v):
+        return self.gpuarray.to_gpu(v, allocator=self._pool.allocate) if _is_numpy(v) else v
+
+    def empty(self, shape, dtype):
+        return self.gpuarray.empty(shape, dtype, allocator=self._pool.allocate)
+
+    def zeros(self, shape, dtype):
+        return self.gpuarray.zeros(shape, dtype, allocator=self._pool.allocate)
+
+    def launch(self, plan, args):
+        fn = self._function(plan.kernel, plan.shared)
+        args = [a.gpudata if hasattr(a, "gpudata") else a for a in args]
+        fn(*args, grid=plan.grid, block=plan.block, shared=plan.shared)
+
+    def result(self, out, keep_on_device):
+        return out if keep_on_device else out.get()
+
+
+def find_nvcc():
+    """Path of nvcc: ``$CUDA_HOME/bin`` (or ``$CUDA_PATH/bin``), else ``PATH``; None if absent."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(var)
+        if home:
+            cand = os.path.join(home, "bin", "nvcc")
+            if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                return cand
+    return shutil.which("nvcc")
+
+
+_compile_lock = threading.Lock()
+_devices = {}
+
+
+def _compile(fname, arch):
+    from importlib.resources import files
+
+    from pycuda.compiler import SourceModule
+
+    src_dir = files("axkern._cuda_src")
+    source = src_dir.joinpath(fname).read_text()
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise CudaUnavailableError("the CUDA kernels are compiled at first use, but nvcc was not "
+                                   "found: put the CUDA toolkit's bin/ on PATH or set CUDA_HOME")
+    try:
+        return SourceModule(source, nvcc=nvcc, no_extern_c=True, arch=arch,
+                            include_dirs=[str(src_dir)], options=["-O3", "-std=c++17"])
+    except Exception as e:  # pycuda.driver.CompileError carries nvcc's output
+        raise RuntimeError(f"compiling {fname} for {arch} failed: {e}") from e
+
+
+def _device():
+    require()
+    import pycuda.driver as drv
+
+    ctx = drv.Context.get_current()
+    if ctx is None:
+        # No context yet: use the device's primary context, which other CUDA libraries share.
+        try:
+            importlib.import_module("pycuda.autoprimaryctx")
+        except ImportError:  # PyCUDA < 2021.1: a context of its own
+            importlib.import_module("pycuda.autoinit")
+        ctx = drv.Context.get_current()
+    key = getattr(ctx, "handle", None) or id(ctx)
+    with _compile_lock:
+        dev = _devices.get(key)
+        if dev is None:
+            dev = _devices[key] = _PyCudaDevice(key)
+    return dev
+
+
+# ------------------------------------------------------------------------------- contract API
+def gemm(a, b, table, out_dtype, num_threads=None):
+    """``out[m, n] = sum_k table[a[m, k], b[k, n]]`` on the GPU (see :mod:`axkern.backends`).
+
+    Parameters
+    ----------
+    a, b : ndarray or GPUArray of uint8, shapes (M, K) and (K, N)
+        Table indices of the activation (row) and weight (column) operands.
+    table : ndarray of int32, shape (256, 256)
+    out_dtype : {np.int32, np.int64}
+    num_threads : ignored
+        Accepted for the common backend signature.
+
+    Returns
+    -------
+    ndarray or GPUArray of out_dtype, shape (M, N)
+        A GPUArray when ``a`` or ``b`` was one.
+
+    Raises
+    ------
+    CudaUnavailableError
+        When PyCUDA or a CUDA device is missing.
+    """
+    return gemm_on(_device(), a, b, table, out_dtype)
+
+
+def conv2d(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads=None):
+    """Grouped 2-D convolution of table lookups on the GPU (see :mod:`axkern.backends`).
+
+    Parameters
+    ----------
+    x : ndarray or GPUArray of uint8, shape (N, H, W, C)
+    w : ndarray or GPUArray of uint8, shape (KH, KW, C // groups, COUT)
+    table : ndarray of int32, shape (256, 256)
+    stride, dilation : (int, int)
+    padding : (top, bottom, left, right)
+    groups : int
+    pad_code : int
+        Index held by padded input positions (looked up like any other).
+    out_dtype : {np.int32, np.int64}
+    num_threads : ignored
+
+    Returns
+    -------
+    ndarray or GPUArray of out_dtype, shape (N, OH, OW, COUT)
+
+    Raises
+    ------
+    CudaUnavailableError
+        When PyCUDA or a CUDA device is missing.
+    """
+    return conv2d_on(_device(), x, w, table, stride, padding, dilation, groups, pad_code, out_dtype)
