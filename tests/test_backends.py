@@ -145,5 +145,6 @@ def test_omp_num_threads_is_honoured():
 
     code = "from axkern import _cpu; print(_cpu.max_threads())"
     env = dict(os.environ, OMP_NUM_THREADS="3")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(__file__))  # import the installed axkern
     assert out.stdout.strip() == "3"

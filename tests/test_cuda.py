@@ -441,7 +441,8 @@ def test_bench_exits_clearly_without_cuda():
 
 def test_import_axkern_needs_no_pycuda():
     code = "import sys, axkern, axkern.cuda, axkern.backends; print('pycuda' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(__file__))  # the installed axkern
     assert out.stdout.strip() == "False"
 
 

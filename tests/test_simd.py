@@ -233,7 +233,7 @@ def test_bad_inputs():
 def _run_with_env(value, code):
     env = dict(os.environ, AXKERN_CPU_PATH=value)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd=os.path.dirname(__file__))  # the installed axkern
 
 
 def test_env_var_forces_path():
