@@ -32,7 +32,7 @@ from .backends import check_conv_args, check_gemm_args
 
 cnp.import_array()
 
-__all__ = ["gemm", "conv2d", "quantize_indices", "window_sums", "available_paths",
+__all__ = ["gemm", "conv2d", "quantize_indices", "window_sums", "epilogue", "min_max", "available_paths",
            "default_path", "max_threads", "PATHS"]
 
 cdef extern from "axsimd.h" nogil:
@@ -45,14 +45,41 @@ cdef extern from "axsimd.h" nogil:
                    int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
                    int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw,
                    int64_t groups, int pad_code, int out64, void *out, int nthreads, int path)
-    void axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
+    int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
                       int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                       uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
+    int64_t axs_minmax(const float *x, int64_t n, float *lo, float *hi, int nthreads)
+    int axs_window_sums(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C,
+                        int64_t G, const int64_t *values, int64_t KH, int64_t KW, int sh, int sw,
+                        int pt, int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
+                        int64_t *out, int nthreads)
+    int axs_epilogue(const void *total, int in64, int64_t rows, int64_t cols, int64_t groups,
+                      const int64_t *sumx, const int64_t *zw, const int64_t *corr,
+                      const double *scale, const float *bias, float *y, int nthreads)
 
 #: Every path this module knows, fastest first.
 PATHS = ("avx512_vbmi", "avx2", "scalar")
 _CODES = {"avx512_vbmi": AXS_PATH_AVX512_VBMI, "avx2": AXS_PATH_AVX2, "scalar": AXS_PATH_SCALAR}
 _ENV = "AXKERN_CPU_PATH"
+_ZERO_TABLE = np.zeros((256, 256), np.int32)  # argument checks of window_sums only
+
+#: ``conv2d``, ``quantize_indices`` and ``window_sums`` take ``out=`` (a caller's buffer:
+#: the float-level layer reuses its work buffers, fresh pages cost page faults per call).
+SUPPORTS_OUT = True
+
+
+def _out_array(out, shape, dtype, name="out"):
+    """``out`` checked to be a writeable C-contiguous array of exactly ``shape`` and ``dtype``,
+    or a new one when ``out`` is None."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray) or out.dtype != np.dtype(dtype) or \
+            tuple(out.shape) != tuple(shape) or not out.flags.c_contiguous or \
+            not out.flags.writeable:
+        raise ValueError(f"{name} must be a writeable C-contiguous {np.dtype(dtype)} array of "
+                         f"shape {tuple(shape)}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+    return out
 
 
 def available_paths():
@@ -125,7 +152,7 @@ def _raise(int code, what):
         raise ValueError(f"{what}: invalid arguments (code {code})")
 
 
-def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None):
+def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None):
     """``out[m, n] = sum_k table[a[m, k], b[k, n]]``, exactly.
 
     Parameters
@@ -141,6 +168,8 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None):
         OpenMP threads; default ``OMP_NUM_THREADS`` or all cores.
     path : {"avx512_vbmi", "avx2", "scalar"}, optional
         Force a dispatch path (default: :func:`default_path`).
+    out : ndarray of out_dtype, shape (M, N), optional
+        C-contiguous buffer for the result (not overlapping the inputs).
 
     Returns
     -------
@@ -149,7 +178,7 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None):
     cdef int p = _resolve(path)
     a, b, table, out_dtype, num_threads = check_gemm_args(a, b, table, out_dtype, num_threads)
     cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
-    out = np.empty((M, N), out_dtype)
+    out = _out_array(out, (M, N), out_dtype)
     cdef cnp.ndarray aa = a, bb = b, tt = table, oo = out
     cdef int out64 = out_dtype == np.int64
     cdef int nt = 0 if num_threads is None else num_threads
@@ -163,7 +192,7 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None):
 
 
 def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
-           pad_code=0, out_dtype=np.int64, num_threads=None, path=None):
+           pad_code=0, out_dtype=np.int64, num_threads=None, path=None, out=None):
     """Grouped 2-D convolution of table lookups, NHWC input and HWIO filters, exactly.
 
     Parameters
@@ -182,6 +211,8 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     out_dtype : {numpy.int32, numpy.int64}
     num_threads : int, optional
     path : {"avx512_vbmi", "avx2", "scalar"}, optional
+    out : ndarray of out_dtype, shape (N, OH, OW, COUT), optional
+        C-contiguous buffer for the result (not overlapping the inputs).
 
     Returns
     -------
@@ -195,7 +226,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
                                  out_dtype, num_threads)
     cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef int64_t KH = w.shape[0], KW = w.shape[1], COUT = w.shape[3]
-    out = np.empty((N, OH, OW, COUT), out_dtype)
+    out = _out_array(out, (N, OH, OW, COUT), out_dtype)
     cdef cnp.ndarray xx = x, ww = w, tt = table, oo = out
     cdef int out64 = out_dtype == np.int64
     cdef int nt = 0 if num_threads is None else num_threads
@@ -212,7 +243,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     return out
 
 
-def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None):
+def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None, out=None):
     """Table indices of ``x`` under per-tensor ``params`` in one parallel pass.
 
     Bit-identical to ``axkern.quant.quantize_float(x, params)`` followed by the conversion
@@ -231,6 +262,8 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     row_sums : bool, default False
         Also return the sum of the codes (not the indices) along the last axis, as int64.
     num_threads : int, optional
+    out : ndarray of uint8, shaped as ``x``, optional
+        C-contiguous buffer for the indices.
 
     Returns
     -------
@@ -252,8 +285,9 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
             or np.iscomplexobj(arr):
         raise TypeError(f"x must be a real numeric array, got dtype {arr.dtype}")
     arr = np.asarray(arr, dtype=np.float32, order="C")  # (keeps 0-d arrays 0-d)
-    if arr.size and not np.isfinite(arr).all():
-        raise ValueError("x holds NaN or Inf: quantization needs finite values")
+    if max(abs(int(params.qmin)), abs(int(params.qmax))) > 65535:
+        raise ValueError(f"quantize_indices takes codes of at most 16 bits, got the range "
+                         f"[{params.qmin}, {params.qmax}]")
     if num_threads is not None and (isinstance(num_threads, bool) or
                                     not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
         raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
@@ -261,7 +295,7 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     nd = arr.ndim  # (no negative indices: this module is compiled with wraparound=False)
     cdef int64_t cols = shape[nd - 1] if nd else 1
     cdef int64_t rows = arr.size // cols if cols else 0
-    idx = np.empty(shape, np.uint8)
+    idx = _out_array(out, shape, np.uint8)
     sums = np.empty(shape[:nd - 1] if nd else (), np.int64) if row_sums else None
     # The float32 parameters exactly as axkern.quant computes them.
     f32 = np.float32
@@ -275,28 +309,32 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     cdef int nt = 0 if num_threads is None else int(num_threads)
     cdef cnp.ndarray xa = arr, ia = idx
     cdef int64_t *sp = NULL
+    cdef int64_t nbad = 0
     cdef cnp.ndarray sa
     if sums is not None:
         sa = sums
         sp = <int64_t *>cnp.PyArray_DATA(sa)
     if rows and cols:
         with nogil:
-            axs_quantize(<const float *>cnp.PyArray_DATA(xa), rows, cols, is_signed, c_s, zp,
+            nbad = axs_quantize(<const float *>cnp.PyArray_DATA(xa), rows, cols, is_signed, c_s, zp,
                          c_nmin, c_nmax, c_inv, qmin, qmax, mask,
                          <uint8_t *>cnp.PyArray_DATA(ia), sp, nt)
     elif sums is not None:
         sums[...] = 0
+    if nbad:  # checked in the same pass (a separate np.isfinite pass costs as much again)
+        raise ValueError("x holds NaN or Inf: quantization needs finite values")
     return (idx, sums) if row_sums else idx
 
 
 def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
-                pad_code=0, num_threads=None, path=None):
+                pad_code=0, num_threads=None, path=None, out=None):
     """Sum of the operand values over each output's receptive field, per group.
 
-    The zero-point correction ``z_w * sum_window(q_x)`` of a convolution, computed by the
-    fast kernel itself: a convolution with one all-zero filter per group through the table
-    ``T[a, 0] = values[a]`` (so padded positions count ``values[pad_code]``, as the
-    convolution looks them up).
+    The zero-point correction ``z_w * sum_window(q_x)`` of a convolution: the same as a
+    convolution with one all-zero filter per group through the table ``T[a, 0] = values[a]``
+    (padded positions count ``values[pad_code]``, as the convolution looks them up), computed
+    directly in one parallel pass (per-pixel channel sums per image, then the taps added),
+    which costs a small fraction of a table-lookup convolution.
 
     Parameters
     ----------
@@ -306,7 +344,10 @@ def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
         Operand value of every index (``Multiplier.values()``).
     ksize : (KH, KW)
     stride, padding, dilation, groups, pad_code, num_threads, path
-        As in :func:`conv2d`.
+        As in :func:`conv2d` (``path`` is validated alike; every path runs the same portable
+        code, which needs no table lookups).
+    out : ndarray of int64, shape (N, OH, OW, groups), optional
+        C-contiguous buffer for the result.
 
     Returns
     -------
@@ -330,12 +371,153 @@ def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
             or x.shape[3] % groups:
         raise ValueError(f"groups must be an integer >= 1 dividing the {x.shape[3]} channels, "
                          f"got {groups!r}")
-    table = np.zeros((256, 256), np.int32)
-    table[:v.shape[0], 0] = v
+    _resolve(path)  # validated for the same errors as the kernels; the sums need no lookups
     w = np.zeros((KH, KW, x.shape[3] // groups, int(groups)), np.uint8)
-    K = KH * KW * (x.shape[3] // groups)
-    bound = K * max(int(np.abs(v).max()) if v.size else 0, 1)
-    dt = np.int32 if bound < (1 << 31) else np.int64
-    out = conv2d(x, w, table, stride, padding, dilation, groups, pad_code, dt, num_threads,
-                 path=path)
-    return out.astype(np.int64, copy=False)
+    (x, w, _, stride, padding, dilation, groups, pad_code, _, num_threads,
+     (OH, OW)) = check_conv_args(x, w, _ZERO_TABLE, stride, padding, dilation, groups, pad_code,
+                                 np.int64, num_threads)
+    vals = np.zeros(256, np.int64)
+    vals[:v.shape[0]] = v
+    out = _out_array(out, (x.shape[0], OH, OW, groups), np.int64)
+    cdef cnp.ndarray xx = x, vv = vals, oo = out
+    cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3], G = groups
+    cdef int64_t c_kh = KH, c_kw = KW, c_oh = OH, c_ow = OW
+    cdef int sh = stride[0], sw = stride[1], dh = dilation[0], dw = dilation[1]
+    cdef int pt = padding[0], pl = padding[2], pc = pad_code
+    cdef int nt = 0 if num_threads is None else num_threads
+    cdef int rc = 0
+    if out.size:
+        with nogil:
+            rc = axs_window_sums(<const uint8_t *>cnp.PyArray_DATA(xx), N, H, W, C, G,
+                                 <const int64_t *>cnp.PyArray_DATA(vv), c_kh, c_kw, sh, sw, pt,
+                                 pl, dh, dw, c_oh, c_ow, pc, <int64_t *>cnp.PyArray_DATA(oo), nt)
+    _raise(rc, "window_sums")
+    return out
+
+def _vec(v, n, dtype, name):
+    """``v`` as a C-contiguous length-``n`` vector of ``dtype`` (scalars broadcast)."""
+    a = np.asarray(v)
+    if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != n):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},), got shape {a.shape}")
+    return np.ascontiguousarray(np.broadcast_to(a.astype(dtype, copy=False), (n,)))
+
+
+def epilogue(total, scale, zw=None, sumx=None, corr=None, bias=None, groups=1,
+             num_threads=None):
+    """Zero-point correction and dequantization of integer sums in one parallel pass.
+
+    Computes, per output row ``r`` (all axes but the last) and channel ``o`` of group
+    ``g = o // (cols // groups)``::
+
+        v = total[r, o] - zw[o] * sumx[r, g] + corr[o]      # int64, exact
+        y[r, o] = float32(float64(v) * scale[o]) + bias[o]  # bias added in float32
+
+    i.e. exactly what ``axconv2d``/``axmatmul`` compute with NumPy (int64 arithmetic, one
+    float64 product rounded to float32, a float32 addition), without temporaries the size
+    of the output.
+
+    Parameters
+    ----------
+    total : ndarray of int32 or int64, shape (..., cols)
+        The kernel's exact sums of table entries.
+    scale : float or array_like of float, shape (cols,)
+        ``s_x * s_w`` (float64).
+    zw : int or array_like of int, shape (cols,), optional
+        Weight zero points; needed with ``sumx``.
+    sumx : ndarray of int64, shape (..., groups), optional
+        Sums of the activation codes over each output's terms (per group).
+    corr : array_like of int, shape (cols,), optional
+        The per-channel constant ``K z_x z_w - z_x sum q_w``.
+    bias : array_like of float32, shape (cols,), optional
+    groups : int, default 1
+        Must divide ``cols``.
+    num_threads : int, optional
+
+    Returns
+    -------
+    ndarray of float32, shaped as ``total``
+    """
+    t = np.asarray(total)
+    if t.dtype not in (np.dtype(np.int32), np.dtype(np.int64)) or t.ndim < 1:
+        raise TypeError(f"total must be an int32 or int64 array with a channel axis, got "
+                        f"dtype {t.dtype} and shape {t.shape}")
+    t = np.ascontiguousarray(t)
+    cdef int64_t cols = t.shape[t.ndim - 1]
+    cdef int64_t rows = t.size // cols if cols else 0
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1 \
+            or (cols and cols % groups):
+        raise ValueError(f"groups must be an integer >= 1 dividing the {cols} channels, got "
+                         f"{groups!r}")
+    if num_threads is not None and (isinstance(num_threads, bool) or
+                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    if (sumx is None) != (zw is None):
+        raise ValueError("sumx and zw go together: give both or neither")
+    cdef cnp.ndarray sc = _vec(scale, cols, np.float64, "scale")
+    cdef cnp.ndarray zz, cc, bb, ss
+    cdef const int64_t *zp = NULL
+    cdef const int64_t *cp = NULL
+    cdef const int64_t *sp = NULL
+    cdef const float *bp = NULL
+    if sumx is not None:
+        sx = np.ascontiguousarray(sumx, np.int64)
+        want = tuple(t.shape)[:t.ndim - 1] + (int(groups),)
+        if tuple(sx.shape) != want:
+            raise ValueError(f"sumx must have shape {want}, got {sx.shape}")
+        ss = sx
+        sp = <const int64_t *>cnp.PyArray_DATA(ss)
+        zz = _vec(zw, cols, np.int64, "zw")
+        zp = <const int64_t *>cnp.PyArray_DATA(zz)
+    if corr is not None:
+        cc = _vec(corr, cols, np.int64, "corr")
+        cp = <const int64_t *>cnp.PyArray_DATA(cc)
+    if bias is not None:
+        bb = _vec(bias, cols, np.float32, "bias")
+        bp = <const float *>cnp.PyArray_DATA(bb)
+    y = np.empty(t.shape, np.float32)
+    cdef cnp.ndarray ta = t, ya = y
+    cdef int in64 = t.dtype == np.int64
+    cdef int64_t g = groups
+    cdef int nt = 0 if num_threads is None else int(num_threads)
+    cdef int rc = 0
+    if rows and cols:
+        with nogil:
+            rc = axs_epilogue(cnp.PyArray_DATA(ta), in64, rows, cols, g, sp, zp, cp,
+                         <const double *>cnp.PyArray_DATA(sc), bp,
+                         <float *>cnp.PyArray_DATA(ya), nt)
+    _raise(rc, "epilogue")
+    return y
+
+
+def min_max(x, num_threads=None):
+    """``(x.min(), x.max())`` of a non-empty float32 array in one parallel pass.
+
+    The per-call quantization range reads every activation; NumPy needs a pass for each.
+
+    Parameters
+    ----------
+    x : ndarray of float32
+        Non-empty; non-contiguous arrays are copied first.
+    num_threads : int, optional
+
+    Returns
+    -------
+    (numpy.float32, numpy.float32)
+        Both NaN when ``x`` holds a NaN, as NumPy's ``min`` and ``max`` give. (Which zero
+        comes back when ``-0.0`` and ``0.0`` tie may differ from NumPy.)
+    """
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.size:
+        raise ValueError(f"x must be a non-empty float32 ndarray, got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} of size {getattr(x, 'size', '?')}")
+    if num_threads is not None and (isinstance(num_threads, bool) or
+                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    cdef cnp.ndarray xa = np.ascontiguousarray(x)
+    cdef int64_t n = x.size, nan
+    cdef float lo = 0, hi = 0
+    cdef int nt = 0 if num_threads is None else int(num_threads)
+    with nogil:
+        nan = axs_minmax(<const float *>cnp.PyArray_DATA(xa), n, &lo, &hi, nt)
+    if nan:
+        return np.float32(np.nan), np.float32(np.nan)
+    return np.float32(lo), np.float32(hi)

@@ -210,7 +210,8 @@ def _pair(v, name, minimum):
 def _check_no_overflow(out_dtype, K, table):
     # The kernels accumulate int32 outputs in int32: refuse a request that could overflow.
     if out_dtype == np.int32 and K:
-        bound = int(np.abs(table.astype(np.int64)).max()) * int(K)
+        # max|T| from min and max: no int64 copy of the table on every call.
+        bound = max(-int(table.min()), int(table.max())) * int(K)
         if bound >= _INT32_LIMIT:
             raise ValueError(f"out_dtype int32 can overflow: K={K} times max|table| reaches "
                              f"{bound} >= 2**31; use int64 (see accumulator_dtype)")

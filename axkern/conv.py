@@ -13,6 +13,7 @@ for given codes.
 from __future__ import annotations
 
 import numbers
+import threading
 
 import numpy as np
 
@@ -27,7 +28,7 @@ _FORMATS = ("NHWC", "NCHW")
 
 
 # ------------------------------------------------------------------------ shared helpers
-def _float_array(v, name, ndim=None):
+def _float_array(v, name, ndim=None, check_finite=True):
     arr = np.asarray(v)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
             or np.iscomplexobj(arr):
@@ -35,9 +36,14 @@ def _float_array(v, name, ndim=None):
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
     arr = arr.astype(np.float32, copy=False)
+    if check_finite:
+        _check_finite(arr, name)
+    return arr
+
+
+def _check_finite(arr, name):
     if arr.size and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or Inf: expected finite values")
-    return arr
 
 
 def _code_array(v, name, multiplier, ndim=None):
@@ -199,6 +205,24 @@ def make_params(v, mode, m, channels=None):
     return symmetric_params(v, m.bits, channel_axis=-1)
 
 
+def checked_params(x, mode, m, name, channels=None, fast=None):
+    """QuantParams of ``x`` (float32, not yet checked) and the check that it is finite.
+
+    The same as :func:`make_params` after a finiteness check. The per-tensor modes depend on
+    ``x`` through its min and max only, and those also tell whether ``x`` is finite (NaN
+    propagates through both, an Inf shows up in one): two passes over a large tensor instead
+    of four (one with ``fast``, :mod:`axkern._fast`, whose ``min_max`` reads x once).
+    """
+    if isinstance(mode, str) and mode in ("tfapprox", "asymmetric", "symmetric") and x.size:
+        lo, hi = fast.min_max(x) if fast is not None else (x.min(), x.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or Inf: expected finite values")
+        # min, max and max|.| of [lo, hi] are those of x: the same parameters, bit for bit.
+        return make_params(np.array([lo, hi], np.float32), mode, m, channels)
+    _check_finite(x, name)
+    return make_params(x, mode, m, channels)
+
+
 def scale_and_zp(p, channels=None):
     """(float64 scale, int64 zero point), per-channel parameters as length-``channels`` arrays."""
     s = np.asarray(p.scale, np.float64)
@@ -210,12 +234,40 @@ def scale_and_zp(p, channels=None):
 
 
 # ------------------------------------------------------------------------ code level
-def _run_conv(xi, wi, m, stride, pads, dilation, groups, pad_index, backend, num_threads):
+def _run_conv(xi, wi, m, stride, pads, dilation, groups, pad_index, backend, num_threads,
+              out_shape=None):
+    """The backend's integer sums; into a reused work buffer when ``out_shape`` is given and
+    the backend takes ``out=``."""
     KH, KW, Cg, _ = wi.shape
     dtype = accumulator_dtype(KH * KW * Cg, m)
     be = get_backend(backend)
+    if out_shape is not None and getattr(be, "SUPPORTS_OUT", False):
+        return be.conv2d(xi, wi, table256(m), stride, pads, dilation, groups, pad_index, dtype,
+                         num_threads, out=work_buffer("sums", out_shape, dtype))
     return be.conv2d(xi, wi, table256(m), stride, pads, dilation, groups, pad_index, dtype,
                      num_threads)
+
+
+_WORK = threading.local()
+
+
+def work_buffer(role, shape, dtype):
+    """A reusable C-contiguous work array, one per ``role`` and thread, grown as needed.
+
+    The float-level layer's intermediates (table indices, integer sums, window sums) live
+    only during one call; in fresh memory each of their pages costs a page fault on every
+    call (a measurable part of a layer's time), so they reuse these buffers. They hold the
+    largest size asked for so far (a quarter of the largest float32 input plus the largest
+    int32 output, typically) until the thread ends. Never returned to the caller.
+    """
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    bufs = getattr(_WORK, "bufs", None)
+    if bufs is None:
+        bufs = _WORK.bufs = {}
+    buf = bufs.get(role)
+    if buf is None or buf.nbytes < nbytes:
+        buf = bufs[role] = np.empty(max(nbytes, 8), np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)
 
 
 def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
@@ -316,6 +368,22 @@ def _device_conv(x, w, m, stride, padding, dilation, groups, fmt, pad_code, num_
 
 
 # ------------------------------------------------------------------------ float level
+def _host_helpers(backend, m):
+    """:mod:`axkern._fast` for the float-level host work, or None for the NumPy code.
+
+    The fused helpers (quantization to indices, window sums, epilogue) give bit-identical
+    results to the NumPy code below at kernel speed; ``backend="reference"`` keeps the plain
+    NumPy path, which stays independent of the compiled code.
+    """
+    if (isinstance(backend, str) and backend == "reference") or not 2 <= m.bits <= 8:
+        return None
+    try:
+        from . import _fast
+    except ImportError:  # not compiled: the NumPy code does the same work
+        return None
+    return _fast
+
+
 def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):
     """``sum q`` over each output's receptive field, per group (padded positions = ``fill``)."""
     N, H, W, C = q.shape
@@ -330,6 +398,33 @@ def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):
         for kx in range(KW):
             out += padded[:, ky * dh:ky * dh + sh * (OH - 1) + 1:sh, kx * dw:kx * dw + sw * (OW - 1) + 1:sw]
     return out
+
+
+def _numpy_epilogue(total, qx, xi, qw, m, zx, zw, scale, bias, K, pads, stride, dilation,
+                    ksize, out_hw, groups):
+    """Zero-point correction and dequantization in NumPy (the reference backend's path)."""
+    N, OH, OW, COUT = total.shape
+    if zx != 0 or np.any(zw != 0):
+        total = total.astype(np.int64)  # the corrections can leave the int32 range
+        Og = COUT // groups
+        # Unsigned codes are their own table indices: sum the uint8 array.
+        sum_x = _window_sums(qx.astype(np.int64) if m.signed else xi, pads, stride, dilation,
+                             ksize, out_hw, groups, zx)
+        sum_w = qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)   # original codes (see tune.py)
+        # Output channel o belongs to group o // Og: view the channels as (groups, Og).
+        by_group = total.reshape(N, OH, OW, groups, Og)
+        if np.ndim(zw) == 0:
+            if zw:
+                by_group -= (int(zw) * sum_x)[..., None]
+        else:
+            by_group -= zw.reshape(groups, Og) * sum_x[..., None]
+        total -= zx * sum_w - K * zx * zw
+    # Exact integers -> float64 -> float32 in one buffered pass.
+    y = np.empty(total.shape, np.float32)
+    np.multiply(total, np.asarray(scale, np.float64), out=y, casting="unsafe")
+    if bias is not None:
+        y += bias
+    return y
 
 
 def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=1, groups=1,
@@ -384,7 +479,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     """
     m = as_multiplier(multiplier)
     fmt = _check_format(data_format)
-    x = _float_array(x, "x", 4)
+    x = _float_array(x, "x", 4, check_finite=False)   # checked by checked_params
     w = _float_array(w, "w", 4)
     if fmt == "NCHW":
         x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
@@ -398,42 +493,49 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
         if bias.shape != (COUT,):
             raise ValueError(f"bias must have shape ({COUT},), one per output channel, got {bias.shape}")
 
-    xp = make_params(x, spec.input, m)
+    fast = _host_helpers(backend, m)
+    xp = checked_params(x, spec.input, m, "x", fast=fast)
     wp = make_params(w, spec.weight, m, COUT)
-    qx = quantize_float(x, xp)  # integer-valued float32: converted once, to table indices
-    qw = quantize(w, wp, channel_axis=-1)
+    qw = quantize(w, wp, channel_axis=-1)   # the filter is small: NumPy is fine
     sx, zx = scale_and_zp(xp)
     sw_, zw = scale_and_zp(wp, COUT)
     zx = int(zx)
-
-    xi = np.ascontiguousarray(_float_codes_to_index(qx, m))
+    if fast is not None and not xp.per_channel:
+        # One parallel pass float32 -> uint8 indices (NumPy needs a float32 temporary and
+        # seven passes); bit-identical to quantize_float + _float_codes_to_index.
+        qx = None
+        xi = fast.quantize_indices(x, xp, index_mask=(1 << m.bits) - 1, num_threads=num_threads,
+                                   out=work_buffer("indices", x.shape, np.uint8))
+    else:
+        qx = quantize_float(x, xp)  # integer-valued float32: converted once, to table indices
+        xi = np.ascontiguousarray(_float_codes_to_index(qx, m))
     wi = _to_index(qw, m)
     if mapping is not None:
         wi = mapping[wi].astype(np.uint8)
     wi = np.ascontiguousarray(wi)
-    total = _run_conv(xi, wi, m, stride, pads, dilation, groups, int(_to_index(zx, m)), backend,
-                      num_threads)
+    pad_index = int(_to_index(zx, m))
+    total = _run_conv(xi, wi, m, stride, pads, dilation, groups, pad_index, backend, num_threads,
+                      (N, OH, OW, COUT) if qx is None else None)
 
     K = KH * KW * Cg
-    if zx != 0 or np.any(zw != 0):
-        total = total.astype(np.int64)  # the corrections can leave the int32 range
-        Og = COUT // groups
-        # Unsigned codes are their own table indices: sum the uint8 array.
-        sum_x = _window_sums(qx.astype(np.int64) if m.signed else xi, pads, stride, dilation, (KH, KW), (OH, OW), groups, zx)
-        sum_w = qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)   # original codes (see tune.py)
-        # Output channel o belongs to group o // Og: view the channels as (groups, Og).
-        by_group = total.reshape(N, OH, OW, groups, Og)
-        if np.ndim(zw) == 0:
-            if zw:
-                by_group -= (int(zw) * sum_x)[..., None]
-        else:
-            by_group -= zw.reshape(groups, Og) * sum_x[..., None]
-        total -= zx * sum_w - K * zx * zw
-    # Exact integers -> float64 -> float32 in one buffered pass.
-    y = np.empty(total.shape, np.float32)
-    np.multiply(total, np.asarray(sx * sw_, np.float64), out=y, casting="unsafe")
-    if bias is not None:
-        y += bias
+    if qx is None:
+        # Fused correction + dequantization: no int64 copy of the output, one pass.
+        sum_x = None
+        if np.any(zw != 0):
+            # sum q_x over each receptive field, padded positions holding z_x, computed by
+            # the convolution kernel itself (T[a, 0] = value of index a).
+            sum_x = fast.window_sums(xi, m.values(), (KH, KW), stride, pads, dilation, groups,
+                                     pad_index, num_threads,
+                                     out=work_buffer("window", (N, OH, OW, groups), np.int64))
+        corr = None
+        if zx:
+            sum_w = qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)   # original codes
+            corr = K * zx * zw - zx * sum_w
+        y = fast.epilogue(total, sx * sw_, zw if sum_x is not None else None, sum_x, corr,
+                          bias, groups, num_threads)
+    else:
+        y = _numpy_epilogue(total, qx, xi, qw, m, zx, zw, sx * sw_, bias, K, pads, stride,
+                            dilation, (KH, KW), (OH, OW), groups)
     if fmt == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(y)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import accumulator_dtype, as_multiplier, get_backend, table256
-from .conv import (_code_array, _float_array, _to_index, make_params, resolve_quant, scale_and_zp)
+from .conv import (_code_array, _float_array, _host_helpers, _to_index, checked_params,
+                   resolve_quant, scale_and_zp)
 from .quant import quantize
 from .tune import resolve_tuning
 
@@ -130,8 +131,8 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
     2.5
     """
     m = as_multiplier(multiplier)
-    a = _float_array(a, "a")
-    b = _float_array(b, "b")
+    a = _float_array(a, "a", check_finite=False)   # checked by checked_params
+    b = _float_array(b, "b", check_finite=False)
     a, b, drop_a, drop_b = _promote(a, b)
     K, N = b.shape[-2], b.shape[-1]
     spec = resolve_quant(quant, m)
@@ -140,29 +141,51 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         bias = _float_array(bias, "bias")
         if bias.shape != (N,):
             raise ValueError(f"bias must have shape ({N},), one per output column, got {bias.shape}")
-    ap = make_params(a, spec.input, m)
-    bp = make_params(b, spec.weight, m, N)
-    qa = quantize(a, ap)
-    qb = quantize(b, bp, channel_axis=-1)
+    fast = _host_helpers(backend, m)
+    ap = checked_params(a, spec.input, m, "a", fast=fast)
+    bp = checked_params(b, spec.weight, m, "b", N, fast=fast)
     sa, za = scale_and_zp(ap)
     sb, zb = scale_and_zp(bp, N)
     za = int(za)
-    ai = _to_index(qa, m)
-    bi = _to_index(qb, m)
+    if fast is not None and not bp.per_channel and (not m.signed or m.bits == 8):
+        # Large weight matrices (a dense layer's 2048 x 1024) cost more to quantize in NumPy
+        # than the products of a small batch. Here the indices are the codes (unsigned) or
+        # their int8 bit patterns, so the column sums come straight from them.
+        bi = fast.quantize_indices(b, bp, index_mask=(1 << m.bits) - 1, num_threads=num_threads)
+        codes = bi.view(np.int8) if m.signed else bi
+        acc = np.int32 if K < (1 << 23) else np.int64   # |sum| <= 255 K: int32 is exact
+        sum_b = codes.sum(axis=-2, dtype=acc).astype(np.int64)
+    else:
+        qb = quantize(b, bp, channel_axis=-1)
+        bi = _to_index(qb, m)
+        sum_b = qb.sum(axis=-2, dtype=np.int64)   # (..., N), original codes (see tune.py)
+    if fast is not None and not ap.per_channel:
+        # One parallel pass: indices and the row sums of the codes (sum_k q_a) together.
+        ai, sum_a = fast.quantize_indices(a, ap, index_mask=(1 << m.bits) - 1, row_sums=True,
+                                          num_threads=num_threads)
+    else:
+        qa = quantize(a, ap)
+        ai = _to_index(qa, m)
+        sum_a = qa.sum(axis=-1, dtype=np.int64)
     if mapping is not None:
-        bi = mapping[bi].astype(np.uint8)
+        bi = mapping[bi].astype(np.uint8)   # the sums keep the original codes (see tune.py)
     total = _batched_gemm(ai, bi, m, backend, num_threads)
-    if za != 0 or np.any(zb != 0):
-        sum_a = qa.sum(axis=-1, dtype=np.int64)[..., :, None]    # (..., M, 1)
-        sum_b = qb.sum(axis=-2, dtype=np.int64)[..., None, :]    # (..., 1, N), original codes
-        total = total.astype(np.int64)   # the corrections can leave the int32 range
-        total -= zb * sum_a
-        total -= za * sum_b - K * za * zb
-    # Exact integers -> float64 -> float32 in one buffered pass.
-    y = np.empty(total.shape, np.float32)
-    np.multiply(total, np.asarray(sa * sb, np.float64), out=y, casting="unsafe")
-    if bias is not None:
-        y += bias
+    if fast is not None and b.ndim == 2:
+        # Fused correction + dequantization: one pass, no int64 copy of the output.
+        has_zb = bool(np.any(zb != 0))
+        y = fast.epilogue(total, sa * sb, zb if has_zb else None,
+                          sum_a[..., None] if has_zb else None,
+                          K * za * zb - za * sum_b if za else None, bias, 1, num_threads)
+    else:
+        if za != 0 or np.any(zb != 0):
+            total = total.astype(np.int64)   # the corrections can leave the int32 range
+            total -= zb * sum_a[..., :, None]
+            total -= za * sum_b[..., None, :] - K * za * zb
+        # Exact integers -> float64 -> float32 in one buffered pass.
+        y = np.empty(total.shape, np.float32)
+        np.multiply(total, np.asarray(sa * sb, np.float64), out=y, casting="unsafe")
+        if bias is not None:
+            y += bias
     return np.array(_squeeze(y, drop_a, drop_b), order="C")  # keeps 0-d results 0-d
 
 

@@ -85,11 +85,37 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups, int pad_code,
                int out64, void *out, int nthreads, int path);
 
+/* Plain vector loops (quantize.c, epilogue.c) get an AVX2 clone picked at load time
+ * (GCC's ifunc): twice the lanes of the x86-64 baseline, same IEEE operations (no FMA). */
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__)) \
+    && defined(__linux__)
+#define AXS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define AXS_VECTOR_CLONES
+#endif
+
 /* Fused float32 -> table index quantization (quantize.c); rowsum (nullable) gets the sum of
  * the codes of each row of the (rows, cols) array. */
-void axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
+int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
                   int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                   uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads);
+
+/* min and max of x[0 .. n), n >= 1, in one parallel pass (quantize.c); returns the number
+ * of NaN-holding blocks (0 when x holds no NaN; min and max are then meaningless). */
+int64_t axs_minmax(const float *x, int64_t n, float *lo, float *hi, int nthreads);
+
+/* Fused zero-point correction and dequantization (epilogue.c): y (rows, cols) float32 from
+ * the int32 (in64 = 0) or int64 sums; sumx (rows, groups), zw and corr (cols) nullable. */
+int axs_epilogue(const void *total, int in64, int64_t rows, int64_t cols, int64_t groups,
+                  const int64_t *sumx, const int64_t *zw, const int64_t *corr,
+                  const double *scale, const float *bias, float *y, int nthreads);
+
+/* Per-group sums of values[index] over each receptive field (epilogue.c); out is
+ * (N, OH, OW, G) int64; values has 256 entries. */
+int axs_window_sums(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C,
+                    int64_t G, const int64_t *values, int64_t KH, int64_t KW, int sh, int sw,
+                    int pt, int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
+                    int64_t *out, int nthreads);
 
 #ifdef __cplusplus
 }

@@ -46,37 +46,63 @@ static inline int32_t code_signed(float x, float scale, int32_t zp, int32_t qmin
     return c < qmin ? qmin : (c > qmax ? qmax : c);
 }
 
-static void quantize_rows(const float *x, int64_t r0, int64_t r1, int64_t cols, int is_signed,
-                          float scale, int32_t zp, float nmin, float nmax, float inv,
-                          int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *idx,
-                          int64_t *rowsum)
+/* Codes of one run of at most 32768 values (int32 sums cannot overflow: the caller
+ * guarantees |code| <= 65535). Written as plain loops over float32
+ * and int32 so that the compiler vectorizes them; returns the sum of the codes and counts
+ * non-finite inputs in *bad (their codes are meaningless: the caller raises). */
+AXS_VECTOR_CLONES
+static int64_t quantize_run(const float *restrict xr, int64_t n, int is_signed, float scale,
+                            int32_t zp, float nmin, float nmax, float inv, int32_t qmin,
+                            int32_t qmax, uint8_t mask, uint8_t *restrict ir,
+                            int32_t *restrict bad)
 {
-    int32_t span = qmax - qmin;
+    int32_t span = qmax - qmin, s = 0, nb = 0;
+    if (is_signed) {
+        for (int64_t c = 0; c < n; c++) {
+            nb += !(xr[c] - xr[c] == 0.0f);  /* NaN or Inf */
+            int32_t q = code_signed(xr[c], scale, zp, qmin, qmax);
+            ir[c] = (uint8_t)((uint32_t)q & mask);
+            s += q;
+        }
+    } else {
+        for (int64_t c = 0; c < n; c++) {
+            nb += !(xr[c] - xr[c] == 0.0f);
+            int32_t q = code_unsigned(xr[c], nmin, nmax, inv, span, qmin);
+            ir[c] = (uint8_t)((uint32_t)q & mask);
+            s += q;
+        }
+    }
+    *bad += nb;
+    return s;
+}
+
+static int64_t quantize_rows(const float *x, int64_t r0, int64_t r1, int64_t cols, int is_signed,
+                             float scale, int32_t zp, float nmin, float nmax, float inv,
+                             int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *idx,
+                             int64_t *rowsum)
+{
+    int32_t bad = 0;
+    int64_t nbad = 0;
     for (int64_t r = r0; r < r1; r++) {
         const float *xr = x + r * cols;
         uint8_t *ir = idx + r * cols;
         int64_t s = 0;
-        if (is_signed) {
-            for (int64_t c = 0; c < cols; c++) {
-                int32_t q = code_signed(xr[c], scale, zp, qmin, qmax);
-                ir[c] = (uint8_t)((uint32_t)q & mask);
-                s += q;
-            }
-        } else {
-            for (int64_t c = 0; c < cols; c++) {
-                int32_t q = code_unsigned(xr[c], nmin, nmax, inv, span, qmin);
-                ir[c] = (uint8_t)((uint32_t)q & mask);
-                s += q;
-            }
+        for (int64_t c0 = 0; c0 < cols; c0 += 32768) {
+            int64_t n = cols - c0 < 32768 ? cols - c0 : 32768;
+            s += quantize_run(xr + c0, n, is_signed, scale, zp, nmin, nmax, inv, qmin, qmax,
+                              mask, ir + c0, &bad);
+            nbad += bad;
+            bad = 0;
         }
         if (rowsum)
             rowsum[r] = s;
     }
+    return nbad;
 }
 
-void axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
-                  int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
-                  uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
+int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
+                     int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
+                     uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
 {
 #ifdef _OPENMP
     int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
@@ -84,21 +110,132 @@ void axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, flo
     int nt = 1;
     (void)nthreads;
 #endif
+    int64_t nbad = 0;
     if (rows >= 4 * (int64_t)nt || rowsum || rows * cols < 65536) {
-        /* whole rows per thread (row sums need them); small inputs on one thread */
+        /* whole rows per thread (row sums need them); small inputs on one thread; short
+         * rows in blocks of rows, so that the vector loops run over long stretches */
         int use = rows * cols < 65536 ? 1 : nt;
-#pragma omp parallel for schedule(static) num_threads(use)
-        for (int64_t r = 0; r < rows; r++)
-            quantize_rows(x, r, r + 1, cols, is_signed, scale, zp, nmin, nmax, inv, qmin, qmax,
-                          mask, idx, rowsum);
-        return;
+        int64_t per = cols >= 4096 ? 1 : 4096 / cols;
+#pragma omp parallel for schedule(static) num_threads(use) reduction(+:nbad)
+        for (int64_t b = 0; b < (rows + per - 1) / per; b++) {
+            int64_t r1 = (b + 1) * per < rows ? (b + 1) * per : rows;
+            if (rowsum) {
+                nbad += quantize_rows(x, b * per, r1, cols, is_signed, scale, zp, nmin, nmax,
+                                      inv, qmin, qmax, mask, idx, rowsum);
+            } else {
+                /* the block is contiguous: one long run */
+                nbad += quantize_rows(x + b * per * cols, 0, 1, (r1 - b * per) * cols,
+                                      is_signed, scale, zp, nmin, nmax, inv, qmin, qmax, mask,
+                                      idx + b * per * cols, NULL);
+            }
+        }
+        return nbad;
     }
     /* few long rows and no sums: split the flat array */
     int64_t n = rows * cols, block = 16384;
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(+:nbad)
     for (int64_t b = 0; b < (n + block - 1) / block; b++) {
         int64_t e = (b + 1) * block < n ? (b + 1) * block : n;
-        quantize_rows(x + b * block, 0, 1, e - b * block, is_signed, scale, zp, nmin, nmax, inv,
-                      qmin, qmax, mask, idx + b * block, NULL);
+        nbad += quantize_rows(x + b * block, 0, 1, e - b * block, is_signed, scale, zp, nmin,
+                              nmax, inv, qmin, qmax, mask, idx + b * block, NULL);
     }
+    return nbad;
+}
+
+/* ---- min and max of a float32 array, one pass (the per-call quantization range) ---- */
+
+static void minmax_scalar(const float *x, int64_t n, float *lo, float *hi, int64_t *nan)
+{
+    float a = *lo, b = *hi;
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        k += v != v;
+        a = v < a ? v : a;
+        b = v > b ? v : b;
+    }
+    *lo = a;
+    *hi = b;
+    *nan += k;
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+/* explicit AVX2: compilers do not vectorize float min/max reductions without fast-math */
+__attribute__((target("avx2"))) static void minmax_avx2(const float *x, int64_t n, float *lo,
+                                                        float *hi, int64_t *nan)
+{
+    __m256 mn0 = _mm256_set1_ps(*lo), mx0 = _mm256_set1_ps(*hi), mn1 = mn0, mx1 = mx0;
+    __m256 un = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+        mn0 = _mm256_min_ps(mn0, v0);
+        mx0 = _mm256_max_ps(mx0, v0);
+        mn1 = _mm256_min_ps(mn1, v1);
+        mx1 = _mm256_max_ps(mx1, v1);
+        un = _mm256_or_ps(un, _mm256_cmp_ps(v0, v1, _CMP_UNORD_Q));  /* a NaN in either */
+    }
+    float a[8], b[8], c[8], d[8];
+    _mm256_storeu_ps(a, mn0);
+    _mm256_storeu_ps(b, mn1);
+    _mm256_storeu_ps(c, mx0);
+    _mm256_storeu_ps(d, mx1);
+    float l = *lo, h = *hi;
+    for (int j = 0; j < 8; j++) {
+        l = a[j] < l ? a[j] : l;
+        l = b[j] < l ? b[j] : l;
+        h = c[j] > h ? c[j] : h;
+        h = d[j] > h ? d[j] : h;
+    }
+    *nan += _mm256_movemask_ps(un) != 0;
+    *lo = l;
+    *hi = h;
+    minmax_scalar(x + i, n - i, lo, hi, nan);
+}
+#define AXS_HAVE_MINMAX_AVX2 1
+#endif
+
+int64_t axs_minmax(const float *x, int64_t n, float *lo, float *hi, int nthreads)
+{
+#ifdef _OPENMP
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    if (n < 65536)
+        nt = 1;
+#else
+    int nt = 1;
+    (void)nthreads;
+#endif
+    (void)nt;
+    int avx2 = 0;
+#ifdef AXS_HAVE_MINMAX_AVX2
+    avx2 = __builtin_cpu_supports("avx2");
+#endif
+    float a = x[0], b = x[0];
+    int64_t nan = 0, block = 32768;
+#pragma omp parallel num_threads(nt)
+    {
+        float la = x[0], lb = x[0];
+        int64_t ln = 0;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < (n + block - 1) / block; i++) {
+            int64_t e = (i + 1) * block < n ? (i + 1) * block : n;
+#ifdef AXS_HAVE_MINMAX_AVX2
+            if (avx2)
+                minmax_avx2(x + i * block, e - i * block, &la, &lb, &ln);
+            else
+#endif
+                minmax_scalar(x + i * block, e - i * block, &la, &lb, &ln);
+        }
+#pragma omp critical(axs_minmax)
+        {
+            a = la < a ? la : a;
+            b = lb > b ? lb : b;
+            nan += ln;
+        }
+    }
+    (void)avx2;
+    *lo = a;
+    *hi = b;
+    return nan;
 }

@@ -1,0 +1,273 @@
+/* Fused float epilogue of axconv2d / axmatmul: the exact zero-point correction and the
+ * dequantization in one parallel pass over the kernel's integer sums,
+ *
+ *   v = total[r, o] - zw[o] * sumx[r, o / og] + corr[o]        (int64, exact)
+ *   y[r, o] = (float)((double)v * scale[o]) (+ bias[o] in float32)
+ *
+ * which is what the NumPy code computes (int64 arithmetic, int64 -> float64, a float64
+ * product rounded once to float32, then a float32 addition), without its int64 and float64
+ * temporaries of the whole output. */
+#include <stdint.h>
+#include <stdlib.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "axsimd.h"
+
+/* Rows of the int32 case in float64: every term is an integer below 2**53 in magnitude
+ * (the caller checked), so each sum and product is exact and v equals the int64 result;
+ * unlike int64 multiplies, these loops vectorize on every x86-64 CPU. */
+AXS_VECTOR_CLONES
+static void rows_double(const int32_t *restrict t, int64_t nrows, int64_t cols, int64_t og,
+                        int64_t groups, const int64_t *restrict sx,
+                        const double *restrict zwd, const double *restrict corrd,
+                        const double *restrict scale, const float *restrict bias,
+                        float *restrict y)
+{
+    if (og == 1 && sx) {  /* depthwise: one channel per group, one sum per output */
+        for (int64_t r = 0; r < nrows; r++, t += cols, y += cols, sx += cols) {
+            for (int64_t o = 0; o < cols; o++) {
+                double v = ((double)t[o] + corrd[o]) + zwd[o] * -(double)sx[o];
+                float f = (float)(v * scale[o]);
+                y[o] = bias ? f + bias[o] : f;
+            }
+        }
+        return;
+    }
+    for (int64_t r = 0; r < nrows; r++, t += cols, y += cols) {
+        for (int64_t g = 0; g < groups; g++) {
+            double ns = sx ? -(double)sx[r * groups + g] : 0.0;
+            int64_t o0 = g * og, o1 = o0 + og;
+            if (bias) {
+                for (int64_t o = o0; o < o1; o++) {
+                    double v = ((double)t[o] + corrd[o]) + zwd[o] * ns;
+                    float f = (float)(v * scale[o]);
+                    y[o] = f + bias[o];
+                }
+            } else {
+                for (int64_t o = o0; o < o1; o++) {
+                    double v = ((double)t[o] + corrd[o]) + zwd[o] * ns;
+                    y[o] = (float)(v * scale[o]);
+                }
+            }
+        }
+    }
+}
+
+static void row_int64(const void *total, int in64, int64_t r, int64_t cols, int64_t og,
+                      const int64_t *sx, const int64_t *zw, const int64_t *corr,
+                      const double *scale, const float *bias, float *yr)
+{
+    const int32_t *t32 = (const int32_t *)total + r * cols;
+    const int64_t *t64 = (const int64_t *)total + r * cols;
+    for (int64_t o = 0; o < cols; o++) {
+        int64_t v = in64 ? t64[o] : (int64_t)t32[o];
+        if (sx)
+            v -= zw[o] * sx[o / og];
+        if (corr)
+            v += corr[o];
+        float f = (float)((double)v * scale[o]);
+        if (bias)
+            f = f + bias[o];
+        yr[o] = f;
+    }
+}
+
+static int64_t abs64(int64_t v)
+{
+    return v < 0 ? -v : v;
+}
+
+int axs_epilogue(const void *total, int in64, int64_t rows, int64_t cols, int64_t groups,
+                 const int64_t *sumx, const int64_t *zw, const int64_t *corr,
+                 const double *scale, const float *bias, float *y, int nthreads)
+{
+#ifdef _OPENMP
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    if (rows * cols < 65536)
+        nt = 1;  /* small outputs: a thread team costs more than the work */
+#else
+    int nt = 1;
+    (void)nthreads;
+#endif
+    (void)nt;
+    int64_t og = cols / groups;
+    double *zwd = (double *)calloc((size_t)(2 * cols), sizeof(double));
+    if (!zwd)
+        return AXS_ENOMEM;
+    double *corrd = zwd + cols;
+    /* bounds of the correction terms, for the exactness test of the float64 rows */
+    int64_t maxzw = 0, maxcorr = 0;
+    for (int64_t o = 0; o < cols; o++) {
+        if (sumx) {
+            zwd[o] = (double)zw[o];
+            maxzw = abs64(zw[o]) > maxzw ? abs64(zw[o]) : maxzw;
+        }
+        if (corr) {
+            corrd[o] = (double)corr[o];
+            maxcorr = abs64(corr[o]) > maxcorr ? abs64(corr[o]) : maxcorr;
+        }
+    }
+    const int64_t lim = (int64_t)1 << 52;
+    /* blocks of rows: the float64 code runs over whole blocks (one call, long loops), a
+     * block with a row whose terms are too large for it goes through the int64 code */
+    int64_t blk = cols >= 4096 ? 1 : 4096 / cols;
+    int dbl = !in64 && maxcorr < lim && maxzw < (1 << 20);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t b = 0; b < (rows + blk - 1) / blk; b++) {
+        int64_t r0 = b * blk, r1 = r0 + blk < rows ? r0 + blk : rows;
+        int exact = dbl;
+        for (int64_t i = r0 * groups; exact && sumx && i < r1 * groups; i++)
+            exact = abs64(sumx[i]) < ((int64_t)1 << 31);  /* |zw * s| < 2**51 */
+        if (exact) {
+            rows_double((const int32_t *)total + r0 * cols, r1 - r0, cols, og, groups,
+                        sumx ? sumx + r0 * groups : NULL, zwd, corrd, scale, bias,
+                        y + r0 * cols);
+        } else {
+            for (int64_t r = r0; r < r1; r++)
+                row_int64(total, in64, r, cols, og, sumx ? sumx + r * groups : NULL, zw, corr,
+                          scale, bias, y + r * cols);
+        }
+    }
+    free(zwd);
+    return AXS_OK;
+}
+
+/* Sum of n bytes as uint8 (sgn = 0) or int8 (sgn = 1). Short runs (a few dozen channels
+ * per pixel) are the common case: psadbw sums 16 bytes per instruction (SSE2, part of
+ * x86-64); int8 bytes are summed biased (b ^ 0x80 = b + 128) and the bias taken off. */
+static inline int64_t sum_bytes(const uint8_t *p, int64_t n, int sgn)
+{
+    uint8_t flip = sgn ? 0x80 : 0;
+    int64_t total = 0, i = 0;
+#if defined(__SSE2__)
+    __m128i acc = _mm_setzero_si128(), zero = _mm_setzero_si128(), f = _mm_set1_epi8((char)flip);
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(p + i)), f);
+        acc = _mm_add_epi64(acc, _mm_sad_epu8(v, zero));
+    }
+    total = (int64_t)_mm_cvtsi128_si64(acc) + (int64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(acc, acc));
+#endif
+    for (; i < n; i++)
+        total += (uint8_t)(p[i] ^ flip);
+    return sgn ? total - 128 * n : total;
+}
+
+AXS_VECTOR_CLONES
+static void add_run(int64_t *restrict dst, const int64_t *restrict src, int64_t n)
+{
+    for (int64_t e = 0; e < n; e++)
+        dst[e] += src[e];
+}
+
+/* Per-group sums of operand values over every receptive field of a convolution (the
+ * z_w * sum q_x correction): out[n, oy, ox, g] = sum over the KH x KW taps and the Cg
+ * channels of group g of values[x[...]], a padded position counting values[pad_code].
+ * Per image: the channel sums of each pixel into a thread-local int64 plane (H x W x G),
+ * then the taps added straight from it. O(N H W C + N OH OW G KH KW), no table lookups. */
+int axs_window_sums(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C,
+                    int64_t G, const int64_t *values, int64_t KH, int64_t KW, int sh, int sw,
+                    int pt, int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
+                    int64_t *out, int nthreads)
+{
+    /* mode 1: values[i] == i (unsigned codes), 2: values[i] == (int8_t)i (8-bit signed) */
+    int mode = 1, mode2 = 1;
+    for (int i = 0; i < 256; i++) {
+        mode &= values[i] == i;
+        mode2 &= values[i] == (int8_t)(uint8_t)i;
+    }
+    mode = mode ? 1 : (mode2 ? 2 : 0);
+#ifdef _OPENMP
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    if (N * H * W * C < 65536)
+        nt = 1;
+#else
+    int nt = 1;
+    (void)nthreads;
+#endif
+    (void)nt;
+    int64_t cg = C / G, fill = values[pad_code] * cg;
+    int err = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t *ps = (int64_t *)malloc((size_t)(H * W * G) * sizeof(int64_t));
+        if (!ps) {
+#pragma omp atomic write
+            err = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t n = 0; n < N; n++) {
+            if (!ps)
+                continue;
+            const uint8_t *xn = x + n * H * W * C;
+            for (int64_t p = 0; p < H * W; p++) {
+                const uint8_t *xp = xn + p * C;
+                int64_t *pp = ps + p * G;
+                /* the common value maps as plain byte arithmetic, which vectorizes */
+                if (mode == 1 && cg == 1) {
+                    for (int64_t g = 0; g < G; g++)
+                        pp[g] = xp[g];
+                } else if (mode == 2 && cg == 1) {
+                    for (int64_t g = 0; g < G; g++)
+                        pp[g] = (int8_t)xp[g];
+                } else if (mode) {
+                    for (int64_t g = 0; g < G; g++)
+                        pp[g] = sum_bytes(xp + g * cg, cg, mode == 2);
+                } else {
+                    for (int64_t g = 0; g < G; g++) {
+                        int64_t s = 0;
+                        for (int64_t c = 0; c < cg; c++)
+                            s += values[xp[g * cg + c]];
+                        pp[g] = s;
+                    }
+                }
+            }
+            /* Output row by output row, tap by tap: each (ky, kx) adds one contiguous run
+             * of the plane (stride 1) to the row, so the loops are long and branch-free. */
+            for (int64_t oy = 0; oy < OH; oy++) {
+                int64_t *o = out + (n * OH + oy) * OW * G;
+                for (int64_t e = 0; e < OW * G; e++)
+                    o[e] = 0;
+                for (int64_t ky = 0; ky < KH; ky++) {
+                    int64_t iy = oy * sh + ky * dh - pt;
+                    for (int64_t kx = 0; kx < KW; kx++) {
+                        /* outputs whose tap lands inside the image: lo <= ox < hi */
+                        int64_t off = kx * dw - pl, lo = 0, hi = 0;
+                        if (iy >= 0 && iy < H) {
+                            lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                            hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;
+                            hi = hi < OW ? hi : OW;
+                            lo = lo < hi ? lo : hi;
+                        }
+                        for (int64_t e = 0; e < lo * G; e++)
+                            o[e] += fill;
+                        for (int64_t e = hi * G; e < OW * G; e++)
+                            o[e] += fill;
+                        if (sw == 1) {
+                            add_run(o + lo * G, ps + (iy * W + lo + off) * G, (hi - lo) * G);
+                        } else {
+                            for (int64_t ox = lo; ox < hi; ox++) {
+                                const int64_t *src = ps + (iy * W + ox * sw + off) * G;
+                                for (int64_t g = 0; g < G; g++)
+                                    o[ox * G + g] += src[g];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        free(ps);
+    }
+    return err ? AXS_ENOMEM : AXS_OK;
+}

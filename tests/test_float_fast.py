@@ -1,0 +1,328 @@
+"""The float-level layer on the fast host helpers (axkern._fast.quantize_indices,
+window_sums, epilogue): bit-identical to the plain NumPy code of the reference backend, and
+each helper against an independent NumPy computation."""
+import numpy as np
+import pytest
+
+fast = pytest.importorskip("axkern._fast")
+from axkern import Multiplier, axconv2d, axmatmul  # noqa: E402
+from axkern.lut import operand_values  # noqa: E402
+from axkern.quant import QuantParams  # noqa: E402
+
+
+def noisy(bits, signed, seed):
+    """An approximate multiplier: the exact table plus small deterministic noise."""
+    rng = np.random.default_rng(seed)
+    v = operand_values(bits, signed)
+    t = np.multiply.outer(v, v) + rng.integers(-3, 4, (1 << bits, 1 << bits))
+    if not signed:
+        t = np.clip(t, 0, None)
+    return Multiplier(t, signed=signed, name=f"noisy{bits}{'s' if signed else 'u'}")
+
+
+# ------------------------------------------------------------------------------ epilogue
+def epilogue_ref(total, scale, zw, sumx, corr, bias, groups):
+    """Independent NumPy: int64 correction, one float64 product, float32 cast and add."""
+    t = total.astype(np.int64)
+    cols = t.shape[-1]
+    og = cols // groups
+    v = t.copy()
+    if sumx is not None:
+        zwv = np.broadcast_to(np.asarray(zw, np.int64), (cols,))
+        v -= zwv * np.repeat(sumx, og, axis=-1)
+    if corr is not None:
+        v += np.broadcast_to(np.asarray(corr, np.int64), (cols,))
+    y = (v.astype(np.float64) * np.broadcast_to(np.asarray(scale, np.float64), (cols,))
+         ).astype(np.float32)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float32)
+    return y
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_epilogue_matches_numpy(dtype, groups, with_bias):
+    rng = np.random.default_rng(groups + 7 * with_bias)
+    lim = np.iinfo(np.int32).max if dtype == np.int32 else 1 << 40
+    total = rng.integers(-lim, lim, (5, 7, 9 * groups), dtype=np.int64).astype(dtype)
+    cols = total.shape[-1]
+    scale = rng.random(cols) * 1e-4
+    zw = rng.integers(-255, 256, cols)
+    sumx = rng.integers(-10**6, 10**6, (5, 7, groups))
+    corr = rng.integers(-10**9, 10**9, cols)
+    bias = rng.standard_normal(cols).astype(np.float32) if with_bias else None
+    got = fast.epilogue(total, scale, zw, sumx, corr, bias, groups)
+    assert got.dtype == np.float32 and got.shape == total.shape
+    np.testing.assert_array_equal(got, epilogue_ref(total, scale, zw, sumx, corr, bias, groups))
+    # optional terms left out, scalar scale and zero point
+    np.testing.assert_array_equal(fast.epilogue(total, 0.25), epilogue_ref(total, 0.25, None, None, None, None, 1))
+    np.testing.assert_array_equal(fast.epilogue(total, 0.5, 3, sumx, None, None, groups, num_threads=1),
+                                  epilogue_ref(total, 0.5, 3, sumx, None, None, groups))
+
+
+def test_epilogue_large_terms_stay_exact():
+    """Correction terms beyond float64's exact range for the fast rows: the int64 rows."""
+    total = np.array([[2**31 - 1, -2**31, 5, 0]], np.int32)
+    sumx = np.array([[2**40]], np.int64)
+    zw = np.array([3, -5, 1 << 21, 0])
+    corr = np.array([2**53 + 1, -(2**60), 7, 0])
+    scale = np.array([1e-12, 1e-13, 1e-6, 1.0])
+    np.testing.assert_array_equal(fast.epilogue(total, scale, zw, sumx, corr),
+                                  epilogue_ref(total, scale, zw, sumx, corr, None, 1))
+    # a row whose terms are small takes the float64 rows, the other the int64 one
+    total2 = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.int32)
+    sumx2 = np.array([[10], [2**35]], np.int64)
+    zw2 = np.array([1, 2, 3, 4])
+    np.testing.assert_array_equal(fast.epilogue(total2, 1e-3, zw2, sumx2),
+                                  epilogue_ref(total2, 1e-3, zw2, sumx2, None, None, 1))
+
+
+def test_epilogue_errors():
+    t = np.zeros((2, 4), np.int32)
+    with pytest.raises(TypeError, match="int32 or int64"):
+        fast.epilogue(t.astype(np.float32), 1.0)
+    with pytest.raises(ValueError, match="groups"):
+        fast.epilogue(t, 1.0, groups=3)
+    with pytest.raises(ValueError, match="together"):
+        fast.epilogue(t, 1.0, zw=1)
+    with pytest.raises(ValueError, match="sumx must have shape"):
+        fast.epilogue(t, 1.0, zw=1, sumx=np.zeros((2, 2), np.int64))
+    with pytest.raises(ValueError, match="scale"):
+        fast.epilogue(t, np.ones(3))
+    assert fast.epilogue(np.zeros((0, 4), np.int32), 1.0).shape == (0, 4)
+
+
+# --------------------------------------------------------------------------- window sums
+def window_ref(q, ksize, stride, pads, dilation, groups, fill):
+    """Explicit loops over outputs and taps (q: operand values, int64 NHWC)."""
+    N, H, W, C = q.shape
+    KH, KW = ksize
+    top, bottom, left, right = pads
+    OH = (H + top + bottom - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + left + right - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    cg = C // groups
+    out = np.zeros((N, OH, OW, groups), np.int64)
+    for oy in range(OH):
+        for ox in range(OW):
+            for ky in range(KH):
+                for kx in range(KW):
+                    iy = oy * stride[0] + ky * dilation[0] - top
+                    ix = ox * stride[1] + kx * dilation[1] - left
+                    if 0 <= iy < H and 0 <= ix < W:
+                        out[:, oy, ox] += q[:, iy, ix].reshape(N, groups, cg).sum(-1)
+                    else:
+                        out[:, oy, ox] += fill * cg
+    return out
+
+
+@pytest.mark.parametrize("bits, signed", [(8, False), (8, True), (5, True), (6, False)])
+@pytest.mark.parametrize("C, groups", [(1, 1), (13, 1), (37, 1), (24, 3), (10, 10), (130, 2)])
+def test_window_sums_value_maps(bits, signed, C, groups):
+    """Every way the helper sums a pixel's channels (identity, int8, table lookup; runs of
+    8 bytes and their tails) against explicit loops, with stride, dilation, uneven padding."""
+    rng = np.random.default_rng(C + bits)
+    v = operand_values(bits, signed)
+    x = rng.integers(0, 1 << bits, (2, 6, 7, C), dtype=np.uint8)
+    x[0, 0, 0] = (1 << bits) - 1  # extreme codes
+    x[0, 0, 1] = 1 << (bits - 1)
+    pad_code = int(rng.integers(0, 1 << bits))
+    for ksize, stride, pads, dil in [((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+                                     ((2, 3), (2, 1), (0, 2, 1, 0), (1, 2)),
+                                     ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))]:
+        got = fast.window_sums(x, v, ksize, stride, pads, dil, groups, pad_code)
+        want = window_ref(v[x], ksize, stride, pads, dil, groups, int(v[pad_code]))
+        np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------- float level: cpu == NumPy
+MULTS = [noisy(8, False, 1), noisy(8, True, 2), noisy(4, True, 3), noisy(6, False, 4)]
+
+
+def quant_modes(m):
+    if m.signed:
+        return ["symmetric", "symmetric-per-channel",
+                (QuantParams(0.05, 0, bits=m.bits, signed=True),
+                 QuantParams([0.1, 0.2, 0.3, 0.05, 0.07, 0.2], [0, 0, 0, 0, 0, 0],
+                             bits=m.bits, signed=True))]
+    return ["tfapprox", "asymmetric",
+            (QuantParams(0.02, 7, bits=m.bits), QuantParams(0.03, 3, bits=m.bits))]
+
+
+def with_ties(x, scale):
+    """Put exact half-way points of the input quantizer into ``x``."""
+    flat = x.reshape(-1)
+    k = min(flat.size, 40)
+    flat[:k] = (np.arange(k, dtype=np.float32) - 20 + np.float32(0.5)) * np.float32(scale)
+    return x
+
+
+@pytest.mark.parametrize("mi", range(len(MULTS)))
+@pytest.mark.parametrize("layout", ["plain", "grouped", "nchw"])
+def test_axconv2d_cpu_equals_reference(mi, layout):
+    m = MULTS[mi]
+    rng = np.random.default_rng(mi)
+    groups = 2 if layout == "grouped" else 1
+    x = with_ties(rng.standard_normal((2, 7, 9, 4)).astype(np.float32), 0.05)
+    w = rng.standard_normal((3, 2, 4 // groups, 6)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    kw = dict(stride=(2, 1), padding="SAME", dilation=(1, 2), groups=groups, bias=bias)
+    if layout == "nchw":
+        x, w = x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1)
+        kw["data_format"] = "NCHW"
+    for quant in quant_modes(m):
+        if isinstance(quant, tuple) and groups > 1:
+            continue
+        got = axconv2d(x, w, m, quant=quant, backend="cpu", **kw)
+        want = axconv2d(x, w, m, quant=quant, backend="reference", **kw)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want, err_msg=f"quant={quant!r}")
+
+
+def test_axconv2d_cpu_depthwise_and_tuning():
+    m = MULTS[0]
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 9, 8, 6), dtype=np.float32)
+    w = rng.standard_normal((3, 3, 1, 6)).astype(np.float32)
+    for kw in (dict(groups=6), dict(groups=6, padding="VALID"), dict(groups=6, tune=True)):
+        np.testing.assert_array_equal(axconv2d(x, w, m, backend="cpu", **kw),
+                                      axconv2d(x, w, m, backend="reference", **kw))
+
+
+@pytest.mark.parametrize("mi", range(len(MULTS)))
+def test_axmatmul_cpu_equals_reference(mi):
+    m = MULTS[mi]
+    rng = np.random.default_rng(10 + mi)
+    cases = [((33, 17), (17, 6)), ((2, 5, 17), (17, 6)), ((17,), (17, 6)), ((5, 17), (17,)),
+             ((2, 5, 17), (2, 17, 6))]
+    for sa, sb in cases:
+        a = with_ties(rng.standard_normal(sa).astype(np.float32), 0.05)
+        b = rng.standard_normal(sb).astype(np.float32)
+        n = sb[-1] if len(sb) > 1 else None
+        bias = rng.standard_normal(n).astype(np.float32) if n else None
+        for quant in quant_modes(m):
+            if isinstance(quant, tuple) and n != 6:
+                continue
+            got = axmatmul(a, b, m, quant=quant, bias=bias, backend="cpu")
+            want = axmatmul(a, b, m, quant=quant, bias=bias, backend="reference")
+            assert got.shape == np.matmul(a, b).shape
+            np.testing.assert_array_equal(got, want, err_msg=f"{sa} {sb} quant={quant!r}")
+
+
+def test_float_layer_errors_on_fast_path():
+    m = MULTS[0]
+    x = np.ones((1, 4, 4, 2), np.float32)
+    x[0, 1, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        axconv2d(x, np.ones((3, 3, 2, 2), np.float32), m, backend="cpu")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        axmatmul(np.array([[1.0, np.inf]]), np.ones((2, 2)), m, backend="cpu")
+
+
+@pytest.mark.parametrize("mode", ["tfapprox", "asymmetric", "symmetric"])
+def test_checked_params_from_min_max(mode):
+    """The parameters from x's min and max are those make_params computes from all of x."""
+    from axkern.conv import checked_params, make_params
+
+    rng = np.random.default_rng(3)
+    for m in (MULTS[0], MULTS[3]) if mode != "symmetric" else (MULTS[1], MULTS[2]):
+        for x in (rng.standard_normal((4, 5, 6)).astype(np.float32),
+                  rng.random((7, 3)).astype(np.float32) + 2,     # all positive
+                  -rng.random((7, 3)).astype(np.float32),        # all negative
+                  np.zeros((2, 2), np.float32)):
+            want = make_params(x, mode, m)
+            for helper in (None, fast):
+                got = checked_params(x, mode, m, "x", fast=helper)
+                assert (np.float32(got.scale), int(got.zero_point), got.bits, got.signed) == \
+                    (np.float32(want.scale), int(want.zero_point), want.bits, want.signed)
+        for bad in (np.nan, np.inf, -np.inf):
+            for size in (9, 70001):   # one block, several blocks (parallel) of min_max
+                x = np.ones(size, np.float32)
+                x[size // 2 + 1] = bad
+                for helper in (None, fast):
+                    with pytest.raises(ValueError, match="NaN or Inf"):
+                        checked_params(x, mode, m, "x", fast=helper)
+
+
+def test_min_max_matches_numpy():
+    rng = np.random.default_rng(4)
+    for shape in [(1,), (7,), (15,), (16,), (17,), (33, 5), (70001,), (3, 300, 101)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        for pos in (0, x.size - 1, x.size // 2):   # the extremes anywhere, tails included
+            y = x.copy().reshape(-1)
+            y[pos] = 1e30
+            lo, hi = fast.min_max(y.reshape(shape))
+            assert (lo, hi) == (y.min(), y.max())
+            y[pos] = np.nan
+            assert all(np.isnan(fast.min_max(y.reshape(shape))))
+    x = rng.standard_normal((20, 30)).astype(np.float32)
+    assert fast.min_max(x.T, num_threads=1) == (x.min(), x.max())   # non-contiguous
+    with pytest.raises(ValueError, match="non-empty float32"):
+        fast.min_max(np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="non-empty float32"):
+        fast.min_max(np.zeros(3))
+
+
+def test_epilogue_depthwise_rows():
+    """One channel per group (depthwise): each output has its own window sum."""
+    rng = np.random.default_rng(8)
+    total = rng.integers(-2**31, 2**31, (3, 4, 5, 11), dtype=np.int64).astype(np.int32)
+    sumx = rng.integers(-10**5, 10**5, (3, 4, 5, 11))
+    zw = rng.integers(0, 256, 11)
+    corr = rng.integers(-10**8, 10**8, 11)
+    scale = rng.random(11)
+    for bias in (None, rng.standard_normal(11).astype(np.float32)):
+        np.testing.assert_array_equal(fast.epilogue(total, scale, zw, sumx, corr, bias, 11),
+                                      epilogue_ref(total, scale, zw, sumx, corr, bias, 11))
+
+
+def test_out_buffers():
+    """``out=`` of the kernels and helpers: filled in place, checked strictly."""
+    from axkern.backends import table256
+
+    rng = np.random.default_rng(6)
+    t = table256(MULTS[0])
+    a = rng.integers(0, 256, (9, 20), dtype=np.uint8)
+    b = rng.integers(0, 256, (20, 5), dtype=np.uint8)
+    o = np.full((9, 5), -1, np.int32)
+    assert fast.gemm(a, b, t, np.int32, out=o) is o
+    np.testing.assert_array_equal(o, fast.gemm(a, b, t, np.int32))
+    x = rng.integers(0, 256, (2, 5, 6, 4), dtype=np.uint8)
+    w = rng.integers(0, 256, (3, 3, 4, 3), dtype=np.uint8)
+    o = np.full((2, 5, 6, 3), -1, np.int64)
+    assert fast.conv2d(x, w, t, (1, 1), (1, 1, 1, 1), out_dtype=np.int64, out=o) is o
+    np.testing.assert_array_equal(o, fast.conv2d(x, w, t, (1, 1), (1, 1, 1, 1), out_dtype=np.int64))
+    o = np.empty((2, 5, 6, 1), np.int64)
+    v = np.arange(256)
+    assert fast.window_sums(x, v, (3, 3), (1, 1), (1, 1, 1, 1), out=o) is o
+    np.testing.assert_array_equal(o, fast.window_sums(x, v, (3, 3), (1, 1), (1, 1, 1, 1)))
+    xf = rng.standard_normal((4, 7)).astype(np.float32)
+    p = QuantParams(0.05, 100)
+    o = np.empty((4, 7), np.uint8)
+    assert fast.quantize_indices(xf, p, out=o) is o
+    np.testing.assert_array_equal(o, fast.quantize_indices(xf, p))
+    for bad in (np.empty((9, 5), np.int64), np.empty((5, 9), np.int32),
+                np.empty((9, 10), np.int32)[:, ::2], [[0] * 5] * 9):
+        with pytest.raises(ValueError, match="out must be"):
+            fast.gemm(a, b, t, np.int32, out=bad)
+    ro = np.empty((4, 7), np.uint8)
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="out must be"):
+        fast.quantize_indices(xf, p, out=ro)
+
+
+def test_work_buffers_across_shapes():
+    """Calls of growing and shrinking sizes reuse the work buffers: results unaffected."""
+    from axkern.conv import work_buffer
+
+    m = MULTS[0]
+    rng = np.random.default_rng(9)
+    for shape in [(1, 4, 4, 3), (2, 9, 7, 3), (1, 3, 5, 3), (2, 9, 7, 3)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+        np.testing.assert_array_equal(axconv2d(x, w, m, backend="cpu"),
+                                      axconv2d(x, w, m, backend="reference"))
+    buf = work_buffer("test-role", (3, 4), np.int64)
+    assert buf.shape == (3, 4) and buf.dtype == np.int64 and buf.flags.c_contiguous
+    assert work_buffer("test-role", (2, 2), np.int32).base is buf.base   # reused
+    assert work_buffer("test-role", (0,), np.float32).shape == (0,)
