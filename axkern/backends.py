@@ -238,18 +238,15 @@ def conv_output_size(H, W, KH, KW, stride, padding, dilation):
     return max(oh, 0), max(ow, 0)
 
 
-def check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads):
-    """Validate and normalize ``conv2d`` arguments.
+def check_conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, pad_code):
+    """Validate the geometry of a ``conv2d`` call from the operands' shapes alone (so that
+    device arrays need not be converted).
 
     Returns
     -------
     tuple
-        ``(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
-        (OH, OW))`` with contiguous arrays and plain-int tuples.
+        ``(stride, padding, dilation, groups, pad_code, (OH, OW))`` as plain ints.
     """
-    x = _check_index_array(x, "x", 4)
-    w = _check_index_array(w, "w", 4)
-    table = _check_table(table)
     stride = _pair(stride, "stride", 1)
     dilation = _pair(dilation, "dilation", 1)
     try:
@@ -266,8 +263,8 @@ def check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code, ou
     groups = int(groups)
     if isinstance(pad_code, bool) or not isinstance(pad_code, numbers.Integral) or not 0 <= pad_code <= 255:
         raise ValueError(f"pad_code must be a table index 0..255, got {pad_code!r}")
-    N, H, W, C = x.shape
-    KH, KW, Cg, COUT = w.shape
+    N, H, W, C = (int(v) for v in x_shape)
+    KH, KW, Cg, COUT = (int(v) for v in w_shape)
     if C % groups or COUT % groups:
         raise ValueError(f"groups={groups} must divide the input channels ({C}) and the output "
                          f"channels ({COUT})")
@@ -276,8 +273,26 @@ def check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code, ou
                          f"{C} // {groups} = {C // groups}")
     if KH < 1 or KW < 1:
         raise ValueError(f"filter must have a positive size, got {KH}x{KW}")
-    out_hw = conv_output_size(H, W, KH, KW, stride, padding, dilation)
+    return (stride, padding, dilation, groups, int(pad_code),
+            conv_output_size(H, W, KH, KW, stride, padding, dilation))
+
+
+def check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads):
+    """Validate and normalize ``conv2d`` arguments.
+
+    Returns
+    -------
+    tuple
+        ``(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
+        (OH, OW))`` with contiguous arrays and plain-int tuples.
+    """
+    x = _check_index_array(x, "x", 4)
+    w = _check_index_array(w, "w", 4)
+    table = _check_table(table)
+    stride, padding, dilation, groups, pad_code, out_hw = check_conv_geometry(
+        x.shape, w.shape, stride, padding, dilation, groups, pad_code)
+    KH, KW, Cg, _ = w.shape
     out_dtype = _check_out_dtype(out_dtype)
     _check_no_overflow(out_dtype, KH * KW * Cg, table)
-    return (x, w, table, stride, padding, dilation, groups, int(pad_code),
+    return (x, w, table, stride, padding, dilation, groups, pad_code,
             out_dtype, _check_threads(num_threads), out_hw)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import _check_out_dtype, _check_table, _pair, conv_output_size
+from .backends import _check_out_dtype, _check_table, check_conv_geometry
 
 __all__ = ["gemm", "conv2d", "is_available", "require", "CudaUnavailableError",
            "prepare_table", "kernel_names", "find_nvcc", "KERNEL_FILES"]
@@ -318,30 +318,10 @@ def conv2d_on(device, x, w, table, stride, padding, dilation, groups, pad_code, 
     w = _check_operand(w, "w", 4)
     table = _check_table(table)
     out_dtype = _check_out_dtype(out_dtype)
-    sh, sw = _pair(stride, "stride", 1)
-    dh, dw = _pair(dilation, "dilation", 1)
-    try:
-        pt, pb, pl, pr = (int(p) for p in padding)
-    except (TypeError, ValueError):
-        raise TypeError(f"padding must be four ints (top, bottom, left, right), got {padding!r}") from None
-    if min(pt, pb, pl, pr) < 0:
-        raise ValueError(f"padding must be >= 0, got {tuple(padding)}")
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be an integer >= 1, got {groups!r}")
-    if isinstance(pad_code, bool) or not isinstance(pad_code, (int, np.integer)) or not 0 <= pad_code <= 255:
-        raise ValueError(f"pad_code must be a table index 0..255, got {pad_code!r}")
-    N, H, W, C = (int(s) for s in x.shape)
-    KH, KW, Cg, COUT = (int(s) for s in w.shape)
-    groups = int(groups)
-    if C % groups or COUT % groups:
-        raise ValueError(f"groups={groups} must divide the input channels ({C}) and the output "
-                         f"channels ({COUT})")
-    if Cg != C // groups:
-        raise ValueError(f"filter has {Cg} input channels per group, expected C // groups = "
-                         f"{C} // {groups} = {C // groups}")
-    if KH < 1 or KW < 1:
-        raise ValueError(f"filter must have a positive size, got {KH}x{KW}")
-    OH, OW = conv_output_size(H, W, KH, KW, (sh, sw), (pt, pb, pl, pr), (dh, dw))
+    ((sh, sw), (pt, pb, pl, pr), (dh, dw), groups, pad_code,
+     (OH, OW)) = check_conv_geometry(x.shape, w.shape, stride, padding, dilation, groups, pad_code)
+    N, H, W, C = (int(v) for v in x.shape)
+    KH, KW, Cg, COUT = (int(v) for v in w.shape)
     _check_int32(**{"N*OH*OW": N * OH * OW, "KH*KW*Cg": KH * KW * Cg, "input size": N * H * W * C,
                     "padded height": H + pt + pb, "padded width": W + pl + pr})
     keep = not (_is_numpy(x) and _is_numpy(w))
