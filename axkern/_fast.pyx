@@ -9,7 +9,7 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     The fixed operand's table column (256 entries) is held as two 256-byte planes in eight
     zmm registers; ``vpermt2b`` looks up 64 streamed codes per instruction.
 ``"avx2"``
-    Hardware gathers of 8 entries from the column, which stays in L1.
+    ``vpshufb`` on XOR-chained 16-entry chunks of the column: 32 codes per lookup.
 ``"scalar"``
     Portable C, eight rows per step in registers.
 
@@ -20,6 +20,9 @@ is ever replaced silently by another.
 
 Tables whose entries span more than 65535 (``max - min``) cannot use the 16-bit byte planes;
 they take the portable int64 code on every path (same arithmetic, exact, slower).
+
+``gemm`` and ``conv2d`` can also dequantize as they store (``dequant=``): the float-level
+layer's zero-point correction and scaling without an integer copy of the output.
 """
 import os
 
@@ -39,12 +42,22 @@ cdef extern from "axsimd.h" nogil:
     int AXS_PATH_SCALAR, AXS_PATH_AVX2, AXS_PATH_AVX512_VBMI
     int AXS_OK, AXS_ENOMEM, AXS_EPATH, AXS_EARG
     int axs_path_supported(int path)
+    ctypedef struct axs_dequant:
+        const double *scale
+        const int64_t *corr
+        const float *bias
+        const int64_t *zw
+        const int64_t *sumx
+        const int64_t *gcol
+        int64_t groups
     int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M,
-                 int64_t K, int64_t N, int out64, void *out, int nthreads, int path)
+                 int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
+                 int nthreads, int path)
     int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N,
                    int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
                    int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw,
-                   int64_t groups, int pad_code, int out64, void *out, int nthreads, int path)
+                   int64_t groups, int pad_code, int out64, void *out, const axs_dequant *dq,
+                   int nthreads, int path)
     int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
                       int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                       uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
@@ -66,6 +79,8 @@ _ZERO_TABLE = np.zeros((256, 256), np.int32)  # argument checks of window_sums o
 #: ``conv2d``, ``quantize_indices`` and ``window_sums`` take ``out=`` (a caller's buffer:
 #: the float-level layer reuses its work buffers, fresh pages cost page faults per call).
 SUPPORTS_OUT = True
+#: ``gemm`` and ``conv2d`` take ``dequant=`` (the float-level layer's epilogue, fused).
+SUPPORTS_DEQUANT = True
 
 
 def _out_array(out, shape, dtype, name="out"):
@@ -152,8 +167,65 @@ def _raise(int code, what):
         raise ValueError(f"{what}: invalid arguments (code {code})")
 
 
-def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None):
-    """``out[m, n] = sum_k table[a[m, k], b[k, n]]``, exactly.
+
+cdef class _Dequant:
+    """A validated ``dequant=`` argument: the arrays, kept alive, and the C struct."""
+    cdef axs_dequant dq
+    cdef object keep
+
+    def __init__(self, spec, int64_t rows, int64_t cols):
+        if not isinstance(spec, dict) or "scale" not in spec or \
+                set(spec) - {"scale", "corr", "bias", "zw", "sumx"}:
+            raise ValueError("dequant must be a dict with the key 'scale' and optionally 'corr', "
+                             f"'bias', 'zw' and 'sumx', got {spec!r:.200}")
+        if (spec.get("zw") is None) != (spec.get("sumx") is None):
+            raise ValueError("dequant: 'sumx' and 'zw' go together: give both or neither")
+        cdef cnp.ndarray sc = _vec(spec["scale"], cols, np.float64, "dequant scale")
+        keep = [sc]
+        self.dq.scale = <const double *>cnp.PyArray_DATA(sc)
+        self.dq.corr = NULL
+        self.dq.bias = NULL
+        self.dq.zw = NULL
+        self.dq.sumx = NULL
+        self.dq.gcol = NULL
+        self.dq.groups = 1
+        cdef cnp.ndarray a
+        if spec.get("corr") is not None:
+            a = _vec(spec["corr"], cols, np.int64, "dequant corr")
+            keep.append(a)
+            self.dq.corr = <const int64_t *>cnp.PyArray_DATA(a)
+        if spec.get("bias") is not None:
+            a = _vec(spec["bias"], cols, np.float32, "dequant bias")
+            keep.append(a)
+            self.dq.bias = <const float *>cnp.PyArray_DATA(a)
+        if spec.get("sumx") is not None:
+            sx = np.asarray(spec["sumx"])
+            groups = sx.shape[sx.ndim - 1] if sx.ndim else 0
+            if sx.dtype != np.int64 or sx.ndim < 1 or groups < 1 or cols % groups or \
+                    sx.size != rows * groups:
+                raise ValueError(f"dequant sumx must be an int64 array of {rows} rows by a number "
+                                 f"of groups dividing {cols}, got dtype {sx.dtype} and shape "
+                                 f"{sx.shape}")
+            a = np.ascontiguousarray(sx)
+            keep.append(a)
+            self.dq.sumx = <const int64_t *>cnp.PyArray_DATA(a)
+            a = _vec(spec["zw"], cols, np.int64, "dequant zw")
+            keep.append(a)
+            self.dq.zw = <const int64_t *>cnp.PyArray_DATA(a)
+            a = np.ascontiguousarray(np.arange(cols, dtype=np.int64) // (cols // groups))
+            keep.append(a)
+            self.dq.gcol = <const int64_t *>cnp.PyArray_DATA(a)
+            self.dq.groups = groups
+        self.keep = keep
+
+
+cdef const axs_dequant *_dq_ptr(_Dequant d):
+    return NULL if d is None else &d.dq
+
+
+def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
+         dequant=None):
+    """``out[m, n] = sum_k table[a[m, k], b[k, n]]``, exactly (or dequantized, see below).
 
     Parameters
     ----------
@@ -169,30 +241,40 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None)
     path : {"avx512_vbmi", "avx2", "scalar"}, optional
         Force a dispatch path (default: :func:`default_path`).
     out : ndarray of out_dtype, shape (M, N), optional
-        C-contiguous buffer for the result (not overlapping the inputs).
+        C-contiguous buffer for the result (not overlapping the inputs); float32 with
+        ``dequant``.
+    dequant : dict, optional
+        Dequantize in the kernel instead of returning the sums: ``scale`` (N,) float64 and
+        optionally ``corr`` (N,) int64, ``bias`` (N,) float32, ``zw`` (N,) int64 with
+        ``sumx`` (M, G) int64 give, from each exact sum ``v`` (accumulated as ``out_dtype``),
+        ``float32(float64(v + corr[n] - zw[n] * sumx[m, n // (N // G)]) * scale[n])`` plus
+        ``bias[n]`` in float32: what :func:`epilogue` does to the sums.
 
     Returns
     -------
-    ndarray of out_dtype, shape (M, N)
+    ndarray of out_dtype (float32 with ``dequant``), shape (M, N)
     """
     cdef int p = _resolve(path)
     a, b, table, out_dtype, num_threads = check_gemm_args(a, b, table, out_dtype, num_threads)
     cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
-    out = _out_array(out, (M, N), out_dtype)
+    cdef _Dequant dq = None if dequant is None else _Dequant(dequant, M, N)
+    out = _out_array(out, (M, N), out_dtype if dq is None else np.float32)
     cdef cnp.ndarray aa = a, bb = b, tt = table, oo = out
     cdef int out64 = out_dtype == np.int64
     cdef int nt = 0 if num_threads is None else num_threads
     cdef int rc
+    cdef const axs_dequant *dqp = _dq_ptr(dq)
     with nogil:
         rc = axs_gemm(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
                       <const int32_t *>cnp.PyArray_DATA(tt), M, K, N, out64,
-                      cnp.PyArray_DATA(oo), nt, p)
+                      cnp.PyArray_DATA(oo), dqp, nt, p)
     _raise(rc, "gemm")
     return out
 
 
 def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
-           pad_code=0, out_dtype=np.int64, num_threads=None, path=None, out=None):
+           pad_code=0, out_dtype=np.int64, num_threads=None, path=None, out=None,
+           dequant=None):
     """Grouped 2-D convolution of table lookups, NHWC input and HWIO filters, exactly.
 
     Parameters
@@ -212,11 +294,15 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     num_threads : int, optional
     path : {"avx512_vbmi", "avx2", "scalar"}, optional
     out : ndarray of out_dtype, shape (N, OH, OW, COUT), optional
-        C-contiguous buffer for the result (not overlapping the inputs).
+        C-contiguous buffer for the result (not overlapping the inputs); float32 with
+        ``dequant``.
+    dequant : dict, optional
+        As in :func:`gemm`, with output rows ``(n, oy, ox)`` and ``sumx`` of shape
+        (N, OH, OW, G).
 
     Returns
     -------
-    ndarray of out_dtype, shape (N, OH, OW, COUT)
+    ndarray of out_dtype (float32 with ``dequant``), shape (N, OH, OW, COUT)
         ``out[n, oy, ox, o] = sum_{ky, kx, c} table[xpad[n, oy*sh + ky*dh, ox*sw + kx*dw,
         g*Cg + c], w[ky, kx, c, o]]`` with ``g = o // (COUT // groups)``.
     """
@@ -226,7 +312,8 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
                                  out_dtype, num_threads)
     cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef int64_t KH = w.shape[0], KW = w.shape[1], COUT = w.shape[3]
-    out = _out_array(out, (N, OH, OW, COUT), out_dtype)
+    cdef _Dequant dq = None if dequant is None else _Dequant(dequant, N * OH * OW, COUT)
+    out = _out_array(out, (N, OH, OW, COUT), out_dtype if dq is None else np.float32)
     cdef cnp.ndarray xx = x, ww = w, tt = table, oo = out
     cdef int out64 = out_dtype == np.int64
     cdef int nt = 0 if num_threads is None else num_threads
@@ -235,10 +322,12 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     cdef int64_t g = groups
     cdef int pc = pad_code
     cdef int rc
+    cdef const axs_dequant *dqp = _dq_ptr(dq)
     with nogil:
         rc = axs_conv2d(<const uint8_t *>cnp.PyArray_DATA(xx), <const uint8_t *>cnp.PyArray_DATA(ww),
                         <const int32_t *>cnp.PyArray_DATA(tt), N, H, W, C, KH, KW, COUT,
-                        sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo), nt, p)
+                        sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo),
+                        dqp, nt, p)
     _raise(rc, "conv2d")
     return out
 

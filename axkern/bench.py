@@ -39,7 +39,8 @@ SHAPES = (
 class _ForcedPath:
     """A backend object for axkern.backends.get_backend that runs one dispatch path."""
 
-    SUPPORTS_OUT = True  # forwards out= (see axkern._fast.SUPPORTS_OUT)
+    SUPPORTS_OUT = True  # forwards out= and dequant= (see axkern._fast)
+    SUPPORTS_DEQUANT = True
 
     def __init__(self, fast, path):
         self._fast, self.path = fast, path

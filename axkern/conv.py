@@ -384,6 +384,21 @@ def _host_helpers(backend, m):
     return _fast
 
 
+def _fold_zero_point(table, m, zw):
+    """``T[a, b] - zw * value(a)`` as an int32 table, or None when that would leave the
+    16-bit class of ``table`` (entries spanning at most 65535, see :mod:`axkern._fast`) or
+    int32."""
+    values = np.zeros(256, np.int64)
+    values[: 1 << m.bits] = m.values()
+    t = table.astype(np.int64)
+    lo, hi = int(t.min()), int(t.max())
+    t -= int(zw) * values[:, None]
+    nlo, nhi = int(t.min()), int(t.max())
+    if nlo < -2**31 or nhi >= 2**31 or (hi - lo <= 65535 < nhi - nlo):
+        return None
+    return t.astype(np.int32)
+
+
 def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):
     """``sum q`` over each output's receptive field, per group (padded positions = ``fill``)."""
     N, H, W, C = q.shape
@@ -514,10 +529,36 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
         wi = mapping[wi].astype(np.uint8)
     wi = np.ascontiguousarray(wi)
     pad_index = int(_to_index(zx, m))
+    K = KH * KW * Cg
+    be = get_backend(backend)
+    if qx is None and getattr(be, "SUPPORTS_DEQUANT", False):
+        # The kernel applies the correction and dequantizes as it stores: no integer copy
+        # of the output, one pass.
+        table = table256(m)
+        dq = {"scale": sx * sw_, "bias": bias}
+        if zx:
+            dq["corr"] = K * zx * zw - zx * qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)
+        if np.any(zw != 0):
+            # Per-tensor z_w of a grouped convolution: T'[a, b] = T[a, b] - z_w value(a)
+            # sums to the corrected total directly, where per-group window sums would cost
+            # as much as the convolution itself (depthwise: one per output).
+            folded = _fold_zero_point(table, m, zw) if groups > 1 and np.ndim(zw) == 0 else None
+            if folded is not None:
+                table = folded
+            else:
+                dq["zw"] = zw
+                dq["sumx"] = fast.window_sums(
+                    xi, m.values(), (KH, KW), stride, pads, dilation, groups, pad_index,
+                    num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
+        dtype = np.int32 if K * max(-int(table.min()), int(table.max())) < 2**31 else np.int64
+        y = be.conv2d(xi, wi, table, stride, pads, dilation, groups, pad_index, dtype,
+                      num_threads, dequant=dq)
+        if fmt == "NCHW":
+            y = y.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(y)
     total = _run_conv(xi, wi, m, stride, pads, dilation, groups, pad_index, backend, num_threads,
                       (N, OH, OW, COUT) if qx is None else None)
 
-    K = KH * KW * Cg
     if qx is None:
         # Fused correction + dequantization: no int64 copy of the output, one pass.
         sum_x = None

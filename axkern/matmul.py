@@ -169,10 +169,24 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         sum_a = qa.sum(axis=-1, dtype=np.int64)
     if mapping is not None:
         bi = mapping[bi].astype(np.uint8)   # the sums keep the original codes (see tune.py)
+    has_zb = bool(np.any(zb != 0))
+    be = get_backend(backend)
+    if fast is not None and b.ndim == 2 and getattr(be, "SUPPORTS_DEQUANT", False):
+        # Correction and dequantization inside the kernel: no integer copy of the output.
+        M = int(np.prod(a.shape[:-1], dtype=np.int64))
+        dq = {"scale": sa * sb, "bias": bias}
+        if za:
+            dq["corr"] = K * za * zb - za * sum_b
+        if has_zb:
+            dq["zw"] = zb
+            dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(M, 1)
+        y = be.gemm(np.ascontiguousarray(ai.reshape(M, K)), np.ascontiguousarray(bi),
+                    table256(m), accumulator_dtype(K, m), num_threads, dequant=dq)
+        y = y.reshape(*a.shape[:-1], N)
+        return np.array(_squeeze(y, drop_a, drop_b), order="C")
     total = _batched_gemm(ai, bi, m, backend, num_threads)
     if fast is not None and b.ndim == 2:
         # Fused correction + dequantization: one pass, no int64 copy of the output.
-        has_zb = bool(np.any(zb != 0))
         y = fast.epilogue(total, sa * sb, zb if has_zb else None,
                           sum_a[..., None] if has_zb else None,
                           K * za * zb - za * sum_b if za else None, bias, 1, num_threads)

@@ -326,3 +326,99 @@ def test_work_buffers_across_shapes():
     assert buf.shape == (3, 4) and buf.dtype == np.int64 and buf.flags.c_contiguous
     assert work_buffer("test-role", (2, 2), np.int32).base is buf.base   # reused
     assert work_buffer("test-role", (0,), np.float32).shape == (0,)
+
+
+# ------------------------------------------------------- dequantization inside the kernels
+class ForcedPath:
+    """The cpu backend held to one dispatch path (dequant= and out= forwarded)."""
+
+    SUPPORTS_OUT = True
+    SUPPORTS_DEQUANT = True
+
+    def __init__(self, path):
+        self.path = path
+
+    def gemm(self, *args, **kw):
+        return fast.gemm(*args, path=self.path, **kw)
+
+    def conv2d(self, *args, **kw):
+        return fast.conv2d(*args, path=self.path, **kw)
+
+
+def table_mult(table, name):
+    return Multiplier(np.asarray(table, np.int64), name=name)
+
+
+@pytest.mark.parametrize("path", fast.available_paths())
+def test_fused_dequant_every_route(path):
+    """Every way the fused epilogue is reached, on every path, equals the NumPy code:
+    folded zero point (depthwise), a fold that would leave the 16-bit class (window sums
+    instead), per-channel weight zero points with groups, a table outside the 16-bit class,
+    and int64 accumulation over more than one 32768-term chunk."""
+    rng = np.random.default_rng(21)
+    be = ForcedPath(path)
+    v = np.arange(256)
+    full = np.multiply.outer(v, v)
+    full[0, 255] = 65535   # span exactly 65535; row 0 stays, so any fold widens it
+    wide = full + rng.integers(-(1 << 18), 1 << 18, (256, 256))   # generic class
+    mults = [MULTS[0], table_mult(full, "span65535"), table_mult(wide, "int32span")]
+    x = rng.standard_normal((2, 9, 8, 6)).astype(np.float32)
+    per_ch = QuantParams(np.linspace(0.01, 0.05, 6), np.array([0, 3, 100, 255, 7, 12]))
+    for m in mults:
+        for kw in (dict(groups=6, w=(3, 3, 1, 6)), dict(groups=2, w=(3, 2, 3, 6)),
+                   dict(groups=2, w=(3, 2, 3, 6), quant=(QuantParams(0.03, 9), per_ch)),
+                   dict(groups=1, w=(1, 1, 6, 6), padding="VALID")):
+            kw = dict(kw)
+            w = rng.standard_normal(kw.pop("w")).astype(np.float32)
+            b = rng.standard_normal(6).astype(np.float32)
+            got = axconv2d(x, w, m, bias=b, backend=be, **kw)
+            want = axconv2d(x, w, m, bias=b, backend="reference", **kw)
+            np.testing.assert_array_equal(got, want, err_msg=f"{m.name} {kw}")
+    K = 40000   # > 32768 terms and K * max|T| > 2**31: int64 sums in chunks
+    a = rng.standard_normal((5, K)).astype(np.float32)
+    b = rng.standard_normal((K, 3)).astype(np.float32)
+    for m in mults[:2]:
+        np.testing.assert_array_equal(axmatmul(a, b, m, backend=be),
+                                      axmatmul(a, b, m, backend="reference"), err_msg=m.name)
+    # rows < columns: the kernel streams the columns (the swapped orientation)
+    a = rng.standard_normal((3, 50)).astype(np.float32)
+    b = rng.standard_normal((50, 300)).astype(np.float32)
+    for m in mults:
+        np.testing.assert_array_equal(axmatmul(a, b, m, backend=be, bias=np.ones(300)),
+                                      axmatmul(a, b, m, backend="reference", bias=np.ones(300)))
+
+
+def test_fold_zero_point():
+    from axkern.backends import table256
+    from axkern.conv import _fold_zero_point
+
+    m = MULTS[0]
+    t = table256(m)
+    folded = _fold_zero_point(t, m, 37)
+    np.testing.assert_array_equal(folded, t - 37 * np.arange(256)[:, None])
+    s = MULTS[1]   # signed: values of the indices are the two's-complement operands
+    np.testing.assert_array_equal(
+        _fold_zero_point(table256(s), s, 5).astype(np.int64),
+        table256(s) - 5 * np.resize(operand_values(8, True), 256)[:, None])
+    full = np.multiply.outer(np.arange(256), np.arange(256))
+    full[0, 255] = 65535
+    assert _fold_zero_point(full.astype(np.int32), table_mult(full, "f"), 1) is None
+
+
+def test_dequant_argument_errors():
+    t = np.zeros((256, 256), np.int32)
+    a = np.zeros((4, 3), np.uint8)
+    b = np.zeros((3, 2), np.uint8)
+    with pytest.raises(ValueError, match="dequant must be a dict"):
+        fast.gemm(a, b, t, np.int32, dequant={"corr": [1, 2]})
+    with pytest.raises(ValueError, match="go together"):
+        fast.gemm(a, b, t, np.int32, dequant={"scale": 1.0, "zw": 1})
+    with pytest.raises(ValueError, match="sumx must be"):
+        fast.gemm(a, b, t, np.int32, dequant={"scale": 1.0, "zw": 1, "sumx": np.zeros((3, 1), np.int64)})
+    with pytest.raises(ValueError, match="scale must be"):
+        fast.gemm(a, b, t, np.int32, dequant={"scale": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="out must be"):
+        fast.gemm(a, b, t, np.int32, dequant={"scale": 1.0}, out=np.zeros((4, 2), np.int32))
+    y = fast.gemm(np.zeros((4, 0), np.uint8), np.zeros((0, 2), np.uint8), t, np.int32,
+                  dequant={"scale": 0.5, "corr": [2, 4], "bias": [1.0, -1.0]})
+    np.testing.assert_array_equal(y, np.array([[2.0, 1.0]] * 4, np.float32))

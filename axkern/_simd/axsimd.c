@@ -227,19 +227,34 @@ static int resolve_threads(int nthreads)
 #endif
 }
 
+/* Rows per tile when `rows` streamed rows (times `fblocks` blocks of fixed codes) are
+ * shared by nt threads: AXS_MB, or two thirds of it when that evens out the last round of
+ * tiles (e.g. 2048 rows on 2 threads: 11 tiles of 192 leave one thread a tile behind,
+ * 16 of 128 do not). A 128-row tile reuses each loaded table column for 2 blocks of 64 rows
+ * instead of 3: about 5% slower per row. */
+static int tile_rows(int64_t rows, int64_t fblocks, int nt)
+{
+    const int64_t big = AXS_MB, small = 2 * AXS_MB / 3;
+    int64_t rounds_big = ((rows + big - 1) / big * fblocks + nt - 1) / nt;
+    int64_t rounds_small = ((rows + small - 1) / small * fblocks + nt - 1) / nt;
+    return rounds_small * small * 105 < rounds_big * big * 100 ? (int)small : (int)big;
+}
+
 /* ------------------------------------------------------------------------ tile compute */
 
-/* Per-thread scratch for one tile of up to AXS_MB streamed rows by AXS_NB fixed codes. */
+/* Per-thread scratch for one tile of up to AXS_MB streamed rows by AXS_NB fixed codes:
+ * uint32 sums of the 16-bit kernels, int64 sums (generic class, or chunked int64 totals). */
 typedef struct {
     uint32_t *c32;
     int64_t *c64;
 } scratch;
 
-static int scratch_init(scratch *sc, int generic)
+static int scratch_init(scratch *sc, int generic, int out64)
 {
-    sc->c32 = generic ? NULL : (uint32_t *)aligned_alloc64((size_t)AXS_NB * AXS_MB * sizeof(uint32_t));
-    sc->c64 = generic ? (int64_t *)aligned_alloc64((size_t)AXS_NB * AXS_MB * sizeof(int64_t)) : NULL;
-    return generic ? sc->c64 != NULL : sc->c32 != NULL;
+    size_t n = (size_t)AXS_NB * AXS_MB;
+    sc->c32 = generic ? NULL : (uint32_t *)aligned_alloc64(n * sizeof(uint32_t));
+    sc->c64 = generic || out64 ? (int64_t *)aligned_alloc64(n * sizeof(int64_t)) : NULL;
+    return (generic || sc->c32) && (!(generic || out64) || sc->c64);
 }
 
 static void scratch_free(scratch *sc)
@@ -248,64 +263,146 @@ static void scratch_free(scratch *sc)
     aligned_free64(sc->c64);
 }
 
-/* Sums over the whole reduction for ms streamed rows and nf fixed codes. Streamed row i of
- * reduction step k is S[soff[k] + i]; the sum for (i, j) goes to out[orow[i] + j * osj]
- * (element offsets), rows with orow[i] < 0 are dropped. The reduction is cut into chunks
- * whose biased sums cannot wrap for int64 outputs; int32 outputs wrap exactly like any
- * int32 sum, so the result is exact whenever it fits. */
+/* Where the sums of a tile go: element orow[i] + j * osj of out for streamed row i and
+ * fixed code j (rows with orow[i] < 0 are dropped); with dq that element is float32 and
+ * belongs to output row orid[i] + j * orj, column col0 + ocol[i] + j * ocj. */
+typedef struct {
+    void *out;
+    int out64;
+    const axs_dequant *dq;
+    const ptrdiff_t *orow;
+    ptrdiff_t osj;
+    const int64_t *orid, *ocol;
+    int64_t orj, ocj, col0;
+} sink;
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+/* Exactly the epilogue of axkern (epilogue.c): int64 correction, one float64 product
+ * rounded to float32, then a float32 bias. */
+static inline float dequant_one(const axs_dequant *dq, int64_t v, int64_t r, int64_t o)
+{
+    if (dq->corr)
+        v += dq->corr[o];
+    if (dq->zw)
+        v -= dq->zw[o] * dq->sumx[r * dq->groups + dq->gcol[o]];
+    float f = (float)((double)v * dq->scale[o]);
+    return dq->bias ? f + dq->bias[o] : f;
+}
+
+/* Dequantized stores of one fixed code j whose column o is the same for every row (the
+ * usual orientation): the per-column terms are loaded once. */
+static void store_column(const sink *sk, const int32_t *v32, const int64_t *v64, int ms,
+                         int64_t o, float *y)
+{
+    const axs_dequant *dq = sk->dq;
+    const double s = dq->scale[o];
+    const int64_t c = dq->corr ? dq->corr[o] : 0, z = dq->zw ? dq->zw[o] : 0;
+    const int64_t *sx = dq->zw ? dq->sumx + dq->gcol[o] : NULL, G = dq->groups;
+    const int hasb = dq->bias != NULL;
+    const float bb = hasb ? dq->bias[o] : 0.0f;
+    for (int i = 0; i < ms; i++) {
+        if (sk->orow[i] < 0)
+            continue;
+        int64_t x = (v64 ? v64[i] : (int64_t)v32[i]) + c;
+        if (sx)
+            x -= z * sx[sk->orid[i] * G];
+        float f = (float)((double)x * s);
+        y[sk->orow[i]] = hasb ? f + bb : f;
+    }
+}
+
+/* Store values v(i, j) = vals[j * AXS_MB + i] (int32 or int64) into the sink. */
+static void store_tile(const sink *sk, const void *vals, int vals64, int ms, int nf)
+{
+    const ptrdiff_t *orow = sk->orow;
+    for (int j = 0; j < nf; j++) {
+        const int32_t *v32 = (const int32_t *)vals + (ptrdiff_t)j * AXS_MB;
+        const int64_t *v64 = (const int64_t *)vals + (ptrdiff_t)j * AXS_MB;
+        ptrdiff_t oj = j * sk->osj;
+        if (sk->dq && sk->ocj == 1 && sk->orj == 0) {
+            store_column(sk, vals64 ? NULL : v32, vals64 ? v64 : NULL, ms, sk->col0 + j,
+                         (float *)sk->out + oj);
+        } else if (sk->dq) {
+            float *y = (float *)sk->out + oj;
+            for (int i = 0; i < ms; i++)
+                if (orow[i] >= 0)
+                    y[orow[i]] = dequant_one(sk->dq, vals64 ? v64[i] : (int64_t)v32[i],
+                                             sk->orid[i] + j * sk->orj,
+                                             sk->col0 + sk->ocol[i] + j * sk->ocj);
+        } else if (sk->out64) {
+            int64_t *o = (int64_t *)sk->out + oj;
+            if (vals64) {
+                for (int i = 0; i < ms; i++)
+                    if (orow[i] >= 0)
+                        o[orow[i]] = v64[i];
+            } else {
+                for (int i = 0; i < ms; i++)
+                    if (orow[i] >= 0)
+                        o[orow[i]] = v32[i];
+            }
+        } else {
+            int32_t *o = (int32_t *)sk->out + oj;
+            if (vals64) {
+                for (int i = 0; i < ms; i++)
+                    if (orow[i] >= 0)
+                        o[orow[i]] = (int32_t)v64[i];
+            } else {
+                for (int i = 0; i < ms; i++)
+                    if (orow[i] >= 0)
+                        o[orow[i]] = v32[i];
+            }
+        }
+    }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+/* Sums over the whole reduction for ms streamed rows and nf fixed codes (streamed row i of
+ * reduction step k is S[soff[k] + i]), stored into the sink. int32 sums wrap exactly like
+ * any int32 sum, so they are exact whenever the result fits; for int64 sums the reduction
+ * is cut into chunks whose biased uint32 sums cannot wrap. */
 static void tile(const prepared *pr, axs_kern16_fn kern, const uint8_t *S,
                  const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdiff_t ldF, int nf,
-                 int64_t K, scratch *sc, void *out, int out64, const ptrdiff_t *orow,
-                 ptrdiff_t osj)
+                 int64_t K, scratch *sc, const sink *sk)
 {
     const axs_fixed_table *t = &pr->t;
     if (t->generic) {
         /* int64 sums of at most 2^31 int32 entries cannot overflow: one pass. */
-        int64_t *acc = sc->c64;
-        axs_kern_generic(S, soff, ms, F, ldF, nf, (int)K, t, acc);
-        for (int j = 0; j < nf; j++)
-            for (int i = 0; i < ms; i++) {
-                if (orow[i] < 0)
-                    continue;
-                int64_t v = acc[(ptrdiff_t)j * AXS_MB + i];
-                if (out64)
-                    ((int64_t *)out)[orow[i] + j * osj] = v;
-                else
-                    ((int32_t *)out)[orow[i] + j * osj] = (int32_t)v;
-            }
+        axs_kern_generic(S, soff, ms, F, ldF, nf, (int)K, t, sc->c64);
+        store_tile(sk, sc->c64, 1, ms, nf);
         return;
     }
     uint32_t *c = sc->c32;
-    if (!out64) {
+    if (!sk->out64) {
         kern(S, soff, ms, F, ldF, nf, (int)K, t, c);
         uint32_t corr = (uint32_t)((uint64_t)t->bias * (uint64_t)K);
         for (int j = 0; j < nf; j++) {
-            int32_t *o = (int32_t *)out + j * osj;
-            const uint32_t *cj = c + (ptrdiff_t)j * AXS_MB;
-            for (int i = 0; i < ms; i++)
-                if (orow[i] >= 0)
-                    o[orow[i]] = (int32_t)(cj[i] - corr);
+            uint32_t *cj = c + (ptrdiff_t)j * AXS_MB;
+            for (int i = 0; i < ms; i++)  /* in place: the int32 value (two's complement) */
+                cj[i] -= corr;
         }
+        store_tile(sk, c, 0, ms, nf);
         return;
     }
+    int64_t *acc = sc->c64;
     for (int64_t k0 = 0; k0 < K; k0 += AXS_KCHUNK) {
         int kc = (int)(K - k0 < AXS_KCHUNK ? K - k0 : AXS_KCHUNK);
         kern(S, soff + k0, ms, F + k0, ldF, nf, kc, t, c);
         int64_t corr = (int64_t)t->bias * kc;
         for (int j = 0; j < nf; j++) {
-            int64_t *o = (int64_t *)out + j * osj;
             const uint32_t *cj = c + (ptrdiff_t)j * AXS_MB;
-            for (int i = 0; i < ms; i++) {
-                if (orow[i] < 0)
-                    continue;
-                int64_t v = (int64_t)cj[i] - corr;
-                if (k0 == 0)
-                    o[orow[i]] = v;
-                else
-                    o[orow[i]] += v;
-            }
+            int64_t *aj = acc + (ptrdiff_t)j * AXS_MB;
+            for (int i = 0; i < ms; i++)
+                aj[i] = (k0 ? aj[i] : 0) + ((int64_t)cj[i] - corr);
         }
     }
+    store_tile(sk, acc, 1, ms, nf);
 }
 
 /* ------------------------------------------------------------------------ gemm */
@@ -361,8 +458,20 @@ static void pack_rows(const uint8_t *a, int64_t K, int64_t m0, int ms, uint8_t *
     }
 }
 
+/* Outputs of an empty reduction (all sums 0): rows x cols. */
+static void store_zeros(void *out, int out64, const axs_dequant *dq, int64_t rows, int64_t cols)
+{
+    if (!dq) {
+        memset(out, 0, (size_t)(rows * cols) * (out64 ? 8 : 4));
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t o = 0; o < cols; o++)
+            ((float *)out)[r * cols + o] = dequant_one(dq, 0, r, o);
+}
+
 int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M, int64_t K,
-             int64_t N, int out64, void *out, int nthreads, int path)
+             int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path)
 {
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
@@ -371,7 +480,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
     if (M == 0 || N == 0)
         return AXS_OK;
     if (K == 0) {
-        memset(out, 0, (size_t)(M * N) * (out64 ? 8 : 4));
+        store_zeros(out, out64, dq, M, N);
         return AXS_OK;
     }
     /* Stream the longer operand past fixed codes of the shorter one: swapped = 1 streams
@@ -401,8 +510,9 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
             for (int64_t n = 0; n < N; n++)
                 bt[n * K + k] = b[k * N + n];
     int failed = 0;
-    int64_t nst = swapped ? (N + AXS_MB - 1) / AXS_MB : (M + AXS_MB - 1) / AXS_MB;
     int64_t nfb = swapped ? (M + AXS_NB - 1) / AXS_NB : (N + AXS_NB - 1) / AXS_NB;
+    int mb = tile_rows(swapped ? N : M, nfb, nt);
+    int64_t nst = swapped ? (N + mb - 1) / mb : (M + mb - 1) / mb;
     int64_t units = nst * nfb;
     if (nt > units)
         nt = (int)units;
@@ -410,13 +520,15 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
     {
         scratch sc;
         uint8_t *pack = swapped ? NULL : (uint8_t *)aligned_alloc64((size_t)(K * AXS_MB));
-        int ok = scratch_init(&sc, pr->t.generic) && (swapped || pack);
+        int ok = scratch_init(&sc, pr->t.generic, out64) && (swapped || pack);
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
         int64_t packed = -1;
         ptrdiff_t orow[AXS_MB];
+        int64_t orid[AXS_MB], ocol[AXS_MB];
+        sink sk = {out, out64, dq, orow, 1, orid, ocol, 0, 1, 0};
         /* dynamic (the machine may be shared: a busy core must not hold everyone up), in
          * chunks of whole row tiles so that each tile is packed once */
 #pragma omp for schedule(dynamic, 1)
@@ -425,26 +537,34 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
             if (!ok)
                 continue;
             int64_t st = u / nfb, fb = u % nfb;
-            int64_t s0 = st * AXS_MB, f0 = fb * AXS_NB;
+            int64_t s0 = st * mb, f0 = fb * AXS_NB;
             if (swapped) {
                 /* streamed i = column s0 + i of b, fixed j = row f0 + j of a */
-                int ms = (int)(N - s0 < AXS_MB ? N - s0 : AXS_MB);
+                int ms = (int)(N - s0 < mb ? N - s0 : mb);
                 int nf = (int)(M - f0 < AXS_NB ? M - f0 : AXS_NB);
-                for (int i = 0; i < ms; i++)
+                for (int i = 0; i < ms; i++) {
                     orow[i] = (ptrdiff_t)(f0 * N + s0 + i);
-                tile(pr, kern, b + s0, soff, ms, a + f0 * K, (ptrdiff_t)K, nf, K, &sc, out,
-                     out64, orow, (ptrdiff_t)N);
+                    orid[i] = f0;
+                    ocol[i] = s0 + i;
+                }
+                sk.osj = (ptrdiff_t)N;
+                sk.orj = 1;
+                sk.ocj = 0;
+                tile(pr, kern, b + s0, soff, ms, a + f0 * K, (ptrdiff_t)K, nf, K, &sc, &sk);
             } else {
-                int ms = (int)(M - s0 < AXS_MB ? M - s0 : AXS_MB);
+                int ms = (int)(M - s0 < mb ? M - s0 : mb);
                 int nf = (int)(N - f0 < AXS_NB ? N - f0 : AXS_NB);
                 if (packed != st) {
                     pack_rows(a, K, s0, ms, pack);
                     packed = st;
                 }
-                for (int i = 0; i < ms; i++)
+                for (int i = 0; i < ms; i++) {
                     orow[i] = (ptrdiff_t)((s0 + i) * N + f0);
-                tile(pr, kern, pack, soff, ms, bt + f0 * K, (ptrdiff_t)K, nf, K, &sc, out,
-                     out64, orow, 1);
+                    orid[i] = s0 + i;
+                    ocol[i] = 0;
+                }
+                sk.col0 = f0;
+                tile(pr, kern, pack, soff, ms, bt + f0 * K, (ptrdiff_t)K, nf, K, &sc, &sk);
             }
         }
         scratch_free(&sc);
@@ -499,7 +619,7 @@ static void to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
                int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
                int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
-               int out64, void *out, int nthreads, int path)
+               int out64, void *out, const axs_dequant *dq, int nthreads, int path)
 {
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
@@ -516,18 +636,26 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
     if (K > 0x7fffffff)
         return AXS_EARG;
     if (K == 0) {
-        memset(out, 0, (size_t)(N * P * COUT) * (out64 ? 8 : 4));
+        store_zeros(out, out64, dq, N * P, COUT);
         return AXS_OK;
     }
-    /* Two ways to stream output pixels past the filter codes, both reading a per-image
-     * padded planar copy img[c][Hp][Wp]:
+    /* Two ways to stream output pixels past the filter codes, both reading a planar copy
+     * img[c][Hp][Wp] of each padded image:
      *  - "wide" (stride 1): stream positions q = oy * Wp + ox over the padded width;
      *    for a fixed tap and channel those codes are contiguous in img, so no packing at
-     *    all; the (Wp - OW) columns per row computed past the edge are dropped. Best when
-     *    packing would cost more than that waste (few filters per group: depthwise).
-     *  - "packed": an implicit im2col tile pack[k][i], copied in runs along output rows. */
-    int wide = sh == 1 && sw == 1 && (OG <= 8 || 8 * (Wp - OW) <= Wp);
-    int64_t Q = wide ? (OH - 1) * Wp + OW : P; /* streamed positions per image */
+     *    all; the (Wp - OW) columns per row computed past the edge, and the rows of a
+     *    per-image tile's last 64-row block past Q, are dropped.
+     *  - "packed": an implicit im2col tile pack[k][i], copied in runs along output rows:
+     *    no wasted rows, but a copy of K bytes per row, worth about 1/OG of the lookups
+     *    the row then feeds (OG filters per group).
+     * The cheaper one in rows computed (wide) or rows times (1 + 1/OG) (packed). */
+    int nt = resolve_threads(nthreads);
+    int64_t Qw = (OH - 1) * Wp + OW;
+    int64_t wide_rows = Qw / AXS_MB * AXS_MB + (Qw % AXS_MB + 63) / 64 * 64;
+    int wide = sh == 1 && sw == 1 && wide_rows * OG < P * (OG + 1);
+    int64_t ofb = (OG + AXS_NB - 1) / AXS_NB * groups; /* fixed-code blocks per row tile */
+    int mb = wide ? AXS_MB : tile_rows(N * P, ofb, nt);
+    int64_t Q = wide ? Qw : P; /* streamed positions per image */
     int64_t plane = Hp * Wp;
     /* wide mode reads up to Wp + dw * (KW - 1) bytes past the last plane (dropped columns) */
     size_t img_bytes = (size_t)(C * plane + Wp + (int64_t)dw * KW + 64);
@@ -537,7 +665,6 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
         return err;
     const prepared *pr = &ce->pr;
     axs_kern16_fn kern = kern16_for(path);
-    int nt = resolve_threads(nthreads);
     /* Filters as fixed codes: wt[o][k], k = (c * KH + ky) * KW + kx within the group. */
     uint8_t *wt = (uint8_t *)malloc((size_t)(COUT * K));
     ptrdiff_t *soff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
@@ -560,10 +687,10 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
      * packed: tiles over the flattened (image, pixel) index of the whole batch, read from a
      * shared planar copy of the batch (uint8: a quarter of the float32 input), so that
      * small images still fill whole tiles. */
-    int64_t ntile = wide ? (Q + AXS_MB - 1) / AXS_MB : (N * P + AXS_MB - 1) / AXS_MB;
+    int64_t ntile = wide ? (Q + AXS_MB - 1) / AXS_MB : (N * P + mb - 1) / mb;
     int64_t units = wide ? N * ntile : ntile;
     size_t batch_bytes = (size_t)(N * C * plane);
-    uint8_t *xp = wide ? NULL : (uint8_t *)malloc(batch_bytes);
+    uint8_t *xp = wide ? NULL : (uint8_t *)malloc(batch_bytes + 8);
     if (!wide && !xp) {
         free(wt);
         free(soff);
@@ -575,8 +702,9 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
     {
         scratch sc;
         uint8_t *img = wide ? (uint8_t *)malloc(img_bytes) : NULL;
-        uint8_t *pack = wide ? NULL : (uint8_t *)aligned_alloc64((size_t)(K * AXS_MB));
-        int ok = scratch_init(&sc, pr->t.generic) && (wide ? img != NULL : pack != NULL);
+        uint8_t *pack = wide ? NULL : (uint8_t *)aligned_alloc64((size_t)(K * AXS_MB + 8));
+        int ok = scratch_init(&sc, pr->t.generic, out64) &&
+                 (wide ? img != NULL : pack != NULL);
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -590,6 +718,11 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
         int64_t loaded = -1;
         ptrdiff_t orow[AXS_MB], run_src[AXS_MB];
         int run_dst[AXS_MB], run_len[AXS_MB];
+        int64_t orid[AXS_MB], ocol[AXS_MB];
+        for (int i = 0; i < AXS_MB; i++)
+            ocol[i] = 0;
+        sink sk = {out, out64, dq, orow, 1, orid, ocol, 0, 1, 0};
+        size_t esize = dq ? sizeof(float) : out64 ? sizeof(int64_t) : sizeof(int32_t);
         /* dynamic (a busy core must not hold everyone up); wide mode hands out whole images,
          * so that each thread builds the planar copy of an image once */
         int64_t chunk = wide ? ntile : 1;
@@ -599,9 +732,9 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
             if (!ok)
                 continue;
             int64_t n = wide ? u / ntile : 0;
-            int64_t q0 = wide ? (u % ntile) * AXS_MB : u * AXS_MB;
+            int64_t q0 = wide ? (u % ntile) * AXS_MB : u * mb;
             int64_t qend = wide ? Q : N * P;
-            int ms = (int)(qend - q0 < AXS_MB ? qend - q0 : AXS_MB);
+            int ms = (int)(qend - q0 < mb ? qend - q0 : mb);
             int nrun = 0;
             const uint8_t *base;
             if (wide) {
@@ -612,7 +745,8 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                 }
                 for (int i = 0; i < ms; i++) {
                     int64_t q = q0 + i, oy = q / Wp, r = q % Wp;
-                    orow[i] = r < OW ? (ptrdiff_t)(((n * OH + oy) * OW + r) * COUT) : -1;
+                    orid[i] = (n * OH + oy) * OW + r;
+                    orow[i] = r < OW ? (ptrdiff_t)(orid[i] * COUT) : -1;
                 }
                 base = img + q0;
             } else {
@@ -623,8 +757,10 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                     run_src[nrun] = (ptrdiff_t)(nn * C * plane + oy * sh * Wp + ox * sw);
                     run_dst[nrun] = i;
                     run_len[nrun++] = len;
-                    for (int r = 0; r < len; r++)
+                    for (int r = 0; r < len; r++) {
+                        orid[i + r] = p + r;
                         orow[i + r] = (ptrdiff_t)((p + r) * COUT);
+                    }
                     i += len;
                 }
                 base = pack;
@@ -642,8 +778,10 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                                     const uint8_t *src = src0 + run_src[r];
                                     uint8_t *d = dst + run_dst[r];
                                     int len = run_len[r];
-                                    if (sw == 1)
-                                        memcpy(d, src, (size_t)len);
+                                    if (sw == 1) /* whole words: may run 7 bytes past
+                                                   * both ends (slack, or overwritten next) */
+                                        for (int e = 0; e < len; e += 8)
+                                            memcpy(d + e, src + e, 8);
                                     else
                                         for (int e = 0; e < len; e++)
                                             d[e] = src[(ptrdiff_t)e * sw];
@@ -653,9 +791,9 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                 for (int64_t f0 = 0; f0 < OG; f0 += AXS_NB) {
                     int nf = (int)(OG - f0 < AXS_NB ? OG - f0 : AXS_NB);
                     int64_t o0 = g * OG + f0;
-                    tile(pr, kern, S, soff, ms, wt + o0 * K, (ptrdiff_t)K, nf, K, &sc,
-                         out64 ? (void *)((int64_t *)out + o0) : (void *)((int32_t *)out + o0),
-                         out64, orow, 1);
+                    sk.out = (char *)out + o0 * esize;
+                    sk.col0 = o0;
+                    tile(pr, kern, S, soff, ms, wt + o0 * K, (ptrdiff_t)K, nf, K, &sc, &sk);
                 }
             }
         }

@@ -72,18 +72,36 @@ int axs_path_supported(int path);
 /* Best supported path. */
 int axs_best_path(void);
 
+/* Dequantization fused into the kernels: with it the kernels write float32 instead of the
+ * integer sums. For the sum v of output row r, column o (int64, exact):
+ *   x = v + corr[o] - zw[o] * sumx[r * groups + gcol[o]]
+ *   y[r, o] = (float)((double)x * scale[o]), then + bias[o] in float32
+ * corr, bias and (zw, sumx, gcol) nullable; the integer accumulation is still chosen by
+ * out64 (int32 wraps like any int32 sum: exact whenever the sum fits). */
+typedef struct {
+    const double *scale;   /* (cols) */
+    const int64_t *corr;   /* (cols) or NULL */
+    const float *bias;     /* (cols) or NULL */
+    const int64_t *zw;     /* (cols) or NULL (then sumx and gcol unused) */
+    const int64_t *sumx;   /* (rows, groups) */
+    const int64_t *gcol;   /* (cols): group of each column */
+    int64_t groups;
+} axs_dequant;
+
 /* gemm: a (M, K), b (K, N) C-contiguous uint8; table (256, 256) int32 C-contiguous;
- * out (M, N) int32 (out64 == 0) or int64 (out64 == 1). nthreads <= 0: OpenMP default.
+ * out (M, N) int32 (out64 == 0) or int64 (out64 == 1) sums, or float32 with dq (NULL:
+ * integers). nthreads <= 0: OpenMP default.
  * Returns an AXS_* code. */
 int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M, int64_t K,
-             int64_t N, int out64, void *out, int nthreads, int path);
+             int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path);
 
 /* conv2d: x (N, H, W, C) NHWC, w (KH, KW, C / groups, COUT) HWIO, both C-contiguous uint8;
- * out (N, OH, OW, COUT). Returns an AXS_* code. */
+ * out (N, OH, OW, COUT): int32/int64 sums, or float32 with dq (NULL: integers).
+ * Returns an AXS_* code. */
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
                int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
                int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups, int pad_code,
-               int out64, void *out, int nthreads, int path);
+               int out64, void *out, const axs_dequant *dq, int nthreads, int path);
 
 /* Plain vector loops (quantize.c, epilogue.c) get an AVX2 clone picked at load time
  * (GCC's ifunc): twice the lanes of the x86-64 baseline, same IEEE operations (no FMA). */
