@@ -539,10 +539,11 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
         if zx:
             dq["corr"] = K * zx * zw - zx * qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)
         if np.any(zw != 0):
-            # Per-tensor z_w of a grouped convolution: T'[a, b] = T[a, b] - z_w value(a)
-            # sums to the corrected total directly, where per-group window sums would cost
-            # as much as the convolution itself (depthwise: one per output).
-            folded = _fold_zero_point(table, m, zw) if groups > 1 and np.ndim(zw) == 0 else None
+            # Per-tensor z_w: T'[a, b] = T[a, b] - z_w value(a) sums to the corrected total
+            # directly, without the window sums of the activation codes (per group: as
+            # costly as a depthwise convolution itself). The kernels cache prepared
+            # tables, so a network's layers each keep their folded table across batches.
+            folded = _fold_zero_point(table, m, zw) if np.ndim(zw) == 0 else None
             if folded is not None:
                 table = folded
             else:

@@ -149,7 +149,9 @@ typedef struct {
     prepared pr;
 } cache_entry;
 
-#define AXS_CACHE_SLOTS 4
+/* One slot per layer of a small network: the float layer folds each layer's weight zero
+ * point into its table, so a network alternates between that many tables on every batch. */
+#define AXS_CACHE_SLOTS 16
 static cache_entry *cache_slots[AXS_CACHE_SLOTS];
 static int cache_next;
 
@@ -646,13 +648,13 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
      *    all; the (Wp - OW) columns per row computed past the edge, and the rows of a
      *    per-image tile's last 64-row block past Q, are dropped.
      *  - "packed": an implicit im2col tile pack[k][i], copied in runs along output rows:
-     *    no wasted rows, but a copy of K bytes per row, worth about 1/OG of the lookups
-     *    the row then feeds (OG filters per group).
-     * The cheaper one in rows computed (wide) or rows times (1 + 1/OG) (packed). */
+     *    no wasted rows, but a copy of K bytes per row, which costs about 2.5 / OG of the
+     *    row's lookups (OG filters per group; measured on the VBMI path, 16->16 @32x32).
+     * The cheaper one in rows computed (wide) or rows times (1 + 2.5 / OG) (packed). */
     int nt = resolve_threads(nthreads);
     int64_t Qw = (OH - 1) * Wp + OW;
     int64_t wide_rows = Qw / AXS_MB * AXS_MB + (Qw % AXS_MB + 63) / 64 * 64;
-    int wide = sh == 1 && sw == 1 && wide_rows * OG < P * (OG + 1);
+    int wide = sh == 1 && sw == 1 && 2 * wide_rows * OG < P * (2 * OG + 5);
     int64_t ofb = (OG + AXS_NB - 1) / AXS_NB * groups; /* fixed-code blocks per row tile */
     int mb = wide ? AXS_MB : tile_rows(N * P, ofb, nt);
     int64_t Q = wide ? Qw : P; /* streamed positions per image */
