@@ -384,10 +384,11 @@ def _host_helpers(backend, m):
     return _fast
 
 
-def _fold_zero_point(table, m, zw):
-    """``T[a, b] - zw * value(a)`` as an int32 table, or None when that would leave the
-    16-bit class of ``table`` (entries spanning at most 65535, see :mod:`axkern._fast`) or
-    int32."""
+def _fold_zero_point(table, m, zw, K):
+    """``(T', dtype)``: ``T'[a, b] = T[a, b] - zw * value(a)`` as an int32 table and the
+    accumulator dtype of ``K`` of its entries (as :func:`accumulator_dtype`), or None when
+    the fold would leave the 16-bit class of ``table`` (entries spanning at most 65535, see
+    :mod:`axkern._fast`) or int32."""
     values = np.zeros(256, np.int64)
     values[: 1 << m.bits] = m.values()
     t = table.astype(np.int64)
@@ -396,7 +397,8 @@ def _fold_zero_point(table, m, zw):
     nlo, nhi = int(t.min()), int(t.max())
     if nlo < -2**31 or nhi >= 2**31 or (hi - lo <= 65535 < nhi - nlo):
         return None
-    return t.astype(np.int32)
+    wide = K * max(-nlo, nhi) >= 2**31
+    return t.astype(np.int32), np.dtype(np.int64 if wide else np.int32)
 
 
 def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):
@@ -534,7 +536,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     if qx is None and getattr(be, "SUPPORTS_DEQUANT", False):
         # The kernel applies the correction and dequantizes as it stores: no integer copy
         # of the output, one pass.
-        table = table256(m)
+        table, dtype = table256(m), accumulator_dtype(K, m)
         dq = {"scale": sx * sw_, "bias": bias}
         if zx:
             dq["corr"] = K * zx * zw - zx * qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)
@@ -543,15 +545,14 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
             # directly, without the window sums of the activation codes (per group: as
             # costly as a depthwise convolution itself). The kernels cache prepared
             # tables, so a network's layers each keep their folded table across batches.
-            folded = _fold_zero_point(table, m, zw) if np.ndim(zw) == 0 else None
+            folded = _fold_zero_point(table, m, zw, K) if np.ndim(zw) == 0 else None
             if folded is not None:
-                table = folded
+                table, dtype = folded
             else:
                 dq["zw"] = zw
                 dq["sumx"] = fast.window_sums(
                     xi, m.values(), (KH, KW), stride, pads, dilation, groups, pad_index,
                     num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
-        dtype = np.int32 if K * max(-int(table.min()), int(table.max())) < 2**31 else np.int64
         y = be.conv2d(xi, wi, table, stride, pads, dilation, groups, pad_index, dtype,
                       num_threads, dequant=dq)
         if fmt == "NCHW":

@@ -33,8 +33,9 @@ def _promote(a, b):
     return a, b, drop_a, drop_b
 
 
-def _batched_gemm(ai, bi, m, backend, num_threads):
-    """Integer table sums of index arrays ``ai (..., M, K)`` and ``bi (..., K, N)``."""
+def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None):
+    """Integer table sums of index arrays ``ai (..., M, K)`` and ``bi (..., K, N)``; with
+    ``dequant`` (2-D ``bi`` and a backend that takes it) the float32 results instead."""
     K = ai.shape[-1]
     dtype = accumulator_dtype(K, m)
     be = get_backend(backend)
@@ -48,7 +49,8 @@ def _batched_gemm(ai, bi, m, backend, num_threads):
     if bi.ndim == 2:
         # One weight matrix: fold every batch dimension of a into the rows of a single GEMM.
         flat = np.ascontiguousarray(ai.reshape(-1, K))
-        out = be.gemm(flat, np.ascontiguousarray(bi), table, dtype, num_threads)
+        extra = {} if dequant is None else {"dequant": dequant}
+        out = be.gemm(flat, np.ascontiguousarray(bi), table, dtype, num_threads, **extra)
         return out.reshape(*batch, M, N)
     a_b = np.broadcast_to(ai, (*batch, M, K)).reshape(-1, M, K)
     b_b = np.broadcast_to(bi, (*batch, K, N)).reshape(-1, K, N)
@@ -173,16 +175,13 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
     be = get_backend(backend)
     if fast is not None and b.ndim == 2 and getattr(be, "SUPPORTS_DEQUANT", False):
         # Correction and dequantization inside the kernel: no integer copy of the output.
-        M = int(np.prod(a.shape[:-1], dtype=np.int64))
         dq = {"scale": sa * sb, "bias": bias}
         if za:
             dq["corr"] = K * za * zb - za * sum_b
         if has_zb:
             dq["zw"] = zb
-            dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(M, 1)
-        y = be.gemm(np.ascontiguousarray(ai.reshape(M, K)), np.ascontiguousarray(bi),
-                    table256(m), accumulator_dtype(K, m), num_threads, dequant=dq)
-        y = y.reshape(*a.shape[:-1], N)
+            dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
+        y = _batched_gemm(ai, bi, m, be, num_threads, dequant=dq)
         return np.array(_squeeze(y, drop_a, drop_b), order="C")
     total = _batched_gemm(ai, bi, m, backend, num_threads)
     if fast is not None and b.ndim == 2:

@@ -7,6 +7,7 @@ import pytest
 fast = pytest.importorskip("axkern._fast")
 from axkern import Multiplier, axconv2d, axmatmul  # noqa: E402
 from axkern.lut import operand_values  # noqa: E402
+from axkern.bench import _ForcedPath  # noqa: E402
 from axkern.quant import QuantParams  # noqa: E402
 
 
@@ -329,22 +330,6 @@ def test_work_buffers_across_shapes():
 
 
 # ------------------------------------------------------- dequantization inside the kernels
-class ForcedPath:
-    """The cpu backend held to one dispatch path (dequant= and out= forwarded)."""
-
-    SUPPORTS_OUT = True
-    SUPPORTS_DEQUANT = True
-
-    def __init__(self, path):
-        self.path = path
-
-    def gemm(self, *args, **kw):
-        return fast.gemm(*args, path=self.path, **kw)
-
-    def conv2d(self, *args, **kw):
-        return fast.conv2d(*args, path=self.path, **kw)
-
-
 def table_mult(table, name):
     return Multiplier(np.asarray(table, np.int64), name=name)
 
@@ -356,7 +341,7 @@ def test_fused_dequant_every_route(path):
     instead), per-channel weight zero points with groups, a table outside the 16-bit class,
     and int64 accumulation over more than one 32768-term chunk."""
     rng = np.random.default_rng(21)
-    be = ForcedPath(path)
+    be = _ForcedPath(fast, path)   # the benchmark's backend: one dispatch path
     v = np.arange(256)
     full = np.multiply.outer(v, v)
     full[0, 255] = 65535   # span exactly 65535; row 0 stays, so any fold widens it
@@ -394,15 +379,17 @@ def test_fold_zero_point():
 
     m = MULTS[0]
     t = table256(m)
-    folded = _fold_zero_point(t, m, 37)
+    folded, dtype = _fold_zero_point(t, m, 37, 9)
     np.testing.assert_array_equal(folded, t - 37 * np.arange(256)[:, None])
+    assert dtype == np.int32
+    assert _fold_zero_point(t, m, 37, 40000)[1] == np.int64   # 40000 * 65k > 2**31
     s = MULTS[1]   # signed: values of the indices are the two's-complement operands
     np.testing.assert_array_equal(
-        _fold_zero_point(table256(s), s, 5).astype(np.int64),
+        _fold_zero_point(table256(s), s, 5, 9)[0].astype(np.int64),
         table256(s) - 5 * np.resize(operand_values(8, True), 256)[:, None])
     full = np.multiply.outer(np.arange(256), np.arange(256))
     full[0, 255] = 65535
-    assert _fold_zero_point(full.astype(np.int32), table_mult(full, "f"), 1) is None
+    assert _fold_zero_point(full.astype(np.int32), table_mult(full, "f"), 1, 9) is None
 
 
 def test_dequant_argument_errors():
