@@ -33,7 +33,7 @@ EXTENSIONS = [
     ("axkern._cpu", ["axkern/_cpu.pyx"]),
     ("axkern._fast", ["axkern/_fast.pyx", "axkern/_simd/axsimd.c", "axkern/_simd/kern_scalar.c",
                       "axkern/_simd/kern_avx2.c", "axkern/_simd/kern_avx512.c",
-                      "axkern/_simd/quantize.c", "axkern/_simd/epilogue.c"]),
+                      "axkern/_simd/quantize.c", "axkern/_simd/epilogue.c", "axkern/_simd/expand.c"]),
 ]
 
 

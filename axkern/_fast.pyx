@@ -40,7 +40,8 @@ __all__ = ["gemm", "conv2d", "quantize_indices", "window_sums", "epilogue", "min
 
 cdef extern from "axsimd.h" nogil:
     int AXS_PATH_SCALAR, AXS_PATH_AVX2, AXS_PATH_AVX512_VBMI
-    int AXS_OK, AXS_ENOMEM, AXS_EPATH, AXS_EARG
+    int AXS_OK, AXS_ENOMEM, AXS_EPATH, AXS_EARG, AXS_EMETHOD
+    int AXS_METHOD_AUTO, AXS_METHOD_DIRECT, AXS_METHOD_EXPAND
     int axs_path_supported(int path)
     ctypedef struct axs_dequant:
         const double *scale
@@ -52,12 +53,12 @@ cdef extern from "axsimd.h" nogil:
         int64_t groups
     int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M,
                  int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
-                 int nthreads, int path)
+                 int nthreads, int path, int method)
     int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N,
                    int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
                    int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw,
                    int64_t groups, int pad_code, int out64, void *out, const axs_dequant *dq,
-                   int nthreads, int path)
+                   int nthreads, int path, int method)
     int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
                       int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                       uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
@@ -158,7 +159,25 @@ def _resolve(path):
     return _CODES[_check_path(path, "path argument")]
 
 
+#: Kernel methods (``method=``): ``"auto"`` picks by a cost model of the call's shape.
+METHODS = ("auto", "direct", "expand")
+_METHOD_CODES = {"auto": AXS_METHOD_AUTO, "direct": AXS_METHOD_DIRECT,
+                 "expand": AXS_METHOD_EXPAND}
+
+
+def _method(method):
+    if method is None:
+        return AXS_METHOD_AUTO
+    if not isinstance(method, str) or method not in _METHOD_CODES:
+        raise ValueError(f"unknown kernel method {method!r}: expected one of {METHODS}")
+    return _METHOD_CODES[method]
+
+
 def _raise(int code, what):
+    if code == AXS_EMETHOD:
+        raise ValueError(f"{what}: method 'expand' needs a table whose entries span at most "
+                         "65535 (max - min) and int32 accumulation; use method 'direct' or "
+                         "'auto'")
     if code == AXS_ENOMEM:
         raise MemoryError(f"{what}: out of memory for the kernel's work buffers")
     if code == AXS_EPATH:
@@ -224,7 +243,7 @@ cdef const axs_dequant *_dq_ptr(_Dequant d):
 
 
 def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
-         dequant=None):
+         dequant=None, method=None):
     """``out[m, n] = sum_k table[a[m, k], b[k, n]]``, exactly (or dequantized, see below).
 
     Parameters
@@ -249,12 +268,19 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
         ``sumx`` (M, G) int64 give, from each exact sum ``v`` (accumulated as ``out_dtype``),
         ``float32(float64(v + corr[n] - zw[n] * sumx[m, n // (N // G)]) * scale[n])`` plus
         ``bias[n]`` in float32: what :func:`epilogue` does to the sums.
+    method : {"auto", "direct", "expand"}, optional
+        ``"direct"``: one table lookup per multiply-accumulate (the path's micro-kernel).
+        ``"expand"``: expanded tables, one row of entries of all output columns per
+        streamed code and step, loaded as vectors (16-bit-class tables and int32 sums only,
+        else ``ValueError``). ``"auto"`` (default) estimates both from the shape and runs the
+        cheaper; every method gives the same exact sums.
 
     Returns
     -------
     ndarray of out_dtype (float32 with ``dequant``), shape (M, N)
     """
     cdef int p = _resolve(path)
+    cdef int meth = _method(method)
     a, b, table, out_dtype, num_threads = check_gemm_args(a, b, table, out_dtype, num_threads)
     cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
     cdef _Dequant dq = None if dequant is None else _Dequant(dequant, M, N)
@@ -267,14 +293,14 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
     with nogil:
         rc = axs_gemm(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
                       <const int32_t *>cnp.PyArray_DATA(tt), M, K, N, out64,
-                      cnp.PyArray_DATA(oo), dqp, nt, p)
+                      cnp.PyArray_DATA(oo), dqp, nt, p, meth)
     _raise(rc, "gemm")
     return out
 
 
 def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
            pad_code=0, out_dtype=np.int64, num_threads=None, path=None, out=None,
-           dequant=None):
+           dequant=None, method=None):
     """Grouped 2-D convolution of table lookups, NHWC input and HWIO filters, exactly.
 
     Parameters
@@ -299,6 +325,8 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     dequant : dict, optional
         As in :func:`gemm`, with output rows ``(n, oy, ox)`` and ``sumx`` of shape
         (N, OH, OW, G).
+    method : {"auto", "direct", "expand"}, optional
+        As in :func:`gemm`.
 
     Returns
     -------
@@ -307,6 +335,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         g*Cg + c], w[ky, kx, c, o]]`` with ``g = o // (COUT // groups)``.
     """
     cdef int p = _resolve(path)
+    cdef int meth = _method(method)
     (x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
      (OH, OW)) = check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code,
                                  out_dtype, num_threads)
@@ -327,7 +356,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         rc = axs_conv2d(<const uint8_t *>cnp.PyArray_DATA(xx), <const uint8_t *>cnp.PyArray_DATA(ww),
                         <const int32_t *>cnp.PyArray_DATA(tt), N, H, W, C, KH, KW, COUT,
                         sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo),
-                        dqp, nt, p)
+                        dqp, nt, p, meth)
     _raise(rc, "conv2d")
     return out
 

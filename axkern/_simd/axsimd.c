@@ -8,6 +8,7 @@
 #endif
 
 #include "axsimd.h"
+#include "axs_internal.h"
 
 /* ------------------------------------------------------------------------ dispatch */
 
@@ -46,8 +47,8 @@ static axs_kern16_fn kern16_for(int path)
 /* ------------------------------------------------------------------------ tables */
 
 /* 64-byte aligned blocks (zmm loads) from plain malloc, so that the code stays portable:
- * the original pointer is kept just below the aligned one. Free with aligned_free64. */
-static void *aligned_alloc64(size_t n)
+ * the original pointer is kept just below the aligned one. Free with axs_free64. */
+void *axs_alloc64(size_t n)
 {
     void *raw = malloc(n + 64 + sizeof(void *));
     if (!raw)
@@ -57,7 +58,7 @@ static void *aligned_alloc64(size_t n)
     return (void *)p;
 }
 
-static void aligned_free64(void *p)
+void axs_free64(void *p)
 {
     if (p)
         free(((void **)p)[-1]);
@@ -79,7 +80,7 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
     }
     memset(pr, 0, sizeof(*pr));
     if ((int64_t)hi - (int64_t)lo > 65535) {
-        int32_t *t32 = (int32_t *)aligned_alloc64(65536 * sizeof(int32_t));
+        int32_t *t32 = (int32_t *)axs_alloc64(65536 * sizeof(int32_t));
         if (!t32)
             return AXS_ENOMEM;
         for (int f = 0; f < 256; f++)
@@ -94,7 +95,7 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
      * the last entry), then 128 KiB of byte planes for the VBMI path. */
     size_t n16 = 65536 * sizeof(uint16_t) + 64;
     int want_planes = path == AXS_PATH_AVX512_VBMI, want_xtab = path == AXS_PATH_AVX2;
-    uint8_t *mem = (uint8_t *)aligned_alloc64(n16 + (want_planes ? 131072 : 0) +
+    uint8_t *mem = (uint8_t *)axs_alloc64(n16 + (want_planes ? 131072 : 0) +
                                               (want_xtab ? 262144 : 0));
     if (!mem)
         return AXS_ENOMEM;
@@ -157,7 +158,7 @@ static int cache_next;
 
 static void entry_free(cache_entry *e)
 {
-    aligned_free64(e->pr.mem);
+    axs_free64(e->pr.mem);
     free(e);
 }
 
@@ -219,7 +220,7 @@ static void release(cache_entry *e)
         entry_free(e);
 }
 
-static int resolve_threads(int nthreads)
+int axs_threads(int nthreads)
 {
 #ifdef _OPENMP
     return nthreads > 0 ? nthreads : omp_get_max_threads();
@@ -254,15 +255,15 @@ typedef struct {
 static int scratch_init(scratch *sc, int generic, int out64)
 {
     size_t n = (size_t)AXS_NB * AXS_MB;
-    sc->c32 = generic ? NULL : (uint32_t *)aligned_alloc64(n * sizeof(uint32_t));
-    sc->c64 = generic || out64 ? (int64_t *)aligned_alloc64(n * sizeof(int64_t)) : NULL;
+    sc->c32 = generic ? NULL : (uint32_t *)axs_alloc64(n * sizeof(uint32_t));
+    sc->c64 = generic || out64 ? (int64_t *)axs_alloc64(n * sizeof(int64_t)) : NULL;
     return (generic || sc->c32) && (!(generic || out64) || sc->c64);
 }
 
 static void scratch_free(scratch *sc)
 {
-    aligned_free64(sc->c32);
-    aligned_free64(sc->c64);
+    axs_free64(sc->c32);
+    axs_free64(sc->c64);
 }
 
 /* Where the sums of a tile go: element orow[i] + j * osj of out for streamed row i and
@@ -284,18 +285,6 @@ typedef struct {
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
 #endif
-/* Exactly the epilogue of axkern (epilogue.c): int64 correction, one float64 product
- * rounded to float32, then a float32 bias. */
-static inline float dequant_one(const axs_dequant *dq, int64_t v, int64_t r, int64_t o)
-{
-    if (dq->corr)
-        v += dq->corr[o];
-    if (dq->zw)
-        v -= dq->zw[o] * dq->sumx[r * dq->groups + dq->gcol[o]];
-    float f = (float)((double)v * dq->scale[o]);
-    return dq->bias ? f + dq->bias[o] : f;
-}
-
 /* Dequantized stores of one fixed code j whose column o is the same for every row (the
  * usual orientation): the per-column terms are loaded once. */
 static void store_column(const sink *sk, const int32_t *v32, const int64_t *v64, int ms,
@@ -333,7 +322,7 @@ static void store_tile(const sink *sk, const void *vals, int vals64, int ms, int
             float *y = (float *)sk->out + oj;
             for (int i = 0; i < ms; i++)
                 if (orow[i] >= 0)
-                    y[orow[i]] = dequant_one(sk->dq, vals64 ? v64[i] : (int64_t)v32[i],
+                    y[orow[i]] = axs_dequant_one(sk->dq, vals64 ? v64[i] : (int64_t)v32[i],
                                              sk->orid[i] + j * sk->orj,
                                              sk->col0 + sk->ocol[i] + j * sk->ocj);
         } else if (sk->out64) {
@@ -469,21 +458,63 @@ static void store_zeros(void *out, int out64, const axs_dequant *dq, int64_t row
     }
     for (int64_t r = 0; r < rows; r++)
         for (int64_t o = 0; o < cols; o++)
-            ((float *)out)[r * cols + o] = dequant_one(dq, 0, r, o);
+            ((float *)out)[r * cols + o] = axs_dequant_one(dq, 0, r, o);
+}
+
+/* The expanded-table method, when it is forced or (AXS_METHOD_AUTO) cheaper than direct
+ * lookups: AXS_OK or an error code when it ran, -1 when the direct method should run.
+ * Expanded tables take the 16-bit class and int32 sums only; the AVX-512 path keeps its own
+ * register-held columns unless the method is forced. */
+static int try_expand(const int32_t *table, int method, int path, int out64, double direct,
+                      double cost, double cost_swapped, cache_entry **ce)
+{
+    *ce = NULL;
+    if (method == AXS_METHOD_DIRECT)
+        return -1;
+    if (out64)
+        return method == AXS_METHOD_EXPAND ? AXS_EMETHOD : -1;
+    if (method == AXS_METHOD_AUTO &&
+        (path == AXS_PATH_AVX512_VBMI || direct <= (cost < cost_swapped ? cost : cost_swapped)))
+        return -1;
+    int err = AXS_OK;
+    /* key AXS_NPATHS: the biased 16-bit columns only, no byte planes */
+    *ce = acquire(table, cost_swapped < cost, AXS_NPATHS, &err);
+    if (!*ce)
+        return err;
+    if ((*ce)->pr.t.generic) {
+        release(*ce);
+        *ce = NULL;
+        return method == AXS_METHOD_EXPAND ? AXS_EMETHOD : -1;
+    }
+    return AXS_OK;
 }
 
 int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M, int64_t K,
-             int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path)
+             int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path,
+             int method)
 {
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
-    if (M < 0 || K < 0 || N < 0 || K > 0x7fffffff)
+    if (M < 0 || K < 0 || N < 0 || K > 0x7fffffff || method < 0 || method > AXS_METHOD_EXPAND)
         return AXS_EARG;
     if (M == 0 || N == 0)
         return AXS_OK;
     if (K == 0) {
         store_zeros(out, out64, dq, M, N);
         return AXS_OK;
+    }
+    {
+        int nt = axs_threads(nthreads);
+        cache_entry *xe;
+        double cost = axs_xcost(path, M, K, N, nt), cost_sw = axs_xcost(path, N, K, M, nt);
+        int rc = try_expand(table, method, path, out64, axs_direct_cost(path, M, K, N), cost,
+                            cost_sw, &xe);
+        if (xe) {
+            rc = axs_xgemm(a, b, &xe->pr.t, cost_sw < cost, M, K, N, out, dq, nt, path);
+            release(xe);
+        }
+        if (rc >= 0)
+            return rc;
     }
     /* Stream the longer operand past fixed codes of the shorter one: swapped = 1 streams
      * the columns of b (fixed: rows of a), which needs no packing. */
@@ -494,7 +525,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
         return err;
     const prepared *pr = &ce->pr;
     axs_kern16_fn kern = kern16_for(path);
-    int nt = resolve_threads(nthreads);
+    int nt = axs_threads(nthreads);
     uint8_t *bt = NULL;
     ptrdiff_t *soff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
     if (!swapped)  /* fixed codes: columns of b, contiguous along k */
@@ -521,7 +552,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
 #pragma omp parallel num_threads(nt)
     {
         scratch sc;
-        uint8_t *pack = swapped ? NULL : (uint8_t *)aligned_alloc64((size_t)(K * AXS_MB));
+        uint8_t *pack = swapped ? NULL : (uint8_t *)axs_alloc64((size_t)(K * AXS_MB));
         int ok = scratch_init(&sc, pr->t.generic, out64) && (swapped || pack);
         if (!ok) {
 #pragma omp atomic write
@@ -570,7 +601,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
             }
         }
         scratch_free(&sc);
-        aligned_free64(pack);
+        axs_free64(pack);
     }
     free(soff);
     free(bt);
@@ -621,8 +652,10 @@ static void to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
                int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
                int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
-               int out64, void *out, const axs_dequant *dq, int nthreads, int path)
+               int out64, void *out, const axs_dequant *dq, int nthreads, int path, int method)
 {
+    if (method < 0 || method > AXS_METHOD_EXPAND)
+        return AXS_EARG;
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
     if (groups < 1 || C % groups || COUT % groups || sh < 1 || sw < 1 || dh < 1 || dw < 1 ||
@@ -641,6 +674,21 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
         store_zeros(out, out64, dq, N * P, COUT);
         return AXS_OK;
     }
+    {
+        int nt = axs_threads(nthreads);
+        cache_entry *xe;
+        double cost = (double)groups * axs_xcost(path, N * P, K, OG, nt);
+        int rc = try_expand(table, method, path, out64,
+                            (double)groups * axs_direct_cost(path, N * P, K, OG), cost, 2 * cost + 1,
+                            &xe);
+        if (xe) {
+            rc = axs_xconv2d(x, w, &xe->pr.t, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_,
+                             dh, dw, groups, pad_code, out, dq, nt, path);
+            release(xe);
+        }
+        if (rc >= 0)
+            return rc;
+    }
     /* Two ways to stream output pixels past the filter codes, both reading a planar copy
      * img[c][Hp][Wp] of each padded image:
      *  - "wide" (stride 1): stream positions q = oy * Wp + ox over the padded width;
@@ -651,7 +699,7 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
      *    no wasted rows, but a copy of K bytes per row, which costs about 2.5 / OG of the
      *    row's lookups (OG filters per group; measured on the VBMI path, 16->16 @32x32).
      * The cheaper one in rows computed (wide) or rows times (1 + 2.5 / OG) (packed). */
-    int nt = resolve_threads(nthreads);
+    int nt = axs_threads(nthreads);
     int64_t Qw = (OH - 1) * Wp + OW;
     int64_t wide_rows = Qw / AXS_MB * AXS_MB + (Qw % AXS_MB + 63) / 64 * 64;
     int wide = sh == 1 && sw == 1 && 2 * wide_rows * OG < P * (2 * OG + 5);
@@ -704,7 +752,7 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
     {
         scratch sc;
         uint8_t *img = wide ? (uint8_t *)malloc(img_bytes) : NULL;
-        uint8_t *pack = wide ? NULL : (uint8_t *)aligned_alloc64((size_t)(K * AXS_MB + 8));
+        uint8_t *pack = wide ? NULL : (uint8_t *)axs_alloc64((size_t)(K * AXS_MB + 8));
         int ok = scratch_init(&sc, pr->t.generic, out64) &&
                  (wide ? img != NULL : pack != NULL);
         if (!ok) {
@@ -801,7 +849,7 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
         }
         scratch_free(&sc);
         free(img);
-        aligned_free64(pack);
+        axs_free64(pack);
     }
     free(xp);
     free(wt);

@@ -67,6 +67,41 @@ void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const ui
 void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                       ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, int64_t *C);
 
+/* Expanded tables (expand.c): for a block of kb reduction steps and nb fixed codes (nb = 16,
+ * 32 or 64, one per output column), R[kk][v][p] = tab16[F[col(p) * ldF + kk]][v]: the biased
+ * entries of every column's table column, one row of nb uint16 per streamed code v, so that a
+ * streamed code fetches the entries of all nb columns with plain vector loads (no per-entry
+ * lookup). Within each group of 16 positions, position 2t + h holds column 8h + t: the low
+ * and the high uint16 of each 32-bit lane widen to columns t and 8 + t with an AND and a
+ * shift. Columns j >= nf read code 0 (computed, never stored). */
+#define AXS_XCOL(p) (((p) & ~15) | (((p) & 1) << 3) | (((p) & 15) >> 1))
+typedef void (*axs_xbuild_fn)(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
+                              int kb, int nb, uint16_t *R);
+/* acc[i * lda + j] = (first ? init : acc[i * lda + j])
+ *                    + sum_{kk < kb} R[kk][S[roff[i] + koff[kk]]][pos of column j]  (mod 2^32)
+ * for i < ms and j < nb (all nb columns are written). */
+typedef void (*axs_xkern_fn)(const uint8_t *S, const ptrdiff_t *roff, int ms,
+                             const ptrdiff_t *koff, int kb, int nb, const uint16_t *R,
+                             uint32_t *acc, ptrdiff_t lda, int first, uint32_t init);
+
+void axs_xbuild_scalar(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
+                       int nb, uint16_t *R);
+void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
+                      int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
+                      int first, uint32_t init);
+void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
+                     int nb, uint16_t *R);
+void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
+                    int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
+                    int first, uint32_t init);
+
+/* Kernel methods: AXS_METHOD_AUTO picks by a cost model, the others force one.
+ *  - direct: the micro-kernels above, one table lookup per multiply-accumulate;
+ *  - expand: expanded tables (16-bit class tables and int32 accumulation only). */
+enum { AXS_METHOD_AUTO = 0, AXS_METHOD_DIRECT = 1, AXS_METHOD_EXPAND = 2 };
+/* Returned when AXS_METHOD_EXPAND is forced on a call it cannot serve. */
+enum { AXS_EMETHOD = 4 };
+
 /* CPU features: 1 when the path can run on this machine (compiler and CPU). */
 int axs_path_supported(int path);
 /* Best supported path. */
@@ -93,7 +128,8 @@ typedef struct {
  * integers). nthreads <= 0: OpenMP default.
  * Returns an AXS_* code. */
 int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M, int64_t K,
-             int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path);
+             int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path,
+             int method);
 
 /* conv2d: x (N, H, W, C) NHWC, w (KH, KW, C / groups, COUT) HWIO, both C-contiguous uint8;
  * out (N, OH, OW, COUT): int32/int64 sums, or float32 with dq (NULL: integers).
@@ -101,7 +137,8 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
                int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
                int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups, int pad_code,
-               int out64, void *out, const axs_dequant *dq, int nthreads, int path);
+               int out64, void *out, const axs_dequant *dq, int nthreads, int path,
+               int method);
 
 /* Plain vector loops (quantize.c, epilogue.c) get an AVX2 clone picked at load time
  * (GCC's ifunc): twice the lanes of the x86-64 baseline, same IEEE operations (no FMA). */

@@ -92,10 +92,124 @@ AXS_AVX2 void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, c
     }
 }
 
+/* ------------------------------------------------------------ expanded tables */
+
+/* R for 8 positions at a time: the 8 table columns (16 entries each) transposed in registers,
+ * one 8 x 8 uint16 transpose per 128-bit lane (entries v0..v0+7 and v0+8..v0+15). */
+AXS_AVX2 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
+                              int kb, int nb, uint16_t *R)
+{
+    for (int kk = 0; kk < kb; kk++) {
+        uint16_t *Rk = R + (size_t)kk * 256 * nb;
+        for (int g = 0; g < nb; g += 8) {
+            const uint16_t *src[8];
+            for (int e = 0; e < 8; e++) {
+                int j = AXS_XCOL(g + e);
+                src[e] = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
+            }
+            for (int v0 = 0; v0 < 256; v0 += 16) {
+#define LDC(e) _mm256_loadu_si256((const __m256i *)(src[e] + v0))
+                __m256i r0 = LDC(0), r1 = LDC(1), r2 = LDC(2), r3 = LDC(3);
+                __m256i r4 = LDC(4), r5 = LDC(5), r6 = LDC(6), r7 = LDC(7);
+#undef LDC
+                /* a: (v, v) pairs of 2 columns; b: 2 entries x 4 columns; o: 1 entry x 8 */
+                __m256i a0 = _mm256_unpacklo_epi16(r0, r1), a1 = _mm256_unpackhi_epi16(r0, r1);
+                __m256i a2 = _mm256_unpacklo_epi16(r2, r3), a3 = _mm256_unpackhi_epi16(r2, r3);
+                __m256i a4 = _mm256_unpacklo_epi16(r4, r5), a5 = _mm256_unpackhi_epi16(r4, r5);
+                __m256i a6 = _mm256_unpacklo_epi16(r6, r7), a7 = _mm256_unpackhi_epi16(r6, r7);
+                __m256i b0 = _mm256_unpacklo_epi32(a0, a2), b1 = _mm256_unpackhi_epi32(a0, a2);
+                __m256i b2 = _mm256_unpacklo_epi32(a1, a3), b3 = _mm256_unpackhi_epi32(a1, a3);
+                __m256i b4 = _mm256_unpacklo_epi32(a4, a6), b5 = _mm256_unpackhi_epi32(a4, a6);
+                __m256i b6 = _mm256_unpacklo_epi32(a5, a7), b7 = _mm256_unpackhi_epi32(a5, a7);
+                __m256i o[8] = {
+                    _mm256_unpacklo_epi64(b0, b4), _mm256_unpackhi_epi64(b0, b4),
+                    _mm256_unpacklo_epi64(b1, b5), _mm256_unpackhi_epi64(b1, b5),
+                    _mm256_unpacklo_epi64(b2, b6), _mm256_unpackhi_epi64(b2, b6),
+                    _mm256_unpacklo_epi64(b3, b7), _mm256_unpackhi_epi64(b3, b7)};
+                for (int i = 0; i < 8; i++) {
+                    _mm_storeu_si128((__m128i *)(Rk + (size_t)(v0 + i) * nb + g),
+                                     _mm256_castsi256_si128(o[i]));
+                    _mm_storeu_si128((__m128i *)(Rk + (size_t)(v0 + 8 + i) * nb + g),
+                                     _mm256_extracti128_si256(o[i], 1));
+                }
+            }
+        }
+    }
+}
+
+/* ROWS rows at a time, NQ groups of 16 columns: ROWS * 2 * NQ accumulators (8 for every
+ * width). Each step costs a code load and NQ vector loads, ANDs, shifts and 2 NQ adds per
+ * row; the inlined copies below are specialised on the constant ROWS and NQ. */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+xrows_avx2(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int kb,
+           const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first, uint32_t init,
+           const int ROWS, const int NQ)
+{
+    const int nb = 16 * NQ;
+    const __m256i low = _mm256_set1_epi32(0xffff);
+    __m256i c[4][8];
+    const uint8_t *p[4];
+    for (int r = 0; r < ROWS; r++) {
+        p[r] = S + roff[r];
+        for (int q = 0; q < 2 * NQ; q++)
+            c[r][q] = first ? _mm256_set1_epi32((int)init)
+                            : _mm256_loadu_si256((const __m256i *)(acc + r * lda + 8 * q));
+    }
+    for (int kk = 0; kk < kb; kk++) {
+        const ptrdiff_t o = koff[kk];
+        const uint16_t *Rk = R + (size_t)kk * 256 * nb;
+        for (int r = 0; r < ROWS; r++) {
+            const __m256i *row = (const __m256i *)(Rk + (size_t)p[r][o] * nb);
+            for (int q = 0; q < NQ; q++) {
+                __m256i x = _mm256_load_si256(row + q);
+                c[r][2 * q] = _mm256_add_epi32(c[r][2 * q], _mm256_and_si256(x, low));
+                c[r][2 * q + 1] = _mm256_add_epi32(c[r][2 * q + 1], _mm256_srli_epi32(x, 16));
+            }
+        }
+    }
+    for (int r = 0; r < ROWS; r++)
+        for (int q = 0; q < 2 * NQ; q++)
+            _mm256_storeu_si256((__m256i *)(acc + r * lda + 8 * q), c[r][q]);
+}
+
+AXS_AVX2 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
+                             const ptrdiff_t *koff, int kb, int nb, const uint16_t *R,
+                             uint32_t *acc, ptrdiff_t lda, int first, uint32_t init)
+{
+    int i = 0;
+    if (nb == 64) {
+        for (; i < ms; i++)
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 1, 4);
+    } else if (nb == 32) {
+        for (; i + 2 <= ms; i += 2)
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 2, 2);
+        for (; i < ms; i++)
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 1, 2);
+    } else {
+        for (; i + 4 <= ms; i += 4)
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 4, 1);
+        for (; i < ms; i++)
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 1, 1);
+    }
+}
+
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                      ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
 {
     axs_kern16_scalar(S, soff, ms, F, ldF, nf, K, t, C);
+}
+
+void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
+                     int nb, uint16_t *R)
+{
+    axs_xbuild_scalar(tab16, F, ldF, nf, kb, nb, R);
+}
+
+void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
+                    int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
+                    int first, uint32_t init)
+{
+    axs_xkern_scalar(S, roff, ms, koff, kb, nb, R, acc, lda, first, init);
 }
 #endif

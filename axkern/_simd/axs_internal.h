@@ -1,0 +1,51 @@
+/* Helpers shared by the kernel drivers (axsimd.c: direct lookups, expand.c: expanded
+ * tables). Not part of the interface of axsimd.h. */
+#ifndef AXS_INTERNAL_H
+#define AXS_INTERNAL_H
+
+#include "axsimd.h"
+
+/* 64-byte aligned blocks (zmm loads) from plain malloc; free with axs_free64. */
+void *axs_alloc64(size_t n);
+void axs_free64(void *p);
+/* nthreads <= 0: OpenMP's default. */
+int axs_threads(int nthreads);
+
+/* Drivers of the expanded-table method (expand.c) over a prepared 16-bit-class table t whose
+ * fixed operand is the weight code (gemm: swapped = 0; conv2d) or the activation code
+ * (gemm: swapped = 1); int32 sums (or float32 with dq). Return an AXS_* code. */
+int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int swapped,
+              int64_t M, int64_t K, int64_t N, void *out, const axs_dequant *dq, int nt,
+              int path);
+int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
+                int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
+                int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
+                int pad_code, void *out, const axs_dequant *dq, int nt, int path);
+/* Estimated time of a call, in units of one direct lookup of the path: direct (rows * K *
+ * cols lookups) against expanded (tables built per row tile plus lookups of padded column
+ * blocks). */
+double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols);
+double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int nt);
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+/* Exactly the epilogue of axkern (epilogue.c): int64 correction, one float64 product
+ * rounded to float32, then a float32 bias. */
+static inline float axs_dequant_one(const axs_dequant *dq, int64_t v, int64_t r, int64_t o)
+{
+    if (dq->corr)
+        v += dq->corr[o];
+    if (dq->zw)
+        v -= dq->zw[o] * dq->sumx[r * dq->groups + dq->gcol[o]];
+    float f = (float)((double)v * dq->scale[o]);
+    return dq->bias ? f + dq->bias[o] : f;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+#endif

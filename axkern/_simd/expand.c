@@ -1,0 +1,339 @@
+/* Expanded-table driver: exact LUT sums without a lookup per multiply-accumulate.
+ *
+ * For one reduction step k and a block of nb output columns, the entries that a streamed
+ * code v can meet are T[v, b[k, j]] for the nb fixed codes b[k, j]: one row of an expanded
+ * table R[k][v][0..nb) (axsimd.h). A streamed row then costs one code load and nb / 16
+ * vector loads per step, its nb sums staying in registers; nothing is gathered. The price is
+ * building R, 256 * nb entries per step, once per tile of streamed rows (about 2048 rows),
+ * and the padding of the last column block to a width of 16, 32 or 64.
+ *
+ * R is built for a few steps at a time (kb * nb = 256: 128 KiB, which stays in a 512 KiB
+ * L2 while all rows of the tile pass by) and the tile's sums live in the output itself
+ * between those blocks (int32 or float32 outputs: 4 bytes, the biased uint32 sums fit) or,
+ * for transposed and partial column blocks, in a per-thread buffer. The sums start at
+ * -bias * K, so they end as the int32 totals (two's complement), exact whenever the true
+ * sums fit int32, like every int32 accumulation of axkern.
+ *
+ * Rows are generic: streamed row r of step k reads S[roff(r) + koff[k]], which covers GEMM
+ * rows (roff = r * K, koff = k), GEMM columns (roff = r, koff = k * N) and convolution
+ * pixels in a padded NHWC image (roff = pixel origin, koff = tap offset + channel): the
+ * channels of a tap are contiguous, so no im2col copy is made. */
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "axs_internal.h"
+
+/* Upper bound of the streamed rows per tile: more rows amortize the building of R over more
+ * lookups; the tile's sums (rows * nb * 4 bytes) should stay near the L2. */
+#define AXS_XMS 2048
+/* Relative time of building one R entry, and of one direct lookup, against one expanded
+ * lookup (AVX2 path, Zen 3; the portable C path builds about 4 times slower). */
+#define AXS_XBUILD_AVX2 1.5
+#define AXS_XBUILD_C 6.0
+#define AXS_DIRECT_AVX2 6.0
+#define AXS_DIRECT_C 2.5
+
+static int xwidth(int64_t cols)
+{
+    return cols >= 56 ? 64 : cols > 16 ? 32 : 16;
+}
+
+static int xsteps(int nb)
+{
+    return 256 / nb;
+}
+
+/* Padded width of all column blocks of cols columns. */
+static int64_t xpadded(int64_t cols)
+{
+    int64_t w = 0;
+    for (int64_t c0 = 0; c0 < cols;) {
+        int nb = xwidth(cols - c0);
+        w += nb;
+        c0 += nb;
+    }
+    return w;
+}
+
+static int64_t xtile_rows(int64_t rows, int nt)
+{
+    int64_t rounds = (rows + (int64_t)nt * AXS_XMS - 1) / ((int64_t)nt * AXS_XMS);
+    int64_t tiles = rounds * nt;
+    int64_t ms = (rows + tiles - 1) / tiles;
+    ms = (ms + 3) & ~(int64_t)3;
+    return ms < 4 ? 4 : ms;
+}
+
+double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols)
+{
+    double per = path == AXS_PATH_SCALAR ? AXS_DIRECT_C : AXS_DIRECT_AVX2;
+    return per * (double)rows * (double)K * (double)cols;
+}
+
+double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int nt)
+{
+    double build = path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
+    int64_t ms = xtile_rows(rows, nt), tiles = (rows + ms - 1) / ms;
+    double w = (double)xpadded(cols);
+    return (double)rows * (double)K * w + build * (double)tiles * 256.0 * (double)K * w;
+}
+
+static void xfns_for(int path, axs_xbuild_fn *build, axs_xkern_fn *kern)
+{
+    /* the AVX-512 path's CPUs all run AVX2 */
+    if (path == AXS_PATH_SCALAR) {
+        *build = axs_xbuild_scalar;
+        *kern = axs_xkern_scalar;
+    } else {
+        *build = axs_xbuild_avx2;
+        *kern = axs_xkern_avx2;
+    }
+}
+
+/* One call's problem: rows streamed past groups * cols fixed codes. */
+typedef struct {
+    const uint8_t *S;        /* streamed codes */
+    int64_t rows, K;
+    const ptrdiff_t *koff;   /* [K] */
+    /* roff(r): r * rstride (rdiv == 0), or, for pixel r = (n * OH + oy) * OW + ox of a
+     * convolution, n * nstride + oy * ystride + ox * xstride */
+    ptrdiff_t rstride, nstride, ystride, xstride;
+    int64_t P, OW;
+    int conv;
+    const uint8_t *F;        /* fixed codes: F[(g * cols + j) * K + k] */
+    int64_t cols, groups;
+    ptrdiff_t gstride;       /* S offset of group g: g * gstride */
+    void *out;               /* int32 (dq NULL) or float32 */
+    const axs_dequant *dq;
+    int64_t ldo;             /* output row length */
+    int transposed;          /* element (r, o) at out[o * ldo + r], else out[r * ldo + o] */
+} xproblem;
+
+/* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
+ * output columns o0 .. o0 + nf, into the output; acc may be the output itself. */
+static void xstore(const xproblem *pb, const uint32_t *acc, ptrdiff_t lda, int64_t r0, int ms,
+                   int64_t o0, int nf, int inplace)
+{
+    const axs_dequant *dq = pb->dq;
+    if (!dq) {
+        if (inplace)
+            return;
+        int32_t *o = (int32_t *)pb->out;
+        for (int i = 0; i < ms; i++)
+            for (int j = 0; j < nf; j++) {
+                int64_t e = pb->transposed ? (o0 + j) * pb->ldo + r0 + i
+                                           : (r0 + i) * pb->ldo + o0 + j;
+                o[e] = (int32_t)acc[i * lda + j];
+            }
+        return;
+    }
+    float *y = (float *)pb->out;
+    for (int i = 0; i < ms; i++)
+        for (int j = 0; j < nf; j++) {
+            int64_t v = (int32_t)acc[i * lda + j];
+            if (pb->transposed)
+                y[(o0 + j) * pb->ldo + r0 + i] = axs_dequant_one(dq, v, o0 + j, r0 + i);
+            else
+                y[(r0 + i) * pb->ldo + o0 + j] = axs_dequant_one(dq, v, r0 + i, o0 + j);
+        }
+}
+
+static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
+{
+    axs_xbuild_fn build;
+    axs_xkern_fn kern;
+    xfns_for(path, &build, &kern);
+    int64_t ms_max = xtile_rows(pb->rows, nt);
+    int64_t ntiles = (pb->rows + ms_max - 1) / ms_max;
+    if (nt > ntiles)
+        nt = (int)ntiles;
+    /* int32 totals: the biased sums start at -bias * K (mod 2^32) */
+    const uint32_t init = (uint32_t)(0u - (uint32_t)((uint64_t)t->bias * (uint64_t)pb->K));
+    int failed = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        uint16_t *R = (uint16_t *)axs_alloc64((size_t)256 * 256 * sizeof(uint16_t));
+        ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
+        uint32_t *local = NULL;
+        int ok = R && roff;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tl = 0; tl < ntiles; tl++) {
+            if (!ok)
+                continue;
+            int64_t r0 = tl * ms_max;
+            int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
+            for (int i = 0; i < ms; i++) {
+                int64_t r = r0 + i;
+                if (pb->conv) {
+                    int64_t n = r / pb->P, q = r % pb->P;
+                    roff[i] = n * pb->nstride + (q / pb->OW) * pb->ystride +
+                              (q % pb->OW) * pb->xstride;
+                } else {
+                    roff[i] = (ptrdiff_t)r * pb->rstride;
+                }
+            }
+            for (int64_t g = 0; g < pb->groups && ok; g++) {
+                const uint8_t *S = pb->S + g * pb->gstride;
+                for (int64_t c0 = 0; c0 < pb->cols;) {
+                    int nb = xwidth(pb->cols - c0);
+                    int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
+                    int64_t o0 = g * pb->cols + c0;
+                    int inplace = !pb->transposed && nf == nb;
+                    uint32_t *acc;
+                    ptrdiff_t lda;
+                    if (inplace) {
+                        acc = (uint32_t *)pb->out + r0 * pb->ldo + o0;
+                        lda = (ptrdiff_t)pb->ldo;
+                    } else {
+                        if (!local)
+                            local = (uint32_t *)axs_alloc64((size_t)ms_max * 64 * 4);
+                        if (!local) {
+                            ok = 0;
+#pragma omp atomic write
+                            failed = 1;
+                            break;
+                        }
+                        acc = local;
+                        lda = nb;
+                    }
+                    const uint8_t *F = pb->F + o0 * pb->K;
+                    int kbmax = xsteps(nb);
+                    for (int64_t k0 = 0; k0 < pb->K; k0 += kbmax) {
+                        int kb = (int)(pb->K - k0 < kbmax ? pb->K - k0 : kbmax);
+                        build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, nb, R);
+                        kern(S, roff, ms, pb->koff + k0, kb, nb, R, acc, lda, k0 == 0, init);
+                    }
+                    xstore(pb, acc, lda, r0, ms, o0, nf, inplace);
+                    c0 += nb;
+                }
+            }
+        }
+        axs_free64(R);
+        axs_free64(local);
+        free(roff);
+    }
+    return failed ? AXS_ENOMEM : AXS_OK;
+}
+
+int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int swapped,
+              int64_t M, int64_t K, int64_t N, void *out, const axs_dequant *dq, int nt,
+              int path)
+{
+    ptrdiff_t *koff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
+    uint8_t *bt = swapped ? NULL : (uint8_t *)malloc((size_t)(N * K));
+    if (!koff || (!swapped && !bt)) {
+        free(koff);
+        free(bt);
+        return AXS_ENOMEM;
+    }
+    xproblem pb;
+    memset(&pb, 0, sizeof(pb));
+    pb.K = K;
+    pb.koff = koff;
+    pb.groups = 1;
+    pb.out = out;
+    pb.dq = dq;
+    pb.ldo = N;
+    if (swapped) {  /* streamed: columns of b; fixed: rows of a */
+        for (int64_t k = 0; k < K; k++)
+            koff[k] = (ptrdiff_t)(k * N);
+        pb.S = b;
+        pb.rows = N;
+        pb.rstride = 1;
+        pb.F = a;
+        pb.cols = M;
+        pb.transposed = 1;
+    } else {
+        for (int64_t k = 0; k < K; k++) {
+            koff[k] = (ptrdiff_t)k;
+            for (int64_t n = 0; n < N; n++)
+                bt[n * K + k] = b[k * N + n];
+        }
+        pb.S = a;
+        pb.rows = M;
+        pb.rstride = (ptrdiff_t)K;
+        pb.F = bt;
+        pb.cols = N;
+    }
+    int rc = xrun(&pb, t, nt, path);
+    free(koff);
+    free(bt);
+    return rc;
+}
+
+int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
+                int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
+                int sw, int pt, int pb_, int pl, int pr, int dh, int dw, int64_t groups,
+                int pad_code, void *out, const axs_dequant *dq, int nt, int path)
+{
+    int64_t Hp = H + pt + pb_, Wp = W + pl + pr;
+    int64_t OH = (Hp - (int64_t)dh * (KH - 1) - 1) / sh + 1;
+    int64_t OW = (Wp - (int64_t)dw * (KW - 1) - 1) / sw + 1;
+    int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG;
+    int padded = pt || pb_ || pl || pr;
+    uint8_t *xp = padded ? (uint8_t *)malloc((size_t)(N * Hp * Wp * C)) : NULL;
+    ptrdiff_t *koff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
+    uint8_t *F = (uint8_t *)malloc((size_t)(COUT * K));
+    if ((padded && !xp) || !koff || !F) {
+        free(xp);
+        free(koff);
+        free(F);
+        return AXS_ENOMEM;
+    }
+    /* k = (ky * KW + kx) * CG + c: HWIO filters are already (K, COUT) per group */
+    for (int64_t ky = 0; ky < KH; ky++)
+        for (int64_t kx = 0; kx < KW; kx++)
+            for (int64_t c = 0; c < CG; c++) {
+                int64_t k = (ky * KW + kx) * CG + c;
+                koff[k] = (ptrdiff_t)((ky * dh * Wp + kx * dw) * C + c);
+                for (int64_t o = 0; o < COUT; o++)
+                    F[o * K + k] = w[k * COUT + o];
+            }
+    if (padded) {
+        int64_t rowb = Wp * C;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t ny = 0; ny < N * Hp; ny++) {
+            int64_t n = ny / Hp, y = ny % Hp;
+            uint8_t *d = xp + ny * rowb;
+            if (y < pt || y >= pt + H) {
+                memset(d, pad_code, (size_t)rowb);
+                continue;
+            }
+            memset(d, pad_code, (size_t)(pl * C));
+            memcpy(d + pl * C, x + ((n * H) + (y - pt)) * W * C, (size_t)(W * C));
+            memset(d + (pl + W) * C, pad_code, (size_t)(pr * C));
+        }
+    }
+    xproblem pb;
+    memset(&pb, 0, sizeof(pb));
+    pb.S = padded ? xp : x;
+    pb.rows = N * OH * OW;
+    pb.K = K;
+    pb.koff = koff;
+    pb.conv = 1;
+    pb.nstride = (ptrdiff_t)(Hp * Wp * C);
+    pb.ystride = (ptrdiff_t)(sh * Wp * C);
+    pb.xstride = (ptrdiff_t)(sw * C);
+    pb.P = OH * OW;
+    pb.OW = OW;
+    pb.F = F;
+    pb.cols = OG;
+    pb.groups = groups;
+    pb.gstride = (ptrdiff_t)CG;
+    pb.out = out;
+    pb.dq = dq;
+    pb.ldo = COUT;
+    int rc = xrun(&pb, t, nt, path);
+    free(xp);
+    free(koff);
+    free(F);
+    return rc;
+}
