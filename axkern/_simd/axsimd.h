@@ -67,8 +67,8 @@ void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const ui
 void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                       ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, int64_t *C);
 
-/* Expanded tables (expand.c): for a block of kb reduction steps and nb fixed codes (nb = 16,
- * 32 or 64, one per output column), R[kk][v][p] = tab16[F[col(p) * ldF + kk]][v]: the biased
+/* Expanded tables (expand.c): for a block of kb reduction steps and nb fixed codes (nb = 16
+ * or 32, one per output column), R[kk][v][p] = tab16[F[col(p) * ldF + kk]][v]: the biased
  * entries of every column's table column, one row of nb uint16 per streamed code v, so that a
  * streamed code fetches the entries of all nb columns with plain vector loads (no per-entry
  * lookup). Within each group of 16 positions, position 2t + h holds column 8h + t: the low
@@ -79,21 +79,23 @@ typedef void (*axs_xbuild_fn)(const uint16_t *tab16, const uint8_t *F, ptrdiff_t
                               int kb, int nb, uint16_t *R);
 /* acc[i * lda + j] = (first ? init : acc[i * lda + j])
  *                    + sum_{kk < kb} R[kk][S[roff[i] + koff[kk]]][pos of column j]  (mod 2^32)
- * for i < ms and j < nb (all nb columns are written). */
+ * for i < ms and j < nb (all nb columns are written), over a reduction cut into blocks: the
+ * call with first = 1 starts the sums, the one with last = 1 leaves them; between calls acc
+ * may hold them in a form of the kernel's own. */
 typedef void (*axs_xkern_fn)(const uint8_t *S, const ptrdiff_t *roff, int ms,
                              const ptrdiff_t *koff, int kb, int nb, const uint16_t *R,
-                             uint32_t *acc, ptrdiff_t lda, int first, uint32_t init);
+                             uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init);
 
 void axs_xbuild_scalar(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
                        int nb, uint16_t *R);
 void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                       int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
-                      int first, uint32_t init);
+                      int first, int last, uint32_t init);
 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
                      int nb, uint16_t *R);
 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                     int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
-                    int first, uint32_t init);
+                    int first, int last, uint32_t init);
 
 /* Kernel methods: AXS_METHOD_AUTO picks by a cost model, the others force one.
  *  - direct: the micro-kernels above, one table lookup per multiply-accumulate;

@@ -137,23 +137,30 @@ AXS_AVX2 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t
     }
 }
 
-/* ROWS rows at a time, NQ groups of 16 columns: ROWS * 2 * NQ accumulators (8 for every
- * width). Each step costs a code load and NQ vector loads, ANDs, shifts and 2 NQ adds per
- * row; the inlined copies below are specialised on the constant ROWS and NQ. */
+/* ROWS rows at a time, NQ groups of 16 columns. A 32-bit lane of R holds the entries of
+ * columns t (low half) and 8 + t (high half); instead of splitting it, the kernel adds the
+ * whole lane to a "raw" sum and its high half to the high sum: modulo 2^32, raw = low sum +
+ * (high sum << 16), so low sum = raw - (high << 16), recovered once at the last block. That
+ * is one vector add, one shift and one add per 16 entries, the loads folded into them. The
+ * inlined copies below are specialised on the constant ROWS and NQ (2 * ROWS * NQ sums in
+ * registers: 8 for both widths). */
 static inline __attribute__((always_inline)) AXS_AVX2 void
 xrows_avx2(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int kb,
-           const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first, uint32_t init,
+           const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init,
            const int ROWS, const int NQ)
 {
     const int nb = 16 * NQ;
-    const __m256i low = _mm256_set1_epi32(0xffff);
-    __m256i c[4][8];
+    __m256i raw[4][2], high[4][2];
     const uint8_t *p[4];
     for (int r = 0; r < ROWS; r++) {
         p[r] = S + roff[r];
-        for (int q = 0; q < 2 * NQ; q++)
-            c[r][q] = first ? _mm256_set1_epi32((int)init)
-                            : _mm256_loadu_si256((const __m256i *)(acc + r * lda + 8 * q));
+        for (int q = 0; q < NQ; q++) {
+            uint32_t *a = acc + r * lda + 16 * q;
+            raw[r][q] = first ? _mm256_set1_epi32((int)(init + (init << 16)))
+                              : _mm256_loadu_si256((const __m256i *)a);
+            high[r][q] = first ? _mm256_set1_epi32((int)init)
+                               : _mm256_loadu_si256((const __m256i *)(a + 8));
+        }
     }
     for (int kk = 0; kk < kb; kk++) {
         const ptrdiff_t o = koff[kk];
@@ -162,34 +169,36 @@ xrows_avx2(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int k
             const __m256i *row = (const __m256i *)(Rk + (size_t)p[r][o] * nb);
             for (int q = 0; q < NQ; q++) {
                 __m256i x = _mm256_load_si256(row + q);
-                c[r][2 * q] = _mm256_add_epi32(c[r][2 * q], _mm256_and_si256(x, low));
-                c[r][2 * q + 1] = _mm256_add_epi32(c[r][2 * q + 1], _mm256_srli_epi32(x, 16));
+                raw[r][q] = _mm256_add_epi32(raw[r][q], x);
+                high[r][q] = _mm256_add_epi32(high[r][q], _mm256_srli_epi32(x, 16));
             }
         }
     }
     for (int r = 0; r < ROWS; r++)
-        for (int q = 0; q < 2 * NQ; q++)
-            _mm256_storeu_si256((__m256i *)(acc + r * lda + 8 * q), c[r][q]);
+        for (int q = 0; q < NQ; q++) {
+            uint32_t *a = acc + r * lda + 16 * q;
+            __m256i lo = last ? _mm256_sub_epi32(raw[r][q], _mm256_slli_epi32(high[r][q], 16))
+                              : raw[r][q];
+            _mm256_storeu_si256((__m256i *)a, lo);
+            _mm256_storeu_si256((__m256i *)(a + 8), high[r][q]);
+        }
 }
 
 AXS_AVX2 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
                              const ptrdiff_t *koff, int kb, int nb, const uint16_t *R,
-                             uint32_t *acc, ptrdiff_t lda, int first, uint32_t init)
+                             uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init)
 {
     int i = 0;
-    if (nb == 64) {
-        for (; i < ms; i++)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 1, 4);
-    } else if (nb == 32) {
+    if (nb == 32) {
         for (; i + 2 <= ms; i += 2)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 2, 2);
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 2, 2);
         for (; i < ms; i++)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 1, 2);
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1, 2);
     } else {
         for (; i + 4 <= ms; i += 4)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 4, 1);
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 4, 1);
         for (; i < ms; i++)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, init, 1, 1);
+            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1, 1);
     }
 }
 
@@ -208,8 +217,8 @@ void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int
 
 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                     int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
-                    int first, uint32_t init)
+                    int first, int last, uint32_t init)
 {
-    axs_xkern_scalar(S, roff, ms, koff, kb, nb, R, acc, lda, first, init);
+    axs_xkern_scalar(S, roff, ms, koff, kb, nb, R, acc, lda, first, last, init);
 }
 #endif

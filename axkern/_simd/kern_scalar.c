@@ -109,7 +109,7 @@ static inline __attribute__((always_inline)) void
 xrow_scalar(const uint8_t *p, const ptrdiff_t *koff, int kb, const uint16_t *R,
             uint32_t *acc, int first, uint32_t init, const int NB)
 {
-    uint32_t c[64];
+    uint32_t c[32];
     for (int j = 0; j < NB; j++)
         c[j] = first ? init : acc[j];
     for (int kk = 0; kk < kb; kk++) {
@@ -126,14 +126,13 @@ xrow_scalar(const uint8_t *p, const ptrdiff_t *koff, int kb, const uint16_t *R,
 
 void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                       int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
-                      int first, uint32_t init)
+                      int first, int last, uint32_t init)
 {
+    (void)last; /* the sums are kept in their final form between blocks */
     for (int i = 0; i < ms; i++) {
         const uint8_t *p = S + roff[i];
         uint32_t *a = acc + i * lda;
-        if (nb == 64)
-            xrow_scalar(p, koff, kb, R, a, first, init, 64);
-        else if (nb == 32)
+        if (nb == 32)
             xrow_scalar(p, koff, kb, R, a, first, init, 32);
         else
             xrow_scalar(p, koff, kb, R, a, first, init, 16);
