@@ -25,7 +25,7 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
  * cols lookups) against expanded (tables built per row tile plus lookups of padded column
  * blocks). */
 double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols);
-double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int nt);
+double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt);
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF

@@ -506,7 +506,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
     {
         int nt = axs_threads(nthreads);
         cache_entry *xe;
-        double cost = axs_xcost(path, M, K, N, nt), cost_sw = axs_xcost(path, N, K, M, nt);
+        double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
         int rc = try_expand(table, method, path, out64, axs_direct_cost(path, M, K, N), cost,
                             cost_sw, &xe);
         if (xe) {
@@ -677,7 +677,7 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
     {
         int nt = axs_threads(nthreads);
         cache_entry *xe;
-        double cost = (double)groups * axs_xcost(path, N * P, K, OG, nt);
+        double cost = axs_xcost(path, N * P, K, OG, groups, nt);
         int rc = try_expand(table, method, path, out64,
                             (double)groups * axs_direct_cost(path, N * P, K, OG), cost, 2 * cost + 1,
                             &xe);

@@ -27,10 +27,9 @@
 
 #include "axs_internal.h"
 
-/* Upper bound of the streamed rows per tile: more rows amortize the building of R over more
- * lookups; the tile's sums (rows * nb * 4 bytes) should stay near the L2. */
-#ifndef AXS_XMS
-#define AXS_XMS 2048
+/* Bytes of sums per unit of work (see xtile_rows). */
+#ifndef AXS_XACC
+#define AXS_XACC (256 * 1024)
 #endif
 #ifndef AXS_XSTEPW
 #define AXS_XSTEPW 256
@@ -67,11 +66,22 @@ static int64_t xpadded(int64_t cols)
     return w;
 }
 
-static int64_t xtile_rows(int64_t rows, int nt)
+/* Rows per tile: a unit of work is one tile of rows by one column block, and its sums
+ * (rows * nb * 4 bytes) should stay in a 512 KiB L2 next to R; enough units for every thread,
+ * in whole rounds when there are only a few. Splitting the columns first (and the rows only
+ * as far as needed) saves building: each unit builds its own block of R. */
+static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int nt)
 {
-    int64_t rounds = (rows + (int64_t)nt * AXS_XMS - 1) / ((int64_t)nt * AXS_XMS);
-    int64_t tiles = rounds * nt;
-    int64_t ms = (rows + tiles - 1) / tiles;
+    int64_t nblocks = 0;
+    for (int64_t c0 = 0; c0 < cols; c0 += xwidth(cols - c0))
+        nblocks += groups;
+    int64_t rows_max = AXS_XACC / (4 * xwidth(cols));
+    int64_t ntiles = (rows + rows_max - 1) / rows_max;
+    int64_t most = (rows + 3) / 4;
+    while (ntiles < most && (ntiles * nblocks < nt || (ntiles * nblocks < 4 * nt &&
+                                                       ntiles * nblocks % nt)))
+        ntiles++;
+    int64_t ms = (rows + ntiles - 1) / ntiles;
     ms = (ms + 3) & ~(int64_t)3;
     return ms < 4 ? 4 : ms;
 }
@@ -82,11 +92,11 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols)
     return per * (double)rows * (double)K * (double)cols;
 }
 
-double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int nt)
+double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt)
 {
     double build = path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
-    int64_t ms = xtile_rows(rows, nt), tiles = (rows + ms - 1) / ms;
-    double w = (double)xpadded(cols);
+    int64_t ms = xtile_rows(rows, cols, groups, nt), tiles = (rows + ms - 1) / ms;
+    double w = (double)xpadded(cols) * (double)groups;
     return (double)rows * (double)K * w + build * (double)tiles * 256.0 * (double)K * w;
 }
 
@@ -204,15 +214,33 @@ static void xstore(const xproblem *pb, const xdeq *dd, const xword *acc, ptrdiff
     }
 }
 
+/* Offsets of rows r0 .. r0 + ms into roff. */
+static void xrow_offsets(const xproblem *pb, int64_t r0, int ms, ptrdiff_t *roff)
+{
+    for (int i = 0; i < ms; i++) {
+        int64_t r = r0 + i;
+        if (pb->conv) {
+            int64_t n = r / pb->P, q = r % pb->P;
+            roff[i] = n * pb->nstride + (q / pb->OW) * pb->ystride + (q % pb->OW) * pb->xstride;
+        } else {
+            roff[i] = (ptrdiff_t)r * pb->rstride;
+        }
+    }
+}
+
 static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
 {
     axs_xbuild_fn build;
     axs_xkern_fn kern;
     xfns_for(path, &build, &kern);
-    int64_t ms_max = xtile_rows(pb->rows, nt);
+    int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, nt);
     int64_t ntiles = (pb->rows + ms_max - 1) / ms_max;
-    if (nt > ntiles)
-        nt = (int)ntiles;
+    int64_t bpg = 0; /* column blocks per group */
+    for (int64_t c0 = 0; c0 < pb->cols; c0 += xwidth(pb->cols - c0))
+        bpg++;
+    int64_t nblocks = bpg * pb->groups, units = ntiles * nblocks;
+    if (nt > units)
+        nt = (int)units;
     /* int32 totals: the biased sums start at -bias * K (mod 2^32) */
     const uint32_t init = (uint32_t)(0u - (uint32_t)((uint64_t)t->bias * (uint64_t)pb->K));
     xdeq dd = {NULL, NULL, NULL, NULL, 0};
@@ -240,7 +268,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        uint16_t *R = (uint16_t *)axs_alloc64((size_t)256 * 256 * sizeof(uint16_t));
+        uint16_t *R = (uint16_t *)axs_alloc64((size_t)AXS_XSTEPW * 256 * sizeof(uint16_t));
         ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
         xword *local = NULL;
         int ok = R && roff;
@@ -248,58 +276,47 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
 #pragma omp atomic write
             failed = 1;
         }
+        /* dynamic: a busy core must not hold everyone up */
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t tl = 0; tl < ntiles; tl++) {
+        for (int64_t u = 0; u < units; u++) {
             if (!ok)
                 continue;
-            int64_t r0 = tl * ms_max;
+            int64_t r0 = (u / nblocks) * ms_max, g = (u % nblocks) / bpg;
+            int64_t c0 = 0;
+            for (int64_t b = (u % nblocks) % bpg; b > 0; b--)
+                c0 += xwidth(pb->cols - c0);
             int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
-            for (int i = 0; i < ms; i++) {
-                int64_t r = r0 + i;
-                if (pb->conv) {
-                    int64_t n = r / pb->P, q = r % pb->P;
-                    roff[i] = n * pb->nstride + (q / pb->OW) * pb->ystride +
-                              (q % pb->OW) * pb->xstride;
-                } else {
-                    roff[i] = (ptrdiff_t)r * pb->rstride;
-                }
-            }
-            for (int64_t g = 0; g < pb->groups && ok; g++) {
-                const uint8_t *S = pb->S + g * pb->gstride;
-                for (int64_t c0 = 0; c0 < pb->cols;) {
-                    int nb = xwidth(pb->cols - c0);
-                    int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
-                    int64_t o0 = g * pb->cols + c0;
-                    int inplace = !pb->transposed && nf == nb;
-                    xword *acc;
-                    ptrdiff_t lda;
-                    if (inplace) {
-                        acc = (xword *)pb->out + r0 * pb->ldo + o0;
-                        lda = (ptrdiff_t)pb->ldo;
-                    } else {
-                        if (!local)
-                            local = (xword *)axs_alloc64((size_t)ms_max * 32 * 4);
-                        if (!local) {
-                            ok = 0;
+            int nb = xwidth(pb->cols - c0);
+            int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
+            int64_t o0 = g * pb->cols + c0;
+            int inplace = !pb->transposed && nf == nb;
+            xword *acc;
+            ptrdiff_t lda;
+            if (inplace) {
+                acc = (xword *)pb->out + r0 * pb->ldo + o0;
+                lda = (ptrdiff_t)pb->ldo;
+            } else {
+                if (!local)
+                    local = (xword *)axs_alloc64((size_t)ms_max * 32 * 4);
+                if (!local) {
+                    ok = 0;
 #pragma omp atomic write
-                            failed = 1;
-                            break;
-                        }
-                        acc = local;
-                        lda = nb;
-                    }
-                    const uint8_t *F = pb->F + o0 * pb->K;
-                    int kbmax = xsteps(nb);
-                    for (int64_t k0 = 0; k0 < pb->K; k0 += kbmax) {
-                        int kb = (int)(pb->K - k0 < kbmax ? pb->K - k0 : kbmax);
-                        build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, nb, R);
-                        kern(S, roff, ms, pb->koff + k0, kb, nb, R, acc, lda, k0 == 0, k0 + kb == pb->K,
-                             init);
-                    }
-                    xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace);
-                    c0 += nb;
+                    failed = 1;
+                    continue;
                 }
+                acc = local;
+                lda = nb;
             }
+            xrow_offsets(pb, r0, ms, roff);
+            const uint8_t *S = pb->S + g * pb->gstride, *F = pb->F + o0 * pb->K;
+            int kbmax = xsteps(nb);
+            for (int64_t k0 = 0; k0 < pb->K; k0 += kbmax) {
+                int kb = (int)(pb->K - k0 < kbmax ? pb->K - k0 : kbmax);
+                build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, nb, R);
+                kern(S, roff, ms, pb->koff + k0, kb, nb, R, acc, lda, k0 == 0,
+                     k0 + kb == pb->K, init);
+            }
+            xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace);
         }
         axs_free64(R);
         axs_free64(local);

@@ -141,9 +141,10 @@ AXS_AVX2 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t
  * columns t (low half) and 8 + t (high half); instead of splitting it, the kernel adds the
  * whole lane to a "raw" sum and its high half to the high sum: modulo 2^32, raw = low sum +
  * (high sum << 16), so low sum = raw - (high << 16), recovered once at the last block. That
- * is one vector add, one shift and one add per 16 entries, the loads folded into them. The
- * inlined copies below are specialised on the constant ROWS and NQ (2 * ROWS * NQ sums in
- * registers: 8 for both widths). */
+ * is a load, an add, a shift and an add per 16 entries (a vpmaddwd reading the high half
+ * from memory saved the load instruction but ran slower). The inlined copies below are
+ * specialised on the constant ROWS and NQ (2 * ROWS * NQ sums in registers: 8 for both
+ * widths). */
 static inline __attribute__((always_inline)) AXS_AVX2 void
 xrows_avx2(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int kb,
            const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init,
@@ -162,11 +163,11 @@ xrows_avx2(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int k
                                : _mm256_loadu_si256((const __m256i *)(a + 8));
         }
     }
-    for (int kk = 0; kk < kb; kk++) {
+    const char *Rk = (const char *)R;
+    for (int kk = 0; kk < kb; kk++, Rk += 512 * nb) {
         const ptrdiff_t o = koff[kk];
-        const uint16_t *Rk = R + (size_t)kk * 256 * nb;
         for (int r = 0; r < ROWS; r++) {
-            const __m256i *row = (const __m256i *)(Rk + (size_t)p[r][o] * nb);
+            const __m256i *row = (const __m256i *)(Rk + ((size_t)p[r][o] << (NQ == 2 ? 6 : 5)));
             for (int q = 0; q < NQ; q++) {
                 __m256i x = _mm256_load_si256(row + q);
                 raw[r][q] = _mm256_add_epi32(raw[r][q], x);
