@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 import threading
+import weakref
 
 import numpy as np
 
@@ -444,6 +445,85 @@ def _numpy_epilogue(total, qx, xi, qw, m, zx, zw, scale, bias, K, pads, stride, 
     return y
 
 
+class _PreparedWeights:
+    """The weight side of a fused layer call: what depends on the filter, the multiplier's
+    table, the weight quantization and the tuning only."""
+
+    __slots__ = ("key", "w", "mapping", "wp", "sw", "zw", "wi", "sum_w", "table", "dtype")
+
+
+class _WeightCache:
+    """Prepared weights of the last few layers, so that a network run batch after batch
+    quantizes each filter once. A hit needs the same table object (held by weak reference:
+    tables are read-only and cached per multiplier), the same weight mode and tuning, and a
+    filter equal element for element to the cached copy: one comparison pass over the
+    filter instead of quantization, index conversion, sums and the folded table."""
+
+    def __init__(self, slots=16, max_bytes=4 << 20):
+        self._entries = []
+        self._slots, self._max_bytes = slots, max_bytes
+        self._lock = threading.Lock()
+
+    def _cacheable(self, mode, w):
+        return isinstance(mode, str) and w.nbytes <= self._max_bytes
+
+    def get(self, table, mode, w, mapping):
+        if not self._cacheable(mode, w):
+            return None
+        with self._lock:
+            entries = list(self._entries)
+        for e in entries:
+            ref, emode, shape = e.key
+            if (ref() is table and emode == mode and shape == w.shape
+                    and (e.mapping is None) == (mapping is None)
+                    and (mapping is None or np.array_equal(e.mapping, mapping))
+                    and np.array_equal(e.w, w)):
+                return e
+        return None
+
+    def put(self, entry, table, mode, w, mapping):
+        if not self._cacheable(mode, w):
+            return
+        entry.key = (weakref.ref(table), mode, w.shape)
+        entry.w = w.copy()
+        entry.mapping = None if mapping is None else np.array(mapping)
+        with self._lock:
+            self._entries.insert(0, entry)
+            del self._entries[self._slots:]
+
+
+_WEIGHTS = _WeightCache()
+
+
+def _prepare_weights(w, mode, m, mapping, fold):
+    """Weight quantization, table indices (tuned), per-column code sums and, with ``fold``,
+    the zero-point-folded table of a per-tensor weight zero point (cached)."""
+    table = table256(m)
+    hit = _WEIGHTS.get(table, mode, w, mapping)
+    if hit is not None:
+        return hit
+    KH, KW, Cg, COUT = w.shape
+    K = KH * KW * Cg
+    e = _PreparedWeights()
+    e.wp = make_params(w, mode, m, COUT)
+    qw = quantize(w, e.wp, channel_axis=-1)
+    e.sw, e.zw = scale_and_zp(e.wp, COUT)
+    wi = _to_index(qw, m)
+    if mapping is not None:
+        wi = mapping[wi].astype(np.uint8)
+    e.wi = np.ascontiguousarray(wi)
+    e.wi.setflags(write=False)
+    e.sum_w = qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)   # original codes (see tune.py)
+    e.table, e.dtype = table, accumulator_dtype(K, m)
+    if fold and np.ndim(e.zw) == 0 and e.zw != 0:
+        folded = _fold_zero_point(table, m, e.zw, K)
+        if folded is not None:
+            e.table, e.dtype = folded
+            e.table.setflags(write=False)
+    _WEIGHTS.put(e, table, mode, w, mapping)
+    return e
+
+
 def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=1, groups=1,
              data_format="NHWC", quant="auto", tune=False, backend="auto", num_threads=None):
     """2-D convolution of float tensors computed through an approximate multiplier.
@@ -512,6 +592,10 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
 
     fast = _host_helpers(backend, m)
     xp = checked_params(x, spec.input, m, "x", fast=fast)
+    be = get_backend(backend)
+    if fast is not None and not xp.per_channel and getattr(be, "SUPPORTS_DEQUANT", False):
+        return _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups,
+                           fmt, (OH, OW), fast, be, num_threads)
     wp = make_params(w, spec.weight, m, COUT)
     qw = quantize(w, wp, channel_axis=-1)   # the filter is small: NumPy is fine
     sx, zx = scale_and_zp(xp)
@@ -532,32 +616,6 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     wi = np.ascontiguousarray(wi)
     pad_index = int(_to_index(zx, m))
     K = KH * KW * Cg
-    be = get_backend(backend)
-    if qx is None and getattr(be, "SUPPORTS_DEQUANT", False):
-        # The kernel applies the correction and dequantizes as it stores: no integer copy
-        # of the output, one pass.
-        table, dtype = table256(m), accumulator_dtype(K, m)
-        dq = {"scale": sx * sw_, "bias": bias}
-        if zx:
-            dq["corr"] = K * zx * zw - zx * qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)
-        if np.any(zw != 0):
-            # Per-tensor z_w: T'[a, b] = T[a, b] - z_w value(a) sums to the corrected total
-            # directly, without the window sums of the activation codes (per group: as
-            # costly as a depthwise convolution itself). The kernels cache prepared
-            # tables, so a network's layers each keep their folded table across batches.
-            folded = _fold_zero_point(table, m, zw, K) if np.ndim(zw) == 0 else None
-            if folded is not None:
-                table, dtype = folded
-            else:
-                dq["zw"] = zw
-                dq["sumx"] = fast.window_sums(
-                    xi, m.values(), (KH, KW), stride, pads, dilation, groups, pad_index,
-                    num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
-        y = be.conv2d(xi, wi, table, stride, pads, dilation, groups, pad_index, dtype,
-                      num_threads, dequant=dq)
-        if fmt == "NCHW":
-            y = y.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(y)
     total = _run_conv(xi, wi, m, stride, pads, dilation, groups, pad_index, backend, num_threads,
                       (N, OH, OW, COUT) if qx is None else None)
 
@@ -579,6 +637,44 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     else:
         y = _numpy_epilogue(total, qx, xi, qw, m, zx, zw, sx * sw_, bias, K, pads, stride,
                             dilation, (KH, KW), (OH, OW), groups)
+    if fmt == "NCHW":
+        y = y.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(y)
+
+
+def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups, fmt, out_hw,
+                fast, be, num_threads):
+    """axconv2d on a backend that dequantizes in the kernel (axkern._fast): the input
+    quantized to table indices in one pass, the weight side from :func:`_prepare_weights`,
+    the correction and the dequantization applied as the kernel stores: no integer copy of
+    the output."""
+    N = x.shape[0]
+    KH, KW, Cg, COUT = w.shape
+    OH, OW = out_hw
+    K = KH * KW * Cg
+    pw = _prepare_weights(w, spec.weight, m, mapping, fold=True)
+    sx, zx = scale_and_zp(xp)
+    zx, zw = int(zx), pw.zw
+    # One parallel pass float32 -> uint8 indices (NumPy needs a float32 temporary and seven
+    # passes); bit-identical to quantize_float + _float_codes_to_index.
+    xi = fast.quantize_indices(x, xp, index_mask=(1 << m.bits) - 1, num_threads=num_threads,
+                               out=work_buffer("indices", x.shape, np.uint8))
+    pad_index = int(_to_index(zx, m))
+    dq = {"scale": sx * pw.sw, "bias": bias}
+    if zx:
+        dq["corr"] = K * zx * zw - zx * pw.sum_w
+    if pw.table is table256(m) and np.any(zw != 0):
+        # The weight zero point was not folded into the table (T'[a, b] = T[a, b] - z_w
+        # value(a) sums to the corrected total directly, see _fold_zero_point): per channel,
+        # or the fold would leave the table's class. The window sums of the activation
+        # codes carry the correction instead (per group: as costly as a depthwise
+        # convolution itself).
+        dq["zw"] = zw
+        dq["sumx"] = fast.window_sums(
+            xi, m.values(), (KH, KW), stride, pads, dilation, groups, pad_index,
+            num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
+    y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index, pw.dtype,
+                  num_threads, dequant=dq)
     if fmt == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(y)
