@@ -31,9 +31,10 @@ numpy_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 # Each entry: module name, sources. Cython modules (.pyx) get NumPy headers and OpenMP.
 EXTENSIONS = [
     ("axkern._cpu", ["axkern/_cpu.pyx"]),
-    ("axkern._fast", ["axkern/_fast.pyx", "axkern/_simd/axsimd.c", "axkern/_simd/kern_scalar.c",
-                      "axkern/_simd/kern_avx2.c", "axkern/_simd/kern_avx512.c",
-                      "axkern/_simd/quantize.c", "axkern/_simd/epilogue.c", "axkern/_simd/expand.c"]),
+    ("axkern._fast", ["axkern/_fast.pyx"] + [
+        f"axkern/_simd/{name}.c" for name in (
+            "axsimd", "expand", "kern_scalar", "kern_avx2", "kern_avx512", "quantize",
+            "epilogue")]),
 ]
 
 
