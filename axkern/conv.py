@@ -392,14 +392,18 @@ def _fold_zero_point(table, m, zw, K):
     :mod:`axkern._fast`) or int32."""
     values = np.zeros(256, np.int64)
     values[: 1 << m.bits] = m.values()
-    t = table.astype(np.int64)
-    lo, hi = int(t.min()), int(t.max())
-    t -= int(zw) * values[:, None]
-    nlo, nhi = int(t.min()), int(t.max())
+    shift = int(zw) * values
+    # the range of T' from the range of each row: no int64 copy of the table
+    rows_lo, rows_hi = table.min(axis=1).astype(np.int64), table.max(axis=1).astype(np.int64)
+    lo, hi = int(rows_lo.min()), int(rows_hi.max())
+    nlo, nhi = int((rows_lo - shift).min()), int((rows_hi - shift).max())
     if nlo < -2**31 or nhi >= 2**31 or (hi - lo <= 65535 < nhi - nlo):
         return None
     wide = K * max(-nlo, nhi) >= 2**31
-    return t.astype(np.int32), np.dtype(np.int64 if wide else np.int32)
+    # every entry and every result fits int32 (checked above): int32 arithmetic is exact
+    # (|shift| <= 255 * 255 also fits it)
+    folded = table - shift.astype(np.int32)[:, None]
+    return folded, np.dtype(np.int64 if wide else np.int32)
 
 
 def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):

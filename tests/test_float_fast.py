@@ -409,3 +409,35 @@ def test_dequant_argument_errors():
     y = fast.gemm(np.zeros((4, 0), np.uint8), np.zeros((0, 2), np.uint8), t, np.int32,
                   dequant={"scale": 0.5, "corr": [2, 4], "bias": [1.0, -1.0]})
     np.testing.assert_array_equal(y, np.array([[2.0, 1.0]] * 4, np.float32))
+
+
+def test_weight_cache_never_serves_stale_weights():
+    """The fused conv path prepares each filter once (axkern.conv._WEIGHTS); a filter changed
+    in place, another multiplier, another weight mode or another tuning must each be
+    quantized afresh: every call equals the reference backend computed from scratch."""
+    from axkern.backends import table256
+    from axkern.conv import _WEIGHTS
+    from axkern.tune import tune_weights
+
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((2, 7, 7, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4, 5)).astype(np.float32)
+    m1, m2 = noisy(8, False, 1), noisy(8, False, 2)
+    be = _ForcedPath(fast, fast.default_path())
+
+    def check(m, **kw):
+        got = axconv2d(x, w, m, backend=be, **kw)
+        np.testing.assert_array_equal(got, axconv2d(x, w, m, backend="reference", **kw))
+        return got
+
+    first = check(m1)
+    np.testing.assert_array_equal(check(m1), first)   # served from the cache
+    assert _WEIGHTS.get(table256(m1), "tfapprox", w, None) is not None
+    w[0, 0, 0, 0] += 0.5                               # in place: same object, new values
+    assert not np.array_equal(check(m1), first)
+    check(m2)                                          # another table
+    check(m1, quant="asymmetric")                      # another weight mode
+    check(m1, tune=True)                               # tuned codes
+    check(m1, tune=np.roll(tune_weights(m1), 1))       # another mapping
+    w[...] = 0.25                                      # constant filter: zero point 0
+    check(m1)

@@ -68,7 +68,8 @@ void axs_free64(void *p)
  * table's columns (weight operand b fixed, activations streamed); 1: its rows. */
 typedef struct {
     axs_fixed_table t;
-    void *mem;
+    const void *key;  /* the table in row-major order: biased uint16 (16-bit class) or int32 */
+    void *mem, *keymem;
 } prepared;
 
 static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
@@ -89,6 +90,16 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
         pr->t.generic = 1;
         pr->t.tab32 = t32;
         pr->mem = t32;
+        pr->key = t32;
+        if (!transpose) {
+            pr->keymem = axs_alloc64(65536 * sizeof(int32_t));
+            if (!pr->keymem) {
+                axs_free64(t32);
+                return AXS_ENOMEM;
+            }
+            memcpy(pr->keymem, table, 65536 * sizeof(int32_t));
+            pr->key = pr->keymem;
+        }
         return AXS_OK;
     }
     /* 16-bit class: 128 KiB of biased entries (+64 bytes: the AVX2 gathers read 4 bytes at
@@ -137,18 +148,44 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
     pr->t.bias = bias;
     pr->t.tab16 = t16;
     pr->mem = mem;
+    pr->key = t16;
+    if (!transpose) {
+        uint16_t *k16 = (uint16_t *)axs_alloc64(65536 * sizeof(uint16_t));
+        if (!k16) {
+            axs_free64(mem);
+            return AXS_ENOMEM;
+        }
+        for (int i = 0; i < 65536; i++)
+            k16[i] = (uint16_t)((uint32_t)table[i] + bias);
+        pr->keymem = k16;
+        pr->key = k16;
+    }
     return AXS_OK;
 }
 
 /* Prepared tables are cached across calls (a network calls the kernels layer after layer
- * with the same table): a few slots, each keyed by orientation, path and a copy of the
- * table's 256 KiB, compared in full, so a changed table is never served stale. Entries in
- * use are reference counted; an evicted entry is freed by its last user. */
+ * with the same table): a few slots, each keyed by orientation and path and compared in full
+ * with the table asked for, so a changed table is never served stale. The prepared entries
+ * hold the table exactly (entry + bias, or the entry itself), so they are the key: no copy.
+ * Entries in use are reference counted; an evicted entry is freed by its last user. */
 typedef struct {
-    int32_t key[65536];
     int transpose, path, refs, evicted;
     prepared pr;
 } cache_entry;
+
+/* Whether pr was prepared from exactly this table. The biased uint16 key minus the bias is
+ * the entry modulo 2^32, and both are int32: equal bits mean equal entries. */
+static int same_table(const prepared *pr, const int32_t *table)
+{
+    if (pr->t.generic)
+        return memcmp(pr->key, table, 65536 * sizeof(int32_t)) == 0;
+    const uint16_t *k = (const uint16_t *)pr->key;
+    const uint32_t bias = pr->t.bias;
+    uint32_t diff = 0;
+    for (int i = 0; i < 65536; i++)
+        diff |= ((uint32_t)k[i] - bias) ^ (uint32_t)table[i];
+    return diff == 0;
+}
 
 /* One slot per layer of a small network: the float layer folds each layer's weight zero
  * point into its table, so a network alternates between that many tables on every batch. */
@@ -159,6 +196,7 @@ static int cache_next;
 static void entry_free(cache_entry *e)
 {
     axs_free64(e->pr.mem);
+    axs_free64(e->pr.keymem);
     free(e);
 }
 
@@ -169,7 +207,7 @@ static cache_entry *acquire(const int32_t *table, int transpose, int path, int *
     for (int i = 0; i < AXS_CACHE_SLOTS && !hit; i++) {
         cache_entry *e = cache_slots[i];
         if (e && e->transpose == transpose && e->path == path &&
-            memcmp(e->key, table, sizeof(e->key)) == 0) {
+            same_table(&e->pr, table)) {
             e->refs++;
             hit = e;
         }
@@ -186,7 +224,6 @@ static cache_entry *acquire(const int32_t *table, int transpose, int path, int *
         free(e);
         return NULL;
     }
-    memcpy(e->key, table, sizeof(e->key));
     e->transpose = transpose;
     e->path = path;
     e->refs = 1;
