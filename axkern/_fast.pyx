@@ -29,14 +29,15 @@ import os
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.string cimport memcmp
 cimport openmp
 
 from .backends import check_conv_args, check_gemm_args
 
 cnp.import_array()
 
-__all__ = ["gemm", "conv2d", "quantize_indices", "window_sums", "epilogue", "min_max", "available_paths",
-           "default_path", "max_threads", "PATHS"]
+__all__ = ["gemm", "conv2d", "quantize_indices", "window_sums", "epilogue", "min_max",
+           "same_bytes", "available_paths", "default_path", "max_threads", "PATHS", "METHODS"]
 
 cdef extern from "axsimd.h" nogil:
     int AXS_PATH_SCALAR, AXS_PATH_AVX2, AXS_PATH_AVX512_VBMI
@@ -639,3 +640,19 @@ def min_max(x, num_threads=None):
     if nan:
         return np.float32(np.nan), np.float32(np.nan)
     return np.float32(lo), np.float32(hi)
+
+
+def same_bytes(a, b):
+    """Whether two C-contiguous arrays hold the same bytes (``memcmp``; no temporary).
+
+    Bitwise, unlike ``numpy.array_equal``: ``-0.0`` and ``0.0`` differ, a NaN equals
+    itself. Arrays of different byte sizes are never the same.
+    """
+    cdef cnp.ndarray x = np.ascontiguousarray(a), y = np.ascontiguousarray(b)
+    cdef size_t n = x.nbytes
+    if <size_t>y.nbytes != n:
+        return False
+    cdef int r
+    with nogil:
+        r = memcmp(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), n)
+    return r == 0

@@ -450,28 +450,28 @@ def _numpy_epilogue(total, qx, xi, qw, m, zx, zw, scale, bias, K, pads, stride, 
 
 
 class _PreparedWeights:
-    """The weight side of a fused layer call: what depends on the filter, the multiplier's
-    table, the weight quantization and the tuning only."""
+    """The weight side of a fused layer call: what depends only on the weights, the
+    multiplier's table, the weight quantization and the tuning."""
 
     __slots__ = ("key", "w", "mapping", "wp", "sw", "zw", "wi", "sum_w", "table", "dtype")
 
 
 class _WeightCache:
-    """Prepared weights of the last few layers, so that a network run batch after batch
-    quantizes each filter once. A hit needs the same table object (held by weak reference:
-    tables are read-only and cached per multiplier), the same weight mode and tuning, and a
-    filter equal element for element to the cached copy: one comparison pass over the
-    filter instead of quantization, index conversion, sums and the folded table."""
+    """Prepared weights of recent layers, so that a network run batch after batch quantizes
+    each filter once. A hit needs the same table object (held by weak reference: tables are
+    read-only and cached per multiplier), the same weight mode and tuning, and weights equal
+    byte for byte to the cached copy (one memcmp pass instead of quantization, index
+    conversion, column sums and the folded table). Holds at most ``max_bytes`` of copies."""
 
-    def __init__(self, slots=16, max_bytes=4 << 20):
+    def __init__(self, slots=16, max_bytes=64 << 20):
         self._entries = []
         self._slots, self._max_bytes = slots, max_bytes
         self._lock = threading.Lock()
 
     def _cacheable(self, mode, w):
-        return isinstance(mode, str) and w.nbytes <= self._max_bytes
+        return isinstance(mode, str) and 4 * w.nbytes <= self._max_bytes
 
-    def get(self, table, mode, w, mapping):
+    def get(self, table, mode, w, mapping, fast):
         if not self._cacheable(mode, w):
             return None
         with self._lock:
@@ -481,7 +481,7 @@ class _WeightCache:
             if (ref() is table and emode == mode and shape == w.shape
                     and (e.mapping is None) == (mapping is None)
                     and (mapping is None or np.array_equal(e.mapping, mapping))
-                    and np.array_equal(e.w, w)):
+                    and fast.same_bytes(e.w, w)):
                 return e
         return None
 
@@ -489,35 +489,50 @@ class _WeightCache:
         if not self._cacheable(mode, w):
             return
         entry.key = (weakref.ref(table), mode, w.shape)
-        entry.w = w.copy()
+        entry.w = np.array(w, order="C")
         entry.mapping = None if mapping is None else np.array(mapping)
         with self._lock:
             self._entries.insert(0, entry)
             del self._entries[self._slots:]
+            held = 0
+            for i, e in enumerate(self._entries):
+                held += e.w.nbytes + e.wi.nbytes + e.table.nbytes
+                if held > self._max_bytes:
+                    del self._entries[i:]
+                    break
 
 
 _WEIGHTS = _WeightCache()
 
 
-def _prepare_weights(w, mode, m, mapping, fold):
-    """Weight quantization, table indices (tuned), per-column code sums and, with ``fold``,
-    the zero-point-folded table of a per-tensor weight zero point (cached)."""
+def _prepare_weights(w, mode, m, mapping, fast, fold, name="w"):
+    """Quantization parameters, table indices (tuned; shaped as ``w``) and per-column code
+    sums of weights ``w`` (channel axis last, reduction over the others), and with ``fold``
+    the table with a per-tensor weight zero point folded in (cached, see _WeightCache)."""
     table = table256(m)
-    hit = _WEIGHTS.get(table, mode, w, mapping)
+    hit = _WEIGHTS.get(table, mode, w, mapping, fast)
     if hit is not None:
         return hit
-    KH, KW, Cg, COUT = w.shape
-    K = KH * KW * Cg
+    COUT = w.shape[-1]
+    w2 = w.reshape(-1, COUT)
+    K = w2.shape[0]
     e = _PreparedWeights()
-    e.wp = make_params(w, mode, m, COUT)
-    qw = quantize(w, e.wp, channel_axis=-1)
+    e.wp = checked_params(w2, mode, m, name, COUT, fast=fast)
     e.sw, e.zw = scale_and_zp(e.wp, COUT)
-    wi = _to_index(qw, m)
+    if not e.wp.per_channel and (not m.signed or m.bits == 8):
+        # one pass: the indices are the codes (unsigned) or their int8 bit patterns
+        wi = fast.quantize_indices(w2, e.wp, index_mask=(1 << m.bits) - 1)
+        codes = wi.view(np.int8) if m.signed else wi
+        acc = np.int32 if K < (1 << 23) else np.int64   # |sum| <= 255 K: int32 is exact
+        e.sum_w = codes.sum(axis=0, dtype=acc).astype(np.int64)
+    else:
+        qw = quantize(w2, e.wp, channel_axis=-1)
+        wi = _to_index(qw, m)
+        e.sum_w = qw.sum(axis=0, dtype=np.int64)   # original codes (see tune.py)
     if mapping is not None:
         wi = mapping[wi].astype(np.uint8)
-    e.wi = np.ascontiguousarray(wi)
+    e.wi = np.ascontiguousarray(wi).reshape(w.shape)
     e.wi.setflags(write=False)
-    e.sum_w = qw.reshape(K, COUT).sum(axis=0, dtype=np.int64)   # original codes (see tune.py)
     e.table, e.dtype = table, accumulator_dtype(K, m)
     if fold and np.ndim(e.zw) == 0 and e.zw != 0:
         folded = _fold_zero_point(table, m, e.zw, K)
@@ -656,7 +671,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     KH, KW, Cg, COUT = w.shape
     OH, OW = out_hw
     K = KH * KW * Cg
-    pw = _prepare_weights(w, spec.weight, m, mapping, fold=True)
+    pw = _prepare_weights(w, spec.weight, m, mapping, fast, fold=True)
     sx, zx = scale_and_zp(xp)
     zx, zw = int(zx), pw.zw
     # One parallel pass float32 -> uint8 indices (NumPy needs a float32 temporary and seven

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import accumulator_dtype, as_multiplier, get_backend, table256
-from .conv import (_code_array, _float_array, _host_helpers, _to_index, checked_params,
-                   resolve_quant, scale_and_zp)
+from .conv import (_code_array, _float_array, _host_helpers, _prepare_weights, _to_index,
+                   checked_params, resolve_quant, scale_and_zp)
 from .quant import quantize
 from .tune import resolve_tuning
 
@@ -145,6 +145,26 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
             raise ValueError(f"bias must have shape ({N},), one per output column, got {bias.shape}")
     fast = _host_helpers(backend, m)
     ap = checked_params(a, spec.input, m, "a", fast=fast)
+    be = get_backend(backend)
+    if fast is not None and b.ndim == 2 and not ap.per_channel and \
+            getattr(be, "SUPPORTS_DEQUANT", False):
+        # The weight side prepared once per weight matrix (quantized, indexed, summed,
+        # cached), the correction and dequantization inside the kernel: no integer copy of
+        # the output.
+        pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name="b")
+        sa, za = scale_and_zp(ap)
+        za, zb = int(za), pb.zw
+        # one parallel pass: indices and the row sums of the codes (sum_k q_a) together
+        ai, sum_a = fast.quantize_indices(a, ap, index_mask=(1 << m.bits) - 1, row_sums=True,
+                                          num_threads=num_threads)
+        dq = {"scale": sa * pb.sw, "bias": bias}
+        if za:
+            dq["corr"] = K * za * zb - za * pb.sum_w
+        if np.any(zb != 0):
+            dq["zw"] = zb
+            dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
+        y = _batched_gemm(ai, pb.wi, m, be, num_threads, dequant=dq)
+        return np.array(_squeeze(y, drop_a, drop_b), order="C")
     bp = checked_params(b, spec.weight, m, "b", N, fast=fast)
     sa, za = scale_and_zp(ap)
     sb, zb = scale_and_zp(bp, N)
@@ -172,17 +192,6 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
     if mapping is not None:
         bi = mapping[bi].astype(np.uint8)   # the sums keep the original codes (see tune.py)
     has_zb = bool(np.any(zb != 0))
-    be = get_backend(backend)
-    if fast is not None and b.ndim == 2 and getattr(be, "SUPPORTS_DEQUANT", False):
-        # Correction and dequantization inside the kernel: no integer copy of the output.
-        dq = {"scale": sa * sb, "bias": bias}
-        if za:
-            dq["corr"] = K * za * zb - za * sum_b
-        if has_zb:
-            dq["zw"] = zb
-            dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
-        y = _batched_gemm(ai, bi, m, be, num_threads, dequant=dq)
-        return np.array(_squeeze(y, drop_a, drop_b), order="C")
     total = _batched_gemm(ai, bi, m, backend, num_threads)
     if fast is not None and b.ndim == 2:
         # Fused correction + dequantization: one pass, no int64 copy of the output.

@@ -412,9 +412,10 @@ def test_dequant_argument_errors():
 
 
 def test_weight_cache_never_serves_stale_weights():
-    """The fused conv path prepares each filter once (axkern.conv._WEIGHTS); a filter changed
-    in place, another multiplier, another weight mode or another tuning must each be
-    quantized afresh: every call equals the reference backend computed from scratch."""
+    """The fused conv and matmul paths prepare each weight array once (axkern.conv._WEIGHTS);
+    weights changed in place, another multiplier, another weight mode or another tuning must
+    each be quantized afresh: every call equals the reference backend computed from
+    scratch."""
     from axkern.backends import table256
     from axkern.conv import _WEIGHTS
     from axkern.tune import tune_weights
@@ -432,7 +433,7 @@ def test_weight_cache_never_serves_stale_weights():
 
     first = check(m1)
     np.testing.assert_array_equal(check(m1), first)   # served from the cache
-    assert _WEIGHTS.get(table256(m1), "tfapprox", w, None) is not None
+    assert _WEIGHTS.get(table256(m1), "tfapprox", w, None, fast) is not None
     w[0, 0, 0, 0] += 0.5                               # in place: same object, new values
     assert not np.array_equal(check(m1), first)
     check(m2)                                          # another table
@@ -441,3 +442,18 @@ def test_weight_cache_never_serves_stale_weights():
     check(m1, tune=np.roll(tune_weights(m1), 1))       # another mapping
     w[...] = 0.25                                      # constant filter: zero point 0
     check(m1)
+    a = rng.standard_normal((5, 12)).astype(np.float32)
+    b = rng.standard_normal((12, 7)).astype(np.float32)
+    first = axmatmul(a, b, m1, backend=be)
+    for _ in range(2):
+        np.testing.assert_array_equal(axmatmul(a, b, m1, backend=be), first)
+    b[3, 2] = -b[3, 2]
+    got = axmatmul(a, b, m1, backend=be)
+    np.testing.assert_array_equal(got, axmatmul(a, b, m1, backend="reference"))
+    assert not np.array_equal(got, first)
+    b[3, 2] = np.nan                                   # a hit must not skip the check
+    with pytest.raises(ValueError, match="b contains NaN"):
+        axmatmul(a, b, m1, backend=be)
+    assert not fast.same_bytes(np.float32([0.0]), np.float32([-0.0]))
+    assert fast.same_bytes(np.arange(6).reshape(2, 3), np.arange(6).reshape(3, 2))
+    assert not fast.same_bytes(np.arange(6), np.arange(5))
