@@ -14,7 +14,9 @@ M=8192, K=576, N=64; a depthwise convolution and a small GEMM) and each dispatch
   divided by the time of the BLAS matmul, measured in the same run. Lower is better; 1.0
   would match float32 BLAS.
 
-Every figure is the best of ``--repeat`` timed calls after one warm-up call.
+Every figure is the best of ``--repeat`` timed calls, each right after an untimed one; the
+calls of a shape are timed in rounds (one of each per round), so that all its figures come
+from the same stretch of time.
 """
 from __future__ import annotations
 
@@ -52,14 +54,19 @@ class _ForcedPath:
         return self._fast.conv2d(*args, path=self.path, **kw)
 
 
-def _best(f, repeat):
-    f()  # warm-up: page faults, thread pool start, caches
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def _timed(f):
+    """Seconds of one call of f, right after an untimed one (thread pools awake: a pool that
+    has gone to sleep takes a while to wake up, which would be timed instead)."""
+    f()
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def _settle(seconds=0.3):
+    """Let worker threads that spin after a call go to sleep: OpenBLAS's keep spinning for a
+    while after a matmul and would compete with the next kernel for the same cores."""
+    time.sleep(seconds)
 
 
 def _table(rng):
@@ -156,17 +163,26 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
             def call(p, af=af, bf=bf):
                 return axmatmul(af, bf, mult, backend=_ForcedPath(_fast, p),
                                 num_threads=num_threads)
-        timed = []
-        for p in paths:
-            ks = _best(lambda: kern(p), repeat)
-            api_s = _best(lambda: call(p), repeat) if mult is not None else None
-            timed.append((p, ks, api_s))
         A = rng.standard_normal((bm, bk)).astype(np.float32)
         B = rng.standard_normal((bk, bn)).astype(np.float32)
-        blas_s = _best(lambda: A @ B, repeat)
-        # OpenBLAS worker threads keep spinning for a while after a call; let them go to
-        # sleep before the next kernels are timed, or they compete for the same cores.
-        time.sleep(0.3)
+        # Rounds of one timed call of each (every path's kernel and float-level call, then
+        # BLAS), so that every figure's best comes from the same stretch of time: on a
+        # shared machine the speed swings by tens of percent from second to second.
+        fns = [(p, "kernel", lambda p=p: kern(p)) for p in paths]
+        if mult is not None:
+            fns += [(p, "api", lambda p=p: call(p)) for p in paths]
+        best = {}
+        for f in [g for _, _, g in fns] + [lambda: A @ B]:
+            f()   # warm-up: page faults, caches
+        _settle()
+        for _ in range(repeat):
+            for p, what, f in fns:
+                best[p, what] = min(best.get((p, what), np.inf), _timed(f))
+            _settle(0.02)   # OpenMP workers spin briefly after a call: not on BLAS's time
+            best["blas"] = min(best.get("blas", np.inf), _timed(lambda: A @ B))
+            _settle()
+        blas_s = best["blas"]
+        timed = [(p, best[p, "kernel"], best.get((p, "api"))) for p in paths]
         for p, ks, api_s in timed:
             records.append(dict(
                 shape=name, path=p, macs=macs, kernel_s=ks, kernel_gmacs=macs / ks / 1e9,

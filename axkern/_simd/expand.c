@@ -153,21 +153,28 @@ typedef struct {
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
 #endif
-/* y[j] = float32(float64(v[j] + corr[j] - zw[j] * sx) * scale[j]) (+ bias[j]) for j < n:
- * the epilogue of axs_dequant_one for one output row. */
+/* y[i * ldy + j] = float32(float64(v[i * ldv + j] + corr[j] - zw[j] * sx_i) * scale[j])
+ * (+ bias[j]) for i < rows, j < n, with sx_i = sx[i * ldsx] (0 without sx): the epilogue of
+ * axs_dequant_one for a tile of rows, in one call (a call per row cost as much as the row). */
 AXS_VECTOR_CLONES
-static void xdequant_row(const xword *v, int n, double sx, const double *scale,
-                         const double *corr, const double *zw, const float *bias, float *y)
+static void xdequant_rows(const xword *v, ptrdiff_t ldv, int rows, int n, const int64_t *sx,
+                          ptrdiff_t ldsx, const double *scale, const double *corr,
+                          const double *zw, const float *bias, float *y, ptrdiff_t ldy)
 {
-    if (bias) {
-        for (int j = 0; j < n; j++) {
-            double x = (double)(int32_t)v[j] + corr[j] - zw[j] * sx;
-            y[j] = (float)(x * scale[j]) + bias[j];
-        }
-    } else {
-        for (int j = 0; j < n; j++) {
-            double x = (double)(int32_t)v[j] + corr[j] - zw[j] * sx;
-            y[j] = (float)(x * scale[j]);
+    for (int i = 0; i < rows; i++) {
+        const xword *vi = v + i * ldv;
+        float *yi = y + i * ldy;
+        const double s = sx ? (double)sx[i * ldsx] : 0.0;
+        if (bias) {
+            for (int j = 0; j < n; j++) {
+                double x = (double)(int32_t)vi[j] + corr[j] - zw[j] * s;
+                yi[j] = (float)(x * scale[j]) + bias[j];
+            }
+        } else {
+            for (int j = 0; j < n; j++) {
+                double x = (double)(int32_t)vi[j] + corr[j] - zw[j] * s;
+                yi[j] = (float)(x * scale[j]);
+            }
         }
     }
 }
@@ -206,12 +213,9 @@ static void xstore(const xproblem *pb, const xdeq *dd, const xword *acc, ptrdiff
                         axs_dequant_one(dq, (int32_t)acc[i * lda + j], r0 + i, o0 + j);
         return;
     }
-    for (int i = 0; i < ms; i++) {
-        int64_t r = r0 + i;
-        double sx = dq->zw ? (double)dq->sumx[r * dq->groups + g] : 0.0;
-        xdequant_row(acc + i * lda, nf, sx, dd->scale + o0, dd->corr + o0, dd->zw + o0,
-                     dd->bias ? dd->bias + o0 : NULL, y + r * pb->ldo + o0);
-    }
+    xdequant_rows(acc, lda, ms, nf, dq->zw ? dq->sumx + r0 * dq->groups + g : NULL,
+                  (ptrdiff_t)dq->groups, dd->scale + o0, dd->corr + o0, dd->zw + o0,
+                  dd->bias ? dd->bias + o0 : NULL, y + r0 * pb->ldo + o0, (ptrdiff_t)pb->ldo);
 }
 
 /* Offsets of rows r0 .. r0 + ms into roff. */
