@@ -1,25 +1,35 @@
 # cython: language_level=3
-"""Fast CPU backend: SIMD table lookups in registers with runtime ISA dispatch.
+"""Fast CPU backend: table lookups without a gather per multiply-accumulate, with runtime ISA
+dispatch.
 
 Implements the kernel contract of :mod:`axkern.backends` (``gemm`` and ``conv2d`` on uint8
 table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels in
-``axkern/_simd``:
+``axkern/_simd``. Two methods (``method=``):
 
-``"avx512_vbmi"``
-    The fixed operand's table column (256 entries) is held as two 256-byte planes in eight
-    zmm registers; ``vpermt2b`` looks up 64 streamed codes per instruction.
-``"avx2"``
-    ``vpshufb`` on XOR-chained 16-entry chunks of the column: 32 codes per lookup.
-``"scalar"``
-    Portable C, eight rows per step in registers.
+``"expand"`` (expanded tables, ``expand.c``)
+    For a few reduction steps at a time and a block of 16 or 32 output columns, the
+    entries ``T[v, b[k, j]]`` of every streamed code ``v`` are laid out as one row of 16 or
+    32 uint16 (built once per tile of about 2048 rows); a streamed code then fetches the
+    entries of all the block's columns with plain vector loads, and the sums stay in
+    registers. 16-bit-class tables and int32 sums only. The default on the ``"avx2"`` and
+    ``"scalar"`` paths wherever its cost model beats direct lookups (every layer with more
+    than a few output channels).
+``"direct"``
+    One lookup per multiply-accumulate, the fixed operand's table column held in registers:
+    ``"avx512_vbmi"`` keeps it as two 256-byte planes in eight zmm registers (``vpermi2b``
+    looks up 64 streamed codes per instruction; the default method on that path),
+    ``"avx2"`` uses ``vpshufb`` on XOR-chained 16-entry chunks, ``"scalar"`` plain loads.
+    Depthwise layers, tiny shapes, int64 sums and tables of the generic class take it.
 
-The path is chosen once at import: the environment variable ``AXKERN_CPU_PATH`` if set,
-else the best one the CPU supports. Every function also takes ``path=`` to force one.
-Forcing a path that is unknown or that this CPU cannot run raises ``ValueError``; no path
-is ever replaced silently by another.
+Paths (the instruction set): ``"avx512_vbmi"``, ``"avx2"``, ``"scalar"`` (portable C; the
+compiler may vectorize it for the baseline ISA). The path is chosen once at import: the
+environment variable ``AXKERN_CPU_PATH`` if set, else the best one the CPU supports. Every
+function also takes ``path=`` to force one. Forcing a path that is unknown or that this CPU
+cannot run raises ``ValueError``; no path is ever replaced silently by another. Every path
+and method gives the same exact sums.
 
-Tables whose entries span more than 65535 (``max - min``) cannot use the 16-bit byte planes;
-they take the portable int64 code on every path (same arithmetic, exact, slower).
+Tables whose entries span more than 65535 (``max - min``) take the portable int64 code on
+every path (same arithmetic, exact, slower).
 
 ``gemm`` and ``conv2d`` can also dequantize as they store (``dequant=``): the float-level
 layer's zero-point correction and scaling without an integer copy of the output.

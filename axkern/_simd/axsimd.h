@@ -5,6 +5,11 @@
  *   conv2d: out[n, oy, ox, o] = sum_{ky, kx, c} T[xpad[...], w[ky, kx, c, o]]
  * with uint8 table indices, an int32 (256, 256) table and int32 or int64 outputs.
  *
+ * Two methods: direct lookups (the micro-kernels below, one lookup per multiply-accumulate
+ * with the fixed code's column held in registers) and expanded tables (expand.c: a row of
+ * entries of 16 or 32 output columns per streamed code, fetched with plain vector loads);
+ * axs_gemm and axs_conv2d pick one by a cost model of the shape unless one is forced.
+ *
  * Two table classes:
  *  - "16-bit": max(T) - min(T) <= 65535. Every entry plus a bias (-min(T)) fits uint16, so
  *    the kernels sum biased uint16 entries in uint32 lanes (split into a low and a high byte

@@ -1,4 +1,5 @@
-/* AVX2 micro-kernel: 256-entry byte lookups with vpshufb.
+/* AVX2 kernels: the direct micro-kernel (256-entry byte lookups with vpshufb, below) and the
+ * expanded-table build and kernel (further down; see expand.c).
  *
  * vpshufb looks up 16-byte tables and returns 0 where the index has bit 7 set. For the
  * entries 0..127 of a plane (low or high bytes of the biased uint16 column of a fixed code),

@@ -1,5 +1,6 @@
-/* Portable C micro-kernels: the scalar 16-bit path and the generic int32-table path.
- * Compiled for the baseline ISA, so they run on any CPU. */
+/* Portable C micro-kernels: the scalar 16-bit path, the generic int32-table path and the
+ * expanded-table build and kernel of the scalar path. Compiled for the baseline ISA, so they
+ * run on any CPU (the compiler may vectorize the expanded kernel for it: SSE2 on x86-64). */
 #include <string.h>
 
 #include "axsimd.h"
