@@ -165,9 +165,10 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
 
 /* Prepared tables are cached across calls (a network calls the kernels layer after layer
  * with the same table): a few slots, each keyed by orientation and path and compared in full
- * with the table asked for, so a changed table is never served stale. The prepared entries
- * hold the table exactly (entry + bias, or the entry itself), so they are the key: no copy.
- * Entries in use are reference counted; an evicted entry is freed by its last user. */
+ * with the table asked for, so a changed table is never served stale. The key is the table
+ * in row-major order, as biased uint16 in the 16-bit class (half the size of a copy; the
+ * prepared entries themselves when they are row-major). Entries in use are reference
+ * counted; an evicted entry is freed by its last user. */
 typedef struct {
     int transpose, path, refs, evicted;
     prepared pr;
@@ -499,23 +500,23 @@ static void store_zeros(void *out, int out64, const axs_dequant *dq, int64_t row
 }
 
 /* The expanded-table method, when it is forced or (AXS_METHOD_AUTO) cheaper than direct
- * lookups: AXS_OK or an error code when it ran, -1 when the direct method should run.
- * Expanded tables take the 16-bit class and int32 sums only; the AVX-512 path keeps its own
- * register-held columns unless the method is forced. */
+ * lookups: AXS_OK with the table prepared in *ce (transpose: fixed codes index the table's
+ * rows), an error code, or -1 when the direct method should run. Expanded tables take the
+ * 16-bit class and int32 sums only; the AVX-512 path keeps its register-held columns unless
+ * the method is forced. */
 static int try_expand(const int32_t *table, int method, int path, int out64, double direct,
-                      double cost, double cost_swapped, cache_entry **ce)
+                      double expand, int transpose, cache_entry **ce)
 {
     *ce = NULL;
     if (method == AXS_METHOD_DIRECT)
         return -1;
     if (out64)
         return method == AXS_METHOD_EXPAND ? AXS_EMETHOD : -1;
-    if (method == AXS_METHOD_AUTO &&
-        (path == AXS_PATH_AVX512_VBMI || direct <= (cost < cost_swapped ? cost : cost_swapped)))
+    if (method == AXS_METHOD_AUTO && (path == AXS_PATH_AVX512_VBMI || direct <= expand))
         return -1;
     int err = AXS_OK;
     /* key AXS_NPATHS: the biased 16-bit columns only, no byte planes */
-    *ce = acquire(table, cost_swapped < cost, AXS_NPATHS, &err);
+    *ce = acquire(table, transpose, AXS_NPATHS, &err);
     if (!*ce)
         return err;
     if ((*ce)->pr.t.generic) {
@@ -541,13 +542,15 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
         return AXS_OK;
     }
     {
+        /* expanded tables, streaming the rows of a or (swapped) the columns of b */
         int nt = axs_threads(nthreads);
-        cache_entry *xe;
         double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
-        int rc = try_expand(table, method, path, out64, axs_direct_cost(path, M, K, N), cost,
-                            cost_sw, &xe);
+        int sw = cost_sw < cost;
+        cache_entry *xe;
+        int rc = try_expand(table, method, path, out64, axs_direct_cost(path, M, K, N),
+                            sw ? cost_sw : cost, sw, &xe);
         if (xe) {
-            rc = axs_xgemm(a, b, &xe->pr.t, cost_sw < cost, M, K, N, out, dq, nt, path);
+            rc = axs_xgemm(a, b, &xe->pr.t, sw, M, K, N, out, dq, nt, path);
             release(xe);
         }
         if (rc >= 0)
@@ -713,11 +716,10 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
     }
     {
         int nt = axs_threads(nthreads);
+        double direct = (double)groups * axs_direct_cost(path, N * P, K, OG);
         cache_entry *xe;
-        double cost = axs_xcost(path, N * P, K, OG, groups, nt);
-        int rc = try_expand(table, method, path, out64,
-                            (double)groups * axs_direct_cost(path, N * P, K, OG), cost, 2 * cost + 1,
-                            &xe);
+        int rc = try_expand(table, method, path, out64, direct,
+                            axs_xcost(path, N * P, K, OG, groups, nt), 0, &xe);
         if (xe) {
             rc = axs_xconv2d(x, w, &xe->pr.t, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_,
                              dh, dw, groups, pad_code, out, dq, nt, path);
