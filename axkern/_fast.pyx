@@ -7,11 +7,10 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
 ``axkern/_simd``. Two methods (``method=``):
 
 ``"expand"`` (expanded tables, ``expand.c``)
-    For a few reduction steps at a time and a block of 16 or 32 output columns, the
-    entries ``T[v, b[k, j]]`` of every streamed code ``v`` are laid out as one row of 16 or
-    32 uint16 (built once per tile of about 2048 rows); a streamed code then fetches the
-    entries of all the block's columns with plain vector loads, and the sums stay in
-    registers. 16-bit-class tables and int32 sums only. The default on the ``"avx2"`` and
+    For 16 reduction steps at a time and a block of 16 output columns, the entries
+    ``T[v, b[k, j]]`` of every streamed code ``v`` are laid out as one row of 16 uint16
+    (built once per tile of up to 4096 rows); a streamed code then fetches the entries of
+    all the block's columns with one vector load, and the sums stay in registers. 16-bit-class tables and int32 sums only. The default on the ``"avx2"`` and
     ``"scalar"`` paths wherever its cost model beats direct lookups (every layer with more
     than a few output channels).
 ``"direct"``

@@ -23,8 +23,8 @@ TABLES16 = ["uint16", "int16", "offset", "4bit"]   # the 16-bit class
 def test_gemm_expand_matches_reference(path, kind):
     rng = np.random.default_rng(zlib.crc32(f"x/{path}/{kind}".encode()))
     table = random_table(kind, rng)
-    # N: one 16-wide block (partial and full), one 32-wide block, 32 + 16, several 32-wide
-    # blocks with a partial last one; M: fewer rows than a register group, rows that leave
+    # N: one 16-wide block (partial and full), two and three blocks, several blocks with a
+    # partial last one; M: fewer rows than a register group, rows that leave
     # remainders, and M < N, where the columns of b become the streamed rows (swapped).
     # K: 1 step, one partial block, several blocks with a partial last one.
     for M, K, N in [(1, 1, 1), (5, 3, 16), (9, 17, 17), (33, 40, 32), (70, 129, 48),
@@ -44,9 +44,9 @@ CONVS = [
     (1, 8, 9, 6, 3, 3, 9, (1, 1), (0, 0, 0, 0), (1, 1), 3),     # groups, no padding copy
     (3, 7, 6, 5, 3, 3, 5, (1, 1), (1, 1, 1, 1), (1, 1), 5),     # depthwise
     (2, 6, 5, 7, 1, 1, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),     # 1x1
-    (1, 17, 19, 2, 3, 3, 70, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # 32 + 32 + 16 filters
+    (1, 17, 19, 2, 3, 3, 70, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # 4 blocks + 6 filters
     (2, 8, 8, 16, 3, 3, 16, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # one full 16-wide block
-    (2, 8, 8, 32, 3, 3, 32, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # one full 32-wide block
+    (2, 8, 8, 32, 3, 3, 32, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # two full blocks
     (1, 6, 6, 64, 3, 3, 96, (1, 1), (1, 1, 1, 1), (1, 1), 2),   # 2 groups of 48 filters
 ]
 

@@ -7,7 +7,7 @@
  *
  * Two methods: direct lookups (the micro-kernels below, one lookup per multiply-accumulate
  * with the fixed code's column held in registers) and expanded tables (expand.c: a row of
- * entries of 16 or 32 output columns per streamed code, fetched with plain vector loads);
+ * entries of 16 output columns per streamed code, fetched with one vector load);
  * axs_gemm and axs_conv2d pick one by a cost model of the shape unless one is forced.
  *
  * Two table classes:
@@ -72,35 +72,36 @@ void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const ui
 void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                       ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, int64_t *C);
 
-/* Expanded tables (expand.c): for a block of kb reduction steps and nb fixed codes (nb = 16
- * or 32, one per output column), R[kk][v][p] = tab16[F[col(p) * ldF + kk]][v]: the biased
- * entries of every column's table column, one row of nb uint16 per streamed code v, so that a
- * streamed code fetches the entries of all nb columns with plain vector loads (no per-entry
- * lookup). Within each group of 16 positions, position 2t + h holds column 8h + t: the low
- * and the high uint16 of each 32-bit lane widen to columns t and 8 + t with an AND and a
- * shift. Columns j >= nf read code 0 (computed, never stored). */
-#define AXS_XCOL(p) (((p) & ~15) | (((p) & 1) << 3) | (((p) & 15) >> 1))
+/* Expanded tables (expand.c): for a block of kb reduction steps and AXS_XNB fixed codes (one
+ * per output column), R[kk][v][p] = tab16[F[col(p) * ldF + kk]][v]: the biased entries of
+ * every column's table column, one row of AXS_XNB uint16 per streamed code v, so that a
+ * streamed code fetches the entries of all the block's columns with one vector load (no
+ * per-entry lookup). Position 2t + h holds column 8h + t: the low and the high uint16 of
+ * each 32-bit lane widen to columns t and 8 + t with an AND and a shift. Columns j >= nf
+ * read code 0 (computed, never stored). */
+#define AXS_XNB 16
+#define AXS_XCOL(p) ((((p) & 1) << 3) | ((p) >> 1))
 typedef void (*axs_xbuild_fn)(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
-                              int kb, int nb, uint16_t *R);
+                              int kb, uint16_t *R);
 /* acc[i * lda + j] = (first ? init : acc[i * lda + j])
  *                    + sum_{kk < kb} R[kk][S[roff[i] + koff[kk]]][pos of column j]  (mod 2^32)
- * for i < ms and j < nb (all nb columns are written), over a reduction cut into blocks: the
- * call with first = 1 starts the sums, the one with last = 1 leaves them; between calls acc
- * may hold them in a form of the kernel's own. */
+ * for i < ms and j < AXS_XNB (all columns are written), over a reduction cut into blocks:
+ * the call with first = 1 starts the sums, the one with last = 1 leaves them; between calls
+ * acc may hold them in a form of the kernel's own. */
 typedef void (*axs_xkern_fn)(const uint8_t *S, const ptrdiff_t *roff, int ms,
-                             const ptrdiff_t *koff, int kb, int nb, const uint16_t *R,
-                             uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init);
+                             const ptrdiff_t *koff, int kb, const uint16_t *R, uint32_t *acc,
+                             ptrdiff_t lda, int first, int last, uint32_t init);
 
 void axs_xbuild_scalar(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                       int nb, uint16_t *R);
+                       uint16_t *R);
 void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
-                      int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
-                      int first, int last, uint32_t init);
+                      int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
+                      int last, uint32_t init);
 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                     int nb, uint16_t *R);
+                     uint16_t *R);
 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
-                    int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
-                    int first, int last, uint32_t init);
+                    int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
+                    int last, uint32_t init);
 
 /* Kernel methods: AXS_METHOD_AUTO picks by a cost model, the others force one.
  *  - direct: the micro-kernels above, one table lookup per multiply-accumulate;

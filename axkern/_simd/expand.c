@@ -1,19 +1,18 @@
 /* Expanded-table driver: exact LUT sums without a lookup per multiply-accumulate.
  *
- * For one reduction step k and a block of nb output columns, the entries that a streamed
- * code v can meet are T[v, b[k, j]] for the nb fixed codes b[k, j]: one row of an expanded
- * table R[k][v][0..nb) (axsimd.h). A streamed row then costs one code load and nb / 16
- * vector loads per step, its nb sums staying in registers; nothing is gathered. The price is
- * building R, 256 * nb entries per step, once per unit of work (a tile of up to a few
- * thousand streamed rows by one column block), and the padding of the last column block to
- * a width of 16 or 32.
+ * For one reduction step k and a block of 16 output columns, the entries that a streamed
+ * code v can meet are T[v, b[k, j]] for the 16 fixed codes b[k, j]: one row of an expanded
+ * table R[k][v][0..16) (axsimd.h). A streamed row then costs one code load and one vector
+ * load per step, its 16 sums staying in registers; nothing is gathered. The price is
+ * building R, 256 * 16 entries per step, once per unit of work (a tile of up to 4096
+ * streamed rows by one column block), and the padding of the last column block to 16.
  *
- * R is built for a few steps at a time (kb * nb = 256: 128 KiB, which stays in a 512 KiB
- * L2 while all rows of the tile pass by) and the tile's sums live in the output itself
- * between those blocks (int32 or float32 outputs: 4 bytes, the biased uint32 sums fit) or,
- * for transposed and partial column blocks, in a per-thread buffer. The sums start at
- * -bias * K, so they end as the int32 totals (two's complement), exact whenever the true
- * sums fit int32, like every int32 accumulation of axkern.
+ * R is built for 16 steps at a time (128 KiB, which stays in a 512 KiB L2 while all rows of
+ * the tile pass by) and the tile's sums live in the output itself between those blocks
+ * (int32 or float32 outputs: 4 bytes, the biased uint32 sums fit) or, for transposed and
+ * partial column blocks, in a per-thread buffer. The sums start at -bias * K, so they end as
+ * the int32 totals (two's complement), exact whenever the true sums fit int32, like every
+ * int32 accumulation of axkern.
  *
  * Rows are generic: streamed row r of step k reads S[roff(r) + koff[k]], which covers GEMM
  * rows (roff = r * K, koff = k), GEMM columns (roff = r, koff = k * N) and convolution
@@ -33,7 +32,7 @@
 #ifndef AXS_XACC
 #define AXS_XACC (256 * 1024)
 #endif
-/* Steps times columns per block of R: 256 * 256 uint16 = 128 KiB. */
+/* Steps times columns per block of R: 256 * 256 uint16 = 128 KiB (512 ran slower). */
 #ifndef AXS_XSTEPW
 #define AXS_XSTEPW 256
 #endif
@@ -45,41 +44,29 @@
 #define AXS_DIRECT_AVX2 6.0
 #define AXS_DIRECT_C 2.7
 
-/* Block widths 16 and 32: a 64-wide block (32 KiB of R per step) fits only 4 steps in a
- * block that stays in L2, and so reloads and stores its 64 sums every 4 steps; two 32-wide
- * blocks ran 30-40% faster on the 64->64 ResNet-8 layer. */
-static int xwidth(int64_t cols)
+/* Blocks of 16 columns. Wider blocks fit fewer steps in a block of R that stays in L2, so
+ * they reload their sums more often: in paired A/B timings 16-wide blocks ran 3 to 6%
+ * faster than 32-wide ones on the ResNet-8 layers and 10% on the 8192 x 576 x 64 GEMM (and
+ * allow 7 rows in flight, another 3 to 17%); 64-wide ones ran 30 to 40% slower. */
+static int xsteps(void)
 {
-    return cols > 16 ? 32 : 16;
-}
-
-static int xsteps(int nb)
-{
-    return AXS_XSTEPW / nb;
+    return AXS_XSTEPW / AXS_XNB;
 }
 
 /* Padded width of all column blocks of cols columns. */
 static int64_t xpadded(int64_t cols)
 {
-    int64_t w = 0;
-    for (int64_t c0 = 0; c0 < cols;) {
-        int nb = xwidth(cols - c0);
-        w += nb;
-        c0 += nb;
-    }
-    return w;
+    return (cols + AXS_XNB - 1) / AXS_XNB * AXS_XNB;
 }
 
 /* Rows per tile: a unit of work is one tile of rows by one column block, and its sums
- * (rows * nb * 4 bytes) should stay in a 512 KiB L2 next to R; enough units for every thread,
+ * (rows * 16 * 4 bytes) should stay in a 512 KiB L2 next to R; enough units for every thread,
  * in whole rounds when there are only a few. Splitting the columns first (and the rows only
  * as far as needed) saves building: each unit builds its own block of R. */
 static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int nt)
 {
-    int64_t nblocks = 0;
-    for (int64_t c0 = 0; c0 < cols; c0 += xwidth(cols - c0))
-        nblocks += groups;
-    int64_t rows_max = AXS_XACC / (4 * xwidth(cols));
+    int64_t nblocks = xpadded(cols) / AXS_XNB * groups;
+    int64_t rows_max = AXS_XACC / (4 * AXS_XNB);
     int64_t ntiles = (rows + rows_max - 1) / rows_max;
     int64_t most = (rows + 3) / 4;
     while (ntiles < most && (ntiles * nblocks < nt || (ntiles * nblocks < 4 * nt &&
@@ -243,9 +230,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     xfns_for(path, &build, &kern);
     int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, nt);
     int64_t ntiles = (pb->rows + ms_max - 1) / ms_max;
-    int64_t bpg = 0; /* column blocks per group */
-    for (int64_t c0 = 0; c0 < pb->cols; c0 += xwidth(pb->cols - c0))
-        bpg++;
+    int64_t bpg = xpadded(pb->cols) / AXS_XNB; /* column blocks per group */
     int64_t nblocks = bpg * pb->groups, units = ntiles * nblocks;
     if (nt > units)
         nt = (int)units;
@@ -290,14 +275,11 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             if (!ok)
                 continue;
             int64_t r0 = (u / nblocks) * ms_max, g = (u % nblocks) / bpg;
-            int64_t c0 = 0;
-            for (int64_t b = (u % nblocks) % bpg; b > 0; b--)
-                c0 += xwidth(pb->cols - c0);
+            int64_t c0 = (u % nblocks) % bpg * AXS_XNB;
             int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
-            int nb = xwidth(pb->cols - c0);
-            int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
+            int nf = (int)(pb->cols - c0 < AXS_XNB ? pb->cols - c0 : AXS_XNB);
             int64_t o0 = g * pb->cols + c0;
-            int inplace = !pb->transposed && nf == nb;
+            int inplace = !pb->transposed && nf == AXS_XNB;
             xword *acc;
             ptrdiff_t lda;
             if (inplace) {
@@ -305,7 +287,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                 lda = (ptrdiff_t)pb->ldo;
             } else {
                 if (!local)
-                    local = (xword *)axs_alloc64((size_t)ms_max * 32 * 4);
+                    local = (xword *)axs_alloc64((size_t)ms_max * AXS_XNB * 4);
                 if (!local) {
                     ok = 0;
 #pragma omp atomic write
@@ -313,15 +295,15 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                     continue;
                 }
                 acc = local;
-                lda = nb;
+                lda = AXS_XNB;
             }
             xrow_offsets(pb, r0, ms, roff);
             const uint8_t *S = pb->S + g * pb->gstride, *F = pb->F + o0 * pb->K;
-            int kbmax = xsteps(nb);
+            int kbmax = xsteps();
             for (int64_t k0 = 0; k0 < pb->K; k0 += kbmax) {
                 int kb = (int)(pb->K - k0 < kbmax ? pb->K - k0 : kbmax);
-                build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, nb, R);
-                kern(S, roff, ms, pb->koff + k0, kb, nb, R, acc, lda, k0 == 0,
+                build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, R);
+                kern(S, roff, ms, pb->koff + k0, kb, R, acc, lda, k0 == 0,
                      k0 + kb == pb->K, init);
             }
             xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace);

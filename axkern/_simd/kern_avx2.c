@@ -98,11 +98,11 @@ AXS_AVX2 void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, c
 /* R for 8 positions at a time: the 8 table columns (16 entries each) transposed in registers,
  * one 8 x 8 uint16 transpose per 128-bit lane (entries v0..v0+7 and v0+8..v0+15). */
 AXS_AVX2 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
-                              int kb, int nb, uint16_t *R)
+                              int kb, uint16_t *R)
 {
     for (int kk = 0; kk < kb; kk++) {
-        uint16_t *Rk = R + (size_t)kk * 256 * nb;
-        for (int g = 0; g < nb; g += 8) {
+        uint16_t *Rk = R + (size_t)kk * 256 * AXS_XNB;
+        for (int g = 0; g < AXS_XNB; g += 8) {
             const uint16_t *src[8];
             for (int e = 0; e < 8; e++) {
                 int j = AXS_XCOL(g + e);
@@ -128,9 +128,9 @@ AXS_AVX2 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t
                     _mm256_unpacklo_epi64(b2, b6), _mm256_unpackhi_epi64(b2, b6),
                     _mm256_unpacklo_epi64(b3, b7), _mm256_unpackhi_epi64(b3, b7)};
                 for (int i = 0; i < 8; i++) {
-                    _mm_storeu_si128((__m128i *)(Rk + (size_t)(v0 + i) * nb + g),
+                    _mm_storeu_si128((__m128i *)(Rk + (size_t)(v0 + i) * AXS_XNB + g),
                                      _mm256_castsi256_si128(o[i]));
-                    _mm_storeu_si128((__m128i *)(Rk + (size_t)(v0 + 8 + i) * nb + g),
+                    _mm_storeu_si128((__m128i *)(Rk + (size_t)(v0 + 8 + i) * AXS_XNB + g),
                                      _mm256_extracti128_si256(o[i], 1));
                 }
             }
@@ -138,70 +138,56 @@ AXS_AVX2 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t
     }
 }
 
-/* ROWS rows at a time, NQ groups of 16 columns. A 32-bit lane of R holds the entries of
- * columns t (low half) and 8 + t (high half); instead of splitting it, the kernel adds the
- * whole lane to a "raw" sum and its high half to the high sum: modulo 2^32, raw = low sum +
- * (high sum << 16), so low sum = raw - (high << 16), recovered once at the last block. That
- * is a load, an add, a shift and an add per 16 entries (a vpmaddwd reading the high half
- * from memory saved the load instruction but ran slower). The inlined copies below are
- * specialised on the constant ROWS and NQ (2 * ROWS * NQ sums in registers: 8 for both
- * widths). */
+/* ROWS rows at a time. A 32-bit lane of R holds the entries of columns t (low half) and
+ * 8 + t (high half); instead of splitting it, the kernel adds the whole lane to a "raw" sum
+ * and its high half to the high sum: modulo 2^32, raw = low sum + (high sum << 16), so
+ * low sum = raw - (high << 16), recovered once at the last block. That is a load, an add, a
+ * shift and an add per 16 entries (a vpmaddwd reading the high half from memory saved the
+ * load instruction but ran slower). 7 rows keep 14 sums in registers without spills; 4 rows
+ * ran 3 to 17% slower, 8 (one sum spilled) the same as 7. The inlined copies below are
+ * specialised on the constant ROWS. */
+#define AXS_XROWS 7
 static inline __attribute__((always_inline)) AXS_AVX2 void
 xrows_avx2(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int kb,
            const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init,
-           const int ROWS, const int NQ)
+           const int ROWS)
 {
-    const int nb = 16 * NQ;
-    __m256i raw[4][2], high[4][2];
-    const uint8_t *p[4];
+    __m256i raw[AXS_XROWS], high[AXS_XROWS];
+    const uint8_t *p[AXS_XROWS];
     for (int r = 0; r < ROWS; r++) {
         p[r] = S + roff[r];
-        for (int q = 0; q < NQ; q++) {
-            uint32_t *a = acc + r * lda + 16 * q;
-            raw[r][q] = first ? _mm256_set1_epi32((int)(init + (init << 16)))
-                              : _mm256_loadu_si256((const __m256i *)a);
-            high[r][q] = first ? _mm256_set1_epi32((int)init)
-                               : _mm256_loadu_si256((const __m256i *)(a + 8));
-        }
+        uint32_t *a = acc + r * lda;
+        raw[r] = first ? _mm256_set1_epi32((int)(init + (init << 16)))
+                       : _mm256_loadu_si256((const __m256i *)a);
+        high[r] = first ? _mm256_set1_epi32((int)init)
+                        : _mm256_loadu_si256((const __m256i *)(a + 8));
     }
     const char *Rk = (const char *)R;
-    for (int kk = 0; kk < kb; kk++, Rk += 512 * nb) {
+    for (int kk = 0; kk < kb; kk++, Rk += 512 * AXS_XNB) {
         const ptrdiff_t o = koff[kk];
         for (int r = 0; r < ROWS; r++) {
-            const __m256i *row = (const __m256i *)(Rk + ((size_t)p[r][o] << (NQ == 2 ? 6 : 5)));
-            for (int q = 0; q < NQ; q++) {
-                __m256i x = _mm256_load_si256(row + q);
-                raw[r][q] = _mm256_add_epi32(raw[r][q], x);
-                high[r][q] = _mm256_add_epi32(high[r][q], _mm256_srli_epi32(x, 16));
-            }
+            __m256i x = _mm256_load_si256((const __m256i *)(Rk + ((size_t)p[r][o] << 5)));
+            raw[r] = _mm256_add_epi32(raw[r], x);
+            high[r] = _mm256_add_epi32(high[r], _mm256_srli_epi32(x, 16));
         }
     }
-    for (int r = 0; r < ROWS; r++)
-        for (int q = 0; q < NQ; q++) {
-            uint32_t *a = acc + r * lda + 16 * q;
-            __m256i lo = last ? _mm256_sub_epi32(raw[r][q], _mm256_slli_epi32(high[r][q], 16))
-                              : raw[r][q];
-            _mm256_storeu_si256((__m256i *)a, lo);
-            _mm256_storeu_si256((__m256i *)(a + 8), high[r][q]);
-        }
+    for (int r = 0; r < ROWS; r++) {
+        uint32_t *a = acc + r * lda;
+        __m256i lo = last ? _mm256_sub_epi32(raw[r], _mm256_slli_epi32(high[r], 16)) : raw[r];
+        _mm256_storeu_si256((__m256i *)a, lo);
+        _mm256_storeu_si256((__m256i *)(a + 8), high[r]);
+    }
 }
 
 AXS_AVX2 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
-                             const ptrdiff_t *koff, int kb, int nb, const uint16_t *R,
-                             uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init)
+                             const ptrdiff_t *koff, int kb, const uint16_t *R, uint32_t *acc,
+                             ptrdiff_t lda, int first, int last, uint32_t init)
 {
     int i = 0;
-    if (nb == 32) {
-        for (; i + 2 <= ms; i += 2)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 2, 2);
-        for (; i < ms; i++)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1, 2);
-    } else {
-        for (; i + 4 <= ms; i += 4)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 4, 1);
-        for (; i < ms; i++)
-            xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1, 1);
-    }
+    for (; i + AXS_XROWS <= ms; i += AXS_XROWS)
+        xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, AXS_XROWS);
+    for (; i < ms; i++)
+        xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1);
 }
 
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
@@ -212,15 +198,15 @@ void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint
 }
 
 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                     int nb, uint16_t *R)
+                     uint16_t *R)
 {
-    axs_xbuild_scalar(tab16, F, ldF, nf, kb, nb, R);
+    axs_xbuild_scalar(tab16, F, ldF, nf, kb, R);
 }
 
 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
-                    int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
-                    int first, int last, uint32_t init)
+                    int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
+                    int last, uint32_t init)
 {
-    axs_xkern_scalar(S, roff, ms, koff, kb, nb, R, acc, lda, first, last, init);
+    axs_xkern_scalar(S, roff, ms, koff, kb, R, acc, lda, first, last, init);
 }
 #endif

@@ -85,57 +85,46 @@ void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uin
 /* Four positions at a time: each column's 4 consecutive entries are read once and land in 4
  * rows of R. */
 void axs_xbuild_scalar(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                       int nb, uint16_t *R)
+                       uint16_t *R)
 {
     for (int kk = 0; kk < kb; kk++) {
-        uint16_t *Rk = R + (size_t)kk * 256 * nb;
-        for (int g = 0; g < nb; g += 4) {
+        uint16_t *Rk = R + (size_t)kk * 256 * AXS_XNB;
+        for (int g = 0; g < AXS_XNB; g += 4) {
             const uint16_t *src[4];
             for (int e = 0; e < 4; e++) {
                 int j = AXS_XCOL(g + e);
                 src[e] = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
             }
             for (int v = 0; v < 256; v++) {
-                uint16_t *d = Rk + (size_t)v * nb + g;
+                uint16_t *d = Rk + (size_t)v * AXS_XNB + g;
                 d[0] = src[0][v]; d[1] = src[1][v]; d[2] = src[2][v]; d[3] = src[3][v];
             }
         }
     }
 }
 
-/* One row at a time with its nb sums in a local array; the column loops have constant
- * bounds in each copy, which lets the compiler keep the sums in vector registers of the
- * baseline ISA (SSE2 on x86-64). */
-static inline __attribute__((always_inline)) void
-xrow_scalar(const uint8_t *p, const ptrdiff_t *koff, int kb, const uint16_t *R,
-            uint32_t *acc, int first, uint32_t init, const int NB)
-{
-    uint32_t c[32];
-    for (int j = 0; j < NB; j++)
-        c[j] = first ? init : acc[j];
-    for (int kk = 0; kk < kb; kk++) {
-        const uint16_t *row = R + ((size_t)kk * 256 + p[koff[kk]]) * NB;
-        for (int g = 0; g < NB; g += 16)
-            for (int t = 0; t < 8; t++) {
-                c[g + t] += row[g + 2 * t];
-                c[g + 8 + t] += row[g + 2 * t + 1];
-            }
-    }
-    for (int j = 0; j < NB; j++)
-        acc[j] = c[j];
-}
-
+/* One row at a time with its 16 sums in a local array; the column loops have constant
+ * bounds, which lets the compiler keep the sums in vector registers of the baseline ISA
+ * (SSE2 on x86-64). */
 void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
-                      int kb, int nb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda,
-                      int first, int last, uint32_t init)
+                      int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
+                      int last, uint32_t init)
 {
     (void)last; /* the sums are kept in their final form between blocks */
     for (int i = 0; i < ms; i++) {
         const uint8_t *p = S + roff[i];
         uint32_t *a = acc + i * lda;
-        if (nb == 32)
-            xrow_scalar(p, koff, kb, R, a, first, init, 32);
-        else
-            xrow_scalar(p, koff, kb, R, a, first, init, 16);
+        uint32_t c[AXS_XNB];
+        for (int j = 0; j < AXS_XNB; j++)
+            c[j] = first ? init : a[j];
+        for (int kk = 0; kk < kb; kk++) {
+            const uint16_t *row = R + ((size_t)kk * 256 + p[koff[kk]]) * AXS_XNB;
+            for (int t = 0; t < 8; t++) {
+                c[t] += row[2 * t];
+                c[8 + t] += row[2 * t + 1];
+            }
+        }
+        for (int j = 0; j < AXS_XNB; j++)
+            a[j] = c[j];
     }
 }
