@@ -39,19 +39,20 @@ SHAPES = (
 
 
 class _ForcedPath:
-    """A backend object for axkern.backends.get_backend that runs one dispatch path."""
+    """A backend object for axkern.backends.get_backend that runs one dispatch path (and,
+    with ``method``, one kernel method: see axkern._fast)."""
 
     SUPPORTS_OUT = True  # forwards out= and dequant= (see axkern._fast)
     SUPPORTS_DEQUANT = True
 
-    def __init__(self, fast, path):
-        self._fast, self.path = fast, path
+    def __init__(self, fast, path, method=None):
+        self._fast, self.path, self.method = fast, path, method
 
     def gemm(self, *args, **kw):
-        return self._fast.gemm(*args, path=self.path, **kw)
+        return self._fast.gemm(*args, path=self.path, method=self.method, **kw)
 
     def conv2d(self, *args, **kw):
-        return self._fast.conv2d(*args, path=self.path, **kw)
+        return self._fast.conv2d(*args, path=self.path, method=self.method, **kw)
 
 
 def _timed(f):

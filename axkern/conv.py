@@ -453,7 +453,8 @@ class _PreparedWeights:
     """The weight side of a fused layer call: what depends only on the weights, the
     multiplier's table, the weight quantization and the tuning."""
 
-    __slots__ = ("key", "w", "mapping", "wp", "sw", "zw", "wi", "sum_w", "table", "dtype")
+    __slots__ = ("key", "w", "mapping", "wp", "sw", "zw", "wi", "sum_w", "table", "dtype",
+                 "folded")
 
 
 class _WeightCache:
@@ -533,11 +534,11 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w"):
         wi = mapping[wi].astype(np.uint8)
     e.wi = np.ascontiguousarray(wi).reshape(w.shape)
     e.wi.setflags(write=False)
-    e.table, e.dtype = table, accumulator_dtype(K, m)
+    e.table, e.dtype, e.folded = table, accumulator_dtype(K, m), False
     if fold and np.ndim(e.zw) == 0 and e.zw != 0:
         folded = _fold_zero_point(table, m, e.zw, K)
         if folded is not None:
-            e.table, e.dtype = folded
+            (e.table, e.dtype), e.folded = folded, True
             e.table.setflags(write=False)
     _WEIGHTS.put(e, table, mode, w, mapping)
     return e
@@ -682,7 +683,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     dq = {"scale": sx * pw.sw, "bias": bias}
     if zx:
         dq["corr"] = K * zx * zw - zx * pw.sum_w
-    if pw.table is table256(m) and np.any(zw != 0):
+    if not pw.folded and np.any(zw != 0):
         # The weight zero point was not folded into the table (T'[a, b] = T[a, b] - z_w
         # value(a) sums to the corrected total directly, see _fold_zero_point): per channel,
         # or the fold would leave the table's class. The window sums of the activation

@@ -109,20 +109,6 @@ def test_method_errors():
                                   ref.gemm(a, b, t32, np.int64))
 
 
-class _Method(_ForcedPath):
-    """A backend object for the float-level layer that forces a path and a method."""
-
-    def __init__(self, path, method):
-        super().__init__(fast, path)
-        self.method = method
-
-    def gemm(self, *args, **kw):
-        return fast.gemm(*args, path=self.path, method=self.method, **kw)
-
-    def conv2d(self, *args, **kw):
-        return fast.conv2d(*args, path=self.path, method=self.method, **kw)
-
-
 @pytest.mark.parametrize("path", PATHS)
 def test_dequantizing_store(path):
     """axconv2d / axmatmul with the expanded method: the zero point folded into the table,
@@ -133,7 +119,7 @@ def test_dequantizing_store(path):
     v = np.arange(256)
     m = Multiplier(np.clip(np.multiply.outer(v, v) + rng.integers(-40, 41, (256, 256)), 0,
                            65535), name="noisy")
-    be = _Method(path, "expand")
+    be = _ForcedPath(fast, path, "expand")
     x = rng.standard_normal((2, 9, 8, 6)).astype(np.float32)
     per_ch = QuantParams(np.linspace(0.01, 0.05, 6), np.array([0, 3, 100, 255, 7, 12]))
     for kw in (dict(w=(3, 3, 6, 6)), dict(w=(3, 3, 6, 6), bias=True),

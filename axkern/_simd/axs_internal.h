@@ -21,9 +21,9 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
                 int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
                 int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
                 int pad_code, void *out, const axs_dequant *dq, int nt, int path);
-/* Estimated time of a call, in units of one direct lookup of the path: direct (rows * K *
- * cols lookups) against expanded (tables built per row tile plus lookups of padded column
- * blocks). */
+/* Estimated time of a call, in units of one expanded-table lookup of the path: direct
+ * (rows * K * cols lookups) against expanded (tables built per unit plus lookups of padded
+ * column blocks). */
 double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols);
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt);
 

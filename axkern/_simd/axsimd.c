@@ -207,7 +207,8 @@ static cache_entry *acquire(const int32_t *table, int transpose, int path, int *
 #pragma omp critical(axs_table_cache)
     for (int i = 0; i < AXS_CACHE_SLOTS && !hit; i++) {
         cache_entry *e = cache_slots[i];
-        if (e && e->transpose == transpose && e->path == path &&
+        /* a generic-class entry is the same for every path (only the int32 entries) */
+        if (e && e->transpose == transpose && (e->path == path || e->pr.t.generic) &&
             same_table(&e->pr, table)) {
             e->refs++;
             hit = e;
