@@ -33,8 +33,8 @@ EXTENSIONS = [
     ("axkern._cpu", ["axkern/_cpu.pyx"]),
     ("axkern._fast", ["axkern/_fast.pyx"] + [
         f"axkern/_simd/{name}.c" for name in (
-            "axsimd", "expand", "kern_scalar", "kern_avx2", "kern_avx512", "quantize",
-            "epilogue")]),
+            "axsimd", "expand", "depthwise", "kern_scalar", "kern_avx2", "kern_avx512",
+            "quantize", "epilogue")]),
 ]
 
 

@@ -4,7 +4,7 @@ dispatch.
 
 Implements the kernel contract of :mod:`axkern.backends` (``gemm`` and ``conv2d`` on uint8
 table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels in
-``axkern/_simd``. Two methods (``method=``):
+``axkern/_simd``. Three methods (``method=``):
 
 ``"expand"`` (expanded tables, ``expand.c``)
     For 16 reduction steps at a time and a block of 16 output columns, the entries
@@ -18,7 +18,16 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     ``"avx512_vbmi"`` keeps it as two 256-byte planes in eight zmm registers (``vpermi2b``
     looks up 64 streamed codes per instruction; the default method on that path),
     ``"avx2"`` uses ``vpshufb`` on XOR-chained 16-entry chunks, ``"scalar"`` plain loads.
-    Depthwise layers, tiny shapes, int64 sums and tables of the generic class take it.
+    Tiny shapes, int64 sums and tables of the generic class take it, and on the
+    ``"avx512_vbmi"`` path depthwise layers.
+``"depthwise"`` (``depthwise.c``, ``conv2d`` only)
+    Depthwise layers (``groups`` equal to the input and output channels, horizontal
+    dilation 1, at most 4 filter columns): for each channel and filter row, the entries of
+    a code for all filter columns sit in one row of 4 lanes; walking an output row, one
+    vector load per filter row and input column feeds a register shifted one lane per
+    column, whose low lane completes an output every ``stride`` columns. The default for
+    such layers on the ``"avx2"`` and ``"scalar"`` paths (int64 sums need a 16-bit-class
+    table).
 
 Paths (the instruction set): ``"avx512_vbmi"``, ``"avx2"``, ``"scalar"`` (portable C; the
 compiler may vectorize it for the baseline ISA). The path is chosen once at import: the
@@ -51,7 +60,7 @@ __all__ = ["gemm", "conv2d", "quantize_indices", "window_sums", "epilogue", "min
 cdef extern from "axsimd.h" nogil:
     int AXS_PATH_SCALAR, AXS_PATH_AVX2, AXS_PATH_AVX512_VBMI
     int AXS_OK, AXS_ENOMEM, AXS_EPATH, AXS_EARG, AXS_EMETHOD
-    int AXS_METHOD_AUTO, AXS_METHOD_DIRECT, AXS_METHOD_EXPAND
+    int AXS_METHOD_AUTO, AXS_METHOD_DIRECT, AXS_METHOD_EXPAND, AXS_METHOD_DEPTHWISE
     int axs_path_supported(int path)
     ctypedef struct axs_dequant:
         const double *scale
@@ -170,9 +179,9 @@ def _resolve(path):
 
 
 #: Kernel methods (``method=``): ``"auto"`` picks by a cost model of the call's shape.
-METHODS = ("auto", "direct", "expand")
+METHODS = ("auto", "direct", "expand", "depthwise")
 _METHOD_CODES = {"auto": AXS_METHOD_AUTO, "direct": AXS_METHOD_DIRECT,
-                 "expand": AXS_METHOD_EXPAND}
+                 "expand": AXS_METHOD_EXPAND, "depthwise": AXS_METHOD_DEPTHWISE}
 
 
 def _method(method):
@@ -183,11 +192,18 @@ def _method(method):
     return _METHOD_CODES[method]
 
 
-def _raise(int code, what):
+_METHOD_NEEDS = {
+    "expand": "a table whose entries span at most 65535 (max - min) and int32 accumulation",
+    "depthwise": ("a conv2d with groups equal to the input and output channels, horizontal "
+                  "dilation 1 and at most 4 filter columns, and int32 accumulation or a table "
+                  "whose entries span at most 65535 (max - min)"),
+}
+
+
+def _raise(int code, what, method=None):
     if code == AXS_EMETHOD:
-        raise ValueError(f"{what}: method 'expand' needs a table whose entries span at most "
-                         "65535 (max - min) and int32 accumulation; use method 'direct' or "
-                         "'auto'")
+        raise ValueError(f"{what}: method {method!r} needs {_METHOD_NEEDS.get(method, '?')}; "
+                         "use method 'direct' or 'auto'")
     if code == AXS_ENOMEM:
         raise MemoryError(f"{what}: out of memory for the kernel's work buffers")
     if code == AXS_EPATH:
@@ -304,7 +320,7 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
         rc = axs_gemm(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
                       <const int32_t *>cnp.PyArray_DATA(tt), M, K, N, out64,
                       cnp.PyArray_DATA(oo), dqp, nt, p, meth)
-    _raise(rc, "gemm")
+    _raise(rc, "gemm", method)
     return out
 
 
@@ -335,8 +351,9 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     dequant : dict, optional
         As in :func:`gemm`, with output rows ``(n, oy, ox)`` and ``sumx`` of shape
         (N, OH, OW, G).
-    method : {"auto", "direct", "expand"}, optional
-        As in :func:`gemm`.
+    method : {"auto", "direct", "expand", "depthwise"}, optional
+        As in :func:`gemm`; ``"depthwise"`` (depthwise layers only, see the module notes)
+        is the default for depthwise layers on the ``"avx2"`` and ``"scalar"`` paths.
 
     Returns
     -------
@@ -367,7 +384,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
                         <const int32_t *>cnp.PyArray_DATA(tt), N, H, W, C, KH, KW, COUT,
                         sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo),
                         dqp, nt, p, meth)
-    _raise(rc, "conv2d")
+    _raise(rc, "conv2d", method)
     return out
 
 

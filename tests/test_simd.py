@@ -135,6 +135,27 @@ def test_int64_accumulation_gemm(path):
 
 
 @pytest.mark.parametrize("path", PATHS)
+def test_int64_sums_of_tables_above_zero(path):
+    """16-bit-class tables whose smallest entry is positive (a negative bias, held as
+    uint32 modulo 2^32): int64 sums must subtract it as the integer it is. Before the fix,
+    gemm and conv2d returned sums off by K * 2^32 for such tables."""
+    rng = np.random.default_rng(17)
+    top = (1 << 31) - 1
+    for lo, hi in ((1000, 60000), (top - 65535, top + 1)):
+        table = rng.integers(lo, hi, (256, 256)).astype(np.int32)
+        a = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+        b = rng.integers(0, 256, (50, 30), dtype=np.uint8)
+        for M in (40, 3):   # both orientations
+            np.testing.assert_array_equal(fast.gemm(a[:M], b, table, np.int64, path=path),
+                                          ref.gemm(a[:M], b, table, np.int64))
+        x = rng.integers(0, 256, (2, 6, 5, 4), dtype=np.uint8)
+        w = rng.integers(0, 256, (3, 3, 4, 6), dtype=np.uint8)
+        args = ((1, 1), (1, 1, 1, 1), (1, 1), 1, 5)
+        np.testing.assert_array_equal(fast.conv2d(x, w, table, *args, np.int64, path=path),
+                                      ref.conv2d(x, w, table, *args, np.int64))
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_int64_accumulation_conv(path):
     """A 3x3 VALID convolution over 4000 channels (K = 36000) with maximal entries."""
     rng = np.random.default_rng(8)

@@ -146,6 +146,7 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
     }
     pr->t.generic = 0;
     pr->t.bias = bias;
+    pr->t.bias64 = -(int64_t)lo;
     pr->t.tab16 = t16;
     pr->mem = mem;
     pr->key = t16;
@@ -424,7 +425,7 @@ static void tile(const prepared *pr, axs_kern16_fn kern, const uint8_t *S,
     for (int64_t k0 = 0; k0 < K; k0 += AXS_KCHUNK) {
         int kc = (int)(K - k0 < AXS_KCHUNK ? K - k0 : AXS_KCHUNK);
         kern(S, soff + k0, ms, F + k0, ldF, nf, kc, t, c);
-        int64_t corr = (int64_t)t->bias * kc;
+        int64_t corr = t->bias64 * kc;
         for (int j = 0; j < nf; j++) {
             const uint32_t *cj = c + (ptrdiff_t)j * AXS_MB;
             int64_t *aj = acc + (ptrdiff_t)j * AXS_MB;
@@ -534,8 +535,11 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
 {
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
-    if (M < 0 || K < 0 || N < 0 || K > 0x7fffffff || method < 0 || method > AXS_METHOD_EXPAND)
+    if (M < 0 || K < 0 || N < 0 || K > 0x7fffffff || method < 0 ||
+        method > AXS_METHOD_DEPTHWISE)
         return AXS_EARG;
+    if (method == AXS_METHOD_DEPTHWISE)
+        return AXS_EMETHOD;
     if (M == 0 || N == 0)
         return AXS_OK;
     if (K == 0) {
@@ -695,7 +699,7 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
                int out64, void *out, const axs_dequant *dq, int nthreads, int path, int method)
 {
-    if (method < 0 || method > AXS_METHOD_EXPAND)
+    if (method < 0 || method > AXS_METHOD_DEPTHWISE)
         return AXS_EARG;
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
@@ -714,6 +718,27 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
     if (K == 0) {
         store_zeros(out, out64, dq, N * P, COUT);
         return AXS_OK;
+    }
+    /* depthwise layers: the depthwise method, wherever it serves (the AVX-512 path's
+     * direct kernel is not measured against it: kept unless forced) */
+    int dw_shape = axs_dw_serves(C, COUT, groups, KH, KW, dw);
+    if (method == AXS_METHOD_DEPTHWISE && !dw_shape)
+        return AXS_EMETHOD;
+    if (method == AXS_METHOD_DEPTHWISE ||
+        (method == AXS_METHOD_AUTO && dw_shape && path != AXS_PATH_AVX512_VBMI)) {
+        int err = AXS_OK;
+        cache_entry *de = acquire(table, 0, AXS_NPATHS, &err);
+        if (!de)
+            return err;
+        if (!(de->pr.t.generic && out64)) {
+            int rc = axs_dwconv2d(x, w, &de->pr.t, N, H, W, C, KH, KW, sh, sw, pt, pb, pl, pr_,
+                                  dh, pad_code, out64, out, dq, axs_threads(nthreads), path);
+            release(de);
+            return rc;
+        }
+        release(de);
+        if (method == AXS_METHOD_DEPTHWISE)
+            return AXS_EMETHOD;
     }
     {
         int nt = axs_threads(nthreads);

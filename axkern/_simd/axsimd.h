@@ -47,7 +47,8 @@ enum { AXS_OK = 0, AXS_ENOMEM = 1, AXS_EPATH = 2, AXS_EARG = 3 };
  * micro-kernel streams codes of the other operand past it). */
 typedef struct {
     int generic;              /* 1: int32 table outside the 16-bit class */
-    uint32_t bias;            /* 16-bit class: entry + bias in [0, 65535] */
+    uint32_t bias;            /* 16-bit class: entry + bias in [0, 65535] (mod 2^32) */
+    int64_t bias64;           /* the same bias, -min(T), as an integer: for int64 sums */
     const uint16_t *tab16;    /* [fixed][streamed] biased entries (+ 4 bytes of padding) */
     const uint8_t *planes;    /* [fixed][2][256]: low bytes, then high bytes of tab16 */
     const uint8_t *xtab;      /* [fixed][plane][half][8][32]: XOR-chained vpshufb chunks */
@@ -103,11 +104,31 @@ void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdi
                     int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                     int last, uint32_t init);
 
+/* Depthwise plane kernel (depthwise.c): for one channel, with E[ky] (ky < KH) 256 rows of
+ * 4 uint32 lanes (lane j: the entry of filter tap kx = KW - 1 - j, zero for j >= KW; KW <= 4)
+ * at E + ky * 1024, and the channel's padded input codes at s[y * ys + ky * ks + p * cs] for
+ * output row y, filter row ky and input column p:
+ *   sums[y * OW + o] = sum_{ky < KH, kx < KW} E[ky][code(y, ky, o * sw + kx)][KW - 1 - kx]
+ * (mod 2^32) for y < OH, o < OW. */
+typedef void (*axs_dwplane_fn)(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
+                               int KH, int KW, int sw, int64_t OH, int64_t OW,
+                               const uint32_t *E, uint32_t *sums);
+void axs_dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                        int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
+                        uint32_t *sums);
+void axs_dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                      int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
+                      uint32_t *sums);
+
 /* Kernel methods: AXS_METHOD_AUTO picks by a cost model, the others force one.
  *  - direct: the micro-kernels above, one table lookup per multiply-accumulate;
- *  - expand: expanded tables (16-bit class tables and int32 accumulation only). */
-enum { AXS_METHOD_AUTO = 0, AXS_METHOD_DIRECT = 1, AXS_METHOD_EXPAND = 2 };
-/* Returned when AXS_METHOD_EXPAND is forced on a call it cannot serve. */
+ *  - expand: expanded tables (16-bit class tables and int32 accumulation only);
+ *  - depthwise: tap rows slid along output rows (depthwise.c: conv2d with groups == C ==
+ *    COUT, horizontal dilation 1, at most 4 filter columns; int64 sums need a 16-bit-class
+ *    table). Chosen automatically for such layers, except on the AVX-512 path. */
+enum { AXS_METHOD_AUTO = 0, AXS_METHOD_DIRECT = 1, AXS_METHOD_EXPAND = 2,
+       AXS_METHOD_DEPTHWISE = 3 };
+/* Returned when a forced method (expand, depthwise) cannot serve the call. */
 enum { AXS_EMETHOD = 4 };
 
 /* CPU features: 1 when the path can run on this machine (compiler and CPU). */

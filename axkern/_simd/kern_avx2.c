@@ -190,6 +190,47 @@ AXS_AVX2 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
         xrows_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1);
 }
 
+/* ------------------------------------------------------------ depthwise planes */
+
+/* Per input column: the sum of its filter rows' lanes, shifted into the register (see
+ * depthwise.c); KH is a constant in the inlined copies below. */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const int KH, int KW,
+             int sw, int64_t OH, int64_t OW, const uint32_t *E, uint32_t *sums)
+{
+    const int64_t np = (OW - 1) * sw + KW;
+    for (int64_t y = 0; y < OH; y++) {
+        const uint8_t *sy = s + y * ys;
+        uint32_t *out = sums + y * OW;
+        __m128i acc = _mm_setzero_si128();
+        int64_t next = KW - 1, o = 0;
+        for (int64_t p = 0; p < np; p++) {
+            const uint8_t *q = sy + p * cs;
+            __m128i v = _mm_load_si128((const __m128i *)(E + ((size_t)q[0] << 2)));
+            for (int ky = 1; ky < KH; ky++)
+                v = _mm_add_epi32(v, _mm_load_si128((const __m128i *)(
+                                         E + (size_t)ky * 1024 + ((size_t)q[ky * ks] << 2))));
+            acc = _mm_add_epi32(_mm_srli_si128(acc, 4), v);
+            if (p == next) {
+                out[o++] = (uint32_t)_mm_cvtsi128_si32(acc);
+                next += sw;
+            }
+        }
+    }
+}
+
+AXS_AVX2 void axs_dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
+                               int KH, int KW, int sw, int64_t OH, int64_t OW,
+                               const uint32_t *E, uint32_t *sums)
+{
+    switch (KH) {
+    case 1: dwplane_avx2(s, cs, ys, ks, 1, KW, sw, OH, OW, E, sums); break;
+    case 3: dwplane_avx2(s, cs, ys, ks, 3, KW, sw, OH, OW, E, sums); break;
+    case 5: dwplane_avx2(s, cs, ys, ks, 5, KW, sw, OH, OW, E, sums); break;
+    default: dwplane_avx2(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums); break;
+    }
+}
+
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                      ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
@@ -208,5 +249,12 @@ void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdi
                     int last, uint32_t init)
 {
     axs_xkern_scalar(S, roff, ms, koff, kb, R, acc, lda, first, last, init);
+}
+
+void axs_dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                      int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
+                      uint32_t *sums)
+{
+    axs_dwplane_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums);
 }
 #endif

@@ -128,3 +128,49 @@ void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptr
             a[j] = c[j];
     }
 }
+
+/* Depthwise planes (depthwise.c): the lanes of the shift register as four scalars; KH is a
+ * constant in the inlined copies below. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AXS_INLINE static inline __attribute__((always_inline))
+#else
+#define AXS_INLINE static inline
+#endif
+AXS_INLINE void dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
+                               const int KH, int KW, int sw, int64_t OH, int64_t OW,
+                               const uint32_t *E, uint32_t *sums)
+{
+    const int64_t np = (OW - 1) * sw + KW;
+    for (int64_t y = 0; y < OH; y++) {
+        const uint8_t *sy = s + y * ys;
+        uint32_t *out = sums + y * OW;
+        uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int64_t next = KW - 1, o = 0;
+        for (int64_t p = 0; p < np; p++) {
+            const uint8_t *q = sy + p * cs;
+            const uint32_t *e = E + ((size_t)q[0] << 2);
+            uint32_t v0 = e[0], v1 = e[1], v2 = e[2], v3 = e[3];
+            for (int ky = 1; ky < KH; ky++) {
+                e = E + (size_t)ky * 1024 + ((size_t)q[ky * ks] << 2);
+                v0 += e[0]; v1 += e[1]; v2 += e[2]; v3 += e[3];
+            }
+            a0 = a1 + v0; a1 = a2 + v1; a2 = a3 + v2; a3 = v3;
+            if (p == next) {
+                out[o++] = a0;
+                next += sw;
+            }
+        }
+    }
+}
+
+void axs_dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                        int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
+                        uint32_t *sums)
+{
+    switch (KH) {
+    case 1: dwplane_scalar(s, cs, ys, ks, 1, KW, sw, OH, OW, E, sums); break;
+    case 3: dwplane_scalar(s, cs, ys, ks, 3, KW, sw, OH, OW, E, sums); break;
+    case 5: dwplane_scalar(s, cs, ys, ks, 5, KW, sw, OH, OW, E, sums); break;
+    default: dwplane_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums); break;
+    }
+}

@@ -1,0 +1,197 @@
+/* Depthwise method: exact LUT sums of depthwise convolutions (groups == channels == output
+ * channels) with a vector load per input column and filter row instead of a lookup per tap.
+ *
+ * For channel c and filter row ky, the entries a code v can meet along a row of taps are
+ * T[v, w[ky, kx, c]] for kx < KW: one row E[ky][v] of 4 uint32 lanes, lane j holding tap
+ * kx = KW - 1 - j (zero for j >= KW). Walking the input columns p of an output row, with
+ * v_p = sum_ky E[ky][x[row + ky * dh, p]] (a load and an add per filter row), the recurrence
+ *   acc = (acc shifted down one lane) + v_p
+ * leaves in lane 0 the sum over kx of lane KW - 1 - kx of v_(p - KW + 1 + kx), i.e. the sum
+ * of all taps of the output whose window ends at p: one output every sw columns. Depthwise
+ * filters share nothing across channels, so the expanded tables of expand.c would fill one
+ * lane in 16; this method fills KW in 4 (3 for 3x3) and reads the codes from the padded NHWC
+ * image in place (every C-th byte).
+ *
+ * E holds biased 16-bit entries (sums of at most 65536 stay below 2^32, so int64 outputs are
+ * exact) or, for generic tables, the int32 entries (their uint32 sums wrap like any int32 sum:
+ * int32 outputs only). */
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "axs_internal.h"
+
+/* Channels per unit of work (fewer for filters over 4 rows, so that a thread's E stays
+ * within 256 KiB): their E (KH * 4 KiB each) are built once per unit; their sums of a band
+ * of output rows are staged in a buffer, then stored pixel by pixel (16 * 4 contiguous
+ * bytes; storing each plane with a stride of C elements took a quarter of the time). A unit
+ * spans enough images that looking up costs more than building (at least AXS_DWMIN lookups
+ * per filter row and channel). */
+#define AXS_DWCB 16
+#define AXS_DWMIN 2048
+/* uint32 sums staged per band of output rows, for all channels of the block */
+#define AXS_DWBAND 4096
+
+/* A column of 256 zeros for the lanes past KW. */
+static const uint16_t dw_zeros[256];
+
+/* E of channel c at Ec: row v of filter row ky at Ec + ky * 1024 + 4 * v. */
+static void dw_build(const axs_fixed_table *t, const uint8_t *w, int64_t C, int64_t c,
+                     int64_t KH, int64_t KW, uint32_t *Ec)
+{
+    for (int64_t ky = 0; ky < KH; ky++) {
+        uint32_t *e = Ec + ky * 1024;
+        size_t f[4];
+        for (int j = 0; j < 4; j++)
+            f[j] = j < KW ? (size_t)w[(ky * KW + KW - 1 - j) * C + c] << 8 : 0;
+        if (t->generic) {
+            const int32_t *c0 = t->tab32 + f[0], *c1 = t->tab32 + f[1];
+            const int32_t *c2 = t->tab32 + f[2], *c3 = t->tab32 + f[3];
+            for (int v = 0; v < 256; v++) {
+                e[4 * v] = (uint32_t)c0[v];
+                e[4 * v + 1] = KW > 1 ? (uint32_t)c1[v] : 0;
+                e[4 * v + 2] = KW > 2 ? (uint32_t)c2[v] : 0;
+                e[4 * v + 3] = KW > 3 ? (uint32_t)c3[v] : 0;
+            }
+        } else {  /* branch-free, so that the compiler interleaves vectors */
+            const uint16_t *c0 = t->tab16 + f[0];
+            const uint16_t *c1 = KW > 1 ? t->tab16 + f[1] : dw_zeros;
+            const uint16_t *c2 = KW > 2 ? t->tab16 + f[2] : dw_zeros;
+            const uint16_t *c3 = KW > 3 ? t->tab16 + f[3] : dw_zeros;
+            for (int v = 0; v < 256; v++) {
+                e[4 * v] = c0[v];
+                e[4 * v + 1] = c1[v];
+                e[4 * v + 2] = c2[v];
+                e[4 * v + 3] = c3[v];
+            }
+        }
+    }
+}
+
+int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw)
+{
+    return groups == C && COUT == C && dw == 1 && KW <= 4 && KH * KW <= 65536;
+}
+
+/* The dequantized store below is axs_dequant_one's arithmetic, written out in the loop (a
+ * call per element cost as much as the lookups): float64 product, no contraction. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
+                 int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
+                 int pt, int pb_, int pl, int pr, int dh, int pad_code, int out64, void *out,
+                 const axs_dequant *dq, int nt, int path)
+{
+    int64_t Hp = H + pt + pb_, Wp = W + pl + pr;
+    int64_t OH = (Hp - (int64_t)dh * (KH - 1) - 1) / sh + 1;
+    int64_t OW = (Wp - KW) / sw + 1, K = KH * KW;
+    axs_dwplane_fn plane = path == AXS_PATH_SCALAR ? axs_dwplane_scalar : axs_dwplane_avx2;
+    int padded = pt || pb_ || pl || pr;
+    uint8_t *xp = NULL;
+    if (padded) {
+        xp = (uint8_t *)malloc((size_t)(N * Hp * Wp * C));
+        if (!xp)
+            return AXS_ENOMEM;
+        int64_t rowb = Wp * C;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t ny = 0; ny < N * Hp; ny++) {
+            int64_t n = ny / Hp, y = ny % Hp;
+            uint8_t *d = xp + ny * rowb;
+            if (y < pt || y >= pt + H) {
+                memset(d, pad_code, (size_t)rowb);
+                continue;
+            }
+            memset(d, pad_code, (size_t)(pl * C));
+            memcpy(d + pl * C, x + ((n * H) + (y - pt)) * W * C, (size_t)(W * C));
+            memset(d + (pl + W) * C, pad_code, (size_t)(pr * C));
+        }
+    }
+    const uint8_t *xs = padded ? xp : x;
+    /* units: a block of channels by a chunk of images, enough of them for every thread */
+    int64_t cb = KH <= 4 ? AXS_DWCB : (4 * AXS_DWCB) / KH;
+    cb = cb < 1 ? 1 : cb;
+    int64_t cblocks = (C + cb - 1) / cb;
+    int64_t per_image = OH * OW * KW;
+    int64_t chunk = (AXS_DWMIN + per_image - 1) / per_image;
+    chunk = chunk < 1 ? 1 : chunk > N ? N : chunk;
+    while (chunk > 1 && cblocks * ((N + chunk - 1) / chunk) < 2 * nt)
+        chunk = (chunk + 1) / 2;
+    int64_t nchunks = (N + chunk - 1) / chunk, units = cblocks * nchunks;
+    /* output rows per band: the block's sums of a band (16 KiB) stay in L1 until stored */
+    int64_t band = AXS_DWBAND / (cb * OW);
+    band = band < 1 ? 1 : band;
+    const uint32_t kbias = (uint32_t)((uint64_t)t->bias * (uint64_t)K);
+    const int64_t kbias64 = t->bias64 * K;
+    int failed = 0;
+#pragma omp parallel num_threads(nt < units ? nt : (int)units)
+    {
+        uint32_t *E = (uint32_t *)axs_alloc64((size_t)(cb * KH * 1024) * sizeof(uint32_t));
+        uint32_t *sums = (uint32_t *)malloc((size_t)(cb * band * OW) * sizeof(uint32_t));
+        int ok = E && sums;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < units; u++) {
+            if (!ok)
+                continue;
+            int64_t c0 = (u % cblocks) * cb, n0 = (u / cblocks) * chunk;
+            int64_t c1 = c0 + cb < C ? c0 + cb : C, n1 = n0 + chunk < N ? n0 + chunk : N;
+            int64_t nc = c1 - c0;
+            for (int64_t c = c0; c < c1; c++)
+                dw_build(t, w, C, c, KH, KW, E + (c - c0) * KH * 1024);
+            for (int64_t n = n0; n < n1; n++)
+                for (int64_t y0 = 0; y0 < OH; y0 += band) {
+                    int64_t nb = OH - y0 < band ? OH - y0 : band, P = nb * OW;
+                    for (int64_t c = c0; c < c1; c++)
+                        plane(xs + (n * Hp + y0 * sh) * Wp * C + c, (ptrdiff_t)C,
+                              (ptrdiff_t)(sh * Wp * C), (ptrdiff_t)(dh * Wp * C), (int)KH,
+                              (int)KW, sw, nb, OW, E + (c - c0) * KH * 1024,
+                              sums + (c - c0) * P);
+                    /* pixel by pixel: the block's channels are contiguous in the output */
+                    int64_t r0 = (n * OH + y0) * OW;
+                    for (int64_t i = 0; i < P; i++) {
+                        const uint32_t *si = sums + i;
+                        if (dq) {
+                            float *y = (float *)out + (r0 + i) * C + c0;
+                            const int64_t *sx = dq->zw ? dq->sumx + (r0 + i) * dq->groups : NULL;
+                            for (int64_t j = 0; j < nc; j++) {
+                                int64_t o = c0 + j;
+                                int64_t v = out64 ? (int64_t)si[j * P] - kbias64
+                                                  : (int64_t)(int32_t)(si[j * P] - kbias);
+                                if (dq->corr)
+                                    v += dq->corr[o];
+                                if (sx)
+                                    v -= dq->zw[o] * sx[dq->gcol[o]];
+                                float f = (float)((double)v * dq->scale[o]);
+                                y[j] = dq->bias ? f + dq->bias[o] : f;
+                            }
+                        } else if (out64) {
+                            int64_t *o = (int64_t *)out + (r0 + i) * C + c0;
+                            for (int64_t j = 0; j < nc; j++)
+                                o[j] = (int64_t)si[j * P] - kbias64;
+                        } else {
+                            int32_t *o = (int32_t *)out + (r0 + i) * C + c0;
+                            for (int64_t j = 0; j < nc; j++)
+                                o[j] = (int32_t)(si[j * P] - kbias);
+                        }
+                    }
+                }
+        }
+        axs_free64(E);
+        free(sums);
+    }
+    free(xp);
+    return failed ? AXS_ENOMEM : AXS_OK;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif

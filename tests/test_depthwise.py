@@ -1,0 +1,146 @@
+"""The depthwise method of axkern._fast (axkern/_simd/depthwise.c), forced on every dispatch
+path and compared bit for bit with the NumPy reference backend: filter sizes 1x1 to 9x2,
+strides, vertical dilation, asymmetric padding, channel counts around the 16-channel block,
+batches split into several units, both table classes and both accumulators, the dequantizing
+store of the float-level layer, and the shapes the method refuses."""
+import zlib
+
+import numpy as np
+import pytest
+
+fast = pytest.importorskip("axkern._fast")
+from axkern import Multiplier, axconv2d  # noqa: E402
+from axkern.backends import get_backend  # noqa: E402
+from axkern.bench import _ForcedPath  # noqa: E402
+from axkern.quant import QuantParams  # noqa: E402
+from test_simd import PATHS, codes, random_table  # noqa: E402
+
+ref = get_backend("reference")
+
+DEPTHWISE = [
+    # (N, H, W, C, KH, KW, stride, padding, dilation)
+    (2, 7, 9, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # SAME 3x3
+    (1, 8, 8, 16, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),    # stride 2, one full block
+    (2, 6, 11, 3, 1, 4, (1, 2), (0, 0, 1, 2), (1, 1)),    # 1x4, horizontal stride only
+    (1, 9, 6, 18, 5, 2, (3, 1), (2, 2, 0, 1), (2, 1)),    # vertical dilation, 2 blocks
+    (1, 4, 4, 1, 2, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # one channel, no padding copy
+    (7, 5, 5, 33, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),    # 3 blocks, several image chunks
+    (3, 1, 12, 4, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1)),    # single output row
+    (2, 12, 3, 6, 4, 4, (1, 1), (3, 0, 3, 0), (1, 1)),    # 4x4: every lane, one-sided pad
+    (40, 3, 3, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),    # many tiny images
+    (1, 12, 5, 20, 9, 2, (1, 1), (4, 4, 0, 1), (1, 1)),   # 9 rows: 7-channel blocks
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", ["uint16", "int16", "offset", "4bit", "int32"])
+def test_depthwise_matches_reference(path, kind):
+    rng = np.random.default_rng(zlib.crc32(f"dw/{path}/{kind}".encode()))
+    table = random_table(kind, rng)
+    if kind == "int32":   # generic class, small enough for int32 sums of 20 taps
+        table = (table >> 9).astype(np.int32)
+    for (N, H, W, C, KH, KW, stride, padding, dilation) in DEPTHWISE:
+        x = codes((N, H, W, C), rng, kind)
+        w = codes((KH, KW, 1, C), rng, kind)
+        args = (stride, padding, dilation, C, int(rng.integers(0, 16)))
+        want = ref.conv2d(x, w, table, *args, np.int64)
+        for dt in (np.int32, np.int64):
+            if kind == "int32" and dt == np.int64:
+                continue   # refused (below): the direct method serves it
+            for nt in (1, 3):
+                got = fast.conv2d(x, w, table, *args, dt, nt, path=path, method="depthwise")
+                np.testing.assert_array_equal(got, want.astype(dt),
+                                              err_msg=f"{(N, H, W, C, KH, KW)} {args} {dt}")
+        # the automatic choice gives the same sums
+        got = fast.conv2d(x, w, table, *args, np.int32, path=path)
+        np.testing.assert_array_equal(got, want.astype(np.int32))
+
+
+def test_int64_sums_of_large_entries():
+    """Biased 16-bit entries are summed in uint32 and unbiased in int64: exact int64 sums of
+    entries near 2^31 (whose int32 sums the boundary refuses)."""
+    rng = np.random.default_rng(5)
+    top = (1 << 31) - 1
+    table = rng.integers(top - 65535, top + 1, (256, 256)).astype(np.int32)  # 16-bit class
+    x = codes((2, 7, 8, 3), rng)
+    w = codes((5, 4, 1, 3), rng)
+    args = ((1, 1), (2, 2, 1, 2), (1, 1), 3, 3)
+    want = ref.conv2d(x, w, table, *args, np.int64)
+    assert want.max() > 19 * top
+    for path in fast.available_paths():
+        np.testing.assert_array_equal(
+            fast.conv2d(x, w, table, *args, np.int64, path=path, method="depthwise"), want)
+    with pytest.raises(ValueError, match="int32 can overflow"):
+        fast.conv2d(x, w, table, *args, np.int32, method="depthwise")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_dequantizing_store(path):
+    """axconv2d on a depthwise layer with the depthwise method: the folded zero point, window
+    sums with per-channel weight zero points, bias or none, against the reference backend."""
+    rng = np.random.default_rng(23)
+    v = np.arange(256)
+    m = Multiplier(np.clip(np.multiply.outer(v, v) + rng.integers(-40, 41, (256, 256)), 0,
+                           65535), name="noisy")
+    be = _ForcedPath(fast, path, "depthwise")
+    C = 20
+    x = rng.standard_normal((3, 9, 8, C)).astype(np.float32)
+    per_ch = QuantParams(np.linspace(0.01, 0.05, C), rng.integers(0, 256, C))
+    for kw in (dict(), dict(bias=True), dict(quant=(QuantParams(0.03, 9), per_ch)),
+               dict(stride=2, padding="VALID", bias=True)):
+        kw = dict(kw)
+        w = rng.standard_normal((3, 3, 1, C)).astype(np.float32)
+        if kw.pop("bias", False):
+            kw["bias"] = rng.standard_normal(C).astype(np.float32)
+        got = axconv2d(x, w, m, groups=C, backend=be, **kw)
+        want = axconv2d(x, w, m, groups=C, backend="reference", **kw)
+        np.testing.assert_array_equal(got, want, err_msg=str(kw))
+    # the store against the kernel's own sums, int32 and int64 accumulation
+    xc = codes((2, 6, 7, C), rng)
+    wc = codes((3, 3, 1, C), rng)
+    t = random_table("uint16", rng)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), C, 0)
+    for dt in (np.int32, np.int64):
+        sums = fast.conv2d(xc, wc, t, *args, dt, path=path, method="depthwise")
+        scale = rng.uniform(1e-9, 1e-3, C)
+        corr = rng.integers(-1000, 1000, C)
+        got = fast.conv2d(xc, wc, t, *args, dt, path=path, method="depthwise",
+                          dequant={"scale": scale, "corr": corr})
+        want = ((sums.astype(np.int64) + corr).astype(np.float64) * scale).astype(np.float32)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_refused_shapes():
+    rng = np.random.default_rng(6)
+    t16 = random_table("uint16", rng)
+    x = codes((1, 6, 6, 4), rng)
+    msg = "method 'depthwise' needs a conv2d with groups equal"
+    refused = [
+        (codes((3, 3, 1, 8), rng), dict(groups=4)),                   # channel multiplier 2
+        (codes((3, 3, 2, 4), rng), dict(groups=2)),                   # grouped, not depthwise
+        (codes((3, 3, 4, 4), rng), dict()),                           # dense
+        (codes((3, 3, 1, 4), rng), dict(groups=4, dilation=(1, 2))),  # horizontal dilation
+        (codes((3, 5, 1, 4), rng), dict(groups=4)),                   # 5 filter columns
+    ]
+    for w, kw in refused:
+        with pytest.raises(ValueError, match=msg):
+            fast.conv2d(x, w, t16, out_dtype=np.int32, method="depthwise", **kw)
+        # the automatic choice still serves them
+        args = dict(stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+                    pad_code=0)
+        args.update(kw)
+        got = fast.conv2d(x, w, t16, out_dtype=np.int32, **args)
+        want = ref.conv2d(x, w, t16, args["stride"], args["padding"], args["dilation"],
+                          args["groups"], 0, np.int64).astype(np.int32)
+        np.testing.assert_array_equal(got, want)
+    # int64 sums of a generic-class table: refused, served by auto (direct)
+    t32 = random_table("int32", rng)
+    w = codes((3, 3, 1, 4), rng)
+    with pytest.raises(ValueError, match="method 'depthwise'"):
+        fast.conv2d(x, w, t32, groups=4, out_dtype=np.int64, method="depthwise")
+    np.testing.assert_array_equal(fast.conv2d(x, w, t32, groups=4, out_dtype=np.int64),
+                                  ref.conv2d(x, w, t32, (1, 1), (0, 0, 0, 0), (1, 1), 4, 0,
+                                             np.int64))
+    # not a GEMM method
+    with pytest.raises(ValueError, match="method 'depthwise'"):
+        fast.gemm(codes((3, 4), rng), codes((4, 2), rng), t16, np.int32, method="depthwise")
