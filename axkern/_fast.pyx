@@ -49,6 +49,7 @@ cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcmp
 cimport openmp
+from cython.parallel cimport prange
 
 from .backends import check_conv_args, check_gemm_args
 
@@ -678,7 +679,18 @@ def same_bytes(a, b):
     cdef size_t n = x.nbytes
     if <size_t>y.nbytes != n:
         return False
-    cdef int r
+    cdef const char *px = <const char *>cnp.PyArray_DATA(x)
+    cdef const char *py = <const char *>cnp.PyArray_DATA(y)
+    cdef int r = 0
+    # 1 MiB chunks on all threads for large arrays: the weight cache compares every filter
+    # of a layer on every call, and one thread does not use the memory bandwidth of two
+    cdef size_t chunk = 1 << 20
+    cdef Py_ssize_t i, nchunk = <Py_ssize_t>((n + chunk - 1) // chunk)
     with nogil:
-        r = memcmp(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), n)
+        if nchunk < 4:
+            r = memcmp(px, py, n)
+        else:
+            for i in prange(nchunk, schedule="static"):
+                r |= memcmp(px + i * chunk, py + i * chunk,
+                            chunk if <size_t>(i + 1) * chunk <= n else n - <size_t>i * chunk) != 0
     return r == 0

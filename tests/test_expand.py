@@ -86,6 +86,37 @@ def test_methods_agree_on_threads_and_large_shapes(path):
             np.testing.assert_array_equal(got, want_g, err_msg=f"gemm {method} {nt}")
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_reduction_split(path):
+    """Few column blocks and rows for the threads: the reduction is cut into parts summed
+    separately (expand.c, xksplit), in both GEMM orientations and with partial last parts;
+    the int32 sums, the dequantizing store and 1 to 3 threads against the reference."""
+    rng = np.random.default_rng(31)
+    table = random_table("int16", rng)
+    for M, K, N in [(5, 1000, 300), (300, 1000, 5), (8, 2048, 40), (16, 257, 16),
+                    (1, 4099, 70)]:
+        a = codes((M, K), rng)
+        b = codes((K, N), rng)
+        want = ref.gemm(a, b, table, np.int64)
+        scale = rng.uniform(1e-12, 1e-6, N)
+        corr = rng.integers(-1000, 1000, N)
+        want_dq = ((want + corr).astype(np.float64) * scale).astype(np.float32)
+        for nt in (1, 2, 3):
+            got = fast.gemm(a, b, table, np.int32, nt, path=path, method="expand")
+            np.testing.assert_array_equal(got, want.astype(np.int32), err_msg=f"{M, K, N} {nt}")
+            got = fast.gemm(a, b, table, np.int32, nt, path=path,
+                            method="expand", dequant={"scale": scale, "corr": corr})
+            np.testing.assert_array_equal(got, want_dq, err_msg=f"dq {M, K, N} {nt}")
+    # a depthwise-free grouped convolution with one block per group and a long reduction
+    x = codes((1, 6, 6, 96), rng)
+    w = codes((3, 3, 48, 8), rng)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 2, 3)
+    want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+    for nt in (2, 3):
+        np.testing.assert_array_equal(
+            fast.conv2d(x, w, table, *args, np.int32, nt, path=path, method="expand"), want)
+
+
 def test_method_errors():
     rng = np.random.default_rng(4)
     a = codes((4, 3), rng)

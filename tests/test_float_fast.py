@@ -457,3 +457,13 @@ def test_weight_cache_never_serves_stale_weights():
     assert not fast.same_bytes(np.float32([0.0]), np.float32([-0.0]))
     assert fast.same_bytes(np.arange(6).reshape(2, 3), np.arange(6).reshape(3, 2))
     assert not fast.same_bytes(np.arange(6), np.arange(5))
+    # large arrays are compared in 1 MiB chunks on all threads: a difference in any chunk,
+    # the last partial one included, must show
+    big = rng.integers(0, 256, (5 << 20) + 3, dtype=np.uint8)
+    other = big.copy()
+    assert fast.same_bytes(big, other)
+    for pos in (0, (1 << 20) - 1, 1 << 20, 3 * (1 << 20) + 12345, big.size - 1):
+        other[pos] ^= 1
+        assert not fast.same_bytes(big, other), pos
+        other[pos] ^= 1
+    assert fast.same_bytes(big, other)

@@ -59,19 +59,40 @@ static int64_t xpadded(int64_t cols)
     return (cols + AXS_XNB - 1) / AXS_XNB * AXS_XNB;
 }
 
-/* Rows per tile: a unit of work is one tile of rows by one column block, and its sums
- * (rows * 16 * 4 bytes) should stay in a 512 KiB L2 next to R; enough units for every thread,
- * in whole rounds when there are only a few. Splitting the columns first (and the rows only
- * as far as needed) saves building: each unit builds its own block of R. */
-static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int nt)
+/* Parts of the reduction per tile and column block. When the tiles of at most
+ * AXS_XACC bytes of sums and the column blocks give the threads fewer than two units each
+ * (GEMMs of few rows against many columns, or the reverse), the reduction is cut instead of
+ * the rows: a row split builds each block of R once per tile, a reduction split builds it
+ * once in all, and its partial sums cost one pass to add. Every part keeps at least 4
+ * blocks of steps. */
+static int64_t xksplit(int64_t rows, int64_t cols, int64_t groups, int64_t K, int nt)
+{
+    int64_t nblocks = xpadded(cols) / AXS_XNB * groups;
+    int64_t rows_max = AXS_XACC / (4 * AXS_XNB);
+    int64_t u = (rows + rows_max - 1) / rows_max * nblocks;
+    if (nt == 1 || u >= 2 * nt)
+        return 1;
+    int64_t ks = (2 * nt + u - 1) / u, most = K / (4 * xsteps());
+    ks = ks < most ? ks : most;
+    ks = ks < 8 ? ks : 8;
+    return ks < 2 ? 1 : ks;
+}
+
+/* Rows per tile: a unit of work is one tile of rows by one column block (by one part of the
+ * reduction, see xksplit), and its sums (rows * 16 * 4 bytes) should stay in a 512 KiB L2
+ * next to R; enough units for every thread, in whole rounds when there are only a few.
+ * Splitting the columns first (and the rows only as far as needed) saves building: each unit
+ * builds its own block of R. */
+static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int64_t K, int nt)
 {
     int64_t nblocks = xpadded(cols) / AXS_XNB * groups;
     int64_t rows_max = AXS_XACC / (4 * AXS_XNB);
     int64_t ntiles = (rows + rows_max - 1) / rows_max;
     int64_t most = (rows + 3) / 4;
-    while (ntiles < most && (ntiles * nblocks < nt || (ntiles * nblocks < 4 * nt &&
-                                                       ntiles * nblocks % nt)))
-        ntiles++;
+    if (xksplit(rows, cols, groups, K, nt) == 1)
+        while (ntiles < most && (ntiles * nblocks < nt ||
+                                 (ntiles * nblocks < 4 * nt && ntiles * nblocks % nt)))
+            ntiles++;
     int64_t ms = (rows + ntiles - 1) / ntiles;
     ms = (ms + 3) & ~(int64_t)3;
     return ms < 4 ? 4 : ms;
@@ -86,7 +107,7 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols)
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt)
 {
     double build = path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
-    int64_t ms = xtile_rows(rows, cols, groups, nt), tiles = (rows + ms - 1) / ms;
+    int64_t ms = xtile_rows(rows, cols, groups, K, nt), tiles = (rows + ms - 1) / ms;
     double w = (double)xpadded(cols) * (double)groups;
     return (double)rows * (double)K * w + build * (double)tiles * 256.0 * (double)K * w;
 }
@@ -228,12 +249,26 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     axs_xbuild_fn build;
     axs_xkern_fn kern;
     xfns_for(path, &build, &kern);
-    int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, nt);
+    int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, pb->K, nt);
     int64_t ntiles = (pb->rows + ms_max - 1) / ms_max;
     int64_t bpg = xpadded(pb->cols) / AXS_XNB; /* column blocks per group */
-    int64_t nblocks = bpg * pb->groups, units = ntiles * nblocks;
+    int64_t nblocks = bpg * pb->groups, tb = ntiles * nblocks;
+    /* reduction parts: whole blocks of steps each; with several, every unit sums into its
+     * own slice of part, and the slices of a tile are added before the store */
+    const int kbmax = xsteps();
+    int64_t ks = xksplit(pb->rows, pb->cols, pb->groups, pb->K, nt);
+    int64_t kblocks = (pb->K + kbmax - 1) / kbmax, kper = (kblocks + ks - 1) / ks;
+    ks = (kblocks + kper - 1) / kper;
+    int64_t units = tb * ks;
     if (nt > units)
         nt = (int)units;
+    const size_t slice = (size_t)ms_max * AXS_XNB;
+    xword *part = NULL;
+    if (ks > 1) {
+        part = (xword *)axs_alloc64((size_t)units * slice * sizeof(xword));
+        if (!part)
+            return AXS_ENOMEM;
+    }
     /* int32 totals: the biased sums start at -bias * K (mod 2^32) */
     const uint32_t init = (uint32_t)(0u - (uint32_t)((uint64_t)t->bias * (uint64_t)pb->K));
     xdeq dd = {NULL, NULL, NULL, NULL, 0};
@@ -242,8 +277,10 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     if (dq && !pb->transposed) {
         const int64_t lim = (int64_t)1 << 52, zlim = (int64_t)1 << 20;
         dd.corr = (double *)malloc((size_t)ncol * 2 * sizeof(double));
-        if (!dd.corr)
+        if (!dd.corr) {
+            axs_free64(part);
             return AXS_ENOMEM;
+        }
         dd.zw = dd.corr + ncol;
         dd.exact = 1;
         for (int64_t o = 0; o < ncol; o++) {
@@ -274,20 +311,24 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
         for (int64_t u = 0; u < units; u++) {
             if (!ok)
                 continue;
-            int64_t r0 = (u / nblocks) * ms_max, g = (u % nblocks) / bpg;
-            int64_t c0 = (u % nblocks) % bpg * AXS_XNB;
+            int64_t q = u / ks, kp = u % ks;   /* tile and block; reduction part */
+            int64_t r0 = (q / nblocks) * ms_max, g = (q % nblocks) / bpg;
+            int64_t c0 = (q % nblocks) % bpg * AXS_XNB;
             int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
             int nf = (int)(pb->cols - c0 < AXS_XNB ? pb->cols - c0 : AXS_XNB);
             int64_t o0 = g * pb->cols + c0;
-            int inplace = !pb->transposed && nf == AXS_XNB;
+            int inplace = ks == 1 && !pb->transposed && nf == AXS_XNB;
             xword *acc;
             ptrdiff_t lda;
-            if (inplace) {
+            if (ks > 1) {
+                acc = part + (size_t)u * slice;
+                lda = AXS_XNB;
+            } else if (inplace) {
                 acc = (xword *)pb->out + r0 * pb->ldo + o0;
                 lda = (ptrdiff_t)pb->ldo;
             } else {
                 if (!local)
-                    local = (xword *)axs_alloc64((size_t)ms_max * AXS_XNB * 4);
+                    local = (xword *)axs_alloc64(slice * sizeof(xword));
                 if (!local) {
                     ok = 0;
 #pragma omp atomic write
@@ -299,20 +340,42 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             }
             xrow_offsets(pb, r0, ms, roff);
             const uint8_t *S = pb->S + g * pb->gstride, *F = pb->F + o0 * pb->K;
-            int kbmax = xsteps();
-            for (int64_t k0 = 0; k0 < pb->K; k0 += kbmax) {
-                int kb = (int)(pb->K - k0 < kbmax ? pb->K - k0 : kbmax);
+            int64_t k1 = (kp + 1) * kper * kbmax < pb->K ? (kp + 1) * kper * kbmax : pb->K;
+            for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbmax) {
+                int kb = (int)(k1 - k0 < kbmax ? k1 - k0 : kbmax);
                 build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, R);
-                kern(S, roff, ms, pb->koff + k0, kb, R, acc, lda, k0 == 0,
-                     k0 + kb == pb->K, init);
+                /* the -bias * K start in the first part only: the parts add up */
+                kern(S, roff, ms, pb->koff + k0, kb, R, acc, lda, k0 == kp * kper * kbmax,
+                     k0 + kb == k1, kp == 0 ? init : 0);
             }
-            xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace);
+            if (ks == 1)
+                xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace);
+        }
+        if (ks > 1) {
+            /* the parts of each tile and block, added modulo 2^32, then stored */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t q = 0; q < tb; q++) {
+                if (!ok)
+                    continue;
+                int64_t r0 = (q / nblocks) * ms_max, g = (q % nblocks) / bpg;
+                int64_t c0 = (q % nblocks) % bpg * AXS_XNB;
+                int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
+                int nf = (int)(pb->cols - c0 < AXS_XNB ? pb->cols - c0 : AXS_XNB);
+                xword *sum = part + (size_t)q * ks * slice;
+                for (int64_t kp = 1; kp < ks; kp++) {
+                    const xword *p = sum + (size_t)kp * slice;
+                    for (size_t e = 0; e < (size_t)ms * AXS_XNB; e++)
+                        sum[e] += p[e];
+                }
+                xstore(pb, &dd, sum, AXS_XNB, r0, ms, g, g * pb->cols + c0, nf, 0);
+            }
         }
         axs_free64(R);
         axs_free64(local);
         free(roff);
     }
     free(dd.corr);
+    axs_free64(part);
     return failed ? AXS_ENOMEM : AXS_OK;
 }
 
