@@ -76,7 +76,8 @@ def _table(rng):
     return np.clip(t, 0, 65535).astype(np.int32)
 
 
-def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, seed=0):
+def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, seed=0,
+              methods=None):
     """Time every shape on every path.
 
     Parameters
@@ -93,13 +94,18 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
     api : bool
         Also time the float-level ``axconv2d``/``axmatmul`` calls when available.
     seed : int
+    methods : sequence of str, optional
+        Kernel methods to force, each timed on every path (default: the automatic choice
+        only); a method that cannot serve a shape (``"depthwise"`` on a dense layer, say)
+        is left out for that shape.
 
     Returns
     -------
     list of dict
-        One record per (shape, path): ``shape, path, macs, kernel_s, kernel_gmacs, api_s,
-        api_gmacs, blas_s, blas_gmacs, kernel_ratio, api_ratio`` (``api_*`` None when the
-        float-level call was not timed).
+        One record per (shape, path, method): ``shape, path, method, macs, kernel_s,
+        kernel_gmacs, api_s, api_gmacs, blas_s, blas_gmacs, kernel_ratio, api_ratio``
+        (``method`` None for the automatic choice; ``api_*`` None when the float-level call
+        was not timed).
     """
     from . import _fast
 
@@ -112,6 +118,10 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
             raise ValueError(f"unknown CPU path {p!r}: expected some of {_fast.PATHS}")
         if p not in avail:
             raise ValueError(f"CPU path {p!r} is not supported by this CPU: available {avail}")
+    methods = [None] if methods is None else list(methods)
+    for m in methods:
+        if m is not None and m not in _fast.METHODS:
+            raise ValueError(f"unknown kernel method {m!r}: expected some of {_fast.METHODS}")
     names = [s[0] for s in SHAPES]
     if shapes is not None:
         bad = [s for s in shapes if s not in names]
@@ -143,13 +153,13 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
             wf = rng.standard_normal((k, k, C // g, COUT)).astype(np.float32)
             pad = (k // 2, k // 2, k // 2, k // 2)
 
-            def kern(p, x=x, w=w, pad=pad, g=g):
+            def kern(p, m, x=x, w=w, pad=pad, g=g):
                 return _fast.conv2d(x, w, table, (1, 1), pad, (1, 1), g, 0, np.int32,
-                                    num_threads, path=p)
+                                    num_threads, path=p, method=m)
 
-            def call(p, xf=xf, wf=wf, g=g):
+            def call(p, m, xf=xf, wf=wf, g=g):
                 return axconv2d(xf, wf, mult, padding="SAME", groups=g,
-                                backend=_ForcedPath(_fast, p), num_threads=num_threads)
+                                backend=_ForcedPath(_fast, p, m), num_threads=num_threads)
         else:
             M, K, N = prm["M"], prm["K"], prm["N"]
             macs, (bm, bk, bn) = M * K * N, (M, K, N)
@@ -158,20 +168,30 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
             af = rng.standard_normal((M, K)).astype(np.float32)
             bf = rng.standard_normal((K, N)).astype(np.float32)
 
-            def kern(p, a=a, b=b):
-                return _fast.gemm(a, b, table, np.int32, num_threads, path=p)
+            def kern(p, m, a=a, b=b):
+                return _fast.gemm(a, b, table, np.int32, num_threads, path=p, method=m)
 
-            def call(p, af=af, bf=bf):
-                return axmatmul(af, bf, mult, backend=_ForcedPath(_fast, p),
+            def call(p, m, af=af, bf=bf):
+                return axmatmul(af, bf, mult, backend=_ForcedPath(_fast, p, m),
                                 num_threads=num_threads)
         A = rng.standard_normal((bm, bk)).astype(np.float32)
         B = rng.standard_normal((bk, bn)).astype(np.float32)
         # Rounds of one timed call of each (every path's kernel and float-level call, then
         # BLAS), so that every figure's best comes from the same stretch of time: on a
         # shared machine the speed swings by tens of percent from second to second.
-        fns = [(p, "kernel", lambda p=p: kern(p)) for p in paths]
+        variants = []
+        for p in paths:
+            for m in methods:
+                try:
+                    kern(p, m)   # warm-up (page faults, caches), and can m serve it?
+                except ValueError:
+                    if m is None:
+                        raise
+                    continue
+                variants.append((p, m))
+        fns = [(v, "kernel", lambda v=v: kern(*v)) for v in variants]
         if mult is not None:
-            fns += [(p, "api", lambda p=p: call(p)) for p in paths]
+            fns += [(v, "api", lambda v=v: call(*v)) for v in variants]
         best = {}
         for f in [g for _, _, g in fns] + [lambda: A @ B]:
             f()   # warm-up: page faults, caches
@@ -183,10 +203,11 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
             best["blas"] = min(best.get("blas", np.inf), _timed(lambda: A @ B))
             _settle()
         blas_s = best["blas"]
-        timed = [(p, best[p, "kernel"], best.get((p, "api"))) for p in paths]
-        for p, ks, api_s in timed:
+        timed = [(v, best[v, "kernel"], best.get((v, "api"))) for v in variants]
+        for (p, m), ks, api_s in timed:
             records.append(dict(
-                shape=name, path=p, macs=macs, kernel_s=ks, kernel_gmacs=macs / ks / 1e9,
+                shape=name, path=p, method=m, macs=macs, kernel_s=ks,
+                kernel_gmacs=macs / ks / 1e9,
                 api_s=api_s, api_gmacs=None if api_s is None else macs / api_s / 1e9,
                 blas_s=blas_s, blas_gmacs=macs / blas_s / 1e9, kernel_ratio=ks / blas_s,
                 api_ratio=None if api_s is None else api_s / blas_s))
@@ -201,7 +222,8 @@ def format_table(records):
     for r in records:
         api = "-" if r["api_gmacs"] is None else f"{r['api_gmacs']:.1f}"
         apir = "-" if r["api_ratio"] is None else f"{r['api_ratio']:.2f}"
-        lines.append(f"| {r['shape']} | {r['path']} | {r['kernel_gmacs']:.1f} | {api} | "
+        path = r["path"] if r.get("method") is None else f"{r['path']} ({r['method']})"
+        lines.append(f"| {r['shape']} | {path} | {r['kernel_gmacs']:.1f} | {api} | "
                      f"{r['blas_gmacs']:.1f} | {r['kernel_ratio']:.2f} | {apir} |")
     return "\n".join(lines)
 
@@ -211,8 +233,10 @@ def _cmd(args):
 
     paths = None if not args.paths else [p.strip() for p in args.paths.split(",") if p.strip()]
     shapes = None if not args.shapes else [s.strip() for s in args.shapes.split(",")]
+    methods = None if not args.methods else [m.strip() for m in args.methods.split(",")
+                                             if m.strip()]
     recs = run_bench(paths=paths, repeat=args.repeat, num_threads=args.threads, shapes=shapes,
-                     api=not args.kernel_only)
+                     api=not args.kernel_only, methods=methods)
     if args.json:
         print(json.dumps(recs, indent=2))
     else:
@@ -235,6 +259,9 @@ def add_parser(subparsers):
     p.add_argument("--shapes", default=None,
                    help="comma-separated shape names (default: all): "
                         + "; ".join(s[0] for s in SHAPES))
+    p.add_argument("--methods", default=None,
+                   help="comma-separated kernel methods to force, each on every path "
+                        "(default: the automatic choice), e.g. direct,expand")
     p.add_argument("--repeat", type=int, default=3, help="timed calls per figure (best counts)")
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for the kernels")
     p.add_argument("--kernel-only", action="store_true",

@@ -292,10 +292,22 @@ def test_bench_records_and_cli_parser():
         bench.run_bench(paths=["mmx"], repeat=1)
     with pytest.raises(ValueError, match="unknown shapes"):
         bench.run_bench(shapes=["resnet-50"], repeat=1)
+    # forced methods: one record per method that serves the shape
+    recs = bench.run_bench(paths=["scalar"], repeat=1, shapes=["depthwise 64 @16x16"],
+                           api=False, methods=["direct", "expand", "depthwise"])
+    assert [r["method"] for r in recs] == ["direct", "expand", "depthwise"]
+    recs = bench.run_bench(paths=["scalar"], repeat=1, shapes=["gemm 8x2048x1024"],
+                           api=False, methods=["direct", "depthwise"])
+    assert [r["method"] for r in recs] == ["direct"]   # depthwise cannot serve a GEMM
+    assert "| gemm 8x2048x1024 | scalar (direct) |" in bench.format_table(recs)
+    with pytest.raises(ValueError, match="unknown kernel method"):
+        bench.run_bench(paths=["scalar"], repeat=1, methods=["fastest"])
     parser = argparse.ArgumentParser()
     bench.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["bench", "--paths", "scalar", "--repeat", "2", "--kernel-only"])
+    args = parser.parse_args(["bench", "--paths", "scalar", "--repeat", "2", "--kernel-only",
+                              "--methods", "direct,expand"])
     assert args.func is bench._cmd and args.repeat == 2 and args.kernel_only
+    assert args.methods == "direct,expand"
 
 
 @pytest.mark.parametrize("scale, zp, bits, signed", [
