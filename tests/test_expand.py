@@ -27,8 +27,11 @@ def test_gemm_expand_matches_reference(path, kind):
     # partial last one; M: fewer rows than a register group, rows that leave
     # remainders, and M < N, where the columns of b become the streamed rows (swapped).
     # K: 1 step, one partial block, several blocks with a partial last one.
+    # 8 columns or fewer: the 8-wide blocks of the AVX2 code, written in place (100, 20, 8)
+    # or through the transposed store (8, 64, 200)
     for M, K, N in [(1, 1, 1), (5, 3, 16), (9, 17, 17), (33, 40, 32), (70, 129, 48),
-                    (130, 33, 70), (3, 300, 257), (8, 64, 200), (200, 9, 100)]:
+                    (130, 33, 70), (3, 300, 257), (8, 64, 200), (200, 9, 100), (100, 20, 8),
+                    (61, 70, 7)]:
         a = codes((M, K), rng, kind)
         b = codes((K, N), rng, kind)
         expect = ref.gemm(a, b, table, np.int64).astype(np.int32)
@@ -48,6 +51,8 @@ CONVS = [
     (2, 8, 8, 16, 3, 3, 16, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # one full 16-wide block
     (2, 8, 8, 32, 3, 3, 32, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # two full blocks
     (1, 6, 6, 64, 3, 3, 96, (1, 1), (1, 1, 1, 1), (1, 1), 2),   # 2 groups of 48 filters
+    (2, 7, 7, 5, 3, 3, 8, (1, 1), (1, 1, 1, 1), (1, 1), 1),     # one full 8-wide block
+    (1, 6, 6, 12, 3, 3, 16, (1, 1), (1, 1, 1, 1), (1, 1), 2),   # 8-wide blocks per group
 ]
 
 

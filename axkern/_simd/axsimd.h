@@ -82,6 +82,10 @@ void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uin
  * read code 0 (computed, never stored). */
 #define AXS_XNB 16
 #define AXS_XCOL(p) ((((p) & 1) << 3) | ((p) >> 1))
+/* Blocks of 8 (the AVX2 code, for 8 fixed codes or fewer: GEMMs of a few rows): rows of
+ * 8 uint16, position 2t + h holding column 4h + t, and acc rows of 8 sums. */
+#define AXS_XNB8 8
+#define AXS_XCOL8(p) ((((p) & 1) << 2) | ((p) >> 1))
 typedef void (*axs_xbuild_fn)(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
                               int kb, uint16_t *R);
 /* acc[i * lda + j] = (first ? init : acc[i * lda + j])
@@ -103,6 +107,11 @@ void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int
 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                     int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                     int last, uint32_t init);
+void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
+                      uint16_t *R);
+void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
+                     int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
+                     int last, uint32_t init);
 
 /* Depthwise plane kernel (depthwise.c): for one channel, with E[ky] (ky < KH) 256 rows of
  * 4 uint32 lanes (lane j: the entry of filter tap kx = KW - 1 - j, zero for j >= KW; KW <= 4)

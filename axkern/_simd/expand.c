@@ -48,15 +48,22 @@
  * they reload their sums more often: in paired A/B timings 16-wide blocks ran 3 to 6%
  * faster than 32-wide ones on the ResNet-8 layers and 10% on the 8192 x 576 x 64 GEMM (and
  * allow 7 rows in flight, another 3 to 17%); 64-wide ones ran 30 to 40% slower. */
-static int xsteps(void)
+static int xsteps(int nb)
 {
-    return AXS_XSTEPW / AXS_XNB;
+    return AXS_XSTEPW / nb;
+}
+
+/* Block width: 8 on the AVX2 code when a group has at most 8 columns (128-bit lanes,
+ * kern_avx2.c), else 16. */
+static int xwidth(int path, int64_t cols)
+{
+    return path != AXS_PATH_SCALAR && cols <= AXS_XNB8 ? AXS_XNB8 : AXS_XNB;
 }
 
 /* Padded width of all column blocks of cols columns. */
-static int64_t xpadded(int64_t cols)
+static int64_t xpadded(int64_t cols, int nb)
 {
-    return (cols + AXS_XNB - 1) / AXS_XNB * AXS_XNB;
+    return (cols + nb - 1) / nb * nb;
 }
 
 /* Parts of the reduction per tile and column block. When the tiles of at most
@@ -65,14 +72,14 @@ static int64_t xpadded(int64_t cols)
  * the rows: a row split builds each block of R once per tile, a reduction split builds it
  * once in all, and its partial sums cost one pass to add. Every part keeps at least 4
  * blocks of steps. */
-static int64_t xksplit(int64_t rows, int64_t cols, int64_t groups, int64_t K, int nt)
+static int64_t xksplit(int64_t rows, int64_t cols, int64_t groups, int64_t K, int nt, int nb)
 {
-    int64_t nblocks = xpadded(cols) / AXS_XNB * groups;
-    int64_t rows_max = AXS_XACC / (4 * AXS_XNB);
+    int64_t nblocks = xpadded(cols, nb) / nb * groups;
+    int64_t rows_max = AXS_XACC / (4 * nb);
     int64_t u = (rows + rows_max - 1) / rows_max * nblocks;
     if (nt == 1 || u >= 2 * nt)
         return 1;
-    int64_t ks = (2 * nt + u - 1) / u, most = K / (4 * xsteps());
+    int64_t ks = (2 * nt + u - 1) / u, most = K / (4 * xsteps(nb));
     ks = ks < most ? ks : most;
     ks = ks < 8 ? ks : 8;
     return ks < 2 ? 1 : ks;
@@ -83,13 +90,14 @@ static int64_t xksplit(int64_t rows, int64_t cols, int64_t groups, int64_t K, in
  * next to R; enough units for every thread, in whole rounds when there are only a few.
  * Splitting the columns first (and the rows only as far as needed) saves building: each unit
  * builds its own block of R. */
-static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int64_t K, int nt)
+static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int64_t K, int nt,
+                          int nb)
 {
-    int64_t nblocks = xpadded(cols) / AXS_XNB * groups;
-    int64_t rows_max = AXS_XACC / (4 * AXS_XNB);
+    int64_t nblocks = xpadded(cols, nb) / nb * groups;
+    int64_t rows_max = AXS_XACC / (4 * nb);
     int64_t ntiles = (rows + rows_max - 1) / rows_max;
     int64_t most = (rows + 3) / 4;
-    if (xksplit(rows, cols, groups, K, nt) == 1)
+    if (xksplit(rows, cols, groups, K, nt, nb) == 1)
         while (ntiles < most && (ntiles * nblocks < nt ||
                                  (ntiles * nblocks < 4 * nt && ntiles * nblocks % nt)))
             ntiles++;
@@ -107,17 +115,21 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols)
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt)
 {
     double build = path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
-    int64_t ms = xtile_rows(rows, cols, groups, K, nt), tiles = (rows + ms - 1) / ms;
-    double w = (double)xpadded(cols) * (double)groups;
+    int nb = xwidth(path, cols);
+    int64_t ms = xtile_rows(rows, cols, groups, K, nt, nb), tiles = (rows + ms - 1) / ms;
+    double w = (double)xpadded(cols, nb) * (double)groups;
     return (double)rows * (double)K * w + build * (double)tiles * 256.0 * (double)K * w;
 }
 
-static void xfns_for(int path, axs_xbuild_fn *build, axs_xkern_fn *kern)
+static void xfns_for(int path, int nb, axs_xbuild_fn *build, axs_xkern_fn *kern)
 {
     /* the AVX-512 path's CPUs all run AVX2 */
     if (path == AXS_PATH_SCALAR) {
         *build = axs_xbuild_scalar;
         *kern = axs_xkern_scalar;
+    } else if (nb == AXS_XNB8) {
+        *build = axs_xbuild8_avx2;
+        *kern = axs_xkern8_avx2;
     } else {
         *build = axs_xbuild_avx2;
         *kern = axs_xkern_avx2;
@@ -248,21 +260,22 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
 {
     axs_xbuild_fn build;
     axs_xkern_fn kern;
-    xfns_for(path, &build, &kern);
-    int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, pb->K, nt);
+    const int nb = xwidth(path, pb->cols);
+    xfns_for(path, nb, &build, &kern);
+    int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, pb->K, nt, nb);
     int64_t ntiles = (pb->rows + ms_max - 1) / ms_max;
-    int64_t bpg = xpadded(pb->cols) / AXS_XNB; /* column blocks per group */
+    int64_t bpg = xpadded(pb->cols, nb) / nb; /* column blocks per group */
     int64_t nblocks = bpg * pb->groups, tb = ntiles * nblocks;
     /* reduction parts: whole blocks of steps each; with several, every unit sums into its
      * own slice of part, and the slices of a tile are added before the store */
-    const int kbmax = xsteps();
-    int64_t ks = xksplit(pb->rows, pb->cols, pb->groups, pb->K, nt);
+    const int kbmax = xsteps(nb);
+    int64_t ks = xksplit(pb->rows, pb->cols, pb->groups, pb->K, nt, nb);
     int64_t kblocks = (pb->K + kbmax - 1) / kbmax, kper = (kblocks + ks - 1) / ks;
     ks = (kblocks + kper - 1) / kper;
     int64_t units = tb * ks;
     if (nt > units)
         nt = (int)units;
-    const size_t slice = (size_t)ms_max * AXS_XNB;
+    const size_t slice = (size_t)ms_max * nb;
     xword *part = NULL;
     if (ks > 1) {
         part = (xword *)axs_alloc64((size_t)units * slice * sizeof(xword));
@@ -313,16 +326,16 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                 continue;
             int64_t q = u / ks, kp = u % ks;   /* tile and block; reduction part */
             int64_t r0 = (q / nblocks) * ms_max, g = (q % nblocks) / bpg;
-            int64_t c0 = (q % nblocks) % bpg * AXS_XNB;
+            int64_t c0 = (q % nblocks) % bpg * nb;
             int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
-            int nf = (int)(pb->cols - c0 < AXS_XNB ? pb->cols - c0 : AXS_XNB);
+            int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
             int64_t o0 = g * pb->cols + c0;
-            int inplace = ks == 1 && !pb->transposed && nf == AXS_XNB;
+            int inplace = ks == 1 && !pb->transposed && nf == nb;
             xword *acc;
             ptrdiff_t lda;
             if (ks > 1) {
                 acc = part + (size_t)u * slice;
-                lda = AXS_XNB;
+                lda = nb;
             } else if (inplace) {
                 acc = (xword *)pb->out + r0 * pb->ldo + o0;
                 lda = (ptrdiff_t)pb->ldo;
@@ -336,7 +349,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                     continue;
                 }
                 acc = local;
-                lda = AXS_XNB;
+                lda = nb;
             }
             xrow_offsets(pb, r0, ms, roff);
             const uint8_t *S = pb->S + g * pb->gstride, *F = pb->F + o0 * pb->K;
@@ -358,16 +371,16 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                 if (!ok)
                     continue;
                 int64_t r0 = (q / nblocks) * ms_max, g = (q % nblocks) / bpg;
-                int64_t c0 = (q % nblocks) % bpg * AXS_XNB;
+                int64_t c0 = (q % nblocks) % bpg * nb;
                 int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
-                int nf = (int)(pb->cols - c0 < AXS_XNB ? pb->cols - c0 : AXS_XNB);
+                int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
                 xword *sum = part + (size_t)q * ks * slice;
                 for (int64_t kp = 1; kp < ks; kp++) {
                     const xword *p = sum + (size_t)kp * slice;
-                    for (size_t e = 0; e < (size_t)ms * AXS_XNB; e++)
+                    for (size_t e = 0; e < (size_t)ms * nb; e++)
                         sum[e] += p[e];
                 }
-                xstore(pb, &dd, sum, AXS_XNB, r0, ms, g, g * pb->cols + c0, nf, 0);
+                xstore(pb, &dd, sum, nb, r0, ms, g, g * pb->cols + c0, nf, 0);
             }
         }
         axs_free64(R);
