@@ -21,6 +21,10 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
                 int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
                 int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
                 int pad_code, void *out, const axs_dequant *dq, int nt, int path);
+/* The padded NHWC copy of x (N, H + pt + pb, W + pl + pr, C) into xp, padding with pad_code
+ * (expand.c; used by the expanded and depthwise convolutions). */
+void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,
+                  int pb, int pl, int pr, int pad_code, uint8_t *xp, int nt);
 /* The depthwise method (depthwise.c): whether it serves a conv2d shape (the table class
  * aside), and its driver over a table prepared with the weight code fixed. */
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw);

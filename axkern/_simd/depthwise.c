@@ -16,7 +16,6 @@
  * exact) or, for generic tables, the int32 entries (their uint32 sums wrap like any int32 sum:
  * int32 outputs only). */
 #include <stdlib.h>
-#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -99,19 +98,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         xp = (uint8_t *)malloc((size_t)(N * Hp * Wp * C));
         if (!xp)
             return AXS_ENOMEM;
-        int64_t rowb = Wp * C;
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t ny = 0; ny < N * Hp; ny++) {
-            int64_t n = ny / Hp, y = ny % Hp;
-            uint8_t *d = xp + ny * rowb;
-            if (y < pt || y >= pt + H) {
-                memset(d, pad_code, (size_t)rowb);
-                continue;
-            }
-            memset(d, pad_code, (size_t)(pl * C));
-            memcpy(d + pl * C, x + ((n * H) + (y - pt)) * W * C, (size_t)(W * C));
-            memset(d + (pl + W) * C, pad_code, (size_t)(pr * C));
-        }
+        axs_pad_nhwc(x, N, H, W, C, pt, pb_, pl, pr, pad_code, xp, nt);
     }
     const uint8_t *xs = padded ? xp : x;
     /* units: a block of channels by a chunk of images, enough of them for every thread */

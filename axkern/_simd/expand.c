@@ -6,6 +6,9 @@
  * load per step, its 16 sums staying in registers; nothing is gathered. The price is
  * building R, 256 * 16 entries per step, once per unit of work (a tile of up to 4096
  * streamed rows by one column block), and the padding of the last column block to 16.
+ * Groups of at most 8 columns take 8-wide blocks on the AVX2 code (kern_avx2.c: 128-bit
+ * lanes), and calls with too few tiles and blocks for the threads cut the reduction
+ * instead of the rows (xksplit).
  *
  * R is built for 16 steps at a time (128 KiB, which stays in a 512 KiB L2 while all rows of
  * the tile pass by) and the tile's sums live in the output itself between those blocks
@@ -86,7 +89,7 @@ static int64_t xksplit(int64_t rows, int64_t cols, int64_t groups, int64_t K, in
 }
 
 /* Rows per tile: a unit of work is one tile of rows by one column block (by one part of the
- * reduction, see xksplit), and its sums (rows * 16 * 4 bytes) should stay in a 512 KiB L2
+ * reduction, see xksplit), and its sums (rows * nb * 4 bytes) should stay in a 512 KiB L2
  * next to R; enough units for every thread, in whole rounds when there are only a few.
  * Splitting the columns first (and the rows only as far as needed) saves building: each unit
  * builds its own block of R. */
@@ -438,6 +441,24 @@ int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int 
     return rc;
 }
 
+void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,
+                  int pb, int pl, int pr, int pad_code, uint8_t *xp, int nt)
+{
+    int64_t Hp = H + pt + pb, Wp = W + pl + pr, rowb = Wp * C;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t ny = 0; ny < N * Hp; ny++) {
+        int64_t n = ny / Hp, y = ny % Hp;
+        uint8_t *d = xp + ny * rowb;
+        if (y < pt || y >= pt + H) {
+            memset(d, pad_code, (size_t)rowb);
+            continue;
+        }
+        memset(d, pad_code, (size_t)(pl * C));
+        memcpy(d + pl * C, x + ((n * H) + (y - pt)) * W * C, (size_t)(W * C));
+        memset(d + (pl + W) * C, pad_code, (size_t)(pr * C));
+    }
+}
+
 int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
                 int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
                 int sw, int pt, int pb_, int pl, int pr, int dh, int dw, int64_t groups,
@@ -466,21 +487,8 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
                 for (int64_t o = 0; o < COUT; o++)
                     F[o * K + k] = w[k * COUT + o];
             }
-    if (padded) {
-        int64_t rowb = Wp * C;
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t ny = 0; ny < N * Hp; ny++) {
-            int64_t n = ny / Hp, y = ny % Hp;
-            uint8_t *d = xp + ny * rowb;
-            if (y < pt || y >= pt + H) {
-                memset(d, pad_code, (size_t)rowb);
-                continue;
-            }
-            memset(d, pad_code, (size_t)(pl * C));
-            memcpy(d + pl * C, x + ((n * H) + (y - pt)) * W * C, (size_t)(W * C));
-            memset(d + (pl + W) * C, pad_code, (size_t)(pr * C));
-        }
-    }
+    if (padded)
+        axs_pad_nhwc(x, N, H, W, C, pt, pb_, pl, pr, pad_code, xp, nt);
     xproblem pb;
     memset(&pb, 0, sizeof(pb));
     pb.S = padded ? xp : x;
