@@ -21,6 +21,24 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
                 int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
                 int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
                 int pad_code, void *out, const axs_dequant *dq, int nt, int path);
+/* Per-column terms of a dequantization as float64, so that a row dequantizes in one
+ * branch-free vector loop: every term is an integer below 2^53, so x = v + corr - zw * sumx
+ * is exact in float64, as in the int64 arithmetic of axs_dequant_one (expand.c). */
+typedef struct {
+    const double *scale;
+    double *corr, *zw;     /* (cols), zero where absent */
+    const float *bias;     /* (cols) or NULL */
+    int exact;             /* every term below 2^52: else axs_dequant_one, element by element */
+} axs_xdeq;
+/* Sets dd up for dq (all zero, nothing allocated, for dq NULL) over ncol columns and rows
+ * output rows; free dd->corr when done. Returns an AXS_* code. */
+int axs_xdeq_init(const axs_dequant *dq, int64_t ncol, int64_t rows, axs_xdeq *dd);
+/* y[i * ldy + j] = float32(float64((int32)v[i * ldv + j] + corr[j] - zw[j] * sx_i)
+ * * scale[j]) (+ bias[j]) for i < rows, j < n, with sx_i = sx[i * ldsx] (0 without sx),
+ * exact when dd->exact said so. */
+void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, const int64_t *sx,
+                      ptrdiff_t ldsx, const double *scale, const double *corr,
+                      const double *zw, const float *bias, float *y, ptrdiff_t ldy);
 /* The padded NHWC copy of x (N, H + pt + pb, W + pl + pr, C) into xp, padding with pad_code
  * (expand.c; used by the expanded and depthwise convolutions). */
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,

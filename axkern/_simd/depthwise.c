@@ -75,8 +75,8 @@ int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t K
     return groups == C && COUT == C && dw == 1 && KW <= 4 && KH * KW <= 65536;
 }
 
-/* The dequantized store below is axs_dequant_one's arithmetic, written out in the loop (a
- * call per element cost as much as the lookups): float64 product, no contraction. */
+/* The element-by-element dequantized store below is axs_dequant_one's arithmetic, written
+ * out in the loop (a call per element cost as much as the lookups): no contraction. */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
@@ -116,6 +116,14 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     band = band < 1 ? 1 : band;
     const uint32_t kbias = (uint32_t)((uint64_t)t->bias * (uint64_t)K);
     const int64_t kbias64 = t->bias64 * K;
+    /* int32 sums without window sums dequantize a band at a time in float64 (exact, see
+     * axs_xdeq); else element by element in int64, as axs_dequant_one */
+    axs_xdeq dd;
+    if (axs_xdeq_init(dq, C, N * OH * OW, &dd)) {
+        free(xp);
+        return AXS_ENOMEM;
+    }
+    const int rows_dq = dq && !out64 && !dq->zw && dd.exact;
     int failed = 0;
 #pragma omp parallel num_threads(nt < units ? nt : (int)units)
     {
@@ -141,19 +149,29 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                     for (int64_t c = c0; c < c1; c++)
                         plane(xs + (n * Hp + y0 * sh) * Wp * C + c, (ptrdiff_t)C,
                               (ptrdiff_t)(sh * Wp * C), (ptrdiff_t)(dh * Wp * C), (int)KH,
-                              (int)KW, sw, nb, OW, E + (c - c0) * KH * 1024,
-                              sums + (c - c0) * P);
+                              (int)KW, sw, nb, OW, E + (c - c0) * KH * 1024, sums + (c - c0),
+                              (ptrdiff_t)cb);
                     /* pixel by pixel: the block's channels are contiguous in the output */
                     int64_t r0 = (n * OH + y0) * OW;
+                    if (dq && rows_dq) {
+                        for (int64_t i = 0; i < P; i++)
+                            for (int64_t j = 0; j < nc; j++)
+                                sums[i * cb + j] -= kbias;   /* the int32 sums */
+                        axs_dequant_rows(sums, (ptrdiff_t)cb, (int)P, (int)nc, NULL, 0,
+                                         dd.scale + c0, dd.corr + c0, dd.zw + c0,
+                                         dd.bias ? dd.bias + c0 : NULL,
+                                         (float *)out + r0 * C + c0, (ptrdiff_t)C);
+                        continue;
+                    }
                     for (int64_t i = 0; i < P; i++) {
-                        const uint32_t *si = sums + i;
+                        const uint32_t *si = sums + i * cb;
                         if (dq) {
                             float *y = (float *)out + (r0 + i) * C + c0;
                             const int64_t *sx = dq->zw ? dq->sumx + (r0 + i) * dq->groups : NULL;
                             for (int64_t j = 0; j < nc; j++) {
                                 int64_t o = c0 + j;
-                                int64_t v = out64 ? (int64_t)si[j * P] - kbias64
-                                                  : (int64_t)(int32_t)(si[j * P] - kbias);
+                                int64_t v = out64 ? (int64_t)si[j] - kbias64
+                                                  : (int64_t)(int32_t)(si[j] - kbias);
                                 if (dq->corr)
                                     v += dq->corr[o];
                                 if (sx)
@@ -164,11 +182,11 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                         } else if (out64) {
                             int64_t *o = (int64_t *)out + (r0 + i) * C + c0;
                             for (int64_t j = 0; j < nc; j++)
-                                o[j] = (int64_t)si[j * P] - kbias64;
+                                o[j] = (int64_t)si[j] - kbias64;
                         } else {
                             int32_t *o = (int32_t *)out + (r0 + i) * C + c0;
                             for (int64_t j = 0; j < nc; j++)
-                                o[j] = (int32_t)(si[j * P] - kbias);
+                                o[j] = (int32_t)(si[j] - kbias);
                         }
                     }
                 }
@@ -177,6 +195,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         free(sums);
     }
     free(xp);
+    free(dd.corr);
     return failed ? AXS_ENOMEM : AXS_OK;
 }
 #if defined(__GNUC__) && !defined(__clang__)

@@ -164,15 +164,6 @@ typedef uint32_t __attribute__((may_alias)) xword; /* the sums may sit in a floa
 typedef uint32_t xword;
 #endif
 
-/* Per-column terms of the dequantization as float64, so that a row dequantizes in one
- * branch-free vector loop: every term is an integer below 2^53, so x = v + corr - zw * sumx
- * is exact in float64, as in the int64 arithmetic of axs_dequant_one. */
-typedef struct {
-    const double *scale;
-    double *corr, *zw;     /* (cols), zero where absent */
-    const float *bias;     /* (cols) or NULL */
-    int exact;             /* every term below 2^52: else axs_dequant_one, element by element */
-} xdeq;
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -184,9 +175,9 @@ typedef struct {
  * (+ bias[j]) for i < rows, j < n, with sx_i = sx[i * ldsx] (0 without sx): the epilogue of
  * axs_dequant_one for a tile of rows, in one call (a call per row cost as much as the row). */
 AXS_VECTOR_CLONES
-static void xdequant_rows(const xword *v, ptrdiff_t ldv, int rows, int n, const int64_t *sx,
-                          ptrdiff_t ldsx, const double *scale, const double *corr,
-                          const double *zw, const float *bias, float *y, ptrdiff_t ldy)
+void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, const int64_t *sx,
+                      ptrdiff_t ldsx, const double *scale, const double *corr,
+                      const double *zw, const float *bias, float *y, ptrdiff_t ldy)
 {
     for (int i = 0; i < rows; i++) {
         const xword *vi = v + i * ldv;
@@ -212,7 +203,7 @@ static void xdequant_rows(const xword *v, ptrdiff_t ldv, int rows, int n, const 
 /* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
  * output columns o0 .. o0 + nf (all of group g), into the output; acc may be the output
  * itself (inplace: then int32 outputs are already done). */
-static void xstore(const xproblem *pb, const xdeq *dd, const xword *acc, ptrdiff_t lda,
+static void xstore(const xproblem *pb, const axs_xdeq *dd, const xword *acc, ptrdiff_t lda,
                    int64_t r0, int ms, int64_t g, int64_t o0, int nf, int inplace)
 {
     const axs_dequant *dq = pb->dq;
@@ -240,7 +231,7 @@ static void xstore(const xproblem *pb, const xdeq *dd, const xword *acc, ptrdiff
                         axs_dequant_one(dq, (int32_t)acc[i * lda + j], r0 + i, o0 + j);
         return;
     }
-    xdequant_rows(acc, lda, ms, nf, dq->zw ? dq->sumx + r0 * dq->groups + g : NULL,
+    axs_dequant_rows(acc, lda, ms, nf, dq->zw ? dq->sumx + r0 * dq->groups + g : NULL,
                   (ptrdiff_t)dq->groups, dd->scale + o0, dd->corr + o0, dd->zw + o0,
                   dd->bias ? dd->bias + o0 : NULL, y + r0 * pb->ldo + o0, (ptrdiff_t)pb->ldo);
 }
@@ -257,6 +248,31 @@ static void xrow_offsets(const xproblem *pb, int64_t r0, int ms, ptrdiff_t *roff
             roff[i] = (ptrdiff_t)r * pb->rstride;
         }
     }
+}
+
+int axs_xdeq_init(const axs_dequant *dq, int64_t ncol, int64_t rows, axs_xdeq *dd)
+{
+    memset(dd, 0, sizeof(*dd));
+    if (!dq)
+        return AXS_OK;
+    const int64_t lim = (int64_t)1 << 52, zlim = (int64_t)1 << 20;
+    dd->corr = (double *)malloc((size_t)ncol * 2 * sizeof(double));
+    if (!dd->corr)
+        return AXS_ENOMEM;
+    dd->zw = dd->corr + ncol;
+    dd->exact = 1;
+    for (int64_t o = 0; o < ncol; o++) {
+        int64_t c = dq->corr ? dq->corr[o] : 0, z = dq->zw ? dq->zw[o] : 0;
+        dd->exact &= c > -lim && c < lim && z > -zlim && z < zlim;
+        dd->corr[o] = (double)c;
+        dd->zw[o] = (double)z;
+    }
+    if (dq->zw)  /* |zw * sumx| < 2^20 * 2^32 */
+        for (int64_t e = 0; e < rows * dq->groups && dd->exact; e++)
+            dd->exact &= dq->sumx[e] > -(lim >> 20) && dq->sumx[e] < (lim >> 20);
+    dd->scale = dq->scale;
+    dd->bias = dq->bias;
+    return AXS_OK;
 }
 
 static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
@@ -287,29 +303,10 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     }
     /* int32 totals: the biased sums start at -bias * K (mod 2^32) */
     const uint32_t init = (uint32_t)(0u - (uint32_t)((uint64_t)t->bias * (uint64_t)pb->K));
-    xdeq dd = {NULL, NULL, NULL, NULL, 0};
-    int64_t ncol = pb->groups * pb->cols;
-    const axs_dequant *dq = pb->dq;
-    if (dq && !pb->transposed) {
-        const int64_t lim = (int64_t)1 << 52, zlim = (int64_t)1 << 20;
-        dd.corr = (double *)malloc((size_t)ncol * 2 * sizeof(double));
-        if (!dd.corr) {
-            axs_free64(part);
-            return AXS_ENOMEM;
-        }
-        dd.zw = dd.corr + ncol;
-        dd.exact = 1;
-        for (int64_t o = 0; o < ncol; o++) {
-            int64_t c = dq->corr ? dq->corr[o] : 0, z = dq->zw ? dq->zw[o] : 0;
-            dd.exact &= c > -lim && c < lim && z > -zlim && z < zlim;
-            dd.corr[o] = (double)c;
-            dd.zw[o] = (double)z;
-        }
-        if (dq->zw)  /* |zw * sumx| < 2^20 * 2^32 */
-            for (int64_t e = 0; e < pb->rows * dq->groups && dd.exact; e++)
-                dd.exact &= dq->sumx[e] > -(lim >> 20) && dq->sumx[e] < (lim >> 20);
-        dd.scale = dq->scale;
-        dd.bias = dq->bias;
+    axs_xdeq dd;
+    if (axs_xdeq_init(pb->transposed ? NULL : pb->dq, pb->groups * pb->cols, pb->rows, &dd)) {
+        axs_free64(part);
+        return AXS_ENOMEM;
     }
     int failed = 0;
 #pragma omp parallel num_threads(nt)

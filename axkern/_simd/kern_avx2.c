@@ -254,12 +254,12 @@ AXS_AVX2 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
  * depthwise.c); KH is a constant in the inlined copies below. */
 static inline __attribute__((always_inline)) AXS_AVX2 void
 dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const int KH, int KW,
-             int sw, int64_t OH, int64_t OW, const uint32_t *E, uint32_t *sums)
+             int sw, int64_t OH, int64_t OW, const uint32_t *E, uint32_t *sums, ptrdiff_t os)
 {
     const int64_t np = (OW - 1) * sw + KW;
     for (int64_t y = 0; y < OH; y++) {
         const uint8_t *sy = s + y * ys;
-        uint32_t *out = sums + y * OW;
+        uint32_t *out = sums + y * OW * os;
         __m128i acc = _mm_setzero_si128();
         int64_t next = KW - 1, o = 0;
         for (int64_t p = 0; p < np; p++) {
@@ -270,7 +270,7 @@ dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const i
                                          E + (size_t)ky * 1024 + ((size_t)q[ky * ks] << 2))));
             acc = _mm_add_epi32(_mm_srli_si128(acc, 4), v);
             if (p == next) {
-                out[o++] = (uint32_t)_mm_cvtsi128_si32(acc);
+                out[os * o++] = (uint32_t)_mm_cvtsi128_si32(acc);
                 next += sw;
             }
         }
@@ -279,13 +279,13 @@ dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const i
 
 AXS_AVX2 void axs_dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
                                int KH, int KW, int sw, int64_t OH, int64_t OW,
-                               const uint32_t *E, uint32_t *sums)
+                               const uint32_t *E, uint32_t *sums, ptrdiff_t os)
 {
     switch (KH) {
-    case 1: dwplane_avx2(s, cs, ys, ks, 1, KW, sw, OH, OW, E, sums); break;
-    case 3: dwplane_avx2(s, cs, ys, ks, 3, KW, sw, OH, OW, E, sums); break;
-    case 5: dwplane_avx2(s, cs, ys, ks, 5, KW, sw, OH, OW, E, sums); break;
-    default: dwplane_avx2(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums); break;
+    case 1: dwplane_avx2(s, cs, ys, ks, 1, KW, sw, OH, OW, E, sums, os); break;
+    case 3: dwplane_avx2(s, cs, ys, ks, 3, KW, sw, OH, OW, E, sums, os); break;
+    case 5: dwplane_avx2(s, cs, ys, ks, 5, KW, sw, OH, OW, E, sums, os); break;
+    default: dwplane_avx2(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums, os); break;
     }
 }
 
@@ -343,8 +343,8 @@ void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrd
 
 void axs_dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
                       int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
-                      uint32_t *sums)
+                      uint32_t *sums, ptrdiff_t os)
 {
-    axs_dwplane_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums);
+    axs_dwplane_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums, os);
 }
 #endif

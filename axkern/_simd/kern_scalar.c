@@ -138,12 +138,12 @@ void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptr
 #endif
 AXS_INLINE void dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
                                const int KH, int KW, int sw, int64_t OH, int64_t OW,
-                               const uint32_t *E, uint32_t *sums)
+                               const uint32_t *E, uint32_t *sums, ptrdiff_t os)
 {
     const int64_t np = (OW - 1) * sw + KW;
     for (int64_t y = 0; y < OH; y++) {
         const uint8_t *sy = s + y * ys;
-        uint32_t *out = sums + y * OW;
+        uint32_t *out = sums + y * OW * os;
         uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         int64_t next = KW - 1, o = 0;
         for (int64_t p = 0; p < np; p++) {
@@ -156,7 +156,7 @@ AXS_INLINE void dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptr
             }
             a0 = a1 + v0; a1 = a2 + v1; a2 = a3 + v2; a3 = v3;
             if (p == next) {
-                out[o++] = a0;
+                out[os * o++] = a0;
                 next += sw;
             }
         }
@@ -165,12 +165,12 @@ AXS_INLINE void dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptr
 
 void axs_dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
                         int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
-                        uint32_t *sums)
+                        uint32_t *sums, ptrdiff_t os)
 {
     switch (KH) {
-    case 1: dwplane_scalar(s, cs, ys, ks, 1, KW, sw, OH, OW, E, sums); break;
-    case 3: dwplane_scalar(s, cs, ys, ks, 3, KW, sw, OH, OW, E, sums); break;
-    case 5: dwplane_scalar(s, cs, ys, ks, 5, KW, sw, OH, OW, E, sums); break;
-    default: dwplane_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums); break;
+    case 1: dwplane_scalar(s, cs, ys, ks, 1, KW, sw, OH, OW, E, sums, os); break;
+    case 3: dwplane_scalar(s, cs, ys, ks, 3, KW, sw, OH, OW, E, sums, os); break;
+    case 5: dwplane_scalar(s, cs, ys, ks, 5, KW, sw, OH, OW, E, sums, os); break;
+    default: dwplane_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums, os); break;
     }
 }
