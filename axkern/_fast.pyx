@@ -10,9 +10,10 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     For 16 reduction steps at a time and a block of 16 output columns, the entries
     ``T[v, b[k, j]]`` of every streamed code ``v`` are laid out as one row of 16 uint16
     (built once per tile of up to 4096 rows); a streamed code then fetches the entries of
-    all the block's columns with one vector load, and the sums stay in registers. 16-bit-class tables and int32 sums only. The default on the ``"avx2"`` and
-    ``"scalar"`` paths wherever its cost model beats direct lookups (every layer with more
-    than a few output channels).
+    all the block's columns with one vector load, and the sums stay in registers (blocks of
+    8 columns on the AVX2 code for groups of at most 8). 16-bit-class tables and int32 sums
+    only. The default on the ``"avx2"`` and ``"scalar"`` paths wherever its cost model beats
+    direct lookups (every layer with more than a few output channels, depthwise aside).
 ``"direct"``
     One lookup per multiply-accumulate, the fixed operand's table column held in registers:
     ``"avx512_vbmi"`` keeps it as two 256-byte planes in eight zmm registers (``vpermi2b``

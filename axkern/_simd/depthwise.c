@@ -119,11 +119,11 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     /* int32 sums without window sums dequantize a band at a time in float64 (exact, see
      * axs_xdeq); else element by element in int64, as axs_dequant_one */
     axs_xdeq dd;
-    if (axs_xdeq_init(dq, C, N * OH * OW, &dd)) {
+    if (axs_xdeq_init(dq && !out64 && !dq->zw ? dq : NULL, C, N * OH * OW, &dd)) {
         free(xp);
         return AXS_ENOMEM;
     }
-    const int rows_dq = dq && !out64 && !dq->zw && dd.exact;
+    const int rows_dq = dd.exact;
     int failed = 0;
 #pragma omp parallel num_threads(nt < units ? nt : (int)units)
     {
