@@ -75,8 +75,8 @@ int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t K
     return groups == C && COUT == C && dw == 1 && KW <= 4 && KH * KW <= 65536;
 }
 
-/* The element-by-element dequantized store below is axs_dequant_one's arithmetic, written
- * out in the loop (a call per element cost as much as the lookups): no contraction. */
+/* Compiled with the options of axs_dequant_one (no contraction), so that GCC inlines it in
+ * the element-by-element store below: a call per element cost as much as the lookups. */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
@@ -117,7 +117,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     const uint32_t kbias = (uint32_t)((uint64_t)t->bias * (uint64_t)K);
     const int64_t kbias64 = t->bias64 * K;
     /* int32 sums without window sums dequantize a band at a time in float64 (exact, see
-     * axs_xdeq); else element by element in int64, as axs_dequant_one */
+     * axs_xdeq); else element by element with axs_dequant_one */
     axs_xdeq dd;
     if (axs_xdeq_init(dq && !out64 && !dq->zw ? dq : NULL, C, N * OH * OW, &dd)) {
         free(xp);
@@ -153,7 +153,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                               (ptrdiff_t)cb);
                     /* pixel by pixel: the block's channels are contiguous in the output */
                     int64_t r0 = (n * OH + y0) * OW;
-                    if (dq && rows_dq) {
+                    if (rows_dq) {
                         for (int64_t i = 0; i < P; i++)
                             for (int64_t j = 0; j < nc; j++)
                                 sums[i * cb + j] -= kbias;   /* the int32 sums */
@@ -167,18 +167,10 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                         const uint32_t *si = sums + i * cb;
                         if (dq) {
                             float *y = (float *)out + (r0 + i) * C + c0;
-                            const int64_t *sx = dq->zw ? dq->sumx + (r0 + i) * dq->groups : NULL;
-                            for (int64_t j = 0; j < nc; j++) {
-                                int64_t o = c0 + j;
-                                int64_t v = out64 ? (int64_t)si[j] - kbias64
-                                                  : (int64_t)(int32_t)(si[j] - kbias);
-                                if (dq->corr)
-                                    v += dq->corr[o];
-                                if (sx)
-                                    v -= dq->zw[o] * sx[dq->gcol[o]];
-                                float f = (float)((double)v * dq->scale[o]);
-                                y[j] = dq->bias ? f + dq->bias[o] : f;
-                            }
+                            for (int64_t j = 0; j < nc; j++)
+                                y[j] = axs_dequant_one(dq, out64 ? (int64_t)si[j] - kbias64
+                                                       : (int64_t)(int32_t)(si[j] - kbias),
+                                                       r0 + i, c0 + j);
                         } else if (out64) {
                             int64_t *o = (int64_t *)out + (r0 + i) * C + c0;
                             for (int64_t j = 0; j < nc; j++)
