@@ -662,15 +662,10 @@ static void to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt
                       int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst)
 {
     int64_t plane = Hp * Wp;
-    for (int64_t c = 0; c < C; c++) {
-        uint8_t *d = dst + c * plane;
-        memset(d, pad_code, (size_t)(pt * Wp));
-        memset(d + (pt + H) * Wp, pad_code, (size_t)((Hp - pt - H) * Wp));
-        for (int64_t y = 0; y < H; y++) {
-            memset(d + (pt + y) * Wp, pad_code, (size_t)pl);
-            memset(d + (pt + y) * Wp + pl + W, pad_code, (size_t)(Wp - pl - W));
-        }
-    }
+    /* the border: one fill of everything (a memset per row and channel, of a byte or two
+     * each, took a third of this function on depthwise layers) */
+    if (Hp != H || Wp != W)
+        memset(dst, pad_code, (size_t)(C * plane));
     int64_t w8 = W & ~(int64_t)7, c8 = C & ~(int64_t)7;
     for (int64_t y = 0; y < H; y++) {
         const uint8_t *srow = xn + y * W * C;

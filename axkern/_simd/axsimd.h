@@ -113,21 +113,27 @@ void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrd
                      int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                      int last, uint32_t init);
 
-/* Depthwise plane kernel (depthwise.c): for one channel, with E[ky] (ky < KH) 256 rows of
- * 4 uint32 lanes (lane j: the entry of filter tap kx = KW - 1 - j, zero for j >= KW; KW <= 4)
- * at E + ky * 1024, and the channel's padded input codes at s[y * ys + ky * ks + p * cs] for
- * output row y, filter row ky and input column p:
- *   sums[(y * OW + o) * os] = sum_{ky < KH, kx < KW} E[ky][code(y, ky, o * sw + kx)][KW - 1 - kx]
+/* Depthwise plane kernels (depthwise.c): for nc channels i < nc, with E_i = E + i * es
+ * holding E_i[ky] (ky < KH) 256 rows of 4 uint32 lanes (lane j: the entry of filter tap
+ * kx = KW - 1 - j, zero for j >= KW; KW <= 4) at E_i + ky * 1024, and channel i's padded
+ * input codes at s[i + y * ys + ky * ks + p * cs] for output row y, filter row ky and input
+ * column p:
+ *   sums[(y * OW + o) * os + i]
+ *       = sum_{ky < KH, kx < KW} E_i[ky][code_i(y, ky, o * sw + kx)][KW - 1 - kx]
  * (mod 2^32) for y < OH, o < OW. */
-typedef void (*axs_dwplane_fn)(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
-                               int KH, int KW, int sw, int64_t OH, int64_t OW,
-                               const uint32_t *E, uint32_t *sums, ptrdiff_t os);
-void axs_dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
-                        int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
-                        uint32_t *sums, ptrdiff_t os);
-void axs_dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
-                      int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
-                      uint32_t *sums, ptrdiff_t os);
+typedef void (*axs_dwplanes_fn)(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
+                                int KH, int KW, int sw, int64_t OH, int64_t OW, int nc,
+                                const uint32_t *E, ptrdiff_t es, uint32_t *sums,
+                                ptrdiff_t os);
+void axs_dwplanes_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                         int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
+void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                       int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
+                       ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
+void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                         int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
 
 /* Kernel methods: AXS_METHOD_AUTO picks by a cost model, the others force one.
  *  - direct: the micro-kernels above, one table lookup per multiply-accumulate;

@@ -91,7 +91,9 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     int64_t Hp = H + pt + pb_, Wp = W + pl + pr;
     int64_t OH = (Hp - (int64_t)dh * (KH - 1) - 1) / sh + 1;
     int64_t OW = (Wp - KW) / sw + 1, K = KH * KW;
-    axs_dwplane_fn plane = path == AXS_PATH_SCALAR ? axs_dwplane_scalar : axs_dwplane_avx2;
+    axs_dwplanes_fn planes = path == AXS_PATH_SCALAR ? axs_dwplanes_scalar
+                           : path == AXS_PATH_AVX2 ? axs_dwplanes_avx2
+                                                   : axs_dwplanes_avx512;
     int padded = pt || pb_ || pl || pr;
     uint8_t *xp = NULL;
     if (padded) {
@@ -146,11 +148,9 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
             for (int64_t n = n0; n < n1; n++)
                 for (int64_t y0 = 0; y0 < OH; y0 += band) {
                     int64_t nb = OH - y0 < band ? OH - y0 : band, P = nb * OW;
-                    for (int64_t c = c0; c < c1; c++)
-                        plane(xs + (n * Hp + y0 * sh) * Wp * C + c, (ptrdiff_t)C,
-                              (ptrdiff_t)(sh * Wp * C), (ptrdiff_t)(dh * Wp * C), (int)KH,
-                              (int)KW, sw, nb, OW, E + (c - c0) * KH * 1024, sums + (c - c0),
-                              (ptrdiff_t)cb);
+                    planes(xs + (n * Hp + y0 * sh) * Wp * C + c0, (ptrdiff_t)C,
+                           (ptrdiff_t)(sh * Wp * C), (ptrdiff_t)(dh * Wp * C), (int)KH, (int)KW,
+                           sw, nb, OW, (int)nc, E, (ptrdiff_t)(KH * 1024), sums, (ptrdiff_t)cb);
                     /* pixel by pixel: the block's channels are contiguous in the output */
                     int64_t r0 = (n * OH + y0) * OW;
                     if (rows_dq) {

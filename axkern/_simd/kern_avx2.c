@@ -251,43 +251,72 @@ AXS_AVX2 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
 /* ------------------------------------------------------------ depthwise planes */
 
 /* Per input column: the sum of its filter rows' lanes, shifted into the register (see
- * depthwise.c); KH is a constant in the inlined copies below. */
+ * depthwise.c). NC = 2 channels share a ymm (channel i in 128-bit lane i: vpsrldq shifts
+ * within lanes), NC = 1 takes an xmm; KH is a constant in the inlined copies below. */
 static inline __attribute__((always_inline)) AXS_AVX2 void
 dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const int KH, int KW,
-             int sw, int64_t OH, int64_t OW, const uint32_t *E, uint32_t *sums, ptrdiff_t os)
+             int sw, int64_t OH, int64_t OW, const uint32_t *E, ptrdiff_t es, uint32_t *sums,
+             ptrdiff_t os, const int NC)
 {
     const int64_t np = (OW - 1) * sw + KW;
+    const __m256i lane0 = _mm256_set_epi32(0, 0, 0, 0, 0, 0, 4, 0);
     for (int64_t y = 0; y < OH; y++) {
         const uint8_t *sy = s + y * ys;
         uint32_t *out = sums + y * OW * os;
-        __m128i acc = _mm_setzero_si128();
-        int64_t next = KW - 1, o = 0;
+        __m256i acc = _mm256_setzero_si256();
+        int64_t next = KW - 1;
         for (int64_t p = 0; p < np; p++) {
             const uint8_t *q = sy + p * cs;
-            __m128i v = _mm_load_si128((const __m128i *)(E + ((size_t)q[0] << 2)));
-            for (int ky = 1; ky < KH; ky++)
-                v = _mm_add_epi32(v, _mm_load_si128((const __m128i *)(
-                                         E + (size_t)ky * 1024 + ((size_t)q[ky * ks] << 2))));
-            acc = _mm_add_epi32(_mm_srli_si128(acc, 4), v);
+            __m256i v = _mm256_setzero_si256();
+            for (int ky = 0; ky < KH; ky++) {
+                const uint32_t *e = E + (size_t)ky * 1024;
+                const uint8_t *qk = q + ky * ks;
+                __m128i r0 = _mm_load_si128((const __m128i *)(e + ((size_t)qk[0] << 2)));
+                __m256i t = NC == 2 ? _mm256_inserti128_si256(_mm256_castsi128_si256(r0),
+                                          _mm_load_si128((const __m128i *)(
+                                              e + es + ((size_t)qk[1] << 2))), 1)
+                                    : _mm256_castsi128_si256(r0);
+                v = _mm256_add_epi32(v, t);
+            }
+            acc = _mm256_add_epi32(_mm256_srli_si256(acc, 4), v);
             if (p == next) {
-                out[os * o++] = (uint32_t)_mm_cvtsi128_si32(acc);
+                if (NC == 2)
+                    _mm_storel_epi64((__m128i *)out, _mm256_castsi256_si128(
+                                                        _mm256_permutevar8x32_epi32(acc, lane0)));
+                else
+                    *out = (uint32_t)_mm256_cvtsi256_si32(acc);
+                out += os;
                 next += sw;
             }
         }
     }
 }
 
-AXS_AVX2 void axs_dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
-                               int KH, int KW, int sw, int64_t OH, int64_t OW,
-                               const uint32_t *E, uint32_t *sums, ptrdiff_t os)
+#define AXS_DW_KH(NC)                                                                      \
+    switch (KH) {                                                                          \
+    case 1: dwplane_avx2(sc, cs, ys, ks, 1, KW, sw, OH, OW, Ec, es, sums + c, os, NC); break; \
+    case 3: dwplane_avx2(sc, cs, ys, ks, 3, KW, sw, OH, OW, Ec, es, sums + c, os, NC); break; \
+    case 5: dwplane_avx2(sc, cs, ys, ks, 5, KW, sw, OH, OW, Ec, es, sums + c, os, NC); break; \
+    default: dwplane_avx2(sc, cs, ys, ks, KH, KW, sw, OH, OW, Ec, es, sums + c, os, NC); break; \
+    }
+
+AXS_AVX2 void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
+                                int KH, int KW, int sw, int64_t OH, int64_t OW, int nc,
+                                const uint32_t *E, ptrdiff_t es, uint32_t *sums, ptrdiff_t os)
 {
-    switch (KH) {
-    case 1: dwplane_avx2(s, cs, ys, ks, 1, KW, sw, OH, OW, E, sums, os); break;
-    case 3: dwplane_avx2(s, cs, ys, ks, 3, KW, sw, OH, OW, E, sums, os); break;
-    case 5: dwplane_avx2(s, cs, ys, ks, 5, KW, sw, OH, OW, E, sums, os); break;
-    default: dwplane_avx2(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums, os); break;
+    for (int c = 0; c < nc;) {
+        const uint8_t *sc = s + c;
+        const uint32_t *Ec = E + c * es;
+        if (c + 2 <= nc) {
+            AXS_DW_KH(2)
+            c += 2;
+        } else {
+            AXS_DW_KH(1)
+            c += 1;
+        }
     }
 }
+#undef AXS_DW_KH
 
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
@@ -341,10 +370,10 @@ void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrd
     }
 }
 
-void axs_dwplane_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
-                      int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
-                      uint32_t *sums, ptrdiff_t os)
+void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                       int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
+                       ptrdiff_t es, uint32_t *sums, ptrdiff_t os)
 {
-    axs_dwplane_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums, os);
+    axs_dwplanes_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, nc, E, es, sums, os);
 }
 #endif

@@ -134,10 +134,81 @@ AXS_512 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, 
     }
 }
 
+/* ------------------------------------------------------------ depthwise planes */
+
+/* Four channels at once (depthwise.c): channel i's 128-bit E rows fill 128-bit lane i of a
+ * zmm, so one byte shift within lanes (vpsrldq) slides the tap rows of all four and their
+ * sums of an output leave as one 16-byte store into the pixel-major staging buffer. The
+ * loads stay one per channel and filter row; the adds, the shift and the dependency through
+ * acc are shared by four channels. */
+static inline AXS_512 __attribute__((always_inline)) void
+dwplane4(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const int KH, int KW,
+         int sw, int64_t OH, int64_t OW, const uint32_t *E, ptrdiff_t es, uint32_t *sums,
+         ptrdiff_t os)
+{
+    const int64_t np = (OW - 1) * sw + KW;
+    const __m512i lane0 = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+    for (int64_t y = 0; y < OH; y++) {
+        const uint8_t *sy = s + y * ys;
+        uint32_t *out = sums + y * OW * os;
+        __m512i acc = _mm512_setzero_si512();
+        int64_t next = KW - 1;
+        for (int64_t p = 0; p < np; p++) {
+            const uint8_t *q = sy + p * cs;
+            __m512i v = _mm512_setzero_si512();
+            for (int ky = 0; ky < KH; ky++) {
+                const uint8_t *qk = q + ky * ks;
+                const uint32_t *e = E + (size_t)ky * 1024;
+#define ROW(i) _mm_load_si128((const __m128i *)(e + (i) * es + ((size_t)qk[i] << 2)))
+                __m512i t = _mm512_castsi128_si512(ROW(0));
+                t = _mm512_inserti32x4(t, ROW(1), 1);
+                t = _mm512_inserti32x4(t, ROW(2), 2);
+                t = _mm512_inserti32x4(t, ROW(3), 3);
+#undef ROW
+                v = _mm512_add_epi32(v, t);
+            }
+            acc = _mm512_add_epi32(_mm512_bsrli_epi128(acc, 4), v);
+            if (p == next) {
+                _mm_storeu_si128((__m128i *)out,
+                                 _mm512_castsi512_si128(_mm512_permutexvar_epi32(lane0, acc)));
+                out += os;
+                next += sw;
+            }
+        }
+    }
+}
+
+AXS_512 void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
+                                 int KH, int KW, int sw, int64_t OH, int64_t OW, int nc,
+                                 const uint32_t *E, ptrdiff_t es, uint32_t *sums, ptrdiff_t os)
+{
+    int c = 0;
+    for (; c + 4 <= nc; c += 4) {
+        const uint8_t *sc = s + c;
+        const uint32_t *Ec = E + c * es;
+        switch (KH) {
+        case 1: dwplane4(sc, cs, ys, ks, 1, KW, sw, OH, OW, Ec, es, sums + c, os); break;
+        case 3: dwplane4(sc, cs, ys, ks, 3, KW, sw, OH, OW, Ec, es, sums + c, os); break;
+        case 5: dwplane4(sc, cs, ys, ks, 5, KW, sw, OH, OW, Ec, es, sums + c, os); break;
+        default: dwplane4(sc, cs, ys, ks, KH, KW, sw, OH, OW, Ec, es, sums + c, os); break;
+        }
+    }
+    if (c < nc)  /* the AVX-512 path's CPUs all run AVX2 */
+        axs_dwplanes_avx2(s + c, cs, ys, ks, KH, KW, sw, OH, OW, nc - c, E + c * es, es,
+                          sums + c, os);
+}
+
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                        ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
 {
     axs_kern16_scalar(S, soff, ms, F, ldF, nf, K, t, C);
+}
+
+void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                         int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os)
+{
+    axs_dwplanes_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, nc, E, es, sums, os);
 }
 #endif

@@ -163,14 +163,19 @@ AXS_INLINE void dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptr
     }
 }
 
-void axs_dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
-                        int KW, int sw, int64_t OH, int64_t OW, const uint32_t *E,
-                        uint32_t *sums, ptrdiff_t os)
+void axs_dwplanes_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                         int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os)
 {
-    switch (KH) {
-    case 1: dwplane_scalar(s, cs, ys, ks, 1, KW, sw, OH, OW, E, sums, os); break;
-    case 3: dwplane_scalar(s, cs, ys, ks, 3, KW, sw, OH, OW, E, sums, os); break;
-    case 5: dwplane_scalar(s, cs, ys, ks, 5, KW, sw, OH, OW, E, sums, os); break;
-    default: dwplane_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, E, sums, os); break;
+    for (int c = 0; c < nc; c++) {
+        const uint8_t *sc = s + c;
+        const uint32_t *Ec = E + c * es;
+        uint32_t *oc = sums + c;
+        switch (KH) {
+        case 1: dwplane_scalar(sc, cs, ys, ks, 1, KW, sw, OH, OW, Ec, oc, os); break;
+        case 3: dwplane_scalar(sc, cs, ys, ks, 3, KW, sw, OH, OW, Ec, oc, os); break;
+        case 5: dwplane_scalar(sc, cs, ys, ks, 5, KW, sw, OH, OW, Ec, oc, os); break;
+        default: dwplane_scalar(sc, cs, ys, ks, KH, KW, sw, OH, OW, Ec, oc, os); break;
+        }
     }
 }
