@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import _check_out_dtype, _check_table, check_conv_geometry
+from .backends import _check_no_overflow, _check_out_dtype, _check_table, check_conv_geometry
 
 __all__ = ["gemm", "conv2d", "is_available", "require", "CudaUnavailableError",
            "prepare_table", "kernel_names", "find_nvcc", "KERNEL_FILES"]
@@ -300,6 +300,7 @@ def gemm_on(device, a, b, table, out_dtype, mode=None):
         raise ValueError(f"gemm operands do not chain: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
                          "(K must match)")
     _check_int32(M=M, N=N, K=K)
+    _check_no_overflow(out_dtype, K, table)   # as on the CPU: int32 sums wrap silently
     keep = not (_is_numpy(a) and _is_numpy(b))
     if M == 0 or N == 0 or K == 0:
         return device.result(device.zeros((M, N), out_dtype), keep)
@@ -324,6 +325,7 @@ def conv2d_on(device, x, w, table, stride, padding, dilation, groups, pad_code, 
     KH, KW, Cg, COUT = (int(v) for v in w.shape)
     _check_int32(**{"N*OH*OW": N * OH * OW, "KH*KW*Cg": KH * KW * Cg, "input size": N * H * W * C,
                     "padded height": H + pt + pb, "padded width": W + pl + pr})
+    _check_no_overflow(out_dtype, KH * KW * Cg, table)
     keep = not (_is_numpy(x) and _is_numpy(w))
     shape = (N, OH, OW, COUT)
     if N * OH * OW * COUT == 0 or Cg == 0:

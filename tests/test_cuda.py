@@ -359,6 +359,15 @@ def test_plans_fit_the_devices():
 
 def test_bad_input(emu):
     t = TABLES["unsigned"]
+    # int32 sums that could overflow are refused, as on the CPU backends
+    big = np.full((256, 256), 1 << 20, np.int32)
+    with pytest.raises(ValueError, match="int32 can overflow"):
+        axcuda.gemm_on(emu, _codes((2, 4096)), _codes((4096, 2)), big, np.int32)
+    with pytest.raises(ValueError, match="int32 can overflow"):
+        axcuda.conv2d_on(emu, _codes((1, 4, 4, 512)), _codes((3, 3, 512, 2)), big, (1, 1),
+                         (1, 1, 1, 1), (1, 1), 1, 0, np.int32)
+    got = axcuda.gemm_on(emu, _codes((2, 4096)), _codes((4096, 2)), big, np.int64)
+    np.testing.assert_array_equal(got, np.full((2, 2), 4096 << 20, np.int64))
     with pytest.raises(TypeError, match="uint8"):
         axcuda.gemm_on(emu, np.zeros((2, 3), np.int32), _codes((3, 2)), t, np.int32)
     with pytest.raises(ValueError, match="K must match"):
