@@ -43,6 +43,11 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, const i
  * (expand.c; used by the expanded and depthwise convolutions). */
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,
                   int pb, int pl, int pr, int pad_code, uint8_t *xp, int nt);
+/* One NHWC image (H, W, C) into planar (C, Hp, Wp) layout with pad_code in the border (pt
+ * rows above, pl columns left): for a fixed tap and channel, consecutive output pixels of a
+ * row then read consecutive bytes (axsimd.c; the direct and depthwise methods). */
+void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, int pl,
+                   int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst);
 /* The depthwise method (depthwise.c): whether it serves a conv2d shape (the table class
  * aside), and its driver over a table prepared with the weight code fixed. */
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw);

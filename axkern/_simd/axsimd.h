@@ -135,6 +135,9 @@ void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t
                          int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
                          ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
 
+/* dst[i * ldd + j] = src[j * ld + i] for i, j < 16 (AVX-512 F; depthwise.c). */
+void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
+
 /* Kernel methods: AXS_METHOD_AUTO picks by a cost model, the others force one.
  *  - direct: the micro-kernels above, one table lookup per multiply-accumulate;
  *  - expand: expanded tables (16-bit class tables and int32 accumulation only);

@@ -16,6 +16,7 @@
  * exact) or, for generic tables, the int32 entries (their uint32 sums wrap like any int32 sum:
  * int32 outputs only). */
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -70,6 +71,48 @@ static void dw_build(const axs_fixed_table *t, const uint8_t *w, int64_t C, int6
     }
 }
 
+/* The sums of output rows [0, nb) of channels c < nc (planes at s + c * ps, row stride Wp;
+ * filter codes w[k * C + c]), stride 1, into sums[(y * OW + o) * os + c]. The AVX-512 VBMI
+ * direct kernel streams the positions q = y * Wp + o of a plane, at most AXS_MB at a time
+ * into tmp (the Wp - OW columns past the right edge are computed and dropped, as in the
+ * direct method's wide tiles); tap k reads q + soff[k]. The rows of valid outputs are
+ * copied into sT[c][y * OW + o], and sT goes pixel-major by 16 x 16 transposes: stored
+ * straight into sums, one element per cache line, they took longer than the lookups. */
+static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, int64_t OW,
+                         int64_t nc, const uint8_t *w, int64_t C, int64_t K,
+                         const ptrdiff_t *soff, uint8_t *fk, const axs_fixed_table *t,
+                         uint32_t *sT, uint32_t *tmp, uint32_t *sums, int64_t os)
+{
+    const int64_t Q = (nb - 1) * Wp + OW, P = nb * OW;
+    for (int64_t c = 0; c < nc; c++) {
+        for (int64_t k = 0; k < K; k++)
+            fk[k] = w[k * C + c];
+        uint32_t *dst = sT + c * P;
+        for (int64_t q0 = 0; q0 < Q; q0 += AXS_MB) {
+            int64_t ms = Q - q0 < AXS_MB ? Q - q0 : AXS_MB;
+            axs_kern16_avx512(s + c * ps + q0, soff, (int)ms, fk, (ptrdiff_t)K, 1, (int)K, t,
+                              tmp);
+            for (int64_t q = q0; q < q0 + ms;) {  /* runs of one output row */
+                int64_t y = q / Wp, o = q - y * Wp;
+                if (o >= OW) {
+                    q += Wp - o;
+                    continue;
+                }
+                int64_t run = OW - o < q0 + ms - q ? OW - o : q0 + ms - q;
+                memcpy(dst + y * OW + o, tmp + (q - q0), (size_t)run * sizeof(uint32_t));
+                q += run;
+            }
+        }
+    }
+    int64_t i = 0;
+    if (nc == 16)
+        for (; i + 16 <= P; i += 16)
+            axs_tr16_avx512(sT + i, (ptrdiff_t)P, sums + i * os, (ptrdiff_t)os);
+    for (; i < P; i++)
+        for (int64_t c = 0; c < nc; c++)
+            sums[i * os + c] = sT[c * P + i];
+}
+
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw)
 {
     return groups == C && COUT == C && dw == 1 && KW <= 4 && KH * KW <= 65536;
@@ -94,15 +137,27 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     axs_dwplanes_fn planes = path == AXS_PATH_SCALAR ? axs_dwplanes_scalar
                            : path == AXS_PATH_AVX2 ? axs_dwplanes_avx2
                                                    : axs_dwplanes_avx512;
+    /* On the AVX-512 VBMI path, stride 1 and a 16-bit-class table: the direct kernel's
+     * lookups (64 codes per vpermi2b, the filter code's table column in registers) streamed
+     * along each channel's plane of a planar copy, instead of rows of E (dw_band_vbmi). */
+    const int vbmi = path == AXS_PATH_AVX512_VBMI && !t->generic && sh == 1 && sw == 1;
     int padded = pt || pb_ || pl || pr;
     uint8_t *xp = NULL;
-    if (padded) {
+    if (vbmi) {
+        xp = (uint8_t *)malloc((size_t)(N * C * Hp * Wp));
+        if (!xp)
+            return AXS_ENOMEM;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            axs_to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code,
+                          xp + n * C * Hp * Wp);
+    } else if (padded) {
         xp = (uint8_t *)malloc((size_t)(N * Hp * Wp * C));
         if (!xp)
             return AXS_ENOMEM;
         axs_pad_nhwc(x, N, H, W, C, pt, pb_, pl, pr, pad_code, xp, nt);
     }
-    const uint8_t *xs = padded ? xp : x;
+    const uint8_t *xs = padded || vbmi ? xp : x;
     /* units: a block of channels by a chunk of images, enough of them for every thread */
     int64_t cb = KH <= 4 ? AXS_DWCB : (4 * AXS_DWCB) / KH;
     cb = cb < 1 ? 1 : cb;
@@ -129,9 +184,20 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     int failed = 0;
 #pragma omp parallel num_threads(nt < units ? nt : (int)units)
     {
-        uint32_t *E = (uint32_t *)axs_alloc64((size_t)(cb * KH * 1024) * sizeof(uint32_t));
-        uint32_t *sums = (uint32_t *)malloc((size_t)(cb * band * OW) * sizeof(uint32_t));
+        /* E rows, or (vbmi) the band's sums channel by channel, a tile of the kernel's sums,
+         * and the taps' offsets and codes */
+        size_t nsum = (size_t)(cb * band * OW);
+        uint32_t *E = (uint32_t *)axs_alloc64(
+            vbmi ? (nsum + AXS_MB) * sizeof(uint32_t) + (size_t)K * (sizeof(ptrdiff_t) + 1)
+                 : (size_t)(cb * KH * 1024) * sizeof(uint32_t));
+        uint32_t *sums = (uint32_t *)malloc(nsum * sizeof(uint32_t));
         int ok = E && sums;
+        ptrdiff_t *soff = (ptrdiff_t *)(E + nsum + AXS_MB);
+        uint8_t *fk = (uint8_t *)(soff + K);
+        if (ok && vbmi)
+            for (int64_t ky = 0; ky < KH; ky++)
+                for (int64_t kx = 0; kx < KW; kx++)
+                    soff[ky * KW + kx] = (ptrdiff_t)(ky * dh * Wp + kx);
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -143,14 +209,19 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
             int64_t c0 = (u % cblocks) * cb, n0 = (u / cblocks) * chunk;
             int64_t c1 = c0 + cb < C ? c0 + cb : C, n1 = n0 + chunk < N ? n0 + chunk : N;
             int64_t nc = c1 - c0;
-            for (int64_t c = c0; c < c1; c++)
+            for (int64_t c = c0; c < c1 && !vbmi; c++)
                 dw_build(t, w, C, c, KH, KW, E + (c - c0) * KH * 1024);
             for (int64_t n = n0; n < n1; n++)
                 for (int64_t y0 = 0; y0 < OH; y0 += band) {
                     int64_t nb = OH - y0 < band ? OH - y0 : band, P = nb * OW;
-                    planes(xs + (n * Hp + y0 * sh) * Wp * C + c0, (ptrdiff_t)C,
-                           (ptrdiff_t)(sh * Wp * C), (ptrdiff_t)(dh * Wp * C), (int)KH, (int)KW,
-                           sw, nb, OW, (int)nc, E, (ptrdiff_t)(KH * 1024), sums, (ptrdiff_t)cb);
+                    if (vbmi)
+                        dw_band_vbmi(xs + ((n * C + c0) * Hp + y0) * Wp, Hp * Wp, Wp, nb, OW,
+                                     nc, w + c0, C, K, soff, fk, t, E, E + nsum, sums, cb);
+                    else
+                        planes(xs + (n * Hp + y0 * sh) * Wp * C + c0, (ptrdiff_t)C,
+                               (ptrdiff_t)(sh * Wp * C), (ptrdiff_t)(dh * Wp * C), (int)KH,
+                               (int)KW, sw, nb, OW, (int)nc, E, (ptrdiff_t)(KH * 1024), sums,
+                               (ptrdiff_t)cb);
                     /* pixel by pixel: the block's channels are contiguous in the output */
                     int64_t r0 = (n * OH + y0) * OW;
                     if (rows_dq) {

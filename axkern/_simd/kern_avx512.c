@@ -198,6 +198,38 @@ AXS_512 void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, p
                           sums + c, os);
 }
 
+/* 16 x 16 uint32 transpose in registers: pairs of rows interleaved by 32 and 64 bits, then
+ * 128-bit lanes gathered across the four groups of four rows. */
+AXS_512 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    __m512i r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_si512((const void *)(src + i * ld));
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        r[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        r[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        r[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    /* 128-bit lane L of r[4k + m]: rows 4k..4k+3 of column 4L + m */
+    for (int m = 0; m < 4; m++) {
+        __m512i a = _mm512_shuffle_i32x4(r[m], r[4 + m], 0x88);  /* lanes 0, 2 */
+        __m512i b = _mm512_shuffle_i32x4(r[m], r[4 + m], 0xdd);  /* lanes 1, 3 */
+        __m512i c = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0x88);
+        __m512i d = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0xdd);
+        t[m] = _mm512_shuffle_i32x4(a, c, 0x88);
+        t[8 + m] = _mm512_shuffle_i32x4(a, c, 0xdd);
+        t[4 + m] = _mm512_shuffle_i32x4(b, d, 0x88);
+        t[12 + m] = _mm512_shuffle_i32x4(b, d, 0xdd);
+    }
+    for (int i = 0; i < 16; i++)
+        _mm512_storeu_si512((void *)(dst + i * ldd), t[i]);
+}
+
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                        ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
@@ -210,5 +242,12 @@ void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t
                          ptrdiff_t es, uint32_t *sums, ptrdiff_t os)
 {
     axs_dwplanes_scalar(s, cs, ys, ks, KH, KW, sw, OH, OW, nc, E, es, sums, os);
+}
+
+void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++)
+            dst[i * ldd + j] = src[j * ld + i];
 }
 #endif
