@@ -20,15 +20,18 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     looks up 64 streamed codes per instruction; the default method on that path),
     ``"avx2"`` uses ``vpshufb`` on XOR-chained 16-entry chunks, ``"scalar"`` plain loads.
     Tiny shapes, int64 sums and tables of the generic class take it, and on the
-    ``"avx512_vbmi"`` path depthwise layers.
+    ``"avx512_vbmi"`` path depthwise layers of stride other than 1.
 ``"depthwise"`` (``depthwise.c``, ``conv2d`` only)
     Depthwise layers (``groups`` equal to the input and output channels, horizontal
     dilation 1, at most 4 filter columns): for each channel and filter row, the entries of
     a code for all filter columns sit in one row of 4 lanes; walking an output row, one
     vector load per filter row and input column feeds a register shifted one lane per
-    column, whose low lane completes an output every ``stride`` columns. The default for
-    such layers on the ``"avx2"`` and ``"scalar"`` paths (int64 sums need a 16-bit-class
-    table).
+    column, whose low lane completes an output every ``stride`` columns (two channels per
+    register on AVX2, four on AVX-512). On the ``"avx512_vbmi"`` path, for stride 1 and a
+    16-bit-class table, the direct kernel's lookups instead, streamed along each channel's
+    plane and stored pixel-major through register transposes. The default for such layers
+    on the ``"avx2"`` and ``"scalar"`` paths, and on ``"avx512_vbmi"`` at stride 1 with a
+    16-bit-class table (int64 sums need a 16-bit-class table).
 
 Paths (the instruction set): ``"avx512_vbmi"``, ``"avx2"``, ``"scalar"`` (portable C; the
 compiler may vectorize it for the baseline ISA). The path is chosen once at import: the
@@ -355,7 +358,8 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         (N, OH, OW, G).
     method : {"auto", "direct", "expand", "depthwise"}, optional
         As in :func:`gemm`; ``"depthwise"`` (depthwise layers only, see the module notes)
-        is the default for depthwise layers on the ``"avx2"`` and ``"scalar"`` paths.
+        is the default for depthwise layers on the ``"avx2"`` and ``"scalar"`` paths and,
+        at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"``.
 
     Returns
     -------
