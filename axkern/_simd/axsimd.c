@@ -824,7 +824,7 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
 #pragma omp for schedule(static)
             for (int64_t n = 0; n < N; n++)
                 axs_to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code,
-                          xp + n * C * plane);
+                              xp + n * C * plane);
         }
         int64_t loaded = -1;
         ptrdiff_t orow[AXS_MB], run_src[AXS_MB];
