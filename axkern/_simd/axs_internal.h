@@ -51,6 +51,12 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
 /* The depthwise method (depthwise.c): whether it serves a conv2d shape (the table class
  * aside), and its driver over a table prepared with the weight code fixed. */
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw);
+/* Whether the depthwise method runs its variant over the AVX-512 VBMI direct kernel (stride
+ * 1, 16-bit class) rather than rows of E; on that path it is the automatic choice only then. */
+static inline int axs_dw_vbmi(int path, const axs_fixed_table *t, int sh, int sw)
+{
+    return path == AXS_PATH_AVX512_VBMI && !t->generic && sh == 1 && sw == 1;
+}
 int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                  int pt, int pb, int pl, int pr, int dh, int pad_code, int out64, void *out,

@@ -718,16 +718,17 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
     int dw_shape = axs_dw_serves(C, COUT, groups, KH, KW, dw);
     if (method == AXS_METHOD_DEPTHWISE && !dw_shape)
         return AXS_EMETHOD;
-    int dw_vbmi = path == AXS_PATH_AVX512_VBMI;
-    if (method == AXS_METHOD_DEPTHWISE ||
-        (method == AXS_METHOD_AUTO && dw_shape && (!dw_vbmi || (sh == 1 && sw == 1)))) {
+    if (method == AXS_METHOD_DEPTHWISE || (method == AXS_METHOD_AUTO && dw_shape)) {
         int err = AXS_OK;
-        /* the AVX-512 path's variant looks up in the byte planes (depthwise.c) */
-        cache_entry *de = acquire(table, 0, dw_vbmi ? path : AXS_NPATHS, &err);
+        /* the AVX-512 path's variant looks up in the byte planes (the direct method's entry) */
+        int vbmi = path == AXS_PATH_AVX512_VBMI;
+        cache_entry *de = acquire(table, 0, vbmi ? path : AXS_NPATHS, &err);
         if (!de)
             return err;
-        if (!(de->pr.t.generic && (out64 || (dw_vbmi && method == AXS_METHOD_AUTO)))) {
-            int rc = axs_dwconv2d(x, w, &de->pr.t, N, H, W, C, KH, KW, sh, sw, pt, pb, pl, pr_,
+        const axs_fixed_table *dt = &de->pr.t;
+        if (!(dt->generic && out64) &&
+            (method == AXS_METHOD_DEPTHWISE || !vbmi || axs_dw_vbmi(path, dt, sh, sw))) {
+            int rc = axs_dwconv2d(x, w, dt, N, H, W, C, KH, KW, sh, sw, pt, pb, pl, pr_,
                                   dh, pad_code, out64, out, dq, axs_threads(nthreads), path);
             release(de);
             return rc;

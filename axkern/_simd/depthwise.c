@@ -140,7 +140,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     /* On the AVX-512 VBMI path, stride 1 and a 16-bit-class table: the direct kernel's
      * lookups (64 codes per vpermi2b, the filter code's table column in registers) streamed
      * along each channel's plane of a planar copy, instead of rows of E (dw_band_vbmi). */
-    const int vbmi = path == AXS_PATH_AVX512_VBMI && !t->generic && sh == 1 && sw == 1;
+    const int vbmi = axs_dw_vbmi(path, t, sh, sw);
     int padded = pt || pb_ || pl || pr;
     uint8_t *xp = NULL;
     if (vbmi) {
