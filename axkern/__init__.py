@@ -20,7 +20,8 @@ _LAZY = {
     "lut_matmul": "matmul",
     "tune_weights": "tune",
 }
-_SUBMODULES = {"quant", "nn", "library", "conv", "matmul", "tune", "csource", "backends", "cuda"}
+_SUBMODULES = {"quant", "nn", "library", "conv", "matmul", "tune", "csource", "backends", "cuda",
+               "survey", "torch", "keras", "onnx", "search"}
 
 __all__ = ["__version__", "Multiplier", "ErrorMetrics", "error_map", "metrics", *_LAZY]
 

@@ -72,15 +72,41 @@ def load_shipped_model():
     return Sequential.load(shipped_model_path())
 
 
+# What the survey, eval and search need of a model. axkern.nn.Sequential has it; the
+# framework adapters wrap their models in an object that has it too:
+#   compute_layers             names of the layers that take a multiplier, in order
+#   configure(layers=None, *, multiplier=..., quant=..., tune=...)   as Sequential.configure
+#   settings()                 {layer: (multiplier name or None, quant, tune)}
+#   accuracy(x, y, *, batch_size=None, backend="auto", num_threads=None)   share in 0..1
+#   copy()                     an independent copy (settings included); picklable
+#   name, metadata             str or None; dict (metadata may name the data set)
+MODEL_PROTOCOL = ("compute_layers", "configure", "settings", "accuracy", "copy", "metadata")
+
+
+def _is_torch_module(model):
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
 def _load_model(model):
     if model is None:
         return load_shipped_model()
     if isinstance(model, Sequential):
         return model.copy()
     if isinstance(model, (str, os.PathLike)):
+        if os.fspath(model).lower().endswith(".onnx"):
+            from .onnx import load_model
+
+            return load_model(model)
         return Sequential.load(model)
-    raise TypeError(f"model must be an axkern.nn.Sequential, a path to a model .npz or None, got "
-                    f"{type(model).__name__}")
+    if _is_torch_module(model):
+        from .torch import as_survey_model
+
+        return as_survey_model(model)
+    if all(hasattr(model, a) for a in MODEL_PROTOCOL):
+        return model.copy()
+    raise TypeError(f"model must be an axkern.nn.Sequential, a torch.nn.Module, a path to a model "
+                    f".npz or .onnx, or None, got {type(model).__name__}")
 
 
 def load_data(model, data=None, limit=None):
@@ -803,3 +829,15 @@ def _cmd_eval(args):
         args.assign or str(mult)) + (" tuned" if args.tune else "")
     print(f"{label}: accuracy {r['accuracy']:.2f}% (float {r['float_accuracy']:.2f}%) on {r['data']}")
     return 0
+
+
+class _CallableModule(type(sys)):
+    """``axkern.survey(...)`` calls :func:`survey`; the module stays importable as
+    ``axkern.survey`` (importing a submodule rebinds the package attribute to the module,
+    so a plain function of that name could not survive)."""
+
+    def __call__(self, *args, **kwargs):
+        return survey(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
