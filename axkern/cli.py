@@ -8,7 +8,9 @@ Subcommands::
     axkern list [--json | --markdown] [--signed | --unsigned]
 
 ``IN`` is a shipped multiplier name (``axkern list``) or a ``.c``, ``.bin``, ``.h`` or ``.npy``
-file. Further subcommands come from the modules named in ``_EXTRA_COMMAND_MODULES``: each one
+file, optionally written ``NAME=IN`` (to name it) and followed by ``:signed`` or ``:unsigned``
+(how to read a table whose file does not record it; see :func:`axkern.library.parse_spec`).
+Warnings (e.g. :class:`axkern.lut.SignednessWarning`) print one ``axkern: warning: ...`` line. Further subcommands come from the modules named in ``_EXTRA_COMMAND_MODULES``: each one
 that is installed exposes ``add_parser(subparsers)``, which registers its subcommand with
 ``set_defaults(func=...)``; ``func(args)`` returns the exit status (None means 0).
 
@@ -25,6 +27,7 @@ import math
 import os
 import re
 import sys
+import warnings
 
 __all__ = ["main", "build_parser"]
 
@@ -158,12 +161,12 @@ def _cmd_lut(args):
                         f"in {', '.join(_OUTPUT_EXTENSIONS)}")
     m = _load(args.source, args)
     if ext == ".bin":
-        m.to_bin(out)
+        files = m.to_bin(out)
     elif ext == ".npy":
-        m.to_npy(out)
+        files = m.to_npy(out)
     else:
-        m.to_header(out, var=args.var)
-    _report_written(out, m)
+        files = m.to_header(out, var=args.var)
+    _report_written(out, m, files or ())
     return 0
 
 
@@ -177,9 +180,11 @@ def _cmd_header(args):
     return 0
 
 
-def _report_written(path, m):
+def _report_written(path, m, files=()):
     kind = "signed" if m.signed else "unsigned"
-    print(f"wrote {path}: {m.name}, {m.bits}-bit {kind}, max |T| = {m.max_abs()}")
+    extra = [f for f in files if f != path]
+    side = f" (signedness recorded in {', '.join(extra)})" if extra else ""
+    print(f"wrote {path}: {m.name}, {m.bits}-bit {kind}, max |T| = {m.max_abs()}{side}")
 
 
 def _cmd_metrics(args):
@@ -225,7 +230,8 @@ def build_parser():
         prog="axkern",
         description="Approximate 8-bit multipliers: lookup tables, C headers, error metrics.",
         epilog="IN is a shipped multiplier name (see `axkern list`) or a .c, .bin, .h or .npy "
-               "file.")
+               "file, optionally NAME=IN to name it and IN:signed or IN:unsigned to say how to "
+               "read a table file that does not record it.")
     from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"axkern {__version__}")
@@ -235,8 +241,9 @@ def build_parser():
     p = sub.add_parser("lut", help="tabulate a C multiplier into a .bin, .npy or .h table",
                        description="Compile a C multiplier, evaluate every operand pair and write "
                                    "the table; the output format follows the extension of OUT: "
-                                   ".bin (TFApprox, 16-bit little-endian), .npy (int32), .h "
-                                   "(AdaPT C header). SRC may also be any other IN.")
+                                   ".bin (TFApprox, 16-bit little-endian, with the signedness "
+                                   "in OUT.bin.json), .npy (int16 signed / uint16 unsigned), "
+                                   ".h (AdaPT C header). SRC may also be any other IN.")
     p.add_argument("source", metavar="SRC", help="C source (or a shipped name, .bin, .h, .npy)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .bin, .npy or .h")
     _add_c_options(p, bits=True)
@@ -302,6 +309,12 @@ def _print_error(message):
     print(text, file=sys.stderr)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # one line per warning on stderr, as the errors are
+    text = " ".join(str(message).split())
+    print(f"axkern: warning: {text}", file=sys.stderr)
+
+
 def main(argv=None):
     """Run the ``axkern`` command line.
 
@@ -322,7 +335,9 @@ def main(argv=None):
             args = parser.parse_args(argv)
         except SystemExit as e:  # argparse already printed usage and message, or --help
             return e.code if isinstance(e.code, int) else 2
-        status = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            status = args.func(args)
         return 0 if status is None else int(status)
     except KeyboardInterrupt:
         print("axkern: interrupted", file=sys.stderr)

@@ -20,7 +20,8 @@ import numpy as np
 
 from .backends import (accumulator_dtype, as_multiplier, conv_output_size, get_backend,
                        table256)
-from .quant import QuantParams, QuantSpec, quantize, quantize_float, symmetric_params, tf_quant_params
+from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
+                    tf_quant_params, warn_once)
 from .tune import resolve_tuning
 
 __all__ = ["axconv2d", "lut_conv2d"]
@@ -219,9 +220,30 @@ def checked_params(x, mode, m, name, channels=None, fast=None):
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or Inf: expected finite values")
         # min, max and max|.| of [lo, hi] are those of x: the same parameters, bit for bit.
-        return make_params(np.array([lo, hi], np.float32), mode, m, channels)
+        p = make_params(np.array([lo, hi], np.float32), mode, m, channels)
+        check_range(x, p, name)   # a sample of x: warns if a few outliers set the range
+        return p
     _check_finite(x, name)
     return make_params(x, mode, m, channels)
+
+
+def check_overflow(y, scale, K, m, bias):
+    """Warn if the dequantized result ``y`` holds inf although its inputs were finite.
+
+    Only looks at ``y`` when a bound on ``|y|`` (``max scale * K * (2**31 + 3 * 4**bits)``
+    plus ``max |bias|``) exceeds the float32 range, so ordinary calls pay nothing.
+    """
+    bound = float(np.max(np.abs(scale))) * K * (2.0 ** 31 + 3.0 * 4 ** m.bits)
+    if bias is not None and bias.size:
+        bound += float(np.max(np.abs(bias)))
+    if bound < float(np.finfo(np.float32).max) or y.size == 0:
+        return
+    n = int(np.count_nonzero(np.isinf(y)))
+    if n:
+        warn_once(("overflow",),
+                  f"{n} of {y.size} outputs overflow float32 (inf) from finite inputs: the "
+                  f"product of the input and weight scales ({float(np.max(np.abs(scale))):.3g}) "
+                  f"is too large (scale overflow); use a calibrated range or rescale the data")
 
 
 def scale_and_zp(p, channels=None):
@@ -657,6 +679,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     else:
         y = _numpy_epilogue(total, qx, xi, qw, m, zx, zw, sx * sw_, bias, K, pads, stride,
                             dilation, (KH, KW), (OH, OW), groups)
+    check_overflow(y, sx * sw_, K, m, bias)
     if fmt == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(y)
@@ -695,6 +718,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
             num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
     y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index, pw.dtype,
                   num_threads, dequant=dq)
+    check_overflow(y, dq["scale"], K, m, bias)
     if fmt == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(y)

@@ -67,7 +67,7 @@ import tempfile
 
 import numpy as np
 
-from .lut import MAX_BITS, MIN_BITS, Multiplier, _check_bits
+from .lut import MAX_BITS, MIN_BITS, Multiplier, _check_bits, check_signedness
 
 __all__ = [
     "CSourceError", "CCompileError", "CExecutionError", "CTimeoutError",
@@ -677,7 +677,11 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
     Returns
     -------
     Multiplier
-        Named after the function, with the file's ``// KEY = value`` header as metadata.
+        Named after the file (its stem: ``mul8u_x.c`` gives ``mul8u_x``), or
+        ``stem:function`` when ``function`` names another function than the stem, with the
+        file's ``// KEY = value`` header as metadata. When ``signed`` is None and the table or
+        the name says the other signedness fits (an EvoApproxLib ``mul8s_`` circuit declared
+        with unsigned types), a :class:`axkern.lut.SignednessWarning` says so.
 
     Raises
     ------
@@ -710,6 +714,7 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
 
     func = _select(find_functions(source), function, path)
     pa, pb = func.param_types
+    inferred = signed is None
     if signed is None:
         if pa.signed != pb.signed:
             raise CSourceError(
@@ -717,6 +722,8 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
                 f"('{func.signature}'); say which the multiplier is with signed=True/False")
         signed = pa.signed
     signed = bool(signed)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = stem if function is None or function == stem else f"{stem}:{function}"
     if bits is None:
         w = min(pa.width, pb.width)
         bits = w if MIN_BITS <= w <= MAX_BITS else MAX_BITS
@@ -733,10 +740,18 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
         key = h.hexdigest()[:40]
         table = _cache_load(key, bits)
         if table is not None:
-            return Multiplier(table, signed=signed, name=func.name, metadata=parse_metadata(source))
+            return _named(table, signed, name, source, func, path, inferred)
 
     raw = _compile_and_run(src_bytes, path, func, bits, signed, float(timeout))
     table = _postprocess(raw, func, bits, signed, path)
     if use_cache:
         _cache_store(key, table)
-    return Multiplier(table, signed=signed, name=func.name, metadata=parse_metadata(source))
+    return _named(table, signed, name, source, func, path, inferred)
+
+
+def _named(table, signed, name, source, func, path, inferred):
+    m = Multiplier(table, signed=signed, name=name, metadata=parse_metadata(source))
+    if inferred:
+        check_signedness(m, path, f"from the types in '{func.signature}'", names=(func.name,),
+                         stacklevel=4)
+    return m

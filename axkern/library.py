@@ -21,7 +21,7 @@ import numpy as np
 
 from .lut import Multiplier
 
-__all__ = ["list_multipliers", "load_multiplier", "describe", "shipped_source",
+__all__ = ["list_multipliers", "load_multiplier", "describe", "shipped_source", "parse_spec",
            "SUPPORTED_EXTENSIONS"]
 
 SUPPORTED_EXTENSIONS = (".c", ".bin", ".h", ".npy")
@@ -137,7 +137,33 @@ def _looks_like_path(s):
     return os.path.splitext(s)[1] != ""
 
 
-def load_multiplier(name_or_path, signed=None, function=None, bits=None, timeout=60.0):
+def parse_spec(spec):
+    """Split a command-line multiplier spec ``[NAME=]SOURCE[:signed|:unsigned]``.
+
+    ``SOURCE`` is a shipped name or a path; ``NAME`` renames the multiplier (in reports and
+    survey results); the suffix says how to read a table whose file does not record its
+    signedness. A string that is an existing file is always taken whole.
+
+    Returns
+    -------
+    (name or None, source, signed or None)
+    """
+    if os.path.exists(spec):
+        return None, spec, None
+    name, signed = None, None
+    m = re.fullmatch(r"(.*?):(signed|unsigned)", spec)
+    if m:
+        spec, signed = m.group(1), m.group(2) == "signed"
+    m = re.fullmatch(r"([^=/\\:]+)=(.+)", spec)
+    if m and not os.path.exists(spec):
+        name, spec = m.group(1).strip(), m.group(2).strip()
+        if not name:
+            raise ValueError(f"empty name before '=' in multiplier {spec!r}: expected NAME=PATH")
+    return name, spec, signed
+
+
+def load_multiplier(name_or_path, signed=None, function=None, bits=None, timeout=60.0, *,
+                    name=None):
     """A shipped multiplier by name, or a multiplier read from a file.
 
     Parameters
@@ -147,17 +173,26 @@ def load_multiplier(name_or_path, signed=None, function=None, bits=None, timeout
         TFApprox ``.bin`` table, an AdaPT-style ``.h`` header or a ``.npy`` table (int array of
         shape (2**n, 2**n) indexed by operand codes). A bare word is taken as a shipped name
         (even if a file of that name exists), unless it is none and such a file exists. A
-        Multiplier is returned as it is, so that callers can accept either.
+        Multiplier is returned as it is, so that callers can accept either. A string may
+        also be ``NAME=SOURCE`` (named ``NAME``) and end in ``:signed`` or ``:unsigned`` (see
+        :func:`parse_spec`), as on the command line.
     signed : bool, optional
-        Whether the operands are two's complement. C sources and headers infer it from their
-        types when None; ``.bin`` and ``.npy`` files do not record it and default to unsigned.
-        For a shipped name it must agree with the name's ``mul8s_``/``mul8u_`` prefix.
+        Whether the operands are two's complement. When None, C sources and headers infer it
+        from their types, ``.npy`` tables from their dtype (int16 / uint16, as
+        :meth:`Multiplier.to_npy` writes them), and ``.bin`` and other ``.npy`` tables from
+        the sidecar ``FILE.json`` written with them, else from an EvoApproxLib name
+        (``mul8s_*``), else unsigned; a :class:`axkern.lut.SignednessWarning` flags a table
+        that fits the other signedness far better. For a shipped name it must agree with the
+        name's ``mul8s_``/``mul8u_`` prefix.
     function : str, optional
         The function to tabulate in a C file that defines several (C sources only).
     bits : int, optional
         Operand bit width of a C source (2 to 8; default from its parameter types).
     timeout : float, default 60
         Seconds a C source may take to be tabulated before it is stopped (C sources only).
+    name : str, optional
+        The multiplier's name (default: the shipped name, or the file name without its
+        extension; ``stem:function`` for a function chosen in a C file that defines several).
 
     Returns
     -------
@@ -182,10 +217,27 @@ def load_multiplier(name_or_path, signed=None, function=None, bits=None, timeout
         raise TypeError(f"signed must be True, False or None, got {signed!r}")
     if signed is not None:
         signed = bool(signed)
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
     text = os.fspath(name_or_path)
     if not text:
         raise ValueError("name_or_path is empty: expected a shipped multiplier name or a path")
+    if isinstance(name_or_path, str):
+        given, text, marked = parse_spec(text)
+        if marked is not None and signed is not None and marked != signed:
+            raise ValueError(f"{name_or_path!r} says {'signed' if marked else 'unsigned'} but "
+                             f"signed={signed} was given")
+        signed = marked if marked is not None else signed
+        name = name if name is not None else given
+        if not text:
+            raise ValueError(f"no multiplier in {name_or_path!r}: expected [NAME=]SOURCE")
+    m = _load_source(name_or_path, text, signed, function, bits, timeout)
+    if name is not None:
+        m.name = name
+    return m
 
+
+def _load_source(name_or_path, text, signed, function, bits, timeout):
     if isinstance(name_or_path, str) and not _looks_like_path(text):
         # a bare word is a shipped name, unless it is not one and a file of that name exists
         if text in _shipped_files() or not os.path.exists(text):
@@ -235,20 +287,7 @@ def _load_file(path, signed, function, bits, timeout):
         return Multiplier.from_c(path, function=function, signed=signed, bits=bits,
                                  timeout=timeout)
     if ext == ".bin":
-        return Multiplier.from_bin(path, signed=bool(signed))
+        return Multiplier.from_bin(path, signed=signed)
     if ext == ".h":
         return Multiplier.from_header(path, signed=signed)
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic != b"\x93NUMPY":
-        raise ValueError(f"{path}: not a NumPy .npy file (it lacks the .npy header); expected "
-                         "an integer array saved with numpy.save")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise ValueError(f"{path}: not a usable NumPy .npy table ({e})") from None
-    name = os.path.splitext(os.path.basename(path))[0]
-    try:
-        return Multiplier.from_array(arr, signed=bool(signed), name=name)
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{path}: {e}") from None
+    return Multiplier.from_npy(path, signed=signed)

@@ -8,21 +8,45 @@ for signed circuits it is the two's-complement bit pattern, ``a & (2**n - 1)``.
 Formats
 -------
 ``.bin`` (TFApprox): ``4**n`` little-endian 16-bit integers, row-major, entry ``(a << n) | b``;
-uint16 for unsigned circuits, int16 for signed ones.
+uint16 for unsigned circuits, int16 for signed ones. The format does not say which:
+:meth:`Multiplier.to_bin` writes a sidecar ``PATH.bin.json`` that records it (see below).
 
 C header (AdaPT): ``#include <stdint.h>`` then ``const int16_t lut[256][256] = {...};``
 (``uint16_t`` for unsigned circuits), indexed ``[(uint8_t)a][(uint8_t)b]``.
+
+``.npy``: the table as a 2-D array. :meth:`Multiplier.to_npy` writes int16 for signed and
+uint16 for unsigned tables, as ``.bin`` and ``.h`` do, so the dtype records the signedness; a
+table whose values do not fit 16 bits is written as int32 with a sidecar.
+
+Signedness
+----------
+Where the caller does not give ``signed``, the readers take it from, in this order: what the
+file records (the ``.h`` element type, the ``.npy`` dtype int16/uint16), the sidecar
+``PATH.json`` (``{"format": "axkern-multiplier", "signed": true, ...}``), the EvoApproxLib name
+prefix of the file (``mul8s_*`` signed, ``mul8u_*`` unsigned, any bit width), and otherwise
+unsigned. Whenever axkern decided the signedness itself, :func:`check_signedness` looks at
+the table, and a :class:`SignednessWarning` says so when the other reading fits far better.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import warnings
 
 import numpy as np
 
-__all__ = ["Multiplier", "operand_values"]
+__all__ = ["Multiplier", "operand_values", "SignednessWarning", "check_signedness",
+           "signedness_from_name", "sidecar_path"]
 
 MIN_BITS, MAX_BITS = 2, 8
+
+SIDECAR_FORMAT = "axkern-multiplier"
+_SIDECAR_MAX_BYTES = 1 << 20
+
+
+class SignednessWarning(UserWarning):
+    """A multiplier was read with a signedness that its table or its name contradicts."""
 
 
 def _check_bits(bits):
@@ -81,8 +105,11 @@ class Multiplier:
             raise ValueError(
                 f"multiplier table has shape {arr.shape}: expected (2**n, 2**n) with n from "
                 f"{MIN_BITS} to {MAX_BITS}, e.g. (256, 256) for 8 bits")
-        if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
-            raise ValueError("multiplier table values must fit in int32")
+        # compared as Python numbers: float32(2**31) > 2**31 - 1 is False in float32 arithmetic
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < -(1 << 31) or hi > (1 << 31) - 1:
+            raise ValueError(f"multiplier table values must fit in int32 [-2**31, 2**31 - 1], "
+                             f"got values in [{lo}, {hi}]")
         t = np.array(arr, dtype=np.int32, order="C", copy=True)
         t.setflags(write=False)
         self._table = t
@@ -116,9 +143,16 @@ class Multiplier:
         return cls(out, signed=signed, name=name or getattr(f, "__name__", None), metadata=metadata)
 
     @classmethod
-    def from_array(cls, table, signed=False, name=None, metadata=None):
-        """A multiplier from a table indexed by operand codes (see the class docstring)."""
-        return cls(table, signed=signed, name=name, metadata=metadata)
+    def from_array(cls, table, signed=None, name=None, metadata=None):
+        """A multiplier from a table indexed by operand codes (see the class docstring).
+
+        ``signed=None`` reads the table as unsigned and warns (:class:`SignednessWarning`)
+        if it fits a signed multiplier far better (see :func:`check_signedness`).
+        """
+        m = cls(table, signed=bool(signed), name=name, metadata=metadata)
+        if signed is None:
+            check_signedness(m, "the table", "no signed= was given", stacklevel=3)
+        return m
 
     @classmethod
     def from_c(cls, path, function=None, signed=None, bits=None, *, timeout=60.0, cache=True):
@@ -132,24 +166,68 @@ class Multiplier:
                           timeout=timeout, cache=cache)
 
     @classmethod
-    def from_bin(cls, path, signed=False, name=None):
+    def from_bin(cls, path, signed=None, name=None):
         """Read a TFApprox ``.bin`` table (little-endian 16-bit, row-major).
 
         The bit width follows from the file size (``2 * 4**n`` bytes); ``signed`` picks
-        int16 over uint16.
+        int16 over uint16. When it is None, the sidecar ``PATH.json`` written by
+        :meth:`to_bin` decides, else an EvoApproxLib name (``mul8s_*.bin`` signed), else
+        unsigned (see the module docstring; a :class:`SignednessWarning` flags a table that
+        fits the other reading far better).
         """
+        _check_signed_arg(signed)
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"multiplier table file not found: {path}")
-        data = open(path, "rb").read()
+        with open(path, "rb") as f:
+            data = f.read(2 * 4 ** MAX_BITS + 1)
         sizes = {2 * 4 ** n: n for n in range(MIN_BITS, MAX_BITS + 1)}
         if len(data) not in sizes:
+            size = os.path.getsize(path)
             raise ValueError(
-                f"{path}: {len(data)} bytes is not the size of a .bin multiplier table: expected "
+                f"{path}: {size} bytes is not the size of a .bin multiplier table: expected "
                 f"2 * 4**n bytes for n = {MIN_BITS}..{MAX_BITS} (131072 bytes for 8 bits)")
         n = sizes[len(data)]
-        arr = np.frombuffer(data, dtype="<i2" if signed else "<u2").reshape(1 << n, 1 << n)
-        return cls(arr, signed=signed, name=name or _stem(path))
+        side = _read_sidecar(path, n)
+        recorded, how = _recorded_signedness(path, None, side, ".bin")
+        metadata = side["metadata"] if side else None
+        arr = np.frombuffer(data, dtype="<i2" if _pick(signed, recorded) else "<u2")
+        return _finish_read(cls, arr.reshape(1 << n, 1 << n), signed, recorded, how, path,
+                            name or _stem(path), metadata)
+
+    @classmethod
+    def from_npy(cls, path, signed=None, name=None):
+        """Read a table saved as a ``.npy`` array (see :meth:`to_npy`).
+
+        When ``signed`` is None the dtype decides (int16 signed, uint16 unsigned, as
+        :meth:`to_npy` writes them); other dtypes go by the sidecar ``PATH.json``, then an
+        EvoApproxLib name (``mul8s_*.npy`` signed), else unsigned. Never unpickles.
+        """
+        _check_signed_arg(signed)
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"multiplier table file not found: {path}")
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":
+            raise ValueError(f"{path}: not a NumPy .npy file (it lacks the .npy header); expected "
+                             "an integer array saved with numpy.save")
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a usable NumPy .npy table ({e})") from None
+        try:
+            probe = cls(arr, signed=False)  # validates shape and values
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{path}: {e}") from None
+        dtype_signed = (arr.dtype.kind == "i") if (arr.dtype.kind in "iu"
+                                                    and arr.dtype.itemsize == 2) else None
+        side = _read_sidecar(path, probe.bits)
+        recorded, how = _recorded_signedness(path, dtype_signed, side, ".npy")
+        if dtype_signed is not None:
+            how = f"its dtype is {arr.dtype.name}"
+        return _finish_read(cls, probe.table, signed, recorded, how, path, name or _stem(path),
+                            side["metadata"] if side else None)
 
     @classmethod
     def from_header(cls, path, signed=None, name=None):
@@ -158,6 +236,7 @@ class Multiplier:
         Signedness follows the element type (``int16_t`` signed, ``uint16_t`` unsigned) unless
         ``signed`` is given.
         """
+        _check_signed_arg(signed)
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"C header not found: {path}")
@@ -182,10 +261,10 @@ class Multiplier:
         if len(values) != rows * cols:
             raise ValueError(f"{path}: table '{m.group(2)}' holds {len(values)} values: expected "
                              f"{rows * cols} for a full [{rows}][{cols}] table")
-        if signed is None:
-            signed = not ctype.startswith("u") and not ctype.startswith("unsigned")
-        return cls(np.array(values, dtype=np.int64).reshape(rows, cols), signed=signed,
-                   name=name or _stem(path))
+        recorded = not ctype.startswith("u") and not ctype.startswith("unsigned")
+        return _finish_read(cls, np.array(values, dtype=np.int64).reshape(rows, cols), signed,
+                            recorded, f"its element type is {ctype}", path, name or _stem(path),
+                            None)
 
     # ------------------------------------------------------------------ writers
     def _checked_16bit(self):
@@ -198,11 +277,27 @@ class Multiplier:
                 f"the {kind} entries of the format: expected [{lo}, {hi}]")
         return t.astype("<i2" if self.signed else "<u2")
 
-    def to_bin(self, path):
-        """Write the TFApprox ``.bin`` format (int16 for signed, uint16 for unsigned)."""
+    def to_bin(self, path, *, sidecar=True):
+        """Write the TFApprox ``.bin`` format (int16 for signed, uint16 for unsigned).
+
+        The format cannot say which, so with ``sidecar`` (the default) the signedness, name
+        and metadata also go to ``PATH.json``, which :meth:`from_bin` reads. Returns the list
+        of files written.
+        """
         data = self._checked_16bit().tobytes(order="C")
-        with open(os.fspath(path), "wb") as f:
+        path = os.fspath(path)
+        with open(path, "wb") as f:
             f.write(data)
+        return [path] + ([self._write_sidecar(path)] if sidecar else [])
+
+    def _write_sidecar(self, path):
+        side = sidecar_path(path)
+        doc = {"format": SIDECAR_FORMAT, "version": 1, "name": self.name, "bits": self.bits,
+               "signed": self.signed, "metadata": {str(k): str(v) for k, v in self.metadata.items()}}
+        with open(side, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        return side
 
     def to_header(self, path, var="lut"):
         """Write an AdaPT-style C header ``const int16_t lut[N][N]`` (uint16_t if unsigned)."""
@@ -223,8 +318,22 @@ class Multiplier:
             f.write("\n".join(lines) + "\n")
 
     def to_npy(self, path):
-        """Save the table as a ``.npy`` array (int32)."""
-        np.save(os.fspath(path), self._table)
+        """Save the table as a ``.npy`` array that records the signedness in its dtype.
+
+        int16 for signed and uint16 for unsigned tables, as in ``.bin`` and ``.h`` files; a
+        table whose values do not fit that is saved as int32, with the sidecar ``PATH.json``
+        of :meth:`to_bin`. Returns the list of files written.
+        """
+        path = os.fspath(path)
+        if not path.endswith(".npy"):
+            path += ".npy"  # what np.save does; the sidecar follows the real name
+        lo, hi = (-32768, 32767) if self.signed else (0, 65535)
+        t = self._table
+        if t.min() >= lo and t.max() <= hi:
+            np.save(path, t.astype(np.int16 if self.signed else np.uint16))
+            return [path]
+        np.save(path, t)
+        return [path, self._write_sidecar(path)]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -300,3 +409,152 @@ def _c_int(sign, digits):
 
 def _stem(path):
     return os.path.splitext(os.path.basename(os.fspath(path)))[0]
+
+
+# ------------------------------------------------------------------ signedness
+_NAME_PREFIX = re.compile(r"mul(\d+)([su])_")
+
+
+def signedness_from_name(name):
+    """True for an EvoApproxLib-style name ``mul<N>s_*``, False for ``mul<N>u_*``, else None."""
+    m = _NAME_PREFIX.match(os.path.basename(str(name)))
+    return None if m is None else m.group(2) == "s"
+
+
+def sidecar_path(path):
+    """The sidecar of a table file: ``PATH.json`` (``t.bin`` -> ``t.bin.json``)."""
+    return os.fspath(path) + ".json"
+
+
+def _read_sidecar(path, bits):
+    """The sidecar of ``path`` as {"signed": bool, "metadata": dict}, or None if there is none."""
+    side = sidecar_path(path)
+    if not os.path.isfile(side):
+        return None
+    hint = "delete it or rewrite the table with axkern"
+    try:
+        with open(side, "rb") as f:
+            raw = f.read(_SIDECAR_MAX_BYTES + 1)
+        if len(raw) > _SIDECAR_MAX_BYTES:
+            raise ValueError("larger than 1 MiB")
+        doc = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{side}: unreadable sidecar of {path} ({e}): {hint}") from None
+    if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
+        raise ValueError(f"{side}: not an axkern sidecar (no \"format\": \"{SIDECAR_FORMAT}\"): "
+                         f"{hint}")
+    if not isinstance(doc.get("signed"), bool):
+        raise ValueError(f"{side}: \"signed\" must be true or false, got {doc.get('signed')!r}: "
+                         f"{hint}")
+    if doc.get("bits", bits) != bits:
+        raise ValueError(f"{side}: records a {doc.get('bits')!r}-bit table but {path} holds a "
+                         f"{bits}-bit one: {hint}")
+    meta = doc.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{side}: \"metadata\" must be an object: {hint}")
+    return {"signed": doc["signed"], "metadata": {str(k): str(v) for k, v in meta.items()}}
+
+
+def _recorded_signedness(path, from_file, side, ext):
+    """(signed or None, how it is known) from the file itself, its sidecar or its name."""
+    if from_file is not None:
+        return from_file, "the file records it"
+    if side is not None:
+        return side["signed"], f"its sidecar {os.path.basename(sidecar_path(path))} says so"
+    by_name = signedness_from_name(_stem(path))
+    if by_name is not None:
+        return by_name, f"its name starts with mul..{'s' if by_name else 'u'}_"
+    return None, f"a {ext} file does not record signedness"
+
+
+def _pick(signed, recorded):
+    if signed is not None:
+        return bool(signed)
+    return bool(recorded)
+
+
+def _check_signed_arg(signed):
+    if signed is not None and not isinstance(signed, (bool, np.bool_)):
+        raise TypeError(f"signed must be True, False or None, got {signed!r}")
+
+
+def _finish_read(cls, table, signed, recorded, how, path, name, metadata):
+    try:
+        m = cls(table, signed=_pick(signed, recorded), name=name, metadata=metadata)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{path}: {e}") from None
+    if signed is None:
+        check_signedness(m, path, how, stacklevel=4)
+    elif recorded is not None and bool(signed) != recorded:
+        kind = "signed" if recorded else "unsigned"
+        warnings.warn(f"{path}: read as {'signed' if signed else 'unsigned'} as asked, although "
+                      f"{how} ({kind})", SignednessWarning, stacklevel=3)
+    return m
+
+
+def _mae_pct(values, bits, signed):
+    v = operand_values(bits, signed)
+    err = values - np.multiply.outer(v, v)
+    return 100.0 * float(np.abs(err).mean()) / (1 << (2 * bits))
+
+
+def _other_readings(t, signed):
+    """The table's values under the other signedness: as they are, and re-read as 16-bit
+    patterns (a signed table stored as uint16, or an unsigned one as int16)."""
+    out = [t]
+    if signed and t.min() >= -32768 and t.max() <= 32767:
+        out.append(np.where(t < 0, t + 65536, t))
+    if not signed and t.min() >= 0 and t.max() <= 65535:
+        out.append(np.where(t >= 32768, t - 65536, t))
+    return out
+
+
+def check_signedness(m, source="multiplier", how=None, *, names=(), stacklevel=2):
+    """Warn when a multiplier's table or name says it has the other signedness.
+
+    Rule: with ``E`` the MAE% of the table against the exact product of its own signedness
+    and ``E'`` the smallest MAE% of the other reading (operand codes taken as the other
+    signedness; values as they are, or re-read as 16-bit patterns of the other kind), warn
+    when ``E >= 1`` and ``E' <= E / 10``. Real approximate multipliers have MAE% well below
+    1 and are far worse under the other reading. Also warn when the name starts with an
+    EvoApproxLib prefix (``mul8s_`` / ``mul8u_``) of the other kind.
+
+    Parameters
+    ----------
+    m : Multiplier
+    source : str
+        What the table came from (a file name), for the message.
+    how : str, optional
+        How its signedness was decided, for the message.
+    names : sequence of str
+        More names to test for the prefix besides ``m.name`` (a C function's name).
+
+    Returns
+    -------
+    str or None
+        The warning's message, None if nothing looked wrong.
+    """
+    t = m.table.astype(np.int64)
+    other = not m.signed
+    kind, okind = ("signed", "unsigned") if m.signed else ("unsigned", "signed")
+    reasons = []
+    e = _mae_pct(t, m.bits, m.signed)
+    if e >= 1.0:
+        e2 = min(_mae_pct(v, m.bits, other) for v in _other_readings(t, m.signed))
+        if e2 <= e / 10:
+            reasons.append(f"its values are near a*b as {okind} codes (MAE% {e2:.3g} as {okind}, "
+                           f"{e:.3g} as {kind})")
+    for name in (m.name, *names):
+        by_name = signedness_from_name(name)
+        if by_name is not None and by_name != m.signed:
+            reasons.append(f"its name {name!r} is that of an EvoApproxLib {okind} circuit")
+            break
+    if not reasons:
+        return None
+    flag = "--signed" if other else "--unsigned"
+    msg = (f"{source}: read as {'a signed' if m.signed else 'an unsigned'} multiplier "
+           f"({how or 'default'}), but "
+           f"{' and '.join(reasons)}: pass signed={other} ({flag}, or append ':{okind}' to the "
+           f"file name on the command line)")
+    warnings.warn(msg, SignednessWarning, stacklevel=stacklevel)
+    return msg

@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import accumulator_dtype, as_multiplier, get_backend, table256
 from .conv import (_code_array, _float_array, _host_helpers, _prepare_weights, _to_index,
-                   checked_params, resolve_quant, scale_and_zp)
+                   check_overflow, checked_params, resolve_quant, scale_and_zp)
 from .quant import quantize
 from .tune import resolve_tuning
 
@@ -164,6 +164,7 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
             dq["zw"] = zb
             dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
         y = _batched_gemm(ai, pb.wi, m, be, num_threads, dequant=dq)
+        check_overflow(y, dq["scale"], K, m, bias)
         return np.array(_squeeze(y, drop_a, drop_b), order="C")
     bp = checked_params(b, spec.weight, m, "b", N, fast=fast)
     sa, za = scale_and_zp(ap)
@@ -208,6 +209,7 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         np.multiply(total, np.asarray(sa * sb, np.float64), out=y, casting="unsafe")
         if bias is not None:
             y += bias
+    check_overflow(y, sa * sb, K, m, bias)
     return np.array(_squeeze(y, drop_a, drop_b), order="C")  # keeps 0-d results 0-d
 
 

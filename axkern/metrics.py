@@ -27,11 +27,14 @@ _FIELDS = ("name", "bits", "signed", "mae", "mae_pct", "wce", "wce_pct", "wcre_p
 
 class ErrorMetrics:
     """Error figures of one multiplier. Attributes are listed in ``ErrorMetrics.fields``;
-    the weighted ones (``weighted_mae``, ``weighted_bias``, ``weighted_mse``,
-    ``weighted_ep_pct``) are None unless operand histograms were given."""
+    the weighted ones (``weighted_mae``, ``weighted_mae_pct``, ``weighted_bias``,
+    ``weighted_mse``, ``weighted_ep_pct``) are None unless operand histograms were given,
+    and then also appear in the repr. ``weighted_mae_pct`` is ``100 * weighted_mae /
+    2**(2n)``, on the scale of ``mae_pct``."""
 
     fields = _FIELDS
-    weighted_fields = ("weighted_mae", "weighted_bias", "weighted_mse", "weighted_ep_pct")
+    weighted_fields = ("weighted_mae", "weighted_mae_pct", "weighted_bias", "weighted_mse",
+                       "weighted_ep_pct")
 
     def __init__(self, **values):
         for k in self.fields + self.weighted_fields:
@@ -44,9 +47,16 @@ class ErrorMetrics:
             d.update({k: getattr(self, k) for k in self.weighted_fields})
         return d
 
+    @property
+    def weighted(self):
+        """Whether the distribution-weighted figures were computed."""
+        return self.weighted_mae is not None
+
     def __repr__(self):
-        parts = ", ".join(f"{k}={getattr(self, k):.6g}" for k in
-                          ("mae_pct", "wce_pct", "ep_pct", "mre_pct", "bias"))
+        keys = ("mae_pct", "wce_pct", "ep_pct", "mre_pct", "bias")
+        if self.weighted:
+            keys += ("weighted_mae_pct", "weighted_ep_pct", "weighted_bias")
+        parts = ", ".join(f"{k}={getattr(self, k):.6g}" for k in keys)
         return f"ErrorMetrics({self.name!r}, {parts})"
 
 
@@ -80,7 +90,9 @@ def metrics(m, a_weights=None, b_weights=None):
     a_weights, b_weights : array_like, shape (2**n,), optional
         Histograms (any non-negative scale) of the activation and weight operand codes, indexed
         like the table rows and columns. When either is given, the distribution-weighted MAE,
-        bias, MSE and EP% are also computed, with a uniform distribution for the other operand.
+        bias, MSE and EP% are also computed, with a uniform distribution for the other operand
+        (attributes ``weighted_mae``, ``weighted_mae_pct``, ``weighted_bias``, ``weighted_mse``,
+        ``weighted_ep_pct``, shown in the repr).
 
     Returns
     -------
@@ -126,8 +138,9 @@ def metrics(m, a_weights=None, b_weights=None):
         pb = _check_hist(b_weights, size, "b_weights") if b_weights is not None else np.full(size, 1.0 / size)
         p = np.multiply.outer(pa, pb)
         errf = err.astype(np.float64)
+        wmae = float((p * np.abs(errf)).sum())
         vals.update(
-            weighted_mae=float((p * np.abs(errf)).sum()),
+            weighted_mae=wmae, weighted_mae_pct=100.0 * wmae / total,
             weighted_bias=float((p * errf).sum()),
             weighted_mse=float((p * errf * errf).sum()),
             weighted_ep_pct=100.0 * float(p[err != 0].sum()),

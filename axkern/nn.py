@@ -151,6 +151,13 @@ def _as_float_array(a, what, ndim=None):
     return arr
 
 
+def _check_not_empty(w, what, layout):
+    # a zero-size kernel would load and then fail (or silently give zeros) at the first call
+    if 0 in w.shape:
+        raise ValueError(f"{what} has a weight of shape {w.shape} {layout} with an empty "
+                         f"dimension: every dimension must be at least 1")
+
+
 def _resolve_multiplier(m):
     if m is None or isinstance(m, Multiplier):
         return m
@@ -286,6 +293,7 @@ class Conv2D(_Compute):
     def __init__(self, weight, bias=None, *, stride=1, padding="SAME", dilation=1, groups=1,
                  name=None, multiplier=None, quant="auto", tune=False):
         w = _as_float_array(weight, f"weight of Conv2D layer {name or ''}".rstrip(), ndim=4)
+        _check_not_empty(w, f"Conv2D layer {name or ''}".rstrip(), "(KH, KW, C // groups, COUT)")
         if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
             raise ValueError(f"groups must be a positive int, got {groups!r}")
         if w.shape[-1] % int(groups):
@@ -353,11 +361,13 @@ class Conv2D(_Compute):
         self._check_input(x)
         if self.multiplier is not None:
             from .conv import axconv2d
+            from .quant import layer_context
 
-            y = axconv2d(x, self.weight, self.multiplier, bias=self.bias, stride=self.stride,
-                         padding=self.padding, dilation=self.dilation, groups=self.groups,
-                         data_format="NHWC", quant=self.quant, tune=self.tune, backend=backend,
-                         num_threads=num_threads)
+            with layer_context(self.name):   # range warnings name the layer, once per layer
+                y = axconv2d(x, self.weight, self.multiplier, bias=self.bias, stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, groups=self.groups,
+                             data_format="NHWC", quant=self.quant, tune=self.tune,
+                             backend=backend, num_threads=num_threads)
             return np.asarray(y, dtype=np.float32)
         return self._float_forward(x)
 
@@ -407,6 +417,7 @@ class Dense(_Compute):
 
     def __init__(self, weight, bias=None, *, name=None, multiplier=None, quant="auto", tune=False):
         w = _as_float_array(weight, f"weight of Dense layer {name or ''}".rstrip(), ndim=2)
+        _check_not_empty(w, f"Dense layer {name or ''}".rstrip(), "(in, out)")
         super().__init__(w, bias, name=name, multiplier=multiplier, quant=quant, tune=tune)
 
     @classmethod
@@ -452,9 +463,11 @@ class Dense(_Compute):
                              f"{self.weight.shape[0]}), got {x.shape} (add a Flatten?)")
         if self.multiplier is not None:
             from .matmul import axdense
+            from .quant import layer_context
 
-            y = axdense(x, self.weight, self.multiplier, bias=self.bias, quant=self.quant,
-                        tune=self.tune, backend=backend, num_threads=num_threads)
+            with layer_context(self.name):
+                y = axdense(x, self.weight, self.multiplier, bias=self.bias, quant=self.quant,
+                            tune=self.tune, backend=backend, num_threads=num_threads)
             return np.asarray(y, dtype=np.float32)
         out = x @ self.weight
         if self.bias is not None:
@@ -571,6 +584,8 @@ class BatchNorm(Layer):
         if len({a.shape for a in arrs}) != 1:
             raise ValueError("BatchNorm gamma, beta, mean and var must have the same length, got "
                              f"{[a.shape[0] for a in arrs]}")
+        if arrs[0].shape[0] == 0:
+            raise ValueError(f"BatchNorm layer {name!r} has no channels: expected at least one")
         if np.any(arrs[3] < 0):
             raise ValueError("BatchNorm var must not be negative")
         eps = float(eps)
@@ -666,6 +681,8 @@ class Sequential:
 
     def __init__(self, layers, input_shape=None, name=None, metadata=None):
         layers = list(layers)
+        if not layers:
+            raise ValueError("a Sequential model needs at least one layer, got none")
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} is a {type(layer).__name__}, expected an axkern.nn.Layer")
@@ -912,6 +929,8 @@ class Sequential:
                 prefix = f"{name}/"
                 arrays = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
                 layers.append(_from_config(cfg, arrays))
+        if not layers:
+            raise ValueError(f"{path}: the model has no layers: expected at least one")
         model = cls(layers, header.get("input_shape"), header.get("name"), header.get("metadata"))
         if fold_bn:
             model.fold_batchnorm()

@@ -37,20 +37,134 @@ data's range contains 0 (post-ReLU activations, most weight tensors).
 :func:`fake_quant` and :func:`calibrate` use the zero-including range by default.
 
 A constant tensor ``c`` gets the range ``[min(c, 0), max(c, 0)]`` (so ``c`` itself is exactly
-representable); an all-zero tensor gets scale 1 and zero point 0. NaN or Inf raise ValueError.
+representable); an all-zero tensor gets scale 1 and zero point 0. NaN or Inf raise ValueError,
+and so does a range too wide for float32 (``max - min`` overflows).
+
+Outliers
+--------
+A per-call range is set by the extreme values, so one huge value (``1e30`` among values near
+1) gives a scale under which every other value quantizes to the zero point: the layer's
+output is then 0 (or the bias) nearly everywhere. :func:`check_range` detects this and warns
+with a :class:`QuantizationRangeWarning`, once per call site (per layer in
+:class:`axkern.nn.Sequential`). The rule: fewer than 1% of the tensor's non-zero values
+quantize to a code other than the zero point's, i.e. have ``|x| > scale / 2``, counted on an
+evenly spaced sample of at most 4096 values and confirmed on the whole tensor. The remedy is
+a calibrated range: :func:`calibrate` with ``method="percentile"`` on representative data,
+passed as ``quant=(input_params, weight_params)``, clips the outliers instead. The same
+category warns when the dequantized result overflows float32 (``inf`` from finite inputs:
+the scales' product is too large).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
+import os
+import sys
+import threading
+import warnings
 
 import numpy as np
 
 __all__ = [
     "QuantParams", "QuantSpec", "tf_nudge", "tf_quant_params", "fake_quant", "symmetric_params",
     "quantize", "quantize_float", "dequantize", "calibrate", "check_finite",
+    "QuantizationRangeWarning", "check_range",
 ]
 
 _F32 = np.float32
+
+
+class QuantizationRangeWarning(UserWarning):
+    """A per-call quantization range is dominated by a few extreme values, or the result of
+    a product overflowed float32 because of the scales."""
+
+
+_RANGE_SAMPLE = 4096       # values looked at on every call
+_RANGE_MIN_SHARE = 0.01    # share of non-zero values that must keep a non-zero code
+_LAYER = contextvars.ContextVar("axkern_layer", default=None)
+_WARNED = set()
+_WARNED_LOCK = threading.Lock()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@contextlib.contextmanager
+def layer_context(name):
+    """Name the layer whose products run inside the block (for warnings)."""
+    token = _LAYER.set(name)
+    try:
+        yield
+    finally:
+        _LAYER.reset(token)
+
+
+def _inside_package(filename):
+    d = os.path.dirname(os.path.abspath(filename))
+    return d == _PACKAGE_DIR or d.startswith(_PACKAGE_DIR + os.sep)
+
+
+def _call_site():
+    """(file, line) of the first frame outside axkern, and how many levels up it is."""
+    f, level = sys._getframe(1), 1
+    while f is not None and _inside_package(f.f_code.co_filename):
+        f, level = f.f_back, level + 1
+    return ((None, 0), level) if f is None else ((f.f_code.co_filename, f.f_lineno), level)
+
+
+def warn_once(key, message):
+    """Warn (QuantizationRangeWarning) once per ``key`` and call site or layer."""
+    layer = _LAYER.get()
+    site, level = _call_site()
+    full_key = (key, layer if layer is not None else site)
+    with _WARNED_LOCK:
+        if full_key in _WARNED:
+            return
+        _WARNED.add(full_key)
+    if layer is not None:
+        message = f"layer {layer!r}: {message}"
+    warnings.warn(message, QuantizationRangeWarning, stacklevel=level)
+
+
+def _off_zero(v, half):
+    """(count of |v| > half, count of v != 0)"""
+    return int(np.count_nonzero(np.abs(v) > half)), int(np.count_nonzero(v))
+
+
+def check_range(x, params, name="x"):
+    """Warn if a per-tensor range leaves almost every non-zero value of ``x`` at code zero.
+
+    Implements the rule of the module docstring (fewer than 1% of the non-zero values with
+    ``|x| > scale / 2``) on an evenly spaced sample of at most 4096 values of ``x``,
+    confirmed on all of ``x`` before warning. Per-channel parameters are not checked.
+
+    Returns
+    -------
+    bool
+        True if the range is dominated by a few values (a warning was issued or had been).
+    """
+    if params.per_channel or x.size == 0:
+        return False
+    half = 0.5 * float(params.scale)
+    if x.size <= _RANGE_SAMPLE:
+        sample = x.reshape(-1)
+    else:
+        idx = np.linspace(0, x.size - 1, _RANGE_SAMPLE).astype(np.intp)
+        sample = x.reshape(-1)[idx] if x.flags.c_contiguous else x.flat[idx]
+    off, nnz = _off_zero(sample, half)
+    if nnz == 0 or off >= _RANGE_MIN_SHARE * nnz:
+        return False
+    if sample.size < x.size:
+        off, nnz = _off_zero(x, half)   # rare: confirm on the whole tensor
+        if nnz == 0 or off >= _RANGE_MIN_SHARE * nnz:
+            return False
+    lo, hi = float(np.min(x)), float(np.max(x))
+    warn_once(("range", name),
+              f"{name}: the quantization range [{lo:.3g}, {hi:.3g}] is dominated by a few "
+              f"extreme values: only {off} of its {nnz} non-zero values ({100.0 * off / nnz:.2g}%) "
+              f"quantize to a non-zero code, the rest become 0. Use a calibrated range "
+              f"(axkern.quant.calibrate(..., method='percentile'), passed as "
+              f"quant=(input_params, weight_params)) or remove the outliers")
+    return True
 
 
 def check_finite(x, name="x"):
@@ -231,6 +345,9 @@ def tf_nudge(x_min, x_max, bits=8):
             lo, hi = min(lo, _F32(0)), max(hi, _F32(0))
         else:
             scale = None
+        if scale is not None and np.isinf(scale):
+            raise ValueError(f"quantization range [{float(lo):.3g}, {float(hi):.3g}] is too "
+                             f"wide: the scale (max - min) / {int(qmax)} overflows float32")
         if scale is None or not scale > 0 or not np.isfinite(_F32(1) / scale):
             return _F32(0), qmax, _F32(1), 0
         zp_from_min = qmin - lo / scale

@@ -176,12 +176,12 @@ def load_data(model, data=None, limit=None):
 
 
 # ------------------------------------------------------------------------------ multipliers
-def _load_multiplier(spec):
+def _load_multiplier(spec, signed=None):
     if isinstance(spec, Multiplier):
         return spec
     from .library import load_multiplier
 
-    return load_multiplier(spec)
+    return load_multiplier(spec, signed=signed)
 
 
 def _default_multipliers(signedness):
@@ -203,7 +203,7 @@ def _default_multipliers(signedness):
     return out
 
 
-def _resolve_multipliers(multipliers, signedness):
+def _resolve_multipliers(multipliers, signedness, explicit=None):
     if multipliers is None:
         ms = _default_multipliers(signedness)
         if not ms:
@@ -211,7 +211,7 @@ def _resolve_multipliers(multipliers, signedness):
         return ms
     if isinstance(multipliers, (str, os.PathLike, Multiplier)):
         multipliers = [multipliers]
-    ms = [_load_multiplier(s) for s in multipliers]
+    ms = [_load_multiplier(s, explicit) for s in multipliers]
     if not ms:
         raise ValueError("the list of multipliers is empty")
     names = [m.name for m in ms]
@@ -309,7 +309,7 @@ def _evaluate_all(tasks, state_args, jobs, progress, desc):
 
 
 def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None, limit=None,
-             quant=None, batch_size=None, backend="auto", num_threads=None):
+             quant=None, batch_size=None, backend="auto", num_threads=None, signed=None):
     """Held-out accuracy (percent) of one configuration.
 
     Parameters
@@ -328,6 +328,9 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
         As for :func:`load_data`.
     quant : optional
         Quantization mode for every Conv2D/Dense layer (default: the model's, "auto").
+    signed : bool, optional
+        How to read the multiplier files given by path (see
+        :func:`axkern.library.load_multiplier`); None lets each file say.
 
     Returns
     -------
@@ -340,8 +343,10 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
     float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
     if quant is not None:
         net.configure(quant=quant)
+    if multiplier is not None:
+        multiplier = _load_multiplier(multiplier, signed)
     if assign:
-        mapping = _parse_assign(assign, net)
+        mapping = _parse_assign(assign, net, signed)
         if multiplier is None:
             first = next((m for m in mapping.values() if m is not None), None)
             multiplier = None if first is None else _exact_like(first)
@@ -357,7 +362,7 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
                          for k, v in net.settings().items()}}
 
 
-def _parse_assign(assign, model):
+def _parse_assign(assign, model, signed=None):
     """{layer: Multiplier} from a dict or a 'layer=mult,layer=mult' string."""
     if isinstance(assign, str):
         pairs = {}
@@ -382,7 +387,7 @@ def _parse_assign(assign, model):
             raise ValueError(f"--assign names layer {layer!r}, which is not a Conv2D/Dense layer of "
                              f"the model: expected one of {model.compute_layers}")
         out[layer] = None if m is None or (isinstance(m, str) and m.lower() == "float") \
-            else _load_multiplier(m)
+            else _load_multiplier(m, signed)
     return out
 
 
@@ -416,7 +421,9 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         Held-out data (see :func:`load_data`).
     signedness : {"auto", "unsigned", "signed", "all"}
         Which shipped multipliers the default list takes; "auto" follows the model's
-        ``metadata["signed"]`` (unsigned when absent).
+        ``metadata["signed"]`` (unsigned when absent). "signed" and "unsigned" also say how to
+        read the table files given in ``multipliers`` and ``assign`` (``signed=`` of
+        :func:`axkern.library.load_multiplier`); "auto" and "all" let each file say.
     batch_size, backend, num_threads
         Passed to the model's forward pass.
     progress : bool
@@ -450,6 +457,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
     if not net.compute_layers:
         raise ValueError("the model has no Conv2D or Dense layer to approximate")
     x, y, desc = load_data(net, data, limit)
+    explicit = {"signed": True, "unsigned": False}.get(signedness)   # for the files given
     if signedness == "auto":
         signedness = "signed" if net.metadata.get("signed", False) else "unsigned"
     tunes = [False, True] if tune == "both" else [bool(tune)]
@@ -460,7 +468,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         num_threads = max(1, (os.cpu_count() or 1) // jobs)
 
     if assign is not None:
-        mapping = _parse_assign(assign, net)
+        mapping = _parse_assign(assign, net, explicit)
         first = next((m for m in mapping.values() if m is not None), None)
         exact = _exact_like(first) if first is not None else None
         mults = [exact] + [m for m in mapping.values() if m is not None]
@@ -483,7 +491,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
                              "accuracy": row["accuracy"], "accuracy_tuned": row["accuracy_tuned"]}}
         return _finish(result, output, plot, verbose, t0)
 
-    mults = _resolve_multipliers(multipliers, signedness)
+    mults = _resolve_multipliers(multipliers, signedness, explicit)
     mets = {id(m): _metrics_dict(m) for m in mults}
     # rows, matrices and plots all run from the most accurate multiplier to the least
     mults.sort(key=lambda m: (mets[id(m)]["mae_pct"], m.name))
@@ -745,7 +753,8 @@ def add_parser(subparsers):
                     "results.json and a PNG plot. Defaults: the shipped digits CNN, its held-out "
                     "digits and all shipped multipliers of the matching signedness.")
     p.add_argument("--multipliers", nargs="+", metavar="M",
-                   help="shipped names or paths (.c, .bin, .h, .npy); commas also separate")
+                   help="shipped names or paths (.c, .bin, .h, .npy); commas also separate; "
+                        "NAME=PATH names one, PATH:signed / PATH:unsigned says how to read it")
     p.add_argument("--model", metavar="M.npz", help="model file (default: the shipped digits CNN)")
     p.add_argument("--data", metavar="D.npz", help="held-out data: an .npz with arrays x and y "
                    "(default: the data set named by the model)")
@@ -759,7 +768,13 @@ def add_parser(subparsers):
     p.add_argument("--tune", choices=["both", "yes", "no"], default="both",
                    help="weight tuning: both (default), only tuned, only untuned")
     p.add_argument("--signedness", choices=["auto", "unsigned", "signed", "all"], default="auto",
-                   help="which shipped multipliers the default list takes (auto: the model's)")
+                   help="which shipped multipliers the default list takes (auto: the model's); "
+                        "signed/unsigned also say how to read the given table files")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--signed", dest="signedness", action="store_const", const="signed",
+                   help="same as --signedness signed")
+    g.add_argument("--unsigned", dest="signedness", action="store_const", const="unsigned",
+                   help="same as --signedness unsigned")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N samples")
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="evaluate in batches (quantization ranges are per batch)")
@@ -776,7 +791,8 @@ def add_parser(subparsers):
     e.add_argument("model", nargs="?", metavar="MODEL.npz",
                    help="model file (default: the shipped digits CNN)")
     e.add_argument("--multiplier", "-m", metavar="M",
-                   help="shipped name or path; 'float' or none for the float model")
+                   help="shipped name or path (NAME=PATH, PATH:signed accepted); 'float' or "
+                        "none for the float model")
     e.add_argument("--tune", action="store_true", help="ALWANN weight tuning")
     e.add_argument("--assign", metavar="LAYER=M,...", help="per-layer multipliers (override -m)")
     e.add_argument("--quant", help="quantization mode for every layer (default auto)")
@@ -786,6 +802,11 @@ def add_parser(subparsers):
     e.add_argument("--backend", default="auto", help="kernel backend (default auto)")
     e.add_argument("--threads", type=int, metavar="N", help="kernel threads")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--signed", dest="signed", action="store_const", const=True, default=None,
+                   help="read the multiplier table files as signed")
+    g.add_argument("--unsigned", dest="signed", action="store_const", const=False,
+                   help="read the multiplier table files as unsigned")
     e.set_defaults(func=_cmd_eval)
     return p, e
 
@@ -818,7 +839,7 @@ def _cmd_eval(args):
     try:
         r = evaluate(args.model, mult, tune=args.tune, assign=args.assign, data=args.data,
                      limit=args.limit, quant=args.quant, batch_size=args.batch_size,
-                     backend=args.backend, num_threads=args.threads)
+                     backend=args.backend, num_threads=args.threads, signed=args.signed)
     except MissingDependency as e:
         print(f"axkern eval: {e}", file=sys.stderr)
         return 2
