@@ -22,7 +22,7 @@ def write(tmp_path, text, name="m.c"):
 # ------------------------------------------------------------------ the four signature styles
 def test_style1_exact_unsigned(fixtures_dir):
     m = Multiplier.from_c(fixtures_dir / "style1_exact_u.c")
-    assert (m.bits, m.signed, m.name) == (8, False, "mul8u_exact")
+    assert (m.bits, m.signed, m.name) == (8, False, "style1_exact_u")  # named after the file
     assert np.array_equal(m.table, np.multiply.outer(U8, U8))
     assert m.metadata == {}
 
@@ -37,7 +37,7 @@ def test_style1_asymmetric_unsigned(fixtures_dir):
 
 def test_style2_swapped_parameter_names(fixtures_dir):
     m = tabulate_c(fixtures_dir / "style2_swapped.c")
-    assert (m.name, m.bits, m.signed) == ("mul8u_swapped", 8, False)
+    assert (m.name, m.bits, m.signed) == ("style2_swapped", 8, False)
     a, b = U8[:, None], U8[None, :]
     assert np.array_equal(m.table, (a & ~7) * b + (a & 1))
     # used as a signed circuit: codes go in as bit patterns, the 64-bit result is cut to
@@ -60,7 +60,7 @@ def test_style3_signed_int8(fixtures_dir):
 
 def test_style3_exact_signed_with_own_main(fixtures_dir):
     m = tabulate_c(fixtures_dir / "style3_exact_s.c")
-    assert m.signed and m.name == "mul8s_exact"
+    assert m.signed and m.name == "style3_exact_s"
     assert m.is_exact()
     assert np.array_equal(m.table, np.multiply.outer(S8, S8))
     assert m == Multiplier.exact(8, signed=True)
@@ -70,11 +70,14 @@ def test_style4_signed_circuit_with_unsigned_types(fixtures_dir):
     path = fixtures_dir / "style4_bits_s.c"
     a, b = S8[:, None], S8[None, :]
     m = tabulate_c(path, signed=True)
-    assert m.signed and m.name == "mul8s_bits"
+    assert m.signed and m.name == "style4_bits_s"
     assert np.array_equal(m.table, a * b + (a & 1))
     assert m.table[128, 128] == 16384 and m.table[255, 1] == 0  # (-128)^2; -1*1 + 1
-    # without signed=True the same file is an unsigned table of 16-bit patterns
-    mu = tabulate_c(path)
+    # without signed=True the same file is an unsigned table of 16-bit patterns, with a warning
+    # (its function is named mul8s_bits, and the table fits the signed reading)
+    from axkern.lut import SignednessWarning
+    with pytest.warns(SignednessWarning, match="mul8s_bits"):
+        mu = tabulate_c(path)
     assert not mu.signed
     assert np.array_equal(mu.table, (a * b + (a & 1)) & 0xFFFF)
 
@@ -103,7 +106,7 @@ def test_plain_c_types_and_qualifiers(tmp_path):
     static inline unsigned short mul_a(u8 x, unsigned int y) { return x * y + (y >> 6); }
     """
     m = tabulate_c(write(tmp_path, src))
-    assert not m.signed and m.name == "mul_a"
+    assert not m.signed and m.name == "m"
     assert np.array_equal(m.table, np.multiply.outer(U8, U8) + (U8 >> 6)[None, :])
     src = "long f(signed char x, short y) { return (long)x * y - 1; }"
     m = tabulate_c(write(tmp_path, src, "s.c"))
@@ -122,7 +125,7 @@ def test_function_choice_among_several(tmp_path):
     with pytest.raises(CSourceError, match=r"several.*first.*second.*function="):
         tabulate_c(p)
     m = tabulate_c(p, function="second")
-    assert m.name == "second"
+    assert m.name == "m:second"   # file stem and the function chosen in it
     assert np.array_equal(m.table, np.multiply.outer(U8, U8) + 1)
     with pytest.raises(CSourceError, match=r"'third' is not defined.*first, second, helper"):
         tabulate_c(p, function="third")
@@ -138,7 +141,7 @@ def test_static_helpers_do_not_count(tmp_path):
     uint16_t mul_or(uint8_t a, uint8_t b) { return (uint16_t)(a * b) | xor2(and2(a, 1), 0); }
     """
     m = tabulate_c(write(tmp_path, src))
-    assert m.name == "mul_or"
+    assert m.name == "m"
     assert np.array_equal(m.table, np.multiply.outer(U8, U8) | (U8 & 1)[:, None])
     # two functions with external linkage: ambiguous again
     p = write(tmp_path, src.replace("static uint8_t and2", "uint8_t and2"), "two.c")
@@ -393,5 +396,5 @@ def test_crlf_bom_and_multiline_signature(tmp_path):
     p = tmp_path / "crlf.c"
     p.write_bytes(src.encode("utf-8"))
     m = tabulate_c(p)
-    assert m.metadata == {"POWER": "1.5 mW"} and m.name == "mul8u_ml"
+    assert m.metadata == {"POWER": "1.5 mW"} and m.name == "crlf"
     assert np.array_equal(m.table, np.multiply.outer(U8, U8) ^ (U8 & 1)[None, :])

@@ -260,8 +260,12 @@ def test_load_from_files_round_trip(tmp_path):
     assert axkern.load_multiplier(tmp_path / "t.h") == ref  # int16_t header: signed inferred
     npy = axkern.load_multiplier(tmp_path / "t.npy", signed=True)
     assert npy == ref and npy.name == "t"
-    # .bin does not record signedness: unsigned unless told
-    assert not axkern.load_multiplier(tmp_path / "t.bin").signed
+    # .bin does not record signedness: its sidecar t.bin.json does; without it, unsigned
+    # unless told, with a warning (the table fits the signed reading far better)
+    assert axkern.load_multiplier(tmp_path / "t.bin") == ref
+    os.remove(tmp_path / "t.bin.json")
+    with pytest.warns(axkern.lut.SignednessWarning, match="signed=True"):
+        assert not axkern.load_multiplier(tmp_path / "t.bin").signed
     # a C file by path, with its function chosen among several
     src = tmp_path / "two.c"
     src.write_text("#include <stdint.h>\n"

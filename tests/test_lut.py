@@ -73,8 +73,10 @@ def test_round_trips_exact(tmp_path, bits, signed):
 
     m.to_npy(tmp_path / "t.npy")
     arr = np.load(tmp_path / "t.npy")
-    assert arr.dtype == np.int32 and np.array_equal(arr, t)
+    # the dtype records the signedness, as the .bin and .h element types do
+    assert arr.dtype == (np.int16 if signed else np.uint16) and np.array_equal(arr, t)
     assert Multiplier.from_array(arr, signed=signed) == m
+    assert Multiplier.from_npy(tmp_path / "t.npy") == m
 
 
 def test_parse_adapt_style_header(tmp_path):

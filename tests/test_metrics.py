@@ -125,7 +125,8 @@ def test_weighted_metrics_match_explicit_loop():
     assert r.weighted_mse == pytest.approx(wmse, rel=1e-12)
     assert r.weighted_ep_pct == pytest.approx(100 * wep, rel=1e-12)
     d = r.to_dict()
-    assert set(d) == KEYS | {"weighted_mae", "weighted_bias", "weighted_mse", "weighted_ep_pct"}
+    assert set(d) == KEYS | {"weighted_mae", "weighted_mae_pct", "weighted_bias", "weighted_mse",
+                             "weighted_ep_pct"}
     # uniform weights reproduce the unweighted figures; one-sided weights default the other
     u = metrics(m, a_weights=np.ones(n))
     assert u.weighted_mae == pytest.approx(u.mae) and u.weighted_bias == pytest.approx(u.bias)
