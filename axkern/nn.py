@@ -342,7 +342,13 @@ class Conv2D(_Compute):
         return _resolve_pads(self.padding, (h, w), (kh, kw), self.stride, self.dilation)
 
     def output_shape(self, shape):
+        if len(shape) != 3:
+            raise ValueError(f"Conv2D layer {self.name!r} expects (H, W, C) samples, got {shape}")
         h, w, c = shape
+        cin = self.weight.shape[2] * self.groups
+        if c != cin:
+            raise ValueError(f"Conv2D layer {self.name!r} expects {cin} input channels, got "
+                             f"samples of shape {tuple(shape)}")
         kh, kw = self.weight.shape[:2]
         t, b, l, r = self._pads(h, w)
         oh = (h + t + b - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
@@ -704,6 +710,10 @@ class Sequential:
             seen.add(layer.name)
         self.layers = layers
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+        if self.input_shape is not None and (not self.input_shape
+                                             or min(self.input_shape) < 1):
+            raise ValueError(f"input_shape must be positive sizes (H, W, C) or (features,), got "
+                             f"{input_shape}")
         self.name = name
         self.metadata = dict(metadata or {})
         if self.input_shape is not None:

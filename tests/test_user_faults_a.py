@@ -212,13 +212,13 @@ def test_item4_outliers_warn_and_overflow_is_reported():
     # inf from finite inputs is reported as a scale overflow
     huge = x.copy()
     huge[0, 0, 0, 0] = 3e38
-    with pytest.warns(QuantizationRangeWarning, match=r"overflow float32 .*scale overflow"):
-        with np.errstate(over="ignore"):
-            y = axkern.axconv2d(huge, w, m, backend="reference")
+    with warnings.catch_warnings(record=True) as rec, np.errstate(over="ignore"):
+        warnings.simplefilter("always")
+        y = axkern.axconv2d(huge, w, m, backend="reference")
+        axkern.axmatmul(huge.reshape(-1, 4), w[0, 0] * 100, m)
     assert np.isinf(y).any()
-    with pytest.warns(QuantizationRangeWarning, match=r"scale overflow"):
-        with np.errstate(over="ignore"):
-            axkern.axmatmul(huge.reshape(-1, 4), w[0, 0] * 100, m)
+    msgs = [str(r.message) for r in rec if r.category is QuantizationRangeWarning]
+    assert sum("overflow float32 (inf)" in t and "scale overflow" in t for t in msgs) == 2
     huge[0, 0, 0, 1] = -3e38
     with pytest.raises(ValueError, match=r"too wide.*overflows float32"):
         axkern.axconv2d(huge, w, m)
@@ -258,6 +258,13 @@ def test_item15_bad_tables_and_models_refused(tmp_path):
         nn.Conv2D(np.zeros((0, 3, 1, 8)))
     with pytest.raises(ValueError, match="empty dimension"):
         nn.Dense(np.zeros((10, 0)))
+    # siblings: an empty input shape, and channels that do not match the first filter
+    layers = [nn.Conv2D(np.ones((3, 3, 1, 4))), nn.Flatten(), nn.Dense(np.ones((256, 2)))]
+    with pytest.raises(ValueError, match="input_shape must be positive"):
+        nn.Sequential(layers, input_shape=(8, 8, 0))
+    with pytest.raises(ValueError, match="expects 1 input channels"):
+        nn.Sequential(layers, input_shape=(8, 8, 3))
+    assert nn.Sequential(layers, input_shape=(8, 8, 1)).shapes()[-1] == ("dense1", (2,))
     # the same through files: refused at load, naming the file
     good = nn.Sequential([nn.Conv2D(np.ones((3, 3, 1, 8)), name="c"), nn.Flatten(),
                           nn.Dense(np.ones((8, 2)), name="d")])
