@@ -26,7 +26,7 @@ import pytest
 import axkern
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-DOC_FILES = [p for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if p.is_file()]
+DOC_FILES = [p for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))] if p.is_file()]
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\s]*)[^`]*$")
 _SKIP = re.compile(r"^\s*<!--\s*skip-test:\s*(?P<reason>\S.*?)\s*-->\s*$")
@@ -183,6 +183,60 @@ def test_failing_block_reports_file_and_line(tmp_path, monkeypatch):
     msg = str(info.value)
     assert "page.md: the python block at line 8 failed" in msg
     assert 'File "page.md", line 8' in msg and "undefined_name" in msg
+
+
+# ---------------------------------------------------------------- the pages stand alone
+_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _headings(path):
+    """GitHub's anchors of the headings of a Markdown file (code blocks left out)."""
+    anchors, fence = set(), None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = _FENCE.match(line)
+        if m and (fence is None or m.group("fence")[0] == fence):
+            fence = None if fence else m.group("fence")[0]
+            continue
+        if fence is None and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=_rel)
+def test_relative_links_resolve(path):
+    broken = []
+    for target in _LINK.findall(path.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue  # http:, https:, mailto:
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and dest.suffix == ".md" and anchor not in _headings(dest):
+            broken.append(f"{target} (no such heading)")
+    assert not broken, f"{_rel(path)}: broken links: {broken}"
+
+
+def test_no_reference_to_private_notes():
+    """The docs and code must not point users to notes they do not have, or to paths of the
+    machine they were written on."""
+    import subprocess
+
+    try:
+        files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    needles = ["DESIGN" + ".md", "/wo" + "rk/"]   # split so this file does not match itself
+    hits = []
+    for name in files:
+        f = ROOT / name
+        if f.suffix in {".npz", ".png", ".bin", ".npy"} or not f.is_file():
+            continue
+        text = f.read_text(encoding="utf-8", errors="replace")
+        hits += [f"{name}: {n}" for n in needles if n in text]
+    assert not hits, hits
 
 
 # ---------------------------------------------------------------- docstring examples
