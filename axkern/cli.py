@@ -69,6 +69,21 @@ class UserError(Exception):
     """A problem with what the user asked for, reported as one line without a traceback."""
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that rejects unknown arguments itself.
+
+    argparse hands a subcommand's unrecognized arguments back to the top-level parser, whose
+    error then shows ``usage: axkern [-h] [--version] COMMAND ...``; everything after the
+    command name belongs to the subcommand, so its own usage is the helpful one.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return namespace, extras
+
+
 # ------------------------------------------------------------------------------ helpers
 def _add_signed_options(p, what):
     g = p.add_mutually_exclusive_group()
@@ -235,7 +250,7 @@ def build_parser():
     from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"axkern {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubcommandParser)
     sub.required = True
 
     p = sub.add_parser("lut", help="tabulate a C multiplier into a .bin, .npy or .h table",

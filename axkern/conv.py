@@ -1,7 +1,7 @@
 """2-D convolution through an approximate multiplier's lookup table.
 
 :func:`axconv2d` takes float tensors, quantizes them, sends every code product through the
-table and applies the exact zero-point correction of DESIGN.md::
+table and applies the exact zero-point correction (docs/conventions.md)::
 
     y = s_x s_w [ sum T[q_x, q_w] - z_w sum q_x - z_x sum q_w + K z_x z_w ]
 

@@ -158,7 +158,9 @@ class Multiplier:
     def from_c(cls, path, function=None, signed=None, bits=None, *, timeout=60.0, cache=True):
         """Compile a C multiplier and tabulate it over every operand pair.
 
-        See :func:`axkern.csource.tabulate_c` for the accepted signatures and options.
+        See :func:`axkern.csource.tabulate_c` for the accepted signatures and options. The
+        code runs in a child process (a crash or a hang becomes an exception) but with the
+        caller's rights and no sandbox: use it only on C code you would run yourself.
         """
         from .csource import tabulate_c
 

@@ -129,8 +129,15 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
     --------
     >>> import numpy as np, axkern
     >>> a = np.array([[0.5, 1.0]]); b = np.array([[1.0], [2.0]])
-    >>> round(float(axkern.axmatmul(a, b, axkern.Multiplier.exact(8))[0, 0]), 2)  # 8-bit codes
+    >>> m = axkern.Multiplier.exact(8)
+    >>> round(float(axkern.axmatmul(a, b, m, quant="asymmetric")[0, 0]), 2)  # 8-bit codes
     2.5
+
+    The default for unsigned multipliers is TFApprox's quantization, which moves the range of
+    an all-positive tensor to ``[0, max - min]`` (here ``[0, 0.5]`` and ``[0, 1]``) and clips:
+
+    >>> round(float(axkern.axmatmul(a, b, m)[0, 0]), 2)
+    1.0
     """
     m = as_multiplier(multiplier)
     a = _float_array(a, "a", check_finite=False)   # checked by checked_params

@@ -679,10 +679,13 @@ class Sequential:
 
     Examples
     --------
-    >>> model = axkern.nn.load("digits_cnn.npz")             # doctest: +SKIP
-    >>> model.configure(multiplier="mul8u_trunc4", tune=True)  # every Conv2D / Dense layer
-    >>> model.configure(["conv1"], multiplier=None)          # conv1 back to float
-    >>> logits = model(x)
+    >>> import numpy as np, axkern
+    >>> from axkern.survey import shipped_model_path
+    >>> model = axkern.nn.load(shipped_model_path())             # the shipped digits CNN
+    >>> _ = model.configure(multiplier="mul8u_trunc4", tune=True)  # every Conv2D / Dense layer
+    >>> _ = model.configure(["conv1"], multiplier=None)          # conv1 back to float
+    >>> model(np.zeros((2, 8, 8, 1), np.float32)).shape         # NHWC in, logits out
+    (2, 10)
     """
 
     def __init__(self, layers, input_shape=None, name=None, metadata=None):

@@ -109,6 +109,11 @@ def _load_model(model):
                     f".npz or .onnx, or None, got {type(model).__name__}")
 
 
+class _NoDataSet(ValueError):
+    """No data was given and the model's metadata names no data set axkern can load (the
+    command line rewords it to name --data)."""
+
+
 def load_data(model, data=None, limit=None):
     """Held-out inputs and labels for ``model``.
 
@@ -131,7 +136,7 @@ def load_data(model, data=None, limit=None):
     if data is None:
         meta = model.metadata
         if meta.get("dataset") != "sklearn.datasets.load_digits":
-            raise ValueError("the model's metadata names no data set axkern can load: give the "
+            raise _NoDataSet("the model's metadata names no data set axkern can load: give the "
                              "held-out data (an .npz with arrays 'x' and 'y', or (x, y))")
         datasets = _require("sklearn.datasets", "loading the digits data")
         digits = datasets.load_digits()
@@ -652,27 +657,69 @@ def _write_tables(result, out):
     return files
 
 
-def _label_points(ax, names, xs, ys):
-    """Name each point, moving labels up or down until they no longer overlap (greedy)."""
-    ax.autoscale_view()
-    to_axes = ax.transData + ax.transAxes.inverted()
-    placed = []  # label boxes in axes fractions: (x0, y0, x1, y1)
-    h = 0.024
-    order = sorted(range(len(names)), key=lambda i: (-ys[i], xs[i]))
+def _boxes_overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_points(ax, names, xs, ys, obstacles=()):
+    """Name each point without covering another label, a marker or the legend.
+
+    Labels are measured with the figure's renderer; each one takes the nearest free spot
+    around its point (right, left, above, below, then the diagonals, further out step by step),
+    with a thin leader line when it had to move away. The axes layout must be final.
+    """
+    fig = ax.figure
+    ax.autoscale_view()   # the data limits must be final before points become pixels
+    renderer = fig.canvas.get_renderer()
+    px_per_pt = fig.dpi / 72.0
+    frame = ax.get_window_extent(renderer)
+    pts = ax.transData.transform(np.column_stack([xs, ys]).astype(float))
+    # markers (all of them, tuned ones included) and the legend are obstacles too
+    r = 6.0 * px_per_pt          # a marker (s=40: about 6 pt across) plus a margin
+    pad = 1.5 * px_per_pt        # keeps neighbouring labels from touching
+    blocked = [(x - r, y - r, x + r, y + r) for x, y in
+               ax.transData.transform(np.asarray(obstacles, dtype=float).reshape(-1, 2))]
+    legend = ax.get_legend()
+    if legend is not None:
+        b = legend.get_window_extent(renderer)
+        blocked.append((b.x0, b.y0, b.x1, b.y1))
+    directions = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1),
+                  (1, 0.5), (-1, 0.5), (1, -0.5), (-1, -0.5), (0.5, 1), (-0.5, 1), (0.5, -1),
+                  (-0.5, -1)]
+    # the most crowded points choose first, while the space next to them is still free
+    crowd = [int(np.sum(np.hypot(*(pts - p).T) < 60 * px_per_pt)) for p in pts]
+    order = sorted(range(len(names)), key=lambda i: (-crowd[i], -ys[i], xs[i]))
     for i in order:
-        px, py = to_axes.transform((xs[i], ys[i]))
-        w = 0.0085 * len(names[i])
-        for k in range(40):
-            dy = (k + 1) // 2 * h * (1 if k % 2 == 0 else -1)
-            box = (px + 0.006, py + 0.006 + dy, px + 0.006 + w, py + 0.006 + dy + h)
-            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
-                       for b in placed):
+        text = ax.text(0, 0, names[i], fontsize=6)
+        ext = text.get_window_extent(renderer)
+        text.remove()
+        w, h = ext.width, ext.height
+        (x, y), best = pts[i], None
+        for dist in (4, 9, 15, 22, 30, 40, 52, 66, 82, 100, 120):
+            for dx, dy in directions:
+                ox, oy = dx * dist * px_per_pt, dy * dist * px_per_pt
+                # the label sits on the side of the point it moved to
+                x0 = x + ox if dx > 0 else (x + ox - w if dx < 0 else x + ox - w / 2)
+                y0 = y + oy if dy > 0 else (y + oy - h if dy < 0 else y + oy - h / 2)
+                box = (x0 - pad, y0 - pad, x0 + w + pad, y0 + h + pad)
+                if not (frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1]
+                        and box[3] <= frame.y1):
+                    continue
+                if not any(_boxes_overlap(box, b) for b in blocked):
+                    best = (box, dist)
+                    break
+            if best is not None:
                 break
-        placed.append(box)
-        ax.annotate(names[i], (xs[i], ys[i]), xytext=(box[0], box[1]), textcoords="axes fraction",
-                    fontsize=6, va="bottom",
-                    arrowprops=None if abs(box[1] - py - 0.006) < 1e-9 else
-                    dict(arrowstyle="-", lw=0.4, color="gray", shrinkA=0, shrinkB=2))
+        if best is None:  # nowhere free: keep it next to its point
+            best = ((x + 4 * px_per_pt, y - h / 2, x + 4 * px_per_pt + w, y + h / 2), 4)
+        box, dist = best
+        blocked.append(box)
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        ax.annotate(names[i], (xs[i], ys[i]),
+                    xytext=((cx - x) / px_per_pt, (cy - y) / px_per_pt),
+                    textcoords="offset points", fontsize=6, ha="center", va="center",
+                    arrowprops=None if dist < 9 else
+                    dict(arrowstyle="-", lw=0.4, color="gray", shrinkA=1, shrinkB=3))
 
 
 def _write_plots(result, out):
@@ -683,7 +730,7 @@ def _write_plots(result, out):
     files = []
     rows = result["rows"]
     if not result.get("assign") and rows:
-        fig, ax = plt.subplots(figsize=(8, 5.5))
+        fig, ax = plt.subplots(figsize=(9, 6))
         mae = np.array([r["mae_pct"] for r in rows], dtype=float)
         positive = mae[mae > 0]
         floor = positive.min() / 3 if positive.size else 1e-4
@@ -701,15 +748,18 @@ def _write_plots(result, out):
         ax.axhline(result["float_accuracy"], color="gray", ls="--", lw=1,
                    label=f"float {result['float_accuracy']:.2f}%")
         ax.set_xscale("log")
-        _label_points(ax, [r["multiplier"] for r in rows], xs,
-                      [r["accuracy"] if r["accuracy"] is not None else r["accuracy_tuned"]
-                       for r in rows])
         ax.set_xlabel("MAE % (log scale; exact multipliers at the left edge)")
         ax.set_ylabel("held-out accuracy %")
         ax.set_title(f"{result['model']}: accuracy vs multiplier error ({result['samples']} samples)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="lower left")
-        fig.tight_layout()
+        ax.margins(x=0.08, y=0.06)
+        fig.tight_layout()   # before the labels: their placement needs the final axes
+        markers = [(xv, r[k]) for r, xv in zip(rows, xs) for k in ("accuracy", "accuracy_tuned")
+                   if r[k] is not None]
+        _label_points(ax, [r["multiplier"] for r in rows], xs,
+                      [r["accuracy"] if r["accuracy"] is not None else r["accuracy_tuned"]
+                       for r in rows], obstacles=markers)
         path = os.path.join(out, "accuracy_vs_mae.png")
         fig.savefig(path, dpi=120)
         plt.close(fig)
@@ -719,7 +769,8 @@ def _write_plots(result, out):
         mats = [("untuned", per["accuracy"]), ("tuned", per["accuracy_tuned"])]
         mats = [(t, np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float))
                 for t, m in mats if any(v is not None for row in m for v in row)]
-        fig, axes = plt.subplots(1, len(mats), squeeze=False, figsize=(
+        # constrained layout keeps the suptitle, the subplot titles and the colorbar apart
+        fig, axes = plt.subplots(1, len(mats), squeeze=False, layout="constrained", figsize=(
             2.5 + len(mats) * (1.0 + 0.8 * len(per["layers"])), 1.8 + 0.3 * len(per["multipliers"])))
         vmin = np.nanmin([np.nanmin(m) for _, m in mats])
         vmax = result["float_accuracy"]
@@ -829,7 +880,13 @@ def _cmd_survey(args):
     except MissingDependency as e:
         print(f"axkern survey: {e}", file=sys.stderr)
         return 2
+    except _NoDataSet:
+        raise ValueError(_NO_DATA_CLI) from None
     return 0
+
+
+_NO_DATA_CLI = ("the model's metadata names no data set axkern can load: give the held-out data "
+                "with --data D.npz (an .npz with arrays x (N, H, W, C) and y (N,) labels)")
 
 
 def _cmd_eval(args):
@@ -843,6 +900,8 @@ def _cmd_eval(args):
     except MissingDependency as e:
         print(f"axkern eval: {e}", file=sys.stderr)
         return 2
+    except _NoDataSet:
+        raise ValueError(_NO_DATA_CLI) from None
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

@@ -12,7 +12,7 @@
 //
 // Blocks are persistent: with the 128 KiB table in shared memory only one block fits per SM,
 // so each block stages the table once and then walks over tiles t = blockIdx.x, +gridDim.x...
-// The zero-point correction of DESIGN.md is not applied here: the kernels return the exact
+// The zero-point correction (docs/conventions.md) is not applied here: the kernels return the exact
 // integer sums of table entries and the float-level layer adds the corrections exactly.
 //
 // Entry points (extern "C", for pycuda SourceModule(no_extern_c=True)):

@@ -1,6 +1,7 @@
 """The `axkern` command line, run in-process through main() and once as `python -m axkern`.
 
-Expected tables and metrics are computed here with plain NumPy from DESIGN.md's definitions.
+Expected tables and metrics are computed here with plain NumPy from the documented definitions
+in docs/conventions.md.
 """
 import json
 import os
@@ -18,7 +19,7 @@ SVALS = np.where(CODES >= 128, CODES - 256, CODES)
 A_U, B_U = CODES[:, None], CODES[None, :]
 A_S, B_S = SVALS[:, None], SVALS[None, :]
 
-# The four signature styles of DESIGN.md, each asymmetric in its operands.
+# The four signature styles documented in docs/conventions.md, each asymmetric in its operands.
 FIXTURES = {
     "style_u8": (
         "// DESIGN = test fixture\n#include <stdint.h>\n"
@@ -58,7 +59,7 @@ def assert_user_error(capsys, argv, *fragments):
 
 
 def numpy_metrics(values, exact):
-    """DESIGN.md's EvoApproxLib definitions, computed directly."""
+    """The EvoApproxLib definitions of docs/conventions.md, computed directly."""
     err = values.astype(np.int64) - exact
     n_pairs = err.size
     nz = exact != 0
