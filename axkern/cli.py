@@ -24,7 +24,9 @@ import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 
 __all__ = ["main", "build_parser"]
 
@@ -64,6 +66,42 @@ _LIST_COLUMNS = (
 
 class UserError(Exception):
     """A problem with what the user asked for, reported as one line without a traceback."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind (killing child processes, removing temporary files)
+    like KeyboardInterrupt does, then exit with 128 + the signal number."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_termination(signum, frame):
+    # once is enough: a second signal must not interrupt the cleanup of the first
+    for sig in _TERMINATION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Terminated(signum)
+
+
+_TERMINATION_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP")
+                             if hasattr(signal, n))
+
+
+def _install_termination_handlers():
+    """Turn SIGTERM/SIGHUP into _Terminated while main() runs, where they still have their
+    default action (an embedding program's own handlers are left alone); returns a function
+    that restores the previous handlers."""
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _TERMINATION_SIGNALS:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                saved[sig] = signal.signal(sig, _on_termination)
+
+    def restore():
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    return restore
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -316,6 +354,7 @@ def main(argv=None):
         Exit status: 0 on success, 1 for errors in the input, 2 for usage errors.
     """
     debug = bool(os.environ.get("AXKERN_DEBUG"))
+    restore_signals = _install_termination_handlers()
     try:
         parser = build_parser()
         try:
@@ -327,6 +366,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("axkern: interrupted", file=sys.stderr)
         return 130
+    except _Terminated as e:
+        print(f"axkern: terminated by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:
         # output piped into a program that stopped reading (e.g. `| head`)
         try:
@@ -342,6 +384,8 @@ def main(argv=None):
             msg = f"{e.filename}: {msg}"
         _print_error(msg or type(e).__name__)
         return 1
+    finally:
+        restore_signals()
 
 
 if __name__ == "__main__":  # pragma: no cover
