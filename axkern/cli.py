@@ -15,6 +15,8 @@ that is installed exposes ``add_parser(subparsers)``, which registers its subcom
 User errors (missing files, bad tables, C that does not compile, unknown names, ...) print one
 ``axkern: error: ...`` line to stderr (a compiler's output follows it, indented) and exit with
 status 1; usage errors exit with status 2. Set ``AXKERN_DEBUG=1`` to get the traceback instead.
+SIGTERM and SIGHUP unwind like Ctrl-C (killing child processes, removing temporary files) and
+exit with status 128 + the signal number.
 """
 from __future__ import annotations
 
@@ -351,11 +353,14 @@ def main(argv=None):
     Returns
     -------
     int
-        Exit status: 0 on success, 1 for errors in the input, 2 for usage errors.
+        Exit status: 0 on success, 1 for errors in the input, 2 for usage errors, 130 after
+        Ctrl-C, 128 + the signal number after SIGTERM or SIGHUP (child processes killed,
+        temporary files removed first).
     """
     debug = bool(os.environ.get("AXKERN_DEBUG"))
-    restore_signals = _install_termination_handlers()
+    restore_signals = None
     try:
+        restore_signals = _install_termination_handlers()
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
@@ -385,7 +390,8 @@ def main(argv=None):
         _print_error(msg or type(e).__name__)
         return 1
     finally:
-        restore_signals()
+        if restore_signals is not None:
+            restore_signals()
 
 
 if __name__ == "__main__":  # pragma: no cover

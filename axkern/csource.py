@@ -719,7 +719,8 @@ def _compile_and_run(src_bytes, src_path, func, bits, signed, timeout):
                 spec, fds = f"#{table_f.fileno()}", (table_f.fileno(),)
             else:
                 spec, fds = os.path.join(tmp, "table.bin"), ()
-            cpu_limit = min(math.ceil(timeout) + 1, 2 ** 31 - 1)
+            # 0: none (timeout=inf)
+            cpu_limit = min(math.ceil(timeout) + 1, 2 ** 31 - 1) if math.isfinite(timeout) else 0
             driver = [exe, spec, str(os.getpid()), str(cpu_limit)]
             try:
                 rc, out = _run_limited(

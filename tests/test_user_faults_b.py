@@ -65,6 +65,22 @@ def _wait_for(predicate, timeout):
     return predicate()
 
 
+def _run_script(argv, cwd, timeout):
+    """Run a Python child in its own session; on any way out, kill its whole process group
+    (spawned workers included). (returncode, stdout, stderr) as text."""
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.communicate()
+    return proc.returncode, out, err
+
+
 def _kill_all(pids):
     for pid in pids:
         try:
@@ -74,22 +90,23 @@ def _kill_all(pids):
 
 
 # ------------------------------------------------------------------ item 5: survey workers
-_SURVEY_ARGS = ('multipliers=["mul8u_exact"], jobs=2, output=None, limit=12, tune=False, '
-                'progress=False, plot=False, verbose=False')
+# four blank digits: no data set to load, so the child starts fast
+_SURVEY_ARGS = ('multipliers=["mul8u_exact"], jobs=2, output=None, tune=False, progress=False, '
+                'plot=False, verbose=False, data=(np.zeros((4, 8, 8, 1), np.float32), '
+                'np.zeros(4, np.int64))')
 
 
 def test_survey_jobs_without_main_guard_fails_fast_naming_the_guard(tmp_path):
     script = tmp_path / "no_guard.py"
-    script.write_text("from axkern.survey import survey\n"
+    script.write_text("import numpy as np\nfrom axkern.survey import survey\n"
                       f"r = survey({_SURVEY_ARGS})\nprint('finished')\n")
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=45)
-    assert r.returncode != 0 and "finished" not in r.stdout
-    last = r.stderr.strip().splitlines()[-1]
+    rc, out, err = _run_script([sys.executable, str(script)], tmp_path, 30)
+    assert rc != 0 and "finished" not in out
+    last = err.strip().splitlines()[-1]
     assert last.startswith("RuntimeError") and 'if __name__ == "__main__":' in last
     assert str(script) in last
-    assert time.monotonic() - t0 < 40
+    assert time.monotonic() - t0 < 25
 
 
 def test_survey_worker_killed_midway_ends_with_error(tmp_path):
@@ -97,6 +114,7 @@ def test_survey_worker_killed_midway_ends_with_error(tmp_path):
     script = tmp_path / "killer.py"
     script.write_text(textwrap.dedent(f"""
         import multiprocessing, os, signal
+        import numpy as np
         from axkern.survey import load_shipped_model, survey
 
         class Killer:
@@ -118,10 +136,9 @@ def test_survey_worker_killed_midway_ends_with_error(tmp_path):
             survey(Killer(load_shipped_model()), {_SURVEY_ARGS})
             print("finished")
         """))
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=45)
-    assert r.returncode != 0 and "finished" not in r.stdout
-    last = r.stderr.strip().splitlines()[-1]
+    rc, out, err = _run_script([sys.executable, str(script)], tmp_path, 30)
+    assert rc != 0 and "finished" not in out
+    last = err.strip().splitlines()[-1]
     assert last.startswith("RuntimeError") and "worker process died" in last
     assert "after 0 of 1 evaluations" in last
 
@@ -150,6 +167,10 @@ def test_lut_killed_by_signal_leaves_no_driver_and_no_temp_dir(tmp_path, sig):
         driver = _wait_for(lambda: _pids_mentioning(str(tmpdir), program=True), 20)
         assert driver, "the tabulating driver never started"
         time.sleep(0.2)  # let it settle into the endless loop
+        # its CPU-time limit follows --timeout 30: 31 s, then SIGKILL at 32 s
+        with open(f"/proc/{driver[0]}/limits") as f:
+            cpu = next(line for line in f if line.startswith("Max cpu time")).split()
+        assert cpu[3:5] == ["31", "32"]
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=10)
         if signum == signal.SIGKILL:
@@ -238,28 +259,31 @@ def _cache_entries(d):
 def test_cache_entry_with_a_flipped_bit_is_rebuilt(tmp_path, monkeypatch, fixtures_dir):
     cdir = tmp_path / "cache"
     monkeypatch.setenv("AXKERN_CACHE_DIR", str(cdir))
-    src = fixtures_dir / "style1_asym_u.c"
-    want = tabulate_c(src, cache=False).table
+    src = fixtures_dir / "style1_asym_u.c"  # a * b + (a & 3), written out in NumPy here
+    want = EXACT_U8 + (U8 & 3)[:, None]
     assert np.array_equal(tabulate_c(src).table, want)
     (entry,) = _cache_entries(cdir)
     good = entry.read_bytes()
-    for pos in (len(good) - 1, len(good) // 2, 200):  # table data, wherever it lies
+    for pos in (len(good) - 1, len(good) // 2):  # in the table data, wherever it lies
         bad = bytearray(good)
         bad[pos] ^= 0x10
         entry.write_bytes(bytes(bad))
         assert np.array_equal(tabulate_c(src).table, want), pos
         assert entry.read_bytes() == good  # rewritten
-    # shorter, longer, empty, garbage, hostile .npy headers, a directory in the way: all
-    # rebuilt, never raised
+    # shorter, longer, empty, garbage, hostile .npy headers: never used, never raised
     hostile = []
     for shape in ("(10**12, 10**12)", "(256, 256, }"):
         header = ("{'descr': '<i4', 'fortran_order': False, 'shape': %s, }" % shape).encode()
         header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
         hostile.append(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
                        + b"\0" * 1024)
+    key = entry.name[2:-4]  # c-KEY.tbl
     for damaged in [good[:-4], good + b"\0" * 4, b"", b"\x93NUMPY garbage"] + hostile:
         entry.write_bytes(damaged)
-        assert np.array_equal(tabulate_c(src).table, want)
+        assert csource._cache_load(key, 8) is None
+    assert np.array_equal(tabulate_c(src).table, want)  # the last one, rebuilt
+    assert entry.read_bytes() == good
+    # a directory in the way: rebuilt, not raised (the warning is tested below)
     entry.unlink()
     entry.mkdir()
     with warnings.catch_warnings():
