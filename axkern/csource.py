@@ -928,7 +928,8 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
     timeout : float, default 60
         Seconds the tabulating process may run before it is killed.
     cache : bool, default True
-        Reuse and store tables in :func:`cache_dir`.
+        Reuse and store tables in :func:`cache_dir` (damaged entries are rebuilt; an unusable
+        directory gives one RuntimeWarning per process).
 
     Returns
     -------

@@ -474,6 +474,8 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         only this configuration is evaluated (``multipliers`` and ``per_layer`` are not used).
     jobs : int
         Evaluate in this many processes (each gets ``cpu_count // jobs`` kernel threads).
+        They are spawned and import the main script again: a script must call ``survey``
+        under ``if __name__ == "__main__":``. A worker that dies raises RuntimeError.
     output : str or None
         Folder for ``results.csv``, ``results.json`` and the PNGs; None writes nothing.
     tune : {"both", True, False}
