@@ -17,6 +17,8 @@ that is installed exposes ``add_parser(subparsers)``, which registers its subcom
 User errors (missing files, bad tables, C that does not compile, unknown names, ...) print one
 ``axkern: error: ...`` line to stderr (a compiler's output follows it, indented) and exit with
 status 1; usage errors exit with status 2. Set ``AXKERN_DEBUG=1`` to get the traceback instead.
+SIGTERM and SIGHUP unwind like Ctrl-C (killing child processes, removing temporary files) and
+exit with status 128 + the signal number.
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import warnings
+import threading
 
 __all__ = ["main", "build_parser"]
 
@@ -82,6 +86,40 @@ class _SubcommandParser(argparse.ArgumentParser):
         if extras:
             self.error("unrecognized arguments: " + " ".join(extras))
         return namespace, extras
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind (killing child processes, removing temporary files)
+    like KeyboardInterrupt does, then exit with 128 + the signal number."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_termination(signum, frame):
+    # once is enough: a second signal must not interrupt the cleanup of the first
+    for sig in _TERMINATION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Terminated(signum)
+
+
+_TERMINATION_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP")
+                             if hasattr(signal, n))
+
+
+def _install_termination_handlers():
+    """Turn SIGTERM/SIGHUP into _Terminated while main() runs, where they still have their
+    default action (an embedding program's own handlers are left alone); returns a function
+    that restores the previous handlers."""
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _TERMINATION_SIGNALS:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                saved[sig] = signal.signal(sig, _on_termination)
+
+    def restore():
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    return restore
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -341,10 +379,14 @@ def main(argv=None):
     Returns
     -------
     int
-        Exit status: 0 on success, 1 for errors in the input, 2 for usage errors.
+        Exit status: 0 on success, 1 for errors in the input, 2 for usage errors, 130 after
+        Ctrl-C, 128 + the signal number after SIGTERM or SIGHUP (child processes killed,
+        temporary files removed first).
     """
     debug = bool(os.environ.get("AXKERN_DEBUG"))
+    restore_signals = None
     try:
+        restore_signals = _install_termination_handlers()
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
@@ -357,6 +399,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("axkern: interrupted", file=sys.stderr)
         return 130
+    except _Terminated as e:
+        print(f"axkern: terminated by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:
         # output piped into a program that stopped reading (e.g. `| head`)
         try:
@@ -372,6 +417,9 @@ def main(argv=None):
             msg = f"{e.filename}: {msg}"
         _print_error(msg or type(e).__name__)
         return 1
+    finally:
+        if restore_signals is not None:
+            restore_signals()
 
 
 if __name__ == "__main__":  # pragma: no cover

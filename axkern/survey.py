@@ -27,8 +27,11 @@ import csv
 import json
 import math
 import os
+import pickle
 import re
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -262,6 +265,11 @@ def _init_state(model, x, y, multipliers, backend, num_threads, batch_size):
                   num_threads=num_threads, batch_size=batch_size)
 
 
+def _init_state_from_file(path):
+    with open(path, "rb") as f:
+        _init_state(*pickle.load(f))  # written by this package's parent process, see below
+
+
 def _run_task(task):
     """Accuracy (percent) of one configuration.
 
@@ -298,19 +306,77 @@ def _evaluate_all(tasks, state_args, jobs, progress, desc):
                 if bar is not None:
                     bar.update(1)
         else:
-            import multiprocessing as mp
-
-            # spawn, not fork: forking a process whose OpenMP runtime is live can hang.
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(jobs, initializer=_init_state, initargs=state_args) as pool:
-                for k, acc in pool.imap_unordered(_run_task, tasks):
-                    results[k] = acc
-                    if bar is not None:
-                        bar.update(1)
+            _evaluate_in_workers(tasks, state_args, jobs, results, bar)
     finally:
         if bar is not None:
             bar.close()
     return results
+
+
+_GUARD_HINT = ('the worker processes are spawned and import the main script again, so a '
+               'script that calls survey(..., jobs=N) must do it under '
+               '`if __name__ == "__main__":` (or use jobs=1)')
+
+
+def _check_not_bootstrapping():
+    """Refuse to start workers from a spawned worker that is still importing the main script
+    (the script lacks the ``__main__`` guard): fail here rather than spawn recursively."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(f"survey(jobs>1) was called while a worker process was starting: "
+                           f"{_GUARD_HINT}")
+
+
+def _evaluate_in_workers(tasks, state_args, jobs, results, bar):
+    # A pool that notices a dead worker (concurrent.futures raises BrokenProcessPool) instead
+    # of multiprocessing.Pool, which silently replaces it and waits forever for its task.
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn, not fork: forking a process whose OpenMP runtime is live can hang.
+    ctx = mp.get_context("spawn")
+    # The state (model, data, tables: megabytes) goes through a private file, not through the
+    # spawn pipe: the parent writes a worker's arguments into that pipe while still holding
+    # its read end, so a worker dying before reading them all would block the parent forever.
+    tmp = tempfile.mkdtemp(prefix="axkern-survey-")
+    state_file = os.path.join(tmp, "state.pickle")
+    with open(state_file, "wb") as f:
+        pickle.dump(state_args, f, protocol=pickle.HIGHEST_PROTOCOL)
+    ex = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_state_from_file,
+                             initargs=(state_file,))
+    done = 0
+    ok = False
+    try:
+        pending = {ex.submit(_run_task, t) for t in tasks}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                k, acc = f.result()
+                results[k] = acc
+                done += 1
+                if bar is not None:
+                    bar.update(1)
+        ok = True
+    except BrokenProcessPool:
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        msg = (f"a survey worker process died unexpectedly after {done} of {len(tasks)} "
+               "evaluations (killed, out of memory, or a crash; its error output, if any, is "
+               "above)")
+        if done == 0 and main_file:
+            msg += f". If it died while starting: {_GUARD_HINT} (main script: {main_file})"
+        raise RuntimeError(msg) from None
+    finally:
+        if not ok:
+            # don't wait for the evaluations still running: stop the workers
+            for p in list((getattr(ex, "_processes", None) or {}).values()):
+                try:
+                    p.terminate()
+                except (OSError, AttributeError):
+                    pass
+        ex.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None, limit=None,
@@ -418,6 +484,8 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         only this configuration is evaluated (``multipliers`` and ``per_layer`` are not used).
     jobs : int
         Evaluate in this many processes (each gets ``cpu_count // jobs`` kernel threads).
+        They are spawned and import the main script again: a script must call ``survey``
+        under ``if __name__ == "__main__":``. A worker that dies raises RuntimeError.
     output : str or None
         Folder for ``results.csv``, ``results.json`` and the PNGs; None writes nothing.
     tune : {"both", True, False}
@@ -449,6 +517,8 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         raise ValueError(f"tune must be 'both', True or False, got {tune!r}")
     if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    if jobs > 1:
+        _check_not_bootstrapping()
     if assign is not None and (per_layer or multipliers is not None):
         raise ValueError("assign evaluates one mixed configuration: it cannot be combined with "
                          "per_layer or a list of multipliers")

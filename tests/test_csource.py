@@ -294,34 +294,46 @@ def test_missing_compiler(fixtures_dir, monkeypatch):
 
 # ------------------------------------------------------------------ cache
 def test_cache_is_used_and_keyed(tmp_path, monkeypatch, fixtures_dir):
+    from axkern import csource
+
     cdir = tmp_path / "cache"
     monkeypatch.setenv("AXKERN_CACHE_DIR", str(cdir))
     src = fixtures_dir / "style1_asym_u.c"
     m1 = tabulate_c(src)
-    files = sorted(cdir.glob("*.npy"))
+    files = sorted(cdir.glob("*.tbl"))
     assert len(files) == 1
-    # a doctored cache entry is what comes back, proving the second call does not recompile
-    doctored = np.load(files[0]).copy()
-    doctored[0, 0] = 12345
-    np.save(files[0], doctored)
-    assert tabulate_c(src).table[0, 0] == 12345
-    assert tabulate_c(src, cache=False) == m1  # cache=False neither reads nor writes
-    tabulate_c(src, bits=4)  # a different key
-    assert len(list(cdir.glob("*.npy"))) == 2
+    # with the compile-and-run step made to fail, a hit proves the second call does not
+    # recompile
+    real = csource._compile_and_run
+
+    def refuse(*args):
+        raise AssertionError("recompiled although cached")
+
+    monkeypatch.setattr(csource, "_compile_and_run", refuse)
+    assert tabulate_c(src) == m1
     # same bytes under another file name share the entry (content hash, not path)
     other = tmp_path / "copy.c"
     other.write_bytes(src.read_bytes())
-    assert tabulate_c(other).table[0, 0] == 12345
+    assert tabulate_c(other) == m1
+    with pytest.raises(AssertionError, match="recompiled"):
+        tabulate_c(src, cache=False)  # cache=False neither reads nor writes
+    with pytest.raises(AssertionError, match="recompiled"):
+        tabulate_c(src, bits=4)  # a different key
+    monkeypatch.setattr(csource, "_compile_and_run", real)
+    tabulate_c(src, bits=4)
+    assert len(list(cdir.glob("*.tbl"))) == 2
     # a corrupt entry is ignored and rewritten
-    files[0].write_bytes(b"not a npy file")
+    files[0].write_bytes(b"not a cache entry")
     assert tabulate_c(src) == m1
+    assert len(files[0].read_bytes()) > 4 * 65536
 
 
 def test_unwritable_cache_dir_is_harmless(tmp_path, monkeypatch, fixtures_dir):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     monkeypatch.setenv("AXKERN_CACHE_DIR", str(blocker / "sub"))  # cannot be created
-    m = tabulate_c(fixtures_dir / "style1_exact_u.c")
+    with pytest.warns(RuntimeWarning, match="AXKERN_CACHE_DIR"):
+        m = tabulate_c(fixtures_dir / "style1_exact_u.c")
     assert m.is_exact()
     assert not os.path.exists(blocker / "sub")
 
