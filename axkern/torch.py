@@ -119,6 +119,7 @@ class _ApproxMixin:
         self.tune = tune
         self.grad = grad
         self.backend = backend
+        self.num_threads = None   # axkern's threads (None: OpenMP's default)
         self.multiplier = multiplier
 
     # multiplier/quant are validated together whenever either changes
@@ -166,7 +167,20 @@ class _ApproxMixin:
         return self.input_range is not None
 
     def _spec(self):
-        return resolve_quant(self._quant, self._multiplier)
+        q = self._quant
+        if q == "auto" and self._multiplier.signed and self.input_range is not None:
+            q = "symmetric-per-channel"   # calibrated: pytorch-quantization's scheme
+        return resolve_quant(q, self._multiplier)
+
+    def _grad_tables(self):
+        """The multiplier's gradient tables (``grad="table"``), cached per multiplier/tuning."""
+        from ._torch_grad import gradient_tables
+
+        key = (id(self._multiplier), self.tune if isinstance(self.tune, bool) else id(self.tune))
+        cached = getattr(self, "_axkern_gtab", None)
+        if cached is None or cached[0] != key:
+            cached = self._axkern_gtab = (key, gradient_tables(self._multiplier, self.tune))
+        return cached[1]
 
     def _input_params(self, x, spec):
         """QuantParams of the input: frozen, or from this call's min and max."""
@@ -234,8 +248,10 @@ class _ApproxMixin:
         if isinstance(x, torch.Tensor) and x.dim() >= 2:
             self._axkern_last_shape = tuple(x.shape[1:])
         obs = getattr(self, "_axkern_observer", None)
-        if obs is not None:
-            obs(x)
+        if obs is None:
+            return False
+        obs.observe(x)
+        return True   # calibrating: the layer computes float
 
     @classmethod
     def _copy_from(cls, new, module):
@@ -311,8 +327,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
                    * self.kernel_size[0] * self.kernel_size[1])
 
     def forward(self, x):
-        self._observe(x)
-        if self._multiplier is None:
+        if self._observe(x) or self._multiplier is None:
             return super().forward(x)
         _check_tensor(x, "the input", self)
         self._check_params()
@@ -355,7 +370,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         b = None if bias is None else bias.detach().numpy()
         kw = dict(bias=b, stride=self.stride, padding=pads, dilation=self.dilation,
                   groups=self.groups, quant=QuantSpec(xp, spec.weight), tune=self.tune,
-                  backend=self.backend)
+                  backend=self.backend, num_threads=self.num_threads)
         xd = x.detach()
         if not xd.is_contiguous() and xd.is_contiguous(memory_format=torch.channels_last):
             # channels_last memory is NHWC: hand it over as such and return channels_last
@@ -417,8 +432,7 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         return int(np.prod(input_shape[:-1], dtype=np.int64)) * self.in_features * self.out_features
 
     def forward(self, x):
-        self._observe(x)
-        if self._multiplier is None:
+        if self._observe(x) or self._multiplier is None:
             return super().forward(x)
         _check_tensor(x, "the input", self)
         self._check_params()
@@ -440,7 +454,7 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         b = None if bias is None else bias.detach().numpy()
         out = torch.empty((*x.shape[:-1], self.out_features), dtype=torch.float32)
         axdense(x.detach().numpy(), w, m, b, quant=QuantSpec(xp, spec.weight), tune=self.tune,
-                backend=self.backend, out=out.numpy())
+                backend=self.backend, num_threads=self.num_threads, out=out.numpy())
         return out, xp
 
     def _float_op(self, x, w, b):
@@ -655,3 +669,180 @@ def layers(model, input_shape=None):
                     "calibrated": bool(getattr(mod, "calibrated", False)),
                     "macs": macs})
     return out
+
+
+# ------------------------------------------------------------------------------ calibration
+_METHODS = ("max", "percentile", "mse")
+
+
+class _RangeObserver:
+    """Running min/max and a histogram of one layer's inputs.
+
+    The histogram covers ``[-A, A]`` in ``2 * half`` bins of a width fixed by the first batch
+    (``A / num_bins``); when a later batch reaches beyond ``A`` the histogram grows by whole
+    bins, so counts are never re-binned. ``|x|`` folds it at 0.
+    """
+
+    def __init__(self, num_bins, histogram):
+        self.num_bins = num_bins
+        self.histogram = histogram
+        self.batches = 0
+        self.lo = self.hi = None
+        self.width = None
+        self.half = 0
+        self.counts = None
+
+    def observe(self, x):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"calibration input must be a float tensor, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if x.device.type != "cpu":
+            raise ValueError(f"calibration input is on device {x.device}: axkern's PyTorch "
+                             f"layers compute on CPU tensors only; move the model and its "
+                             f"inputs to the CPU with .cpu()")
+        x = x.detach()
+        if x.numel() == 0:
+            return
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("a calibration batch contains NaN or Inf: expected finite values")
+        self.batches += 1
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+        if not self.histogram:
+            return
+        amax = max(-lo, hi)
+        if self.width is None:
+            self.width = (amax if amax > 0 else 1.0) / self.num_bins
+            self.half = self.num_bins
+            self.counts = torch.zeros(2 * self.half, dtype=torch.float64)
+        need = int(np.ceil(amax / self.width))
+        if need > self.half:
+            grow = need - self.half
+            self.counts = F.pad(self.counts, (grow, grow))
+            self.half = need
+        top = self.half * self.width
+        self.counts += torch.histc(x.to(torch.float64).reshape(-1), bins=2 * self.half,
+                                   min=-top, max=top)
+
+    # --- ranges
+    def _edges(self):
+        return (np.arange(-self.half, self.half + 1, dtype=np.float64)) * self.width
+
+    def signed_amax(self, method, percentile, bits):
+        if method == "max":
+            return max(-self.lo, self.hi)
+        counts = self.counts.numpy()
+        folded = counts[self.half:] + counts[:self.half][::-1]       # |x| in [0, A]
+        edges = np.arange(self.half + 1, dtype=np.float64) * self.width
+        if method == "percentile":
+            cdf = np.cumsum(folded) / folded.sum()
+            i = int(np.searchsorted(cdf, percentile / 100.0))
+            return min(float(edges[min(i, self.half - 1) + 1]), max(-self.lo, self.hi))
+        # mse: the amax (a bin edge) whose fake quantization of the histogram's bin centres
+        # has the least squared error (as pytorch-quantization searches, from 1/16 of range)
+        centres = (edges[:-1] + edges[1:]) / 2
+        qmax = (1 << (bits - 1)) - 1
+        cands = edges[max(1, self.half // 16):]
+        s = cands[:, None] / qmax
+        fq = np.clip(np.rint(centres[None, :] / s), -qmax, qmax) * s
+        err = ((fq - centres[None, :]) ** 2 * folded[None, :]).sum(axis=1)
+        return float(cands[int(np.argmin(err))])
+
+    def unsigned_range(self, method, percentile, bits):
+        lo, hi = min(self.lo, 0.0), max(self.hi, 0.0)
+        if method == "max":
+            return lo, hi
+        counts = self.counts.numpy()
+        edges = self._edges()
+        if method == "percentile":
+            cdf = np.cumsum(counts) / counts.sum()
+            i_lo = int(np.searchsorted(cdf, (100.0 - percentile) / 100.0))
+            i_hi = int(np.searchsorted(cdf, percentile / 100.0))
+            return (min(max(float(edges[i_lo]), lo), 0.0),
+                    max(min(float(edges[min(i_hi, len(counts) - 1) + 1]), hi), 0.0))
+        # mse: the upper end (a bin edge above 0) with the least squared error of the nudged
+        # unsigned fake quantization over the bin centres; the lower end stays min(x.min(), 0)
+        centres = (edges[:-1] + edges[1:]) / 2
+        qmax = float((1 << bits) - 1)
+        start = self.half + max(1, self.half // 16)
+        cands = edges[start:]
+        if cands.size == 0 or hi <= 0:
+            return lo, hi
+        scale = (cands - lo) / qmax
+        zp = np.clip(np.floor(-lo / scale + 0.5), 0, qmax)
+        nmin, nmax = -zp * scale, (qmax - zp) * scale
+        c = np.clip(centres[None, :], nmin[:, None], nmax[:, None])
+        fq = np.floor((c - nmin[:, None]) / scale[:, None] + 0.5) * scale[:, None] + nmin[:, None]
+        err = ((fq - centres[None, :]) ** 2 * counts[None, :]).sum(axis=1)
+        return lo, min(float(cands[int(np.argmin(err))]), hi)
+
+
+@contextlib.contextmanager
+def calibrate(model, method="max", *, percentile=99.99, num_bins=2048):
+    """Freeze the input range of every approximate layer from calibration batches.
+
+    Use as ``with axkern.torch.calibrate(model): model(batch) ...``. Inside the block the
+    approximate layers compute in float and record their inputs; on leaving it, each
+    layer's input range is frozen (the ``input_range`` buffer, saved in ``state_dict``):
+
+    - signed multipliers (AdaPT / pytorch-quantization): ``amax`` from ``method``, symmetric
+      8-bit codes ``clamp(round_half_to_even(x / (amax / 127)), -127, 127)``; a layer with
+      ``quant="auto"`` also takes its weights per output channel (``amax`` of each filter
+      at each call);
+    - unsigned multipliers: the nudged asymmetric range of :mod:`axkern.quant` over
+      ``[min(lo, 0), max(hi, 0)]``; the weights keep the layer's per-call mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Holding :class:`ApproxConv2d` / :class:`ApproxLinear` layers (see :func:`approximate`).
+    method : {"max", "percentile", "mse"}
+        ``"max"``: the extreme values seen. ``"percentile"``: the ``percentile`` of ``|x|``
+        (signed; of ``x`` at both ends for unsigned) from a histogram. ``"mse"``: the range
+        whose fake quantization of the histogram has the least squared error.
+    percentile : float, default 99.99
+    num_bins : int, default 2048
+        Histogram bins over ``[0, amax]`` of the first batch (more as the range grows).
+
+    Raises
+    ------
+    ValueError
+        When a layer saw no batch (nothing is frozen then), or the model has no
+        approximate layer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if method not in _METHODS:
+        raise ValueError(f"unknown calibration method {method!r}: expected one of {_METHODS}")
+    if not (isinstance(percentile, numbers.Real) and 50 < percentile <= 100):
+        raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 16:
+        raise ValueError(f"num_bins must be an integer >= 16, got {num_bins!r}")
+    targets = [(n, mod) for n, mod in model.named_modules() if isinstance(mod, _ApproxMixin)]
+    if not targets:
+        raise ValueError("the model has no ApproxConv2d/ApproxLinear layer to calibrate: "
+                         "call axkern.torch.approximate(model, multiplier) first")
+    observers = {}
+    for n, mod in targets:
+        if getattr(mod, "_axkern_observer", None) is not None:
+            raise RuntimeError(f"layer {n!r} is already being calibrated")
+        observers[n] = mod._axkern_observer = _RangeObserver(int(num_bins), method != "max")
+    try:
+        yield model
+    finally:
+        for _, mod in targets:
+            mod._axkern_observer = None
+    # (not reached when the block raised: nothing is frozen then)
+    unseen = [n for n, _ in targets if observers[n].batches == 0]
+    if unseen:
+        raise ValueError(f"calibrate saw no batch for the layers {unseen}: run the model on "
+                         f"calibration data inside the `with calibrate(model):` block")
+    for n, mod in targets:
+        obs, m = observers[n], mod.multiplier
+        bits = 8 if m is None else m.bits
+        if m is not None and m.signed:
+            amax = obs.signed_amax(method, percentile, bits)
+            mod.set_input_range(-amax, amax)
+        else:
+            mod.set_input_range(*obs.unsigned_range(method, percentile, bits))
