@@ -846,3 +846,171 @@ def calibrate(model, method="max", *, percentile=99.99, num_bins=2048):
             mod.set_input_range(-amax, amax)
         else:
             mod.set_input_range(*obs.unsigned_range(method, percentile, bits))
+
+
+# ------------------------------------------------------------------------------ survey
+_UNSET = object()
+_LAYOUTS = ("NCHW", "NHWC")
+
+
+class TorchSurveyModel:
+    """A PyTorch module seen through the survey's model protocol (``axkern.survey``).
+
+    Made by :func:`as_survey_model`: a copy of the module whose Conv2d / Linear layers are
+    approximate layers (exact float until configured), named as in ``named_modules()``.
+    Picklable (``axkern survey --jobs N`` sends it to spawned processes).
+    """
+
+    def __init__(self, module, input_layout="NCHW", name=None, metadata=None):
+        self.module = module
+        self.input_layout = input_layout
+        self.name = name
+        self.metadata = dict(metadata or {})
+
+    @property
+    def compute_layers(self):
+        """Names of the layers that take a multiplier, in ``named_modules()`` order."""
+        return [n for n, mod in self.module.named_modules() if isinstance(mod, _ApproxMixin)]
+
+    def _layer(self, name):
+        mod = dict(self.module.named_modules()).get(name)
+        if not isinstance(mod, _ApproxMixin):
+            raise ValueError(f"{name!r} is not a Conv2d/Linear layer of the model: expected one "
+                             f"of {self.compute_layers}")
+        return mod
+
+    def configure(self, layers=None, *, multiplier=_UNSET, quant=_UNSET, tune=_UNSET):
+        """Set multiplier, quantization and/or tuning of some layers (all when omitted)."""
+        names = self.compute_layers if layers is None else (
+            [layers] if isinstance(layers, str) else list(layers))
+        targets = [self._layer(n) for n in names]
+        if multiplier is not _UNSET:
+            multiplier = _resolve_multiplier(multiplier)
+        for mod in targets:
+            if quant is not _UNSET:
+                mod.quant = "auto" if quant is None else quant
+            if tune is not _UNSET:
+                mod.tune = tune
+            if multiplier is not _UNSET:
+                mod.multiplier = multiplier
+        return self
+
+    def settings(self):
+        """``{layer: (multiplier name or None, quant, tune)}``."""
+        return {n: (None if mod.multiplier is None else mod.multiplier.name, mod.quant, mod.tune)
+                for n, mod in self.module.named_modules() if isinstance(mod, _ApproxMixin)}
+
+    def _tensor(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t = torch.from_numpy(x)
+        if self.input_layout == "NHWC":
+            if t.dim() != 4:
+                raise ValueError(f"input_layout='NHWC' needs 4-D inputs, got shape {x.shape}")
+            t = t.permute(0, 3, 1, 2)   # a channels_last view, no copy
+        return t
+
+    def forward(self, x, *, batch_size=None, backend="auto", num_threads=None):
+        """The module's output (NumPy float32) on NumPy inputs, in eval mode, no gradients."""
+        if isinstance(backend, str) and backend == "auto":
+            backend = "cpu"
+        x = np.asarray(x)
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"the input must hold at least one sample, got shape {x.shape}")
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, numbers.Integral) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        step = x.shape[0] if batch_size is None else int(batch_size)
+        approx = [mod for mod in self.module.modules() if isinstance(mod, _ApproxMixin)]
+        saved = [(mod.backend, mod.num_threads) for mod in approx]
+        modes = {mod: mod.training for mod in self.module.modules()}
+        outs = []
+        try:
+            for mod in approx:
+                mod.backend, mod.num_threads = backend, num_threads
+            self.module.eval()
+            with torch.no_grad():
+                for i in range(0, x.shape[0], step):
+                    outs.append(self.module(self._tensor(x[i:i + step])).numpy())
+        finally:
+            for mod, (be, nt) in zip(approx, saved):
+                mod.backend, mod.num_threads = be, nt
+            for mod, flag in modes.items():
+                mod.training = flag
+        return np.concatenate(outs, axis=0)
+
+    def accuracy(self, x, y, *, batch_size=None, backend="auto", num_threads=None):
+        """Share of samples (0..1) whose argmax output equals the label."""
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != np.shape(x)[0]:
+            raise ValueError(f"labels must be a vector with one entry per sample "
+                             f"({np.shape(x)[0]}), got shape {y.shape}")
+        out = self.forward(x, batch_size=batch_size, backend=backend, num_threads=num_threads)
+        return float(np.mean(np.argmax(out.reshape(out.shape[0], -1), axis=-1) == y))
+
+    def copy(self):
+        """An independent copy (the module deep-copied, settings included)."""
+        return TorchSurveyModel(copy.deepcopy(self.module), self.input_layout, self.name,
+                                copy.deepcopy(self.metadata))
+
+
+def as_survey_model(module, *, input_layout="NCHW", name=None, metadata=None):
+    """A PyTorch module as a model of ``axkern.survey`` / ``axkern.survey.evaluate``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Any module with Conv2d / Linear layers (approximate ones keep their settings and
+        calibration). It is deep-copied: the original is not changed.
+    input_layout : {"NCHW", "NHWC"}
+        Layout of the NumPy inputs the survey passes (NHWC inputs become channels_last
+        tensors, without a copy).
+    name : str, optional
+        The model's name in the survey's table (default: the module's class name).
+    metadata : dict, optional
+        As for :class:`axkern.nn.Sequential` (``{"signed": True}`` picks signed multipliers).
+
+    Returns
+    -------
+    TorchSurveyModel
+        Layers named as in ``module.named_modules()``.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    layout = _check_format(input_layout)
+    found = _compute_modules(module)
+    if not found:
+        raise ValueError(f"the model ({type(module).__name__}) has no nn.Conv2d or nn.Linear "
+                         f"layer: nothing to approximate")
+    plain = {n for n, mod in found if not isinstance(mod, _ApproxMixin)}
+    mod = copy.deepcopy(module)
+    if plain:
+        mod = approximate(mod, None, skip=[n for n, _ in found if n not in plain], inplace=True)
+    mod.eval()
+    return TorchSurveyModel(mod, layout, name or type(module).__name__, metadata)
+
+
+def evaluate(model, multiplier, data, *, tune=False, assign=None, quant=None, limit=None,
+             batch_size=None, input_layout="NCHW", backend="auto", num_threads=None):
+    """Held-out accuracy of a PyTorch model under a multiplier (:func:`axkern.survey.evaluate`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    multiplier : Multiplier, str, path or None
+        In every Conv2d / Linear layer (None: the float model).
+    data : (x, y) or path to an .npz
+        Inputs in ``input_layout`` and integer labels.
+    tune, assign, quant, limit, batch_size, backend, num_threads
+        As for :func:`axkern.survey.evaluate` (``assign`` names layers as ``named_modules()``).
+    input_layout : {"NCHW", "NHWC"}
+
+    Returns
+    -------
+    dict
+        ``accuracy`` and ``float_accuracy`` (percent), ``samples``, ``data``, ``settings``.
+    """
+    from .survey import evaluate as _evaluate
+
+    return _evaluate(as_survey_model(model, input_layout=input_layout), multiplier, tune=tune,
+                     assign=assign, data=data, limit=limit, quant=quant, batch_size=batch_size,
+                     backend=backend, num_threads=num_threads)
