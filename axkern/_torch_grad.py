@@ -5,7 +5,7 @@ With codes ``qa = x / s_a`` (activations) and ``qb = w / s_b`` (weights) the app
 computes ``y[m, n] = s_a s_b[n] (sum_k T(qa[m, k], qb[k, n]) - z_b[n] sum_k qa[m, k]
 - z_a sum_k qb[k, n] + K z_a z_b[n]) + bias[n]``. Differentiating the table along each operand
 (``dT/da``, ``dT/db``: :func:`gradient_tables`) and the quantizer as the straight-through
-estimator does (``dq/dx = 1 / s`` where ``x`` was not clipped, 0 where it was) gives::
+estimator does (``dq/dx = 1 / s``; 0 for inputs outside a frozen input range) gives::
 
     dL/dx[m, k] = mask_x[m, k] sum_n g[m, n] s_b[n] (dT/da(qa[m, k], qb[k, n]) - z_b[n])
     dL/dw[k, n] = mask_w[k, n] s_a sum_m g[m, n] (dT/db(qa[m, k], qb[k, n]) - z_a)
@@ -70,7 +70,7 @@ def _codes(t, p, channel_dim=None):
     z = torch.as_tensor(np.asarray(p.zero_point, np.float32)).reshape(shape)
     if p.signed:
         q = torch.round(t / s) + z
-        mask = (q >= p.qmin) & (q <= p.qmax)
+        mask = t.abs() <= s * float(p.qmax)   # pytorch-quantization's |x| <= amax
         return q.clamp(p.qmin, p.qmax).to(torch.int64), mask
     nmin = (float(p.qmin) - z) * s
     nmax = (float(p.qmax) - z) * s
@@ -105,7 +105,7 @@ def _gemm_grads(ia, ib, g, da, db, sb, zb, sa, za, need_a, need_b):
     return ga, gb
 
 
-def table_backward(layer, x, weight, xp, wp, gy):
+def table_backward(layer, x, weight, xp, wp, gy, frozen):
     """(grad of the input, grad of the weight) of ``layer`` under ``grad="table"``."""
     from .torch import ApproxConv2d
 
@@ -115,7 +115,7 @@ def table_backward(layer, x, weight, xp, wp, gy):
     sa, za = float(np.float32(xp.scale)), int(xp.zero_point)
     qa, mask_x = _codes(x, xp)
     wlast = layer._weight_last(weight)
-    qb_last, mask_w_last = _codes(wlast, wp, channel_dim=wlast.dim() - 1)
+    qb_last = _codes(wlast, wp, channel_dim=wlast.dim() - 1)[0]
     cout = wlast.shape[-1]
     sb = torch.as_tensor(np.broadcast_to(np.asarray(wp.scale, np.float64), (cout,)).copy())
     zb = torch.as_tensor(np.broadcast_to(np.asarray(wp.zero_point, np.float64), (cout,)).copy())
@@ -127,9 +127,8 @@ def table_backward(layer, x, weight, xp, wp, gy):
         ib = (qb_last - lo)
         ga, gb = _gemm_grads(ia, ib, gy.reshape(-1, cout), da_t, db_t, sb, zb, sa, za,
                              need_a, need_b)
-        gx = ga.reshape(x.shape).to(torch.float32) * mask_x
-        gw = (gb.to(torch.float32) * mask_w_last).t()
-        return gx, gw
+        gx = ga.reshape(x.shape).to(torch.float32)
+        return (gx * mask_x if frozen else gx), gb.to(torch.float32).t()
     # convolution: im2col of the codes, padded positions holding z_a
     N, C, H, W = x.shape
     (pt, pb), (pl, pr) = layer._explicit_padding()
@@ -155,7 +154,5 @@ def table_backward(layer, x, weight, xp, wp, gy):
         gw[g * Og:(g + 1) * Og] = gbg.t()
     Hp, Wp = H + pt + pb, W + pl + pr
     gxp = F.fold(gcols, (Hp, Wp), (kh, kw), dilation=layer.dilation, stride=layer.stride)
-    gx = gxp[:, :, pt:pt + H, pl:pl + W].to(torch.float32) * mask_x
-    mask_w = mask_w_last.permute(3, 2, 0, 1)
-    gw = gw.reshape(cout, Cg, kh, kw).to(torch.float32) * mask_w
-    return gx, gw
+    gx = gxp[:, :, pt:pt + H, pl:pl + W].to(torch.float32)
+    return (gx * mask_x if frozen else gx), gw.reshape(cout, Cg, kh, kw).to(torch.float32)

@@ -94,7 +94,7 @@ def _fake_quant(t, p, channel_dim=None):
     if p.signed:
         q = torch.round(t / s) + z
         lo, hi = float(p.qmin), float(p.qmax)
-        mask = (q >= lo) & (q <= hi)
+        mask = t.abs() <= s * hi            # pytorch-quantization's |x| <= amax
         q = q.clamp(lo, hi)
         return (q - z) * s, mask
     nmin = (float(p.qmin) - z) * s
@@ -262,6 +262,14 @@ class _ApproxMixin:
         return new
 
 
+def _check_module(module, multiplier):
+    """The float module's parameters must be CPU float32 for an approximate layer."""
+    if multiplier is not None:
+        for what, t in (("weight", module.weight), ("bias", module.bias)):
+            if t is not None:
+                _check_tensor(t, f"the {what}", module)
+
+
 def _settings_kwargs(multiplier, quant, tune, grad, backend):
     return dict(multiplier=multiplier, quant=quant, tune=tune, grad=grad, backend=backend)
 
@@ -301,6 +309,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         """An ApproxConv2d sharing ``module``'s parameters (``nn.Conv2d``)."""
         if not isinstance(module, nn.Conv2d):
             raise TypeError(f"ApproxConv2d.from_float takes an nn.Conv2d, got {type(module).__name__}")
+        _check_module(module, multiplier)
         new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                   module.padding, module.dilation, module.groups, module.bias is not None,
                   module.padding_mode, device="meta", dtype=module.weight.dtype,
@@ -419,6 +428,7 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         """An ApproxLinear sharing ``module``'s parameters (``nn.Linear``)."""
         if not isinstance(module, nn.Linear):
             raise TypeError(f"ApproxLinear.from_float takes an nn.Linear, got {type(module).__name__}")
+        _check_module(module, multiplier)
         new = cls(module.in_features, module.out_features, module.bias is not None,
                   device="meta", dtype=module.weight.dtype,
                   **_settings_kwargs(multiplier, quant, tune, grad, backend))
@@ -466,14 +476,19 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
 
 class _ApproxFunction(torch.autograd.Function):
     """Forward: the approximate layer. Backward: the straight-through estimator (gradients of
-    the float layer on the fake-quantized operands, zero where an operand was clipped) or the
-    gradient tables (``grad="table"``)."""
+    the float layer on the fake-quantized operands; zero for inputs outside a frozen input
+    range) or the gradient tables (``grad="table"``).
+
+    Ranges taken per call are the tensor's own: only the nudging's rounding can leave an
+    extreme value a fraction of a step outside, which is not treated as clipping (the weights'
+    ranges are always per call)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, layer):
         y, xp = layer._approx_forward(x, weight, bias)
         ctx.layer = layer
         ctx.xp = xp
+        ctx.frozen = layer.input_range is not None   # only a fixed range clips
         ctx.save_for_backward(x, weight, bias)
         return y
 
@@ -487,12 +502,11 @@ class _ApproxFunction(torch.autograd.Function):
         if layer.grad == "table":
             from ._torch_grad import table_backward
 
-            gx, gw = table_backward(layer, x.detach(), weight.detach(), ctx.xp, wp, gy)
+            gx, gw = table_backward(layer, x.detach(), weight.detach(), ctx.xp, wp, gy,
+                                    ctx.frozen)
         else:
             xq, xmask = _fake_quant(x.detach(), ctx.xp)
-            wq_last, wmask_last = _fake_quant(wlast, wp, channel_dim=wlast.dim() - 1)
-            wq = layer._weight_last_inverse(wq_last)
-            wmask = layer._weight_last_inverse(wmask_last)
+            wq = layer._weight_last_inverse(_fake_quant(wlast, wp, wlast.dim() - 1)[0])
             with torch.enable_grad():
                 xv = xq.detach().requires_grad_(ctx.needs_input_grad[0])
                 wv = wq.detach().requires_grad_(ctx.needs_input_grad[1])
@@ -500,8 +514,10 @@ class _ApproxFunction(torch.autograd.Function):
                 wanted = [t for t, need in ((xv, ctx.needs_input_grad[0]),
                                             (wv, ctx.needs_input_grad[1])) if need]
                 grads = list(torch.autograd.grad(yv, wanted, gy)) if wanted else []
-            gx = grads.pop(0) * xmask if ctx.needs_input_grad[0] else None
-            gw = grads.pop(0) * wmask if ctx.needs_input_grad[1] else None
+            gx = grads.pop(0) if ctx.needs_input_grad[0] else None
+            if gx is not None and ctx.frozen:
+                gx = gx * xmask
+            gw = grads.pop(0) if ctx.needs_input_grad[1] else None
         gb = None
         if bias is not None and ctx.needs_input_grad[2]:
             dims = [0] + list(range(2, gy.dim())) if isinstance(layer, ApproxConv2d) \
@@ -743,11 +759,13 @@ class _RangeObserver:
         # has the least squared error (as pytorch-quantization searches, from 1/16 of range)
         centres = (edges[:-1] + edges[1:]) / 2
         qmax = (1 << (bits - 1)) - 1
-        cands = edges[max(1, self.half // 16):]
+        cands = _candidates(edges[max(1, self.half // 16):])
+        used = folded > 0                       # empty bins add nothing to the error
+        centres, folded = centres[used], folded[used]
         s = cands[:, None] / qmax
         fq = np.clip(np.rint(centres[None, :] / s), -qmax, qmax) * s
         err = ((fq - centres[None, :]) ** 2 * folded[None, :]).sum(axis=1)
-        return float(cands[int(np.argmin(err))])
+        return min(float(cands[int(np.argmin(err))]), max(-self.lo, self.hi))
 
     def unsigned_range(self, method, percentile, bits):
         lo, hi = min(self.lo, 0.0), max(self.hi, 0.0)
@@ -766,9 +784,11 @@ class _RangeObserver:
         centres = (edges[:-1] + edges[1:]) / 2
         qmax = float((1 << bits) - 1)
         start = self.half + max(1, self.half // 16)
-        cands = edges[start:]
+        cands = _candidates(edges[start:])
         if cands.size == 0 or hi <= 0:
             return lo, hi
+        used = counts > 0                       # empty bins add nothing to the error
+        centres, counts = centres[used], counts[used]
         scale = (cands - lo) / qmax
         zp = np.clip(np.floor(-lo / scale + 0.5), 0, qmax)
         nmin, nmax = -zp * scale, (qmax - zp) * scale
@@ -776,6 +796,13 @@ class _RangeObserver:
         fq = np.floor((c - nmin[:, None]) / scale[:, None] + 0.5) * scale[:, None] + nmin[:, None]
         err = ((fq - centres[None, :]) ** 2 * counts[None, :]).sum(axis=1)
         return lo, min(float(cands[int(np.argmin(err))]), hi)
+
+
+def _candidates(edges, most=512):
+    """At most ``most`` evenly spaced bin edges (the MSE search's candidate ranges)."""
+    if edges.size <= most:
+        return edges
+    return edges[np.unique(np.linspace(0, edges.size - 1, most).round().astype(np.int64))]
 
 
 @contextlib.contextmanager
