@@ -246,7 +246,8 @@ class _ApproxMixin:
     def _observe(self, x):
         # the per-sample input shape, for layers(); calibrate()'s observer when one is set
         if isinstance(x, torch.Tensor) and x.dim() >= 2:
-            self._axkern_last_shape = tuple(x.shape[1:])
+            conv = isinstance(self, nn.Conv2d)
+            self._axkern_last_shape = tuple(x.shape[-3:] if conv else x.shape[1:])
         obs = getattr(self, "_axkern_observer", None)
         if obs is None:
             return False

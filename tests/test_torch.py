@@ -171,6 +171,20 @@ def test_none_keeps_float_and_mapping():
     assert at.approximate(net, U, inplace=True) is net and isinstance(net.stem, at.ApproxConv2d)
 
 
+def test_same_padding_split_as_pytorch():
+    """Even kernels: the exact multiplier follows F.conv2d's own 'same' output closely (a
+    padding split differing by one row would shift whole rows)."""
+    torch.manual_seed(8)
+    x = torch.randn(2, 3, 8, 9)
+    for k, d in (((4, 2), (1, 1)), ((2, 3), (3, 2))):
+        conv = nn.Conv2d(3, 4, k, padding="same", dilation=d)
+        with torch.no_grad():
+            ref = conv(x)
+            got = at.ApproxConv2d.from_float(conv, UEXACT)(x)
+        assert got.shape == ref.shape == (2, 4, 8, 9)
+        assert float((got - ref).abs().max()) < 0.03 * float(ref.abs().max())
+
+
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
 def test_padding_modes_equal_pad_then_conv(mode):
     torch.manual_seed(3)
