@@ -30,9 +30,11 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError('axkern.torch needs PyTorch, which is not installed: '
                       'pip install "axkern[torch]"') from e
 
+from ._torch_grad import gradient_tables
 from .conv import _check_format, make_params, resolve_quant
 from .lut import Multiplier
-from .quant import QuantParams, QuantSpec, symmetric_params, tf_quant_params
+from .quant import QuantSpec, symmetric_params, tf_quant_params
+from .tune import resolve_tuning
 
 __all__ = ["ApproxConv2d", "ApproxLinear", "approximate", "layers", "calibrate",
            "as_survey_model", "evaluate", "TorchSurveyModel", "gradient_tables"]
@@ -133,6 +135,7 @@ class _ApproxMixin:
         m = _resolve_multiplier(value)
         if m is not None:
             resolve_quant(self._quant, m)   # a signed multiplier with unsigned codes etc.
+            resolve_tuning(self._tune, m)
         self._multiplier = m
 
     @property
@@ -149,6 +152,18 @@ class _ApproxMixin:
         if m is not None:
             resolve_quant(value, m)
         self._quant = value
+
+    @property
+    def tune(self):
+        """ALWANN weight tuning: False, True or a mapping array (see axkern.axconv2d)."""
+        return self._tune
+
+    @tune.setter
+    def tune(self, value):
+        m = getattr(self, "_multiplier", None)
+        if m is not None:
+            resolve_tuning(value, m)   # validated now, not at the first forward
+        self._tune = value
 
     @property
     def grad(self):
@@ -174,8 +189,6 @@ class _ApproxMixin:
 
     def _grad_tables(self):
         """The multiplier's gradient tables (``grad="table"``), cached per multiplier/tuning."""
-        from ._torch_grad import gradient_tables
-
         key = (id(self._multiplier), self.tune if isinstance(self.tune, bool) else id(self.tune))
         cached = getattr(self, "_axkern_gtab", None)
         if cached is None or cached[0] != key:

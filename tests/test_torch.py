@@ -398,6 +398,8 @@ def test_gradient_tables_linear_against_numpy(m):
     g = torch.randn(4, 2)
     al(xg).backward(g)
     da, db, lo = _grad_tables_np(m)
+    for got, want in zip(at.gradient_tables(m), (da, db)):
+        np.testing.assert_array_equal(got, want.astype(np.float32))
     xn, w = x.numpy(), lin.weight.detach().numpy().T           # (in, out)
     mode = "symmetric" if m.signed else "tfapprox"
     xp = axkern.conv.make_params(xn, mode, m)
@@ -525,6 +527,8 @@ def test_bad_input():
         at.approximate(net, U, grad="exact")
     with pytest.raises(TypeError, match="multiplier must be"):
         at.approximate(net, 3.5)
+    with pytest.raises(ValueError, match="tune mapping"):
+        at.approximate(net, U, tune=np.arange(10))
     am = at.approximate(net, U)
     x = make_input()
     with pytest.raises(TypeError, match=r"float32.*x\.float\(\)"):
