@@ -77,13 +77,6 @@ def _check_tensor(t, what, layer):
         raise TypeError(f"{_layer_label(layer)}: {what} must be a dense (strided) tensor")
 
 
-def _range_params(lo, hi, mode, m):
-    """QuantParams of a tensor whose min is ``lo`` and max ``hi``, as axkern computes them."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError("the layer input contains NaN or Inf: expected finite values")
-    return make_params(np.array([lo, hi], np.float32), mode, m)
-
-
 def _fake_quant(t, p, channel_dim=None):
     """``(dequantized codes, mask of unclipped entries)`` of tensor ``t`` under QuantParams
     ``p``, in float32 with the rounding of :mod:`axkern.quant` (per-channel along
@@ -205,8 +198,11 @@ class _ApproxMixin:
             return tf_quant_params(lo, hi, m.bits)
         if x.numel() == 0:
             return make_params(np.zeros(0, np.float32), spec.input, m)
-        lo, hi = torch.aminmax(x.detach())
-        return _range_params(np.float32(lo.item()), np.float32(hi.item()), spec.input, m)
+        lo, hi = (np.float32(v.item()) for v in torch.aminmax(x.detach()))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{_layer_label(self)}: the input contains NaN or Inf: expected "
+                             f"finite values")
+        return make_params(np.array([lo, hi], np.float32), spec.input, m)
 
     def _weight_params(self, w_last, spec):
         """QuantParams of the weights (channel axis last, NumPy) as axkern computes them."""
@@ -638,7 +634,10 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=(), inplace
         if n in skip:
             continue
         cls = ApproxConv2d if isinstance(mod, nn.Conv2d) else ApproxLinear
-        new = cls.from_float(mod, per[n], quant=quant, tune=tune, grad=grad, backend=backend)
+        try:
+            new = cls.from_float(mod, per[n], quant=quant, tune=tune, grad=grad, backend=backend)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer {n!r}: {e}") from None
         new._axkern_name = n or type(mod).__name__
         if n == "":
             return new
