@@ -503,6 +503,7 @@ class _ApproxFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable   # a second derivative is a clear error
     def backward(ctx, gy):
         x, weight, bias = ctx.saved_tensors
         layer = ctx.layer
