@@ -404,13 +404,20 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
             y = out
         return y, xp
 
-    def _float_op(self, x, w, b):
-        """The float layer on (possibly fake-quantized) operands, as F.conv2d computes it."""
+    def _float_grads(self, x, w, gy, need_x, need_w):
+        """Gradients of F.conv2d(x, w) for the output gradient ``gy`` (PyTorch's own
+        convolution backward, without recomputing the forward)."""
         (pt, pb), (pl, pr) = self._explicit_padding()
-        if pt != pb or pl != pr:
-            x = F.pad(x, (pl, pr, pt, pb))
-            pt = pl = 0
-        return F.conv2d(x, w, b, self.stride, (pt, pl), self.dilation, self.groups)
+        if pt != pb or pl != pr:   # PyTorch's odd 'same' split: pad, then no padding
+            xin, pad = F.pad(x, (pl, pr, pt, pb)), (0, 0)
+        else:
+            xin, pad = x, (pt, pl)
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            gy, xin, w, None, list(self.stride), list(pad), list(self.dilation), False, [0, 0],
+            self.groups, [need_x, need_w, False])
+        if need_x and xin is not x:
+            gx = gx[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]]
+        return gx, gw
 
     def _weight_last(self, w):
         return w.permute(2, 3, 1, 0)   # OIHW -> HWIO (channel axis last)
@@ -477,8 +484,11 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
                 backend=self.backend, num_threads=self.num_threads, out=out.numpy())
         return out, xp
 
-    def _float_op(self, x, w, b):
-        return F.linear(x, w, b)
+    def _float_grads(self, x, w, gy, need_x, need_w):
+        """Gradients of F.linear(x, w) for the output gradient ``gy``."""
+        gx = gy @ w if need_x else None
+        gw = gy.reshape(-1, w.shape[0]).t() @ x.reshape(-1, w.shape[1]) if need_w else None
+        return gx, gw
 
     def _weight_last(self, w):
         return w.t()   # (out, in) -> (in, out) (channel axis last)
@@ -518,17 +528,10 @@ class _ApproxFunction(torch.autograd.Function):
         else:
             xq, xmask = _fake_quant(x.detach(), ctx.xp)
             wq = layer._weight_last_inverse(_fake_quant(wlast, wp, wlast.dim() - 1)[0])
-            with torch.enable_grad():
-                xv = xq.detach().requires_grad_(ctx.needs_input_grad[0])
-                wv = wq.detach().requires_grad_(ctx.needs_input_grad[1])
-                yv = layer._float_op(xv, wv, None)
-                wanted = [t for t, need in ((xv, ctx.needs_input_grad[0]),
-                                            (wv, ctx.needs_input_grad[1])) if need]
-                grads = list(torch.autograd.grad(yv, wanted, gy)) if wanted else []
-            gx = grads.pop(0) if ctx.needs_input_grad[0] else None
+            gx, gw = layer._float_grads(xq, wq, gy, ctx.needs_input_grad[0],
+                                        ctx.needs_input_grad[1])
             if gx is not None and ctx.frozen:
                 gx = gx * xmask
-            gw = grads.pop(0) if ctx.needs_input_grad[1] else None
         gb = None
         if bias is not None and ctx.needs_input_grad[2]:
             dims = [0] + list(range(2, gy.dim())) if isinstance(layer, ApproxConv2d) \

@@ -316,25 +316,42 @@ def fake_quant_np(v, p, axis=-1):
     return dequantize(quantize(v, p, channel_axis=axis), p, channel_axis=axis)
 
 
+STE_LAYERS = {
+    "conv": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (2, 4, 7, 6)),
+    "conv_same_even": (lambda: nn.Conv2d(4, 6, (4, 2), padding="same", dilation=(1, 2)),
+                       (2, 4, 7, 6)),
+    "linear_3d": (lambda: nn.Linear(4, 6), (2, 5, 4)),
+}
+
+
+@pytest.mark.parametrize("kind", list(STE_LAYERS))
 @pytest.mark.parametrize("m", [U, S], ids=["unsigned", "signed"])
-def test_ste_equals_float_autograd_on_fake_quantized(m):
+def test_ste_equals_float_autograd_on_fake_quantized(m, kind):
     torch.manual_seed(5)
-    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2)
-    x = torch.randn(2, 4, 7, 6)
-    ac = at.ApproxConv2d.from_float(conv, m)
-    ac.set_input_range(-1.0, 1.5)              # some inputs clip: their gradient is 0
+    make, shape = STE_LAYERS[kind]
+    layer = make()
+    x = torch.randn(shape)
+    conv = isinstance(layer, nn.Conv2d)
+    approx = (at.ApproxConv2d if conv else at.ApproxLinear).from_float(layer, m)
+    approx.set_input_range(-1.0, 1.5)          # some inputs clip: their gradient is 0
     xg = x.clone().requires_grad_()
-    g = torch.randn(2, 6, 4, 3)
-    ac(xg).backward(g)
-    # the independent computation: NumPy fake quantization, then PyTorch's float conv
+    y = approx(xg)
+    g = torch.randn(y.shape)
+    y.backward(g)
+    # the independent computation: NumPy fake quantization, then autograd of PyTorch's float layer
     xp = symmetric_params(np.float32([-1.0, 1.5])) if m.signed else tf_quant_params(-1.0, 1.5)
-    w = conv.weight.detach().numpy()
-    whwio = w.transpose(2, 3, 1, 0)
-    wp = symmetric_params(whwio, channel_axis=-1) if m.signed else tf_quant_params(w.min(), w.max())
+    w = layer.weight.detach().numpy()
+    wlast = w.transpose(2, 3, 1, 0) if conv else w.T        # output channels last
+    # calibrated signed "auto": weights per output channel; unsigned: the per-call range
+    wp = symmetric_params(wlast, channel_axis=-1) if m.signed else tf_quant_params(w.min(), w.max())
     xq = torch.from_numpy(fake_quant_np(x.numpy(), xp)).requires_grad_()
-    wq = torch.from_numpy(np.ascontiguousarray(fake_quant_np(whwio, wp).transpose(3, 2, 0, 1)))
+    wq_last = fake_quant_np(wlast, wp)
+    wq = torch.from_numpy(np.ascontiguousarray(wq_last.transpose(3, 2, 0, 1) if conv else wq_last.T))
     wq.requires_grad_()
-    F.conv2d(xq, wq, None, 2, 1, 1, 2).backward(g)
+    if conv:
+        F.conv2d(xq, wq, None, layer.stride, layer.padding, layer.dilation, layer.groups).backward(g)
+    else:
+        F.linear(xq, wq).backward(g)
     if m.signed:            # |x| <= amax = 127 * scale
         inside = x.abs() <= np.float32(xp.scale) * np.float32(127)
     else:                   # the nudged range
@@ -342,8 +359,8 @@ def test_ste_equals_float_autograd_on_fake_quantized(m):
             (x <= float(xp.scale) * (255 - xp.zero_point))
     assert not inside.all() and inside.any()
     torch.testing.assert_close(xg.grad, xq.grad * inside, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(conv.weight.grad, wq.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(conv.bias.grad, g.sum(dim=(0, 2, 3)))
+    torch.testing.assert_close(layer.weight.grad, wq.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.bias.grad, g.sum(dim=(0, 2, 3) if conv else (0, 1)))
 
 
 def test_training_reaches_every_parameter():
