@@ -968,14 +968,18 @@ class TorchSurveyModel:
         saved = [(mod.backend, mod.num_threads) for mod in approx]
         modes = {mod: mod.training for mod in self.module.modules()}
         outs = []
+        torch_threads = torch.get_num_threads()
         try:
             for mod in approx:
                 mod.backend, mod.num_threads = backend, num_threads
+            if num_threads is not None:   # the float layers too (survey jobs share the cores)
+                torch.set_num_threads(int(num_threads))
             self.module.eval()
             with torch.no_grad():
                 for i in range(0, x.shape[0], step):
                     outs.append(self.module(self._tensor(x[i:i + step])).numpy())
         finally:
+            torch.set_num_threads(torch_threads)
             for mod, (be, nt) in zip(approx, saved):
                 mod.backend, mod.num_threads = be, nt
             for mod, flag in modes.items():

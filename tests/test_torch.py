@@ -116,8 +116,10 @@ def test_layers_equal_numpy_api(m, layout):
                for mod in am.modules() if isinstance(mod, (nn.Conv2d, nn.Linear)))
     seen = capture(am)
     x = make_input()
-    if layout == "channels_last":
+    if layout == "channels_last":   # the input and the weights (as .to(channels_last) does)
         x = x.contiguous(memory_format=torch.channels_last)
+        am = am.to(memory_format=torch.channels_last)
+        assert not am.stem.weight.is_contiguous()
     with torch.no_grad():
         am(x)
     assert set(seen) == {"stem", "body.0", "body.2", "down", "valid", "fc1", "head.0"}
