@@ -103,6 +103,11 @@ def test_import_axkern_does_not_import_torch():
     code = ("import sys, axkern, axkern.survey, axkern.conv, axkern.nn; axkern.axconv2d; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+    # without torch (None in sys.modules makes its import fail): the extra is named
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    import axkern.torch\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert 'pip install "axkern[torch]"' in out.stdout
 
 
 # ------------------------------------------------------------------------------ forward
