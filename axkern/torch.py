@@ -1,0 +1,1064 @@
+"""Approximate PyTorch models: ``Conv2d`` and ``Linear`` layers computed through axkern.
+
+:class:`ApproxConv2d` and :class:`ApproxLinear` are ``nn.Conv2d`` / ``nn.Linear`` with the same
+parameters and ``state_dict`` keys; their forward quantizes the input and the weights and runs
+axkern's exact LUT kernels (:func:`axkern.axconv2d`, :func:`axkern.axdense`) on the tensors'
+own memory, and their backward is the straight-through estimator (or the multiplier's
+gradient tables, ``grad="table"``). :func:`approximate` swaps every ``Conv2d`` / ``Linear`` of
+any module tree, :func:`calibrate` freezes input ranges (AdaPT / pytorch-quantization
+semantics), :func:`as_survey_model` and :func:`evaluate` connect a model to ``axkern survey``.
+
+Torch is an optional dependency (``pip install "axkern[torch]"``); ``import axkern`` never
+imports it. Only CPU tensors of dtype float32 are accepted: anything else is an error, never
+a silent copy or conversion. The full description is docs/torch.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Mapping
+import numbers
+import os
+
+import numpy as np
+
+try:
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+except ImportError as e:  # pragma: no cover - exercised only without torch
+    raise ImportError('axkern.torch needs PyTorch, which is not installed: '
+                      'pip install "axkern[torch]"') from e
+
+from ._torch_grad import gradient_tables
+from .conv import _check_format, make_params, resolve_quant
+from .lut import Multiplier
+from .quant import QuantSpec, symmetric_params, tf_quant_params
+from .tune import resolve_tuning
+
+__all__ = ["ApproxConv2d", "ApproxLinear", "approximate", "layers", "calibrate",
+           "as_survey_model", "evaluate", "TorchSurveyModel", "gradient_tables"]
+
+_GRADS = ("ste", "table")
+
+
+# ------------------------------------------------------------------------------ helpers
+def _resolve_multiplier(m):
+    if m is None or isinstance(m, Multiplier):
+        return m
+    if isinstance(m, (str, os.PathLike)):
+        from .library import load_multiplier
+
+        return load_multiplier(m)
+    raise TypeError(f"multiplier must be an axkern.Multiplier, a shipped name, a path or None, "
+                    f"got {type(m).__name__}")
+
+
+def _layer_label(layer):
+    name = getattr(layer, "_axkern_name", None)
+    return f"{type(layer).__name__} {name!r}" if name else type(layer).__name__
+
+
+def _check_tensor(t, what, layer):
+    """A CPU float32 tensor, or a clear error (never a silent copy or conversion)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{_layer_label(layer)}: {what} must be a torch.Tensor, got "
+                        f"{type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{_layer_label(layer)}: {what} is on device {t.device}, but axkern's "
+                         f"PyTorch layers compute on CPU tensors only (they never copy silently "
+                         f"between devices): move the model and its inputs to the CPU with "
+                         f".cpu(), or set the layer's multiplier to None for exact float")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{_layer_label(layer)}: {what} has dtype {t.dtype}, but axkern's "
+                        f"PyTorch layers take float32 only (no silent conversion): convert "
+                        f"the model with model.float() and the input with x.float()")
+    if t.layout != torch.strided or t.is_quantized:
+        raise TypeError(f"{_layer_label(layer)}: {what} must be a dense (strided) tensor")
+
+
+def _fake_quant(t, p, channel_dim=None):
+    """``(dequantized codes, mask of unclipped entries)`` of tensor ``t`` under QuantParams
+    ``p``, in float32 with the rounding of :mod:`axkern.quant` (per-channel along
+    ``channel_dim``)."""
+    shape = [1] * t.dim()
+    if p.per_channel:
+        shape[channel_dim] = -1
+    s = torch.as_tensor(np.asarray(p.scale, np.float32)).reshape(shape)
+    z = torch.as_tensor(np.asarray(p.zero_point, np.float32)).reshape(shape)
+    if p.signed:
+        q = torch.round(t / s) + z
+        lo, hi = float(p.qmin), float(p.qmax)
+        mask = t.abs() <= s * hi            # pytorch-quantization's |x| <= amax
+        q = q.clamp(lo, hi)
+        return (q - z) * s, mask
+    nmin = (float(p.qmin) - z) * s
+    nmax = (float(p.qmax) - z) * s
+    mask = (t >= nmin) & (t <= nmax)
+    c = torch.minimum(torch.maximum(t, nmin), nmax)
+    q = torch.floor((c - nmin) * (1.0 / s) + 0.5).clamp(max=float(p.qmax - p.qmin)) + p.qmin
+    return (q - z) * s, mask
+
+
+# ------------------------------------------------------------------------------ layers
+class _ApproxMixin:
+    """What ApproxConv2d and ApproxLinear share: the settings, the frozen input range, the
+    input checks and the autograd plumbing."""
+
+    def _init_approx(self, multiplier, quant, tune, grad, backend):
+        # A None buffer is left out of state_dict: an uncalibrated layer has exactly the
+        # parent's keys (see _load_from_state_dict for the calibrated case).
+        self.register_buffer("input_range", None)
+        self._multiplier = None
+        self.quant = quant
+        self.tune = tune
+        self.grad = grad
+        self.backend = backend
+        self.num_threads = None   # axkern's threads (None: OpenMP's default)
+        self.multiplier = multiplier
+
+    # multiplier/quant are validated together whenever either changes
+    @property
+    def multiplier(self):
+        """The :class:`axkern.Multiplier`, or None for exact float arithmetic."""
+        return self._multiplier
+
+    @multiplier.setter
+    def multiplier(self, value):
+        m = _resolve_multiplier(value)
+        if m is not None:
+            resolve_quant(self._quant, m)   # a signed multiplier with unsigned codes etc.
+            resolve_tuning(self._tune, m)
+        self._multiplier = m
+
+    @property
+    def quant(self):
+        """"auto", "tfapprox", "asymmetric", "symmetric" or "symmetric-per-channel"."""
+        return self._quant
+
+    @quant.setter
+    def quant(self, value):
+        modes = ("auto", "tfapprox", "asymmetric", "symmetric", "symmetric-per-channel")
+        if not isinstance(value, str) or value not in modes:
+            raise ValueError(f"quant must be one of {modes}, got {value!r}")
+        m = getattr(self, "_multiplier", None)
+        if m is not None:
+            resolve_quant(value, m)
+        self._quant = value
+
+    @property
+    def tune(self):
+        """ALWANN weight tuning: False, True or a mapping array (see axkern.axconv2d)."""
+        return self._tune
+
+    @tune.setter
+    def tune(self, value):
+        m = getattr(self, "_multiplier", None)
+        if m is not None:
+            resolve_tuning(value, m)   # validated now, not at the first forward
+        self._tune = value
+
+    @property
+    def grad(self):
+        """Backward rule: "ste" (straight-through estimator) or "table" (gradient tables)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value not in _GRADS:
+            raise ValueError(f"grad must be one of {_GRADS}, got {value!r}")
+        self._grad = value
+
+    @property
+    def calibrated(self):
+        """Whether the input range is frozen (by :func:`calibrate` or a loaded state_dict)."""
+        return self.input_range is not None
+
+    def _spec(self):
+        q = self._quant
+        if q == "auto" and self._multiplier.signed and self.input_range is not None:
+            q = "symmetric-per-channel"   # calibrated: pytorch-quantization's scheme
+        return resolve_quant(q, self._multiplier)
+
+    def _grad_tables(self):
+        """The multiplier's gradient tables (``grad="table"``), cached per multiplier/tuning."""
+        key = (id(self._multiplier), self.tune if isinstance(self.tune, bool) else id(self.tune))
+        cached = getattr(self, "_axkern_gtab", None)
+        if cached is None or cached[0] != key:
+            cached = self._axkern_gtab = (key, gradient_tables(self._multiplier, self.tune))
+        return cached[1]
+
+    def _input_params(self, x, spec):
+        """QuantParams of the input: frozen, or from this call's min and max."""
+        m = self._multiplier
+        if self.input_range is not None:
+            lo, hi = (float(v) for v in self.input_range)
+            if m.signed:
+                return symmetric_params(np.array([lo, hi], np.float32), m.bits)
+            return tf_quant_params(lo, hi, m.bits)
+        if x.numel() == 0:
+            return make_params(np.zeros(0, np.float32), spec.input, m)
+        lo, hi = (np.float32(v.item()) for v in torch.aminmax(x.detach()))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{_layer_label(self)}: the input contains NaN or Inf: expected "
+                             f"finite values")
+        return make_params(np.array([lo, hi], np.float32), spec.input, m)
+
+    def _weight_params(self, w_last, spec):
+        """QuantParams of the weights (channel axis last, NumPy) as axkern computes them."""
+        return make_params(w_last.reshape(-1, w_last.shape[-1]), spec.weight, self._multiplier,
+                           w_last.shape[-1])
+
+    def set_input_range(self, lo, hi):
+        """Freeze the input range to ``[lo, hi]`` (None unfreezes: per-call ranges again)."""
+        if lo is None and hi is None:
+            self.input_range = None
+            return
+        lo, hi = float(lo), float(hi)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+            raise ValueError(f"input range must be finite with lo <= hi, got [{lo}, {hi}]")
+        self.input_range = torch.tensor([lo, hi], dtype=torch.float32,
+                                        device=self.weight.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The frozen input range travels with the checkpoint: present -> calibrated with it,
+        # absent (a float nn.Conv2d / nn.Linear checkpoint) -> per-call ranges.
+        key = prefix + "input_range"
+        if key in state_dict:
+            if self.input_range is None:
+                self.input_range = torch.zeros(2, dtype=torch.float32, device=self.weight.device)
+        else:
+            self.input_range = None
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _check_params(self):
+        _check_tensor(self.weight, "the weight", self)
+        if self.bias is not None:
+            _check_tensor(self.bias, "the bias", self)
+
+    def extra_repr(self):
+        m = self._multiplier
+        s = super().extra_repr()
+        s += f", multiplier={None if m is None else m.name!r}"
+        if m is not None:
+            s += f", quant={self._quant!r}"
+            if self.tune is not False:
+                s += ", tune=True" if self.tune is True else ", tune=<mapping>"
+            if self._grad != "ste":
+                s += f", grad={self._grad!r}"
+            if self.input_range is not None:
+                s += ", calibrated"
+        return s
+
+    def _observe(self, x):
+        # the per-sample input shape, for layers(); calibrate()'s observer when one is set
+        if isinstance(x, torch.Tensor) and x.dim() >= 2:
+            conv = isinstance(self, nn.Conv2d)
+            self._axkern_last_shape = tuple(x.shape[-3:] if conv else x.shape[1:])
+        obs = getattr(self, "_axkern_observer", None)
+        if obs is None:
+            return False
+        obs.observe(x)
+        return True   # calibrating: the layer computes float
+
+    @classmethod
+    def _copy_from(cls, new, module):
+        # the same Parameter objects: the float model's optimizer state stays valid
+        new.weight = module.weight
+        new.bias = module.bias
+        new.train(module.training)
+        return new
+
+
+def _check_module(module, multiplier):
+    """The float module's parameters must be CPU float32 for an approximate layer."""
+    if multiplier is not None:
+        for what, t in (("weight", module.weight), ("bias", module.bias)):
+            if t is not None:
+                _check_tensor(t, f"the {what}", module)
+
+
+def _settings_kwargs(multiplier, quant, tune, grad, backend):
+    return dict(multiplier=multiplier, quant=quant, tune=tune, grad=grad, backend=backend)
+
+
+class ApproxConv2d(_ApproxMixin, nn.Conv2d):
+    """``nn.Conv2d`` whose products go through an approximate multiplier's table.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+    padding_mode, device, dtype
+        As for ``torch.nn.Conv2d`` (the same parameters and ``state_dict`` keys).
+    multiplier : Multiplier, str, path or None
+        None (default) computes the exact float convolution (``F.conv2d``).
+    quant : {"auto", "tfapprox", "asymmetric", "symmetric", "symmetric-per-channel"}
+        As for :func:`axkern.axconv2d`; the input range is taken per call unless the layer
+        is calibrated (:func:`calibrate`).
+    tune : bool or array_like of int
+        ALWANN weight tuning, as for :func:`axkern.axconv2d`.
+    grad : {"ste", "table"}
+        Backward rule (docs/torch.md): the straight-through estimator, or the multiplier's
+        gradient tables.
+    backend : {"cpu", "reference", "cuda"}
+        axkern backend of the products (NumPy in, NumPy out).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
+                 multiplier=None, quant="auto", tune=False, grad="ste", backend="cpu"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device, dtype)
+        self._init_approx(multiplier, quant, tune, grad, backend)
+
+    @classmethod
+    def from_float(cls, module, multiplier=None, *, quant="auto", tune=False, grad="ste",
+                   backend="cpu"):
+        """An ApproxConv2d sharing ``module``'s parameters (``nn.Conv2d``)."""
+        if not isinstance(module, nn.Conv2d):
+            raise TypeError(f"ApproxConv2d.from_float takes an nn.Conv2d, got {type(module).__name__}")
+        _check_module(module, multiplier)
+        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                  module.padding, module.dilation, module.groups, module.bias is not None,
+                  module.padding_mode, device="meta", dtype=module.weight.dtype,
+                  **_settings_kwargs(multiplier, quant, tune, grad, backend))
+        cls._copy_from(new, module)
+        if isinstance(module, _ApproxMixin) and module.input_range is not None:
+            new.input_range = module.input_range.clone()
+        return new
+
+    def _explicit_padding(self):
+        """((top, bottom), (left, right)) as PyTorch pads ('same': extra at bottom/right)."""
+        if self.padding_mode != "zeros":
+            return ((0, 0), (0, 0))   # applied by F.pad first
+        left_w, right_w, top, bottom = self._reversed_padding_repeated_twice
+        return ((top, bottom), (left_w, right_w))
+
+    def macs(self, input_shape):
+        """Multiply-accumulates per sample for a per-sample input shape (C, H, W)."""
+        _, H, W = input_shape[-3:]
+        pl, pr, pt, pb = self._reversed_padding_repeated_twice
+        oh = (H + pt + pb - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
+        ow = (W + pl + pr - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+        return int(oh * ow * self.out_channels * (self.in_channels // self.groups)
+                   * self.kernel_size[0] * self.kernel_size[1])
+
+    def forward(self, x):
+        if self._observe(x) or self._multiplier is None:
+            return super().forward(x)
+        _check_tensor(x, "the input", self)
+        self._check_params()
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        if x.dim() != 4:
+            raise ValueError(f"{_layer_label(self)} expects a (N, C, H, W) or (C, H, W) input, "
+                             f"got shape {tuple(x.shape)}")
+        if self.padding_mode != "zeros":
+            # exactly nn.Conv2d's own order: pad with the mode, then a convolution without padding
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or
+                                        (self.bias is not None and self.bias.requires_grad)):
+            y = _ApproxFunction.apply(x, self.weight, self.bias, self)
+        else:
+            y = self._approx_forward(x, self.weight, self.bias)[0]
+        return y.squeeze(0) if unbatched else y
+
+    def _approx_forward(self, x, weight, bias):
+        """(output tensor, input QuantParams) of the approximate convolution."""
+        from .conv import axconv2d
+
+        m = self._multiplier
+        spec = self._spec()
+        xp = self._input_params(x, spec)
+        N, C, H, W = x.shape
+        if C != self.in_channels:
+            raise ValueError(f"{_layer_label(self)} expects {self.in_channels} input channels, "
+                             f"got input of shape {tuple(x.shape)}")
+        pads = self._explicit_padding()
+        oh = (H + pads[0][0] + pads[0][1] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) \
+            // self.stride[0] + 1
+        ow = (W + pads[1][0] + pads[1][1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) \
+            // self.stride[1] + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{_layer_label(self)}: the input of shape {tuple(x.shape)} is "
+                             f"smaller than the (dilated) kernel")
+        w = weight.detach().numpy()                       # OIHW, a view
+        b = None if bias is None else bias.detach().numpy()
+        kw = dict(bias=b, stride=self.stride, padding=pads, dilation=self.dilation,
+                  groups=self.groups, quant=QuantSpec(xp, spec.weight), tune=self.tune,
+                  backend=self.backend, num_threads=self.num_threads)
+        xd = x.detach()
+        if not xd.is_contiguous() and xd.is_contiguous(memory_format=torch.channels_last):
+            # channels_last memory is NHWC: hand it over as such and return channels_last
+            out = torch.empty((N, oh, ow, self.out_channels), dtype=torch.float32)
+            axconv2d(xd.permute(0, 2, 3, 1).numpy(), w.transpose(2, 3, 1, 0), m,
+                     data_format="NHWC", out=out.numpy(), **kw)
+            y = out.permute(0, 3, 1, 2)
+        else:
+            xd = xd.contiguous()   # a copy only for inputs in neither layout
+            out = torch.empty((N, self.out_channels, oh, ow), dtype=torch.float32)
+            axconv2d(xd.numpy(), w, m, data_format="NCHW", out=out.numpy(), **kw)
+            y = out
+        return y, xp
+
+    def _float_grads(self, x, w, gy, need_x, need_w):
+        """Gradients of F.conv2d(x, w) for the output gradient ``gy`` (PyTorch's own
+        convolution backward, without recomputing the forward)."""
+        (pt, pb), (pl, pr) = self._explicit_padding()
+        if pt != pb or pl != pr:   # PyTorch's odd 'same' split: pad, then no padding
+            xin, pad = F.pad(x, (pl, pr, pt, pb)), (0, 0)
+        else:
+            xin, pad = x, (pt, pl)
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            gy, xin, w, None, list(self.stride), list(pad), list(self.dilation), False, [0, 0],
+            self.groups, [need_x, need_w, False])
+        if need_x and xin is not x:
+            gx = gx[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]]
+        return gx, gw
+
+    def _weight_last(self, w):
+        return w.permute(2, 3, 1, 0)   # OIHW -> HWIO (channel axis last)
+
+
+class ApproxLinear(_ApproxMixin, nn.Linear):
+    """``nn.Linear`` whose products go through an approximate multiplier's table.
+
+    Parameters
+    ----------
+    in_features, out_features, bias, device, dtype
+        As for ``torch.nn.Linear`` (the same parameters and ``state_dict`` keys).
+    multiplier, quant, tune, grad, backend
+        As for :class:`ApproxConv2d` (the products of :func:`axkern.axdense`).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
+                 multiplier=None, quant="auto", tune=False, grad="ste", backend="cpu"):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self._init_approx(multiplier, quant, tune, grad, backend)
+
+    @classmethod
+    def from_float(cls, module, multiplier=None, *, quant="auto", tune=False, grad="ste",
+                   backend="cpu"):
+        """An ApproxLinear sharing ``module``'s parameters (``nn.Linear``)."""
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"ApproxLinear.from_float takes an nn.Linear, got {type(module).__name__}")
+        _check_module(module, multiplier)
+        new = cls(module.in_features, module.out_features, module.bias is not None,
+                  device="meta", dtype=module.weight.dtype,
+                  **_settings_kwargs(multiplier, quant, tune, grad, backend))
+        cls._copy_from(new, module)
+        if isinstance(module, _ApproxMixin) and module.input_range is not None:
+            new.input_range = module.input_range.clone()
+        return new
+
+    def macs(self, input_shape):
+        """Multiply-accumulates per sample for a per-sample input shape (..., in)."""
+        return int(np.prod(input_shape[:-1], dtype=np.int64)) * self.in_features * self.out_features
+
+    def forward(self, x):
+        if self._observe(x) or self._multiplier is None:
+            return super().forward(x)
+        _check_tensor(x, "the input", self)
+        self._check_params()
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"{_layer_label(self)} expects inputs of shape (..., "
+                             f"{self.in_features}), got shape {tuple(x.shape)}")
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or
+                                        (self.bias is not None and self.bias.requires_grad)):
+            return _ApproxFunction.apply(x, self.weight, self.bias, self)
+        return self._approx_forward(x, self.weight, self.bias)[0]
+
+    def _approx_forward(self, x, weight, bias):
+        from .matmul import axdense
+
+        m = self._multiplier
+        spec = self._spec()
+        xp = self._input_params(x, spec)
+        w = weight.detach().numpy().T                    # (in, out), a view
+        b = None if bias is None else bias.detach().numpy()
+        out = torch.empty((*x.shape[:-1], self.out_features), dtype=torch.float32)
+        axdense(x.detach().numpy(), w, m, b, quant=QuantSpec(xp, spec.weight), tune=self.tune,
+                backend=self.backend, num_threads=self.num_threads, out=out.numpy())
+        return out, xp
+
+    def _float_grads(self, x, w, gy, need_x, need_w):
+        """Gradients of F.linear(x, w) for the output gradient ``gy``."""
+        gx = gy @ w if need_x else None
+        gw = gy.reshape(-1, w.shape[0]).t() @ x.reshape(-1, w.shape[1]) if need_w else None
+        return gx, gw
+
+    def _weight_last(self, w):
+        return w.t()   # (out, in) -> (in, out) (channel axis last)
+
+
+class _ApproxFunction(torch.autograd.Function):
+    """Forward: the approximate layer. Backward: the straight-through estimator (gradients of
+    the float layer on the fake-quantized operands; zero for inputs outside a frozen input
+    range) or the gradient tables (``grad="table"``).
+
+    Ranges taken per call are the tensor's own: only the nudging's rounding can leave an
+    extreme value a fraction of a step outside, which is not treated as clipping (the weights'
+    ranges are always per call)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer):
+        y, xp = layer._approx_forward(x, weight, bias)
+        ctx.layer = layer
+        ctx.xp = xp
+        ctx.frozen = layer.input_range is not None   # only a fixed range clips
+        ctx.save_for_backward(x, weight, bias)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable   # a second derivative is a clear error
+    def backward(ctx, gy):
+        x, weight, bias = ctx.saved_tensors
+        layer = ctx.layer
+        spec = layer._spec()
+        wlast = layer._weight_last(weight.detach())
+        wp = layer._weight_params(wlast.numpy(), spec)
+        if layer.grad == "table":
+            from ._torch_grad import table_backward
+
+            gx, gw = table_backward(layer, x.detach(), weight.detach(), ctx.xp, wp, gy,
+                                    ctx.frozen)
+        else:
+            xq, xmask = _fake_quant(x.detach(), ctx.xp)
+            wq = layer._weight_last_inverse(_fake_quant(wlast, wp, wlast.dim() - 1)[0])
+            gx, gw = layer._float_grads(xq, wq, gy, ctx.needs_input_grad[0],
+                                        ctx.needs_input_grad[1])
+            if gx is not None and ctx.frozen:
+                gx = gx * xmask
+        gb = None
+        if bias is not None and ctx.needs_input_grad[2]:
+            dims = [0] + list(range(2, gy.dim())) if isinstance(layer, ApproxConv2d) \
+                else list(range(gy.dim() - 1))
+            gb = gy.sum(dim=dims)
+        if gx is not None and not ctx.needs_input_grad[0]:
+            gx = None
+        if gw is not None and not ctx.needs_input_grad[1]:
+            gw = None
+        return gx, gw, gb, None
+
+
+def _conv_weight_last_inverse(self, t):
+    return t.permute(3, 2, 0, 1)   # HWIO -> OIHW
+
+
+def _linear_weight_last_inverse(self, t):
+    return t.t()
+
+
+ApproxConv2d._weight_last_inverse = _conv_weight_last_inverse
+ApproxLinear._weight_last_inverse = _linear_weight_last_inverse
+
+
+# ------------------------------------------------------------------------------ model level
+def _compute_modules(model):
+    """[(name, module)] of the Conv2d and Linear modules of ``model`` (named_modules order)."""
+    return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+
+
+def _set_submodule(model, name, new):
+    parent, _, child = name.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    if isinstance(owner, (nn.Sequential, nn.ModuleList)) and child.isdigit():
+        owner[int(child)] = new
+    else:
+        setattr(owner, child, new)
+
+
+def _per_layer(multiplier, names, what="multiplier"):
+    """{name: value} for every layer name from a single value, a mapping or a callable."""
+    if isinstance(multiplier, Mapping):
+        unknown = [k for k in multiplier if k not in names]
+        if unknown:
+            raise ValueError(f"{what} mapping names {unknown}, which are not Conv2d/Linear layers "
+                             f"of the model: expected names from {names}")
+        return {n: multiplier.get(n) for n in names}
+    if callable(multiplier) and not isinstance(multiplier, Multiplier):
+        return {n: multiplier(n) for n in names}
+    return {n: multiplier for n in names}
+
+
+def approximate(model, multiplier, *, quant="auto", tune=False, skip=(), inplace=False,
+                grad="ste", backend="cpu"):
+    """Replace every ``nn.Conv2d`` / ``nn.Linear`` of a module tree by its approximate twin.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any module tree (residual blocks, custom ``forward``s, nested containers); a bare
+        ``nn.Conv2d`` / ``nn.Linear`` is returned converted.
+    multiplier : Multiplier, str, path, None, mapping or callable
+        One multiplier (a shipped name or a path loads through :func:`axkern.load_multiplier`)
+        for every layer, or a mapping / callable from the layer names of
+        ``model.named_modules()`` to one (None: that layer computes exact float). Layers a
+        mapping does not name compute exact float; a name that is not a Conv2d/Linear layer
+        of the model is an error.
+    quant, tune, grad, backend
+        Settings of every layer (see :class:`ApproxConv2d`).
+    skip : iterable of str
+        Layer names to leave as they are (the original float modules).
+    inplace : bool, default False
+        Modify ``model`` itself instead of a deep copy.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model with :class:`ApproxConv2d` / :class:`ApproxLinear` layers. Their parameters
+        are the same tensors as those of the (copied) float layers.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    found = _compute_modules(model)
+    if not found:
+        raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d or nn.Linear "
+                         f"layer: nothing to approximate")
+    names = [n for n, _ in found]
+    skip = [skip] if isinstance(skip, str) else list(skip)
+    bad = [s for s in skip if s not in names]
+    if bad:
+        raise ValueError(f"skip names {bad}, which are not Conv2d/Linear layers of the model: "
+                         f"expected names from {names}")
+    per = _per_layer(multiplier, names)
+    loaded = {}
+    for n in names:   # load each distinct multiplier once
+        v = per[n]
+        key = os.fspath(v) if isinstance(v, (str, os.PathLike)) else id(v)
+        if key not in loaded:
+            loaded[key] = _resolve_multiplier(v)
+        per[n] = loaded[key]
+    if not inplace:
+        model = copy.deepcopy(model)
+    for n, mod in _compute_modules(model):
+        if n in skip:
+            continue
+        cls = ApproxConv2d if isinstance(mod, nn.Conv2d) else ApproxLinear
+        try:
+            new = cls.from_float(mod, per[n], quant=quant, tune=tune, grad=grad, backend=backend)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer {n!r}: {e}") from None
+        new._axkern_name = n or type(mod).__name__
+        if n == "":
+            return new
+        _set_submodule(model, n, new)
+    return model
+
+
+def layers(model, input_shape=None):
+    """The Conv2d / Linear layers of a model: name, type, multiplier and MACs per sample.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    input_shape : tuple of int, optional
+        Per-sample input shape (e.g. ``(3, 32, 32)``): the model is run once on a zero
+        batch of one sample (``torch.no_grad``, eval mode, the training flags restored) to
+        find each layer's input shape. Without it, the shapes recorded by the last forward
+        pass of an approximate layer are used (``macs`` is None for a layer that has not run).
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``type`` (class name), ``multiplier`` (name or None), ``quant``,
+        ``calibrated`` and ``macs`` (multiply-accumulates per sample) of each layer, in
+        ``named_modules()`` order.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    found = _compute_modules(model)
+    if not found:
+        raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d or nn.Linear layer")
+    shapes = {}
+    if input_shape is not None:
+        shape = tuple(int(s) for s in input_shape)
+        handles = [mod.register_forward_pre_hook(
+            lambda mod, args, n=n: shapes.__setitem__(n, tuple(args[0].shape[1:]))) for n, mod in found]
+        modes = {mod: mod.training for mod in model.modules()}
+        try:
+            model.eval()
+            with torch.no_grad():
+                p = next(model.parameters(), None)
+                model(torch.zeros((1, *shape), dtype=torch.float32 if p is None else p.dtype))
+        finally:
+            for h in handles:
+                h.remove()
+            for mod, flag in modes.items():
+                mod.training = flag
+    out = []
+    for n, mod in found:
+        shp = shapes.get(n, getattr(mod, "_axkern_last_shape", None))
+        macs = None
+        if shp is not None:
+            macs = (ApproxConv2d.macs if isinstance(mod, nn.Conv2d) else ApproxLinear.macs)(mod, shp)
+        m = getattr(mod, "multiplier", None)
+        out.append({"name": n, "type": type(mod).__name__,
+                    "multiplier": None if m is None else m.name,
+                    "quant": getattr(mod, "quant", None) if m is not None else None,
+                    "calibrated": bool(getattr(mod, "calibrated", False)),
+                    "macs": macs})
+    return out
+
+
+# ------------------------------------------------------------------------------ calibration
+_METHODS = ("max", "percentile", "mse")
+
+
+class _RangeObserver:
+    """Running min/max and a histogram of one layer's inputs.
+
+    The histogram covers ``[-A, A]`` in ``2 * half`` bins of a width fixed by the first batch
+    (``A / num_bins``); when a later batch reaches beyond ``A`` the histogram grows by whole
+    bins, so counts are never re-binned. ``|x|`` folds it at 0.
+    """
+
+    def __init__(self, num_bins, histogram):
+        self.num_bins = num_bins
+        self.histogram = histogram
+        self.batches = 0
+        self.lo = self.hi = None
+        self.width = None
+        self.half = 0
+        self.counts = None
+
+    def observe(self, x):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"calibration input must be a float tensor, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if x.device.type != "cpu":
+            raise ValueError(f"calibration input is on device {x.device}: axkern's PyTorch "
+                             f"layers compute on CPU tensors only; move the model and its "
+                             f"inputs to the CPU with .cpu()")
+        x = x.detach()
+        if x.numel() == 0:
+            return
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("a calibration batch contains NaN or Inf: expected finite values")
+        self.batches += 1
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+        if not self.histogram:
+            return
+        amax = max(-lo, hi)
+        if self.width is None:
+            self.width = (amax if amax > 0 else 1.0) / self.num_bins
+            self.half = self.num_bins
+            self.counts = torch.zeros(2 * self.half, dtype=torch.float64)
+        need = int(np.ceil(amax / self.width))
+        if need > self.half:
+            grow = need - self.half
+            self.counts = F.pad(self.counts, (grow, grow))
+            self.half = need
+        top = self.half * self.width
+        self.counts += torch.histc(x.to(torch.float64).reshape(-1), bins=2 * self.half,
+                                   min=-top, max=top)
+
+    # --- ranges
+    def _edges(self):
+        return (np.arange(-self.half, self.half + 1, dtype=np.float64)) * self.width
+
+    def signed_amax(self, method, percentile, bits):
+        if method == "max":
+            return max(-self.lo, self.hi)
+        counts = self.counts.numpy()
+        folded = counts[self.half:] + counts[:self.half][::-1]       # |x| in [0, A]
+        edges = np.arange(self.half + 1, dtype=np.float64) * self.width
+        if method == "percentile":
+            cdf = np.cumsum(folded) / folded.sum()
+            i = int(np.searchsorted(cdf, percentile / 100.0))
+            return min(float(edges[min(i, self.half - 1) + 1]), max(-self.lo, self.hi))
+        # mse: the amax (a bin edge) whose fake quantization of the histogram's bin centres
+        # has the least squared error (as pytorch-quantization searches, from 1/16 of range)
+        centres = (edges[:-1] + edges[1:]) / 2
+        qmax = (1 << (bits - 1)) - 1
+        cands = _candidates(edges[max(1, self.half // 16):])
+        used = folded > 0                       # empty bins add nothing to the error
+        centres, folded = centres[used], folded[used]
+        s = cands[:, None] / qmax
+        fq = np.clip(np.rint(centres[None, :] / s), -qmax, qmax) * s
+        err = ((fq - centres[None, :]) ** 2 * folded[None, :]).sum(axis=1)
+        return min(float(cands[int(np.argmin(err))]), max(-self.lo, self.hi))
+
+    def unsigned_range(self, method, percentile, bits):
+        lo, hi = min(self.lo, 0.0), max(self.hi, 0.0)
+        if method == "max":
+            return lo, hi
+        counts = self.counts.numpy()
+        edges = self._edges()
+        if method == "percentile":
+            cdf = np.cumsum(counts) / counts.sum()
+            i_lo = int(np.searchsorted(cdf, (100.0 - percentile) / 100.0))
+            i_hi = int(np.searchsorted(cdf, percentile / 100.0))
+            return (min(max(float(edges[i_lo]), lo), 0.0),
+                    max(min(float(edges[min(i_hi, len(counts) - 1) + 1]), hi), 0.0))
+        # mse: the upper end (a bin edge above 0) with the least squared error of the nudged
+        # unsigned fake quantization over the bin centres; the lower end stays min(x.min(), 0)
+        centres = (edges[:-1] + edges[1:]) / 2
+        qmax = float((1 << bits) - 1)
+        start = self.half + max(1, self.half // 16)
+        cands = _candidates(edges[start:])
+        if cands.size == 0 or hi <= 0:
+            return lo, hi
+        used = counts > 0                       # empty bins add nothing to the error
+        centres, counts = centres[used], counts[used]
+        scale = (cands - lo) / qmax
+        zp = np.clip(np.floor(-lo / scale + 0.5), 0, qmax)
+        nmin, nmax = -zp * scale, (qmax - zp) * scale
+        c = np.clip(centres[None, :], nmin[:, None], nmax[:, None])
+        fq = np.floor((c - nmin[:, None]) / scale[:, None] + 0.5) * scale[:, None] + nmin[:, None]
+        err = ((fq - centres[None, :]) ** 2 * counts[None, :]).sum(axis=1)
+        return lo, min(float(cands[int(np.argmin(err))]), hi)
+
+
+def _candidates(edges, most=512):
+    """At most ``most`` evenly spaced bin edges (the MSE search's candidate ranges)."""
+    if edges.size <= most:
+        return edges
+    return edges[np.unique(np.linspace(0, edges.size - 1, most).round().astype(np.int64))]
+
+
+@contextlib.contextmanager
+def calibrate(model, method="max", *, percentile=99.99, num_bins=2048):
+    """Freeze the input range of every approximate layer from calibration batches.
+
+    Use as ``with axkern.torch.calibrate(model): model(batch) ...``. Inside the block the
+    approximate layers compute in float and record their inputs; on leaving it, each
+    layer's input range is frozen (the ``input_range`` buffer, saved in ``state_dict``):
+
+    - signed multipliers (AdaPT / pytorch-quantization): ``amax`` from ``method``, symmetric
+      8-bit codes ``clamp(round_half_to_even(x / (amax / 127)), -127, 127)``; a layer with
+      ``quant="auto"`` also takes its weights per output channel (``amax`` of each filter
+      at each call);
+    - unsigned multipliers: the nudged asymmetric range of :mod:`axkern.quant` over
+      ``[min(lo, 0), max(hi, 0)]``; the weights keep the layer's per-call mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Holding :class:`ApproxConv2d` / :class:`ApproxLinear` layers (see :func:`approximate`).
+    method : {"max", "percentile", "mse"}
+        ``"max"``: the extreme values seen. ``"percentile"``: the ``percentile`` of ``|x|``
+        (signed; of ``x`` at both ends for unsigned) from a histogram. ``"mse"``: the range
+        whose fake quantization of the histogram has the least squared error.
+    percentile : float, default 99.99
+    num_bins : int, default 2048
+        Histogram bins over ``[0, amax]`` of the first batch (more as the range grows).
+
+    Raises
+    ------
+    ValueError
+        When a layer saw no batch (nothing is frozen then), or the model has no
+        approximate layer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if method not in _METHODS:
+        raise ValueError(f"unknown calibration method {method!r}: expected one of {_METHODS}")
+    if not (isinstance(percentile, numbers.Real) and 50 < percentile <= 100):
+        raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 16:
+        raise ValueError(f"num_bins must be an integer >= 16, got {num_bins!r}")
+    targets = [(n, mod) for n, mod in model.named_modules() if isinstance(mod, _ApproxMixin)]
+    if not targets:
+        raise ValueError("the model has no ApproxConv2d/ApproxLinear layer to calibrate: "
+                         "call axkern.torch.approximate(model, multiplier) first")
+    observers = {}
+    for n, mod in targets:
+        if getattr(mod, "_axkern_observer", None) is not None:
+            raise RuntimeError(f"layer {n!r} is already being calibrated")
+        observers[n] = mod._axkern_observer = _RangeObserver(int(num_bins), method != "max")
+    try:
+        yield model
+    finally:
+        for _, mod in targets:
+            mod._axkern_observer = None
+    # (not reached when the block raised: nothing is frozen then)
+    unseen = [n for n, _ in targets if observers[n].batches == 0]
+    if unseen:
+        raise ValueError(f"calibrate saw no batch for the layers {unseen}: run the model on "
+                         f"calibration data inside the `with calibrate(model):` block")
+    for n, mod in targets:
+        obs, m = observers[n], mod.multiplier
+        bits = 8 if m is None else m.bits
+        if m is not None and m.signed:
+            amax = obs.signed_amax(method, percentile, bits)
+            mod.set_input_range(-amax, amax)
+        else:
+            mod.set_input_range(*obs.unsigned_range(method, percentile, bits))
+
+
+# ------------------------------------------------------------------------------ survey
+_UNSET = object()
+_LAYOUTS = ("NCHW", "NHWC")
+
+
+class TorchSurveyModel:
+    """A PyTorch module seen through the survey's model protocol (``axkern.survey``).
+
+    Made by :func:`as_survey_model`: a copy of the module whose Conv2d / Linear layers are
+    approximate layers (exact float until configured), named as in ``named_modules()``.
+    Picklable (``axkern survey --jobs N`` sends it to spawned processes).
+    """
+
+    def __init__(self, module, input_layout="NCHW", name=None, metadata=None):
+        self.module = module
+        self.input_layout = input_layout
+        self.name = name
+        self.metadata = dict(metadata or {})
+
+    @property
+    def compute_layers(self):
+        """Names of the layers that take a multiplier, in ``named_modules()`` order."""
+        return [n for n, mod in self.module.named_modules() if isinstance(mod, _ApproxMixin)]
+
+    def _layer(self, name):
+        mod = dict(self.module.named_modules()).get(name)
+        if not isinstance(mod, _ApproxMixin):
+            raise ValueError(f"{name!r} is not a Conv2d/Linear layer of the model: expected one "
+                             f"of {self.compute_layers}")
+        return mod
+
+    def configure(self, layers=None, *, multiplier=_UNSET, quant=_UNSET, tune=_UNSET):
+        """Set multiplier, quantization and/or tuning of some layers (all when omitted)."""
+        names = self.compute_layers if layers is None else (
+            [layers] if isinstance(layers, str) else list(layers))
+        targets = [self._layer(n) for n in names]
+        if multiplier is not _UNSET:
+            multiplier = _resolve_multiplier(multiplier)
+        for mod in targets:
+            if quant is not _UNSET:
+                mod.quant = "auto" if quant is None else quant
+            if tune is not _UNSET:
+                mod.tune = tune
+            if multiplier is not _UNSET:
+                mod.multiplier = multiplier
+        return self
+
+    def settings(self):
+        """``{layer: (multiplier name or None, quant, tune)}``."""
+        return {n: (None if mod.multiplier is None else mod.multiplier.name, mod.quant, mod.tune)
+                for n, mod in self.module.named_modules() if isinstance(mod, _ApproxMixin)}
+
+    def _tensor(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t = torch.from_numpy(x)
+        if self.input_layout == "NHWC":
+            if t.dim() != 4:
+                raise ValueError(f"input_layout='NHWC' needs 4-D inputs, got shape {x.shape}")
+            t = t.permute(0, 3, 1, 2)   # a channels_last view, no copy
+        return t
+
+    def forward(self, x, *, batch_size=None, backend="auto", num_threads=None):
+        """The module's output (NumPy float32) on NumPy inputs, in eval mode, no gradients."""
+        if isinstance(backend, str) and backend == "auto":
+            backend = "cpu"
+        x = np.asarray(x)
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"the input must hold at least one sample, got shape {x.shape}")
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, numbers.Integral) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        step = x.shape[0] if batch_size is None else int(batch_size)
+        approx = [mod for mod in self.module.modules() if isinstance(mod, _ApproxMixin)]
+        saved = [(mod.backend, mod.num_threads) for mod in approx]
+        modes = {mod: mod.training for mod in self.module.modules()}
+        outs = []
+        torch_threads = torch.get_num_threads()
+        try:
+            for mod in approx:
+                mod.backend, mod.num_threads = backend, num_threads
+            if num_threads is not None:   # the float layers too (survey jobs share the cores)
+                torch.set_num_threads(int(num_threads))
+            self.module.eval()
+            with torch.no_grad():
+                for i in range(0, x.shape[0], step):
+                    outs.append(self.module(self._tensor(x[i:i + step])).numpy())
+        finally:
+            torch.set_num_threads(torch_threads)
+            for mod, (be, nt) in zip(approx, saved):
+                mod.backend, mod.num_threads = be, nt
+            for mod, flag in modes.items():
+                mod.training = flag
+        return np.concatenate(outs, axis=0)
+
+    def accuracy(self, x, y, *, batch_size=None, backend="auto", num_threads=None):
+        """Share of samples (0..1) whose argmax output equals the label."""
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != np.shape(x)[0]:
+            raise ValueError(f"labels must be a vector with one entry per sample "
+                             f"({np.shape(x)[0]}), got shape {y.shape}")
+        out = self.forward(x, batch_size=batch_size, backend=backend, num_threads=num_threads)
+        return float(np.mean(np.argmax(out.reshape(out.shape[0], -1), axis=-1) == y))
+
+    def copy(self):
+        """An independent copy (the module deep-copied, settings included)."""
+        return TorchSurveyModel(copy.deepcopy(self.module), self.input_layout, self.name,
+                                copy.deepcopy(self.metadata))
+
+
+def as_survey_model(module, *, input_layout="NCHW", name=None, metadata=None):
+    """A PyTorch module as a model of ``axkern.survey`` / ``axkern.survey.evaluate``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Any module with Conv2d / Linear layers (approximate ones keep their settings and
+        calibration). It is deep-copied: the original is not changed.
+    input_layout : {"NCHW", "NHWC"}
+        Layout of the NumPy inputs the survey passes (NHWC inputs become channels_last
+        tensors, without a copy).
+    name : str, optional
+        The model's name in the survey's table (default: the module's class name).
+    metadata : dict, optional
+        As for :class:`axkern.nn.Sequential` (``{"signed": True}`` picks signed multipliers).
+
+    Returns
+    -------
+    TorchSurveyModel
+        Layers named as in ``module.named_modules()``.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    layout = _check_format(input_layout)
+    found = _compute_modules(module)
+    if not found:
+        raise ValueError(f"the model ({type(module).__name__}) has no nn.Conv2d or nn.Linear "
+                         f"layer: nothing to approximate")
+    plain = {n for n, mod in found if not isinstance(mod, _ApproxMixin)}
+    mod = copy.deepcopy(module)
+    if plain:
+        mod = approximate(mod, None, skip=[n for n, _ in found if n not in plain], inplace=True)
+    mod.eval()
+    return TorchSurveyModel(mod, layout, name or type(module).__name__, metadata)
+
+
+def evaluate(model, multiplier, data, *, tune=False, assign=None, quant=None, limit=None,
+             batch_size=None, input_layout="NCHW", backend="auto", num_threads=None):
+    """Held-out accuracy of a PyTorch model under a multiplier (:func:`axkern.survey.evaluate`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    multiplier : Multiplier, str, path or None
+        In every Conv2d / Linear layer (None: the float model).
+    data : (x, y) or path to an .npz
+        Inputs in ``input_layout`` and integer labels.
+    tune, assign, quant, limit, batch_size, backend, num_threads
+        As for :func:`axkern.survey.evaluate` (``assign`` names layers as ``named_modules()``).
+    input_layout : {"NCHW", "NHWC"}
+
+    Returns
+    -------
+    dict
+        ``accuracy`` and ``float_accuracy`` (percent), ``samples``, ``data``, ``settings``.
+    """
+    from .survey import evaluate as _evaluate
+
+    return _evaluate(as_survey_model(model, input_layout=input_layout), multiplier, tune=tune,
+                     assign=assign, data=data, limit=limit, quant=quant, batch_size=batch_size,
+                     backend=backend, num_threads=num_threads)
