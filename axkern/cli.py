@@ -28,7 +28,7 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
-_EXTRA_COMMAND_MODULES = ("axkern.survey", "axkern.bench")
+_EXTRA_COMMAND_MODULES = ("axkern.survey", "axkern.bench", "axkern.search")
 
 _OUTPUT_EXTENSIONS = (".bin", ".npy", ".h")
 
