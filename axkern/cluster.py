@@ -122,7 +122,7 @@ class Evaluator:
             n = workers or _cpu_count()
             self.cluster = distributed.LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.ERROR)
+                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
             self.client = distributed.Client(self.cluster)
             self.address = self.cluster.scheduler_address
         else:
@@ -173,7 +173,7 @@ class Evaluator:
             futures[f] = task[0]
         stopped = False
         pending = set(futures)
-        ac = distributed.as_completed(list(futures))
+        ac = distributed.as_completed(list(futures), loop=self.client.loop)
         try:
             while pending:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -602,7 +602,10 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
     best = None
     if exact_acc is not None:
         ok = [r for r in front if r["accuracy"] >= exact_acc - tolerance - 1e-9]
-        best = min(ok, key=lambda r: (r["relative_cost"], -r["accuracy"])) if ok else None
+        # ties: the configuration with fewer tuned layers (less to do in hardware)
+        best = min(ok, key=lambda r: (r["relative_cost"], -r["accuracy"],
+                                      0 if r["tuned"] == "none" else r["tuned"].count(";") + 1)
+                   ) if ok else None
     uniform = {}
     for r in evals:
         ms = {r[l] for l in layers}
