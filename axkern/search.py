@@ -289,19 +289,23 @@ class _Space:
         # tuning the exact multiplier changes nothing: one configuration, not two
         return tuple((m, t and m != self.exact) for m, t in zip(mults, tuned))
 
-    def encode_uniform(self, m, tuned):
-        head = [] if self.T is None else [m] * self.T
+    def encode_uniform(self, m, tuned, rng=None):
+        # tiles: every layer on tile 0; the unused tiles get random multipliers, which keeps
+        # the seeds' genomes diverse without changing what they decode to
+        head = [] if self.T is None else [m] + [
+            int(v) for v in (rng.integers(0, self.K, self.T - 1) if rng is not None
+                             else [m] * (self.T - 1))]
         body = [m] * self.L if self.T is None else [0] * self.L
         bits = [int(tuned)] * self.L if self.tune == "both" else []
         return np.array(head + body + bits, dtype=np.int64)
 
-    def seeds(self):
-        out = [self.encode_uniform(self.exact, False)]
+    def seeds(self, rng):
+        out = [self.encode_uniform(self.exact, False, rng)]
         for m in range(self.K):
             if m == self.exact:
                 continue
             for t in ((False, True) if self.tune == "both" else (self.tune == "yes",)):
-                out.append(self.encode_uniform(m, t))
+                out.append(self.encode_uniform(m, t, rng))
         return out
 
 
@@ -708,10 +712,31 @@ def _nsga2(space, runner, cost_of, population, generations, seed, deadline, on_g
     from pymoo.operators.repair.rounding import RoundingRepair
     from pymoo.problems.static import StaticProblem
 
+    from pymoo.core.duplicate import DuplicateElimination
+
+    class Novel(DuplicateElimination):
+        """Offspring must decode to configurations that neither the population nor any
+        earlier generation holds (genomes that differ only in unused genes are the same
+        configuration). "Earlier" is read from the generation each cached result was first
+        asked for, so a replay from the cache sees exactly what the original run saw."""
+
+        def _do(self, pop, other, is_duplicate):
+            held = {c for c, (_, g) in runner.cache.items() if g < current[0]}
+            if other is not None:
+                held.update(space.decode(o.X) for o in other)
+            for i, ind in enumerate(pop):
+                c = space.decode(ind.X)
+                if c in held:
+                    is_duplicate[i] = True
+                else:
+                    held.add(c)
+            return is_duplicate
+
+    current = [0]
     problem = Problem(n_var=space.n_var, n_obj=2, xl=space.xl, xu=space.xu, vtype=int)
     # the first population: the seeds, then random genomes drawn from the seed alone
     rng = np.random.default_rng(seed)
-    X = [s for s in space.seeds()]
+    X = [s for s in space.seeds(rng)]
     seen = {space.decode(s) for s in X}
     tries = 0
     while len(X) < population and tries < 100 * population:
@@ -725,7 +750,7 @@ def _nsga2(space, runner, cost_of, population, generations, seed, deadline, on_g
     algorithm = NSGA2(pop_size=population, sampling=X,
                       crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
                       mutation=PM(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
-                      eliminate_duplicates=True)
+                      eliminate_duplicates=Novel())
     rngs = _GlobalRNG(seed)
     with rngs:
         algorithm.setup(problem, seed=seed, verbose=False)
@@ -733,8 +758,11 @@ def _nsga2(space, runner, cost_of, population, generations, seed, deadline, on_g
     for gen in range(generations + 1):
         if deadline is not None and time.monotonic() >= deadline:
             return done, False
+        current[0] = gen
         with rngs:
             pop = algorithm.ask()
+        if pop is None or len(pop) == 0:
+            return done, True  # no configuration left that was not evaluated
         configs = [space.decode(xi) for xi in pop.get("X")]
         label = f"search gen {gen}/{generations}"
         if not runner.evaluate(configs, gen, deadline, label):

@@ -1,6 +1,6 @@
 """axkern search: NSGA-II over per-layer multipliers, evaluated on Dask.
 
-The searches here are small (a few multipliers, population 8, 3 generations, 60 digits) and
+The searches here are small (a few multipliers, population 8, 2 generations, 45 digits) and
 share one 2-worker cluster on 127.0.0.1, so that the file stays within its time budget.
 """
 import csv
@@ -23,7 +23,7 @@ from axkern import search as S  # noqa: E402
 from axkern.survey import load_shipped_model  # noqa: E402
 
 MULTS = ["mul8u_exact", "mul8u_trunc6", "mul8u_drum4", "mul8u_bam_v8h4"]
-SMALL = dict(multipliers=MULTS, limit=60, population=8, generations=3, seed=3, progress=False,
+SMALL = dict(multipliers=MULTS, limit=45, population=8, generations=2, seed=3, progress=False,
              plot=False, verbose=False)
 LAYERS = ["conv1", "conv2", "conv3", "dense1"]
 
@@ -47,8 +47,8 @@ def reference(cluster, tmp_path_factory):
     from axkern.cli import main
 
     out = tmp_path_factory.mktemp("ref")
-    rc = main(["search", "--multipliers", ",".join(MULTS), "--limit", "60", "--population", "8",
-               "--generations", "3", "--seed", "3", "--no-progress", "--output", str(out),
+    rc = main(["search", "--multipliers", ",".join(MULTS), "--limit", "45", "--population", "8",
+               "--generations", "2", "--seed", "3", "--no-progress", "--output", str(out),
                "--scheduler", cluster.scheduler_address])
     assert rc == 0
     return out
@@ -96,7 +96,7 @@ def test_files_costs_seeds_and_front(reference, capsys):
         want = sum(macs[l] * pp[r[l]] for l in LAYERS) / (sum(macs.values()) * 64)
         assert float(r["relative_cost"]) == pytest.approx(want, rel=1e-12)
         acc = float(r["accuracy"])
-        assert round(acc * 60 / 100) == pytest.approx(acc * 60 / 100, abs=1e-9)  # k of 60
+        assert round(acc * 45 / 100) == pytest.approx(acc * 45 / 100, abs=1e-9)  # k of 45
     # never evaluated twice
     configs = [(tuple(r[l] for l in LAYERS), r["tuned"]) for r in rows]
     assert len(configs) == len(set(configs))
@@ -115,7 +115,7 @@ def test_files_costs_seeds_and_front(reference, capsys):
     want = sorted(_key(r) for r, p in zip(rows, pts) if not dominated(p))
     assert _front(reference) == want
     doc = json.loads((reference / "search.json").read_text())
-    assert doc["finished"] and doc["generations_done"] == 3 and doc["cost_key"] == "pp_bits"
+    assert doc["finished"] and doc["generations_done"] == 2 and doc["cost_key"] == "pp_bits"
     assert (reference / "pareto.png").is_file()
 
 
@@ -126,7 +126,7 @@ def test_eval_assign_reproduces_rows(reference, capsys):
     tuned_rows = [r for r in front if r["tuned"] not in ("none",)]
     picks = [front[0], front[-1]] + tuned_rows[:1]
     for r in picks:
-        argv = ["eval", "--assign", ",".join(f"{l}={r[l]}" for l in LAYERS), "--limit", "60",
+        argv = ["eval", "--assign", ",".join(f"{l}={r[l]}" for l in LAYERS), "--limit", "45",
                 "--json"]
         if r["tuned"] != "none":
             argv += ["--tune-layers", r["tuned"].replace(";", ",")]
@@ -148,8 +148,8 @@ def test_same_front_with_one_worker_and_after_resume(reference, cluster, tmp_pat
              **dict(SMALL, generations=1))
     n_part = len(_read(os.path.join(part, "evaluations.csv")))
     seen = []
-    r = S.search(resume=str(part), multipliers=MULTS, limit=60, progress=False, plot=False,
-                 verbose=False, generations=3, scheduler=cluster.scheduler_address,
+    r = S.search(resume=str(part), multipliers=MULTS, limit=45, progress=False, plot=False,
+                 verbose=False, generations=2, scheduler=cluster.scheduler_address,
                  on_generation=lambda g, n: seen.append((g, n)))
     assert r["finished"] and _front(part) == _front(reference)
     assert _evals(part) == _evals(reference)
@@ -161,7 +161,7 @@ def test_budget_stop_then_resume(reference, cluster, tmp_path):
     out = tmp_path / "budget"
     r = S.search(output=str(out), scheduler=cluster.scheduler_address, budget=1.5, **SMALL)
     assert not r["finished"]
-    r = S.search(resume=str(out), limit=60, progress=False, plot=False, verbose=False,
+    r = S.search(resume=str(out), limit=45, progress=False, plot=False, verbose=False,
                  scheduler=cluster.scheduler_address)
     assert r["finished"] and _front(out) == _front(reference)
 
@@ -230,7 +230,7 @@ def test_tiles_bound_distinct_multipliers(cluster, tmp_path):
 
 
 def test_survey_on_scheduler_matches_local(cluster):
-    kw = dict(multipliers=["mul8u_trunc6", "mul8u_drum4"], limit=60, tune="both",
+    kw = dict(multipliers=["mul8u_trunc6", "mul8u_drum4"], limit=45, tune="both",
               output=None, progress=False, plot=False, verbose=False)
     a = axkern.survey(**kw)
     b = axkern.survey(scheduler=cluster.scheduler_address, **kw)
@@ -298,10 +298,10 @@ def test_resume_from_other_model_or_data(reference):
     kw = dict(resume=str(reference), multipliers=MULTS, progress=False, plot=False,
               verbose=False)
     with pytest.raises(ValueError, match="other data"):
-        S.search(limit=59, **kw)
+        S.search(limit=44, **kw)
     net = load_shipped_model()
     net["conv1"].weight = net["conv1"].weight * np.float32(1.01)
     with pytest.raises(ValueError, match="another model"):
-        S.search(model=net, limit=60, **kw)
+        S.search(model=net, limit=45, **kw)
     with pytest.raises(ValueError, match="population=8"):
-        S.search(limit=60, population=9, **kw)
+        S.search(limit=45, population=9, **kw)
