@@ -144,15 +144,15 @@ class Evaluator:
                 raise ValueError("workers sizes the local cluster: it cannot be combined with "
                                  "a scheduler address")
 
-    @property
-    def n_workers(self):
-        return len(self.client.scheduler_info(n_workers=-1).get("workers", {})) \
-            if _accepts_n_workers(self.client) else len(self.client.scheduler_info()["workers"])
-
     def broadcast(self, token, state):
         """Send ``state`` (model, x, y, multipliers, ...) to every worker, once."""
         name = f"axkern-state-{token}"
-        self.client.register_plugin(_plugin_class()(token, state), name=name)
+        try:
+            self.client.register_plugin(_plugin_class()(token, state), name=name)
+        except Exception as e:  # e.g. workers without axkern cannot unpickle the state
+            raise RuntimeError(f"could not set up the workers of the Dask cluster at "
+                               f"{self.address}: {type(e).__name__}: {e} (do they have the "
+                               f"same axkern installed?)") from e
         self._plugins.append(name)
         return token
 
@@ -221,15 +221,6 @@ class Evaluator:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _accepts_n_workers(client):
-    import inspect
-
-    try:
-        return "n_workers" in inspect.signature(client.scheduler_info).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _next_batch_timeout(ac, timeout):

@@ -353,7 +353,11 @@ def _read_evaluations(path, layers, names, exact):
     if not os.path.isfile(path):
         return out
     with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+        text = f.read()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()  # a line cut short when the search was stopped
+    rows = list(csv.reader(lines))
     if not rows:
         return out
     head = rows[0]
@@ -623,8 +627,11 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
               "uniform": list(uniform.values()), "notes": notes, "generations_done": done,
               "generations": generations, "finished": finished, "seconds": seconds,
               "output": output}
+    png = os.path.join(output, "pareto.png")
     if plot and evals:
-        files.append(_plot(result, os.path.join(output, "pareto.png")))
+        files.append(_plot(result, png))
+    elif os.path.exists(png):
+        os.remove(png)  # not this search's plot
     state_doc.update(generations_done=done, finished=finished,
                      front=[{k: r[k] for k in r if k != "generation"} for r in front],
                      exact_accuracy=exact_acc, float_accuracy=float_acc,

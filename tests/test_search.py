@@ -279,6 +279,15 @@ def test_power_metadata_is_the_default_cost():
     assert S.relative_cost([1, 3], [1, 3], 4) == pytest.approx((1 + 9) / 16)
 
 
+def test_missing_optional_dependency(monkeypatch, capsys, tmp_path):
+    from axkern.cli import main
+
+    monkeypatch.setitem(__import__("sys").modules, "pymoo", None)  # makes `import pymoo` fail
+    rc = main(["search", "--limit", "20", "--output", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'pymoo'" in err and 'pip install "axkern[search]"' in err
+
+
 def test_unreachable_scheduler_fails_fast(tmp_path, capsys):
     from axkern.cli import main
 
