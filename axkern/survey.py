@@ -80,6 +80,8 @@ def load_shipped_model():
 #   accuracy(x, y, *, batch_size=None, backend="auto", num_threads=None)   share in 0..1
 #   copy()                     an independent copy (settings included); picklable
 #   name, metadata             str or None; dict (metadata may name the data set)
+# and, for `axkern search` (Sequential counts them itself), optionally:
+#   layer_macs(input_shape)    {layer: MACs per sample} for a per-sample input shape
 MODEL_PROTOCOL = ("compute_layers", "configure", "settings", "accuracy", "copy", "metadata")
 
 

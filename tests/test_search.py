@@ -214,6 +214,10 @@ def test_worker_killed_mid_search(reference, cluster, tmp_path):
         assert not flag.exists()  # a worker did take the flag and die
         client.wait_for_workers(2, timeout=60)
         assert set(client.run(os.getpid).values()) != before  # one process was replaced
+        # the state went to the workers in a plugin, removed when the search ended
+        plugins = client.run_on_scheduler(
+            lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+        assert not [p for p in plugins if p.startswith("axkern-state-")]
     finally:
         client.close()
     assert _front(out) == _front(reference)
@@ -300,7 +304,8 @@ def test_unreachable_scheduler_fails_fast(tmp_path, capsys):
                "--output", str(tmp_path), "--no-progress", "--no-plot"])
     assert rc == 1 and time.monotonic() - t0 < 15
     err = capsys.readouterr().err
-    assert err.startswith(f"axkern: error: cannot reach the Dask scheduler at tcp://127.0.0.1:{port}")
+    assert err.startswith("axkern: error: cannot reach the Dask scheduler at "
+                          f"tcp://127.0.0.1:{port}")
 
 
 def test_resume_from_other_model_or_data(reference):
