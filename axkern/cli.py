@@ -35,7 +35,7 @@ import threading
 
 __all__ = ["main", "build_parser"]
 
-_EXTRA_COMMAND_MODULES = ("axkern.survey", "axkern.bench")
+_EXTRA_COMMAND_MODULES = ("axkern.survey", "axkern.bench", "axkern.search")
 
 _OUTPUT_EXTENSIONS = (".bin", ".npy", ".h")
 

@@ -83,6 +83,8 @@ def load_shipped_model():
 #   accuracy(x, y, *, batch_size=None, backend="auto", num_threads=None)   share in 0..1
 #   copy()                     an independent copy (settings included); picklable
 #   name, metadata             str or None; dict (metadata may name the data set)
+# and, for `axkern search` (Sequential counts them itself), optionally:
+#   layer_macs(input_shape)    {layer: MACs per sample} for a per-sample input shape
 MODEL_PROTOCOL = ("compute_layers", "configure", "settings", "accuracy", "copy", "metadata")
 
 
@@ -270,14 +272,14 @@ def _init_state_from_file(path):
         _init_state(*pickle.load(f))  # written by this package's parent process, see below
 
 
-def _run_task(task):
+def _run_task(task, state=None):
     """Accuracy (percent) of one configuration.
 
     ``task = (key, {layer: (index into the multiplier pool or None, tune)})``; layers not
-    named run in float.
+    named run in float. ``state`` is a dict as ``_STATE`` (default: this process's).
     """
     key, assignment = task
-    st = _STATE
+    st = _STATE if state is None else state
     model = st["model"]
     model.configure(multiplier=None, tune=False)
     for layer, (idx, tune) in assignment.items():
@@ -288,8 +290,9 @@ def _run_task(task):
     return key, 100.0 * acc
 
 
-def _evaluate_all(tasks, state_args, jobs, progress, desc):
-    """Run tasks in this process or in a pool of ``jobs`` processes; {key: accuracy}."""
+def _evaluate_all(tasks, state_args, jobs, progress, desc, scheduler=None):
+    """Run tasks in this process, in a pool of ``jobs`` processes or on the Dask cluster at
+    ``scheduler``; {key: accuracy}."""
     results = {}
     if not tasks:
         return results
@@ -298,7 +301,18 @@ def _evaluate_all(tasks, state_args, jobs, progress, desc):
         tqdm = _require("tqdm", "the progress bar").tqdm
         bar = tqdm(total=len(tasks), desc=desc, unit="eval", file=sys.stderr, leave=True)
     try:
-        if jobs <= 1:
+        if scheduler is not None:
+            import uuid
+
+            from .cluster import Evaluator
+
+            names = ("model", "x", "y", "multipliers", "backend", "num_threads", "batch_size")
+            with Evaluator(scheduler) as ev:
+                token = ev.broadcast(uuid.uuid4().hex, dict(zip(names, state_args)))
+                res, _ = ev.run(token, tasks, on_result=None if bar is None else
+                                (lambda k, a: bar.update(1)))
+            results.update(res)
+        elif jobs <= 1:
             _init_state(*state_args)
             for t in tasks:
                 k, acc = _run_task(t)
@@ -389,8 +403,9 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
         None: the shipped digits CNN.
     multiplier : Multiplier, name, path or None
         Used in every Conv2D/Dense layer; None evaluates the float model.
-    tune : bool
-        ALWANN weight tuning in the approximated layers.
+    tune : bool or list of str
+        ALWANN weight tuning in the approximated layers; a list of layer names tunes only
+        those (as in the ``tuned`` column of ``axkern search``'s files).
     assign : dict or str, optional
         ``{layer: multiplier}`` (or ``"conv1=m1,dense1=m2"``) for a mixed configuration; layers
         not named use ``multiplier``, or, when it is None, the exact multiplier of the first
@@ -416,6 +431,13 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
         net.configure(quant=quant)
     if multiplier is not None:
         multiplier = _load_multiplier(multiplier, signed)
+    if not isinstance(tune, (bool, np.bool_, int, np.integer)) and tune is not None:
+        tuned = [tune] if isinstance(tune, str) else list(tune)
+        bad = [l for l in tuned if l not in net.compute_layers]
+        if bad:
+            raise ValueError(f"tune names {bad}, which are not Conv2D/Dense layers of the model: "
+                             f"expected some of {net.compute_layers}")
+        tune = set(tuned)
     if assign:
         mapping = _parse_assign(assign, net, signed)
         if multiplier is None:
@@ -423,7 +445,14 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
             multiplier = None if first is None else _exact_like(first)
         net.configure(multiplier=multiplier, tune=False)
         for layer, m in mapping.items():
-            net.configure([layer], multiplier=m, tune=bool(tune) and m is not None)
+            net.configure([layer], multiplier=m, tune=_tunes(tune, layer) and m is not None)
+        if isinstance(tune, set):
+            for layer in tune - set(mapping):
+                net.configure([layer], tune=multiplier is not None)
+    elif isinstance(tune, set):
+        net.configure(multiplier=multiplier, tune=False)
+        if tune:
+            net.configure(sorted(tune), tune=multiplier is not None)
     else:
         net.configure(multiplier=multiplier, tune=bool(tune) and multiplier is not None)
     acc = 100.0 * net.accuracy(x, y, batch_size=batch_size, backend=backend,
@@ -431,6 +460,10 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
     return {"accuracy": acc, "float_accuracy": float_acc, "samples": int(len(y)), "data": desc,
             "settings": {k: {"multiplier": v[0], "quant": v[1], "tune": v[2]}
                          for k, v in net.settings().items()}}
+
+
+def _tunes(tune, layer):
+    return layer in tune if isinstance(tune, set) else bool(tune)
 
 
 def _parse_assign(assign, model, signed=None):
@@ -466,7 +499,7 @@ def _parse_assign(assign, model, signed=None):
 def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1,
            output="axkern-survey", tune="both", data=None, limit=None, signedness="auto",
            batch_size=None, backend="auto", num_threads=None, progress=True, plot=True,
-           verbose=True):
+           verbose=True, scheduler=None):
     """Accuracy of a model under each multiplier, tuned and untuned, with the error metrics.
 
     Parameters
@@ -505,6 +538,10 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         Write the PNG plots (needs matplotlib).
     verbose : bool
         Print the table.
+    scheduler : str, optional
+        Address of a Dask scheduler (``tcp://host:8786``): evaluate on that cluster instead
+        of local processes (``jobs`` is then not used; kernels run ``num_threads`` threads
+        per task, default 1). Needs ``pip install "axkern[search]"``.
 
     Returns
     -------
@@ -539,6 +576,8 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
     layers = net.compute_layers
     net.configure(multiplier=None, tune=False)
     float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
+    if num_threads is None and scheduler is not None:
+        num_threads = 1
     if num_threads is None and jobs > 1:
         num_threads = max(1, (os.cpu_count() or 1) // jobs)
 
@@ -555,7 +594,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
                           ((None if l in mapping or exact is None else 0), False)) for l in layers}
             tasks.append((("assign", t), config))
         state = (net, x, y, mults, backend, num_threads, batch_size)
-        res = _evaluate_all(tasks, state, jobs, progress, "assign")
+        res = _evaluate_all(tasks, state, jobs, progress, "assign", scheduler)
         label = ",".join(f"{l}={'float' if m is None else m.name}" for l, m in mapping.items())
         row = {"multiplier": label, "accuracy": res.get(("assign", False)),
                "accuracy_tuned": res.get(("assign", True))}
@@ -588,7 +627,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
                     cfg[layer] = (i, t)
                     tasks.append((("layer", i, layer, t), cfg))
     state = (net, x, y, pool, backend, num_threads, batch_size)
-    res = _evaluate_all(tasks, state, jobs, progress, "survey")
+    res = _evaluate_all(tasks, state, jobs, progress, "survey", scheduler)
 
     rows = []
     for i, m in enumerate(mults):
@@ -884,6 +923,9 @@ def add_parser(subparsers):
     p.add_argument("--assign", metavar="LAYER=M,...",
                    help="evaluate one mixed configuration (other layers exact)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel processes (default 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="evaluate on the Dask cluster of this scheduler (tcp://host:8786) "
+                        "instead of local processes")
     p.add_argument("--output", default="axkern-survey", metavar="DIR",
                    help="output folder (default ./axkern-survey)")
     p.add_argument("--tune", choices=["both", "yes", "no"], default="both",
@@ -915,6 +957,8 @@ def add_parser(subparsers):
                    help="shipped name or path (NAME=PATH, PATH:signed accepted); 'float' or "
                         "none for the float model")
     e.add_argument("--tune", action="store_true", help="ALWANN weight tuning")
+    e.add_argument("--tune-layers", metavar="LAYER,...",
+                   help="tune only these layers (as listed in axkern search's 'tuned' column)")
     e.add_argument("--assign", metavar="LAYER=M,...", help="per-layer multipliers (override -m)")
     e.add_argument("--quant", help="quantization mode for every layer (default auto)")
     e.add_argument("--data", metavar="D.npz", help="held-out data: an .npz with arrays x and y")
@@ -946,7 +990,7 @@ def _cmd_survey(args):
                tune={"both": "both", "yes": True, "no": False}[args.tune], data=args.data,
                limit=args.limit, signedness=args.signedness, batch_size=args.batch_size,
                backend=args.backend, num_threads=args.threads, progress=not args.no_progress,
-               plot=not args.no_plot)
+               plot=not args.no_plot, scheduler=args.scheduler)
     except MissingDependency as e:
         print(f"axkern survey: {e}", file=sys.stderr)
         return 2
@@ -963,8 +1007,14 @@ def _cmd_eval(args):
     mult = args.multiplier
     if mult is not None and mult.lower() == "float":
         mult = None
+    tune = args.tune
+    if args.tune_layers is not None:
+        if args.tune:
+            raise ValueError("--tune tunes every layer and --tune-layers only some: give one")
+        tune = [] if args.tune_layers.strip().lower() == "none" else \
+            _split_list([args.tune_layers]) or []
     try:
-        r = evaluate(args.model, mult, tune=args.tune, assign=args.assign, data=args.data,
+        r = evaluate(args.model, mult, tune=tune, assign=args.assign, data=args.data,
                      limit=args.limit, quant=args.quant, batch_size=args.batch_size,
                      backend=args.backend, num_threads=args.threads, signed=args.signed)
     except MissingDependency as e:
@@ -976,7 +1026,8 @@ def _cmd_eval(args):
         print(json.dumps(r, indent=2))
         return 0
     label = "float" if mult is None and not args.assign else (
-        args.assign or str(mult)) + (" tuned" if args.tune else "")
+        args.assign or str(mult)) + (" tuned" if args.tune else "") + (
+        f" tuned {args.tune_layers}" if args.tune_layers else "")
     print(f"{label}: accuracy {r['accuracy']:.2f}% (float {r['float_accuracy']:.2f}%) on {r['data']}")
     return 0
 
