@@ -175,23 +175,35 @@ def _out_size(hw, pads, kernel, stride, dilation):
 
 
 def _conv_float(x, w, bias, stride, pads, dilation, groups):
-    """Float32 NCHW convolution with an OIHW filter: im2col per group, then one BLAS GEMM."""
+    """Float32 NCHW convolution with an OIHW filter: im2col per group, then one BLAS GEMM.
+
+    Computed in NHWC memory order (contiguous channels make the im2col copy cheap); the result
+    is an NCHW view of NHWC memory, which NumPy's elementwise ops keep and which
+    :func:`axkern.axconv2d` turns back into NHWC without a copy.
+    """
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     oh, ow = _out_size((h, wd), pads, (kh, kw), stride, dilation)
     if oh < 1 or ow < 1:
         raise ValueError(f"the dilated {kh}x{kw} filter does not fit the padded {h}x{wd} input")
-    xp = np.pad(x, ((0, 0), (0, 0)) + tuple(pads)) if any(map(any, pads)) else x
-    win = _windows(xp, (kh, kw), stride, dilation, (oh, ow))
+    xh = x.transpose(0, 2, 3, 1)
+    if any(map(any, pads)):
+        xh = np.pad(xh, ((0, 0),) + tuple(pads) + ((0, 0),))
+    s = xh.strides
+    win = np.lib.stride_tricks.as_strided(
+        xh, shape=(n, oh, ow, kh, kw, c),
+        strides=(s[0], s[1] * stride[0], s[2] * stride[1], s[1] * dilation[0], s[2] * dilation[1],
+                 s[3]), writeable=False)
+    wt = w.transpose(2, 3, 1, 0)  # HWIO
     og = o // groups
-    out = np.empty((n, o, oh, ow), dtype=np.float32)
+    out = np.empty((n, oh, ow, o), dtype=np.float32)
     for g in range(groups):
-        cols = win[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, -1)
-        wg = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
-        out[:, g * og:(g + 1) * og] = (cols @ wg.T).reshape(n, oh, ow, og).transpose(0, 3, 1, 2)
+        cols = win[..., g * cg:(g + 1) * cg].reshape(n * oh * ow, kh * kw * cg)
+        wg = wt[..., g * og:(g + 1) * og].reshape(kh * kw * cg, og)
+        out[..., g * og:(g + 1) * og] = (cols @ wg).reshape(n, oh, ow, og)
     if bias is not None:
-        out += bias.reshape(1, -1, 1, 1)
-    return out
+        out += bias
+    return out.transpose(0, 3, 1, 2)
 
 
 def _pool(node, x, kind):
