@@ -14,8 +14,9 @@ stored 2-D weight is an *approximable layer*: with a multiplier it runs through
 :func:`axkern.axconv2d` (``data_format="NCHW"``) / :func:`axkern.axdense` /
 :func:`axkern.axmatmul`, with ``multiplier=None`` in float32. Everything else runs in float32
 NumPy. A ``BatchNormalization`` that directly follows such a Conv or Gemm (whose output has no
-other consumer) is folded into its weights and bias at load, as :mod:`axkern.nn` folds; any
-other one is a per-channel affine step.
+other consumer) is folded into its weights and bias at load, as :mod:`axkern.nn` folds, and so
+is a per-channel constant ``Mul``/``Add`` after a Conv (tf2onnx's form of such a BatchNorm);
+any other BatchNormalization is a per-channel affine step.
 
 Layers are named by their ONNX node name; a node without a name (or whose name is shared
 with another node) is named by its first output's name.
@@ -973,31 +974,50 @@ def load_model(path):
         layers[layer.name] = layer
         producer[n.outputs[0]] = (n, layer)
 
-    # BatchNormalization directly after a Conv or Gemm whose output feeds nothing else: folded
-    folded = set()
+    # A BatchNormalization directly after a Conv or Gemm layer whose output feeds nothing else
+    # is folded into it, and so is a per-channel constant Mul and/or Add after a Conv (the form
+    # tf2onnx gives a BatchNorm after a convolution with bias). Folds accumulate in float64.
+    folded, exact = set(), {}
     for n in steps:
-        if n.op != "BatchNormalization" or n.inputs[0] not in producer:
+        hit = next((i for i in n.inputs[:2] if i in producer), None)
+        if n.op not in ("BatchNormalization", "Mul", "Add") or hit is None:
             continue
-        src, layer = producer[n.inputs[0]]
-        params = n.inputs[1:5]
-        if len(consumers.get(n.inputs[0], [])) != 1 or n.inputs[0] in graph_outputs \
-                or not all(p in consts for p in params) or layer.extra is not None \
-                or (layer.op == "MatMul"):
+        src, layer = producer[hit]
+        if len(consumers.get(hit, [])) != 1 or hit in graph_outputs or layer.extra is not None \
+                or layer.op == "MatMul":
             continue
-        gamma, beta, mean, var = (np.asarray(consts[p], dtype=np.float64).ravel() for p in params)
         cout = layer.weight.shape[0] if layer.op == "Conv" else layer.weight.shape[1]
-        if gamma.shape[0] != cout:
-            raise ValueError(f"{path}: BatchNormalization node {n.label!r} has {gamma.shape[0]} "
-                             f"channels but {layer.op} node {layer.name!r} produces {cout}")
-        scale = gamma / np.sqrt(var + float(n.attrs.get("epsilon", 1e-5)))
-        shift = beta - mean * scale
-        w = layer.weight.astype(np.float64)
+        if n.op == "BatchNormalization":
+            params = n.inputs[1:5]
+            if n.inputs[0] != hit or not all(p in consts for p in params):
+                continue
+            gamma, beta, mean, var = (np.asarray(consts[p], dtype=np.float64).ravel()
+                                      for p in params)
+            if gamma.shape[0] != cout:
+                raise ValueError(f"{path}: BatchNormalization node {n.label!r} has "
+                                 f"{gamma.shape[0]} channels but {layer.op} node {layer.name!r} "
+                                 f"produces {cout}")
+            scale = gamma / np.sqrt(var + float(n.attrs.get("epsilon", 1e-5)))
+            shift = beta - mean * scale
+        else:
+            other = n.inputs[1] if n.inputs[0] == hit else n.inputs[0]
+            if layer.op != "Conv" or other not in consts:
+                continue
+            c = _per_channel(consts[other], cout)
+            if c is None:
+                continue
+            scale, shift = (c, np.zeros(cout)) if n.op == "Mul" else (np.ones(cout), c)
+        w, bias = exact.get(id(layer), (layer.weight.astype(np.float64), None if layer.bias is None
+                                        else layer.bias.astype(np.float64)))
         w = w * (scale.reshape(-1, 1, 1, 1) if layer.op == "Conv" else scale.reshape(1, -1))
-        b = np.zeros(cout) if layer.bias is None else layer.bias.astype(np.float64)
+        bias = (np.zeros(cout) if bias is None else bias) * scale + shift
+        exact[id(layer)] = (w, bias)
         layer.weight = np.ascontiguousarray(w, dtype=np.float32)
-        layer.bias = (b * scale + shift).astype(np.float32)
+        layer.bias = bias.astype(np.float32)
         layer.output = n.outputs[0]
         src.outputs = [n.outputs[0]]
+        del producer[hit]
+        producer[n.outputs[0]] = (src, layer)
         folded.add(id(n))
     steps = [n for n in steps if id(n) not in folded]
     for layer in layers.values():
@@ -1031,6 +1051,18 @@ def load_model(path):
             meta[prop.key] = prop.value
     name = os.path.splitext(os.path.basename(path))[0]
     return OnnxModel(graph, layers, name, meta)
+
+
+def _per_channel(c, cout):
+    """A constant that broadcasts over an NCHW tensor one value per channel, as (cout,)
+    float64; None for any other shape."""
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim > 4:
+        return None
+    shape = (1,) * (4 - c.ndim) + c.shape
+    if shape[0] != 1 or shape[2] != 1 or shape[3] != 1 or shape[1] not in (1, cout):
+        return None
+    return np.broadcast_to(c.reshape(-1), (cout,)).copy()
 
 
 def _toposort(nodes, available, path):

@@ -154,21 +154,39 @@ def test_torch_exact_multiplier_predicts_as_torch(torch_model, mult, quant):
     assert not np.allclose(m.forward(torch_model["x"]), torch_model["logits"], atol=1e-5)
 
 
-def _fold_bn_reference(g, inits, conv):
-    """Weight, bias and output name of a Conv node, with a BatchNormalization that alone
-    consumes its output folded in float64 (the test's own implementation)."""
+def _folded_reference(g, inits, conv):
+    """Weight, bias and output name of a Conv node with what follows it folded in float64 (the
+    test's own implementation): a BatchNormalization, a per-channel constant Mul or Add, each
+    the only reader of the value before it."""
     w = inits[conv.input[1]].astype(np.float64)
+    cout = w.shape[0]
     b = inits[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and conv.input[2] \
-        else np.zeros(w.shape[0])
-    users = [n for n in g.node if conv.output[0] in n.input]
-    if len(users) == 1 and users[0].op_type == "BatchNormalization":
-        bn = users[0]
-        gamma, beta, mean, var = (inits[k].astype(np.float64) for k in bn.input[1:5])
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        s = gamma / np.sqrt(var + eps)
-        return (w * s[:, None, None, None]).astype(np.float32), (b * s + beta - mean * s).astype(
-            np.float32), bn.output[0]
-    return w.astype(np.float32), b.astype(np.float32), conv.output[0]
+        else np.zeros(cout)
+    out = conv.output[0]
+    while True:
+        users = [n for n in g.node if out in n.input]
+        if len(users) != 1:
+            break
+        u = users[0]
+        if u.op_type == "BatchNormalization":
+            gamma, beta, mean, var = (inits[k].astype(np.float64) for k in u.input[1:5])
+            eps = next((a.f for a in u.attribute if a.name == "epsilon"), 1e-5)
+            s = gamma / np.sqrt(var + eps)
+            t = beta - mean * s
+        elif u.op_type in ("Mul", "Add"):
+            other = u.input[1] if u.input[0] == out else u.input[0]
+            if other not in inits:
+                break
+            try:
+                c = np.broadcast_to(inits[other].astype(np.float64), (1, cout, 1, 1)).ravel()
+            except ValueError:
+                break
+            s, t = (c, 0.0) if u.op_type == "Mul" else (1.0, c)
+        else:
+            break
+        w, b = w * np.reshape(s, (-1, 1, 1, 1)), b * s + t
+        out = u.output[0]
+    return w.astype(np.float32), b.astype(np.float32), out
 
 
 def _attrs(node):
@@ -196,7 +214,7 @@ def _check_layers_against_api(path, x, mult, quant="auto", tune=False):
     for n in g.node:
         a = _attrs(n)
         if n.op_type == "Conv":
-            w, b, out = _fold_bn_reference(g, inits, n)
+            w, b, out = _folded_reference(g, inits, n)
             p = a.get("pads", [0, 0, 0, 0])
             assert a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
             ref = axkern.axconv2d(vals[n.input[0]], w, m, bias=b, stride=a.get("strides", 1),
@@ -315,6 +333,13 @@ def test_keras_exact_multiplier_predicts_as_keras(keras_model):
 
 
 def test_keras_approximate_layers_equal_numpy_api(keras_model):
+    # tf2onnx writes the BatchNorm after the stem's biased convolution as Mul and Add: folded
+    g = onnx.load(keras_model["path"]).graph
+    stem = next(n for n in g.node if n.op_type == "Conv")
+    (mul,) = [n for n in g.node if stem.output[0] in n.input]
+    (add,) = [n for n in g.node if mul.output[0] in n.input]
+    assert (mul.op_type, add.op_type) == ("Mul", "Add")
+    assert load_model(keras_model["path"]).layer_info(stem.name)["output"] == add.output[0]
     _check_layers_against_api(keras_model["path"], keras_model["x"][:64], "mul8u_drum4",
                               tune=True)
 
@@ -459,15 +484,23 @@ def test_op_subset_matches_onnxruntime(tmp_path):
     np.testing.assert_array_equal(v["mm"], axkern.axmatmul(v["r"], inits["wm"], mult))
 
 
-def test_batchnorm_after_conv_with_two_consumers_is_not_folded(tmp_path):
+def test_folding_only_what_alone_follows_a_conv_per_channel(tmp_path):
     rng = np.random.default_rng(2)
     f = np.float32
     inits = {"w": rng.standard_normal((2, 1, 3, 3)).astype(f), "g": np.array([2, 3], f),
              "b": np.array([.1, .2], f), "mu": np.array([.3, -.1], f), "v": np.array([1, 2], f)}
     N = helper.make_node
-    nodes = [N("Conv", ["x", "w"], ["c"], name="conv"),
+    inits["sp"] = rng.standard_normal((1, 1, 5, 5)).astype(f)    # not one value per channel
+    inits["pc"] = rng.standard_normal((2, 1, 1)).astype(f)       # one value per channel
+    nodes = [N("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
              N("BatchNormalization", ["c", "g", "b", "mu", "v"], ["bn"]),
-             N("Add", ["c", "bn"], ["y"])]
+             N("Add", ["c", "bn"], ["s"]),
+             N("Conv", ["x", "w"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             N("Mul", ["c2", "sp"], ["m2"]),
+             N("Add", ["s", "m2"], ["s2"]),
+             N("Conv", ["x", "w"], ["c3"], name="conv3", pads=[1, 1, 1, 1]),
+             N("Mul", ["pc", "c3"], ["m3"]),
+             N("Add", ["s2", "m3"], ["y"])]
     model = _model(nodes, inits, helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 5, 5]),
                    helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
     path = _save(model, tmp_path)
@@ -475,6 +508,11 @@ def test_batchnorm_after_conv_with_two_consumers_is_not_folded(tmp_path):
     m = load_model(path)
     assert m.layer_info("conv")["output"] == "c"
     np.testing.assert_array_equal(m.layer_info("conv")["weight"], inits["w"])
+    assert m.layer_info("conv2")["output"] == "c2"
+    assert m.layer_info("conv3")["output"] == "m3"   # the per-channel Mul is folded
+    np.testing.assert_array_equal(m.layer_info("conv3")["weight"], (
+        inits["w"].astype(np.float64) * inits["pc"].astype(np.float64)[:, :, :, None]
+    ).astype(np.float32))
     _close(m.forward(x), _ort(path, x))
 
 
