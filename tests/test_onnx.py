@@ -462,7 +462,6 @@ def test_op_subset_matches_onnxruntime(tmp_path):
     assert m.compute_layers == ["conv_a", "depthwise", "conv_b", "fc", "head"]
     _close(m.forward(x), _ort(path, x))
     # every intermediate value, not only the softmax at the end
-    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = ["c1d", "c2", "mp", "ap", "ap2", "cl", "lr", "pd", "flat", "gm", "mm"]
     ours = m.trace(x, names)
     for name in names:
@@ -471,7 +470,6 @@ def test_op_subset_matches_onnxruntime(tmp_path):
         ref = ort.InferenceSession(mod.SerializeToString(), providers=["CPUExecutionProvider"]).run(
             [name], {"x": x})[0]
         _close(ours[name], ref)
-    del s
     # approximated: the depthwise and dilated conv and the scaled Gemm through the NumPy API
     m.configure(multiplier="mul8u_trunc6")
     v = m.trace(x, ["c1", "c1d", "feat", "gm", "r", "mm"])
