@@ -864,9 +864,9 @@ def load_model(path):
         such op and node); a weight is a graph input rather than an initializer; the model has
         more than one data input; an attribute is not supported (e.g. ``ceil_mode=1``).
     """
+    onnx, proto = _read(path)
     from onnx import numpy_helper
 
-    onnx, proto = _read(path)
     path = os.fspath(path)
     g = proto.graph
     opset = None

@@ -8,6 +8,7 @@ approximated node's own input, with weights and attributes read from the file by
 """
 import json
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -610,3 +611,14 @@ def test_copy_is_independent_and_picklable(torch_model):
     assert p.settings() == c.settings()
     x = torch_model["x"][:50]
     np.testing.assert_array_equal(p.forward(x), c.forward(x))
+
+
+def test_missing_onnx_package_names_the_extra(tmp_path, monkeypatch, capsys):
+    from axkern.survey import MissingDependency
+
+    path = _tiny(tmp_path)
+    monkeypatch.setitem(sys.modules, "onnx", None)   # as if not installed
+    with pytest.raises(MissingDependency, match=r'pip install "axkern\[onnx\]"'):
+        load_model(path)
+    assert main(["eval", path]) == 2
+    assert 'axkern[onnx]' in capsys.readouterr().err
