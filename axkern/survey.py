@@ -915,7 +915,8 @@ def add_parser(subparsers):
     p.add_argument("--multipliers", nargs="+", metavar="M",
                    help="shipped names or paths (.c, .bin, .h, .npy); commas also separate; "
                         "NAME=PATH names one, PATH:signed / PATH:unsigned says how to read it")
-    p.add_argument("--model", metavar="M.npz", help="model file (default: the shipped digits CNN)")
+    p.add_argument("--model", metavar="M.npz|M.onnx",
+                   help="model file: axkern .npz or ONNX (default: the shipped digits CNN)")
     p.add_argument("--data", metavar="D.npz", help="held-out data: an .npz with arrays x and y "
                    "(default: the data set named by the model)")
     p.add_argument("--per-layer", action="store_true",
@@ -951,8 +952,8 @@ def add_parser(subparsers):
         "eval", help="held-out accuracy of a model with one multiplier",
         description="Held-out accuracy of a model with a multiplier in every Conv2D/Dense layer "
                     "(or float without one), next to the float accuracy.")
-    e.add_argument("model", nargs="?", metavar="MODEL.npz",
-                   help="model file (default: the shipped digits CNN)")
+    e.add_argument("model", nargs="?", metavar="MODEL",
+                   help="model file, .npz or .onnx (default: the shipped digits CNN)")
     e.add_argument("--multiplier", "-m", metavar="M",
                    help="shipped name or path (NAME=PATH, PATH:signed accepted); 'float' or "
                         "none for the float model")
