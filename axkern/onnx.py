@@ -653,6 +653,21 @@ class OnnxModel:
                      groups=l.groups)
         return d
 
+    def layer_macs(self, input_shape):
+        """``{layer: multiply-accumulates per sample}`` for a per-sample input shape in the
+        model's own layout (what ``axkern search`` weighs multiplier costs with): each layer's
+        output size, from one float pass over a zero sample, times its reduction length."""
+        net = self.copy().configure(multiplier=None)
+        x = np.zeros((1,) + tuple(int(v) for v in input_shape), np.float32)
+        vals = net.trace(x, [self._layers[n].output for n in self.compute_layers])
+        out = {}
+        for n in self.compute_layers:
+            l = self._layers[n]
+            # Conv weights are OIHW (I = C / groups), Gemm/MatMul weights (K, N)
+            k = int(np.prod(l.weight.shape[1:])) if l.op == "Conv" else int(l.weight.shape[0])
+            out[n] = int(np.prod(vals[l.output].shape[1:])) * k
+        return out
+
     # ----------------------------------------------------------------- inference
     def _check_input(self, x):
         x = np.asarray(x)

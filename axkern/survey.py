@@ -84,7 +84,8 @@ def load_shipped_model():
 #   copy()                     an independent copy (settings included); picklable
 #   name, metadata             str or None; dict (metadata may name the data set)
 # and, for `axkern search` (Sequential counts them itself), optionally:
-#   layer_macs(input_shape)    {layer: MACs per sample} for a per-sample input shape
+#   layer_macs(input_shape)    {layer: MACs per sample} for a per-sample input shape (the
+#                              search needs it; Sequential, the torch and ONNX models have it)
 MODEL_PROTOCOL = ("compute_layers", "configure", "settings", "accuracy", "copy", "metadata")
 
 

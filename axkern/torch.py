@@ -995,6 +995,17 @@ class TorchSurveyModel:
         out = self.forward(x, batch_size=batch_size, backend=backend, num_threads=num_threads)
         return float(np.mean(np.argmax(out.reshape(out.shape[0], -1), axis=-1) == y))
 
+    def layer_macs(self, input_shape):
+        """``{layer: multiply-accumulates per sample}`` for a per-sample input shape given in
+        ``input_layout`` (what ``axkern search`` weighs multiplier costs with)."""
+        shape = tuple(int(v) for v in input_shape)
+        if self.input_layout == "NHWC":
+            if len(shape) != 3:
+                raise ValueError(f"input_layout='NHWC' needs a per-sample shape (H, W, C), got "
+                                 f"{shape}")
+            shape = (shape[2], shape[0], shape[1])
+        return {r["name"]: int(r["macs"]) for r in layers(self.module, input_shape=shape)}
+
     def copy(self):
         """An independent copy (the module deep-copied, settings included)."""
         return TorchSurveyModel(copy.deepcopy(self.module), self.input_layout, self.name,
