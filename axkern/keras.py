@@ -191,9 +191,15 @@ class _ApproxMixin:
             xq, wq = layer._fake_quant(xv, w_host(wv))
             return xq, wq.reshape(wv.shape)
 
+        def checked(*a):
+            try:
+                return host(*a)
+            except (TypeError, ValueError) as e:   # name the layer (a graph shows no stack)
+                raise type(e)(f"layer {layer.name!r} ({type(layer).__name__}): {e}") from None
+
         @tf.custom_gradient
         def op(*t):
-            y = tf.numpy_function(host, list(t), tf.float32, stateful=False,
+            y = tf.numpy_function(checked, list(t), tf.float32, stateful=False,
                                   name=f"{layer.name}_axkern")
             y.set_shape(out_shape)
 
@@ -492,10 +498,10 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=()):
     cache = {}
 
     def resolved(spec):
-        key = id(spec) if not isinstance(spec, (str, os.PathLike)) else ("s", os.fspath(spec))
+        # one Multiplier per distinct spec (a path or name is read once)
+        key = ("s", os.fspath(spec)) if isinstance(spec, (str, os.PathLike)) else id(spec)
         if key not in cache:
-            cache[key] = resolve_multiplier(spec)[0] if isinstance(spec, (str, os.PathLike)) \
-                else spec
+            cache[key] = resolve_multiplier(spec)[0]
         return cache[key]
 
     if isinstance(multiplier, dict):
@@ -513,6 +519,16 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=()):
         chosen.pop(name, None)
     # shipped names stay names in the layers' configs; other specs are resolved once
     chosen = {n: (spec if _is_shipped_name(spec) else resolved(spec)) for n, spec in chosen.items()}
+    if not isinstance(quant, str) or quant not in _QUANT_MODES:
+        raise ValueError(f"unknown quant {quant!r}: expected one of "
+                         f"{', '.join(map(repr, _QUANT_MODES))}")
+    for name, spec in chosen.items():
+        m = spec if isinstance(spec, Multiplier) else resolved(spec)
+        try:
+            resolve_quant(quant, m)
+            resolve_tuning(tune, m)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer {name!r}: {e}") from None
 
     pairs = []
 
