@@ -18,6 +18,7 @@ Needs Keras 3 on the TensorFlow backend: ``pip install "axkern[keras]"``.
 from __future__ import annotations
 
 import base64
+import inspect
 import os
 import zlib
 
@@ -117,6 +118,20 @@ def _check_backend(cls_name):
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(f"{cls_name} runs on Keras' TensorFlow backend (KERAS_BACKEND="
                            f"tensorflow); the current backend is {keras.backend.backend()!r}")
+
+
+def _check_args(layer, parent, args, kwargs, padding=True):
+    """Backend, padding and activation of a layer's constructor arguments (as ``parent``
+    binds them, positional ones included), before Keras sees them."""
+    name = type(layer).__name__
+    _check_backend(name)
+    try:
+        bound = inspect.signature(parent.__init__).bind(layer, *args, **kwargs).arguments
+    except TypeError as e:
+        raise TypeError(f"{name}: {e}") from None
+    if padding:
+        _check_padding(name, bound.get("padding", "valid"))
+    _check_activation(name, bound.get("activation"))
 
 
 def _check_padding(cls_name, padding):
@@ -257,12 +272,10 @@ use_bias, ... :
     quant=quant, tune=tune)`` followed by the activation.
     """
 
-    def __init__(self, filters, kernel_size, *, multiplier, quant="auto", tune=False, **kwargs):
-        name = type(self).__name__
-        _check_backend(name)
-        _check_padding(name, kwargs.get("padding", "valid"))
-        _check_activation(name, kwargs.get("activation"))
-        super().__init__(filters, kernel_size, **kwargs)
+    def __init__(self, filters, kernel_size, *args, multiplier, quant="auto", tune=False,
+                 **kwargs):
+        _check_args(self, keras.layers.Conv2D, (filters, kernel_size) + args, kwargs)
+        super().__init__(filters, kernel_size, *args, **kwargs)
         self._init_approx(multiplier, quant, tune)
 
     def get_config(self):
@@ -311,12 +324,9 @@ class ApproxDepthwiseConv2D(_ApproxMixin, keras.layers.DepthwiseConv2D):
     channel ``c * depth_multiplier + j``, Keras' order).
     """
 
-    def __init__(self, kernel_size, *, multiplier, quant="auto", tune=False, **kwargs):
-        name = type(self).__name__
-        _check_backend(name)
-        _check_padding(name, kwargs.get("padding", "valid"))
-        _check_activation(name, kwargs.get("activation"))
-        super().__init__(kernel_size, **kwargs)
+    def __init__(self, kernel_size, *args, multiplier, quant="auto", tune=False, **kwargs):
+        _check_args(self, keras.layers.DepthwiseConv2D, (kernel_size,) + args, kwargs)
+        super().__init__(kernel_size, *args, **kwargs)
         self._init_approx(multiplier, quant, tune)
 
     def get_config(self):
@@ -369,14 +379,12 @@ class ApproxDense(_ApproxMixin, keras.layers.Dense):
     ``quantize()``) does not apply.
     """
 
-    def __init__(self, units, *, multiplier, quant="auto", tune=False, **kwargs):
-        name = type(self).__name__
-        _check_backend(name)
-        _check_activation(name, kwargs.get("activation"))
+    def __init__(self, units, *args, multiplier, quant="auto", tune=False, **kwargs):
+        _check_args(self, keras.layers.Dense, (units,) + args, kwargs, padding=False)
         if kwargs.get("quantization_config") is not None:
-            raise ValueError(f"{name}: quantization_config does not apply: the layer quantizes "
-                             f"through its multiplier (quant=...)")
-        super().__init__(units, **kwargs)
+            raise ValueError(f"{type(self).__name__}: quantization_config does not apply: the "
+                             f"layer quantizes through its multiplier (quant=...)")
+        super().__init__(units, *args, **kwargs)
         self._init_approx(multiplier, quant, tune)
 
     def get_config(self):
@@ -413,7 +421,7 @@ class FakeApproxConv2D(ApproxConv2D):
     that way, so the ``.bin`` is not needed to load it).
     """
 
-    def __init__(self, filters, kernel_size, *, mul_map_file=None, multiplier=None,
+    def __init__(self, filters, kernel_size, *args, mul_map_file=None, multiplier=None,
                  quant="tfapprox", tune=False, **kwargs):
         if mul_map_file and multiplier is not None:
             raise ValueError("FakeApproxConv2D: give mul_map_file or multiplier, not both")
@@ -426,8 +434,8 @@ class FakeApproxConv2D(ApproxConv2D):
                 multiplier = Multiplier.from_bin(path)
             else:
                 multiplier = Multiplier.exact(8)
-        super().__init__(filters, kernel_size, multiplier=multiplier, quant=quant, tune=tune,
-                         **kwargs)
+        super().__init__(filters, kernel_size, *args, multiplier=multiplier, quant=quant,
+                         tune=tune, **kwargs)
         self.mul_map_file = None if not mul_map_file else os.fspath(mul_map_file)
 
 

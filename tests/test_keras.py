@@ -345,6 +345,10 @@ def test_approximate_bad_input():
 def test_layer_bad_input(tmp_path):
     with pytest.raises(ValueError, match="padding 'causal' cannot be honored"):
         ApproxConv2D(2, 3, padding="causal", multiplier=TRUNC)
+    with pytest.raises(ValueError, match="padding 'causal' cannot be honored"):
+        FakeApproxConv2D(2, 3, 1, "causal")          # positional, as Conv2D takes them
+    with pytest.raises(ValueError, match="Unrecognized keyword arguments.*pading"):
+        ApproxConv2D(2, 3, pading="same", multiplier=TRUNC)
     with pytest.raises(ValueError, match="padding 'full' cannot be honored"):
         ApproxDepthwiseConv2D(3, padding="full", multiplier=TRUNC)
     with pytest.raises(ValueError, match="activation 'relu7' cannot be honored"):
