@@ -42,7 +42,7 @@ from .quant import dequantize, quantize_float
 from .tune import resolve_tuning
 
 __all__ = ["ApproxConv2D", "ApproxDepthwiseConv2D", "ApproxDense", "FakeApproxConv2D",
-           "approximate"]
+           "approximate", "as_survey_model", "KerasSurveyModel"]
 
 _QUANT_MODES = ("auto", "tfapprox", "asymmetric", "symmetric", "symmetric-per-channel")
 _PACKAGE = "axkern"
@@ -165,6 +165,19 @@ class _ApproxMixin:
         self.tune = tune if isinstance(tune, bool) or tune is None else self._mapping
         # the host call cannot be compiled by XLA: keeps compile(jit_compile="auto") off it
         self.supports_jit = False
+        # the NumPy API's backend and threads (set by the survey adapter, read at call time)
+        self._host_options = {"backend": "auto", "num_threads": None}
+
+    def _set_arithmetic(self, multiplier, quant="auto", tune=False):
+        """Switch the layer's multiplier (``None``: Keras' float op), quant and tune in place;
+        takes effect at the next eager call (a traced function keeps what it traced). For the
+        survey adapter; the config keeps the last multiplier given."""
+        if multiplier is None:
+            self.multiplier = None
+            return
+        options = self._host_options
+        self._init_approx(multiplier, quant, tune)
+        self._host_options = options
 
     def _approx_config(self):
         tune = self.tune
@@ -286,6 +299,8 @@ use_bias, ... :
                               dilation_rate=self.dilation_rate, data_format="channels_last")
 
     def call(self, inputs):
+        if self.multiplier is None:
+            return super().call(inputs)
         dtype = inputs.dtype
         x = tf.cast(inputs, tf.float32)
         if self.data_format == "channels_first":
@@ -297,12 +312,13 @@ use_bias, ... :
         out_shape = (N, _conv_out(H, kh, sh, dh, self.padding),
                      _conv_out(W, kw, sw, dw, self.padding), self.filters)
         m, quant, tune, groups = self.multiplier, self._spec, self.tune, self.groups
+        opts = self._host_options
         stride, dilation, padding = tuple(self.strides), tuple(self.dilation_rate), self.padding.upper()
 
         def host(xv, wv, *bv):
             return axconv2d(xv, wv, m, bias=bv[0] if bv else None, stride=stride,
                             padding=padding, dilation=dilation, groups=groups,
-                            data_format="NHWC", quant=quant, tune=tune)
+                            data_format="NHWC", quant=quant, tune=tune, **opts)
 
         y = self._approx_call(x, w, b, host, self._float_op, out_shape)
         if self.data_format == "channels_first":
@@ -338,6 +354,8 @@ class ApproxDepthwiseConv2D(_ApproxMixin, keras.layers.DepthwiseConv2D):
                                         data_format="channels_last")
 
     def call(self, inputs):
+        if self.multiplier is None:
+            return super().call(inputs)
         dtype = inputs.dtype
         x = tf.cast(inputs, tf.float32)
         if self.data_format == "channels_first":
@@ -349,6 +367,7 @@ class ApproxDepthwiseConv2D(_ApproxMixin, keras.layers.DepthwiseConv2D):
         out_shape = (N, _conv_out(H, kh, sh, dh, self.padding),
                      _conv_out(W, kw, sw, dw, self.padding), C * self.depth_multiplier)
         m, quant, tune = self.multiplier, self._spec, self.tune
+        opts = self._host_options
         stride, dilation, padding = tuple(self.strides), tuple(self.dilation_rate), self.padding.upper()
 
         def grouped(wv):   # (kh, kw, C, dm) -> (kh, kw, 1, C * dm)
@@ -357,7 +376,7 @@ class ApproxDepthwiseConv2D(_ApproxMixin, keras.layers.DepthwiseConv2D):
         def host(xv, wv, *bv):
             return axconv2d(xv, grouped(wv), m, bias=bv[0] if bv else None, stride=stride,
                             padding=padding, dilation=dilation, groups=xv.shape[-1],
-                            data_format="NHWC", quant=quant, tune=tune)
+                            data_format="NHWC", quant=quant, tune=tune, **opts)
 
         y = self._approx_call(x, w, b, host, self._float_op, out_shape, w_host=grouped)
         if self.data_format == "channels_first":
@@ -391,15 +410,18 @@ class ApproxDense(_ApproxMixin, keras.layers.Dense):
         return {**super().get_config(), **self._approx_config()}
 
     def call(self, inputs, training=None):
+        if self.multiplier is None:
+            return super().call(inputs, training=training)
         dtype = inputs.dtype
         x = tf.cast(inputs, tf.float32)
         w = tf.cast(self.kernel, tf.float32)
         b = tf.cast(self.bias, tf.float32) if self.bias is not None else None
         out_shape = tuple(x.shape[:-1]) + (self.units,)
         m, quant, tune = self.multiplier, self._spec, self.tune
+        opts = self._host_options
 
         def host(xv, wv, *bv):
-            return axdense(xv, wv, m, bv[0] if bv else None, quant=quant, tune=tune)
+            return axdense(xv, wv, m, bv[0] if bv else None, quant=quant, tune=tune, **opts)
 
         y = self._approx_call(x, w, b, host, keras.ops.matmul, out_shape)
         y = tf.cast(y, dtype)
@@ -488,14 +510,7 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=()):
     TypeError
         A model that is not Sequential or functional.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Sequential or functional keras.Model, got "
-                        f"{type(model).__name__}")
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
-            or type(model).__name__ == "Functional"):
-        raise TypeError(f"approximate() clones Sequential and functional models; "
-                        f"{type(model).__name__} is a subclassed model (rebuild it with "
-                        f"ApproxConv2D/ApproxDense layers instead)")
+    _check_model(model)
     kinds = _replaceable()
     targets = [layer.name for layer in _walk(model) if type(layer) in kinds]
     skip = [skip] if isinstance(skip, str) else list(skip)
@@ -538,6 +553,23 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=()):
         except (TypeError, ValueError) as e:
             raise type(e)(f"layer {name!r}: {e}") from None
 
+    return _clone(model, chosen, quant, tune)
+
+
+def _check_model(model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Sequential or functional keras.Model, got "
+                        f"{type(model).__name__}")
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
+            or type(model).__name__ == "Functional"):
+        raise TypeError(f"{type(model).__name__} is a subclassed Keras model: only Sequential "
+                        f"and functional models can be cloned with approximate layers (build "
+                        f"it with ApproxConv2D/ApproxDense layers instead)")
+
+
+def _clone(model, chosen, quant, tune):
+    """clone_model with the layers named in ``chosen`` approximated, weights copied."""
+    kinds = _replaceable()
     pairs = []
 
     def clone(layer):
@@ -562,3 +594,128 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=()):
         if weights:
             new.set_weights(weights)
     return out
+
+
+# ------------------------------------------------------------------ the survey's model protocol
+_UNSET = object()
+
+
+class KerasSurveyModel:
+    """A Keras model seen through the survey's model protocol (``axkern.survey.MODEL_PROTOCOL``).
+
+    Made by :func:`as_survey_model`. It keeps a clone of the model in which every Conv2D,
+    DepthwiseConv2D and Dense layer is an approximate layer, each switched between Keras'
+    float op (multiplier ``None``, the start) and a multiplier by :meth:`configure`.
+    """
+
+    def __init__(self, model, name=None, metadata=None):
+        _check_model(model)
+        kinds = _replaceable()
+        self.compute_layers = [layer.name for layer in _walk(model) if type(layer) in kinds]
+        exact = Multiplier.exact(8)
+        self._model = _clone(model, {n: exact for n in self.compute_layers}, "auto", False)
+        self._layers = {layer.name: layer for layer in _walk(self._model)
+                        if layer.name in self.compute_layers}
+        self._settings = {n: [None, "auto", False] for n in self.compute_layers}
+        for layer in self._layers.values():
+            layer._set_arithmetic(None)
+        self.name = model.name if name is None else name
+        self.metadata = dict(metadata or {})
+
+    def configure(self, layers=None, *, multiplier=_UNSET, quant=_UNSET, tune=_UNSET):
+        """Set the multiplier (None: float), quant and/or tune of the named layers (default
+        all of :attr:`compute_layers`); returns ``self``."""
+        names = self.compute_layers if layers is None else (
+            [layers] if isinstance(layers, str) else list(layers))
+        for n in names:
+            if n not in self._settings:
+                raise ValueError(f"no Conv2D/DepthwiseConv2D/Dense layer named {n!r}: expected "
+                                 f"one of {self.compute_layers}")
+        if multiplier is not _UNSET and multiplier is not None:
+            multiplier = resolve_multiplier(multiplier)[0]
+        for n in names:
+            entry = self._settings[n]
+            for i, v in enumerate((multiplier, quant, tune)):
+                if v is not _UNSET:
+                    entry[i] = v
+        return self
+
+    def settings(self):
+        """``{layer: (multiplier name or None, quant, tune)}``."""
+        return {n: (None if m is None else m.name, q, t) for n, (m, q, t) in self._settings.items()}
+
+    def _apply(self, backend, num_threads):
+        for n, (m, q, t) in self._settings.items():
+            layer = self._layers[n]
+            try:
+                layer._set_arithmetic(m, q, t)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"layer {n!r}: {e}") from None
+            layer._host_options.update({"backend": backend, "num_threads": num_threads})
+
+    def forward(self, x, *, batch_size=None, backend="auto", num_threads=None):
+        """The model's outputs on ``x`` (NumPy, float32), whole batch per call unless
+        ``batch_size`` is given (the per-call quantization ranges depend on the batch)."""
+        self._apply(backend, num_threads)
+        x = np.asarray(x, np.float32)
+        step = len(x) if batch_size is None else int(batch_size)
+        if step < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        outs = [np.asarray(self._model(x[i:i + step], training=False))
+                for i in range(0, len(x), step)]
+        return np.concatenate(outs)
+
+    def accuracy(self, x, y, *, batch_size=None, backend="auto", num_threads=None):
+        """Share of samples (0..1) whose argmax output equals ``y``."""
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != np.shape(x)[0] or y.shape[0] == 0:
+            raise ValueError(f"labels must be a non-empty vector with one entry per sample "
+                             f"({np.shape(x)[0]}), got shape {y.shape}")
+        out = self.forward(x, batch_size=batch_size, backend=backend, num_threads=num_threads)
+        return float(np.mean(np.argmax(out, axis=-1) == y))
+
+    def copy(self):
+        """An independent copy, settings included."""
+        new = KerasSurveyModel.__new__(KerasSurveyModel)
+        new.__setstate__(self.__getstate__())
+        return new
+
+    def __getstate__(self):
+        return {"json": self._model.to_json(), "weights": self._model.get_weights(),
+                "compute_layers": list(self.compute_layers), "name": self.name,
+                "metadata": dict(self.metadata),
+                "settings": {n: list(v) for n, v in self._settings.items()}}
+
+    def __setstate__(self, state):
+        # the clone's layers are approximate ones switched to float: rebuilt from their
+        # configs, then switched back
+        self._model = keras.models.model_from_json(state["json"])
+        self._model.set_weights(state["weights"])
+        self.compute_layers = state["compute_layers"]
+        self._layers = {layer.name: layer for layer in _walk(self._model)
+                        if layer.name in self.compute_layers}
+        self._settings = {n: list(v) for n, v in state["settings"].items()}
+        for layer in self._layers.values():
+            layer._set_arithmetic(None)
+        self.name, self.metadata = state["name"], dict(state["metadata"])
+
+
+def as_survey_model(model, *, name=None, metadata=None):
+    """Wrap a Keras Sequential or functional model for :func:`axkern.survey.survey` and
+    :func:`axkern.survey.evaluate`.
+
+    Parameters
+    ----------
+    model : keras.Sequential or functional keras.Model
+        A classifier: the argmax of its output is the predicted class. It is cloned (weights
+        copied); the original is not changed.
+    name : str, optional
+        Default: the model's name.
+    metadata : dict, optional
+        ``{"signed": True}`` makes the survey's default multiplier list the signed ones.
+
+    Returns
+    -------
+    KerasSurveyModel
+    """
+    return KerasSurveyModel(model, name=name, metadata=metadata)

@@ -388,3 +388,42 @@ def test_layer_bad_input(tmp_path):
     model = keras.Sequential([keras.Input((3,)), dense])
     with pytest.raises(tf.errors.InvalidArgumentError, match="nan_dense.*NaN"):
         model.predict(x, verbose=0)
+
+
+# ------------------------------------------------------------------ the survey's model protocol
+def test_survey_model_protocol():
+    import pickle
+
+    from axkern.survey import MODEL_PROTOCOL, evaluate
+
+    model = _residual_model()
+    x = _rand((12, 8, 8, 3), seed=10, lo=0.0)
+    y = np.random.default_rng(11).integers(0, 3, 12)
+    sm = axk.as_survey_model(model)
+    assert all(hasattr(sm, a) for a in MODEL_PROTOCOL)
+    assert sm.compute_layers == ["conv1", "dw", "fc"]
+    assert sm.settings()["dw"] == (None, "auto", False)
+    np.testing.assert_array_equal(sm.forward(x), model(x, training=False).numpy())
+    assert sm.accuracy(x, y) == np.mean(np.argmax(model(x).numpy(), -1) == y)
+
+    sm.configure(["dw", "fc"], multiplier=TRUNC, tune=True)
+    ref = axk.approximate(model, {"dw": TRUNC, "fc": TRUNC}, tune=True)
+    np.testing.assert_array_equal(sm.forward(x), ref(x).numpy())
+    np.testing.assert_array_equal(sm.forward(x, batch_size=5),
+                                  np.concatenate([ref(x[i:i + 5]).numpy() for i in (0, 5, 10)]))
+    twin = pickle.loads(pickle.dumps(sm.copy()))     # spawned survey workers get it this way
+    assert twin.settings() == sm.settings() == {
+        "conv1": (None, "auto", False), "dw": ("trunc6", "auto", True), "fc": ("trunc6", "auto", True)}
+    np.testing.assert_array_equal(twin.forward(x), ref(x).numpy())
+    twin.configure(multiplier=None)
+    np.testing.assert_array_equal(sm.forward(x), ref(x).numpy())   # the copy is independent
+
+    with pytest.raises(ValueError, match=r"'conv7'.*\['conv1', 'dw', 'fc'\]"):
+        sm.configure(["conv7"], multiplier=TRUNC)
+    sm.configure(multiplier=SIGNED, quant="tfapprox")
+    with pytest.raises(ValueError, match="layer 'conv1': .*unsigned"):
+        sm.accuracy(x, y)
+
+    res = evaluate(model, TRUNC, data=(x, y))      # survey._load_model takes a keras.Model
+    ref = axk.approximate(model, TRUNC)
+    assert res["accuracy"] == 100.0 * np.mean(np.argmax(ref(x).numpy(), -1) == y)
