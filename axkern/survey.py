@@ -94,6 +94,11 @@ def _is_torch_module(model):
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
+def _is_keras_model(model):
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.Model)
+
+
 def _load_model(model):
     if model is None:
         return load_shipped_model()
@@ -109,10 +114,14 @@ def _load_model(model):
         from .torch import as_survey_model
 
         return as_survey_model(model)
+    if _is_keras_model(model):
+        from .keras import as_survey_model as keras_survey_model
+
+        return keras_survey_model(model)
     if all(hasattr(model, a) for a in MODEL_PROTOCOL):
         return model.copy()
-    raise TypeError(f"model must be an axkern.nn.Sequential, a torch.nn.Module, a path to a model "
-                    f".npz or .onnx, or None, got {type(model).__name__}")
+    raise TypeError(f"model must be an axkern.nn.Sequential, a torch.nn.Module, a keras.Model, a "
+                    f"path to a model .npz or .onnx, or None, got {type(model).__name__}")
 
 
 class _NoDataSet(ValueError):
