@@ -238,15 +238,11 @@ def _load_file(path, signed, function, bits, timeout):
         return Multiplier.from_bin(path, signed=bool(signed))
     if ext == ".h":
         return Multiplier.from_header(path, signed=signed)
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic != b"\x93NUMPY":
-        raise ValueError(f"{path}: not a NumPy .npy file (it lacks the .npy header); expected "
-                         "an integer array saved with numpy.save")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise ValueError(f"{path}: not a usable NumPy .npy table ({e})") from None
+    from ._npyio import read_npy
+
+    # checked reading: the header is validated before anything is allocated
+    arr = read_npy(path, what="a multiplier table: an integer array of shape (2**n, 2**n) "
+                              "saved with numpy.save", max_elements=4 ** 8)
     name = os.path.splitext(os.path.basename(path))[0]
     try:
         return Multiplier.from_array(arr, signed=bool(signed), name=name)

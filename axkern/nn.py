@@ -888,30 +888,37 @@ class Sequential:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"model file not found: {path}")
+        from ._npyio import read_npz
+
+        # checked reading: a damaged or hostile file is a ValueError naming it, never a
+        # zlib/zipfile error or an allocation the file cannot back
+        data = read_npz(path, what="an axkern model (.npz layout of axkern.nn)", kinds="biufU")
+        if "__axkern__" not in data:
+            raise ValueError(f"{path}: no '__axkern__' header: not an axkern model (.npz "
+                             "layout of axkern.nn)")
         try:
-            data = np.load(path, allow_pickle=False)
-        except Exception as e:  # zipfile/pickle errors from a file that is not an npz
-            raise ValueError(f"{path}: not a NumPy .npz model file ({e})") from None
-        with data:
-            if "__axkern__" not in data.files:
-                raise ValueError(f"{path}: no '__axkern__' header: not an axkern model (.npz "
-                                 "layout of axkern.nn)")
+            header = json.loads(str(data["__axkern__"][()]))
+        except (ValueError, IndexError, RecursionError) as e:
+            raise ValueError(f"{path}: the '__axkern__' header is not valid JSON ({e})") from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ValueError(f"{path}: header format is {header.get('format') if isinstance(header, dict) else header!r}, "
+                             f"expected {FORMAT!r}")
+        if header.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: model layout version {header.get('version')!r} is not "
+                             f"supported (this axkern reads version {FORMAT_VERSION})")
+        layers = []
+        cfgs = header.get("layers", [])
+        if not isinstance(cfgs, list):
+            raise ValueError(f"{path}: the header's 'layers' is {type(cfgs).__name__}: expected a list")
+        for cfg in cfgs:
+            name = cfg.get("name") if isinstance(cfg, dict) else None
+            prefix = f"{name}/"
+            arrays = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
             try:
-                header = json.loads(str(data["__axkern__"][()]))
-            except ValueError as e:
-                raise ValueError(f"{path}: the '__axkern__' header is not valid JSON ({e})") from None
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                raise ValueError(f"{path}: header format is {header.get('format') if isinstance(header, dict) else header!r}, "
-                                 f"expected {FORMAT!r}")
-            if header.get("version") != FORMAT_VERSION:
-                raise ValueError(f"{path}: model layout version {header.get('version')!r} is not "
-                                 f"supported (this axkern reads version {FORMAT_VERSION})")
-            layers = []
-            for cfg in header.get("layers", []):
-                name = cfg.get("name") if isinstance(cfg, dict) else None
-                prefix = f"{name}/"
-                arrays = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
                 layers.append(_from_config(cfg, arrays))
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                    OverflowError, RecursionError) as e:
+                raise ValueError(f"{path}: layer {name!r}: {e}") from None
         model = cls(layers, header.get("input_shape"), header.get("name"), header.get("metadata"))
         if fold_bn:
             model.fold_batchnorm()

@@ -145,14 +145,12 @@ def load_data(model, data=None, limit=None):
         path = os.fspath(data)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"data file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if "x" not in f.files or "y" not in f.files:
-                    raise ValueError(f"{path}: expected arrays 'x' (inputs) and 'y' (labels), "
-                                     f"found {f.files}")
-                x, y = f["x"], f["y"]
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{path}: not a NumPy .npz data file ({e})") from None
+        from ._npyio import read_npz
+
+        # checked reading: damaged or hostile files are a ValueError naming the file
+        f = read_npz(path, what="held-out data: an .npz with arrays 'x' (inputs) and 'y' "
+                                "(labels)", keys=("x", "y"))
+        x, y = f["x"], f["y"]
         desc = f"{len(y)} samples from {os.path.basename(path)}"
     else:
         try:
