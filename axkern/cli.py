@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import os
 import re
 import sys
+
+from . import _json
 
 __all__ = ["main", "build_parser"]
 
@@ -192,7 +193,7 @@ def _cmd_metrics(args):
     elif args.reverse:
         rows.reverse()
     if args.json:
-        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+        print(_json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
     else:
         print(_render(rows, _METRIC_COLUMNS, markdown=args.markdown))
     return 0
@@ -212,7 +213,7 @@ def _cmd_list(args):
                  design=meta.get("DESIGN", ""))
         rows.append(d)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(_json.dumps(rows, indent=2))
     else:
         print(_render(rows, _LIST_COLUMNS, markdown=args.markdown))
     return 0

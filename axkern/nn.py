@@ -61,6 +61,7 @@ import re
 
 import numpy as np
 
+from .backends import _check_limit, _check_threads
 from .lut import Multiplier
 
 __all__ = ["Layer", "Conv2D", "Dense", "ReLU", "MaxPool2D", "AvgPool2D", "Flatten", "BatchNorm",
@@ -84,7 +85,7 @@ def _pair(v, what):
         ok = False
     if not ok or t[0] < 1 or t[1] < 1:
         raise ValueError(f"{what} must be a positive int or a pair of positive ints, got {v!r}")
-    return t
+    return _check_limit(t, what)
 
 
 def _padding_spec(padding):
@@ -114,6 +115,7 @@ def _padding_spec(padding):
                 f"((top, bottom), (left, right)), got {padding!r}") from None
     if any(v < 0 for pair in spec for v in pair):
         raise ValueError(f"padding must not be negative, got {padding!r}")
+    _check_limit([v for pair in spec for v in pair], "padding")
     return spec
 
 
@@ -801,6 +803,7 @@ class Sequential:
             The last layer's output.
         """
         x = _as_float_array(x, "model input")
+        num_threads = _check_threads(num_threads)
         if x.ndim < 2:
             raise ValueError(f"model input must have a batch axis, got shape {x.shape}")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:

@@ -24,7 +24,6 @@ for the plots) come with ``pip install "axkern[survey]"``.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -33,6 +32,7 @@ import time
 
 import numpy as np
 
+from . import _json
 from .lut import Multiplier
 from .nn import Sequential
 
@@ -637,7 +637,7 @@ def _write_tables(result, out):
     path = os.path.join(out, "results.json")
     doc = {k: v for k, v in result.items() if k != "files"}
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
+        _json.dump(doc, f, indent=2)   # strict JSON: non-finite values as null
     files.append(path)
     return files
 
@@ -821,7 +821,7 @@ def _cmd_eval(args):
         print(f"axkern eval: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(_json.dumps(r, indent=2))
         return 0
     label = "float" if mult is None and not args.assign else (
         args.assign or str(mult)) + (" tuned" if args.tune else "")
