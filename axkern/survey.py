@@ -158,11 +158,16 @@ def load_data(model, data=None, limit=None):
         except (TypeError, ValueError):
             raise TypeError("data must be None, a path to an .npz, or a pair (x, y)") from None
         desc = f"{len(y)} given samples"
-    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):   # values beyond float32 are reported just below
+        x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or x.shape[0] != y.shape[0]:
+    if x.ndim < 1 or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) \
+            or x.shape[0] != y.shape[0]:
         raise ValueError(f"labels must be integers, one per sample: x has shape {x.shape}, "
                          f"y has shape {y.shape} and dtype {y.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{desc}: the inputs x hold NaN, infinite or out-of-float32-range "
+                         "values: expected finite numbers")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
