@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 from . import _json
+from .backends import MAX_THREADS
 from .lut import Multiplier
 from .nn import Sequential
 
@@ -135,10 +136,18 @@ def load_data(model, data=None, limit=None):
                              "held-out data (an .npz with arrays 'x' and 'y', or (x, y))")
         datasets = _require("sklearn.datasets", "loading the digits data")
         digits = datasets.load_digits()
-        idx = np.asarray(meta.get("test_indices", []), dtype=np.int64)
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= len(digits.target):
+        try:
+            idx = np.asarray(meta.get("test_indices", []), dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):   # strings, ragged lists, huge ints
+            idx = np.zeros(0, np.int64)
+        if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= len(digits.target):
             raise ValueError("the model's metadata holds no valid 'test_indices' for the digits")
-        x = (digits.images[idx] * float(meta.get("input_scale", 1.0 / 16.0))).astype(np.float32)
+        try:
+            scale = float(meta.get("input_scale", 1.0 / 16.0))
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"the model's metadata holds an invalid 'input_scale' "
+                             f"{meta.get('input_scale')!r}: expected a number") from None
+        x = (digits.images[idx] * scale).astype(np.float32)
         x, y = x[..., None], digits.target[idx].astype(np.int64)
         desc = f"{len(y)} held-out digits (scikit-learn load_digits)"
     elif isinstance(data, (str, os.PathLike)):
@@ -440,6 +449,9 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         raise ValueError(f"tune must be 'both', True or False, got {tune!r}")
     if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    if jobs > MAX_THREADS:   # each job is a process: refuse what no machine can start
+        raise ValueError(f"jobs={jobs} is too many: expected at most {MAX_THREADS} "
+                         "(four per core, at least 16)")
     if assign is not None and (per_layer or multipliers is not None):
         raise ValueError("assign evaluates one mixed configuration: it cannot be combined with "
                          "per_layer or a list of multipliers")

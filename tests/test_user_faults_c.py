@@ -99,6 +99,16 @@ def test_cli_eval_corrupt_files_one_line(capsys, tmp_path, model_file):
     _assert_one_line_error(*_cli(capsys, "eval", model_file, "--data", badd), "badd.npz")
 
 
+def test_model_metadata_out_of_range_is_a_value_error(tmp_path, model_file):
+    # found by tools/fault_hunt.py: a huge test index escaped as OverflowError
+    model = nn.load(model_file)
+    for meta in ({"test_indices": [10 ** 30]}, {"test_indices": [[1, 2], [3]]},
+                 {"test_indices": [1, 2], "input_scale": [1]}):
+        model.metadata.update(meta)
+        with pytest.raises(ValueError, match="test_indices|input_scale"):
+            load_data(model)
+
+
 # ------------------------------------------------------------------ item 10: strict .h parser
 _ROWS = ", ".join(str(v) for v in range(1, 16))
 
@@ -248,6 +258,13 @@ def test_num_threads_is_capped(backend):
     # the limit itself is accepted and gives the exact result
     assert axkern.lut_matmul([[1, 2]], [[3], [4]], EXACT, backend=backend,
                              num_threads=MAX_THREADS).tolist() == [[11]]
+
+
+def test_survey_jobs_capped():
+    from axkern.backends import MAX_THREADS
+
+    with pytest.raises(ValueError, match=f"at most {MAX_THREADS}"):
+        axkern.survey(None, ["mul8u_trunc2"], jobs=10 ** 6, output=None, progress=False)
 
 
 def test_num_threads_capped_for_models(model_file):

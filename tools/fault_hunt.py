@@ -444,12 +444,12 @@ def main(argv=None):
         cols = ["accepted", "refused", "refused, warned", "traceback", "crash", "hang",
                 "unclean error", "other"]
         print("\nsummary (mutants per outcome):")
-        print(f"  {'kind':<6}{'total':>7}" + "".join(f"{c:>15}" for c in cols))
+        print(f"  {'kind':<6}{'total':>7}" + "".join(f"{c:>17}" for c in cols))
         for kind in kinds:
             c = table[kind]
             other = sum(v for k, v in c.items() if k not in cols)
             vals = [c[k] for k in cols[:-1]] + [other]
-            print(f"  {kind:<6}{sum(c.values()):>7}" + "".join(f"{v:>15}" for v in vals))
+            print(f"  {kind:<6}{sum(c.values()):>7}" + "".join(f"{v:>17}" for v in vals))
         print(f"\n{len(results)} mutants in {time.monotonic() - t0:.0f} s: {len(findings)} "
               f"findings (tracebacks, crashes, hangs, unclean errors)")
         return 1 if findings else 0
