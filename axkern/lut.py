@@ -288,13 +288,40 @@ class Multiplier:
 _CTYPE_BITS = {"int8_t": 8, "char": 8, "int16_t": 16, "short": 16, "int32_t": 32, "int": 32,
                "int64_t": 64, "long": 64}
 
-_TOKEN = re.compile(r"""
-    (?P<space>\s+)
-  | (?P<punct>[{},])
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<punct>[{},])
   | (?P<cast>\(\s*(?:const\s+)?(?:u?int(?:8|16|32|64)_t|(?:(?:un)?signed\s+)?(?:char|short|int|long))\s*\))
   | (?P<sign>[-+])
   | (?P<number>(?:0[xX][0-9a-fA-F]+|0[bB][01]+|[0-9]+)[uUlL]*)(?![\w.])
+  | (?P<bad>[\w.]+|\S))
 """, re.X)
+_LITERAL = re.compile(r"(0[xX][0-9a-fA-F]+|0[bB][01]+|[0-9]+)"
+                      r"((?:[uU](?:ll|LL|[lL])?|(?:ll|LL|[lL])[uU]?)?)")
+
+
+# What axkern and most exporters write: plain decimal literals (no octal), flat or in rows. A
+# table in this form is read in one regular-expression pass; anything else (or any error)
+# goes through the token-by-token parser, which names the faulty position.
+_DEC = r"-?(?:0|[1-9][0-9]{0,9})"
+_PLAIN_ROW = rf"\{{\s*{_DEC}(?:\s*,\s*{_DEC})*\s*,?\s*\}}"
+_PLAIN = re.compile(rf"(?:\s*{_DEC}(?:\s*,\s*{_DEC})*\s*,?\s*"
+                    rf"|\s*{_PLAIN_ROW}(?:\s*,\s*{_PLAIN_ROW})*\s*,?\s*)\}}\s*;")
+
+
+def _plain_initializer(text, pos, lo, hi, rows, cols):
+    """Values of a plain decimal initializer, or None to use the full parser."""
+    m = _PLAIN.match(text, pos)
+    if not m:
+        return None
+    body = text[pos:m.end()]
+    values = np.array(re.findall(r"-?\d+", body), dtype=np.int64)
+    if values.size != rows * cols or values.min() < lo or values.max() > hi:
+        return None
+    groups = re.findall(r"\{[^{}]*\}", body)
+    if groups and (len(groups) != rows or any(g.count(",") - g.rstrip("} \t\r\n").endswith(",")
+                                             != cols - 1 for g in groups)):
+        return None
+    return values
 
 
 def _ctype_range(ctype):
@@ -307,7 +334,9 @@ def _ctype_range(ctype):
 def _c_literal(tok):
     """Value of a C integer literal (decimal, 0x hex, 0b binary, 0 octal; u/l suffixes), or None
     when it is not a valid one (``08``, ``7uu``, ``5lul``)."""
-    m = re.fullmatch(r"(0[xX][0-9a-fA-F]+|0[bB][01]+|[0-9]+)((?:[uU](?:ll|LL|[lL])?|(?:ll|LL|[lL])[uU]?)?)", tok)
+    if tok.isdigit() and (tok[0] != "0" or len(tok) == 1):
+        return int(tok)   # the common case: plain decimal
+    m = _LITERAL.fullmatch(tok)
     if not m:
         return None
     digits = m.group(1)
@@ -328,32 +357,23 @@ def _parse_initializer(text, pos, path, var, ctype, rows, cols):
     ``rows`` braced rows of ``cols`` values each. Errors name the file, line and column.
     """
     lo, hi = _ctype_range(ctype)
+    plain = _plain_initializer(text, pos, lo, hi, rows, cols)
+    if plain is not None:
+        return plain
 
     def where(p):
         line = text.count("\n", 0, p) + 1
         return f"{path}, line {line}, column {p - (text.rfind(chr(10), 0, p) + 1) + 1}"
 
     values, row_counts = [], []
-    depth, sign, expect_value = 1, 1, True
+    depth, sign, pending, expect_value = 1, 1, False, True
     row_start = None
     p = pos
-    while depth > 0:
-        tm = _TOKEN.match(text, p)
-        if tm is None:
-            if p >= len(text):
-                raise ValueError(f"{path}: the initializer of '{var}' is not closed: expected "
-                                 "'};' after the last value")
-            bad = re.match(r"[\w.]+|\S", text[p:]).group()
-            raise ValueError(f"{where(p)}: unexpected {bad[:40]!r} in the table '{var}': expected "
-                             "integer literals separated by commas, in braces")
-        kind, tok = tm.lastgroup, tm.group()
-        if kind == "punct" and tok in "},":
-            if sign != 1 and expect_value:
-                raise ValueError(f"{where(p)}: a sign without a value in the table '{var}'")
-            sign = 1
-        if kind == "space":
-            pass
-        elif kind == "number":
+    for tm in _TOKEN.finditer(text, pos):
+        kind = tm.lastgroup
+        p = tm.start(kind)
+        tok = tm.group(kind)
+        if kind == "number":
             v = _c_literal(tok)
             if v is None:
                 raise ValueError(f"{where(p)}: {tok!r} is not a valid C integer literal "
@@ -366,14 +386,19 @@ def _parse_initializer(text, pos, path, var, ctype, rows, cols):
                 raise ValueError(f"{where(p)}: entry [{i // cols}][{i % cols}] = {v} is outside "
                                  f"the range of {ctype}: expected {lo}..{hi}")
             values.append(v)
-            sign, expect_value = 1, False
+            sign, pending, expect_value = 1, False, False
+        elif kind == "bad":
+            raise ValueError(f"{where(p)}: unexpected {tok[:40]!r} in the table '{var}': expected "
+                             "integer literals separated by commas, in braces")
         elif kind == "sign":
             if not expect_value:
                 raise ValueError(f"{where(p)}: unexpected {tok!r} in the table '{var}'")
-            sign = -sign if tok == "-" else sign
+            sign, pending = (-sign if tok == "-" else sign), True
         elif kind == "cast":
             if not expect_value:
                 raise ValueError(f"{where(p)}: unexpected cast in the table '{var}'")
+        elif pending:
+            raise ValueError(f"{where(p)}: a sign without a value in the table '{var}'")
         elif tok == ",":
             if expect_value:
                 raise ValueError(f"{where(p)}: an empty entry (',' without a value) in the "
@@ -389,7 +414,12 @@ def _parse_initializer(text, pos, path, var, ctype, rows, cols):
                 row_counts.append(len(values) - row_start)
             depth -= 1
             expect_value = False
-        p = tm.end()
+            if depth == 0:
+                p = tm.end()
+                break
+    else:
+        raise ValueError(f"{path}: the initializer of '{var}' is not closed: expected "
+                         "'};' after the last value")
     if not re.match(r"\s*;", text[p:]):
         bad = re.match(r"\s*(\S{0,40})", text[p:]).group(1)
         raise ValueError(f"{where(p)}: expected ';' after the table '{var}', found {bad!r}")
