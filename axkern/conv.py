@@ -353,7 +353,8 @@ def lut_conv2d(x_codes, w_codes, multiplier, *, stride=1, padding="VALID", dilat
     stride, dilation, pads, (OH, OW) = _geometry(xi.shape, wi.shape, stride, padding, dilation,
                                                  groups)
     if xi.shape[0] == 0 or wi.shape[2] == 0:   # empty batch or empty sums: no kernel call
-        out = np.zeros((xi.shape[0], OH, OW, wi.shape[3]), accumulator_dtype(0, m))
+        KH, KW, Cg, COUT = wi.shape
+        out = np.zeros((xi.shape[0], OH, OW, COUT), accumulator_dtype(KH * KW * Cg, m))
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if fmt == "NCHW" else out
     out = _run_conv(np.ascontiguousarray(xi), np.ascontiguousarray(wi), m, stride, pads, dilation,
                     groups, int(_to_index(pad_code, m)), backend, num_threads)

@@ -922,9 +922,14 @@ class Sequential:
             except (ValueError, TypeError, KeyError, IndexError, AttributeError,
                     OverflowError, RecursionError) as e:
                 raise ValueError(f"{path}: layer {name!r}: {e}") from None
-        model = cls(layers, header.get("input_shape"), header.get("name"), header.get("metadata"))
-        if fold_bn:
-            model.fold_batchnorm()
+        try:
+            model = cls(layers, header.get("input_shape"), header.get("name"),
+                        header.get("metadata"))
+            if fold_bn:
+                model.fold_batchnorm()
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                OverflowError, RecursionError) as e:
+            raise ValueError(f"{path}: {e}") from None
         return model
 
     @classmethod

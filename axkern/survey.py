@@ -160,13 +160,13 @@ def load_data(model, data=None, limit=None):
         f = read_npz(path, what="held-out data: an .npz with arrays 'x' (inputs) and 'y' "
                                 "(labels)", keys=("x", "y"))
         x, y = f["x"], f["y"]
-        desc = f"{len(y)} samples from {os.path.basename(path)}"
+        desc = f"{np.size(y)} samples from {os.path.basename(path)}"
     else:
         try:
             x, y = data
         except (TypeError, ValueError):
             raise TypeError("data must be None, a path to an .npz, or a pair (x, y)") from None
-        desc = f"{len(y)} given samples"
+        desc = f"{np.size(y)} given samples"
     with np.errstate(over="ignore"):   # values beyond float32 are reported just below
         x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
