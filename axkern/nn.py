@@ -914,7 +914,11 @@ class Sequential:
         if not isinstance(cfgs, list):
             raise ValueError(f"{path}: the header's 'layers' is {type(cfgs).__name__}: expected a list")
         for cfg in cfgs:
-            name = cfg.get("name") if isinstance(cfg, dict) else None
+            if not (isinstance(cfg, dict) and isinstance(cfg.get("type"), str)
+                    and isinstance(cfg.get("name"), (str, type(None)))):
+                raise ValueError(f"{path}: layer description {str(cfg)[:80]} is not an object "
+                                 "with a string 'type' (and 'name')")
+            name = cfg.get("name")
             prefix = f"{name}/"
             arrays = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
             try:

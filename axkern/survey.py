@@ -172,8 +172,9 @@ def load_data(model, data=None, limit=None):
     y = np.asarray(y)
     if x.ndim < 1 or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) \
             or x.shape[0] != y.shape[0]:
-        raise ValueError(f"labels must be integers, one per sample: x has shape {x.shape}, "
-                         f"y has shape {y.shape} and dtype {y.dtype}")
+        where = f"{os.fspath(data)}: " if isinstance(data, (str, os.PathLike)) else ""
+        raise ValueError(f"{where}labels must be integers, one per sample: x has shape "
+                         f"{x.shape}, y has shape {y.shape} and dtype {y.dtype}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{desc}: the inputs x hold NaN, infinite or out-of-float32-range "
                          "values: expected finite numbers")

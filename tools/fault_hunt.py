@@ -392,6 +392,9 @@ def main(argv=None):
     ap.add_argument("--keep", metavar="DIR",
                     help="copy the mutants behind findings here (default: a folder in the "
                          "temporary directory, printed)")
+    ap.add_argument("--messages", action="store_true",
+                    help="also list the distinct error lines of refused mutants (paths and "
+                         "numbers elided), to review their wording")
     args = ap.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     bad = [k for k in kinds if k not in KINDS]
@@ -438,6 +441,16 @@ def main(argv=None):
                 last = (err.strip().splitlines() or ["(no stderr)"])[-1]
                 print(f"  [{verdict}] {kind} #{i} ({desc}): {last[:160]}")
                 print(f"      {' '.join(cmd[1:3])} ... {kept}")
+        if args.messages:
+            msgs = collections.Counter()
+            for r in results:
+                if r[5].startswith("refused"):
+                    line = next((ln for ln in r[6].splitlines() if ln.startswith("axkern: error")), "")
+                    line = re.sub(r"\S*axkern-fault-hunt-\w+/", "", line)
+                    msgs[(r[0], re.sub(r"\d+", "N", line)[:150])] += 1
+            print("\nerror lines of refused mutants (kind, count, line):")
+            for (kind, line), n in sorted(msgs.items()):
+                print(f"  {kind:<6}{n:>5}  {line}")
         table = collections.defaultdict(collections.Counter)
         for r in results:
             table[r[0]][r[5]] += 1
