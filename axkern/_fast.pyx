@@ -55,7 +55,7 @@ from libc.string cimport memcmp
 cimport openmp
 from cython.parallel cimport prange
 
-from .backends import check_conv_args, check_gemm_args
+from .backends import _check_threads, check_conv_args, check_gemm_args
 
 cnp.import_array()
 
@@ -439,9 +439,7 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     if max(abs(int(params.qmin)), abs(int(params.qmax))) > 65535:
         raise ValueError(f"quantize_indices takes codes of at most 16 bits, got the range "
                          f"[{params.qmin}, {params.qmax}]")
-    if num_threads is not None and (isinstance(num_threads, bool) or
-                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
-        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    num_threads = _check_threads(num_threads)
     shape = arr.shape
     nd = arr.ndim  # (no negative indices: this module is compiled with wraparound=False)
     cdef int64_t cols = shape[nd - 1] if nd else 1
@@ -599,9 +597,7 @@ def epilogue(total, scale, zw=None, sumx=None, corr=None, bias=None, groups=1,
             or (cols and cols % groups):
         raise ValueError(f"groups must be an integer >= 1 dividing the {cols} channels, got "
                          f"{groups!r}")
-    if num_threads is not None and (isinstance(num_threads, bool) or
-                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
-        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    num_threads = _check_threads(num_threads)
     if (sumx is None) != (zw is None):
         raise ValueError("sumx and zw go together: give both or neither")
     cdef cnp.ndarray sc = _vec(scale, cols, np.float64, "scale")
@@ -660,9 +656,7 @@ def min_max(x, num_threads=None):
     if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.size:
         raise ValueError(f"x must be a non-empty float32 ndarray, got "
                          f"{getattr(x, 'dtype', type(x).__name__)} of size {getattr(x, 'size', '?')}")
-    if num_threads is not None and (isinstance(num_threads, bool) or
-                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
-        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    num_threads = _check_threads(num_threads)
     cdef cnp.ndarray xa = np.ascontiguousarray(x)
     cdef int64_t n = x.size, nan
     cdef float lo = 0, hi = 0

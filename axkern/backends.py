@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import os
 
 import numpy as np
 
 __all__ = ["as_multiplier", "get_backend", "available_backends", "table256", "accumulator_dtype",
-           "check_gemm_args", "check_conv_args", "BACKENDS"]
+           "check_gemm_args", "check_conv_args", "BACKENDS", "MAX_THREADS", "MAX_GEOMETRY"]
 
 # name -> module implementing the contract. Switching the CPU kernels is a one-line change here.
 BACKENDS = {
@@ -38,6 +39,13 @@ BACKENDS = {
 }
 
 _INT32_LIMIT = 1 << 31
+
+#: Largest ``num_threads`` accepted: four threads per core (at least 16). OpenMP aborts the
+#: whole process when it cannot create a thread, so absurd requests are refused up front.
+MAX_THREADS = max(16, 4 * (os.cpu_count() or 1))
+
+#: Largest stride, dilation and padding (per side) of a convolution or pooling window.
+MAX_GEOMETRY = 1 << 16
 
 
 def get_backend(name="auto"):
@@ -190,7 +198,19 @@ def _check_threads(num_threads):
         return None
     if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
         raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    if num_threads > MAX_THREADS:
+        raise ValueError(f"num_threads={num_threads} is too many: expected at most "
+                         f"{MAX_THREADS} (MAX_THREADS: four per core, at least 16)")
     return int(num_threads)
+
+
+def _check_limit(values, name):
+    """Refuse geometry beyond :data:`MAX_GEOMETRY` (no real layer comes near it; beyond it the
+    C kernels' int32 offsets and the padded buffers would overflow or exhaust memory)."""
+    if max(values) > MAX_GEOMETRY:
+        raise ValueError(f"{name} {tuple(values) if len(values) > 1 else values[0]} is too large: "
+                         f"expected at most {MAX_GEOMETRY} (2**16)")
+    return values
 
 
 def _pair(v, name, minimum):
@@ -204,7 +224,7 @@ def _pair(v, name, minimum):
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
     if min(v) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return int(v[0]), int(v[1])
+    return _check_limit((int(v[0]), int(v[1])), name)
 
 
 def _check_no_overflow(out_dtype, K, table):
@@ -258,6 +278,7 @@ def check_conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, pad
     padding = tuple(int(p) for p in padding)
     if min(padding) < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
+    _check_limit(padding, "padding")
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"groups must be an integer >= 1, got {groups!r}")
     groups = int(groups)

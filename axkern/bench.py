@@ -20,10 +20,11 @@ from the same stretch of time.
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
+
+from . import _json
 
 __all__ = ["add_parser", "run_bench", "format_table", "SHAPES", "main"]
 
@@ -238,7 +239,7 @@ def _cmd(args):
     recs = run_bench(paths=paths, repeat=args.repeat, num_threads=args.threads, shapes=shapes,
                      api=not args.kernel_only, methods=methods)
     if args.json:
-        print(json.dumps(recs, indent=2))
+        print(_json.dumps(recs, indent=2))
     else:
         import os
 

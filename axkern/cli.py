@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import os
 import re
@@ -32,6 +31,8 @@ import signal
 import sys
 import warnings
 import threading
+
+from . import _json
 
 __all__ = ["main", "build_parser"]
 
@@ -250,7 +251,7 @@ def _cmd_metrics(args):
     elif args.reverse:
         rows.reverse()
     if args.json:
-        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+        print(_json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
     else:
         print(_render(rows, _METRIC_COLUMNS, markdown=args.markdown))
     return 0
@@ -270,7 +271,7 @@ def _cmd_list(args):
                  design=meta.get("DESIGN", ""))
         rows.append(d)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(_json.dumps(rows, indent=2))
     else:
         print(_render(rows, _LIST_COLUMNS, markdown=args.markdown))
     return 0

@@ -18,8 +18,8 @@ import weakref
 
 import numpy as np
 
-from .backends import (accumulator_dtype, as_multiplier, conv_output_size, get_backend,
-                       table256)
+from .backends import (_check_limit, _check_threads, accumulator_dtype, as_multiplier,
+                       conv_output_size, get_backend, table256)
 from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
                     tf_quant_params, warn_once)
 from .tune import resolve_tuning
@@ -98,7 +98,7 @@ def _pair(v, name):
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
     if min(v) < 1:
         raise ValueError(f"{name} must be >= 1, got {v}")
-    return v
+    return _check_limit(v, name)
 
 
 def _check_format(data_format):
@@ -147,7 +147,7 @@ def resolve_padding(padding, H, W, KH, KW, stride, dilation):
     pads = tuple(int(p) for p in pads)
     if min(pads) < 0:
         raise ValueError(f"padding must be >= 0, got {pads}")
-    return pads
+    return _check_limit(pads, "padding")
 
 
 def resolve_quant(quant, m):
@@ -362,6 +362,7 @@ def lut_conv2d(x_codes, w_codes, multiplier, *, stride=1, padding="VALID", dilat
     [[24, 24], [24, 24]]
     """
     m = as_multiplier(multiplier)
+    num_threads = _check_threads(num_threads)
     fmt = _check_format(data_format)
     if backend == "cuda" and not (isinstance(x_codes, np.ndarray) and isinstance(w_codes, np.ndarray)):
         return _device_conv(x_codes, w_codes, m, stride, padding, dilation, groups, fmt,
@@ -375,7 +376,12 @@ def lut_conv2d(x_codes, w_codes, multiplier, *, stride=1, padding="VALID", dilat
     lo, hi = _value_range(m)
     if not lo <= pad_code <= hi:
         raise ValueError(f"pad_code {pad_code} is outside the operand range [{lo}, {hi}]")
-    stride, dilation, pads, _ = _geometry(xi.shape, wi.shape, stride, padding, dilation, groups)
+    stride, dilation, pads, (OH, OW) = _geometry(xi.shape, wi.shape, stride, padding, dilation,
+                                                 groups)
+    if xi.shape[0] == 0 or wi.shape[2] == 0:   # empty batch or empty sums: no kernel call
+        KH, KW, Cg, COUT = wi.shape
+        out = np.zeros((xi.shape[0], OH, OW, COUT), accumulator_dtype(KH * KW * Cg, m))
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if fmt == "NCHW" else out
     out = _run_conv(np.ascontiguousarray(xi), np.ascontiguousarray(wi), m, stride, pads, dilation,
                     groups, int(_to_index(pad_code, m)), backend, num_threads)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if fmt == "NCHW" else out
@@ -637,6 +643,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     ((1, 8, 8, 4), dtype('float32'))
     """
     m = as_multiplier(multiplier)
+    num_threads = _check_threads(num_threads)
     fmt = _check_format(data_format)
     x = _float_array(x, "x", 4, check_finite=False)   # checked by checked_params
     w = _float_array(w, "w", 4)
@@ -653,6 +660,17 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
             raise ValueError(f"bias must have shape ({COUT},), one per output channel, got {bias.shape}")
     if out is not None:
         check_out(out, (N, OH, OW, COUT) if fmt == "NHWC" else (N, COUT, OH, OW))
+    if N == 0 or Cg == 0:
+        # An empty batch, or sums over no input channels: as a float convolution, the result
+        # is the bias (or 0) everywhere; no data to take quantization ranges from.
+        y = np.zeros((N, OH, OW, COUT), np.float32)
+        if bias is not None:
+            y += bias
+        y = y.transpose(0, 3, 1, 2) if fmt == "NCHW" else y
+        if out is not None:
+            np.copyto(out, y)
+            return out
+        return np.ascontiguousarray(y)
 
     fast = _host_helpers(backend, m)
     xp = checked_params(x, spec.input, m, "x", fast=fast)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import _check_no_overflow, _check_out_dtype, _check_table, check_conv_geometry
+from .backends import (_check_no_overflow, _check_out_dtype, _check_table, _check_threads,
+                       check_conv_geometry)
 
 __all__ = ["gemm", "conv2d", "is_available", "require", "CudaUnavailableError",
            "prepare_table", "kernel_names", "find_nvcc", "KERNEL_FILES"]
@@ -501,6 +502,7 @@ def gemm(a, b, table, out_dtype, num_threads=None):
     CudaUnavailableError
         When PyCUDA or a CUDA device is missing.
     """
+    _check_threads(num_threads)   # ignored, but checked as on the CPU
     return gemm_on(_device(), a, b, table, out_dtype)
 
 
@@ -529,4 +531,5 @@ def conv2d(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, 
     CudaUnavailableError
         When PyCUDA or a CUDA device is missing.
     """
+    _check_threads(num_threads)   # ignored, but checked as on the CPU
     return conv2d_on(_device(), x, w, table, stride, padding, dilation, groups, pad_code, out_dtype)

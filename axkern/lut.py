@@ -209,15 +209,11 @@ class Multiplier:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"multiplier table file not found: {path}")
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        if magic != b"\x93NUMPY":
-            raise ValueError(f"{path}: not a NumPy .npy file (it lacks the .npy header); expected "
-                             "an integer array saved with numpy.save")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{path}: not a usable NumPy .npy table ({e})") from None
+        from ._npyio import read_npy
+
+        # checked reading: the header is validated before anything is allocated
+        arr = read_npy(path, what="a multiplier table: an integer array of shape (2**n, 2**n) "
+                                  "saved with numpy.save", max_elements=4 ** MAX_BITS)
         try:
             probe = cls(arr, signed=False)  # validates shape and values
         except (TypeError, ValueError) as e:
@@ -243,26 +239,20 @@ class Multiplier:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"C header not found: {path}")
         text = open(path, "r", encoding="utf-8", errors="replace").read()
-        text_nc = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
-        text_nc = re.sub(r"//[^\n]*", " ", text_nc)
-        m = re.search(r"\b(u?int(?:8|16|32|64)_t|(?:unsigned\s+)?(?:short|int|long))\s+"
+        # comments become blanks of the same length, so positions still give line numbers
+        blank = lambda c: re.sub(r"[^\n]", " ", c.group())  # noqa: E731
+        text_nc = re.sub(r"/\*.*?\*/", blank, text, flags=re.S)
+        text_nc = re.sub(r"//[^\n]*", blank, text_nc)
+        m = re.search(r"\b(u?int(?:8|16|32|64)_t|(?:unsigned\s+)?(?:char|short|int|long))\s+"
                       r"([A-Za-z_]\w*)\s*\[\s*(\d+)\s*\]\s*\[\s*(\d+)\s*\]\s*=\s*\{", text_nc)
         if not m:
             raise ValueError(f"{path}: no two-dimensional table definition such as "
                              "'const int16_t lut[256][256] = {...};' was found")
         ctype, rows, cols = m.group(1), int(m.group(3)), int(m.group(4))
-        end = text_nc.find(";", m.end())
-        body = text_nc[m.end():end if end >= 0 else len(text_nc)]
-        # integer literals with C suffixes (7u, 0x1FL) and C octal (017); digits inside
-        # identifiers such as a cast "(int16_t)" are not values
-        tokens = re.findall(r"(?<![\w.])([-+]?)\s*(0[xX][0-9a-fA-F]+|\d+)[uUlL]*(?![\w.])", body)
-        values = [_c_int(sign, digits) for sign, digits in tokens]
         if rows != cols or rows not in {1 << n for n in range(MIN_BITS, MAX_BITS + 1)}:
             raise ValueError(f"{path}: table is declared [{rows}][{cols}]: expected a square "
                              f"[2**n][2**n] table with n = {MIN_BITS}..{MAX_BITS}")
-        if len(values) != rows * cols:
-            raise ValueError(f"{path}: table '{m.group(2)}' holds {len(values)} values: expected "
-                             f"{rows * cols} for a full [{rows}][{cols}] table")
+        values = _parse_initializer(text_nc, m.end(), path, m.group(2), ctype, rows, cols)
         recorded = not ctype.startswith("u") and not ctype.startswith("unsigned")
         return _finish_read(cls, np.array(values, dtype=np.int64).reshape(rows, cols), signed,
                             recorded, f"its element type is {ctype}", path, name or _stem(path),
@@ -398,15 +388,155 @@ class Multiplier:
         return f"Multiplier(name={self.name!r}, bits={self.bits}, {kind}{exact})"
 
 
-def _c_int(sign, digits):
-    """Value of a C integer literal (decimal, 0x hex or 0 octal) with an optional sign."""
+# value ranges of the element types a header may declare (char/short/int/long as on LP64)
+_CTYPE_BITS = {"int8_t": 8, "char": 8, "int16_t": 16, "short": 16, "int32_t": 32, "int": 32,
+               "int64_t": 64, "long": 64}
+
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<punct>[{},])
+  | (?P<cast>\(\s*(?:const\s+)?(?:u?int(?:8|16|32|64)_t|(?:(?:un)?signed\s+)?(?:char|short|int|long))\s*\))
+  | (?P<sign>[-+])
+  | (?P<number>(?:0[xX][0-9a-fA-F]+|0[bB][01]+|[0-9]+)[uUlL]*)(?![\w.])
+  | (?P<bad>[\w.]+|\S))
+""", re.X)
+_LITERAL = re.compile(r"(0[xX][0-9a-fA-F]+|0[bB][01]+|[0-9]+)"
+                      r"((?:[uU](?:ll|LL|[lL])?|(?:ll|LL|[lL])[uU]?)?)")
+
+
+# What axkern and most exporters write: plain decimal literals (no octal), flat or in rows. A
+# table in this form is read in one regular-expression pass; anything else (or any error)
+# goes through the token-by-token parser, which names the faulty position.
+_DEC = r"-?(?:0|[1-9][0-9]{0,9})"
+_PLAIN_ROW = rf"\{{\s*{_DEC}(?:\s*,\s*{_DEC})*\s*,?\s*\}}"
+_PLAIN = re.compile(rf"(?:\s*{_DEC}(?:\s*,\s*{_DEC})*\s*,?\s*"
+                    rf"|\s*{_PLAIN_ROW}(?:\s*,\s*{_PLAIN_ROW})*\s*,?\s*)\}}\s*;")
+
+
+def _plain_initializer(text, pos, lo, hi, rows, cols):
+    """Values of a plain decimal initializer, or None to use the full parser."""
+    m = _PLAIN.match(text, pos)
+    if not m:
+        return None
+    body = text[pos:m.end()]
+    values = np.array(re.findall(r"-?\d+", body), dtype=np.int64)
+    if values.size != rows * cols or values.min() < lo or values.max() > hi:
+        return None
+    groups = re.findall(r"\{[^{}]*\}", body)
+    if groups and (len(groups) != rows or any(g.count(",") - g.rstrip("} \t\r\n").endswith(",")
+                                             != cols - 1 for g in groups)):
+        return None
+    return values
+
+
+def _ctype_range(ctype):
+    unsigned = ctype.startswith("u")
+    base = re.sub(r"^(?:unsigned\s+|u(?=int))", "", ctype)
+    bits = _CTYPE_BITS[base]
+    return (0, (1 << bits) - 1) if unsigned else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+def _c_literal(tok):
+    """Value of a C integer literal (decimal, 0x hex, 0b binary, 0 octal; u/l suffixes), or None
+    when it is not a valid one (``08``, ``7uu``, ``5lul``)."""
+    if tok.isdigit() and (tok[0] != "0" or len(tok) == 1):
+        return int(tok)   # the common case: plain decimal
+    m = _LITERAL.fullmatch(tok)
+    if not m:
+        return None
+    digits = m.group(1)
     if digits[:2] in ("0x", "0X"):
-        v = int(digits, 16)
-    elif len(digits) > 1 and digits[0] == "0":
-        v = int(digits, 8)
+        return int(digits, 16)
+    if digits[:2] in ("0b", "0B"):
+        return int(digits[2:], 2)
+    if len(digits) > 1 and digits[0] == "0":
+        return int(digits, 8) if re.fullmatch(r"[0-7]+", digits) else None
+    return int(digits)
+
+
+def _parse_initializer(text, pos, path, var, ctype, rows, cols):
+    """The values of the brace initializer that starts after the ``{`` at ``text[pos - 1]``.
+
+    Strict: only integer literals (with signs and casts), braces and commas; every literal is
+    valid C and within the range of ``ctype``; either ``rows * cols`` values in one list or
+    ``rows`` braced rows of ``cols`` values each. Errors name the file, line and column.
+    """
+    lo, hi = _ctype_range(ctype)
+    plain = _plain_initializer(text, pos, lo, hi, rows, cols)
+    if plain is not None:
+        return plain
+
+    def where(p):
+        line = text.count("\n", 0, p) + 1
+        return f"{path}, line {line}, column {p - (text.rfind(chr(10), 0, p) + 1) + 1}"
+
+    values, row_counts = [], []
+    depth, sign, pending, expect_value = 1, 1, False, True
+    row_start = None
+    p = pos
+    for tm in _TOKEN.finditer(text, pos):
+        kind = tm.lastgroup
+        p = tm.start(kind)
+        tok = tm.group(kind)
+        if kind == "number":
+            v = _c_literal(tok)
+            if v is None:
+                raise ValueError(f"{where(p)}: {tok!r} is not a valid C integer literal "
+                                 f"(in the table '{var}')")
+            if not expect_value:
+                raise ValueError(f"{where(p)}: a comma is missing before {tok!r} in the table '{var}'")
+            v *= sign
+            if not lo <= v <= hi:
+                i = len(values)
+                raise ValueError(f"{where(p)}: entry [{i // cols}][{i % cols}] = {v} is outside "
+                                 f"the range of {ctype}: expected {lo}..{hi}")
+            values.append(v)
+            sign, pending, expect_value = 1, False, False
+        elif kind == "bad":
+            raise ValueError(f"{where(p)}: unexpected {tok[:40]!r} in the table '{var}': expected "
+                             "integer literals separated by commas, in braces")
+        elif kind == "sign":
+            if not expect_value:
+                raise ValueError(f"{where(p)}: unexpected {tok!r} in the table '{var}'")
+            sign, pending = (-sign if tok == "-" else sign), True
+        elif kind == "cast":
+            if not expect_value:
+                raise ValueError(f"{where(p)}: unexpected cast in the table '{var}'")
+        elif pending:
+            raise ValueError(f"{where(p)}: a sign without a value in the table '{var}'")
+        elif tok == ",":
+            if expect_value:
+                raise ValueError(f"{where(p)}: an empty entry (',' without a value) in the "
+                                 f"table '{var}'")
+            expect_value = True
+        elif tok == "{":
+            if depth != 1 or not expect_value:
+                raise ValueError(f"{where(p)}: unexpected '{{' in the table '{var}': expected "
+                                 f"at most one level of braces for the rows")
+            depth, row_start = 2, len(values)
+        else:  # "}"
+            if depth == 2:
+                row_counts.append(len(values) - row_start)
+            depth -= 1
+            expect_value = False
+            if depth == 0:
+                p = tm.end()
+                break
     else:
-        v = int(digits)
-    return -v if sign == "-" else v
+        raise ValueError(f"{path}: the initializer of '{var}' is not closed: expected "
+                         "'};' after the last value")
+    if not re.match(r"\s*;", text[p:]):
+        bad = re.match(r"\s*(\S{0,40})", text[p:]).group(1)
+        raise ValueError(f"{where(p)}: expected ';' after the table '{var}', found {bad!r}")
+    if len(values) != rows * cols:
+        raise ValueError(f"{path}: table '{var}' holds {len(values)} values: expected "
+                         f"{rows * cols} for a full [{rows}][{cols}] table")
+    if row_counts and (len(row_counts) != rows or any(c != cols for c in row_counts)
+                       or row_counts and len(values) != sum(row_counts)):
+        bad = next((i for i, c in enumerate(row_counts) if c != cols), len(row_counts))
+        raise ValueError(f"{path}: table '{var}' has {len(row_counts)} braced rows and row {bad} "
+                         f"holds {row_counts[bad] if bad < len(row_counts) else 0} values: "
+                         f"expected {rows} rows of {cols} values")
+    return values
 
 
 def _stem(path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends import accumulator_dtype, as_multiplier, get_backend, table256
+from .backends import _check_threads, accumulator_dtype, as_multiplier, get_backend, table256
 from .conv import (_code_array, _float_array, _host_helpers, _prepare_weights, _to_index,
                    check_out, check_overflow, checked_params, resolve_quant, scale_and_zp)
 from .quant import quantize
@@ -48,19 +48,30 @@ def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None, out=None):
     M, N = ai.shape[-2], bi.shape[-1]
     if bi.ndim == 2:
         # One weight matrix: fold every batch dimension of a into the rows of a single GEMM.
-        flat = np.ascontiguousarray(ai.reshape(-1, K))
+        flat = np.ascontiguousarray(ai.reshape(int(np.prod(ai.shape[:-1])), K))  # K may be 0
         extra = {} if dequant is None else {"dequant": dequant}
         if out is not None:
             extra["out"] = out
         out = be.gemm(flat, np.ascontiguousarray(bi), table, dtype, num_threads, **extra)
         return out.reshape(*batch, M, N)
-    a_b = np.broadcast_to(ai, (*batch, M, K)).reshape(-1, M, K)
-    b_b = np.broadcast_to(bi, (*batch, K, N)).reshape(-1, K, N)
-    out = np.empty((a_b.shape[0], M, N), dtype)
+    nb = int(np.prod(batch))   # explicit sizes: reshape(-1, ...) fails when a size is 0
+    a_b = np.broadcast_to(ai, (*batch, M, K)).reshape(nb, M, K)
+    b_b = np.broadcast_to(bi, (*batch, K, N)).reshape(nb, K, N)
+    out = np.empty((nb, M, N), dtype)
     for i in range(a_b.shape[0]):
         out[i] = be.gemm(np.ascontiguousarray(a_b[i]), np.ascontiguousarray(b_b[i]), table, dtype,
                          num_threads)
     return out.reshape(*batch, M, N)
+
+
+def _matmul_shape(a, b):
+    """Shape of ``matmul(a, b)`` for promoted operands (batch dimensions broadcast)."""
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul batch dimensions do not broadcast: {a.shape[:-2]} and "
+                         f"{b.shape[:-2]}") from None
+    return (*batch, a.shape[-2], b.shape[-1])
 
 
 def _squeeze(out, drop_a, drop_b):
@@ -97,6 +108,7 @@ def lut_matmul(a_codes, b_codes, multiplier, *, backend="auto", num_threads=None
     [[11]]
     """
     m = as_multiplier(multiplier)
+    num_threads = _check_threads(num_threads)
     ai = _code_array(a_codes, "a_codes", m)
     bi = _code_array(b_codes, "b_codes", m)
     ai, bi, drop_a, drop_b = _promote(ai, bi)
@@ -145,6 +157,7 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
     1.0
     """
     m = as_multiplier(multiplier)
+    num_threads = _check_threads(num_threads)
     a = _float_array(a, "a", check_finite=False)   # checked by checked_params
     b = _float_array(b, "b", check_finite=False)
     a, b, drop_a, drop_b = _promote(a, b)
@@ -162,6 +175,16 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
             raise ValueError(f"matmul batch dimensions do not broadcast: {a.shape[:-2]} and "
                              f"{b.shape[:-2]}") from None
         check_out(out, batch + ((a.shape[-2],) if not drop_a else ()) + ((N,) if not drop_b else ()))
+    if a.size == 0 or b.size == 0:
+        # An empty product (M, N, K or a batch dimension 0): as numpy.matmul, zeros of the
+        # output shape (K = 0: every sum is empty), plus the bias; no data to quantize.
+        y = np.zeros(_matmul_shape(a, b), np.float32)
+        if bias is not None:
+            y += bias
+        if out is not None:
+            np.copyto(out, _squeeze(y, drop_a, drop_b))
+            return out
+        return np.array(_squeeze(y, drop_a, drop_b), order="C")
     fast = _host_helpers(backend, m)
     ap = checked_params(a, spec.input, m, "a", fast=fast)
     be = get_backend(backend)
@@ -268,9 +291,9 @@ def axdense(x, w, multiplier, bias=None, *, quant="auto", tune=False, backend="a
     lead = xa.shape[:-1]
     if out is not None:
         check_out(out, (*lead, wa.shape[1]))
-        out2 = out.reshape(-1, wa.shape[1])   # a view: out is C-contiguous
+        out2 = out.reshape(int(np.prod(lead)), wa.shape[1])   # a view: out is C-contiguous
     else:
         out2 = None
-    y = axmatmul(xa.reshape(-1, xa.shape[-1]), wa, multiplier, bias=bias, quant=quant, tune=tune,
+    y = axmatmul(xa.reshape(int(np.prod(lead)), xa.shape[-1]), wa, multiplier, bias=bias, quant=quant, tune=tune,
                  backend=backend, num_threads=num_threads, out=out2)
     return out if out is not None else y.reshape(*lead, wa.shape[1])

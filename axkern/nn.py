@@ -61,6 +61,7 @@ import re
 
 import numpy as np
 
+from .backends import _check_limit, _check_threads
 from .lut import Multiplier
 
 __all__ = ["Layer", "Conv2D", "Dense", "ReLU", "MaxPool2D", "AvgPool2D", "Flatten", "BatchNorm",
@@ -84,7 +85,7 @@ def _pair(v, what):
         ok = False
     if not ok or t[0] < 1 or t[1] < 1:
         raise ValueError(f"{what} must be a positive int or a pair of positive ints, got {v!r}")
-    return t
+    return _check_limit(t, what)
 
 
 def _padding_spec(padding):
@@ -114,6 +115,7 @@ def _padding_spec(padding):
                 f"((top, bottom), (left, right)), got {padding!r}") from None
     if any(v < 0 for pair in spec for v in pair):
         raise ValueError(f"padding must not be negative, got {padding!r}")
+    _check_limit([v for pair in spec for v in pair], "padding")
     return spec
 
 
@@ -831,6 +833,7 @@ class Sequential:
             The last layer's output.
         """
         x = _as_float_array(x, "model input")
+        num_threads = _check_threads(num_threads)
         if x.ndim < 2:
             raise ValueError(f"model input must have a batch axis, got shape {x.shape}")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
@@ -918,35 +921,51 @@ class Sequential:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"model file not found: {path}")
+        from ._npyio import read_npz
+
+        # checked reading: a damaged or hostile file is a ValueError naming it, never a
+        # zlib/zipfile error or an allocation the file cannot back
+        data = read_npz(path, what="an axkern model (.npz layout of axkern.nn)", kinds="biufU")
+        if "__axkern__" not in data:
+            raise ValueError(f"{path}: no '__axkern__' header: not an axkern model (.npz "
+                             "layout of axkern.nn)")
         try:
-            data = np.load(path, allow_pickle=False)
-        except Exception as e:  # zipfile/pickle errors from a file that is not an npz
-            raise ValueError(f"{path}: not a NumPy .npz model file ({e})") from None
-        with data:
-            if "__axkern__" not in data.files:
-                raise ValueError(f"{path}: no '__axkern__' header: not an axkern model (.npz "
-                                 "layout of axkern.nn)")
+            header = json.loads(str(data["__axkern__"][()]))
+        except (ValueError, IndexError, RecursionError) as e:
+            raise ValueError(f"{path}: the '__axkern__' header is not valid JSON ({e})") from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ValueError(f"{path}: header format is {header.get('format') if isinstance(header, dict) else header!r}, "
+                             f"expected {FORMAT!r}")
+        if header.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: model layout version {header.get('version')!r} is not "
+                             f"supported (this axkern reads version {FORMAT_VERSION})")
+        layers = []
+        cfgs = header.get("layers", [])
+        if not isinstance(cfgs, list):
+            raise ValueError(f"{path}: the header's 'layers' is {type(cfgs).__name__}: expected a list")
+        for cfg in cfgs:
+            if not (isinstance(cfg, dict) and isinstance(cfg.get("type"), str)
+                    and isinstance(cfg.get("name"), (str, type(None)))):
+                raise ValueError(f"{path}: layer description {str(cfg)[:80]} is not an object "
+                                 "with a string 'type' (and 'name')")
+            name = cfg.get("name")
+            prefix = f"{name}/"
+            arrays = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
             try:
-                header = json.loads(str(data["__axkern__"][()]))
-            except ValueError as e:
-                raise ValueError(f"{path}: the '__axkern__' header is not valid JSON ({e})") from None
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                raise ValueError(f"{path}: header format is {header.get('format') if isinstance(header, dict) else header!r}, "
-                                 f"expected {FORMAT!r}")
-            if header.get("version") != FORMAT_VERSION:
-                raise ValueError(f"{path}: model layout version {header.get('version')!r} is not "
-                                 f"supported (this axkern reads version {FORMAT_VERSION})")
-            layers = []
-            for cfg in header.get("layers", []):
-                name = cfg.get("name") if isinstance(cfg, dict) else None
-                prefix = f"{name}/"
-                arrays = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
                 layers.append(_from_config(cfg, arrays))
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                    OverflowError, RecursionError) as e:
+                raise ValueError(f"{path}: layer {name!r}: {e}") from None
         if not layers:
             raise ValueError(f"{path}: the model has no layers: expected at least one")
-        model = cls(layers, header.get("input_shape"), header.get("name"), header.get("metadata"))
-        if fold_bn:
-            model.fold_batchnorm()
+        try:
+            model = cls(layers, header.get("input_shape"), header.get("name"),
+                        header.get("metadata"))
+            if fold_bn:
+                model.fold_batchnorm()
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                OverflowError, RecursionError) as e:
+            raise ValueError(f"{path}: {e}") from None
         return model
 
     @classmethod

@@ -24,7 +24,6 @@ for the plots) come with ``pip install "axkern[survey]"``.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import pickle
@@ -36,6 +35,8 @@ import time
 
 import numpy as np
 
+from . import _json
+from .backends import MAX_THREADS
 from .lut import Multiplier
 from .nn import Sequential
 
@@ -155,36 +156,48 @@ def load_data(model, data=None, limit=None):
                              "held-out data (an .npz with arrays 'x' and 'y', or (x, y))")
         datasets = _require("sklearn.datasets", "loading the digits data")
         digits = datasets.load_digits()
-        idx = np.asarray(meta.get("test_indices", []), dtype=np.int64)
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= len(digits.target):
+        try:
+            idx = np.asarray(meta.get("test_indices", []), dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):   # strings, ragged lists, huge ints
+            idx = np.zeros(0, np.int64)
+        if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= len(digits.target):
             raise ValueError("the model's metadata holds no valid 'test_indices' for the digits")
-        x = (digits.images[idx] * float(meta.get("input_scale", 1.0 / 16.0))).astype(np.float32)
+        try:
+            scale = float(meta.get("input_scale", 1.0 / 16.0))
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"the model's metadata holds an invalid 'input_scale' "
+                             f"{meta.get('input_scale')!r}: expected a number") from None
+        x = (digits.images[idx] * scale).astype(np.float32)
         x, y = x[..., None], digits.target[idx].astype(np.int64)
         desc = f"{len(y)} held-out digits (scikit-learn load_digits)"
     elif isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"data file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if "x" not in f.files or "y" not in f.files:
-                    raise ValueError(f"{path}: expected arrays 'x' (inputs) and 'y' (labels), "
-                                     f"found {f.files}")
-                x, y = f["x"], f["y"]
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{path}: not a NumPy .npz data file ({e})") from None
-        desc = f"{len(y)} samples from {os.path.basename(path)}"
+        from ._npyio import read_npz
+
+        # checked reading: damaged or hostile files are a ValueError naming the file
+        f = read_npz(path, what="held-out data: an .npz with arrays 'x' (inputs) and 'y' "
+                                "(labels)", keys=("x", "y"))
+        x, y = f["x"], f["y"]
+        desc = f"{np.size(y)} samples from {os.path.basename(path)}"
     else:
         try:
             x, y = data
         except (TypeError, ValueError):
             raise TypeError("data must be None, a path to an .npz, or a pair (x, y)") from None
-        desc = f"{len(y)} given samples"
-    x = np.asarray(x, dtype=np.float32)
+        desc = f"{np.size(y)} given samples"
+    with np.errstate(over="ignore"):   # values beyond float32 are reported just below
+        x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or x.shape[0] != y.shape[0]:
-        raise ValueError(f"labels must be integers, one per sample: x has shape {x.shape}, "
-                         f"y has shape {y.shape} and dtype {y.dtype}")
+    if x.ndim < 1 or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) \
+            or x.shape[0] != y.shape[0]:
+        where = f"{os.fspath(data)}: " if isinstance(data, (str, os.PathLike)) else ""
+        raise ValueError(f"{where}labels must be integers, one per sample: x has shape "
+                         f"{x.shape}, y has shape {y.shape} and dtype {y.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{desc}: the inputs x hold NaN, infinite or out-of-float32-range "
+                         "values: expected finite numbers")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
@@ -566,6 +579,9 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     if jobs > 1:
         _check_not_bootstrapping()
+    if jobs > MAX_THREADS:   # each job is a process: refuse what no machine can start
+        raise ValueError(f"jobs={jobs} is too many: expected at most {MAX_THREADS} "
+                         "(four per core, at least 16)")
     if assign is not None and (per_layer or multipliers is not None):
         raise ValueError("assign evaluates one mixed configuration: it cannot be combined with "
                          "per_layer or a list of multipliers")
@@ -771,7 +787,7 @@ def _write_tables(result, out):
     path = os.path.join(out, "results.json")
     doc = {k: v for k, v in result.items() if k != "files"}
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
+        _json.dump(doc, f, indent=2)   # strict JSON: non-finite values as null
     files.append(path)
     return files
 
@@ -1034,7 +1050,7 @@ def _cmd_eval(args):
     except _NoDataSet:
         raise ValueError(_NO_DATA_CLI) from None
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(_json.dumps(r, indent=2))
         return 0
     label = "float" if mult is None and not args.assign else (
         args.assign or str(mult)) + (" tuned" if args.tune else "") + (
