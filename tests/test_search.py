@@ -157,12 +157,49 @@ def test_same_front_with_one_worker_and_after_resume(reference, cluster, tmp_pat
     assert seen[1][1] == n_part
 
 
+class SlowModel:
+    """The shipped model behind the survey's protocol, each evaluation in a worker taking at
+    least ``delay`` seconds: a budget then stops the search whatever the machine's speed."""
+
+    def __init__(self, net, delay, home=None):
+        self.net, self.delay = net, delay
+        self.home = os.getpid() if home is None else home
+        self.name, self.metadata = net.name, net.metadata
+
+    @property
+    def compute_layers(self):
+        return self.net.compute_layers
+
+    def configure(self, layers=None, **kw):
+        self.net.configure(layers, **kw)
+        return self
+
+    def settings(self):
+        return self.net.settings()
+
+    def accuracy(self, x, y, **kw):
+        if os.getpid() != self.home:
+            time.sleep(self.delay)
+        return self.net.accuracy(x, y, **kw)
+
+    def copy(self):
+        return SlowModel(self.net.copy(), self.delay, self.home)
+
+    def fingerprint(self):   # the same model whatever the delay
+        return S._model_hash(self.net)
+
+    def layer_macs(self, input_shape):
+        return _macs_by_hand()
+
+
 def test_budget_stop_then_resume(reference, cluster, tmp_path):
     out = tmp_path / "budget"
-    r = S.search(output=str(out), scheduler=cluster.scheduler_address, budget=1.5, **SMALL)
+    # at least 0.25 s per evaluation on 2 workers: the 1.5 s budget ends the first generations
+    r = S.search(model=SlowModel(load_shipped_model(), 0.25), output=str(out),
+                 scheduler=cluster.scheduler_address, budget=1.5, **SMALL)
     assert not r["finished"]
-    r = S.search(resume=str(out), limit=45, progress=False, plot=False, verbose=False,
-                 scheduler=cluster.scheduler_address)
+    r = S.search(model=SlowModel(load_shipped_model(), 0.0), resume=str(out), limit=45,
+                 progress=False, plot=False, verbose=False, scheduler=cluster.scheduler_address)
     assert r["finished"] and _front(out) == _front(reference)
 
 
