@@ -1,0 +1,334 @@
+"""``axkern bench --networks``: whole CIFAR ResNets, float32 PyTorch against the same model
+approximated through :mod:`axkern.torch`, in one run.
+
+For each depth (ResNet-8, 20, 32, 50, 62 of :mod:`axkern.resnet`, random weights, BatchNorm
+not folded, eval mode, 32x32x3 NCHW inputs, PyTorch's default layout):
+
+* ``float``: images/s of the float32 model; ``approx``: of the same model after
+  ``axkern.torch.approximate(model, multiplier)`` (every Conv2d and Linear through the
+  multiplier's table, default quantization); their time ratio; seconds per 10,000 images,
+  printed beside TFApprox's published CPU figures for the same networks (a different,
+  unknown machine: the unit, not a like-for-like comparison).
+* Fairness: PyTorch's float convolution time depends on where its input buffer lies (the
+  same call ran 2.5x slower on some copies), so both models are timed on several freshly
+  allocated copies of the input batch, in rounds that alternate the two models, and each
+  figure is the best call.
+* ``overhead``: the approximated layers' own time, each layer's module called on the
+  activation it received inside the network (captured with forward hooks), against the
+  bare NumPy-level call (``axkern.axconv2d`` / ``axkern.axdense`` on the same arrays, same
+  multiplier and quantization), summed over the layers: the adapter's cost over the kernels.
+* ``alloc``: whether the float part of the approximated model (BatchNorm, ReLU, additions,
+  pooling: everything outside the approximated layers, timed with forward hooks) runs at a
+  different speed when the approximated layers hand on tensors that wrap NumPy memory or
+  tensors that PyTorch allocated (each output copied into one or the other in the hook;
+  the copies themselves fall inside the layers' time, not the float part's).
+
+Thread count: ``torch.set_num_threads(T)`` and axkern's OpenMP threads are the same ``T``
+(default: axkern's OpenMP default, all cores or ``OMP_NUM_THREADS``).
+"""
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+
+__all__ = ["run_networks", "format_networks", "TFAPPROX_CPU_S", "DEPTHS"]
+
+DEPTHS = (8, 20, 32, 50, 62)
+# TFApprox's README table: seconds for 10,000 CIFAR-10 images on its test machine's CPU, the
+# accurate Conv2D graph and the approximate AxConv2D graph (from which the 8-bit approximate
+# layers' overhead, 337 s for ResNet-8, was computed).
+TFAPPROX_CPU_S = {8: (4.4, 341), 14: (7.4, 724), 20: (10.4, 1105), 26: (13.4, 1489),
+                  32: (16.3, 1876), 38: (19.3, 2259), 44: (22.3, 2640), 50: (25.2, 3025),
+                  56: (28.1, 3409), 62: (31.1, 3796)}
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError('axkern bench --networks needs PyTorch: pip install "axkern[torch]"') \
+            from exc
+    return torch
+
+
+def _best_alternating(fns, inputs, repeat):
+    """Best seconds of each function over ``repeat`` rounds; in each round every function
+    runs once on every input (alternating functions, so all see the same stretch of time).
+    One untimed call of each first (allocator, page faults, thread pools)."""
+    best = [np.inf] * len(fns)
+    for f in fns:
+        f(inputs[0])
+    for _ in range(repeat):
+        for x in inputs:
+            for i, f in enumerate(fns):
+                t0 = time.perf_counter()
+                f(x)
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def _layer_args(mod):
+    """axconv2d/axdense geometry of an nn.Conv2d / nn.Linear."""
+    from torch import nn
+
+    if isinstance(mod, nn.Conv2d):
+        pad = mod.padding
+        if isinstance(pad, str):
+            pad = pad.upper()
+        return dict(stride=mod.stride, padding=pad, dilation=mod.dilation, groups=mod.groups)
+    return {}
+
+
+def _bare_call(mod, x, multiplier, quant, num_threads):
+    """The NumPy-level call that the approximated layer ``mod`` stands for, on ``x``."""
+    from torch import nn
+    from .conv import axconv2d
+    from .matmul import axdense
+
+    w = mod.weight.detach().numpy()
+    b = None if mod.bias is None else mod.bias.detach().numpy()
+    xn = x.numpy()
+    if isinstance(mod, nn.Conv2d):
+        return lambda: axconv2d(xn, w, multiplier, bias=b, data_format="NCHW", quant=quant,
+                                num_threads=num_threads, **_layer_args(mod))
+    wt = np.ascontiguousarray(w.T)   # (in, out), as a caller of axdense would hold it
+    return lambda: axdense(xn, wt, multiplier, b, quant=quant, num_threads=num_threads)
+
+
+def _approx_layers(model):
+    from torch import nn
+
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and type(m).__module__ == "axkern.torch"]
+
+
+def _capture_inputs(model, layers, x):
+    torch = _torch()
+    seen = {}
+    hooks = [m.register_forward_hook(
+        lambda mod, inp, out, name=name: seen.__setitem__(name, inp[0].detach().clone()))
+        for name, m in layers]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _overhead(model, layers, x, multiplier, quant, num_threads, repeat):
+    """Per layer: best time of the adapter module and of the bare call on the activation it
+    received in the network."""
+    torch = _torch()
+    acts = _capture_inputs(model, layers, x)
+    rows = []
+    for name, mod in layers:
+        a = acts[name]
+        bare = _bare_call(mod, a, multiplier, quant, num_threads)
+
+        def adapter(_, mod=mod, a=a):
+            with torch.inference_mode():
+                mod(a)
+
+        t_mod, t_bare = _best_alternating([adapter, lambda _: bare()], [None], repeat)
+        rows.append(dict(layer=name, kind=type(mod).__name__, adapter_s=t_mod, bare_s=t_bare))
+    return rows
+
+
+def _float_part(model, layers, inputs, repeat, wrap):
+    """Best seconds of the approximated model outside its approximated layers, when each
+    layer's output is handed on as a tensor over NumPy memory (``wrap="numpy"``) or over
+    memory PyTorch allocated (``wrap="torch"``)."""
+    torch = _torch()
+    state = {"inside": 0.0, "t0": 0.0}
+
+    def pre(mod, inp):
+        state["t0"] = time.perf_counter()
+
+    def post(mod, inp, out):
+        if wrap == "numpy":
+            out = torch.from_numpy(np.array(out.numpy(), copy=True))
+        else:
+            out = torch.empty_like(out).copy_(out)
+        state["inside"] += time.perf_counter() - state["t0"]
+        return out
+
+    hooks = []
+    for _, m in layers:
+        hooks.append(m.register_forward_pre_hook(pre))
+        hooks.append(m.register_forward_hook(post))
+    best = np.inf
+    try:
+        with torch.inference_mode():
+            model(inputs[0])
+            for _ in range(repeat):
+                for x in inputs:
+                    state["inside"] = 0.0
+                    t0 = time.perf_counter()
+                    model(x)
+                    best = min(best, time.perf_counter() - t0 - state["inside"])
+    finally:
+        for h in hooks:
+            h.remove()
+    return best
+
+
+def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="auto",
+                 repeat=3, copies=3, num_threads=None, overhead=True, alloc=True, seed=0,
+                 progress=None):
+    """Time float32 PyTorch against the approximated model for each CIFAR ResNet depth.
+
+    Parameters
+    ----------
+    depths : sequence of int
+        ResNet depths (6n + 2).
+    batch : int
+        Images per call.
+    multiplier : str or Multiplier
+        Passed to ``axkern.torch.approximate`` for every layer.
+    quant : str
+        Quantization mode of the approximated layers.
+    repeat, copies : int
+        Timing rounds, and freshly allocated copies of the input batch per round; every
+        figure is the best call.
+    num_threads : int, optional
+        Threads for both PyTorch and axkern (default: axkern's OpenMP default).
+    overhead, alloc : bool
+        Also measure the adapter overhead and the NumPy-vs-PyTorch memory effect.
+    seed : int
+    progress : callable, optional
+        Called with a line of text as each network finishes.
+
+    Returns
+    -------
+    list of dict
+        One record per depth: ``depth, batch, macs, float_s, approx_s, ratio, float_ips,
+        approx_ips, float_10k_s, approx_10k_s, tfapprox_float_10k_s, tfapprox_approx_10k_s``,
+        with ``overhead`` (``adapter_s, bare_s, ratio, layers``: per layer records) and
+        ``float_part_numpy_s, float_part_torch_s`` when asked for.
+    """
+    torch = _torch()
+    from . import _fast
+    from . import torch as axtorch
+    from .library import as_multiplier
+    from .resnet import resnet_cifar
+
+    for name, v in (("batch", batch), ("repeat", repeat), ("copies", copies)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    threads = _fast.max_threads() if num_threads is None else int(num_threads)
+    torch.set_num_threads(threads)
+    mult = as_multiplier(multiplier)
+    records = []
+    for depth in depths:
+        torch.manual_seed(seed)
+        net = resnet_cifar(depth).eval()
+        # random BatchNorm statistics, so that the activations are not trivially scaled
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+        approx = axtorch.approximate(net, mult, quant=quant, inplace=False).eval()
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand(batch, 3, 32, 32, generator=g)
+        inputs = [x.clone() for _ in range(copies)]
+        macs = _macs(net, x[:1])
+
+        def run(model):
+            def f(xx):
+                with torch.inference_mode():
+                    model(xx)
+            return f
+
+        gc.collect()
+        t_float, t_approx = _best_alternating([run(net), run(approx)], inputs, repeat)
+        rec = dict(depth=depth, batch=batch, threads=threads, macs=macs, float_s=t_float,
+                   approx_s=t_approx, ratio=t_approx / t_float, float_ips=batch / t_float,
+                   approx_ips=batch / t_approx, float_10k_s=1e4 * t_float / batch,
+                   approx_10k_s=1e4 * t_approx / batch,
+                   tfapprox_float_10k_s=TFAPPROX_CPU_S.get(depth, (None, None))[0],
+                   tfapprox_approx_10k_s=TFAPPROX_CPU_S.get(depth, (None, None))[1])
+        layers = _approx_layers(approx)
+        if overhead:
+            rows = _overhead(approx, layers, x, mult, quant, num_threads, repeat)
+            a, b = sum(r["adapter_s"] for r in rows), sum(r["bare_s"] for r in rows)
+            rec["overhead"] = dict(adapter_s=a, bare_s=b, ratio=a / b, layers=rows)
+        if alloc:
+            rec["float_part_numpy_s"] = _float_part(approx, layers, inputs, repeat, "numpy")
+            rec["float_part_torch_s"] = _float_part(approx, layers, inputs, repeat, "torch")
+        records.append(rec)
+        if progress is not None:
+            progress(_line(rec))
+        del net, approx, inputs
+    return records
+
+
+def _macs(model, x):
+    """Multiply-accumulates per image of the Conv2d and Linear layers (forward hooks)."""
+    torch = _torch()
+    total = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.Conv2d):
+            total[0] += out[0].numel() * mod.weight[0].numel()
+        else:
+            total[0] += out[0].numel() * mod.in_features
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+def _line(r):
+    s = (f"ResNet-{r['depth']}: float {r['float_ips']:.0f} img/s, approx {r['approx_ips']:.0f} "
+         f"img/s, ratio {r['ratio']:.2f}")
+    if "overhead" in r:
+        s += f", adapter/bare {r['overhead']['ratio']:.3f}"
+    return s
+
+
+def format_networks(records, per_layer=False):
+    """Markdown table(s) of :func:`run_networks` records."""
+    def opt(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| network | MMAC/img | float32 img/s | approx img/s | approx / float | "
+             "float s/10k | approx s/10k | TFApprox CPU s/10k (float, approx) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        tf = (f"{opt(r['tfapprox_float_10k_s'], '.1f')}, {opt(r['tfapprox_approx_10k_s'], '.0f')}"
+              if r["tfapprox_approx_10k_s"] is not None else "-")
+        lines.append(f"| ResNet-{r['depth']} | {r['macs'] / 1e6:.1f} | {r['float_ips']:.0f} | "
+                     f"{r['approx_ips']:.0f} | {r['ratio']:.2f} | {r['float_10k_s']:.2f} | "
+                     f"{r['approx_10k_s']:.2f} | {tf} |")
+    if any("overhead" in r or "float_part_numpy_s" in r for r in records):
+        lines += ["", "| network | approx layers: adapter ms | bare axconv2d/axdense ms | "
+                  "adapter / bare | float part, NumPy-backed ms | float part, torch-allocated ms |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in records:
+            o = r.get("overhead")
+            lines.append(
+                f"| ResNet-{r['depth']} | {opt(o and o['adapter_s'] * 1e3, '.1f')} | "
+                f"{opt(o and o['bare_s'] * 1e3, '.1f')} | {opt(o and o['ratio'], '.3f')} | "
+                f"{opt(r.get('float_part_numpy_s') and r['float_part_numpy_s'] * 1e3, '.1f')} | "
+                f"{opt(r.get('float_part_torch_s') and r['float_part_torch_s'] * 1e3, '.1f')} |")
+    if per_layer:
+        for r in records:
+            if "overhead" not in r:
+                continue
+            lines += ["", f"ResNet-{r['depth']} per layer:", "",
+                      "| layer | kind | adapter ms | bare ms | adapter / bare |",
+                      "|---|---|---:|---:|---:|"]
+            for row in r["overhead"]["layers"]:
+                lines.append(f"| {row['layer']} | {row['kind']} | {row['adapter_s'] * 1e3:.2f} | "
+                             f"{row['bare_s'] * 1e3:.2f} | {row['adapter_s'] / row['bare_s']:.2f} |")
+    return "\n".join(lines)
