@@ -220,6 +220,10 @@ def checked_params(x, mode, m, name, channels=None, fast=None):
             raise ValueError(f"{name} contains NaN or Inf: expected finite values")
         # min, max and max|.| of [lo, hi] are those of x: the same parameters, bit for bit.
         return make_params(np.array([lo, hi], np.float32), mode, m, channels)
+    if isinstance(mode, QuantParams) and not mode.per_channel and fast is not None:
+        # Fixed per-tensor parameters on the fast path: x is quantized by
+        # fast.quantize_indices, which rejects NaN and Inf in that same pass.
+        return make_params(x, mode, m, channels)
     _check_finite(x, name)
     return make_params(x, mode, m, channels)
 
@@ -544,8 +548,20 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w"):
     return e
 
 
+def check_out(out, shape):
+    """``out`` validated as a writeable C-contiguous float32 array of ``shape``."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or \
+            tuple(out.shape) != tuple(shape) or not out.flags.c_contiguous or \
+            not out.flags.writeable:
+        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
+                         f"{tuple(shape)}, got {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{getattr(out, 'shape', '')}")
+    return out
+
+
 def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=1, groups=1,
-             data_format="NHWC", quant="auto", tune=False, backend="auto", num_threads=None):
+             data_format="NHWC", quant="auto", tune=False, backend="auto", num_threads=None,
+             out=None):
     """2-D convolution of float tensors computed through an approximate multiplier.
 
     The input and the filter are quantized, every code product is looked up in the
@@ -579,6 +595,10 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
         original weight codes.
     backend : {"auto", "reference", "cpu", "cuda"}
     num_threads : int, optional
+    out : ndarray of float32, optional
+        A writeable C-contiguous array shaped as the result (memory of the caller's, e.g. a
+        PyTorch tensor's): the result is written there and ``out`` is returned. Must not
+        overlap ``x``, ``w`` or ``bias``.
 
     Returns
     -------
@@ -609,13 +629,15 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
         bias = _float_array(bias, "bias")
         if bias.shape != (COUT,):
             raise ValueError(f"bias must have shape ({COUT},), one per output channel, got {bias.shape}")
+    if out is not None:
+        check_out(out, (N, OH, OW, COUT) if fmt == "NHWC" else (N, COUT, OH, OW))
 
     fast = _host_helpers(backend, m)
     xp = checked_params(x, spec.input, m, "x", fast=fast)
     be = get_backend(backend)
     if fast is not None and not xp.per_channel and getattr(be, "SUPPORTS_DEQUANT", False):
         return _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups,
-                           fmt, (OH, OW), fast, be, num_threads)
+                           fmt, (OH, OW), fast, be, num_threads, out)
     wp = make_params(w, spec.weight, m, COUT)
     qw = quantize(w, wp, channel_axis=-1)   # the filter is small: NumPy is fine
     sx, zx = scale_and_zp(xp)
@@ -659,11 +681,14 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
                             dilation, (KH, KW), (OH, OW), groups)
     if fmt == "NCHW":
         y = y.transpose(0, 3, 1, 2)
+    if out is not None:
+        np.copyto(out, y)
+        return out
     return np.ascontiguousarray(y)
 
 
 def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups, fmt, out_hw,
-                fast, be, num_threads):
+                fast, be, num_threads, out=None):
     """axconv2d on a backend that dequantizes in the kernel (axkern._fast): the input
     quantized to table indices in one pass, the weight side from :func:`_prepare_weights`,
     the correction and the dequantization applied as the kernel stores: no integer copy of
@@ -693,8 +718,13 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
         dq["sumx"] = fast.window_sums(
             xi, m.values(), (KH, KW), stride, pads, dilation, groups, pad_index,
             num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
+    # NHWC: the kernel stores straight into the caller's ``out``.
     y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index, pw.dtype,
-                  num_threads, dequant=dq)
+                  num_threads, dequant=dq, **({"out": out} if out is not None and fmt == "NHWC" else {}))
     if fmt == "NCHW":
         y = y.transpose(0, 3, 1, 2)
+    if out is not None:
+        if y is not out:
+            np.copyto(out, y)
+        return out
     return np.ascontiguousarray(y)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import accumulator_dtype, as_multiplier, get_backend, table256
 from .conv import (_code_array, _float_array, _host_helpers, _prepare_weights, _to_index,
-                   checked_params, resolve_quant, scale_and_zp)
+                   check_out, checked_params, resolve_quant, scale_and_zp)
 from .quant import quantize
 from .tune import resolve_tuning
 
@@ -33,7 +33,7 @@ def _promote(a, b):
     return a, b, drop_a, drop_b
 
 
-def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None):
+def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None, out=None):
     """Integer table sums of index arrays ``ai (..., M, K)`` and ``bi (..., K, N)``; with
     ``dequant`` (2-D ``bi`` and a backend that takes it) the float32 results instead."""
     K = ai.shape[-1]
@@ -50,6 +50,8 @@ def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None):
         # One weight matrix: fold every batch dimension of a into the rows of a single GEMM.
         flat = np.ascontiguousarray(ai.reshape(-1, K))
         extra = {} if dequant is None else {"dequant": dequant}
+        if out is not None:
+            extra["out"] = out
         out = be.gemm(flat, np.ascontiguousarray(bi), table, dtype, num_threads, **extra)
         return out.reshape(*batch, M, N)
     a_b = np.broadcast_to(ai, (*batch, M, K)).reshape(-1, M, K)
@@ -102,7 +104,7 @@ def lut_matmul(a_codes, b_codes, multiplier, *, backend="auto", num_threads=None
 
 
 def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="auto",
-             num_threads=None):
+             num_threads=None, out=None):
     """Matrix product of float arrays computed through an approximate multiplier.
 
     Parameters
@@ -119,6 +121,9 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         ALWANN weight tuning, as in :func:`axkern.axconv2d`.
     backend : {"auto", "reference", "cpu", "cuda"}
     num_threads : int, optional
+    out : ndarray of float32, optional
+        A writeable C-contiguous array shaped as the result: the result is written there
+        and ``out`` is returned. Must not overlap the operands.
 
     Returns
     -------
@@ -143,6 +148,13 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         bias = _float_array(bias, "bias")
         if bias.shape != (N,):
             raise ValueError(f"bias must have shape ({N},), one per output column, got {bias.shape}")
+    if out is not None:
+        try:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"matmul batch dimensions do not broadcast: {a.shape[:-2]} and "
+                             f"{b.shape[:-2]}") from None
+        check_out(out, batch + ((a.shape[-2],) if not drop_a else ()) + ((N,) if not drop_b else ()))
     fast = _host_helpers(backend, m)
     ap = checked_params(a, spec.input, m, "a", fast=fast)
     be = get_backend(backend)
@@ -163,7 +175,12 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         if np.any(zb != 0):
             dq["zw"] = zb
             dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
-        y = _batched_gemm(ai, pb.wi, m, be, num_threads, dequant=dq)
+        y = _batched_gemm(ai, pb.wi, m, be, num_threads, dequant=dq,
+                          out=None if out is None else out.reshape(-1, N))
+        if out is not None:
+            if not np.shares_memory(y, out):
+                np.copyto(out, _squeeze(y, drop_a, drop_b))
+            return out
         return np.array(_squeeze(y, drop_a, drop_b), order="C")
     bp = checked_params(b, spec.weight, m, "b", N, fast=fast)
     sa, za = scale_and_zp(ap)
@@ -208,11 +225,14 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         np.multiply(total, np.asarray(sa * sb, np.float64), out=y, casting="unsafe")
         if bias is not None:
             y += bias
+    if out is not None:
+        np.copyto(out, _squeeze(y, drop_a, drop_b))
+        return out
     return np.array(_squeeze(y, drop_a, drop_b), order="C")  # keeps 0-d results 0-d
 
 
 def axdense(x, w, multiplier, bias=None, *, quant="auto", tune=False, backend="auto",
-            num_threads=None):
+            num_threads=None, out=None):
     """Fully connected layer ``x @ w + bias`` through an approximate multiplier.
 
     Parameters
@@ -221,8 +241,8 @@ def axdense(x, w, multiplier, bias=None, *, quant="auto", tune=False, backend="a
     w : array_like of float, shape (IN, OUT)
     multiplier : Multiplier
     bias : array_like of shape (OUT,), optional
-    quant, tune, backend, num_threads
-        As in :func:`axmatmul`.
+    quant, tune, backend, num_threads, out
+        As in :func:`axmatmul` (``out`` shaped (..., OUT)).
 
     Returns
     -------
@@ -237,6 +257,11 @@ def axdense(x, w, multiplier, bias=None, *, quant="auto", tune=False, backend="a
     if xa.shape[-1] != wa.shape[0]:
         raise ValueError(f"x has {xa.shape[-1]} features but w expects {wa.shape[0]} (shape {wa.shape})")
     lead = xa.shape[:-1]
+    if out is not None:
+        check_out(out, (*lead, wa.shape[1]))
+        out2 = out.reshape(-1, wa.shape[1])   # a view: out is C-contiguous
+    else:
+        out2 = None
     y = axmatmul(xa.reshape(-1, xa.shape[-1]), wa, multiplier, bias=bias, quant=quant, tune=tune,
-                 backend=backend, num_threads=num_threads)
-    return y.reshape(*lead, wa.shape[1])
+                 backend=backend, num_threads=num_threads, out=out2)
+    return out if out is not None else y.reshape(*lead, wa.shape[1])
