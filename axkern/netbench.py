@@ -92,16 +92,17 @@ def _bare_call(mod, x, multiplier, quant, num_threads):
     xn = x.numpy()
     if isinstance(mod, nn.Conv2d):
         return lambda: axconv2d(xn, w, multiplier, bias=b, data_format="NCHW", quant=quant,
-                                num_threads=num_threads, **_layer_args(mod))
+                                backend="cpu", num_threads=num_threads, **_layer_args(mod))
     wt = np.ascontiguousarray(w.T)   # (in, out), as a caller of axdense would hold it
-    return lambda: axdense(xn, wt, multiplier, b, quant=quant, num_threads=num_threads)
+    return lambda: axdense(xn, wt, multiplier, b, quant=quant, backend="cpu",
+                           num_threads=num_threads)
 
 
 def _approx_layers(model):
-    from torch import nn
+    from .torch import ApproxConv2d, ApproxLinear
 
     return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and type(m).__module__ == "axkern.torch"]
+            if isinstance(m, (ApproxConv2d, ApproxLinear)) and m.multiplier is not None]
 
 
 def _capture_inputs(model, layers, x):
@@ -128,13 +129,16 @@ def _overhead(model, layers, x, multiplier, quant, num_threads, repeat):
     for name, mod in layers:
         a = acts[name]
         bare = _bare_call(mod, a, multiplier, quant, num_threads)
+        with torch.inference_mode():
+            same = np.array_equal(mod(a).numpy(), bare())
 
         def adapter(_, mod=mod, a=a):
             with torch.inference_mode():
                 mod(a)
 
         t_mod, t_bare = _best_alternating([adapter, lambda _: bare()], [None], repeat)
-        rows.append(dict(layer=name, kind=type(mod).__name__, adapter_s=t_mod, bare_s=t_bare))
+        rows.append(dict(layer=name, kind=type(mod).__name__, adapter_s=t_mod, bare_s=t_bare,
+                         same_output=same))
     return rows
 
 
@@ -213,7 +217,8 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
     torch = _torch()
     from . import _fast
     from . import torch as axtorch
-    from .library import as_multiplier
+    from .library import load_multiplier
+    from .lut import Multiplier
     from .resnet import resnet_cifar
 
     for name, v in (("batch", batch), ("repeat", repeat), ("copies", copies)):
@@ -221,7 +226,7 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     threads = _fast.max_threads() if num_threads is None else int(num_threads)
     torch.set_num_threads(threads)
-    mult = as_multiplier(multiplier)
+    mult = multiplier if isinstance(multiplier, Multiplier) else load_multiplier(multiplier)
     records = []
     for depth in depths:
         torch.manual_seed(seed)
@@ -255,7 +260,8 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
         if overhead:
             rows = _overhead(approx, layers, x, mult, quant, num_threads, repeat)
             a, b = sum(r["adapter_s"] for r in rows), sum(r["bare_s"] for r in rows)
-            rec["overhead"] = dict(adapter_s=a, bare_s=b, ratio=a / b, layers=rows)
+            rec["overhead"] = dict(adapter_s=a, bare_s=b, ratio=a / b, layers=rows,
+                                   same_output=all(r["same_output"] for r in rows))
         if alloc:
             rec["float_part_numpy_s"] = _float_part(approx, layers, inputs, repeat, "numpy")
             rec["float_part_torch_s"] = _float_part(approx, layers, inputs, repeat, "torch")
@@ -332,3 +338,91 @@ def format_networks(records, per_layer=False):
                 lines.append(f"| {row['layer']} | {row['kind']} | {row['adapter_s'] * 1e3:.2f} | "
                              f"{row['bare_s'] * 1e3:.2f} | {row['adapter_s'] / row['bare_s']:.2f} |")
     return "\n".join(lines)
+
+
+def _describe_cpu():
+    """'model name' of /proc/cpuinfo (Linux), else the platform's processor string."""
+    import platform
+
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in info:
+                    info[key] = value.strip()
+                if not line.strip() and info:
+                    break
+    except OSError:
+        pass
+    if "model name" not in info:
+        return platform.processor() or "unknown CPU"
+    s = info["model name"]
+    if "cpu family" in info and "model" in info:
+        s += f" (family {info['cpu family']}, model {info['model']})"
+    return s
+
+
+def report(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", repeat=3, copies=3,
+           num_threads=None, overhead=True, alloc=True, per_layer=False, as_json=False):
+    """Run :func:`run_networks` and print its table (or JSON records); returns the records."""
+    import json
+    import os
+
+    import torch
+
+    progress = None if as_json else (lambda s: print(s, flush=True))
+    if not as_json:
+        print(f"axkern bench --networks: {_describe_cpu()}, {os.cpu_count()} CPUs, torch "
+              f"{torch.__version__}, batch {batch}, multiplier {multiplier}, best of "
+              f"{repeat} rounds x {copies} input copies", flush=True)
+    recs = run_networks(depths, batch=batch, multiplier=multiplier, repeat=repeat,
+                        copies=copies, num_threads=num_threads, overhead=overhead, alloc=alloc,
+                        progress=progress)
+    if as_json:
+        print(json.dumps(recs, indent=2))
+    else:
+        print(f"threads: {recs[0]['threads']} (torch.set_num_threads and axkern's OpenMP)\n")
+        print(format_networks(recs, per_layer=per_layer))
+    return recs
+
+
+def _depths(text):
+    try:
+        depths = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise ValueError(f"depths must be comma-separated integers, got {text!r}") from None
+    bad = [d for d in depths if d < 8 or (d - 2) % 6]
+    if bad or not depths:
+        raise ValueError(f"depths must be 6n + 2 (8, 14, 20, ...), got {text!r}")
+    return depths
+
+
+def main(argv=None):
+    """``python tools/bench_networks.py``: see the module docstring."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="bench_networks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--depths", default=",".join(map(str, DEPTHS)),
+                   help="comma-separated ResNet depths (default: 8,20,32,50,62)")
+    p.add_argument("--batch", type=int, default=128, help="images per call (default 128)")
+    p.add_argument("--multiplier", default="mul8u_drum4", help="shipped name or file")
+    p.add_argument("--repeat", type=int, default=3, help="timing rounds (default 3)")
+    p.add_argument("--copies", type=int, default=3,
+                   help="fresh input copies per round (default 3)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for PyTorch and axkern (default: OpenMP's default)")
+    p.add_argument("--no-overhead", action="store_true",
+                   help="skip the adapter-overhead and memory measurements")
+    p.add_argument("--per-layer", action="store_true", help="also print the per-layer table")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+    args = p.parse_args(argv)
+    try:
+        depths = _depths(args.depths)
+    except ValueError as e:
+        p.error(str(e))
+    report(depths, batch=args.batch, multiplier=args.multiplier, repeat=args.repeat,
+           copies=args.copies, num_threads=args.threads, overhead=not args.no_overhead,
+           alloc=not args.no_overhead, per_layer=args.per_layer, as_json=args.json)
+    return 0
