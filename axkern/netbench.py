@@ -226,6 +226,11 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     threads = _fast.max_threads() if num_threads is None else int(num_threads)
     torch.set_num_threads(threads)
+    if _fast.max_threads() != threads:
+        # PyTorch and axkern share one OpenMP runtime when torch is imported first (both
+        # load libgomp.so.1); otherwise the adapter's kernels would run with other threads.
+        raise RuntimeError(f"axkern's OpenMP runtime uses {_fast.max_threads()} threads after "
+                           f"torch.set_num_threads({threads}): set OMP_NUM_THREADS={threads}")
     mult = multiplier if isinstance(multiplier, Multiplier) else load_multiplier(multiplier)
     records = []
     for depth in depths:
