@@ -30,9 +30,11 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError('axkern.torch needs PyTorch, which is not installed: '
                       'pip install "axkern[torch]"') from e
 
+from ._torch_grad import gradient_tables
 from .conv import _check_format, make_params, resolve_quant
 from .lut import Multiplier
-from .quant import QuantParams, QuantSpec, symmetric_params, tf_quant_params
+from .quant import QuantSpec, symmetric_params, tf_quant_params
+from .tune import resolve_tuning
 
 __all__ = ["ApproxConv2d", "ApproxLinear", "approximate", "layers", "calibrate",
            "as_survey_model", "evaluate", "TorchSurveyModel", "gradient_tables"]
@@ -75,13 +77,6 @@ def _check_tensor(t, what, layer):
         raise TypeError(f"{_layer_label(layer)}: {what} must be a dense (strided) tensor")
 
 
-def _range_params(lo, hi, mode, m):
-    """QuantParams of a tensor whose min is ``lo`` and max ``hi``, as axkern computes them."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError("the layer input contains NaN or Inf: expected finite values")
-    return make_params(np.array([lo, hi], np.float32), mode, m)
-
-
 def _fake_quant(t, p, channel_dim=None):
     """``(dequantized codes, mask of unclipped entries)`` of tensor ``t`` under QuantParams
     ``p``, in float32 with the rounding of :mod:`axkern.quant` (per-channel along
@@ -94,7 +89,7 @@ def _fake_quant(t, p, channel_dim=None):
     if p.signed:
         q = torch.round(t / s) + z
         lo, hi = float(p.qmin), float(p.qmax)
-        mask = (q >= lo) & (q <= hi)
+        mask = t.abs() <= s * hi            # pytorch-quantization's |x| <= amax
         q = q.clamp(lo, hi)
         return (q - z) * s, mask
     nmin = (float(p.qmin) - z) * s
@@ -119,6 +114,7 @@ class _ApproxMixin:
         self.tune = tune
         self.grad = grad
         self.backend = backend
+        self.num_threads = None   # axkern's threads (None: OpenMP's default)
         self.multiplier = multiplier
 
     # multiplier/quant are validated together whenever either changes
@@ -132,6 +128,7 @@ class _ApproxMixin:
         m = _resolve_multiplier(value)
         if m is not None:
             resolve_quant(self._quant, m)   # a signed multiplier with unsigned codes etc.
+            resolve_tuning(self._tune, m)
         self._multiplier = m
 
     @property
@@ -150,6 +147,18 @@ class _ApproxMixin:
         self._quant = value
 
     @property
+    def tune(self):
+        """ALWANN weight tuning: False, True or a mapping array (see axkern.axconv2d)."""
+        return self._tune
+
+    @tune.setter
+    def tune(self, value):
+        m = getattr(self, "_multiplier", None)
+        if m is not None:
+            resolve_tuning(value, m)   # validated now, not at the first forward
+        self._tune = value
+
+    @property
     def grad(self):
         """Backward rule: "ste" (straight-through estimator) or "table" (gradient tables)."""
         return self._grad
@@ -166,7 +175,18 @@ class _ApproxMixin:
         return self.input_range is not None
 
     def _spec(self):
-        return resolve_quant(self._quant, self._multiplier)
+        q = self._quant
+        if q == "auto" and self._multiplier.signed and self.input_range is not None:
+            q = "symmetric-per-channel"   # calibrated: pytorch-quantization's scheme
+        return resolve_quant(q, self._multiplier)
+
+    def _grad_tables(self):
+        """The multiplier's gradient tables (``grad="table"``), cached per multiplier/tuning."""
+        key = (id(self._multiplier), self.tune if isinstance(self.tune, bool) else id(self.tune))
+        cached = getattr(self, "_axkern_gtab", None)
+        if cached is None or cached[0] != key:
+            cached = self._axkern_gtab = (key, gradient_tables(self._multiplier, self.tune))
+        return cached[1]
 
     def _input_params(self, x, spec):
         """QuantParams of the input: frozen, or from this call's min and max."""
@@ -178,8 +198,11 @@ class _ApproxMixin:
             return tf_quant_params(lo, hi, m.bits)
         if x.numel() == 0:
             return make_params(np.zeros(0, np.float32), spec.input, m)
-        lo, hi = torch.aminmax(x.detach())
-        return _range_params(np.float32(lo.item()), np.float32(hi.item()), spec.input, m)
+        lo, hi = (np.float32(v.item()) for v in torch.aminmax(x.detach()))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{_layer_label(self)}: the input contains NaN or Inf: expected "
+                             f"finite values")
+        return make_params(np.array([lo, hi], np.float32), spec.input, m)
 
     def _weight_params(self, w_last, spec):
         """QuantParams of the weights (channel axis last, NumPy) as axkern computes them."""
@@ -232,10 +255,13 @@ class _ApproxMixin:
     def _observe(self, x):
         # the per-sample input shape, for layers(); calibrate()'s observer when one is set
         if isinstance(x, torch.Tensor) and x.dim() >= 2:
-            self._axkern_last_shape = tuple(x.shape[1:])
+            conv = isinstance(self, nn.Conv2d)
+            self._axkern_last_shape = tuple(x.shape[-3:] if conv else x.shape[1:])
         obs = getattr(self, "_axkern_observer", None)
-        if obs is not None:
-            obs(x)
+        if obs is None:
+            return False
+        obs.observe(x)
+        return True   # calibrating: the layer computes float
 
     @classmethod
     def _copy_from(cls, new, module):
@@ -244,6 +270,14 @@ class _ApproxMixin:
         new.bias = module.bias
         new.train(module.training)
         return new
+
+
+def _check_module(module, multiplier):
+    """The float module's parameters must be CPU float32 for an approximate layer."""
+    if multiplier is not None:
+        for what, t in (("weight", module.weight), ("bias", module.bias)):
+            if t is not None:
+                _check_tensor(t, f"the {what}", module)
 
 
 def _settings_kwargs(multiplier, quant, tune, grad, backend):
@@ -285,6 +319,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         """An ApproxConv2d sharing ``module``'s parameters (``nn.Conv2d``)."""
         if not isinstance(module, nn.Conv2d):
             raise TypeError(f"ApproxConv2d.from_float takes an nn.Conv2d, got {type(module).__name__}")
+        _check_module(module, multiplier)
         new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                   module.padding, module.dilation, module.groups, module.bias is not None,
                   module.padding_mode, device="meta", dtype=module.weight.dtype,
@@ -311,8 +346,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
                    * self.kernel_size[0] * self.kernel_size[1])
 
     def forward(self, x):
-        self._observe(x)
-        if self._multiplier is None:
+        if self._observe(x) or self._multiplier is None:
             return super().forward(x)
         _check_tensor(x, "the input", self)
         self._check_params()
@@ -355,7 +389,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         b = None if bias is None else bias.detach().numpy()
         kw = dict(bias=b, stride=self.stride, padding=pads, dilation=self.dilation,
                   groups=self.groups, quant=QuantSpec(xp, spec.weight), tune=self.tune,
-                  backend=self.backend)
+                  backend=self.backend, num_threads=self.num_threads)
         xd = x.detach()
         if not xd.is_contiguous() and xd.is_contiguous(memory_format=torch.channels_last):
             # channels_last memory is NHWC: hand it over as such and return channels_last
@@ -370,13 +404,20 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
             y = out
         return y, xp
 
-    def _float_op(self, x, w, b):
-        """The float layer on (possibly fake-quantized) operands, as F.conv2d computes it."""
+    def _float_grads(self, x, w, gy, need_x, need_w):
+        """Gradients of F.conv2d(x, w) for the output gradient ``gy`` (PyTorch's own
+        convolution backward, without recomputing the forward)."""
         (pt, pb), (pl, pr) = self._explicit_padding()
-        if pt != pb or pl != pr:
-            x = F.pad(x, (pl, pr, pt, pb))
-            pt = pl = 0
-        return F.conv2d(x, w, b, self.stride, (pt, pl), self.dilation, self.groups)
+        if pt != pb or pl != pr:   # PyTorch's odd 'same' split: pad, then no padding
+            xin, pad = F.pad(x, (pl, pr, pt, pb)), (0, 0)
+        else:
+            xin, pad = x, (pt, pl)
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            gy, xin, w, None, list(self.stride), list(pad), list(self.dilation), False, [0, 0],
+            self.groups, [need_x, need_w, False])
+        if need_x and xin is not x:
+            gx = gx[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]]
+        return gx, gw
 
     def _weight_last(self, w):
         return w.permute(2, 3, 1, 0)   # OIHW -> HWIO (channel axis last)
@@ -404,6 +445,7 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         """An ApproxLinear sharing ``module``'s parameters (``nn.Linear``)."""
         if not isinstance(module, nn.Linear):
             raise TypeError(f"ApproxLinear.from_float takes an nn.Linear, got {type(module).__name__}")
+        _check_module(module, multiplier)
         new = cls(module.in_features, module.out_features, module.bias is not None,
                   device="meta", dtype=module.weight.dtype,
                   **_settings_kwargs(multiplier, quant, tune, grad, backend))
@@ -417,8 +459,7 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         return int(np.prod(input_shape[:-1], dtype=np.int64)) * self.in_features * self.out_features
 
     def forward(self, x):
-        self._observe(x)
-        if self._multiplier is None:
+        if self._observe(x) or self._multiplier is None:
             return super().forward(x)
         _check_tensor(x, "the input", self)
         self._check_params()
@@ -440,11 +481,14 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         b = None if bias is None else bias.detach().numpy()
         out = torch.empty((*x.shape[:-1], self.out_features), dtype=torch.float32)
         axdense(x.detach().numpy(), w, m, b, quant=QuantSpec(xp, spec.weight), tune=self.tune,
-                backend=self.backend, out=out.numpy())
+                backend=self.backend, num_threads=self.num_threads, out=out.numpy())
         return out, xp
 
-    def _float_op(self, x, w, b):
-        return F.linear(x, w, b)
+    def _float_grads(self, x, w, gy, need_x, need_w):
+        """Gradients of F.linear(x, w) for the output gradient ``gy``."""
+        gx = gy @ w if need_x else None
+        gw = gy.reshape(-1, w.shape[0]).t() @ x.reshape(-1, w.shape[1]) if need_w else None
+        return gx, gw
 
     def _weight_last(self, w):
         return w.t()   # (out, in) -> (in, out) (channel axis last)
@@ -452,18 +496,24 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
 
 class _ApproxFunction(torch.autograd.Function):
     """Forward: the approximate layer. Backward: the straight-through estimator (gradients of
-    the float layer on the fake-quantized operands, zero where an operand was clipped) or the
-    gradient tables (``grad="table"``)."""
+    the float layer on the fake-quantized operands; zero for inputs outside a frozen input
+    range) or the gradient tables (``grad="table"``).
+
+    Ranges taken per call are the tensor's own: only the nudging's rounding can leave an
+    extreme value a fraction of a step outside, which is not treated as clipping (the weights'
+    ranges are always per call)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, layer):
         y, xp = layer._approx_forward(x, weight, bias)
         ctx.layer = layer
         ctx.xp = xp
+        ctx.frozen = layer.input_range is not None   # only a fixed range clips
         ctx.save_for_backward(x, weight, bias)
         return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable   # a second derivative is a clear error
     def backward(ctx, gy):
         x, weight, bias = ctx.saved_tensors
         layer = ctx.layer
@@ -473,21 +523,15 @@ class _ApproxFunction(torch.autograd.Function):
         if layer.grad == "table":
             from ._torch_grad import table_backward
 
-            gx, gw = table_backward(layer, x.detach(), weight.detach(), ctx.xp, wp, gy)
+            gx, gw = table_backward(layer, x.detach(), weight.detach(), ctx.xp, wp, gy,
+                                    ctx.frozen)
         else:
             xq, xmask = _fake_quant(x.detach(), ctx.xp)
-            wq_last, wmask_last = _fake_quant(wlast, wp, channel_dim=wlast.dim() - 1)
-            wq = layer._weight_last_inverse(wq_last)
-            wmask = layer._weight_last_inverse(wmask_last)
-            with torch.enable_grad():
-                xv = xq.detach().requires_grad_(ctx.needs_input_grad[0])
-                wv = wq.detach().requires_grad_(ctx.needs_input_grad[1])
-                yv = layer._float_op(xv, wv, None)
-                wanted = [t for t, need in ((xv, ctx.needs_input_grad[0]),
-                                            (wv, ctx.needs_input_grad[1])) if need]
-                grads = list(torch.autograd.grad(yv, wanted, gy)) if wanted else []
-            gx = grads.pop(0) * xmask if ctx.needs_input_grad[0] else None
-            gw = grads.pop(0) * wmask if ctx.needs_input_grad[1] else None
+            wq = layer._weight_last_inverse(_fake_quant(wlast, wp, wlast.dim() - 1)[0])
+            gx, gw = layer._float_grads(xq, wq, gy, ctx.needs_input_grad[0],
+                                        ctx.needs_input_grad[1])
+            if gx is not None and ctx.frozen:
+                gx = gx * xmask
         gb = None
         if bias is not None and ctx.needs_input_grad[2]:
             dims = [0] + list(range(2, gy.dim())) if isinstance(layer, ApproxConv2d) \
@@ -594,7 +638,10 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=(), inplace
         if n in skip:
             continue
         cls = ApproxConv2d if isinstance(mod, nn.Conv2d) else ApproxLinear
-        new = cls.from_float(mod, per[n], quant=quant, tune=tune, grad=grad, backend=backend)
+        try:
+            new = cls.from_float(mod, per[n], quant=quant, tune=tune, grad=grad, backend=backend)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer {n!r}: {e}") from None
         new._axkern_name = n or type(mod).__name__
         if n == "":
             return new
@@ -655,3 +702,363 @@ def layers(model, input_shape=None):
                     "calibrated": bool(getattr(mod, "calibrated", False)),
                     "macs": macs})
     return out
+
+
+# ------------------------------------------------------------------------------ calibration
+_METHODS = ("max", "percentile", "mse")
+
+
+class _RangeObserver:
+    """Running min/max and a histogram of one layer's inputs.
+
+    The histogram covers ``[-A, A]`` in ``2 * half`` bins of a width fixed by the first batch
+    (``A / num_bins``); when a later batch reaches beyond ``A`` the histogram grows by whole
+    bins, so counts are never re-binned. ``|x|`` folds it at 0.
+    """
+
+    def __init__(self, num_bins, histogram):
+        self.num_bins = num_bins
+        self.histogram = histogram
+        self.batches = 0
+        self.lo = self.hi = None
+        self.width = None
+        self.half = 0
+        self.counts = None
+
+    def observe(self, x):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"calibration input must be a float tensor, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if x.device.type != "cpu":
+            raise ValueError(f"calibration input is on device {x.device}: axkern's PyTorch "
+                             f"layers compute on CPU tensors only; move the model and its "
+                             f"inputs to the CPU with .cpu()")
+        x = x.detach()
+        if x.numel() == 0:
+            return
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("a calibration batch contains NaN or Inf: expected finite values")
+        self.batches += 1
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+        if not self.histogram:
+            return
+        amax = max(-lo, hi)
+        if self.width is None:
+            self.width = (amax if amax > 0 else 1.0) / self.num_bins
+            self.half = self.num_bins
+            self.counts = torch.zeros(2 * self.half, dtype=torch.float64)
+        need = int(np.ceil(amax / self.width))
+        if need > self.half:
+            grow = need - self.half
+            self.counts = F.pad(self.counts, (grow, grow))
+            self.half = need
+        top = self.half * self.width
+        self.counts += torch.histc(x.to(torch.float64).reshape(-1), bins=2 * self.half,
+                                   min=-top, max=top)
+
+    # --- ranges
+    def _edges(self):
+        return (np.arange(-self.half, self.half + 1, dtype=np.float64)) * self.width
+
+    def signed_amax(self, method, percentile, bits):
+        if method == "max":
+            return max(-self.lo, self.hi)
+        counts = self.counts.numpy()
+        folded = counts[self.half:] + counts[:self.half][::-1]       # |x| in [0, A]
+        edges = np.arange(self.half + 1, dtype=np.float64) * self.width
+        if method == "percentile":
+            cdf = np.cumsum(folded) / folded.sum()
+            i = int(np.searchsorted(cdf, percentile / 100.0))
+            return min(float(edges[min(i, self.half - 1) + 1]), max(-self.lo, self.hi))
+        # mse: the amax (a bin edge) whose fake quantization of the histogram's bin centres
+        # has the least squared error (as pytorch-quantization searches, from 1/16 of range)
+        centres = (edges[:-1] + edges[1:]) / 2
+        qmax = (1 << (bits - 1)) - 1
+        cands = _candidates(edges[max(1, self.half // 16):])
+        used = folded > 0                       # empty bins add nothing to the error
+        centres, folded = centres[used], folded[used]
+        s = cands[:, None] / qmax
+        fq = np.clip(np.rint(centres[None, :] / s), -qmax, qmax) * s
+        err = ((fq - centres[None, :]) ** 2 * folded[None, :]).sum(axis=1)
+        return min(float(cands[int(np.argmin(err))]), max(-self.lo, self.hi))
+
+    def unsigned_range(self, method, percentile, bits):
+        lo, hi = min(self.lo, 0.0), max(self.hi, 0.0)
+        if method == "max":
+            return lo, hi
+        counts = self.counts.numpy()
+        edges = self._edges()
+        if method == "percentile":
+            cdf = np.cumsum(counts) / counts.sum()
+            i_lo = int(np.searchsorted(cdf, (100.0 - percentile) / 100.0))
+            i_hi = int(np.searchsorted(cdf, percentile / 100.0))
+            return (min(max(float(edges[i_lo]), lo), 0.0),
+                    max(min(float(edges[min(i_hi, len(counts) - 1) + 1]), hi), 0.0))
+        # mse: the upper end (a bin edge above 0) with the least squared error of the nudged
+        # unsigned fake quantization over the bin centres; the lower end stays min(x.min(), 0)
+        centres = (edges[:-1] + edges[1:]) / 2
+        qmax = float((1 << bits) - 1)
+        start = self.half + max(1, self.half // 16)
+        cands = _candidates(edges[start:])
+        if cands.size == 0 or hi <= 0:
+            return lo, hi
+        used = counts > 0                       # empty bins add nothing to the error
+        centres, counts = centres[used], counts[used]
+        scale = (cands - lo) / qmax
+        zp = np.clip(np.floor(-lo / scale + 0.5), 0, qmax)
+        nmin, nmax = -zp * scale, (qmax - zp) * scale
+        c = np.clip(centres[None, :], nmin[:, None], nmax[:, None])
+        fq = np.floor((c - nmin[:, None]) / scale[:, None] + 0.5) * scale[:, None] + nmin[:, None]
+        err = ((fq - centres[None, :]) ** 2 * counts[None, :]).sum(axis=1)
+        return lo, min(float(cands[int(np.argmin(err))]), hi)
+
+
+def _candidates(edges, most=512):
+    """At most ``most`` evenly spaced bin edges (the MSE search's candidate ranges)."""
+    if edges.size <= most:
+        return edges
+    return edges[np.unique(np.linspace(0, edges.size - 1, most).round().astype(np.int64))]
+
+
+@contextlib.contextmanager
+def calibrate(model, method="max", *, percentile=99.99, num_bins=2048):
+    """Freeze the input range of every approximate layer from calibration batches.
+
+    Use as ``with axkern.torch.calibrate(model): model(batch) ...``. Inside the block the
+    approximate layers compute in float and record their inputs; on leaving it, each
+    layer's input range is frozen (the ``input_range`` buffer, saved in ``state_dict``):
+
+    - signed multipliers (AdaPT / pytorch-quantization): ``amax`` from ``method``, symmetric
+      8-bit codes ``clamp(round_half_to_even(x / (amax / 127)), -127, 127)``; a layer with
+      ``quant="auto"`` also takes its weights per output channel (``amax`` of each filter
+      at each call);
+    - unsigned multipliers: the nudged asymmetric range of :mod:`axkern.quant` over
+      ``[min(lo, 0), max(hi, 0)]``; the weights keep the layer's per-call mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Holding :class:`ApproxConv2d` / :class:`ApproxLinear` layers (see :func:`approximate`).
+    method : {"max", "percentile", "mse"}
+        ``"max"``: the extreme values seen. ``"percentile"``: the ``percentile`` of ``|x|``
+        (signed; of ``x`` at both ends for unsigned) from a histogram. ``"mse"``: the range
+        whose fake quantization of the histogram has the least squared error.
+    percentile : float, default 99.99
+    num_bins : int, default 2048
+        Histogram bins over ``[0, amax]`` of the first batch (more as the range grows).
+
+    Raises
+    ------
+    ValueError
+        When a layer saw no batch (nothing is frozen then), or the model has no
+        approximate layer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if method not in _METHODS:
+        raise ValueError(f"unknown calibration method {method!r}: expected one of {_METHODS}")
+    if not (isinstance(percentile, numbers.Real) and 50 < percentile <= 100):
+        raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 16:
+        raise ValueError(f"num_bins must be an integer >= 16, got {num_bins!r}")
+    targets = [(n, mod) for n, mod in model.named_modules() if isinstance(mod, _ApproxMixin)]
+    if not targets:
+        raise ValueError("the model has no ApproxConv2d/ApproxLinear layer to calibrate: "
+                         "call axkern.torch.approximate(model, multiplier) first")
+    observers = {}
+    for n, mod in targets:
+        if getattr(mod, "_axkern_observer", None) is not None:
+            raise RuntimeError(f"layer {n!r} is already being calibrated")
+        observers[n] = mod._axkern_observer = _RangeObserver(int(num_bins), method != "max")
+    try:
+        yield model
+    finally:
+        for _, mod in targets:
+            mod._axkern_observer = None
+    # (not reached when the block raised: nothing is frozen then)
+    unseen = [n for n, _ in targets if observers[n].batches == 0]
+    if unseen:
+        raise ValueError(f"calibrate saw no batch for the layers {unseen}: run the model on "
+                         f"calibration data inside the `with calibrate(model):` block")
+    for n, mod in targets:
+        obs, m = observers[n], mod.multiplier
+        bits = 8 if m is None else m.bits
+        if m is not None and m.signed:
+            amax = obs.signed_amax(method, percentile, bits)
+            mod.set_input_range(-amax, amax)
+        else:
+            mod.set_input_range(*obs.unsigned_range(method, percentile, bits))
+
+
+# ------------------------------------------------------------------------------ survey
+_UNSET = object()
+_LAYOUTS = ("NCHW", "NHWC")
+
+
+class TorchSurveyModel:
+    """A PyTorch module seen through the survey's model protocol (``axkern.survey``).
+
+    Made by :func:`as_survey_model`: a copy of the module whose Conv2d / Linear layers are
+    approximate layers (exact float until configured), named as in ``named_modules()``.
+    Picklable (``axkern survey --jobs N`` sends it to spawned processes).
+    """
+
+    def __init__(self, module, input_layout="NCHW", name=None, metadata=None):
+        self.module = module
+        self.input_layout = input_layout
+        self.name = name
+        self.metadata = dict(metadata or {})
+
+    @property
+    def compute_layers(self):
+        """Names of the layers that take a multiplier, in ``named_modules()`` order."""
+        return [n for n, mod in self.module.named_modules() if isinstance(mod, _ApproxMixin)]
+
+    def _layer(self, name):
+        mod = dict(self.module.named_modules()).get(name)
+        if not isinstance(mod, _ApproxMixin):
+            raise ValueError(f"{name!r} is not a Conv2d/Linear layer of the model: expected one "
+                             f"of {self.compute_layers}")
+        return mod
+
+    def configure(self, layers=None, *, multiplier=_UNSET, quant=_UNSET, tune=_UNSET):
+        """Set multiplier, quantization and/or tuning of some layers (all when omitted)."""
+        names = self.compute_layers if layers is None else (
+            [layers] if isinstance(layers, str) else list(layers))
+        targets = [self._layer(n) for n in names]
+        if multiplier is not _UNSET:
+            multiplier = _resolve_multiplier(multiplier)
+        for mod in targets:
+            if quant is not _UNSET:
+                mod.quant = "auto" if quant is None else quant
+            if tune is not _UNSET:
+                mod.tune = tune
+            if multiplier is not _UNSET:
+                mod.multiplier = multiplier
+        return self
+
+    def settings(self):
+        """``{layer: (multiplier name or None, quant, tune)}``."""
+        return {n: (None if mod.multiplier is None else mod.multiplier.name, mod.quant, mod.tune)
+                for n, mod in self.module.named_modules() if isinstance(mod, _ApproxMixin)}
+
+    def _tensor(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t = torch.from_numpy(x)
+        if self.input_layout == "NHWC":
+            if t.dim() != 4:
+                raise ValueError(f"input_layout='NHWC' needs 4-D inputs, got shape {x.shape}")
+            t = t.permute(0, 3, 1, 2)   # a channels_last view, no copy
+        return t
+
+    def forward(self, x, *, batch_size=None, backend="auto", num_threads=None):
+        """The module's output (NumPy float32) on NumPy inputs, in eval mode, no gradients."""
+        if isinstance(backend, str) and backend == "auto":
+            backend = "cpu"
+        x = np.asarray(x)
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"the input must hold at least one sample, got shape {x.shape}")
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, numbers.Integral) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        step = x.shape[0] if batch_size is None else int(batch_size)
+        approx = [mod for mod in self.module.modules() if isinstance(mod, _ApproxMixin)]
+        saved = [(mod.backend, mod.num_threads) for mod in approx]
+        modes = {mod: mod.training for mod in self.module.modules()}
+        outs = []
+        torch_threads = torch.get_num_threads()
+        try:
+            for mod in approx:
+                mod.backend, mod.num_threads = backend, num_threads
+            if num_threads is not None:   # the float layers too (survey jobs share the cores)
+                torch.set_num_threads(int(num_threads))
+            self.module.eval()
+            with torch.no_grad():
+                for i in range(0, x.shape[0], step):
+                    outs.append(self.module(self._tensor(x[i:i + step])).numpy())
+        finally:
+            torch.set_num_threads(torch_threads)
+            for mod, (be, nt) in zip(approx, saved):
+                mod.backend, mod.num_threads = be, nt
+            for mod, flag in modes.items():
+                mod.training = flag
+        return np.concatenate(outs, axis=0)
+
+    def accuracy(self, x, y, *, batch_size=None, backend="auto", num_threads=None):
+        """Share of samples (0..1) whose argmax output equals the label."""
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != np.shape(x)[0]:
+            raise ValueError(f"labels must be a vector with one entry per sample "
+                             f"({np.shape(x)[0]}), got shape {y.shape}")
+        out = self.forward(x, batch_size=batch_size, backend=backend, num_threads=num_threads)
+        return float(np.mean(np.argmax(out.reshape(out.shape[0], -1), axis=-1) == y))
+
+    def copy(self):
+        """An independent copy (the module deep-copied, settings included)."""
+        return TorchSurveyModel(copy.deepcopy(self.module), self.input_layout, self.name,
+                                copy.deepcopy(self.metadata))
+
+
+def as_survey_model(module, *, input_layout="NCHW", name=None, metadata=None):
+    """A PyTorch module as a model of ``axkern.survey`` / ``axkern.survey.evaluate``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Any module with Conv2d / Linear layers (approximate ones keep their settings and
+        calibration). It is deep-copied: the original is not changed.
+    input_layout : {"NCHW", "NHWC"}
+        Layout of the NumPy inputs the survey passes (NHWC inputs become channels_last
+        tensors, without a copy).
+    name : str, optional
+        The model's name in the survey's table (default: the module's class name).
+    metadata : dict, optional
+        As for :class:`axkern.nn.Sequential` (``{"signed": True}`` picks signed multipliers).
+
+    Returns
+    -------
+    TorchSurveyModel
+        Layers named as in ``module.named_modules()``.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    layout = _check_format(input_layout)
+    found = _compute_modules(module)
+    if not found:
+        raise ValueError(f"the model ({type(module).__name__}) has no nn.Conv2d or nn.Linear "
+                         f"layer: nothing to approximate")
+    plain = {n for n, mod in found if not isinstance(mod, _ApproxMixin)}
+    mod = copy.deepcopy(module)
+    if plain:
+        mod = approximate(mod, None, skip=[n for n, _ in found if n not in plain], inplace=True)
+    mod.eval()
+    return TorchSurveyModel(mod, layout, name or type(module).__name__, metadata)
+
+
+def evaluate(model, multiplier, data, *, tune=False, assign=None, quant=None, limit=None,
+             batch_size=None, input_layout="NCHW", backend="auto", num_threads=None):
+    """Held-out accuracy of a PyTorch model under a multiplier (:func:`axkern.survey.evaluate`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    multiplier : Multiplier, str, path or None
+        In every Conv2d / Linear layer (None: the float model).
+    data : (x, y) or path to an .npz
+        Inputs in ``input_layout`` and integer labels.
+    tune, assign, quant, limit, batch_size, backend, num_threads
+        As for :func:`axkern.survey.evaluate` (``assign`` names layers as ``named_modules()``).
+    input_layout : {"NCHW", "NHWC"}
+
+    Returns
+    -------
+    dict
+        ``accuracy`` and ``float_accuracy`` (percent), ``samples``, ``data``, ``settings``.
+    """
+    from .survey import evaluate as _evaluate
+
+    return _evaluate(as_survey_model(model, input_layout=input_layout), multiplier, tune=tune,
+                     assign=assign, data=data, limit=limit, quant=quant, batch_size=batch_size,
+                     backend=backend, num_threads=num_threads)
