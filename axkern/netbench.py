@@ -181,8 +181,8 @@ def _float_part(model, layers, inputs, repeat, wrap):
 
 
 def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="auto",
-                 repeat=3, copies=3, num_threads=None, overhead=True, alloc=True, seed=0,
-                 progress=None):
+                 repeat=3, copies=3, num_threads=None, overhead=True, alloc=True,
+                 channels_last=False, profile=False, seed=0, progress=None):
     """Time float32 PyTorch against the approximated model for each CIFAR ResNet depth.
 
     Parameters
@@ -202,6 +202,12 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
         Threads for both PyTorch and axkern (default: axkern's OpenMP default).
     overhead, alloc : bool
         Also measure the adapter overhead and the NumPy-vs-PyTorch memory effect.
+    channels_last : bool
+        Also time the approximated model on ``channels_last`` inputs (model and input
+        converted with ``.to(memory_format=torch.channels_last)``: NHWC memory, which the
+        kernels read and write without transposing).
+    profile : bool
+        Also split each approximated convolution's time into phases (:func:`profile_layers`).
     seed : int
     progress : callable, optional
         Called with a line of text as each network finishes.
@@ -254,14 +260,25 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
             return f
 
         gc.collect()
-        t_float, t_approx = _best_alternating([run(net), run(approx)], inputs, repeat)
+        fns = [run(net), run(approx)]
+        if channels_last:
+            cl = torch.channels_last
+            approx_cl = axtorch.approximate(net, mult, quant=quant).eval().to(memory_format=cl)
+            fns.append(lambda xx, f=run(approx_cl): f(xx.to(memory_format=cl)))
+        t_float, t_approx, *t_cl = _best_alternating(fns, inputs, repeat)
         rec = dict(depth=depth, batch=batch, threads=threads, macs=macs, float_s=t_float,
                    approx_s=t_approx, ratio=t_approx / t_float, float_ips=batch / t_float,
                    approx_ips=batch / t_approx, float_10k_s=1e4 * t_float / batch,
                    approx_10k_s=1e4 * t_approx / batch,
                    tfapprox_float_10k_s=TFAPPROX_CPU_S.get(depth, (None, None))[0],
                    tfapprox_approx_10k_s=TFAPPROX_CPU_S.get(depth, (None, None))[1])
+        if channels_last:
+            # (includes converting the NCHW input batch to channels_last)
+            rec["approx_cl_s"] = t_cl[0]
+            rec["approx_cl_ips"] = batch / t_cl[0]
         layers = _approx_layers(approx)
+        if profile:
+            rec["profile"] = profile_layers(approx, layers, x, repeat)
         if overhead:
             rows = _overhead(approx, layers, x, mult, quant, num_threads, repeat)
             a, b = sum(r["adapter_s"] for r in rows), sum(r["bare_s"] for r in rows)
@@ -275,6 +292,94 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
             progress(_line(rec))
         del net, approx, inputs
     return records
+
+
+def profile_layers(model, layers, x, repeat=3):
+    """Where an approximated NCHW convolution's time goes, per layer, on the activations it
+    receives in the network (best of ``repeat`` calls each, milliseconds).
+
+    ``module``: the adapter's forward; ``range``: ``torch.aminmax`` of the input;
+    ``quantize_nchw``: float32 -> uint8 table indices read through the NCHW -> NHWC view (what
+    an NCHW call does); ``quantize_nhwc``: the same from NHWC memory (no transpose), for
+    comparison; ``kernel``: the integer LUT convolution with the correction and the
+    dequantization fused in its stores (NHWC out); ``transpose_out``: the NHWC result copied
+    to NCHW memory; ``weights``: the weight preparation (quantization, index conversion,
+    column sums, zero-point folded table) when the weight cache misses, as it does every call
+    in a network of more convolutions than the cache holds (``axkern.conv._WEIGHTS``).
+    """
+    torch = _torch()
+    from . import _fast
+    from . import conv as C
+    from .backends import get_backend
+
+    acts = _capture_inputs(model, layers, x)
+    be = get_backend("cpu")
+
+    def best(f):
+        f()
+        b = np.inf
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            f()
+            b = min(b, time.perf_counter() - t0)
+        return 1e3 * b
+
+    rows = []
+    for name, mod in layers:
+        if not isinstance(mod, torch.nn.Conv2d):
+            continue
+        a = acts[name]
+        m = mod.multiplier
+        xv = a.numpy().transpose(0, 2, 3, 1)
+        xc = np.ascontiguousarray(xv)
+        w = mod.weight.detach().numpy().transpose(2, 3, 1, 0)
+        spec = C.resolve_quant(mod.quant, m)
+        xp = C.checked_params(xc, spec.input, m, "x", fast=_fast)
+        pw = C._prepare_weights(w, spec.weight, m, None, _fast, fold=True)
+        (pt, pb), (pl, pr) = mod._explicit_padding()
+        sx, zx = C.scale_and_zp(xp)
+        zx = int(zx)
+        K = w.shape[0] * w.shape[1] * w.shape[2]
+        xi = _fast.quantize_indices(xc, xp, index_mask=(1 << m.bits) - 1)
+        pad_index = int(C._to_index(zx, m))
+        dq = {"scale": sx * pw.sw, "bias": None if mod.bias is None else mod.bias.detach().numpy()}
+        if zx:
+            dq["corr"] = K * zx * pw.zw - zx * pw.sum_w
+        with torch.inference_mode():
+            y = mod(a)
+        y_nhwc = np.empty((y.shape[0], y.shape[2], y.shape[3], y.shape[1]), np.float32)
+        y_nchw = np.empty(tuple(y.shape), np.float32)
+        buf = np.empty(xv.shape, np.uint8)
+
+        def module():
+            with torch.inference_mode():
+                mod(a)
+
+        class _Miss:   # a weight cache that never hits
+            def get(self, *args):
+                return None
+
+            def put(self, *args):
+                pass
+
+        def weights():
+            saved, C._WEIGHTS = C._WEIGHTS, _Miss()
+            try:
+                C._prepare_weights(w, spec.weight, m, None, _fast, fold=True)
+            finally:
+                C._WEIGHTS = saved
+
+        mask = (1 << m.bits) - 1
+        rows.append(dict(
+            layer=name, module=best(module), range=best(lambda: torch.aminmax(a)),
+            quantize_nchw=best(lambda: _fast.quantize_indices(xv, xp, index_mask=mask, out=buf)),
+            quantize_nhwc=best(lambda: _fast.quantize_indices(xc, xp, index_mask=mask, out=buf)),
+            kernel=best(lambda: be.conv2d(xi, pw.wi, pw.table, mod.stride, (pt, pb, pl, pr),
+                                          mod.dilation, mod.groups, pad_index, pw.dtype, None,
+                                          dequant=dq, out=y_nhwc)),
+            transpose_out=best(lambda: np.copyto(y_nchw, y_nhwc.transpose(0, 3, 1, 2))),
+            weights=best(weights)))
+    return rows
 
 
 def _macs(model, x):
@@ -332,6 +437,25 @@ def format_networks(records, per_layer=False):
                 f"{opt(o and o['bare_s'] * 1e3, '.1f')} | {opt(o and o['ratio'], '.3f')} | "
                 f"{opt(r.get('float_part_numpy_s') and r['float_part_numpy_s'] * 1e3, '.1f')} | "
                 f"{opt(r.get('float_part_torch_s') and r['float_part_torch_s'] * 1e3, '.1f')} |")
+    if any("approx_cl_ips" in r for r in records):
+        lines += ["", "| network | approx NCHW img/s | approx channels_last img/s | "
+                  "channels_last / float32 NCHW time |", "|---|---:|---:|---:|"]
+        for r in records:
+            if "approx_cl_ips" in r:
+                lines.append(f"| ResNet-{r['depth']} | {r['approx_ips']:.0f} | "
+                             f"{r['approx_cl_ips']:.0f} | {r['approx_cl_s'] / r['float_s']:.2f} |")
+    keys = ("module", "range", "quantize_nchw", "quantize_nhwc", "kernel", "transpose_out",
+            "weights")
+    for r in records:
+        if "profile" not in r:
+            continue
+        lines += ["", f"ResNet-{r['depth']}, approximated convolutions, phases (ms, best of "
+                      f"each; they overlap: see profile_layers):", "",
+                  "| layer | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        rows = r["profile"] + [dict(layer="**sum**", **{k: sum(x[k] for x in r["profile"])
+                                                         for k in keys})]
+        for row in rows:
+            lines.append(f"| {row['layer']} | " + " | ".join(f"{row[k]:.2f}" for k in keys) + " |")
     if per_layer:
         for r in records:
             if "overhead" not in r:
@@ -370,7 +494,8 @@ def _describe_cpu():
 
 
 def report(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", repeat=3, copies=3,
-           num_threads=None, overhead=True, alloc=True, per_layer=False, as_json=False):
+           num_threads=None, overhead=True, alloc=True, channels_last=False, profile=False,
+           per_layer=False, as_json=False):
     """Run :func:`run_networks` and print its table (or JSON records); returns the records."""
     import json
     import os
@@ -384,7 +509,7 @@ def report(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", repeat=3, copi
               f"{repeat} rounds x {copies} input copies", flush=True)
     recs = run_networks(depths, batch=batch, multiplier=multiplier, repeat=repeat,
                         copies=copies, num_threads=num_threads, overhead=overhead, alloc=alloc,
-                        progress=progress)
+                        channels_last=channels_last, profile=profile, progress=progress)
     if as_json:
         print(json.dumps(recs, indent=2))
     else:
@@ -420,6 +545,10 @@ def main(argv=None):
                    help="threads for PyTorch and axkern (default: OpenMP's default)")
     p.add_argument("--no-overhead", action="store_true",
                    help="skip the adapter-overhead and memory measurements")
+    p.add_argument("--channels-last", action="store_true",
+                   help="also time the approximated model on channels_last (NHWC) tensors")
+    p.add_argument("--profile", action="store_true",
+                   help="also split each approximated convolution's time into phases")
     p.add_argument("--per-layer", action="store_true", help="also print the per-layer table")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
     args = p.parse_args(argv)
@@ -429,5 +558,6 @@ def main(argv=None):
         p.error(str(e))
     report(depths, batch=args.batch, multiplier=args.multiplier, repeat=args.repeat,
            copies=args.copies, num_threads=args.threads, overhead=not args.no_overhead,
-           alloc=not args.no_overhead, per_layer=args.per_layer, as_json=args.json)
+           alloc=not args.no_overhead, channels_last=args.channels_last, profile=args.profile,
+           per_layer=args.per_layer, as_json=args.json)
     return 0

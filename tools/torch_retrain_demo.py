@@ -7,8 +7,9 @@
 2. Replaces every Conv2d and Linear with ``axkern.torch.approximate(model, MULTIPLIER)`` and
    measures the held-out accuracy: the drop.
 3. Retrains the approximated model for a few epochs (forward through the multiplier's table,
-   backward by the straight-through estimator, and, when the adapter offers it, by the
-   table's gradients) and measures the accuracy again: the recovery.
+   backward by the straight-through estimator, ``grad="ste"``, or by the multiplier's
+   gradient tables, ``grad="table"``: one run each from the same float weights) and measures
+   the accuracy again: the recovery.
 
 Deterministic for a given ``--seed`` and ``--threads`` (default 1: PyTorch's float sums
 depend on the thread count; axkern's integer sums do not); under a minute on two cores.
@@ -23,8 +24,8 @@ Network (NCHW, inputs = pixel / 16 in [0, 1])::
 
 Usage::
 
-    python tools/torch_retrain_demo.py [--multiplier mul8u_drum4] [--epochs 30]
-        [--retrain-epochs 4] [--seed 0]
+    python tools/torch_retrain_demo.py [--multiplier mul8u_drum4] [--epochs 20]
+        [--retrain-epochs 3] [--grad ste,table] [--seed 0]
 """
 from __future__ import annotations
 
@@ -130,15 +131,21 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--multiplier", default="mul8u_drum4",
                    help="shipped name or .c/.bin file (default: mul8u_drum4)")
-    p.add_argument("--epochs", type=int, default=30, help="float training epochs")
-    p.add_argument("--retrain-epochs", type=int, default=4, help="retraining epochs")
+    p.add_argument("--epochs", type=int, default=20, help="float training epochs")
+    p.add_argument("--retrain-epochs", type=int, default=3, help="retraining epochs")
     p.add_argument("--lr", type=float, default=3e-3, help="float training learning rate")
     p.add_argument("--retrain-lr", type=float, default=1e-3, help="retraining learning rate")
+    p.add_argument("--grad", default="ste,table",
+                   help="comma-separated backward rules to retrain with, each from the same "
+                        "float weights: ste, table (default: both)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="threads of PyTorch and of axkern's kernels (default 1: these layers "
                         "are too small to gain from more, and the figures depend on it)")
     args = p.parse_args(argv)
+    grads = [g.strip() for g in args.grad.split(",") if g.strip()]
+    if not grads or any(g not in _RULES for g in grads):
+        p.error(f"--grad takes a comma-separated list of {', '.join(_RULES)}, got {args.grad!r}")
 
     import axkern.torch as axtorch
 
@@ -161,8 +168,9 @@ def main(argv=None):
           f"({acc_tuned - acc_float:+.2f} points)")
 
     results = {"float32": acc_float, "approximated": acc_approx, "tuned": acc_tuned}
-    for label, kw in _retraining_modes(axtorch):
-        model = axtorch.approximate(net, args.multiplier, **kw)   # a copy: net stays float
+    for grad in grads:
+        label = _RULES[grad]
+        model = axtorch.approximate(net, args.multiplier, grad=grad)   # a copy: net stays float
         t0 = time.perf_counter()
         curve = []
         train(model, xtr, ytr, args.retrain_epochs, args.retrain_lr, seed=args.seed + 1,
@@ -176,23 +184,14 @@ def main(argv=None):
         plain = DigitsResNet()
         plain.load_state_dict(model.state_dict())
         print(f"  the retrained weights in exact float32: {accuracy(plain, xte, yte):.2f}%")
-        results[kw["grad"]] = acc
+        results[grad] = acc
     print(f"total {time.perf_counter() - t_start:.1f} s")
     return results
 
 
-def _retraining_modes(axtorch):
-    """The backward passes to compare: the straight-through estimator, and the gradient
-    tables when this version of the adapter has them."""
-    modes = [("straight-through estimator", {"grad": "ste"})]
-    if "table" in getattr(axtorch, "_GRADS", ()):
-        import importlib.util
-
-        if importlib.util.find_spec("axkern._torch_grad") is not None:
-            modes.append(("gradient tables", {"grad": "table"}))
-        else:
-            print("(grad='table' is declared but not installed in this axkern.torch: skipped)")
-    return modes
+# The backward rules of axkern.torch: the straight-through estimator (the float layer's
+# gradients on the fake-quantized operands) and the multiplier's gradient tables.
+_RULES = {"ste": "straight-through estimator", "table": "gradient tables"}
 
 
 if __name__ == "__main__":
