@@ -232,9 +232,13 @@ def _cmd(args):
     if args.networks is not None:   # whole networks in PyTorch: axkern.netbench
         from . import netbench
 
-        netbench.report(netbench._depths(args.networks), batch=args.batch,
-                        multiplier=args.multiplier, repeat=args.repeat,
-                        num_threads=args.threads, as_json=args.json)
+        depths = netbench._depths(args.networks)
+        try:
+            netbench.report(depths, batch=args.batch, multiplier=args.multiplier,
+                            repeat=args.repeat, num_threads=args.threads, as_json=args.json)
+        except ImportError as e:   # PyTorch missing: the extra to install, no traceback
+            print(f"axkern bench: {e}", file=__import__("sys").stderr)
+            return 2
         return 0
     from . import _fast
 

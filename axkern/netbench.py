@@ -500,8 +500,7 @@ def report(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", repeat=3, copi
     import json
     import os
 
-    import torch
-
+    torch = _torch()
     progress = None if as_json else (lambda s: print(s, flush=True))
     if not as_json:
         print(f"axkern bench --networks: {_describe_cpu()}, {os.cpu_count()} CPUs, torch "

@@ -41,3 +41,12 @@ def test_cli_bad_depths(capsys):
     assert main(["bench", "--networks", "8,9"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("axkern: error:") and "6n + 2" in err
+
+
+def test_cli_without_torch_names_the_extra(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)   # import torch -> ImportError
+    assert main(["bench", "--networks", "8"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "axkern[torch]"' in err
