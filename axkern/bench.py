@@ -230,6 +230,17 @@ def format_table(records):
 
 
 def _cmd(args):
+    if args.networks is not None:   # whole networks in PyTorch: axkern.netbench
+        from . import netbench
+
+        depths = netbench._depths(args.networks)
+        try:
+            netbench.report(depths, batch=args.batch, multiplier=args.multiplier,
+                            repeat=args.repeat, num_threads=args.threads, as_json=args.json)
+        except ImportError as e:   # PyTorch missing: the extra to install, no traceback
+            print(f"axkern bench: {e}", file=__import__("sys").stderr)
+            return 2
+        return 0
     from . import _fast
 
     paths = None if not args.paths else [p.strip() for p in args.paths.split(",") if p.strip()]
@@ -268,6 +279,12 @@ def add_parser(subparsers):
     p.add_argument("--kernel-only", action="store_true",
                    help="skip the float-level axconv2d/axmatmul timings")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
+    p.add_argument("--networks", nargs="?", const="8,20,32,50,62", default=None,
+                   metavar="DEPTHS",
+                   help="instead: whole CIFAR ResNets (default depths 8,20,32,50,62), float32 "
+                        "PyTorch against axkern.torch (tools/bench_networks.py has more options)")
+    p.add_argument("--batch", type=int, default=128, help="with --networks: images per call")
+    p.add_argument("--multiplier", default="mul8u_drum4", help="with --networks: the multiplier")
     p.set_defaults(func=_cmd)
     return p
 
