@@ -851,7 +851,13 @@ class Sequential:
 
     def _run(self, x, backend, num_threads):
         for layer in self.layers:
-            x = layer.forward(x, backend=backend, num_threads=num_threads)
+            try:
+                x = layer.forward(x, backend=backend, num_threads=num_threads)
+            except ValueError as e:
+                # "x contains NaN" means little without the layer whose input x was
+                if str(e).startswith("layer "):
+                    raise
+                raise ValueError(f"layer {layer.name!r}: {e}") from None
         return x
 
     def predict(self, x, **kw):

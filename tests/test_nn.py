@@ -468,3 +468,15 @@ def test_from_real_torch_module():
     assert "BatchNorm" not in [l.kind for l in model]
     got = model(x.numpy().transpose(0, 2, 3, 1))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_error_names_the_layer():
+    # 3e38 in the first weight matrix: its output overflows float32 (with a warning), and the
+    # next layer's refusal of the inf it receives must say which layer that was
+    w1 = np.full((4, 3), 0.5, np.float32)
+    w1[0, 0] = 3e38
+    model = Sequential([Dense(w1, name="d1"), Dense(np.ones((3, 2), np.float32), name="d2")])
+    model.configure(multiplier=Multiplier.exact(8))
+    x = np.full((5, 4), 2e38, np.float32)
+    with pytest.warns(Warning), pytest.raises(ValueError, match="^layer 'd2': .*NaN or Inf"):
+        model(x)

@@ -352,8 +352,11 @@ def classify(rc, err, timed_out):
         lines = err.strip().splitlines()
         # Python warnings (a "file:line: XWarning: ..." line and its source line) may precede
         warned = False
-        while len(lines) > 1 and re.search(r":\d+: \w*Warning: ", lines[0]):
-            lines = lines[2:] if len(lines) > 2 and lines[1].startswith("  ") else lines[1:]
+        while len(lines) > 1 and (re.search(r":\d+: \w*Warning: ", lines[0])
+                                  or lines[0].startswith("axkern: warning: ")):
+            python_form = not lines[0].startswith("axkern: ")
+            lines = lines[2:] if python_form and len(lines) > 2 and lines[1].startswith("  ") \
+                else lines[1:]
             warned = True
         if lines and lines[0].startswith("axkern: error: ") and \
                 all(ln.startswith("  ") for ln in lines[1:]):
