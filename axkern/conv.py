@@ -620,6 +620,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     fmt = _check_format(data_format)
     x = _float_array(x, "x", 4, check_finite=False)   # checked by checked_params
     w = _float_array(w, "w", 4)
+    x_given = x   # its range does not depend on the layout: read in the caller's order
     if fmt == "NCHW":
         x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
     N, H, W, C = x.shape
@@ -633,7 +634,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
             raise ValueError(f"bias must have shape ({COUT},), one per output channel, got {bias.shape}")
 
     fast = _host_helpers(backend, m)
-    xp = checked_params(x, spec.input, m, "x", fast=fast)
+    xp = checked_params(x_given, spec.input, m, "x", fast=fast)
     be = get_backend(backend)
     if fast is not None and not xp.per_channel and getattr(be, "SUPPORTS_DEQUANT", False):
         return _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups,
@@ -699,8 +700,12 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     sx, zx = scale_and_zp(xp)
     zx, zw = int(zx), pw.zw
     # One parallel pass float32 -> uint8 indices (NumPy needs a float32 temporary and seven
-    # passes); bit-identical to quantize_float + _float_codes_to_index.
-    xi = fast.quantize_indices(x, xp, index_mask=(1 << m.bits) - 1, num_threads=num_threads,
+    # passes); bit-identical to quantize_float + _float_codes_to_index. An NCHW input is
+    # read planar and written NHWC in that same pass (no transposed copy).
+    x_nchw = x.transpose(0, 3, 1, 2) if fmt == "NCHW" else None
+    from_nchw = x_nchw is not None and x_nchw.flags.c_contiguous
+    xi = fast.quantize_indices(x_nchw if from_nchw else x, xp, index_mask=(1 << m.bits) - 1,
+                               num_threads=num_threads, from_nchw=from_nchw,
                                out=work_buffer("indices", x.shape, np.uint8))
     pad_index = int(_to_index(zx, m))
     dq = {"scale": sx * pw.sw, "bias": bias}
@@ -716,6 +721,12 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
         dq["sumx"] = fast.window_sums(
             xi, m.values(), (KH, KW), stride, pads, dilation, groups, pad_index,
             num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
+    if fmt == "NCHW" and getattr(be, "SUPPORTS_NCHW", False):
+        # the dequantizing store writes the NCHW output directly
+        y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index,
+                      pw.dtype, num_threads, dequant=dq, out_format="NCHW")
+        check_overflow(y, dq["scale"], K, m, bias)
+        return y
     y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index, pw.dtype,
                   num_threads, dequant=dq)
     check_overflow(y, dq["scale"], K, m, bias)

@@ -224,6 +224,31 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                                (ptrdiff_t)cb);
                     /* pixel by pixel: the block's channels are contiguous in the output */
                     int64_t r0 = (n * OH + y0) * OW;
+                    if (dq && dq->nchw) {
+                        /* NCHW output: the band dequantized in place (float32 over its
+                         * uint32 sums), then a run of P pixels per channel */
+                        float *ft = (float *)sums;
+                        if (rows_dq) {
+                            for (int64_t i = 0; i < P; i++)
+                                for (int64_t j = 0; j < nc; j++)
+                                    sums[i * cb + j] -= kbias;
+                            axs_dequant_rows(sums, (ptrdiff_t)cb, (int)P, (int)nc, NULL, 0,
+                                             dd.scale + c0, dd.corr + c0, dd.zw + c0,
+                                             dd.bias ? dd.bias + c0 : NULL, ft, (ptrdiff_t)cb);
+                        } else {
+                            for (int64_t i = 0; i < P; i++)
+                                for (int64_t j = 0; j < nc; j++) {
+                                    uint32_t v = sums[i * cb + j];
+                                    ft[i * cb + j] = axs_dequant_one(
+                                        dq, out64 ? (int64_t)v - kbias64
+                                                  : (int64_t)(int32_t)(v - kbias),
+                                        r0 + i, c0 + j);
+                                }
+                        }
+                        axs_scatter_nchw(ft, (ptrdiff_t)cb, (int)P, (int)nc, r0, c0, OH * OW,
+                                         C, (float *)out);
+                        continue;
+                    }
                     if (rows_dq) {
                         for (int64_t i = 0; i < P; i++)
                             for (int64_t j = 0; j < nc; j++)

@@ -144,6 +144,24 @@ int axs_epilogue(const void *total, int in64, int64_t rows, int64_t cols, int64_
     return AXS_OK;
 }
 
+void axs_scatter_nchw(const float *tile, ptrdiff_t ld, int ms, int nf, int64_t r0, int64_t o0,
+                      int64_t P, int64_t cols, float *y)
+{
+    /* runs of rows within one image: for each column a contiguous run of the output */
+    for (int i = 0; i < ms;) {
+        int64_t n = (r0 + i) / P, p = (r0 + i) % P;
+        int len = (int)(P - p < ms - i ? P - p : ms - i);
+        float *yn = y + (n * cols + o0) * P + p;
+        for (int j = 0; j < nf; j++) {
+            const float *t = tile + (ptrdiff_t)i * ld + j;
+            float *d = yn + (int64_t)j * P;
+            for (int e = 0; e < len; e++)
+                d[e] = t[(ptrdiff_t)e * ld];
+        }
+        i += len;
+    }
+}
+
 /* Sum of n bytes as uint8 (sgn = 0) or int8 (sgn = 1). Short runs (a few dozen channels
  * per pixel) are the common case: psadbw sums 16 bytes per instruction (SSE2, part of
  * x86-64); int8 bytes are summed biased (b ^ 0x80 = b + 128) and the bias taken off. */

@@ -203,7 +203,7 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, const i
 /* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
  * output columns o0 .. o0 + nf (all of group g), into the output; acc may be the output
  * itself (inplace: then int32 outputs are already done). */
-static void xstore(const xproblem *pb, const axs_xdeq *dd, const xword *acc, ptrdiff_t lda,
+static void xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda,
                    int64_t r0, int ms, int64_t g, int64_t o0, int nf, int inplace)
 {
     const axs_dequant *dq = pb->dq;
@@ -220,6 +220,23 @@ static void xstore(const xproblem *pb, const axs_xdeq *dd, const xword *acc, ptr
         return;
     }
     float *y = (float *)pb->out;
+    if (dq->nchw) {
+        /* NCHW output: dequantize the tile in place (float32 over its uint32 sums), then
+         * store a run of pixels per column */
+        float *ft = (float *)acc;
+        if (dd->exact) {
+            axs_dequant_rows(acc, lda, ms, nf, dq->zw ? dq->sumx + r0 * dq->groups + g : NULL,
+                             (ptrdiff_t)dq->groups, dd->scale + o0, dd->corr + o0, dd->zw + o0,
+                             dd->bias ? dd->bias + o0 : NULL, ft, lda);
+        } else {
+            for (int i = 0; i < ms; i++)
+                for (int j = 0; j < nf; j++)
+                    ft[i * lda + j] = axs_dequant_one(dq, (int32_t)acc[i * lda + j], r0 + i,
+                                                      o0 + j);
+        }
+        axs_scatter_nchw(ft, lda, ms, nf, r0, o0, dq->nchw, pb->ldo, y);
+        return;
+    }
     if (pb->transposed || !dd->exact) {
         for (int i = 0; i < ms; i++)
             for (int j = 0; j < nf; j++)
@@ -330,7 +347,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
             int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
             int64_t o0 = g * pb->cols + c0;
-            int inplace = ks == 1 && !pb->transposed && nf == nb;
+            int inplace = ks == 1 && !pb->transposed && nf == nb && !(pb->dq && pb->dq->nchw);
             xword *acc;
             ptrdiff_t lda;
             if (ks > 1) {

@@ -9,6 +9,7 @@
  * every operation rounded to float32 in the same order; index = code & mask.
  * One pass over the data instead of NumPy's seven, in parallel. */
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -140,6 +141,62 @@ int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, 
                               nmax, inv, qmin, qmax, mask, idx + b * block, NULL);
     }
     return nbad;
+}
+
+/* Planar input (NCHW) to NHWC indices: per image and block of pixels, each channel's run
+ * is quantized by the same vector loop into a channel-major tile (in L1), which is then
+ * written pixel-major. The codes are those of axs_quantize, bit for bit: only where they
+ * are stored differs. */
+AXS_VECTOR_CLONES
+static void tile_to_nhwc(const uint8_t *restrict tile, int64_t pb, int64_t len, int64_t C,
+                         uint8_t *restrict dst)
+{
+    for (int64_t i = 0; i < len; i++)
+        for (int64_t c = 0; c < C; c++)
+            dst[i * C + c] = tile[c * pb + i];
+}
+
+int64_t axs_quantize_nchw(const float *x, int64_t N, int64_t C, int64_t HW, int is_signed,
+                          float scale, int32_t zp, float nmin, float nmax, float inv,
+                          int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *idx, int nthreads)
+{
+#ifdef _OPENMP
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    if (N * C * HW < 65536)
+        nt = 1;
+#else
+    int nt = 1;
+    (void)nthreads;
+#endif
+    (void)nt;
+    /* pixels per tile: the tile (C x pb bytes) stays within 16 KiB of L1 */
+    int64_t pb = 16384 / (C > 0 ? C : 1);
+    pb = pb < 16 ? 16 : pb > HW ? HW : pb;
+    int64_t tiles = (HW + pb - 1) / pb, nbad = 0;
+    int err = 0;
+#pragma omp parallel num_threads(nt) reduction(+:nbad)
+    {
+        uint8_t *tile = (uint8_t *)malloc((size_t)(C * pb));
+        if (!tile) {
+#pragma omp atomic write
+            err = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < N * tiles; u++) {
+            if (!tile)
+                continue;
+            int64_t n = u / tiles, p0 = (u % tiles) * pb;
+            int64_t len = HW - p0 < pb ? HW - p0 : pb;
+            int32_t bad = 0;
+            for (int64_t c = 0; c < C; c++)
+                quantize_run(x + (n * C + c) * HW + p0, len, is_signed, scale, zp, nmin, nmax,
+                             inv, qmin, qmax, mask, tile + c * pb, &bad);
+            nbad += bad;
+            tile_to_nhwc(tile, pb, len, C, idx + (n * HW + p0) * C);
+        }
+        free(tile);
+    }
+    return err ? -1 : nbad;
 }
 
 /* ---- min and max of a float32 array, one pass (the per-call quantization range) ---- */
