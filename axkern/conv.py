@@ -207,16 +207,17 @@ def make_params(v, mode, m, channels=None):
     return symmetric_params(v, m.bits, channel_axis=-1)
 
 
-def checked_params(x, mode, m, name, channels=None, fast=None):
+def checked_params(x, mode, m, name, channels=None, fast=None, num_threads=None):
     """QuantParams of ``x`` (float32, not yet checked) and the check that it is finite.
 
     The same as :func:`make_params` after a finiteness check. The per-tensor modes depend on
     ``x`` through its min and max only, and those also tell whether ``x`` is finite (NaN
     propagates through both, an Inf shows up in one): two passes over a large tensor instead
-    of four (one with ``fast``, :mod:`axkern._fast`, whose ``min_max`` reads x once).
+    of four (one with ``fast``, :mod:`axkern._fast`, whose ``min_max`` reads x once, on
+    ``num_threads`` threads: the call's own count, so that it wakes no idle worker).
     """
     if isinstance(mode, str) and mode in ("tfapprox", "asymmetric", "symmetric") and x.size:
-        lo, hi = fast.min_max(x) if fast is not None else (x.min(), x.max())
+        lo, hi = fast.min_max(x, num_threads) if fast is not None else (x.min(), x.max())
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or Inf: expected finite values")
         # min, max and max|.| of [lo, hi] are those of x: the same parameters, bit for bit.
@@ -634,7 +635,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
             raise ValueError(f"bias must have shape ({COUT},), one per output channel, got {bias.shape}")
 
     fast = _host_helpers(backend, m)
-    xp = checked_params(x_given, spec.input, m, "x", fast=fast)
+    xp = checked_params(x_given, spec.input, m, "x", fast=fast, num_threads=num_threads)
     be = get_backend(backend)
     if fast is not None and not xp.per_channel and getattr(be, "SUPPORTS_DEQUANT", False):
         return _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups,

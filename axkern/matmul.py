@@ -151,7 +151,7 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         if bias.shape != (N,):
             raise ValueError(f"bias must have shape ({N},), one per output column, got {bias.shape}")
     fast = _host_helpers(backend, m)
-    ap = checked_params(a, spec.input, m, "a", fast=fast)
+    ap = checked_params(a, spec.input, m, "a", fast=fast, num_threads=num_threads)
     be = get_backend(backend)
     if fast is not None and b.ndim == 2 and not ap.per_channel and \
             getattr(be, "SUPPORTS_DEQUANT", False):

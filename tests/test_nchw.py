@@ -108,9 +108,10 @@ def test_conv2d_nchw_into_out_and_errors():
 def test_quantize_from_nchw(signed, bits):
     rng = np.random.default_rng(bits + 10 * signed)
     mask = (1 << bits) - 1
-    for shape in [(2, 3, 7, 5), (1, 1, 1, 1), (3, 64, 8, 8), (1, 3, 60, 100)]:   # last: 2 tiles
+    for shape in [(2, 3, 7, 5), (1, 1, 1, 1), (3, 64, 8, 8), (2, 21, 5, 7), (1, 3, 60, 100)]:
         x = (rng.standard_normal(shape) * 3).astype(np.float32)
         x.flat[::7] = 0.5 * np.round(x.flat[::7] * 4)   # ties of the rounding rules
+        # 16 x 16 blocks with tails of pixels and channels (21 channels, 35 pixels); 2 tiles
         p = symmetric_params(x, bits) if signed else tf_quant_params(x.min(), x.max(), bits)
         q = quantize_float(x.transpose(0, 2, 3, 1), p)
         want = q.astype(np.int64).astype(np.uint8) & mask   # two's complement, low bits
