@@ -207,6 +207,9 @@ def make_params(v, mode, m, channels=None):
     return symmetric_params(v, m.bits, channel_axis=-1)
 
 
+_PARAMS = {}   # (mode, bits, range bits) -> per-tensor QuantParams (see checked_params)
+
+
 def checked_params(x, mode, m, name, channels=None, fast=None, num_threads=None):
     """QuantParams of ``x`` (float32, not yet checked) and the check that it is finite.
 
@@ -221,7 +224,16 @@ def checked_params(x, mode, m, name, channels=None, fast=None, num_threads=None)
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or Inf: expected finite values")
         # min, max and max|.| of [lo, hi] are those of x: the same parameters, bit for bit.
-        p = make_params(np.array([lo, hi], np.float32), mode, m, channels)
+        # They depend on (mode, bits, lo, hi) alone: remembered by the bit patterns of the
+        # range (computing them costs more than quantizing a small layer's input).
+        lo, hi = np.float32(lo), np.float32(hi)
+        key = (mode, m.bits, lo.tobytes() + hi.tobytes())
+        p = _PARAMS.get(key)
+        if p is None:
+            p = make_params(np.array([lo, hi], np.float32), mode, m, channels)
+            if len(_PARAMS) >= 256:
+                _PARAMS.clear()
+            _PARAMS[key] = p
         check_range(x, p, name)   # a sample of x: warns if a few outliers set the range
         return p
     _check_finite(x, name)
