@@ -715,8 +715,10 @@ def min_max(x, num_threads=None):
     return np.float32(lo), np.float32(hi)
 
 
-def same_bytes(a, b):
+def same_bytes(a, b, num_threads=None):
     """Whether two C-contiguous arrays hold the same bytes (``memcmp``; no temporary).
+
+    Large arrays are compared in 1 MiB chunks on ``num_threads`` threads (default: OpenMP's).
 
     Bitwise, unlike ``numpy.array_equal``: ``-0.0`` and ``0.0`` differ, a NaN equals
     itself. Arrays of different byte sizes are never the same.
@@ -732,11 +734,15 @@ def same_bytes(a, b):
     # of a layer on every call, and one thread does not use the memory bandwidth of two
     cdef size_t chunk = 1 << 20
     cdef Py_ssize_t i, nchunk = <Py_ssize_t>((n + chunk - 1) // chunk)
+    if num_threads is not None and (isinstance(num_threads, bool) or
+                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    cdef int nt = openmp.omp_get_max_threads() if num_threads is None else int(num_threads)
     with nogil:
         if nchunk < 4:
             r = memcmp(px, py, n)
         else:
-            for i in prange(nchunk, schedule="static"):
+            for i in prange(nchunk, schedule="static", num_threads=nt):
                 r |= memcmp(px + i * chunk, py + i * chunk,
                             chunk if <size_t>(i + 1) * chunk <= n else n - <size_t>i * chunk) != 0
     return r == 0

@@ -507,7 +507,7 @@ class _WeightCache:
     def _cacheable(self, mode, w):
         return isinstance(mode, str) and 4 * w.nbytes <= self._max_bytes
 
-    def get(self, table, mode, w, mapping, fast):
+    def get(self, table, mode, w, mapping, fast, num_threads=None):
         if not self._cacheable(mode, w):
             return None
         with self._lock:
@@ -517,7 +517,7 @@ class _WeightCache:
             if (ref() is table and emode == mode and shape == w.shape
                     and (e.mapping is None) == (mapping is None)
                     and (mapping is None or np.array_equal(e.mapping, mapping))
-                    and fast.same_bytes(e.w, w)):
+                    and fast.same_bytes(e.w, w, num_threads)):
                 return e
         return None
 
@@ -541,12 +541,12 @@ class _WeightCache:
 _WEIGHTS = _WeightCache()
 
 
-def _prepare_weights(w, mode, m, mapping, fast, fold, name="w"):
+def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None):
     """Quantization parameters, table indices (tuned; shaped as ``w``) and per-column code
     sums of weights ``w`` (channel axis last, reduction over the others), and with ``fold``
     the table with a per-tensor weight zero point folded in (cached, see _WeightCache)."""
     table = table256(m)
-    hit = _WEIGHTS.get(table, mode, w, mapping, fast)
+    hit = _WEIGHTS.get(table, mode, w, mapping, fast, num_threads)
     if hit is not None:
         return hit
     COUT = w.shape[-1]
@@ -709,7 +709,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     KH, KW, Cg, COUT = w.shape
     OH, OW = out_hw
     K = KH * KW * Cg
-    pw = _prepare_weights(w, spec.weight, m, mapping, fast, fold=True)
+    pw = _prepare_weights(w, spec.weight, m, mapping, fast, fold=True, num_threads=num_threads)
     sx, zx = scale_and_zp(xp)
     zx, zw = int(zx), pw.zw
     # One parallel pass float32 -> uint8 indices (NumPy needs a float32 temporary and seven

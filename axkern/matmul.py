@@ -158,7 +158,8 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
         # The weight side prepared once per weight matrix (quantized, indexed, summed,
         # cached), the correction and dequantization inside the kernel: no integer copy of
         # the output.
-        pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name="b")
+        pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name="b",
+                              num_threads=num_threads)
         sa, za = scale_and_zp(ap)
         za, zb = int(za), pb.zw
         # one parallel pass: indices and the row sums of the codes (sum_k q_a) together
