@@ -172,3 +172,23 @@ def test_axconv2d_nchw_equals_nhwc_and_reference(path):
     np.testing.assert_array_equal(
         axconv2d(x, w, mults[0], data_format="NCHW", backend=_ForcedPath(fast, path)),
         axconv2d(x, w, mults[0], data_format="NCHW", backend="reference"))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_swapped_gemm_dequantizes_rows(path):
+    """GEMMs of few rows stream the columns of b past the rows of a (the output tile is
+    transposed): their dequantizing store transposes the tile and dequantizes a row at a
+    time; every shape of tile and reduction split against NumPy on the reference sums."""
+    rng = np.random.default_rng(zlib.crc32(f"swapped/{path}".encode()))
+    table = random_table("uint16", rng)
+    for M, K, N in [(1, 7, 33), (3, 50, 300), (5, 300, 1000), (17, 40, 500), (9, 600, 70)]:
+        a, b = codes((M, K), rng), codes((K, N), rng)
+        sums = ref.gemm(a, b, table, np.int64)
+        for dq in ({"scale": rng.uniform(1e-4, 1e-3, N)},
+                   {"scale": rng.uniform(1e-4, 1e-3, N), "corr": rng.integers(-999, 999, N),
+                    "bias": rng.standard_normal(N).astype(np.float32),
+                    "zw": rng.integers(-3, 4, N), "sumx": rng.integers(-9999, 9999, (M, 1))}):
+            want = dequant_numpy(sums, dq, 1)
+            for method in ("expand", None):
+                got = fast.gemm(a, b, table, np.int32, 2, path=path, method=method, dequant=dq)
+                np.testing.assert_array_equal(got, want, err_msg=f"{(M, K, N)} {method}")
