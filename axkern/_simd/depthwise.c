@@ -33,7 +33,8 @@
  * each). 65536 instead of 2048 (units of 3 images of 16 x 16 before, of the whole batch of
  * 32 now, on one or two threads) ran 1.20 times as
  * fast on 32 x 16 x 16 x 64 (3x3, one thread, two builds alternating, 11 rounds), 1.13 on
- * 32 x 8 x 8 x 128, 1.06 on 8 x 56 x 56 x 32 and 1.01 on 1 x 112 x 112 x 32 (Zen 3). */
+ * 32 x 8 x 8 x 128, 1.06 on 8 x 56 x 56 x 32 and 1.01 on 1 x 112 x 112 x 32; on two
+ * threads 1.02, 1.16 and 0.99 on the first three (Zen 3). */
 #define AXS_DWCB 16
 #define AXS_DWMIN 65536
 /* uint32 sums staged per band of output rows, for all channels of the block */
