@@ -30,7 +30,6 @@ numpy_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 # Each entry: module name, sources. Cython modules (.pyx) get NumPy headers and OpenMP.
 EXTENSIONS = [
-    ("axkern._cpu", ["axkern/_cpu.pyx"]),
     ("axkern._fast", ["axkern/_fast.pyx"] + [
         f"axkern/_simd/{name}.c" for name in (
             "axsimd", "expand", "depthwise", "kern_scalar", "kern_avx2", "kern_avx512",

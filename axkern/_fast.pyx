@@ -75,6 +75,7 @@ cdef extern from "axsimd.h" nogil:
         const int64_t *sumx
         const int64_t *gcol
         int64_t groups
+        int64_t nchw
     int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M,
                  int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
                  int nthreads, int path, int method)
@@ -86,6 +87,10 @@ cdef extern from "axsimd.h" nogil:
     int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
                       int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                       uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
+    int64_t axs_quantize_nchw(const float *x, int64_t N, int64_t C, int64_t HW, int is_signed,
+                              float scale, int32_t zp, float nmin, float nmax, float inv,
+                              int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *idx,
+                              int nthreads)
     int64_t axs_minmax(const float *x, int64_t n, float *lo, float *hi, int nthreads)
     int axs_window_sums(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C,
                         int64_t G, const int64_t *values, int64_t KH, int64_t KW, int sh, int sw,
@@ -106,6 +111,8 @@ _ZERO_TABLE = np.zeros((256, 256), np.int32)  # argument checks of window_sums o
 SUPPORTS_OUT = True
 #: ``gemm`` and ``conv2d`` take ``dequant=`` (the float-level layer's epilogue, fused).
 SUPPORTS_DEQUANT = True
+#: ``conv2d`` takes ``out_format="NCHW"`` with ``dequant=`` (the store writes NCHW directly).
+SUPPORTS_NCHW = True
 
 
 def _out_array(out, shape, dtype, name="out"):
@@ -239,6 +246,7 @@ cdef class _Dequant:
         self.dq.sumx = NULL
         self.dq.gcol = NULL
         self.dq.groups = 1
+        self.dq.nchw = 0
         cdef cnp.ndarray a
         if spec.get("corr") is not None:
             a = _vec(spec["corr"], cols, np.int64, "dequant corr")
@@ -331,7 +339,7 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
 
 def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
            pad_code=0, out_dtype=np.int64, num_threads=None, path=None, out=None,
-           dequant=None, method=None):
+           dequant=None, method=None, out_format="NHWC"):
     """Grouped 2-D convolution of table lookups, NHWC input and HWIO filters, exactly.
 
     Parameters
@@ -360,10 +368,15 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         As in :func:`gemm`; ``"depthwise"`` (depthwise layers only, see the module notes)
         is the default for depthwise layers on the ``"avx2"`` and ``"scalar"`` paths and,
         at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"``.
+    out_format : {"NHWC", "NCHW"}
+        Layout of the dequantized output: ``"NCHW"`` (with ``dequant`` only) stores
+        ``(N, COUT, OH, OW)`` directly, every method and path, the same values as the
+        NHWC output transposed.
 
     Returns
     -------
-    ndarray of out_dtype (float32 with ``dequant``), shape (N, OH, OW, COUT)
+    ndarray of out_dtype (float32 with ``dequant``), shape (N, OH, OW, COUT) (or
+    (N, COUT, OH, OW) with ``out_format="NCHW"``)
         ``out[n, oy, ox, o] = sum_{ky, kx, c} table[xpad[n, oy*sh + ky*dh, ox*sw + kx*dw,
         g*Cg + c], w[ky, kx, c, o]]`` with ``g = o // (COUT // groups)``.
     """
@@ -374,8 +387,16 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
                                  out_dtype, num_threads)
     cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef int64_t KH = w.shape[0], KW = w.shape[1], COUT = w.shape[3]
+    if out_format not in ("NHWC", "NCHW"):
+        raise ValueError(f"out_format must be 'NHWC' or 'NCHW', got {out_format!r}")
+    nchw = out_format == "NCHW"
+    if nchw and dequant is None:
+        raise ValueError("out_format='NCHW' needs dequant= (NCHW stores are dequantizing)")
     cdef _Dequant dq = None if dequant is None else _Dequant(dequant, N * OH * OW, COUT)
-    out = _out_array(out, (N, OH, OW, COUT), out_dtype if dq is None else np.float32)
+    if nchw:
+        dq.dq.nchw = OH * OW
+    out = _out_array(out, (N, COUT, OH, OW) if nchw else (N, OH, OW, COUT),
+                     out_dtype if dq is None else np.float32)
     cdef cnp.ndarray xx = x, ww = w, tt = table, oo = out
     cdef int out64 = out_dtype == np.int64
     cdef int nt = 0 if num_threads is None else num_threads
@@ -394,7 +415,8 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     return out
 
 
-def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None, out=None):
+def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None, out=None,
+                     from_nchw=False):
     """Table indices of ``x`` under per-tensor ``params`` in one parallel pass.
 
     Bit-identical to ``axkern.quant.quantize_float(x, params)`` followed by the conversion
@@ -415,10 +437,15 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     num_threads : int, optional
     out : ndarray of uint8, shaped as ``x``, optional
         C-contiguous buffer for the indices.
+    from_nchw : bool, default False
+        ``x`` is a 4-D (N, C, H, W) array and the indices come back as (N, H, W, C): the
+        layout change made while quantizing (the same indices as quantizing
+        ``x.transpose(0, 2, 3, 1)``), in parallel over images and blocks of pixels. Not with
+        ``row_sums``.
 
     Returns
     -------
-    indices : ndarray of uint8, shaped as ``x``
+    indices : ndarray of uint8, shaped as ``x`` (NHWC with ``from_nchw``)
     sums : ndarray of int64, shaped as ``x.shape[:-1]`` (only with ``row_sums=True``)
     """
     from .quant import QuantParams
@@ -440,11 +467,15 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
         raise ValueError(f"quantize_indices takes codes of at most 16 bits, got the range "
                          f"[{params.qmin}, {params.qmax}]")
     num_threads = _check_threads(num_threads)
+    if from_nchw and (arr.ndim != 4 or row_sums):
+        raise ValueError(f"from_nchw takes a 4-D (N, C, H, W) array and no row_sums, got shape "
+                         f"{arr.shape}{' with row_sums' if row_sums else ''}")
     shape = arr.shape
     nd = arr.ndim  # (no negative indices: this module is compiled with wraparound=False)
     cdef int64_t cols = shape[nd - 1] if nd else 1
     cdef int64_t rows = arr.size // cols if cols else 0
-    idx = _out_array(out, shape, np.uint8)
+    idx = _out_array(out, (shape[0], shape[2], shape[3], shape[1]) if from_nchw else shape,
+                     np.uint8)
     sums = np.empty(shape[:nd - 1] if nd else (), np.int64) if row_sums else None
     # The float32 parameters exactly as axkern.quant computes them.
     f32 = np.float32
@@ -463,7 +494,17 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     if sums is not None:
         sa = sums
         sp = <int64_t *>cnp.PyArray_DATA(sa)
-    if rows and cols:
+    cdef int64_t n4 = 0, c4 = 0, hw4 = 0
+    if from_nchw:
+        n4, c4, hw4 = shape[0], shape[1], shape[2] * shape[3]
+        if n4 and c4 and hw4:
+            with nogil:
+                nbad = axs_quantize_nchw(<const float *>cnp.PyArray_DATA(xa), n4, c4, hw4,
+                                         is_signed, c_s, zp, c_nmin, c_nmax, c_inv, qmin, qmax,
+                                         mask, <uint8_t *>cnp.PyArray_DATA(ia), nt)
+            if nbad < 0:
+                raise MemoryError("quantize_indices: out of memory for the tiles")
+    elif rows and cols:
         with nogil:
             nbad = axs_quantize(<const float *>cnp.PyArray_DATA(xa), rows, cols, is_signed, c_s, zp,
                          c_nmin, c_nmax, c_inv, qmin, qmax, mask,
@@ -668,8 +709,10 @@ def min_max(x, num_threads=None):
     return np.float32(lo), np.float32(hi)
 
 
-def same_bytes(a, b):
+def same_bytes(a, b, num_threads=None):
     """Whether two C-contiguous arrays hold the same bytes (``memcmp``; no temporary).
+
+    Large arrays are compared in 1 MiB chunks on ``num_threads`` threads (default: OpenMP's).
 
     Bitwise, unlike ``numpy.array_equal``: ``-0.0`` and ``0.0`` differ, a NaN equals
     itself. Arrays of different byte sizes are never the same.
@@ -685,11 +728,15 @@ def same_bytes(a, b):
     # of a layer on every call, and one thread does not use the memory bandwidth of two
     cdef size_t chunk = 1 << 20
     cdef Py_ssize_t i, nchunk = <Py_ssize_t>((n + chunk - 1) // chunk)
+    if num_threads is not None and (isinstance(num_threads, bool) or
+                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    cdef int nt = openmp.omp_get_max_threads() if num_threads is None else int(num_threads)
     with nogil:
         if nchunk < 4:
             r = memcmp(px, py, n)
         else:
-            for i in prange(nchunk, schedule="static"):
+            for i in prange(nchunk, schedule="static", num_threads=nt):
                 r |= memcmp(px + i * chunk, py + i * chunk,
                             chunk if <size_t>(i + 1) * chunk <= n else n - <size_t>i * chunk) != 0
     return r == 0

@@ -15,8 +15,7 @@ already as their two's-complement bit pattern) and an int32 C-contiguous (256, 2
 Zero-point corrections are not part of the kernels (see :mod:`axkern.conv`).
 
 Backends: ``"reference"`` (plain NumPy, :mod:`axkern._reference`), ``"cpu"`` (the compiled CPU
-kernels named in ``BACKENDS["cpu"]``: the SIMD kernels of :mod:`axkern._fast`, or the Cython +
-OpenMP kernels of :mod:`axkern._cpu`, which any caller can also pass as a backend object),
+kernels named in ``BACKENDS["cpu"]``: the SIMD kernels of :mod:`axkern._fast`),
 ``"cuda"`` (PyCUDA, :mod:`axkern.cuda`) and ``"auto"`` (CUDA when a usable device is present,
 else the CPU kernels).
 """

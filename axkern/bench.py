@@ -1,12 +1,20 @@
-"""``axkern bench``: speed of the fast CPU kernels against float32 BLAS, from one run.
+"""``axkern bench``: speed of the fast CPU kernels against float32 PyTorch and BLAS, from one run.
 
-For each shape (the ResNet-8 CIFAR-10 convolutions at batch 32, NHWC, 3x3 SAME; the GEMM
-M=8192, K=576, N=64; a depthwise convolution and a small GEMM) and each dispatch path of
-:mod:`axkern._fast` the table gives
+For each shape (the ResNet-8 CIFAR-10 convolutions at batch 32, 3x3 SAME; the GEMM
+M=8192, K=576, N=64; a depthwise convolution, a small GEMM and a 256 x 1024 -> 1024 linear
+layer) and each dispatch path of :mod:`axkern._fast` the table gives
 
 * ``kernel``: GMAC/s of the integer kernel alone (uint8 codes in, int32 sums out);
 * ``api``: GMAC/s of the float-level call (``axconv2d`` / ``axmatmul``: quantization,
-  kernel and zero-point corrections), when that layer is installed;
+  kernel and zero-point corrections), when that layer is installed; for convolutions in
+  both layouts (``NHWC`` with HWIO filters, ``NCHW`` with OIHW filters);
+* ``torch``: GMAC/s of float32 PyTorch (``torch.nn.functional.conv2d`` / ``linear``, same
+  thread count) when torch is installed, convolutions in NCHW (its default) and
+  ``channels_last``; PyTorch's time depends on where its buffers land (the same call can
+  take 2.5 times as long on another copy of the input), so every round times it on fresh
+  copies of the input and the best counts;
+* ``api / torch``: time of the float-level call divided by PyTorch's best time (the faster
+  of its two layouts), per layout of the call;
 * ``blas``: GMAC/s of float32 NumPy matmul on the same im2col GEMM shape
   (M = N*OH*OW, K = KH*KW*Cin/groups, N = Cout; depthwise: one GEMM per channel group is not
   what BLAS would do, so the dense im2col shape of the same MAC count is used);
@@ -36,7 +44,10 @@ SHAPES = (
     ("gemm 8192x576x64", "gemm", dict(M=8192, K=576, N=64)),
     ("depthwise 64 @16x16", "conv", dict(N=32, H=16, W=16, C=64, COUT=64, k=3, groups=64)),
     ("gemm 8x2048x1024", "gemm", dict(M=8, K=2048, N=1024)),
+    ("linear 256x1024->1024", "gemm", dict(M=256, K=1024, N=1024)),
 )
+#: Fresh copies of the input PyTorch is timed on in each round (its best counts).
+TORCH_COPIES = 3
 
 
 class _ForcedPath:
@@ -45,6 +56,7 @@ class _ForcedPath:
 
     SUPPORTS_OUT = True  # forwards out= and dequant= (see axkern._fast)
     SUPPORTS_DEQUANT = True
+    SUPPORTS_NCHW = True
 
     def __init__(self, fast, path, method=None):
         self._fast, self.path, self.method = fast, path, method
@@ -77,8 +89,18 @@ def _table(rng):
     return np.clip(t, 0, 65535).astype(np.int32)
 
 
+def _torch():
+    """torch and torch.nn.functional, or (None, None) when torch is not installed."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None, None
+    return torch, F
+
+
 def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, seed=0,
-              methods=None):
+              methods=None, torch=True):
     """Time every shape on every path.
 
     Parameters
@@ -86,27 +108,32 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
     paths : sequence of str, optional
         Dispatch paths (default: all that this CPU supports).
     repeat : int
-        Timed calls per measurement (the best one counts).
+        Timed rounds (the best call of each figure counts).
     num_threads : int, optional
-        OpenMP threads for the kernels (default: OMP_NUM_THREADS or all cores). BLAS uses
-        its own default.
+        OpenMP threads for the kernels and for PyTorch (default: OMP_NUM_THREADS or all
+        cores). BLAS uses its own default.
     shapes : sequence of str, optional
         Names from :data:`SHAPES` (default: all).
     api : bool
-        Also time the float-level ``axconv2d``/``axmatmul`` calls when available.
+        Also time the float-level ``axconv2d``/``axmatmul`` calls when available
+        (convolutions in NHWC and in NCHW).
     seed : int
     methods : sequence of str, optional
         Kernel methods to force, each timed on every path (default: the automatic choice
         only); a method that cannot serve a shape (``"depthwise"`` on a dense layer, say)
         is left out for that shape.
+    torch : bool
+        Also time float32 PyTorch when it is installed.
 
     Returns
     -------
     list of dict
         One record per (shape, path, method): ``shape, path, method, macs, kernel_s,
-        kernel_gmacs, api_s, api_gmacs, blas_s, blas_gmacs, kernel_ratio, api_ratio``
-        (``method`` None for the automatic choice; ``api_*`` None when the float-level call
-        was not timed).
+        kernel_gmacs, api_s, api_gmacs, blas_s, blas_gmacs, kernel_ratio, api_ratio``,
+        ``api_nchw_s`` (convolutions), ``torch_s`` (NCHW or linear), ``torch_cl_s``
+        (``channels_last``), ``torch_best_s`` (the faster), ``api_torch`` and
+        ``api_nchw_torch`` (api times over ``torch_best_s``). ``method`` is None for the
+        automatic choice; figures that were not timed are None.
     """
     from . import _fast
 
@@ -140,92 +167,162 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
             mult = Multiplier(table, name="bench")
         except ImportError:  # the float-level layer is not there: kernel figures only
             mult = None
-    records = []
-    for name, kind, prm in chosen:
-        if kind == "conv":
-            N, H, W, C, COUT, k, g = (prm[x] for x in ("N", "H", "W", "C", "COUT", "k", "groups"))
-            macs = N * H * W * COUT * k * k * (C // g)
-            bm, bk, bn = N * H * W, k * k * (C // g), COUT
-            if g > 1:  # same MAC count as a dense GEMM with one output column per channel
-                bm, bk, bn = N * H * W, k * k, COUT
-            x = rng.integers(0, 256, (N, H, W, C), dtype=np.uint8)
-            w = rng.integers(0, 256, (k, k, C // g, COUT), dtype=np.uint8)
-            xf = rng.standard_normal((N, H, W, C)).astype(np.float32)
-            wf = rng.standard_normal((k, k, C // g, COUT)).astype(np.float32)
-            pad = (k // 2, k // 2, k // 2, k // 2)
+    th, F = _torch() if torch else (None, None)
+    threads_before = None
+    if th is not None:
+        threads_before = th.get_num_threads()
+        th.set_num_threads(num_threads or _fast.max_threads())
+    try:
+        records = []
+        for shape in chosen:
+            records += _bench_shape(shape, paths, methods, repeat, num_threads, rng, table,
+                                    mult, th, F, _fast)
+    finally:
+        if threads_before is not None:
+            th.set_num_threads(threads_before)
+    return records
 
-            def kern(p, m, x=x, w=w, pad=pad, g=g):
-                return _fast.conv2d(x, w, table, (1, 1), pad, (1, 1), g, 0, np.int32,
-                                    num_threads, path=p, method=m)
 
-            def call(p, m, xf=xf, wf=wf, g=g):
-                return axconv2d(xf, wf, mult, padding="SAME", groups=g,
-                                backend=_ForcedPath(_fast, p, m), num_threads=num_threads)
-        else:
-            M, K, N = prm["M"], prm["K"], prm["N"]
-            macs, (bm, bk, bn) = M * K * N, (M, K, N)
-            a = rng.integers(0, 256, (M, K), dtype=np.uint8)
-            b = rng.integers(0, 256, (K, N), dtype=np.uint8)
-            af = rng.standard_normal((M, K)).astype(np.float32)
-            bf = rng.standard_normal((K, N)).astype(np.float32)
+def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, th, F, _fast):
+    from .conv import axconv2d
+    from .matmul import axmatmul
 
-            def kern(p, m, a=a, b=b):
-                return _fast.gemm(a, b, table, np.int32, num_threads, path=p, method=m)
+    name, kind, prm = shape
+    tfn = None   # PyTorch on a fresh copy of the input: f(layout) -> a timed callable
+    if kind == "conv":
+        N, H, W, C, COUT, k, g = (prm[x] for x in ("N", "H", "W", "C", "COUT", "k", "groups"))
+        macs = N * H * W * COUT * k * k * (C // g)
+        bm, bk, bn = N * H * W, k * k * (C // g), COUT
+        if g > 1:  # same MAC count as a dense GEMM with one output column per channel
+            bm, bk, bn = N * H * W, k * k, COUT
+        x = rng.integers(0, 256, (N, H, W, C), dtype=np.uint8)
+        w = rng.integers(0, 256, (k, k, C // g, COUT), dtype=np.uint8)
+        xf = rng.standard_normal((N, H, W, C)).astype(np.float32)
+        wf = rng.standard_normal((k, k, C // g, COUT)).astype(np.float32)
+        # the same tensors in PyTorch's layouts (NCHW input, OIHW filters)
+        xf_nchw = np.ascontiguousarray(xf.transpose(0, 3, 1, 2))
+        wf_oihw = np.ascontiguousarray(wf.transpose(3, 2, 0, 1))
+        pad = (k // 2, k // 2, k // 2, k // 2)
 
-            def call(p, m, af=af, bf=bf):
-                return axmatmul(af, bf, mult, backend=_ForcedPath(_fast, p, m),
-                                num_threads=num_threads)
-        A = rng.standard_normal((bm, bk)).astype(np.float32)
-        B = rng.standard_normal((bk, bn)).astype(np.float32)
-        # Rounds of one timed call of each (every path's kernel and float-level call, then
-        # BLAS), so that every figure's best comes from the same stretch of time: on a
-        # shared machine the speed swings by tens of percent from second to second.
-        variants = []
-        for p in paths:
-            for m in methods:
-                try:
-                    kern(p, m)   # warm-up (page faults, caches), and can m serve it?
-                except ValueError:
-                    if m is None:
-                        raise
-                    continue
-                variants.append((p, m))
-        fns = [(v, "kernel", lambda v=v: kern(*v)) for v in variants]
-        if mult is not None:
-            fns += [(v, "api", lambda v=v: call(*v)) for v in variants]
-        best = {}
-        for f in [g for _, _, g in fns] + [lambda: A @ B]:
-            f()   # warm-up: page faults, caches
+        def kern(p, m, x=x, w=w, pad=pad, g=g):
+            return _fast.conv2d(x, w, table, (1, 1), pad, (1, 1), g, 0, np.int32,
+                                num_threads, path=p, method=m)
+
+        def call(p, m, xf=xf, wf=wf, g=g):
+            return axconv2d(xf, wf, mult, padding="SAME", groups=g,
+                            backend=_ForcedPath(_fast, p, m), num_threads=num_threads)
+
+        def call_nchw(p, m, xf=xf_nchw, wf=wf_oihw, g=g):
+            return axconv2d(xf, wf, mult, padding="SAME", groups=g, data_format="NCHW",
+                            backend=_ForcedPath(_fast, p, m), num_threads=num_threads)
+
+        if th is not None:
+            tw = th.from_numpy(wf_oihw)
+            tx = th.from_numpy(xf_nchw)
+
+            def tfn(layout, tx=tx, tw=tw, g=g, k=k):
+                fmt = th.channels_last if layout == "cl" else th.contiguous_format
+                xc = tx.clone().contiguous(memory_format=fmt)   # a fresh buffer
+                wc = tw.contiguous(memory_format=fmt)
+                return lambda: F.conv2d(xc, wc, padding=k // 2, groups=g)  # no autograd: plain tensors
+    else:
+        M, K, N = prm["M"], prm["K"], prm["N"]
+        macs, (bm, bk, bn) = M * K * N, (M, K, N)
+        a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+        b = rng.integers(0, 256, (K, N), dtype=np.uint8)
+        af = rng.standard_normal((M, K)).astype(np.float32)
+        bf = rng.standard_normal((K, N)).astype(np.float32)
+
+        def kern(p, m, a=a, b=b):
+            return _fast.gemm(a, b, table, np.int32, num_threads, path=p, method=m)
+
+        def call(p, m, af=af, bf=bf):
+            return axmatmul(af, bf, mult, backend=_ForcedPath(_fast, p, m),
+                            num_threads=num_threads)
+
+        call_nchw = None
+        if th is not None:
+            ta, tb = th.from_numpy(af), th.from_numpy(np.ascontiguousarray(bf.T))
+
+            def tfn(layout, ta=ta, tb=tb):
+                ac = ta.clone()
+                return lambda: F.linear(ac, tb)
+    A = rng.standard_normal((bm, bk)).astype(np.float32)
+    B = rng.standard_normal((bk, bn)).astype(np.float32)
+    # Rounds of one timed call of each (every path's kernel and float-level calls, PyTorch,
+    # then BLAS), so that every figure's best comes from the same stretch of time: on a
+    # shared machine the speed swings by tens of percent from second to second.
+    variants = []
+    for p in paths:
+        for m in methods:
+            try:
+                kern(p, m)   # warm-up (page faults, caches), and can m serve it?
+            except ValueError:
+                if m is None:
+                    raise
+                continue
+            variants.append((p, m))
+    fns = [(v, "kernel", lambda v=v: kern(*v)) for v in variants]
+    if mult is not None:
+        fns += [(v, "api", lambda v=v: call(*v)) for v in variants]
+        if call_nchw is not None:
+            fns += [(v, "api_nchw", lambda v=v: call_nchw(*v)) for v in variants]
+    layouts = () if tfn is None else (("nchw", "cl") if kind == "conv" else ("nchw",))
+    best = {}
+    for f in [g for _, _, g in fns] + [lambda: A @ B] + [tfn(lay) for lay in layouts]:
+        f()   # warm-up: page faults, caches
+    _settle()
+    for _ in range(repeat):
+        for p, what, f in fns:
+            best[p, what] = min(best.get((p, what), np.inf), _timed(f))
+        for lay in layouts:
+            for _c in range(TORCH_COPIES):   # fresh buffers: PyTorch's best placement
+                best[lay] = min(best.get(lay, np.inf), _timed(tfn(lay)))
+        _settle(0.02)   # OpenMP workers spin briefly after a call: not on BLAS's time
+        best["blas"] = min(best.get("blas", np.inf), _timed(lambda: A @ B))
         _settle()
-        for _ in range(repeat):
-            for p, what, f in fns:
-                best[p, what] = min(best.get((p, what), np.inf), _timed(f))
-            _settle(0.02)   # OpenMP workers spin briefly after a call: not on BLAS's time
-            best["blas"] = min(best.get("blas", np.inf), _timed(lambda: A @ B))
-            _settle()
-        blas_s = best["blas"]
-        timed = [(v, best[v, "kernel"], best.get((v, "api"))) for v in variants]
-        for (p, m), ks, api_s in timed:
-            records.append(dict(
-                shape=name, path=p, method=m, macs=macs, kernel_s=ks,
-                kernel_gmacs=macs / ks / 1e9,
-                api_s=api_s, api_gmacs=None if api_s is None else macs / api_s / 1e9,
-                blas_s=blas_s, blas_gmacs=macs / blas_s / 1e9, kernel_ratio=ks / blas_s,
-                api_ratio=None if api_s is None else api_s / blas_s))
+    blas_s = best["blas"]
+    torch_s, torch_cl_s = best.get("nchw"), best.get("cl")
+    torch_best = min(t for t in (torch_s, torch_cl_s, np.inf) if t is not None)
+    torch_best = None if torch_best == np.inf else torch_best
+
+    def over(t, base):
+        return None if t is None or base is None else t / base
+
+    records = []
+    for p, m in variants:
+        ks, api_s, nchw_s = best[(p, m), "kernel"], best.get(((p, m), "api")), \
+            best.get(((p, m), "api_nchw"))
+        records.append(dict(
+            shape=name, path=p, method=m, macs=macs, kernel_s=ks,
+            kernel_gmacs=macs / ks / 1e9,
+            api_s=api_s, api_gmacs=None if api_s is None else macs / api_s / 1e9,
+            blas_s=blas_s, blas_gmacs=macs / blas_s / 1e9, kernel_ratio=ks / blas_s,
+            api_ratio=over(api_s, blas_s), api_nchw_s=nchw_s, torch_s=torch_s,
+            torch_cl_s=torch_cl_s, torch_best_s=torch_best,
+            api_torch=over(api_s, torch_best), api_nchw_torch=over(nchw_s, torch_best)))
     return records
 
 
 def format_table(records):
-    """Markdown table of :func:`run_bench` records."""
-    lines = ["| shape | path | kernel GMAC/s | api GMAC/s | float32 BLAS GMAC/s | "
-             "kernel / BLAS | api / BLAS |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    """Markdown table of :func:`run_bench` records: GMAC/s, then times over BLAS's and
+    PyTorch's (lower is better)."""
+    def g(r, key):
+        t = r.get(key)
+        return "-" if t is None else f"{r['macs'] / t / 1e9:.1f}"
+
+    def q(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = ["| shape | path | kernel | api NHWC | api NCHW | torch NCHW | torch NHWC | "
+             "BLAS | kernel / BLAS | api / BLAS | api NHWC / torch | api NCHW / torch |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
-        api = "-" if r["api_gmacs"] is None else f"{r['api_gmacs']:.1f}"
-        apir = "-" if r["api_ratio"] is None else f"{r['api_ratio']:.2f}"
         path = r["path"] if r.get("method") is None else f"{r['path']} ({r['method']})"
-        lines.append(f"| {r['shape']} | {path} | {r['kernel_gmacs']:.1f} | {api} | "
-                     f"{r['blas_gmacs']:.1f} | {r['kernel_ratio']:.2f} | {apir} |")
+        lines.append(f"| {r['shape']} | {path} | {g(r, 'kernel_s')} | {g(r, 'api_s')} | "
+                     f"{g(r, 'api_nchw_s')} | {g(r, 'torch_s')} | {g(r, 'torch_cl_s')} | "
+                     f"{g(r, 'blas_s')} | {q(r['kernel_ratio'])} | {q(r['api_ratio'])} | "
+                     f"{q(r.get('api_torch'))} | {q(r.get('api_nchw_torch'))} |")
     return "\n".join(lines)
 
 
@@ -248,7 +345,7 @@ def _cmd(args):
     methods = None if not args.methods else [m.strip() for m in args.methods.split(",")
                                              if m.strip()]
     recs = run_bench(paths=paths, repeat=args.repeat, num_threads=args.threads, shapes=shapes,
-                     api=not args.kernel_only, methods=methods)
+                     api=not args.kernel_only, methods=methods, torch=not args.no_torch)
     if args.json:
         print(_json.dumps(recs, indent=2))
     else:
@@ -257,6 +354,10 @@ def _cmd(args):
         print(f"axkern bench: paths available {_fast.available_paths()}, default "
               f"{_fast.default_path()}, {os.cpu_count()} CPUs, "
               f"threads {args.threads or 'default'}, best of {args.repeat}")
+        th, _ = _torch() if not args.no_torch else (None, None)
+        print("GMAC/s; torch: float32 PyTorch " + (th.__version__ if th is not None else
+              "not timed") + " (NHWC: channels_last), best of fresh input copies; "
+              "ratios are times, PyTorch's the faster of its layouts")
         print(format_table(recs))
     return 0
 
@@ -264,7 +365,7 @@ def _cmd(args):
 def add_parser(subparsers):
     """Register the ``bench`` subcommand on an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
-        "bench", help="GMAC/s of the fast CPU kernels on every dispatch path vs float32 BLAS",
+        "bench", help="GMAC/s of the fast CPU kernels on every dispatch path vs float32 PyTorch and BLAS",
         description=__doc__.split("\n\n")[0])
     p.add_argument("--paths", default=None,
                    help="comma-separated dispatch paths (default: all this CPU supports)")
@@ -278,6 +379,8 @@ def add_parser(subparsers):
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for the kernels")
     p.add_argument("--kernel-only", action="store_true",
                    help="skip the float-level axconv2d/axmatmul timings")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip the float32 PyTorch baseline (timed when torch is installed)")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
     p.add_argument("--networks", nargs="?", const="8,20,32,50,62", default=None,
                    metavar="DEPTHS",

@@ -207,20 +207,33 @@ def make_params(v, mode, m, channels=None):
     return symmetric_params(v, m.bits, channel_axis=-1)
 
 
-def checked_params(x, mode, m, name, channels=None, fast=None):
+_PARAMS = {}   # (mode, bits, range bits) -> per-tensor QuantParams (see checked_params)
+
+
+def checked_params(x, mode, m, name, channels=None, fast=None, num_threads=None):
     """QuantParams of ``x`` (float32, not yet checked) and the check that it is finite.
 
     The same as :func:`make_params` after a finiteness check. The per-tensor modes depend on
     ``x`` through its min and max only, and those also tell whether ``x`` is finite (NaN
     propagates through both, an Inf shows up in one): two passes over a large tensor instead
-    of four (one with ``fast``, :mod:`axkern._fast`, whose ``min_max`` reads x once).
+    of four (one with ``fast``, :mod:`axkern._fast`, whose ``min_max`` reads x once, on
+    ``num_threads`` threads: the call's own count, so that it wakes no idle worker).
     """
     if isinstance(mode, str) and mode in ("tfapprox", "asymmetric", "symmetric") and x.size:
-        lo, hi = fast.min_max(x) if fast is not None else (x.min(), x.max())
+        lo, hi = fast.min_max(x, num_threads) if fast is not None else (x.min(), x.max())
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or Inf: expected finite values")
         # min, max and max|.| of [lo, hi] are those of x: the same parameters, bit for bit.
-        p = make_params(np.array([lo, hi], np.float32), mode, m, channels)
+        # They depend on (mode, bits, lo, hi) alone: remembered by the bit patterns of the
+        # range (computing them costs more than quantizing a small layer's input).
+        lo, hi = np.float32(lo), np.float32(hi)
+        key = (mode, m.bits, lo.tobytes() + hi.tobytes())
+        p = _PARAMS.get(key)
+        if p is None:
+            p = make_params(np.array([lo, hi], np.float32), mode, m, channels)
+            if len(_PARAMS) >= 256:
+                _PARAMS.clear()
+            _PARAMS[key] = p
         check_range(x, p, name)   # a sample of x: warns if a few outliers set the range
         return p
     if isinstance(mode, QuantParams) and not mode.per_channel and fast is not None:
@@ -504,7 +517,7 @@ class _WeightCache:
     def _cacheable(self, mode, w):
         return isinstance(mode, str) and 4 * w.nbytes <= self._max_bytes
 
-    def get(self, table, mode, w, mapping, fast):
+    def get(self, table, mode, w, mapping, fast, num_threads=None):
         if not self._cacheable(mode, w):
             return None
         with self._lock:
@@ -514,7 +527,7 @@ class _WeightCache:
             if (ref() is table and emode == mode and shape == w.shape
                     and (e.mapping is None) == (mapping is None)
                     and (mapping is None or np.array_equal(e.mapping, mapping))
-                    and fast.same_bytes(e.w, w)):
+                    and fast.same_bytes(e.w, w, num_threads)):
                 return e
         return None
 
@@ -538,12 +551,12 @@ class _WeightCache:
 _WEIGHTS = _WeightCache()
 
 
-def _prepare_weights(w, mode, m, mapping, fast, fold, name="w"):
+def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None):
     """Quantization parameters, table indices (tuned; shaped as ``w``) and per-column code
     sums of weights ``w`` (channel axis last, reduction over the others), and with ``fold``
     the table with a per-tensor weight zero point folded in (cached, see _WeightCache)."""
     table = table256(m)
-    hit = _WEIGHTS.get(table, mode, w, mapping, fast)
+    hit = _WEIGHTS.get(table, mode, w, mapping, fast, num_threads)
     if hit is not None:
         return hit
     COUT = w.shape[-1]
@@ -647,6 +660,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     fmt = _check_format(data_format)
     x = _float_array(x, "x", 4, check_finite=False)   # checked by checked_params
     w = _float_array(w, "w", 4)
+    x_given = x   # its range does not depend on the layout: read in the caller's order
     if fmt == "NCHW":
         x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
     N, H, W, C = x.shape
@@ -673,7 +687,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
         return np.ascontiguousarray(y)
 
     fast = _host_helpers(backend, m)
-    xp = checked_params(x, spec.input, m, "x", fast=fast)
+    xp = checked_params(x_given, spec.input, m, "x", fast=fast, num_threads=num_threads)
     be = get_backend(backend)
     if fast is not None and not xp.per_channel and getattr(be, "SUPPORTS_DEQUANT", False):
         return _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups,
@@ -738,12 +752,16 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     KH, KW, Cg, COUT = w.shape
     OH, OW = out_hw
     K = KH * KW * Cg
-    pw = _prepare_weights(w, spec.weight, m, mapping, fast, fold=True)
+    pw = _prepare_weights(w, spec.weight, m, mapping, fast, fold=True, num_threads=num_threads)
     sx, zx = scale_and_zp(xp)
     zx, zw = int(zx), pw.zw
     # One parallel pass float32 -> uint8 indices (NumPy needs a float32 temporary and seven
-    # passes); bit-identical to quantize_float + _float_codes_to_index.
-    xi = fast.quantize_indices(x, xp, index_mask=(1 << m.bits) - 1, num_threads=num_threads,
+    # passes); bit-identical to quantize_float + _float_codes_to_index. An NCHW input is
+    # read planar and written NHWC in that same pass (no transposed copy).
+    x_nchw = x.transpose(0, 3, 1, 2) if fmt == "NCHW" else None
+    from_nchw = x_nchw is not None and x_nchw.flags.c_contiguous
+    xi = fast.quantize_indices(x_nchw if from_nchw else x, xp, index_mask=(1 << m.bits) - 1,
+                               num_threads=num_threads, from_nchw=from_nchw,
                                out=work_buffer("indices", x.shape, np.uint8))
     pad_index = int(_to_index(zx, m))
     dq = {"scale": sx * pw.sw, "bias": bias}
@@ -759,6 +777,13 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
         dq["sumx"] = fast.window_sums(
             xi, m.values(), (KH, KW), stride, pads, dilation, groups, pad_index,
             num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
+    if fmt == "NCHW" and getattr(be, "SUPPORTS_NCHW", False):
+        # the dequantizing store writes the NCHW output directly
+        y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index,
+                      pw.dtype, num_threads, dequant=dq, out_format="NCHW",
+                      **({"out": out} if out is not None else {}))
+        check_overflow(y, dq["scale"], K, m, bias)
+        return y
     # NHWC: the kernel stores straight into the caller's ``out``.
     y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index, pw.dtype,
                   num_threads, dequant=dq, **({"out": out} if out is not None and fmt == "NHWC" else {}))

@@ -186,14 +186,15 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
             return out
         return np.array(_squeeze(y, drop_a, drop_b), order="C")
     fast = _host_helpers(backend, m)
-    ap = checked_params(a, spec.input, m, "a", fast=fast)
+    ap = checked_params(a, spec.input, m, "a", fast=fast, num_threads=num_threads)
     be = get_backend(backend)
     if fast is not None and b.ndim == 2 and not ap.per_channel and \
             getattr(be, "SUPPORTS_DEQUANT", False):
         # The weight side prepared once per weight matrix (quantized, indexed, summed,
         # cached), the correction and dequantization inside the kernel: no integer copy of
         # the output.
-        pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name="b")
+        pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name="b",
+                              num_threads=num_threads)
         sa, za = scale_and_zp(ap)
         za, zb = int(za), pb.zw
         # one parallel pass: indices and the row sums of the codes (sum_k q_a) together

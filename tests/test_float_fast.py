@@ -236,6 +236,21 @@ def test_checked_params_from_min_max(mode):
                 got = checked_params(x, mode, m, "x", fast=helper)
                 assert (np.float32(got.scale), int(got.zero_point), got.bits, got.signed) == \
                     (np.float32(want.scale), int(want.zero_point), want.bits, want.signed)
+        # remembered parameters (by mode, bits and the range's bit patterns) never serve
+        # another mode, another width or a range that differs in the last bit
+        x = rng.standard_normal((4, 5)).astype(np.float32)
+        x.flat[0] = x.max() + 1                       # the unique maximum
+        nudged = x.copy()
+        nudged.flat[0] = np.nextafter(x.flat[0], np.float32(np.inf))
+        for xx, mm, md in ((x, m, mode), (nudged, m, mode), (x, MULTS[2 if m.signed else 3], mode),
+                           (x, m, "asymmetric" if mode == "tfapprox" else mode)):
+            if md == "asymmetric" and m.signed:
+                continue
+            want = make_params(xx, md, mm)
+            for _ in range(2):   # computed, then remembered
+                got = checked_params(xx, md, mm, "x", fast=fast, num_threads=1)
+                assert (np.float32(got.scale), int(got.zero_point), got.bits) == \
+                    (np.float32(want.scale), int(want.zero_point), want.bits)
         for bad in (np.nan, np.inf, -np.inf):
             for size in (9, 70001):   # one block, several blocks (parallel) of min_max
                 x = np.ones(size, np.float32)
@@ -464,6 +479,9 @@ def test_weight_cache_never_serves_stale_weights():
     assert fast.same_bytes(big, other)
     for pos in (0, (1 << 20) - 1, 1 << 20, 3 * (1 << 20) + 12345, big.size - 1):
         other[pos] ^= 1
-        assert not fast.same_bytes(big, other), pos
+        for nt in (None, 1, 3):
+            assert not fast.same_bytes(big, other, nt), (pos, nt)
         other[pos] ^= 1
-    assert fast.same_bytes(big, other)
+    assert fast.same_bytes(big, other) and fast.same_bytes(big, other, 1)
+    with pytest.raises(ValueError, match="num_threads"):
+        fast.same_bytes(big, other, 0)

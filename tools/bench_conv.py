@@ -18,7 +18,6 @@ The reference backend is slow; it runs on ``--reference-batch`` images and its G
 computed for that batch.
 """
 import argparse
-import importlib
 import os
 import platform
 import time
@@ -53,9 +52,8 @@ def im2col(x, kh, kw):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backends", nargs="+", default=["cpu", "cython", "reference"],
-                    help="backend names; 'cython' is the Cython/OpenMP module axkern._cpu "
-                         "whatever the registered 'cpu' backend is")
+    ap.add_argument("--backends", nargs="+", default=["cpu", "reference"],
+                    help="backend names (see axkern.backends.BACKENDS)")
     ap.add_argument("--threads", type=int, default=None,
                     help="num_threads for the CPU kernels (default: OpenMP's / OMP_NUM_THREADS)")
     ap.add_argument("--batch", type=int, default=32)
@@ -70,10 +68,9 @@ def main(argv=None):
         m = axkern.load_multiplier(args.multiplier)
     else:  # the kernels' speed does not depend on the table's contents
         m = axkern.Multiplier(rng.integers(0, 65536, (256, 256)), name="random8u")
-    usable = set(available_backends()) | {"cython"}
-    modules = {"cython": importlib.import_module("axkern._cpu")}
-    from axkern import _cpu
-    threads = args.threads or _cpu.max_threads()
+    usable = set(available_backends())
+    from axkern import _fast
+    threads = args.threads or _fast.max_threads()
     from axkern.backends import BACKENDS
     print(f"axkern {axkern.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, CPU kernels on {threads} thread(s), multiplier {m.name}, "
@@ -95,7 +92,7 @@ def main(argv=None):
             macs = batch * hw * hw * 9 * cin * cout
             xq = rng.integers(0, 256, x.shape)
             wq = rng.integers(0, 256, w.shape)
-            be = modules.get(backend, backend)
+            be = backend
             t_ax, _ = best_time(lambda: axkern.axconv2d(x, w, m, padding="SAME", backend=be,
                                                      num_threads=args.threads),
                              args.repeat if backend != "reference" else 1)

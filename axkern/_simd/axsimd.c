@@ -496,9 +496,11 @@ static void store_zeros(void *out, int out64, const axs_dequant *dq, int64_t row
         memset(out, 0, (size_t)(rows * cols) * (out64 ? 8 : 4));
         return;
     }
+    int64_t P = dq->nchw;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t o = 0; o < cols; o++)
-            ((float *)out)[r * cols + o] = axs_dequant_one(dq, 0, r, o);
+            ((float *)out)[P ? (r / P * cols + o) * P + r % P : r * cols + o] =
+                axs_dequant_one(dq, 0, r, o);
 }
 
 /* The expanded-table method, when it is forced or (AXS_METHOD_AUTO) cheaper than direct
@@ -833,7 +835,10 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
         int64_t orid[AXS_MB], ocol[AXS_MB];
         for (int i = 0; i < AXS_MB; i++)
             ocol[i] = 0;
-        sink sk = {out, out64, dq, orow, 1, orid, ocol, 0, 1, 0};
+        /* NCHW output (dq->nchw): output row r = n * P + p of column o at
+         * (n * COUT + o) * P + p, so fixed code j of a tile steps by P */
+        const int nchw = dq && dq->nchw;
+        sink sk = {out, out64, dq, orow, nchw ? (ptrdiff_t)P : 1, orid, ocol, 0, 1, 0};
         size_t esize = dq ? sizeof(float) : out64 ? sizeof(int64_t) : sizeof(int32_t);
         /* dynamic (a busy core must not hold everyone up); wide mode hands out whole images,
          * so that each thread builds the planar copy of an image once */
@@ -858,7 +863,9 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                 for (int i = 0; i < ms; i++) {
                     int64_t q = q0 + i, oy = q / Wp, r = q % Wp;
                     orid[i] = (n * OH + oy) * OW + r;
-                    orow[i] = r < OW ? (ptrdiff_t)(orid[i] * COUT) : -1;
+                    orow[i] = r >= OW ? -1
+                            : nchw ? (ptrdiff_t)(n * COUT * P + oy * OW + r)
+                                   : (ptrdiff_t)(orid[i] * COUT);
                 }
                 base = img + q0;
             } else {
@@ -871,7 +878,8 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                     run_len[nrun++] = len;
                     for (int r = 0; r < len; r++) {
                         orid[i + r] = p + r;
-                        orow[i + r] = (ptrdiff_t)((p + r) * COUT);
+                        orow[i + r] = nchw ? (ptrdiff_t)(nn * COUT * P + pi + r)
+                                           : (ptrdiff_t)((p + r) * COUT);
                     }
                     i += len;
                 }
@@ -903,7 +911,7 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                 for (int64_t f0 = 0; f0 < OG; f0 += AXS_NB) {
                     int nf = (int)(OG - f0 < AXS_NB ? OG - f0 : AXS_NB);
                     int64_t o0 = g * OG + f0;
-                    sk.out = (char *)out + o0 * esize;
+                    sk.out = (char *)out + o0 * (nchw ? P : 1) * esize;
                     sk.col0 = o0;
                     tile(pr, kern, S, soff, ms, wt + o0 * K, (ptrdiff_t)K, nf, K, &sc, &sk);
                 }

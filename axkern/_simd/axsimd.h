@@ -168,6 +168,10 @@ typedef struct {
     const int64_t *sumx;   /* (rows, groups) */
     const int64_t *gcol;   /* (cols): group of each column */
     int64_t groups;
+    /* conv2d only: 0 writes y (N, OH, OW, COUT) (rows (n, oy, ox) by columns); P = OH * OW
+     * writes y (N, COUT, OH, OW) instead: row r = n * P + p, column o at (n * COUT + o) * P
+     * + p (the NCHW layout, stored directly: no transposed copy of the output) */
+    int64_t nchw;
 } axs_dequant;
 
 /* gemm: a (M, K), b (K, N) C-contiguous uint8; table (256, 256) int32 C-contiguous;
@@ -201,6 +205,16 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
 int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
                   int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                   uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads);
+/* The same quantization of a planar (N, C, HW) float32 array (NCHW), written as (N, HW, C)
+ * table indices (NHWC, the kernels' layout): the layout change made while quantizing. */
+int64_t axs_quantize_nchw(const float *x, int64_t N, int64_t C, int64_t HW, int is_signed,
+                          float scale, int32_t zp, float nmin, float nmax, float inv,
+                          int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *idx, int nthreads);
+/* Dequantized values of a tile, tile[i * ld + j] for rows r0 + i (i < ms) and columns
+ * o0 + j (j < nf), into the NCHW output y (N, cols, P) (row r = n * P + p): one contiguous
+ * run of pixels per column and image. */
+void axs_scatter_nchw(const float *tile, ptrdiff_t ld, int ms, int nf, int64_t r0, int64_t o0,
+                      int64_t P, int64_t cols, float *y);
 
 /* min and max of x[0 .. n), n >= 1, in one parallel pass (quantize.c); returns the number
  * of NaN-holding blocks (0 when x holds no NaN; min and max are then meaningless). */

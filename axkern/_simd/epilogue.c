@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 #if defined(__clang__)
@@ -142,6 +143,47 @@ int axs_epilogue(const void *total, int in64, int64_t rows, int64_t cols, int64_
     }
     free(zwd);
     return AXS_OK;
+}
+
+void axs_scatter_nchw(const float *tile, ptrdiff_t ld, int ms, int nf, int64_t r0, int64_t o0,
+                      int64_t P, int64_t cols, float *y)
+{
+    /* runs of rows within one image: for each column a contiguous run of the output */
+    for (int i = 0; i < ms;) {
+        int64_t n = (r0 + i) / P, p = (r0 + i) % P;
+        int len = (int)(P - p < ms - i ? P - p : ms - i);
+        float *yn = y + (n * cols + o0) * P + p;
+        int j = 0;
+#if defined(__SSE2__)
+        /* 4 x 4 blocks transposed in registers: 4 loads and 4 stores of 4 floats each */
+        for (; j + 4 <= nf; j += 4) {
+            const float *t = tile + (ptrdiff_t)i * ld + j;
+            float *d = yn + (int64_t)j * P;
+            int e = 0;
+            for (; e + 4 <= len; e += 4) {
+                __m128 r0 = _mm_loadu_ps(t + (ptrdiff_t)e * ld);
+                __m128 r1 = _mm_loadu_ps(t + (ptrdiff_t)(e + 1) * ld);
+                __m128 r2 = _mm_loadu_ps(t + (ptrdiff_t)(e + 2) * ld);
+                __m128 r3 = _mm_loadu_ps(t + (ptrdiff_t)(e + 3) * ld);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                _mm_storeu_ps(d + e, r0);
+                _mm_storeu_ps(d + P + e, r1);
+                _mm_storeu_ps(d + 2 * P + e, r2);
+                _mm_storeu_ps(d + 3 * P + e, r3);
+            }
+            for (; e < len; e++)
+                for (int c = 0; c < 4; c++)
+                    d[c * P + e] = t[(ptrdiff_t)e * ld + c];
+        }
+#endif
+        for (; j < nf; j++) {
+            const float *t = tile + (ptrdiff_t)i * ld + j;
+            float *d = yn + (int64_t)j * P;
+            for (int e = 0; e < len; e++)
+                d[e] = t[(ptrdiff_t)e * ld];
+        }
+        i += len;
+    }
 }
 
 /* Sum of n bytes as uint8 (sgn = 0) or int8 (sgn = 1). Short runs (a few dozen channels

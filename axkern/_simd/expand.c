@@ -203,8 +203,8 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, const i
 /* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
  * output columns o0 .. o0 + nf (all of group g), into the output; acc may be the output
  * itself (inplace: then int32 outputs are already done). */
-static void xstore(const xproblem *pb, const axs_xdeq *dd, const xword *acc, ptrdiff_t lda,
-                   int64_t r0, int ms, int64_t g, int64_t o0, int nf, int inplace)
+static void xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda,
+                   int64_t r0, int ms, int64_t g, int64_t o0, int nf, int inplace, xword *tmp)
 {
     const axs_dequant *dq = pb->dq;
     if (!dq) {
@@ -220,6 +220,36 @@ static void xstore(const xproblem *pb, const axs_xdeq *dd, const xword *acc, ptr
         return;
     }
     float *y = (float *)pb->out;
+    if (dq->nchw) {
+        /* NCHW output: dequantize the tile in place (float32 over its uint32 sums), then
+         * store a run of pixels per column */
+        float *ft = (float *)acc;
+        if (dd->exact) {
+            axs_dequant_rows(acc, lda, ms, nf, dq->zw ? dq->sumx + r0 * dq->groups + g : NULL,
+                             (ptrdiff_t)dq->groups, dd->scale + o0, dd->corr + o0, dd->zw + o0,
+                             dd->bias ? dd->bias + o0 : NULL, ft, lda);
+        } else {
+            for (int i = 0; i < ms; i++)
+                for (int j = 0; j < nf; j++)
+                    ft[i * lda + j] = axs_dequant_one(dq, (int32_t)acc[i * lda + j], r0 + i,
+                                                      o0 + j);
+        }
+        axs_scatter_nchw(ft, lda, ms, nf, r0, o0, dq->nchw, pb->ldo, y);
+        return;
+    }
+    if (pb->transposed && dd->exact && tmp) {
+        /* swapped GEMM: output row o0 + j holds the sums of streamed rows r0 .. r0 + ms;
+         * transposed into tmp, they dequantize a row at a time (per-column terms indexed
+         * by the streamed row) instead of element by element */
+        for (int j = 0; j < nf; j++)
+            for (int i = 0; i < ms; i++)
+                tmp[(ptrdiff_t)j * ms + i] = acc[(ptrdiff_t)i * lda + j];
+        axs_dequant_rows(tmp, ms, nf, ms, dq->zw ? dq->sumx + o0 * dq->groups : NULL,
+                         (ptrdiff_t)dq->groups, dd->scale + r0, dd->corr + r0, dd->zw + r0,
+                         dd->bias ? dd->bias + r0 : NULL, y + o0 * pb->ldo + r0,
+                         (ptrdiff_t)pb->ldo);
+        return;
+    }
     if (pb->transposed || !dd->exact) {
         for (int i = 0; i < ms; i++)
             for (int j = 0; j < nf; j++)
@@ -304,7 +334,10 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     /* int32 totals: the biased sums start at -bias * K (mod 2^32) */
     const uint32_t init = (uint32_t)(0u - (uint32_t)((uint64_t)t->bias * (uint64_t)pb->K));
     axs_xdeq dd;
-    if (axs_xdeq_init(pb->transposed ? NULL : pb->dq, pb->groups * pb->cols, pb->rows, &dd)) {
+    /* per-column terms of the output: transposed (swapped GEMM), its columns are the
+     * streamed rows and its rows the fixed codes */
+    if (pb->transposed ? axs_xdeq_init(pb->dq, pb->rows, pb->groups * pb->cols, &dd)
+                       : axs_xdeq_init(pb->dq, pb->groups * pb->cols, pb->rows, &dd)) {
         axs_free64(part);
         return AXS_ENOMEM;
     }
@@ -314,7 +347,10 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
         uint16_t *R = (uint16_t *)axs_alloc64((size_t)AXS_XSTEPW * 256 * sizeof(uint16_t));
         ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
         xword *local = NULL;
-        int ok = R && roff;
+        /* the transposed dequantizing store's buffer */
+        xword *tmp = pb->transposed && pb->dq ? (xword *)axs_alloc64(slice * sizeof(xword))
+                                              : NULL;
+        int ok = R && roff && (tmp || !(pb->transposed && pb->dq));
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -330,7 +366,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
             int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
             int64_t o0 = g * pb->cols + c0;
-            int inplace = ks == 1 && !pb->transposed && nf == nb;
+            int inplace = ks == 1 && !pb->transposed && nf == nb && !(pb->dq && pb->dq->nchw);
             xword *acc;
             ptrdiff_t lda;
             if (ks > 1) {
@@ -362,7 +398,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                      k0 + kb == k1, kp == 0 ? init : 0);
             }
             if (ks == 1)
-                xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace);
+                xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace, tmp);
         }
         if (ks > 1) {
             /* the parts of each tile and block, added modulo 2^32, then stored */
@@ -380,11 +416,12 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                     for (size_t e = 0; e < (size_t)ms * nb; e++)
                         sum[e] += p[e];
                 }
-                xstore(pb, &dd, sum, nb, r0, ms, g, g * pb->cols + c0, nf, 0);
+                xstore(pb, &dd, sum, nb, r0, ms, g, g * pb->cols + c0, nf, 0, tmp);
             }
         }
         axs_free64(R);
         axs_free64(local);
+        axs_free64(tmp);
         free(roff);
     }
     free(dd.corr);

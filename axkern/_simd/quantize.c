@@ -8,7 +8,9 @@
  *
  * every operation rounded to float32 in the same order; index = code & mask.
  * One pass over the data instead of NumPy's seven, in parallel. */
+#include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -140,6 +142,104 @@ int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, 
                               nmax, inv, qmin, qmax, mask, idx + b * block, NULL);
     }
     return nbad;
+}
+
+/* Planar input (NCHW) to NHWC indices: per image and block of pixels, each channel's run
+ * is quantized by the same vector loop into a channel-major tile (in L1), which is then
+ * written pixel-major. The codes are those of axs_quantize, bit for bit: only where they
+ * are stored differs. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* d[i * ldd + c] = s[c * lds + i] for i, c < 16: a 16 x 16 byte transpose in four rounds of
+ * unpacks (SSE2, part of x86-64) */
+static inline void tr16x16_u8(const uint8_t *s, ptrdiff_t lds, uint8_t *d, ptrdiff_t ldd)
+{
+    __m128i a[16], b[16];
+    for (int r = 0; r < 16; r++)
+        a[r] = _mm_loadu_si128((const __m128i *)(s + r * lds));
+    for (int r = 0; r < 8; r++) {
+        b[2 * r] = _mm_unpacklo_epi8(a[2 * r], a[2 * r + 1]);
+        b[2 * r + 1] = _mm_unpackhi_epi8(a[2 * r], a[2 * r + 1]);
+    }
+    for (int q = 0; q < 4; q++)
+        for (int h = 0; h < 2; h++) {
+            a[4 * q + 2 * h] = _mm_unpacklo_epi16(b[4 * q + h], b[4 * q + 2 + h]);
+            a[4 * q + 2 * h + 1] = _mm_unpackhi_epi16(b[4 * q + h], b[4 * q + 2 + h]);
+        }
+    for (int q = 0; q < 2; q++)
+        for (int h = 0; h < 4; h++) {
+            b[8 * q + 2 * h] = _mm_unpacklo_epi32(a[8 * q + h], a[8 * q + 4 + h]);
+            b[8 * q + 2 * h + 1] = _mm_unpackhi_epi32(a[8 * q + h], a[8 * q + 4 + h]);
+        }
+    for (int h = 0; h < 8; h++) {
+        a[2 * h] = _mm_unpacklo_epi64(b[h], b[8 + h]);
+        a[2 * h + 1] = _mm_unpackhi_epi64(b[h], b[8 + h]);
+    }
+    for (int r = 0; r < 16; r++)
+        _mm_storeu_si128((__m128i *)(d + r * ldd), a[r]);
+}
+#endif
+
+static void tile_to_nhwc(const uint8_t *restrict tile, int64_t pb, int64_t len, int64_t C,
+                         uint8_t *restrict dst)
+{
+    int64_t i0 = 0, c16 = 0;
+#if defined(__SSE2__)
+    /* 16 x 16 blocks (pixels x channels); the channels past a multiple of 16 below */
+    c16 = C / 16 * 16;
+    for (; i0 + 16 <= len; i0 += 16)
+        for (int64_t c = 0; c < c16; c += 16)
+            tr16x16_u8(tile + c * pb + i0, (ptrdiff_t)pb, dst + i0 * C + c, (ptrdiff_t)C);
+    for (int64_t i = 0; i < i0; i++)
+        for (int64_t c = c16; c < C; c++)
+            dst[i * C + c] = tile[c * pb + i];
+#endif
+    for (int64_t i = i0; i < len; i++)
+        for (int64_t c = 0; c < C; c++)
+            dst[i * C + c] = tile[c * pb + i];
+}
+
+int64_t axs_quantize_nchw(const float *x, int64_t N, int64_t C, int64_t HW, int is_signed,
+                          float scale, int32_t zp, float nmin, float nmax, float inv,
+                          int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *idx, int nthreads)
+{
+#ifdef _OPENMP
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    if (N * C * HW < 65536)
+        nt = 1;
+#else
+    int nt = 1;
+    (void)nthreads;
+#endif
+    (void)nt;
+    /* pixels per tile: the tile (C x pb bytes) stays within 16 KiB of L1 */
+    int64_t pb = 16384 / (C > 0 ? C : 1);
+    pb = pb < 16 ? 16 : pb > HW ? HW : pb;
+    int64_t tiles = (HW + pb - 1) / pb, nbad = 0;
+    int err = 0;
+#pragma omp parallel num_threads(nt) reduction(+:nbad)
+    {
+        uint8_t *tile = (uint8_t *)malloc((size_t)(C * pb));
+        if (!tile) {
+#pragma omp atomic write
+            err = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < N * tiles; u++) {
+            if (!tile)
+                continue;
+            int64_t n = u / tiles, p0 = (u % tiles) * pb;
+            int64_t len = HW - p0 < pb ? HW - p0 : pb;
+            int32_t bad = 0;
+            for (int64_t c = 0; c < C; c++)
+                quantize_run(x + (n * C + c) * HW + p0, len, is_signed, scale, zp, nmin, nmax,
+                             inv, qmin, qmax, mask, tile + c * pb, &bad);
+            nbad += bad;
+            tile_to_nhwc(tile, pb, len, C, idx + (n * HW + p0) * C);
+        }
+        free(tile);
+    }
+    return err ? -1 : nbad;
 }
 
 /* ---- min and max of a float32 array, one pass (the per-call quantization range) ---- */

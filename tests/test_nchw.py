@@ -1,0 +1,194 @@
+"""NCHW convolutions without transposed copies (axkern._fast): the quantization that reads
+planar NCHW float32 and writes NHWC table indices (``quantize_indices(from_nchw=True)``),
+and the dequantizing stores that write the NCHW output directly (``conv2d(out_format=
+"NCHW")``), forced on every dispatch path and kernel method and compared bit for bit with
+independent NumPy computations on the reference backend's sums, and ``axconv2d(data_format=
+"NCHW")`` with its NHWC call and the reference backend."""
+import zlib
+
+import numpy as np
+import pytest
+
+fast = pytest.importorskip("axkern._fast")
+from axkern import Multiplier, axconv2d  # noqa: E402
+from axkern.backends import get_backend  # noqa: E402
+from axkern.bench import _ForcedPath  # noqa: E402
+from axkern.conv import _float_codes_to_index  # noqa: E402
+from axkern.quant import QuantParams, quantize_float, symmetric_params, tf_quant_params  # noqa: E402
+from test_simd import PATHS, codes, random_table  # noqa: E402
+
+ref = get_backend("reference")
+
+CONVS = [
+    # (N, H, W, C, KH, KW, COUT, groups, stride, padding, dilation)
+    (2, 7, 9, 5, 3, 3, 6, 1, (1, 1), (1, 1, 1, 1), (1, 1)),       # odd sizes, SAME
+    (3, 5, 6, 16, 3, 3, 16, 1, (2, 1), (0, 1, 2, 0), (1, 1)),     # stride, asymmetric pads
+    (2, 8, 8, 12, 2, 3, 20, 4, (1, 1), (0, 0, 0, 0), (2, 1)),     # groups, dilation, VALID
+    (5, 4, 4, 33, 3, 3, 33, 33, (1, 1), (1, 1, 1, 1), (1, 1)),    # depthwise, 3 blocks
+    (2, 11, 10, 3, 1, 4, 3, 3, (2, 2), (0, 0, 1, 2), (1, 1)),     # depthwise 1x4, stride 2
+    (9, 6, 5, 8, 3, 3, 70, 1, (1, 1), (1, 1, 1, 1), (1, 1)),      # tiles across images, > 64 columns
+]
+
+
+def dequant_numpy(total, dq, groups):
+    """Independent NumPy epilogue: int64 correction, one float64 product, float32 bias."""
+    t = total.astype(np.int64)
+    cols = t.shape[-1]
+    v = t + np.broadcast_to(np.asarray(dq.get("corr", 0), np.int64), (cols,))
+    if "zw" in dq:
+        og = cols // groups
+        v = v - np.asarray(dq["zw"], np.int64) * np.repeat(dq["sumx"], og, axis=-1)
+    y = (v.astype(np.float64) * np.asarray(dq["scale"], np.float64)).astype(np.float32)
+    if dq.get("bias") is not None:
+        y = y + np.asarray(dq["bias"], np.float32)
+    return y
+
+
+def methods_for(C, COUT, groups, KW, dilation):
+    dw = groups == C == COUT and KW <= 4 and dilation[1] == 1
+    return ["direct", "expand"] + (["depthwise"] if dw else []) + [None]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", ["uint16", "int32"])
+def test_conv2d_nchw_store_every_method(path, kind):
+    rng = np.random.default_rng(zlib.crc32(f"nchw/{path}/{kind}".encode()))
+    table = random_table(kind, rng)
+    if kind == "int32":   # generic class, small enough for int32 sums of these layers
+        table = (table >> 12).astype(np.int32)
+    for (N, H, W, C, KH, KW, COUT, g, stride, padding, dilation) in CONVS:
+        x = codes((N, H, W, C), rng)
+        w = codes((KH, KW, C // g, COUT), rng)
+        args = (stride, padding, dilation, g, int(rng.integers(0, 256)))
+        sums = ref.conv2d(x, w, table, *args, np.int64)
+        OH, OW = sums.shape[1:3]
+        dq = {"scale": rng.uniform(1e-4, 1e-3, COUT), "corr": rng.integers(-999, 999, COUT),
+              "bias": rng.standard_normal(COUT).astype(np.float32)}
+        dqz = dict(dq, zw=rng.integers(-3, 4, COUT), sumx=rng.integers(-9999, 9999, (N, OH, OW, g)))
+        for d in (dq, dqz):
+            want = dequant_numpy(sums, d, g).transpose(0, 3, 1, 2)
+            for method in methods_for(C, COUT, g, KW, dilation):
+                for dt in (np.int32, np.int64):
+                    if (method == "expand" and (kind == "int32" or dt == np.int64)) or \
+                            (method == "depthwise" and kind == "int32" and dt == np.int64):
+                        continue   # refused (see axkern._fast.conv2d)
+                    got = fast.conv2d(x, w, table, *args, dt, 2, path=path, method=method,
+                                      dequant=d, out_format="NCHW")
+                    assert got.shape == (N, COUT, OH, OW) and got.flags.c_contiguous
+                    np.testing.assert_array_equal(
+                        got, want, err_msg=f"{(N, H, W, C, KH, KW, COUT, g)} {method} {dt}")
+    # an empty reduction (no input channels): the dequantized zeros, NCHW
+    z = fast.conv2d(np.zeros((2, 3, 4, 0), np.uint8), np.zeros((1, 1, 0, 5), np.uint8), table,
+                    out_dtype=np.int32, path=path, dequant={"scale": 0.5, "corr": np.arange(5)},
+                    out_format="NCHW")
+    np.testing.assert_array_equal(z, np.broadcast_to(
+        (np.arange(5) * 0.5).astype(np.float32)[None, :, None, None], (2, 5, 3, 4)))
+
+
+def test_conv2d_nchw_into_out_and_errors():
+    rng = np.random.default_rng(3)
+    t = random_table("uint16", rng)
+    x, w = codes((2, 5, 6, 4), rng), codes((3, 3, 4, 3), rng)
+    dq = {"scale": 0.25}
+    o = np.full((2, 3, 5, 6), np.nan, np.float32)
+    assert fast.conv2d(x, w, t, (1, 1), (1, 1, 1, 1), out_dtype=np.int32, dequant=dq,
+                       out_format="NCHW", out=o) is o
+    np.testing.assert_array_equal(o, fast.conv2d(x, w, t, (1, 1), (1, 1, 1, 1), out_dtype=np.int32,
+                                                 dequant=dq).transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="needs dequant"):
+        fast.conv2d(x, w, t, out_format="NCHW")
+    with pytest.raises(ValueError, match="out_format must be"):
+        fast.conv2d(x, w, t, dequant=dq, out_format="CHWN")
+    with pytest.raises(ValueError, match="out must be"):   # an NHWC-shaped buffer
+        fast.conv2d(x, w, t, (1, 1), (1, 1, 1, 1), out_dtype=np.int32, dequant=dq,
+                    out_format="NCHW", out=np.empty((2, 5, 6, 3), np.float32))
+
+
+@pytest.mark.parametrize("signed,bits", [(False, 8), (True, 8), (False, 4), (True, 5)])
+def test_quantize_from_nchw(signed, bits):
+    rng = np.random.default_rng(bits + 10 * signed)
+    mask = (1 << bits) - 1
+    for shape in [(2, 3, 7, 5), (1, 1, 1, 1), (3, 64, 8, 8), (2, 21, 5, 7), (1, 3, 60, 100)]:
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        x.flat[::7] = 0.5 * np.round(x.flat[::7] * 4)   # ties of the rounding rules
+        # 16 x 16 blocks with tails of pixels and channels (21 channels, 35 pixels); 2 tiles
+        p = symmetric_params(x, bits) if signed else tf_quant_params(x.min(), x.max(), bits)
+        q = quantize_float(x.transpose(0, 2, 3, 1), p)
+        want = q.astype(np.int64).astype(np.uint8) & mask   # two's complement, low bits
+        for nt in (1, 3):
+            got = fast.quantize_indices(x, p, index_mask=mask, num_threads=nt, from_nchw=True)
+            assert got.shape == want.shape and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want, err_msg=f"{shape} {nt}")
+    x = np.ones((2, 3, 4, 5), np.float32)
+    x[1, 2, 3, 4] = np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fast.quantize_indices(x, QuantParams(0.1, 0), from_nchw=True)
+    with pytest.raises(ValueError, match="from_nchw takes a 4-D"):
+        fast.quantize_indices(x[0], QuantParams(0.1, 0), from_nchw=True)
+    with pytest.raises(ValueError, match="from_nchw takes a 4-D"):
+        fast.quantize_indices(x, QuantParams(0.1, 0), from_nchw=True, row_sums=True)
+
+
+@pytest.mark.parametrize("path", fast.available_paths())
+def test_axconv2d_nchw_equals_nhwc_and_reference(path):
+    """The float-level call in NCHW (planar quantization, NCHW store) on every path and
+    method against its NHWC call transposed and the reference backend: unsigned and signed
+    multipliers, folded and window-sum zero points, per-channel weights, depthwise layers,
+    a non-contiguous NCHW input."""
+    rng = np.random.default_rng(zlib.crc32(path.encode()))
+    v = np.arange(256)
+    span = np.multiply.outer(v, v)
+    span[0, 255] = 65535   # a fold would leave the 16-bit class: window sums instead
+    mults = [Multiplier.exact(8), Multiplier.exact(8, signed=True),
+             Multiplier(span.astype(np.int64), name="span65535")]
+    cases = [dict(w=(6, 5, 3, 3), groups=1), dict(w=(6, 1, 3, 3), groups=6, c=6),
+             dict(w=(4, 2, 3, 2), groups=2, c=4, stride=2, padding="VALID"),
+             dict(w=(6, 5, 3, 3), groups=1, quant="symmetric-per-channel")]
+    for m in mults:
+        for case in cases:
+            kw = dict(case)
+            w = rng.standard_normal(kw.pop("w")).astype(np.float32)
+            C = kw.pop("c", 5)
+            if kw.get("quant") == "symmetric-per-channel" and not m.signed:
+                continue
+            x = rng.standard_normal((3, C, 9, 7)).astype(np.float32)
+            b = rng.standard_normal(w.shape[0]).astype(np.float32)
+            want = axconv2d(x, w, m, bias=b, data_format="NCHW", backend="reference", **kw)
+            nhwc = axconv2d(x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), m, bias=b,
+                            backend=_ForcedPath(fast, path), **kw).transpose(0, 3, 1, 2)
+            np.testing.assert_array_equal(nhwc, want)
+            for method in methods_for(C, w.shape[0], kw["groups"], w.shape[3], (1, 1)):
+                be = _ForcedPath(fast, path, method)
+                try:
+                    got = axconv2d(x, w, m, bias=b, data_format="NCHW", backend=be, **kw)
+                except ValueError as e:   # a forced method that cannot serve this table
+                    assert "method" in str(e)
+                    continue
+                assert got.flags.c_contiguous and got.shape == want.shape
+                np.testing.assert_array_equal(got, want, err_msg=f"{m.name} {case} {method}")
+    # an NCHW view that is not contiguous (quantized through its NHWC view)
+    x = rng.standard_normal((2, 9, 7, 5)).astype(np.float32).transpose(0, 3, 1, 2)
+    w = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(
+        axconv2d(x, w, mults[0], data_format="NCHW", backend=_ForcedPath(fast, path)),
+        axconv2d(x, w, mults[0], data_format="NCHW", backend="reference"))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_swapped_gemm_dequantizes_rows(path):
+    """GEMMs of few rows stream the columns of b past the rows of a (the output tile is
+    transposed): their dequantizing store transposes the tile and dequantizes a row at a
+    time; every shape of tile and reduction split against NumPy on the reference sums."""
+    rng = np.random.default_rng(zlib.crc32(f"swapped/{path}".encode()))
+    table = random_table("uint16", rng)
+    for M, K, N in [(1, 7, 33), (3, 50, 300), (5, 300, 1000), (17, 40, 500), (9, 600, 70)]:
+        a, b = codes((M, K), rng), codes((K, N), rng)
+        sums = ref.gemm(a, b, table, np.int64)
+        for dq in ({"scale": rng.uniform(1e-4, 1e-3, N)},
+                   {"scale": rng.uniform(1e-4, 1e-3, N), "corr": rng.integers(-999, 999, N),
+                    "bias": rng.standard_normal(N).astype(np.float32),
+                    "zw": rng.integers(-3, 4, N), "sumx": rng.integers(-9999, 9999, (M, 1))}):
+            want = dequant_numpy(sums, dq, 1)
+            for method in ("expand", None):
+                got = fast.gemm(a, b, table, np.int32, 2, path=path, method=method, dequant=dq)
+                np.testing.assert_array_equal(got, want, err_msg=f"{(M, K, N)} {method}")

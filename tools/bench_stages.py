@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Where the time of a float-level call goes: each stage of ``axconv2d`` / ``axmatmul`` on the
+fast CPU path timed on its own, next to the whole call, in both layouts.
+
+For each shape of ``axkern bench`` (the linear layer and the convolutions): the input's
+range (``min_max``), its quantization to table indices (``quantize_indices``; NCHW: planar
+to NHWC in the same pass), the kernel with integer sums, the kernel with the dequantizing
+store (NHWC and NCHW outputs), and the whole call (``api``, NHWC and NCHW). The weight side
+is prepared once, as in a network run batch after batch. All of them alternate call by call
+in one process (each figure the best of 3 calls, then the median over the rounds), so that
+the drifting speed of a shared machine hits all alike. ``api - parts`` is the median of the
+call minus range, quantization and dequantizing kernel, round by round: the Python work and
+the small C passes around the kernel.
+
+Examples::
+
+    python tools/bench_stages.py --threads 2 --rounds 15
+    python tools/bench_stages.py --shapes "depthwise 64 @16x16" --threads 1
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import axkern
+from axkern import _fast
+from axkern.bench import SHAPES, _table
+from axkern.conv import _prepare_weights, checked_params, resolve_quant, scale_and_zp
+
+
+def _best(f, n=3):
+    best = float("inf")
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _conv_stages(prm, m, rng, T):
+    N, H, W, C, COUT, k, g = (prm[x] for x in ("N", "H", "W", "C", "COUT", "k", "groups"))
+    xf = rng.standard_normal((N, H, W, C)).astype(np.float32)
+    wf = rng.standard_normal((k, k, C // g, COUT)).astype(np.float32)
+    xn = np.ascontiguousarray(xf.transpose(0, 3, 1, 2))
+    wn = np.ascontiguousarray(wf.transpose(3, 2, 0, 1))
+    spec = resolve_quant("auto", m)
+    xp = checked_params(xf, spec.input, m, "x", fast=_fast)
+    pw = _prepare_weights(wf, spec.weight, m, None, _fast, fold=True)
+    sx, zx = scale_and_zp(xp)
+    K = k * k * (C // g)
+    dq = {"scale": sx * pw.sw, "corr": K * int(zx) * pw.zw - int(zx) * pw.sum_w}
+    xi = _fast.quantize_indices(xf, xp)
+    p = k // 2
+    geo = ((1, 1), (p, p, p, p), (1, 1), g, int(zx) & 255, pw.dtype, T)
+    stages = {
+        "range": lambda: _fast.min_max(xf, T),
+        "quant": lambda: _fast.quantize_indices(xf, xp, num_threads=T),
+        "quant NCHW": lambda: _fast.quantize_indices(xn, xp, num_threads=T, from_nchw=True),
+        "kernel int": lambda: _fast.conv2d(xi, pw.wi, pw.table, *geo),
+        "kernel dq": lambda: _fast.conv2d(xi, pw.wi, pw.table, *geo, dequant=dq),
+        "kernel dq NCHW": lambda: _fast.conv2d(xi, pw.wi, pw.table, *geo, dequant=dq,
+                                               out_format="NCHW"),
+        "api": lambda: axkern.axconv2d(xf, wf, m, groups=g, num_threads=T),
+        "api NCHW": lambda: axkern.axconv2d(xn, wn, m, groups=g, num_threads=T,
+                                            data_format="NCHW"),
+    }
+    return N * H * W * COUT * K, stages, ("range", "quant", "kernel dq")
+
+
+def _gemm_stages(prm, m, rng, T):
+    M, K, N = prm["M"], prm["K"], prm["N"]
+    af = rng.standard_normal((M, K)).astype(np.float32)
+    bf = rng.standard_normal((K, N)).astype(np.float32)
+    spec = resolve_quant("auto", m)
+    ap = checked_params(af, spec.input, m, "a", fast=_fast)
+    pb = _prepare_weights(bf, spec.weight, m, None, _fast, fold=False, name="b")
+    sa, za = scale_and_zp(ap)
+    ai, sum_a = _fast.quantize_indices(af, ap, row_sums=True)
+    dq = {"scale": sa * pb.sw, "corr": K * int(za) * pb.zw - int(za) * pb.sum_w,
+          "zw": pb.zw, "sumx": sum_a.reshape(-1, 1)}
+    stages = {
+        "range": lambda: _fast.min_max(af, T),
+        "quant": lambda: _fast.quantize_indices(af, ap, row_sums=True, num_threads=T),
+        "kernel int": lambda: _fast.gemm(ai, pb.wi, table_of(m), np.int32, T),
+        "kernel dq": lambda: _fast.gemm(ai, pb.wi, table_of(m), np.int32, T, dequant=dq),
+        "api": lambda: axkern.axmatmul(af, bf, m, num_threads=T),
+    }
+    return M * K * N, stages, ("range", "quant", "kernel dq")
+
+
+def table_of(m):
+    from axkern.backends import table256
+    return table256(m)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = [s[0] for s in SHAPES if s[1] == "conv" or s[0].startswith("linear")]
+    ap.add_argument("--shapes", default=None, help=f"comma-separated names from {names}")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads of every stage (default: OpenMP's)")
+    args = ap.parse_args(argv)
+    want = names if args.shapes is None else args.shapes.split(",")
+    bad = [s for s in want if s not in names]
+    if bad:
+        ap.error(f"unknown shapes {bad}: expected some of {names}")
+    rng = np.random.default_rng(0)
+    m = axkern.Multiplier(_table(rng), name="bench")
+    T = args.threads
+    print(f"path {_fast.default_path()}, threads {T or _fast.max_threads()}, ms (median of "
+          f"{args.rounds} rounds of best-of-3)")
+    for name, kind, prm in SHAPES:
+        if name not in want:
+            continue
+        macs, stages, parts = (_conv_stages if kind == "conv" else _gemm_stages)(prm, m, rng, T)
+        for f in stages.values():
+            f()
+        times = {s: [] for s in stages}
+        for _ in range(args.rounds):
+            for s, f in stages.items():
+                times[s].append(_best(f))
+        t = {s: np.array(v) for s, v in times.items()}
+        rest = np.median(t["api"] - sum(t[s] for s in parts))
+        cols = "  ".join(f"{s} {np.median(v) * 1e3:.3f}" for s, v in t.items())
+        print(f"{name}: {cols}  api - parts {rest * 1e3:.3f}; api "
+              f"{macs / np.median(t['api']) / 1e9:.1f} GMAC/s, kernel dq "
+              f"{macs / np.median(t['kernel dq']) / 1e9:.1f} GMAC/s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
