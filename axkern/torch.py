@@ -33,6 +33,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 from ._torch_grad import gradient_tables
 from .conv import _check_format, make_params, resolve_quant
 from .lut import Multiplier
+from .nn import _resolve_multiplier
 from .quant import QuantSpec, symmetric_params, tf_quant_params
 from .tune import resolve_tuning
 
@@ -43,17 +44,6 @@ _GRADS = ("ste", "table")
 
 
 # ------------------------------------------------------------------------------ helpers
-def _resolve_multiplier(m):
-    if m is None or isinstance(m, Multiplier):
-        return m
-    if isinstance(m, (str, os.PathLike)):
-        from .library import load_multiplier
-
-        return load_multiplier(m)
-    raise TypeError(f"multiplier must be an axkern.Multiplier, a shipped name, a path or None, "
-                    f"got {type(m).__name__}")
-
-
 def _layer_label(layer):
     name = getattr(layer, "_axkern_name", None)
     return f"{type(layer).__name__} {name!r}" if name else type(layer).__name__
