@@ -61,8 +61,10 @@ def gradient_tables(multiplier, tune=False):
     return da.astype(np.float32), db.astype(np.float32)
 
 
-def _codes(t, p, channel_dim=None):
-    """(integer codes as int64 tensor, mask of unclipped entries) of ``t`` under ``p``."""
+def quantize_codes(t, p, channel_dim=None):
+    """``(codes, scale, zero point, mask of unclipped entries)`` of tensor ``t`` under
+    QuantParams ``p``: float32 integer-valued codes with the rounding of :mod:`axkern.quant`
+    (per channel along ``channel_dim``), scale and zero point shaped to broadcast with ``t``."""
     shape = [1] * t.dim()
     if p.per_channel:
         shape[channel_dim] = -1
@@ -71,12 +73,18 @@ def _codes(t, p, channel_dim=None):
     if p.signed:
         q = torch.round(t / s) + z
         mask = t.abs() <= s * float(p.qmax)   # pytorch-quantization's |x| <= amax
-        return q.clamp(p.qmin, p.qmax).to(torch.int64), mask
+        return q.clamp(float(p.qmin), float(p.qmax)), s, z, mask
     nmin = (float(p.qmin) - z) * s
     nmax = (float(p.qmax) - z) * s
     mask = (t >= nmin) & (t <= nmax)
     c = torch.minimum(torch.maximum(t, nmin), nmax)
     q = torch.floor((c - nmin) * (1.0 / s) + 0.5).clamp(max=float(p.qmax - p.qmin)) + p.qmin
+    return q, s, z, mask
+
+
+def _codes(t, p, channel_dim=None):
+    """(integer codes as int64 tensor, mask of unclipped entries) of ``t`` under ``p``."""
+    q, _, _, mask = quantize_codes(t, p, channel_dim)
     return q.to(torch.int64), mask
 
 

@@ -30,7 +30,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError('axkern.torch needs PyTorch, which is not installed: '
                       'pip install "axkern[torch]"') from e
 
-from ._torch_grad import gradient_tables
+from ._torch_grad import gradient_tables, quantize_codes
 from .conv import _check_format, make_params, resolve_quant
 from .lut import Multiplier
 from .nn import _resolve_multiplier
@@ -71,22 +71,7 @@ def _fake_quant(t, p, channel_dim=None):
     """``(dequantized codes, mask of unclipped entries)`` of tensor ``t`` under QuantParams
     ``p``, in float32 with the rounding of :mod:`axkern.quant` (per-channel along
     ``channel_dim``)."""
-    shape = [1] * t.dim()
-    if p.per_channel:
-        shape[channel_dim] = -1
-    s = torch.as_tensor(np.asarray(p.scale, np.float32)).reshape(shape)
-    z = torch.as_tensor(np.asarray(p.zero_point, np.float32)).reshape(shape)
-    if p.signed:
-        q = torch.round(t / s) + z
-        lo, hi = float(p.qmin), float(p.qmax)
-        mask = t.abs() <= s * hi            # pytorch-quantization's |x| <= amax
-        q = q.clamp(lo, hi)
-        return (q - z) * s, mask
-    nmin = (float(p.qmin) - z) * s
-    nmax = (float(p.qmax) - z) * s
-    mask = (t >= nmin) & (t <= nmax)
-    c = torch.minimum(torch.maximum(t, nmin), nmax)
-    q = torch.floor((c - nmin) * (1.0 / s) + 0.5).clamp(max=float(p.qmax - p.qmin)) + p.qmin
+    q, s, z, mask = quantize_codes(t, p, channel_dim)
     return (q - z) * s, mask
 
 
