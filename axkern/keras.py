@@ -202,6 +202,38 @@ class _ApproxMixin:
         wq = dequantize(quantize_float(w, wp, channel_axis=-1), wp, channel_axis=-1)
         return xq.astype(np.float32), wq.astype(np.float32)
 
+    def _conv_call(self, inputs, cout_of, groups_of, w_host=None):
+        """The convolution layers' call: NHWC operands, ``axconv2d`` as the host op with
+        ``cout_of(C)`` output channels in ``groups_of(C)`` groups (``w_host`` reshapes the
+        kernel for it), the layout restored and the activation applied in Keras."""
+        dtype = inputs.dtype
+        x = tf.cast(inputs, tf.float32)
+        if self.data_format == "channels_first":
+            x = tf.transpose(x, [0, 2, 3, 1])
+        w = tf.cast(self.kernel, tf.float32)
+        b = tf.cast(self.bias, tf.float32) if self.use_bias else None
+        N, H, W, C = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation_rate
+        out_shape = (N, _conv_out(H, kh, sh, dh, self.padding),
+                     _conv_out(W, kw, sw, dw, self.padding), cout_of(C))
+        m, quant, tune, groups = self.multiplier, self._spec, self.tune, groups_of(C)
+        opts = self._host_options
+        stride, dilation, padding = tuple(self.strides), tuple(self.dilation_rate), self.padding.upper()
+        reshape = w_host or (lambda wv: wv)
+
+        def host(xv, wv, *bv):
+            return axconv2d(xv, reshape(wv), m, bias=bv[0] if bv else None, stride=stride,
+                            padding=padding, dilation=dilation, groups=groups,
+                            data_format="NHWC", quant=quant, tune=tune, **opts)
+
+        y = self._approx_call(x, w, b, host, self._float_op, out_shape, w_host=w_host)
+        if self.data_format == "channels_first":
+            y = tf.transpose(y, [0, 3, 1, 2])
+        y = tf.cast(y, dtype)
+        if self.activation is not None:
+            y = self.activation(y)
+        return y
+
     def _approx_call(self, x, w, b, host, float_op, out_shape, w_host=None):
         """``host(x, w, b)`` as a TF op with the straight-through gradient of ``float_op``.
 
@@ -301,32 +333,7 @@ use_bias, ... :
     def call(self, inputs):
         if self.multiplier is None:
             return super().call(inputs)
-        dtype = inputs.dtype
-        x = tf.cast(inputs, tf.float32)
-        if self.data_format == "channels_first":
-            x = tf.transpose(x, [0, 2, 3, 1])
-        w = tf.cast(self.kernel, tf.float32)
-        b = tf.cast(self.bias, tf.float32) if self.use_bias else None
-        N, H, W = x.shape[0], x.shape[1], x.shape[2]
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation_rate
-        out_shape = (N, _conv_out(H, kh, sh, dh, self.padding),
-                     _conv_out(W, kw, sw, dw, self.padding), self.filters)
-        m, quant, tune, groups = self.multiplier, self._spec, self.tune, self.groups
-        opts = self._host_options
-        stride, dilation, padding = tuple(self.strides), tuple(self.dilation_rate), self.padding.upper()
-
-        def host(xv, wv, *bv):
-            return axconv2d(xv, wv, m, bias=bv[0] if bv else None, stride=stride,
-                            padding=padding, dilation=dilation, groups=groups,
-                            data_format="NHWC", quant=quant, tune=tune, **opts)
-
-        y = self._approx_call(x, w, b, host, self._float_op, out_shape)
-        if self.data_format == "channels_first":
-            y = tf.transpose(y, [0, 3, 1, 2])
-        y = tf.cast(y, dtype)
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
+        return self._conv_call(inputs, lambda C: self.filters, lambda C: self.groups)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -356,35 +363,12 @@ class ApproxDepthwiseConv2D(_ApproxMixin, keras.layers.DepthwiseConv2D):
     def call(self, inputs):
         if self.multiplier is None:
             return super().call(inputs)
-        dtype = inputs.dtype
-        x = tf.cast(inputs, tf.float32)
-        if self.data_format == "channels_first":
-            x = tf.transpose(x, [0, 2, 3, 1])
-        w = tf.cast(self.kernel, tf.float32)
-        b = tf.cast(self.bias, tf.float32) if self.use_bias else None
-        N, H, W, C = x.shape
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation_rate
-        out_shape = (N, _conv_out(H, kh, sh, dh, self.padding),
-                     _conv_out(W, kw, sw, dw, self.padding), C * self.depth_multiplier)
-        m, quant, tune = self.multiplier, self._spec, self.tune
-        opts = self._host_options
-        stride, dilation, padding = tuple(self.strides), tuple(self.dilation_rate), self.padding.upper()
 
         def grouped(wv):   # (kh, kw, C, dm) -> (kh, kw, 1, C * dm)
             return wv.reshape(wv.shape[0], wv.shape[1], 1, -1)
 
-        def host(xv, wv, *bv):
-            return axconv2d(xv, grouped(wv), m, bias=bv[0] if bv else None, stride=stride,
-                            padding=padding, dilation=dilation, groups=xv.shape[-1],
-                            data_format="NHWC", quant=quant, tune=tune, **opts)
-
-        y = self._approx_call(x, w, b, host, self._float_op, out_shape, w_host=grouped)
-        if self.data_format == "channels_first":
-            y = tf.transpose(y, [0, 3, 1, 2])
-        y = tf.cast(y, dtype)
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
+        return self._conv_call(inputs, lambda C: C * self.depth_multiplier, lambda C: C,
+                               w_host=grouped)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
