@@ -162,8 +162,6 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
     if api:
         try:
             from .lut import Multiplier
-            from .conv import axconv2d
-            from .matmul import axmatmul
             mult = Multiplier(table, name="bench")
         except ImportError:  # the float-level layer is not there: kernel figures only
             mult = None

@@ -1,5 +1,4 @@
 """axkern.keras: Keras 3 layers against the NumPy API, training, saving, TFApprox scripts."""
-import os
 import subprocess
 import sys
 import textwrap

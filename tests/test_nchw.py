@@ -13,7 +13,6 @@ fast = pytest.importorskip("axkern._fast")
 from axkern import Multiplier, axconv2d  # noqa: E402
 from axkern.backends import get_backend  # noqa: E402
 from axkern.bench import _ForcedPath  # noqa: E402
-from axkern.conv import _float_codes_to_index  # noqa: E402
 from axkern.quant import QuantParams, quantize_float, symmetric_params, tf_quant_params  # noqa: E402
 from test_simd import PATHS, codes, random_table  # noqa: E402
 
