@@ -58,7 +58,7 @@ def test_conv_equals_axconv2d(kw):
     weights = layer.get_weights()
     ref = axkern.axconv2d(x, weights[0], TRUNC, bias=weights[1] if len(weights) > 1 else None,
                           stride=layer.strides, padding=kw["padding"].upper(),
-                          dilation=layer.dilation_rate, groups=layer.groups)
+                          dilation=layer.dilation_rate, groups=layer.groups, backend="reference")
     ref = np.maximum(ref, 0)
     if first:
         ref = ref.transpose(0, 3, 1, 2)
@@ -74,7 +74,7 @@ def test_signed_tuned_per_channel_conv_equals_axconv2d():
     y = layer(x).numpy()
     k, b = layer.get_weights()
     ref = axkern.axconv2d(x, k, SIGNED, bias=b, padding="SAME", quant="symmetric-per-channel",
-                          tune=True)
+                          tune=True, backend="reference")
     np.testing.assert_array_equal(y, ref)
 
 
@@ -85,7 +85,7 @@ def test_depthwise_and_dense_equal_numpy_api():
     y = dw(x).numpy()
     k, b = dw.get_weights()
     ref = axkern.axconv2d(x, k.reshape(3, 3, 1, 6), TRUNC, bias=b, stride=2, padding="SAME",
-                          groups=3)
+                          groups=3, backend="reference")
     np.testing.assert_array_equal(y, ref)
     # Keras' float layer orders the outputs the same way (c * depth_multiplier + j)
     fl = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, strides=2, padding="same")
@@ -98,7 +98,7 @@ def test_depthwise_and_dense_equal_numpy_api():
     yd = dense(xd).numpy()
     kd, bd = dense.get_weights()
     np.testing.assert_array_equal(
-        yd, keras.activations.tanh(axkern.axdense(xd, kd, TRUNC, bd)).numpy())  # TF's tanh
+        yd, keras.activations.tanh(axkern.axdense(xd, kd, TRUNC, bd, backend="reference")).numpy())  # TF's tanh
     assert yd.shape == (2, 3, 4)
 
 
@@ -253,7 +253,7 @@ def test_tfapprox_style_script_runs_and_equals_axconv2d(tmp_path, monkeypatch):
     for i in (0, 2):
         k, b = model.layers[i].get_weights()   # the float model's trained weights
         ref = np.maximum(axkern.axconv2d(inputs[i], k, m, bias=b, padding="VALID",
-                                         quant="tfapprox"), 0)
+                                         quant="tfapprox", backend="reference"), 0)
         np.testing.assert_array_equal(outs[i], ref)
     np.testing.assert_array_equal(approx.predict(x, verbose=0), outs[-1])
     # mul_map_file left out: TFApprox's exact 8x8-bit product
@@ -261,7 +261,7 @@ def test_tfapprox_style_script_runs_and_equals_axconv2d(tmp_path, monkeypatch):
     y = exact(x).numpy()
     k, b = exact.get_weights()
     np.testing.assert_array_equal(y, axkern.axconv2d(x, k, axkern.Multiplier.exact(8), bias=b,
-                                                     padding="VALID", quant="tfapprox"))
+                                                     padding="VALID", quant="tfapprox", backend="reference"))
 
 
 # ------------------------------------------------------------------ approximate(model)
@@ -294,12 +294,12 @@ def test_approximate_functional_model():
                         + [ax.get_layer(n).input for n in ("dw", "fc")])
     c1, dw, fc, dw_in, fc_in = [t.numpy() for t in probe(x)]
     k, b = model.get_layer("conv1").get_weights()
-    np.testing.assert_array_equal(c1, axkern.axconv2d(x, k, TRUNC, bias=b, padding="SAME"))
+    np.testing.assert_array_equal(c1, axkern.axconv2d(x, k, TRUNC, bias=b, padding="SAME", backend="reference"))
     k, b = model.get_layer("dw").get_weights()
     np.testing.assert_array_equal(dw, np.maximum(axkern.axconv2d(
-        dw_in, k.reshape(3, 3, 1, 4), TRUNC, bias=b, padding="SAME", groups=4), 0))
+        dw_in, k.reshape(3, 3, 1, 4), TRUNC, bias=b, padding="SAME", groups=4, backend="reference"), 0))
     k, b = model.get_layer("fc").get_weights()
-    np.testing.assert_array_equal(fc, axkern.axdense(fc_in, k, TRUNC, b))
+    np.testing.assert_array_equal(fc, axkern.axdense(fc_in, k, TRUNC, b, backend="reference"))
     assert not np.array_equal(ax(x).numpy(), y_float)
 
     # a mapping: None keeps float, unnamed layers stay float; skip

@@ -239,10 +239,10 @@ def test_child_holding_stdout_does_not_delay_the_table(tmp_path, monkeypatch):
                    "    return a * b;\n}\n")
     try:
         t0 = time.monotonic()
-        m = tabulate_c(src, cache=False, timeout=4)
+        m = tabulate_c(src, cache=False, timeout=20)   # the child sleeps 30 s
         took = time.monotonic() - t0
         assert np.array_equal(m.table, EXACT_U8)
-        assert took < 3.5, f"took {took:.1f} s"
+        assert took < 15, f"took {took:.1f} s"
         # the forked child went with the driver's process group
         assert _wait_for(lambda: not _pids_mentioning(str(tmpdir)), 3)
         assert [n for n in os.listdir(tmpdir) if n.startswith("axkern")] == []
