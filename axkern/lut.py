@@ -280,7 +280,7 @@ class Multiplier:
         path = os.fspath(path)
         with open(path, "wb") as f:
             f.write(data)
-        return [path] + ([self._write_sidecar(path)] if sidecar else [])
+        return [path] + ([self._write_sidecar(path)] if sidecar else _drop_sidecar(path))
 
     def _write_sidecar(self, path):
         side = sidecar_path(path)
@@ -323,7 +323,7 @@ class Multiplier:
         t = self._table
         if t.min() >= lo and t.max() <= hi:
             np.save(path, t.astype(np.int16 if self.signed else np.uint16))
-            return [path]
+            return [path] + _drop_sidecar(path)
         np.save(path, t)
         return [path, self._write_sidecar(path)]
 
@@ -556,6 +556,16 @@ def signedness_from_name(name):
 def sidecar_path(path):
     """The sidecar of a table file: ``PATH.json`` (``t.bin`` -> ``t.bin.json``)."""
     return os.fspath(path) + ".json"
+
+
+def _drop_sidecar(path):
+    """Remove a sidecar an earlier write left next to ``path`` (it would describe another
+    table); returns [] for the list of files written."""
+    try:
+        os.remove(sidecar_path(path))
+    except FileNotFoundError:
+        pass
+    return []
 
 
 def _read_sidecar(path, bits):

@@ -286,3 +286,19 @@ def test_item15_bad_tables_and_models_refused(tmp_path):
             np.savez(f, **a)
         with pytest.raises(ValueError, match="no layers" if change is None else "empty dimension"):
             nn.Sequential.load(bad)
+
+
+def test_rewriting_a_table_removes_its_stale_sidecar(tmp_path):
+    # a signed table written with its sidecar, then an unsigned one to the same files: the
+    # old sidecar must not make the new table read back as signed
+    s = axkern.load_multiplier("mul8s_drum4")
+    u = axkern.Multiplier.exact(8)
+    s.to_bin(tmp_path / "t.bin")
+    u.to_bin(tmp_path / "t.bin", sidecar=False)
+    assert not (tmp_path / "t.bin.json").exists()
+    assert axkern.load_multiplier(str(tmp_path / "t.bin")) == u
+    big = axkern.Multiplier(np.full((256, 256), 70000, np.int64))   # needs int32 + sidecar
+    big.to_npy(tmp_path / "t.npy")
+    u.to_npy(tmp_path / "t.npy")
+    assert not (tmp_path / "t.npy.json").exists()
+    assert axkern.load_multiplier(str(tmp_path / "t.npy")) == u
