@@ -113,8 +113,9 @@ def _gemm_grads(ia, ib, g, da, db, sb, zb, sa, za, need_a, need_b):
     return ga, gb
 
 
-def table_backward(layer, x, weight, xp, wp, gy, frozen):
-    """(grad of the input, grad of the weight) of ``layer`` under ``grad="table"``."""
+def table_backward(layer, x, weight, xp, wp, gy, frozen, need_x=True, need_w=True):
+    """(grad of the input, grad of the weight) of ``layer`` under ``grad="table"``; None for
+    one not needed (``need_x``, ``need_w``), which is then not computed."""
     from .torch import ApproxConv2d
 
     m = layer.multiplier
@@ -127,7 +128,7 @@ def table_backward(layer, x, weight, xp, wp, gy, frozen):
     cout = wlast.shape[-1]
     sb = torch.as_tensor(np.broadcast_to(np.asarray(wp.scale, np.float64), (cout,)).copy())
     zb = torch.as_tensor(np.broadcast_to(np.asarray(wp.zero_point, np.float64), (cout,)).copy())
-    need_a, need_b = True, True
+    need_a, need_b = bool(need_x), bool(need_w)
     da_t, db_t = torch.as_tensor(da).to(torch.float64), torch.as_tensor(db).to(torch.float64)
     if not isinstance(layer, ApproxConv2d):
         K = x.shape[-1]
@@ -135,8 +136,10 @@ def table_backward(layer, x, weight, xp, wp, gy, frozen):
         ib = (qb_last - lo)
         ga, gb = _gemm_grads(ia, ib, gy.reshape(-1, cout), da_t, db_t, sb, zb, sa, za,
                              need_a, need_b)
-        gx = ga.reshape(x.shape).to(torch.float32)
-        return (gx * mask_x if frozen else gx), gb.to(torch.float32).t()
+        gx = None if ga is None else ga.reshape(x.shape).to(torch.float32)
+        if gx is not None and frozen:
+            gx = gx * mask_x
+        return gx, None if gb is None else gb.to(torch.float32).t()
     # convolution: im2col of the codes, padded positions holding z_a
     N, C, H, W = x.shape
     (pt, pb), (pl, pr) = layer._explicit_padding()
@@ -158,9 +161,14 @@ def table_backward(layer, x, weight, xp, wp, gy, frozen):
         gyg = gy[:, g * Og:(g + 1) * Og].permute(0, 2, 3, 1).reshape(N * OH * OW, Og)
         ga, gbg = _gemm_grads(a, b, gyg, da_t, db_t, sb[g * Og:(g + 1) * Og],
                               zb[g * Og:(g + 1) * Og], sa, za, need_a, need_b)
-        gcols[:, g * Kg:(g + 1) * Kg, :] = ga.reshape(N, L, Kg).permute(0, 2, 1)
-        gw[g * Og:(g + 1) * Og] = gbg.t()
+        if need_a:
+            gcols[:, g * Kg:(g + 1) * Kg, :] = ga.reshape(N, L, Kg).permute(0, 2, 1)
+        if need_b:
+            gw[g * Og:(g + 1) * Og] = gbg.t()
+    gw = gw.reshape(cout, Cg, kh, kw).to(torch.float32) if need_b else None
+    if not need_a:
+        return None, gw
     Hp, Wp = H + pt + pb, W + pl + pr
     gxp = F.fold(gcols, (Hp, Wp), (kh, kw), dilation=layer.dilation, stride=layer.stride)
     gx = gxp[:, :, pt:pt + H, pl:pl + W].to(torch.float32)
-    return (gx * mask_x if frozen else gx), gw.reshape(cout, Cg, kh, kw).to(torch.float32)
+    return (gx * mask_x if frozen else gx), gw

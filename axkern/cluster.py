@@ -123,12 +123,19 @@ class Evaluator:
             self.cluster = distributed.LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
-            self.client = distributed.Client(self.cluster)
+            try:
+                self.client = distributed.Client(self.cluster)
+            except BaseException:
+                self.cluster.close()
+                raise
             self.address = self.cluster.scheduler_address
         else:
             if not isinstance(scheduler, str) or not scheduler.strip():
                 raise ValueError(f"scheduler must be an address such as tcp://host:8786, got "
                                  f"{scheduler!r}")
+            if workers is not None:   # checked before connecting: no client left open
+                raise ValueError("workers sizes the local cluster: it cannot be combined with "
+                                 "a scheduler address")
             self.address = scheduler.strip()
             t0 = time.monotonic()
             try:
@@ -140,9 +147,6 @@ class Evaluator:
                     f"(gave up after {time.monotonic() - t0:.1f} s): {e}") from None
             except ValueError as e:
                 raise ValueError(f"bad Dask scheduler address {self.address!r}: {e}") from None
-            if workers is not None:
-                raise ValueError("workers sizes the local cluster: it cannot be combined with "
-                                 "a scheduler address")
 
     def broadcast(self, token, state):
         """Send ``state`` (model, x, y, multipliers, ...) to every worker, once."""

@@ -499,7 +499,7 @@ class _ApproxFunction(torch.autograd.Function):
             from ._torch_grad import table_backward
 
             gx, gw = table_backward(layer, x.detach(), weight.detach(), ctx.xp, wp, gy,
-                                    ctx.frozen)
+                                    ctx.frozen, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         else:
             xq, xmask = _fake_quant(x.detach(), ctx.xp)
             wq = layer._weight_last_inverse(_fake_quant(wlast, wp, wlast.dim() - 1)[0])

@@ -482,6 +482,10 @@ def test_gradient_tables_conv_against_numpy(m):
                                 gw[o, c, ky, kx] += gn[n, o, oy, ox] * sa * (db[a - lo, b - lo] - za)
     np.testing.assert_allclose(xg.grad.numpy(), gx, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(conv.weight.grad.numpy(), gw, rtol=1e-5, atol=1e-6)
+    # an input that needs no gradient (a first layer): the weight gradient alone, the same
+    conv.weight.grad = None
+    ac(x).backward(g)
+    np.testing.assert_allclose(conv.weight.grad.numpy(), gw, rtol=1e-5, atol=1e-6)
 
 
 def test_gradient_tables_of_exact_multiplier_are_the_ste():
