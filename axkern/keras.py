@@ -77,7 +77,8 @@ def resolve_multiplier(multiplier):
     ``.h``, ``.npy``, read as :func:`axkern.load_multiplier` reads it), an unsigned table array,
     or a config dict written by :func:`get_config`. The config names a shipped multiplier by
     its name; anything else is stored as its table (so a saved model never depends on the
-    file it was built from).
+    file it was built from), encoded when the layer's config is written (``"table": None``
+    until then).
     """
     if isinstance(multiplier, dict):
         return _from_config(multiplier)
@@ -96,7 +97,8 @@ def resolve_multiplier(multiplier):
     else:
         raise TypeError(f"multiplier must be an axkern.Multiplier, a shipped name, a path to a "
                         f".c/.bin/.h/.npy table or a table array, got {type(multiplier).__name__}")
-    return m, {"name": m.name, "signed": m.signed, "bits": m.bits, "table": _encode_table(m)}
+    # the table is encoded when a config is written (_approx_config), not on every switch
+    return m, {"name": m.name, "signed": m.signed, "bits": m.bits, "table": None}
 
 
 def _from_config(cfg):
@@ -154,6 +156,7 @@ class _ApproxMixin:
 
     def _init_approx(self, multiplier, quant, tune):
         self.multiplier, self._multiplier_config = resolve_multiplier(multiplier)
+        self._config_multiplier = self.multiplier   # what the config describes
         if not isinstance(quant, str) or quant not in _QUANT_MODES:
             raise ValueError(f"{type(self).__name__}: unknown quant {quant!r}: expected one of "
                              f"{', '.join(map(repr, _QUANT_MODES))}")
@@ -183,7 +186,10 @@ class _ApproxMixin:
         tune = self.tune
         if isinstance(tune, np.ndarray):
             tune = [int(v) for v in tune]
-        return {"multiplier": dict(self._multiplier_config), "quant": self.quant,
+        cfg = self._multiplier_config
+        if "table" in cfg and cfg["table"] is None:
+            cfg["table"] = _encode_table(self._config_multiplier)
+        return {"multiplier": dict(cfg), "quant": self.quant,
                 "tune": bool(tune) if tune is None or isinstance(tune, bool) else tune}
 
     def quantize(self, mode=None, **kwargs):
