@@ -32,14 +32,9 @@ _LOCAL = threading.local()
 
 
 def _require_distributed():
-    from .survey import MissingDependency
+    from .survey import _require
 
-    try:
-        import distributed
-    except ImportError:
-        raise MissingDependency("distributed evaluation needs the optional package 'distributed' "
-                                f"(Dask), which is not installed: {SEARCH_INSTALL_HINT}") from None
-    return distributed
+    return _require("distributed", "distributed evaluation (Dask)", SEARCH_INSTALL_HINT)
 
 
 def _plugin_class():

@@ -755,6 +755,19 @@ class Sequential:
             out.append((layer.name, shape))
         return out
 
+    def layer_macs(self, input_shape=None):
+        """``{layer: multiply-accumulates per sample}`` of the Conv2D and Dense layers for a
+        per-sample input shape (default: the model's ``input_shape``)."""
+        shape = tuple(input_shape or self.input_shape or ())
+        if not shape:
+            raise ValueError("the model has no input_shape: pass one")
+        out = {}
+        for layer in self.layers:
+            if isinstance(layer, _Compute):
+                out[layer.name] = layer.macs_per_sample(shape)
+            shape = tuple(layer.output_shape(shape))
+        return out
+
     def copy(self):
         """An independent copy (arrays and per-layer settings included)."""
         return Sequential([layer.copy() for layer in self.layers], self.input_shape, self.name,

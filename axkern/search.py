@@ -45,13 +45,13 @@ from fractions import Fraction
 
 import numpy as np
 
+from .cluster import SEARCH_INSTALL_HINT
 from .lut import Multiplier
 from .survey import (_META_COLUMNS, MissingDependency, _columns, _label_points, _load_model,
                      _meta_columns, _meta_number, _require, _resolve_multipliers, load_data)
 
 __all__ = ["search", "multiplier_cost", "relative_cost", "pareto_mask", "add_parser"]
 
-SEARCH_INSTALL_HINT = 'pip install "axkern[search]"'
 FORMAT = "axkern-search"
 FORMAT_VERSION = 1
 DEFAULTS = {"population": 32, "generations": 20, "seed": 0, "tune": "both", "tiles": None,
@@ -59,13 +59,7 @@ DEFAULTS = {"population": 32, "generations": 20, "seed": 0, "tune": "both", "til
 
 
 def _require_search(module, purpose):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingDependency(f"{purpose} needs the optional package '{module.split('.')[0]}', "
-                                f"which is not installed: {SEARCH_INSTALL_HINT}") from None
+    return _require(module, purpose, SEARCH_INSTALL_HINT)
 
 
 # ------------------------------------------------------------------------------ cost model
@@ -97,14 +91,10 @@ def multiplier_cost(m, key=None):
     return None
 
 
-def _is_exact(m):
-    return np.array_equal(m.table, Multiplier.exact(m.bits, m.signed).table)
-
-
 def _resolve_costs(mults, key, explicit_list):
     """(costs, cost key, exact index, notes, mults); may drop multipliers without a cost."""
     notes = []
-    exact_idx = next((i for i, m in enumerate(mults) if _is_exact(m)), None)
+    exact_idx = next((i for i, m in enumerate(mults) if m.is_exact()), None)
     if exact_idx is None:
         m0 = mults[0]
         mults = list(mults) + [Multiplier.exact(m0.bits, m0.signed)]
@@ -189,15 +179,7 @@ def _layer_macs(net, x, macs):
                             f"{type(macs).__name__}")
         out = macs
     else:
-        from .nn import Sequential, _Compute
-
-        if isinstance(net, Sequential):
-            shape, out = tuple(x.shape[1:]), {}
-            for layer in net.layers:
-                if isinstance(layer, _Compute):
-                    out[layer.name] = layer.macs_per_sample(shape)
-                shape = tuple(layer.output_shape(shape))
-        elif hasattr(net, "layer_macs"):
+        if hasattr(net, "layer_macs"):
             out = net.layer_macs(tuple(x.shape[1:]))
         else:
             raise TypeError(
@@ -458,6 +440,8 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
         ``costs``, ``cost_key``, ``generations_done``, ``finished``, ``seconds``, ``files``.
     """
     t0 = time.monotonic()
+    if isinstance(tune, bool):   # as saved: a resumed search compares like with like
+        tune = "yes" if tune else "no"
     given = {"population": population, "generations": generations, "seed": seed, "tune": tune,
              "tiles": tiles, "cost": cost, "batch_size": batch_size}
     saved = None
@@ -486,7 +470,6 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
                              else generations, 0)
     seed = _check_int("seed", DEFAULTS["seed"] if seed is None else seed, 0)
     tune = DEFAULTS["tune"] if tune is None else tune
-    tune = {True: "yes", False: "no"}.get(tune, tune) if isinstance(tune, bool) else tune
     if tune not in ("both", "yes", "no"):
         raise ValueError(f"tune must be 'both', 'yes' or 'no', got {tune!r}")
     if tiles is not None:

@@ -53,14 +53,14 @@ class MissingDependency(ImportError):
     """An optional dependency of the survey is not installed."""
 
 
-def _require(module, purpose):
+def _require(module, purpose, hint=SURVEY_INSTALL_HINT):
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
         raise MissingDependency(f"{purpose} needs the optional package '{module.split('.')[0]}', "
-                                f"which is not installed: {SURVEY_INSTALL_HINT}") from None
+                                f"which is not installed: {hint}") from None
 
 
 # ------------------------------------------------------------------------------ model and data
@@ -87,6 +87,8 @@ def load_shipped_model():
 # and, for `axkern search` (Sequential counts them itself), optionally:
 #   layer_macs(input_shape)    {layer: MACs per sample} for a per-sample input shape (the
 #                              search needs it; Sequential, the torch and ONNX models have it)
+#   fingerprint()              bytes or str identifying the model's weights and structure, for
+#                              the search's --resume check (default: a hash of its pickle)
 MODEL_PROTOCOL = ("compute_layers", "configure", "settings", "accuracy", "copy", "metadata")
 
 

@@ -356,3 +356,14 @@ def test_resume_from_other_model_or_data(reference):
         S.search(model=net, limit=45, **kw)
     with pytest.raises(ValueError, match="population=8"):
         S.search(limit=45, population=9, **kw)
+
+
+def test_resume_accepts_the_same_tune_setting_as_a_bool(cluster, tmp_path):
+    kw = dict(SMALL, generations=0, population=4)
+    S.search(output=str(tmp_path), scheduler=cluster.scheduler_address, **dict(kw, tune="yes"))
+    r = S.search(resume=str(tmp_path), tune=True, generations=0, limit=45, progress=False,
+                 plot=False, verbose=False, scheduler=cluster.scheduler_address)
+    assert r["finished"]
+    with pytest.raises(ValueError, match="tune"):
+        S.search(resume=str(tmp_path), tune=False, limit=45, progress=False, plot=False,
+                 verbose=False, scheduler=cluster.scheduler_address)
