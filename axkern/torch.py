@@ -157,11 +157,14 @@ class _ApproxMixin:
 
     def _grad_tables(self):
         """The multiplier's gradient tables (``grad="table"``), cached per multiplier/tuning."""
-        key = (id(self._multiplier), self.tune if isinstance(self.tune, bool) else id(self.tune))
+        # the multiplier object itself (held, so its id cannot be reused; its table is
+        # read-only) and the tuning by value (a mapping array can change in place)
+        tune = self.tune if isinstance(self.tune, bool) else np.asarray(self.tune).tobytes()
         cached = getattr(self, "_axkern_gtab", None)
-        if cached is None or cached[0] != key:
-            cached = self._axkern_gtab = (key, gradient_tables(self._multiplier, self.tune))
-        return cached[1]
+        if cached is None or cached[0] is not self._multiplier or cached[1] != tune:
+            cached = self._axkern_gtab = (self._multiplier, tune,
+                                          gradient_tables(self._multiplier, self.tune))
+        return cached[2]
 
     def _input_params(self, x, spec):
         """QuantParams of the input: frozen, or from this call's min and max."""
