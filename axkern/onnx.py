@@ -32,6 +32,7 @@ import os
 
 import numpy as np
 
+from .backends import conv_output_size
 from .nn import _resolve_multiplier
 
 __all__ = ["load_model", "OnnxModel", "SUPPORTED_OPS", "INSTALL_HINT"]
@@ -171,8 +172,8 @@ def _windows(xp, kernel, stride, dilation, out_hw):
 
 
 def _out_size(hw, pads, kernel, stride, dilation):
-    return tuple((n + p[0] + p[1] - d * (k - 1) - 1) // s + 1
-                 for n, p, k, s, d in zip(hw, pads, kernel, stride, dilation))
+    (t, b), (l, r) = pads
+    return conv_output_size(hw[0], hw[1], kernel[0], kernel[1], stride, (t, b, l, r), dilation)
 
 
 def _conv_float(x, w, bias, stride, pads, dilation, groups):

@@ -31,6 +31,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
                       'pip install "axkern[torch]"') from e
 
 from ._torch_grad import gradient_tables, quantize_codes
+from .backends import conv_output_size
 from .conv import _check_format, make_params, resolve_quant
 from .lut import Multiplier
 from .nn import _resolve_multiplier
@@ -318,8 +319,8 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         """Multiply-accumulates per sample for a per-sample input shape (C, H, W)."""
         _, H, W = input_shape[-3:]
         pl, pr, pt, pb = self._reversed_padding_repeated_twice
-        oh = (H + pt + pb - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-        ow = (W + pl + pr - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+        oh, ow = conv_output_size(H, W, *self.kernel_size, self.stride, (pt, pb, pl, pr),
+                                  self.dilation)
         return int(oh * ow * self.out_channels * (self.in_channels // self.groups)
                    * self.kernel_size[0] * self.kernel_size[1])
 
@@ -356,10 +357,9 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
             raise ValueError(f"{_layer_label(self)} expects {self.in_channels} input channels, "
                              f"got input of shape {tuple(x.shape)}")
         pads = self._explicit_padding()
-        oh = (H + pads[0][0] + pads[0][1] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) \
-            // self.stride[0] + 1
-        ow = (W + pads[1][0] + pads[1][1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) \
-            // self.stride[1] + 1
+        (pt, pb), (pl, pr) = pads
+        oh, ow = conv_output_size(H, W, *self.kernel_size, self.stride, (pt, pb, pl, pr),
+                                  self.dilation)
         if oh < 1 or ow < 1:
             raise ValueError(f"{_layer_label(self)}: the input of shape {tuple(x.shape)} is "
                              f"smaller than the (dilated) kernel")
