@@ -85,7 +85,7 @@ import warnings
 
 import numpy as np
 
-from .lut import MAX_BITS, MIN_BITS, Multiplier, _check_bits, check_signedness
+from .lut import MAX_BITS, MIN_BITS, Multiplier, _check_bits, _check_signed_arg, check_signedness
 
 __all__ = [
     "CSourceError", "CCompileError", "CExecutionError", "CTimeoutError",
@@ -957,8 +957,7 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
     if function is not None and not (isinstance(function, str)
                                      and re.fullmatch(r"[A-Za-z_]\w*", function)):
         raise TypeError(f"function must be the name of a C function (a string), got {function!r}")
-    if signed is not None and not isinstance(signed, (bool, np.bool_)):
-        raise TypeError(f"signed must be True, False or None, got {signed!r}")
+    _check_signed_arg(signed)
     if bits is not None:
         bits = _check_bits(bits)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:

@@ -17,9 +17,8 @@ import re
 import threading
 from importlib import resources
 
-import numpy as np
 
-from .lut import Multiplier
+from .lut import Multiplier, _check_signed_arg
 
 __all__ = ["list_multipliers", "load_multiplier", "describe", "shipped_source", "parse_spec",
            "SUPPORTED_EXTENSIONS"]
@@ -57,8 +56,7 @@ def list_multipliers(signed=None):
     -------
     list of str
     """
-    if signed is not None and not isinstance(signed, (bool, np.bool_)):
-        raise TypeError(f"signed must be True, False or None, got {signed!r}")
+    _check_signed_arg(signed)
     names = sorted(_shipped_files(), key=_natural_key)
     if signed is None:
         return names
@@ -213,8 +211,7 @@ def load_multiplier(name_or_path, signed=None, function=None, bits=None, timeout
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError("name_or_path must be a shipped multiplier name or a path to a "
                         f".c/.bin/.h/.npy file, got {type(name_or_path).__name__}")
-    if signed is not None and not isinstance(signed, (bool, np.bool_)):
-        raise TypeError(f"signed must be True, False or None, got {signed!r}")
+    _check_signed_arg(signed)
     if signed is not None:
         signed = bool(signed)
     if name is not None and (not isinstance(name, str) or not name.strip()):
