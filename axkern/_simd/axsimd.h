@@ -116,8 +116,8 @@ void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrd
 /* Depthwise plane kernels (depthwise.c): for nc channels i < nc, with E_i = E + i * es
  * holding E_i[ky] (ky < KH) 256 rows of 4 uint32 lanes (lane j: the entry of filter tap
  * kx = KW - 1 - j, zero for j >= KW; KW <= 4) at E_i + ky * 1024, and channel i's padded
- * input codes at s[i + y * ys + ky * ks + p * cs] for output row y, filter row ky and input
- * column p:
+ * input codes planar, at s[i * cs + y * ys + ky * ks + p] for output row y, filter row ky
+ * and input column p:
  *   sums[(y * OW + o) * os + i]
  *       = sum_{ky < KH, kx < KW} E_i[ky][code_i(y, ky, o * sw + kx)][KW - 1 - kx]
  * (mod 2^32) for y < OH, o < OW. */
@@ -133,6 +133,11 @@ void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t k
                        ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
 void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
                          int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
+/* The same with E_i holding rows of 4 uint16 lanes (E_i[ky] at E_i + ky * 1024, row v at
+ * + 4 v): the biased entries of 16-bit-class tables, half the footprint in L1 (AVX2). */
+void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
+                         int KW, int sw, int64_t OH, int64_t OW, int nc, const uint16_t *E,
                          ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
 
 /* dst[i * ldd + j] = src[j * ld + i] for i, j < 16 (AVX-512 F; depthwise.c). */

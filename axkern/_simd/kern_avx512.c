@@ -154,12 +154,12 @@ dwplane4(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const int K
         __m512i acc = _mm512_setzero_si512();
         int64_t next = KW - 1;
         for (int64_t p = 0; p < np; p++) {
-            const uint8_t *q = sy + p * cs;
+            const uint8_t *q = sy + p;
             __m512i v = _mm512_setzero_si512();
             for (int ky = 0; ky < KH; ky++) {
                 const uint8_t *qk = q + ky * ks;
                 const uint32_t *e = E + (size_t)ky * 1024;
-#define ROW(i) _mm_load_si128((const __m128i *)(e + (i) * es + ((size_t)qk[i] << 2)))
+#define ROW(i) _mm_load_si128((const __m128i *)(e + (i) * es + ((size_t)qk[(i) * cs] << 2)))
                 __m512i t = _mm512_castsi128_si512(ROW(0));
                 t = _mm512_inserti32x4(t, ROW(1), 1);
                 t = _mm512_inserti32x4(t, ROW(2), 2);
@@ -184,7 +184,7 @@ AXS_512 void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, p
 {
     int c = 0;
     for (; c + 4 <= nc; c += 4) {
-        const uint8_t *sc = s + c;
+        const uint8_t *sc = s + c * cs;
         const uint32_t *Ec = E + c * es;
         switch (KH) {
         case 1: dwplane4(sc, cs, ys, ks, 1, KW, sw, OH, OW, Ec, es, sums + c, os); break;
@@ -194,7 +194,7 @@ AXS_512 void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, p
         }
     }
     if (c < nc)  /* the AVX-512 path's CPUs all run AVX2 */
-        axs_dwplanes_avx2(s + c, cs, ys, ks, KH, KW, sw, OH, OW, nc - c, E + c * es, es,
+        axs_dwplanes_avx2(s + c * cs, cs, ys, ks, KH, KW, sw, OH, OW, nc - c, E + c * es, es,
                           sums + c, os);
 }
 

@@ -136,7 +136,7 @@ void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptr
 #else
 #define AXS_INLINE static inline
 #endif
-AXS_INLINE void dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
+AXS_INLINE void dwplane_scalar(const uint8_t *s, ptrdiff_t ys, ptrdiff_t ks,
                                const int KH, int KW, int sw, int64_t OH, int64_t OW,
                                const uint32_t *E, uint32_t *sums, ptrdiff_t os)
 {
@@ -147,7 +147,7 @@ AXS_INLINE void dwplane_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptr
         uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         int64_t next = KW - 1, o = 0;
         for (int64_t p = 0; p < np; p++) {
-            const uint8_t *q = sy + p * cs;
+            const uint8_t *q = sy + p;
             const uint32_t *e = E + ((size_t)q[0] << 2);
             uint32_t v0 = e[0], v1 = e[1], v2 = e[2], v3 = e[3];
             for (int ky = 1; ky < KH; ky++) {
@@ -168,14 +168,14 @@ void axs_dwplanes_scalar(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t
                          ptrdiff_t es, uint32_t *sums, ptrdiff_t os)
 {
     for (int c = 0; c < nc; c++) {
-        const uint8_t *sc = s + c;
+        const uint8_t *sc = s + c * cs;
         const uint32_t *Ec = E + c * es;
         uint32_t *oc = sums + c;
         switch (KH) {
-        case 1: dwplane_scalar(sc, cs, ys, ks, 1, KW, sw, OH, OW, Ec, oc, os); break;
-        case 3: dwplane_scalar(sc, cs, ys, ks, 3, KW, sw, OH, OW, Ec, oc, os); break;
-        case 5: dwplane_scalar(sc, cs, ys, ks, 5, KW, sw, OH, OW, Ec, oc, os); break;
-        default: dwplane_scalar(sc, cs, ys, ks, KH, KW, sw, OH, OW, Ec, oc, os); break;
+        case 1: dwplane_scalar(sc, ys, ks, 1, KW, sw, OH, OW, Ec, oc, os); break;
+        case 3: dwplane_scalar(sc, ys, ks, 3, KW, sw, OH, OW, Ec, oc, os); break;
+        case 5: dwplane_scalar(sc, ys, ks, 5, KW, sw, OH, OW, Ec, oc, os); break;
+        default: dwplane_scalar(sc, ys, ks, KH, KW, sw, OH, OW, Ec, oc, os); break;
         }
     }
 }
