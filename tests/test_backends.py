@@ -67,6 +67,31 @@ def test_contract_gemm_and_conv(name):
 
 
 @pytest.mark.parametrize("name", KERNELS)
+def test_overflow_check_sees_every_table_change(name):
+    # max|T| is remembered for read-only tables that own their memory; a writeable table is
+    # read afresh on every call, and a new frozen table is never confused with an old one
+    be = get_backend(name)
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (3, 4), dtype=np.uint8)
+    b = rng.integers(0, 256, (4, 2), dtype=np.uint8)
+    T = np.ones((256, 256), np.int32)
+    assert be.gemm(a, b, T, np.int32, None).tolist() == [[4, 4]] * 3
+    T[a[0, 0], b[0, 0]] = 2 ** 30   # 4 * 2**30 = 2**32 can overflow int32
+    with pytest.raises(ValueError, match="overflow"):
+        be.gemm(a, b, T, np.int32, None)
+    for big in (False, True):
+        F = np.full((256, 256), 2 ** 30 if big else 1, np.int32)
+        F.setflags(write=False)
+        for _ in range(2):   # the second call takes the remembered bound
+            if big:
+                with pytest.raises(ValueError, match="overflow"):
+                    be.gemm(a, b, F, np.int32, None)
+            else:
+                assert be.gemm(a, b, F, np.int32, None).tolist() == [[4, 4]] * 3
+        del F
+
+
+@pytest.mark.parametrize("name", KERNELS)
 def test_contract_checks(name):
     be = get_backend(name)
     T = np.zeros((256, 256), np.int32)
