@@ -83,7 +83,7 @@ cdef extern from "axsimd.h" nogil:
                    int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
                    int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw,
                    int64_t groups, int pad_code, int out64, void *out, const axs_dequant *dq,
-                   int nthreads, int path, int method)
+                   int nthreads, int path, int method, int in_nchw)
     int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
                       int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                       uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
@@ -113,6 +113,9 @@ SUPPORTS_OUT = True
 SUPPORTS_DEQUANT = True
 #: ``conv2d`` takes ``out_format="NCHW"`` with ``dequant=`` (the store writes NCHW directly).
 SUPPORTS_NCHW = True
+#: ``conv2d`` takes ``in_format="NCHW"`` (NCHW indices; the depthwise method reads them as
+#: they are, the other methods from an NHWC copy).
+SUPPORTS_NCHW_IN = True
 
 
 def _out_array(out, shape, dtype, name="out"):
@@ -339,12 +342,12 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
 
 def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
            pad_code=0, out_dtype=np.int64, num_threads=None, path=None, out=None,
-           dequant=None, method=None, out_format="NHWC"):
+           dequant=None, method=None, out_format="NHWC", in_format="NHWC"):
     """Grouped 2-D convolution of table lookups, NHWC input and HWIO filters, exactly.
 
     Parameters
     ----------
-    x : ndarray of uint8, shape (N, H, W, C)
+    x : ndarray of uint8, shape (N, H, W, C), or (N, C, H, W) with ``in_format="NCHW"``
         Activation table indices.
     w : ndarray of uint8, shape (KH, KW, C // groups, COUT)
         Weight table indices.
@@ -372,6 +375,10 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         Layout of the dequantized output: ``"NCHW"`` (with ``dequant`` only) stores
         ``(N, COUT, OH, OW)`` directly, every method and path, the same values as the
         NHWC output transposed.
+    in_format : {"NHWC", "NCHW"}
+        Layout of ``x``. The depthwise method works on planes and reads NCHW indices as
+        they are (an NCHW input, e.g. PyTorch's, then needs no transposition at all); the
+        other methods take an NHWC copy. The same sums either way.
 
     Returns
     -------
@@ -382,10 +389,17 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     """
     cdef int p = _resolve(path)
     cdef int meth = _method(method)
+    if in_format not in ("NHWC", "NCHW"):
+        raise ValueError(f"in_format must be 'NHWC' or 'NCHW', got {in_format!r}")
+    cdef int in_nchw = in_format == "NCHW"
     (x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
      (OH, OW)) = check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code,
-                                 out_dtype, num_threads)
-    cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+                                 out_dtype, num_threads, x_format=in_format)
+    cdef int64_t N = x.shape[0], H, W, C
+    if in_nchw:
+        C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    else:
+        H, W, C = x.shape[1], x.shape[2], x.shape[3]
     cdef int64_t KH = w.shape[0], KW = w.shape[1], COUT = w.shape[3]
     if out_format not in ("NHWC", "NCHW"):
         raise ValueError(f"out_format must be 'NHWC' or 'NCHW', got {out_format!r}")
@@ -410,7 +424,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         rc = axs_conv2d(<const uint8_t *>cnp.PyArray_DATA(xx), <const uint8_t *>cnp.PyArray_DATA(ww),
                         <const int32_t *>cnp.PyArray_DATA(tt), N, H, W, C, KH, KW, COUT,
                         sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo),
-                        dqp, nt, p, meth)
+                        dqp, nt, p, meth, in_nchw)
     _raise(rc, "conv2d", method)
     return out
 

@@ -318,20 +318,22 @@ def check_conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, pad
             conv_output_size(H, W, KH, KW, stride, padding, dilation))
 
 
-def check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads):
-    """Validate and normalize ``conv2d`` arguments.
+def check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
+                    x_format="NHWC"):
+    """Validate and normalize ``conv2d`` arguments (``x`` in ``x_format``, NHWC or NCHW).
 
     Returns
     -------
     tuple
         ``(x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
-        (OH, OW))`` with contiguous arrays and plain-int tuples.
+        (OH, OW))`` with contiguous arrays (``x`` in its own layout) and plain-int tuples.
     """
     x = _check_index_array(x, "x", 4)
     w = _check_index_array(w, "w", 4)
     table = _check_table(table)
+    nhwc_shape = x.shape if x_format == "NHWC" else (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
     stride, padding, dilation, groups, pad_code, out_hw = check_conv_geometry(
-        x.shape, w.shape, stride, padding, dilation, groups, pad_code)
+        nhwc_shape, w.shape, stride, padding, dilation, groups, pad_code)
     KH, KW, Cg, _ = w.shape
     out_dtype = _check_out_dtype(out_dtype)
     _check_no_overflow(out_dtype, KH * KW * Cg, table)

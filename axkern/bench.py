@@ -57,6 +57,7 @@ class _ForcedPath:
     SUPPORTS_OUT = True  # forwards out= and dequant= (see axkern._fast)
     SUPPORTS_DEQUANT = True
     SUPPORTS_NCHW = True
+    SUPPORTS_NCHW_IN = True
 
     def __init__(self, fast, path, method=None):
         self._fast, self.path, self.method = fast, path, method

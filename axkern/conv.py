@@ -757,16 +757,30 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     zx, zw = int(zx), pw.zw
     # One parallel pass float32 -> uint8 indices (NumPy needs a float32 temporary and seven
     # passes); bit-identical to quantize_float + _float_codes_to_index. An NCHW input is
-    # read planar and written NHWC in that same pass (no transposed copy).
+    # read planar and written NHWC in that same pass (no transposed copy), or, for a
+    # depthwise layer, quantized as it is.
     x_nchw = x.transpose(0, 3, 1, 2) if fmt == "NCHW" else None
     from_nchw = x_nchw is not None and x_nchw.flags.c_contiguous
-    xi = fast.quantize_indices(x_nchw if from_nchw else x, xp, index_mask=(1 << m.bits) - 1,
-                               num_threads=num_threads, from_nchw=from_nchw,
-                               out=work_buffer("indices", x.shape, np.uint8))
     pad_index = int(_to_index(zx, m))
     dq = {"scale": sx * pw.sw, "bias": bias}
     if zx:
         dq["corr"] = K * zx * zw - zx * pw.sum_w
+    C = x.shape[3]
+    if from_nchw and groups > 1 and groups == C == COUT and (pw.folded or not np.any(zw != 0)) \
+            and getattr(be, "SUPPORTS_NCHW_IN", False) and getattr(be, "SUPPORTS_NCHW", False):
+        # A depthwise layer works on planes: NCHW indices straight from the NCHW input (no
+        # transposition on either side), into the NCHW output.
+        xi = fast.quantize_indices(x_nchw, xp, index_mask=(1 << m.bits) - 1,
+                                   num_threads=num_threads,
+                                   out=work_buffer("indices", x_nchw.shape, np.uint8))
+        y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index,
+                      pw.dtype, num_threads, dequant=dq, out_format="NCHW", in_format="NCHW",
+                      **({"out": out} if out is not None else {}))
+        check_overflow(y, dq["scale"], K, m, bias)
+        return y
+    xi = fast.quantize_indices(x_nchw if from_nchw else x, xp, index_mask=(1 << m.bits) - 1,
+                               num_threads=num_threads, from_nchw=from_nchw,
+                               out=work_buffer("indices", x.shape, np.uint8))
     if not pw.folded and np.any(zw != 0):
         # The weight zero point was not folded into the table (T'[a, b] = T[a, b] - z_w
         # value(a) sums to the corrected total directly, see _fold_zero_point): per channel,

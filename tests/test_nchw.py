@@ -84,6 +84,45 @@ def test_conv2d_nchw_store_every_method(path, kind):
         (np.arange(5) * 0.5).astype(np.float32)[None, :, None, None], (2, 5, 3, 4)))
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", ["uint16", "int32"])
+def test_conv2d_nchw_input_every_method(path, kind):
+    """``in_format="NCHW"``: the depthwise method reads the planes as they are (padded or
+    not), the other methods an NHWC copy; integer sums and the NCHW dequantizing store
+    against the reference backend's sums of the NHWC codes."""
+    rng = np.random.default_rng(zlib.crc32(f"nchw-in/{path}/{kind}".encode()))
+    table = random_table(kind, rng)
+    if kind == "int32":
+        table = (table >> 12).astype(np.int32)
+    convs = CONVS + [(3, 6, 7, 10, 3, 3, 10, 10, (1, 1), (0, 0, 0, 0), (2, 1)),  # dw, unpadded
+                     (2, 9, 8, 4, 2, 2, 4, 4, (2, 2), (0, 1, 0, 1), (1, 1))]
+    for (N, H, W, C, KH, KW, COUT, g, stride, padding, dilation) in convs:
+        x = codes((N, H, W, C), rng)
+        xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        w = codes((KH, KW, C // g, COUT), rng)
+        args = (stride, padding, dilation, g, int(rng.integers(0, 256)))
+        sums = ref.conv2d(x, w, table, *args, np.int64)
+        dq = {"scale": rng.uniform(1e-4, 1e-3, COUT), "corr": rng.integers(-999, 999, COUT)}
+        want = dequant_numpy(sums, dq, g).transpose(0, 3, 1, 2)
+        for method in methods_for(C, COUT, g, KW, dilation):
+            for dt in (np.int32, np.int64):
+                if (method == "expand" and (kind == "int32" or dt == np.int64)) or \
+                        (method == "depthwise" and kind == "int32" and dt == np.int64):
+                    continue
+                msg = f"{(N, H, W, C, KH, KW, COUT, g)} {method} {dt}"
+                got = fast.conv2d(xn, w, table, *args, dt, 2, path=path, method=method,
+                                  in_format="NCHW")
+                np.testing.assert_array_equal(got, sums.astype(dt), err_msg=msg)
+                got = fast.conv2d(xn, w, table, *args, dt, 2, path=path, method=method,
+                                  in_format="NCHW", dequant=dq, out_format="NCHW")
+                np.testing.assert_array_equal(got, want, err_msg=msg)
+    with pytest.raises(ValueError, match="in_format must be"):
+        fast.conv2d(xn, w, table, in_format="HWCN")
+    with pytest.raises(ValueError, match="channels"):   # C read from axis 1
+        fast.conv2d(np.ascontiguousarray(xn.transpose(0, 2, 3, 1)), w, table, *args,
+                    in_format="NCHW")
+
+
 def test_conv2d_nchw_into_out_and_errors():
     rng = np.random.default_rng(3)
     t = random_table("uint16", rng)

@@ -39,6 +39,10 @@ int axs_xdeq_init(const axs_dequant *dq, int64_t ncol, int64_t rows, axs_xdeq *d
 void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, const int64_t *sx,
                       ptrdiff_t ldsx, const double *scale, const double *corr,
                       const double *zw, const float *bias, float *y, ptrdiff_t ldy);
+/* The same for one column's run of n sums biased by kbias (the depthwise method's planar
+ * sums): y[i] = float32(float64((int32)(v[i] - kbias) + corr - zw * 0) * scale) (+ bias). */
+void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale, double corr,
+                     double zw, const float *bias, float *y);
 /* The padded NHWC copy of x (N, H + pt + pb, W + pl + pr, C) into xp, padding with pad_code
  * (expand.c; used by the expanded and depthwise convolutions). */
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,
@@ -60,7 +64,7 @@ static inline int axs_dw_vbmi(int path, const axs_fixed_table *t, int sh, int sw
 int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                  int pt, int pb, int pl, int pr, int dh, int pad_code, int out64, void *out,
-                 const axs_dequant *dq, int nt, int path);
+                 const axs_dequant *dq, int nt, int path, int in_nchw);
 /* Estimated time of a call, in units of one expanded-table lookup of the path: direct
  * (rows * K * cols lookups) against expanded (tables built per unit plus lookups of padded
  * column blocks). */

@@ -689,10 +689,53 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
     }
 }
 
+/* Returned by conv2d_body when it was given NCHW codes (xn) and the call needs them NHWC. */
+#define AXS_NEED_NHWC (-1)
+
+static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
+                       const int32_t *table, int64_t N, int64_t H, int64_t W, int64_t C,
+                       int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb,
+                       int pl, int pr_, int dh, int dw, int64_t groups, int pad_code, int out64,
+                       void *out, const axs_dequant *dq, int nthreads, int path, int method);
+
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
                int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
                int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
-               int out64, void *out, const axs_dequant *dq, int nthreads, int path, int method)
+               int out64, void *out, const axs_dequant *dq, int nthreads, int path, int method,
+               int in_nchw)
+{
+    if (!in_nchw)
+        return conv2d_body(x, NULL, w, table, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl,
+                           pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path,
+                           method);
+    int rc = conv2d_body(NULL, x, w, table, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_,
+                         dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
+    if (rc != AXS_NEED_NHWC)
+        return rc;
+    uint8_t *xt = (uint8_t *)malloc((size_t)(N * H * W * C));
+    if (!xt)
+        return AXS_ENOMEM;
+    const int64_t HW = H * W;
+#pragma omp parallel for num_threads(axs_threads(nthreads)) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) {
+            const uint8_t *src = x + (n * C + c) * HW;
+            uint8_t *dst = xt + n * HW * C + c;
+            for (int64_t i = 0; i < HW; i++)
+                dst[i * C] = src[i];
+        }
+    rc = conv2d_body(xt, NULL, w, table, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_, dh,
+                     dw, groups, pad_code, out64, out, dq, nthreads, path, method);
+    free(xt);
+    return rc;
+}
+
+/* x: NHWC codes, or NULL with xn: NCHW codes (only the depthwise method reads them). */
+static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
+                       const int32_t *table, int64_t N, int64_t H, int64_t W, int64_t C,
+                       int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb,
+                       int pl, int pr_, int dh, int dw, int64_t groups, int pad_code, int out64,
+                       void *out, const axs_dequant *dq, int nthreads, int path, int method)
 {
     if (method < 0 || method > AXS_METHOD_DEPTHWISE)
         return AXS_EARG;
@@ -730,8 +773,9 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
         const axs_fixed_table *dt = &de->pr.t;
         if (!(dt->generic && out64) &&
             (method == AXS_METHOD_DEPTHWISE || !vbmi || axs_dw_vbmi(path, dt, sh, sw))) {
-            int rc = axs_dwconv2d(x, w, dt, N, H, W, C, KH, KW, sh, sw, pt, pb, pl, pr_,
-                                  dh, pad_code, out64, out, dq, axs_threads(nthreads), path);
+            int rc = axs_dwconv2d(xn ? xn : x, w, dt, N, H, W, C, KH, KW, sh, sw, pt, pb,
+                                  pl, pr_, dh, pad_code, out64, out, dq, axs_threads(nthreads),
+                                  path, xn != NULL);
             release(de);
             return rc;
         }
@@ -739,6 +783,8 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
         if (method == AXS_METHOD_DEPTHWISE)
             return AXS_EMETHOD;
     }
+    if (!x)
+        return AXS_NEED_NHWC;
     {
         int nt = axs_threads(nthreads);
         double direct = (double)groups * axs_direct_cost(path, N * P, K, OG);

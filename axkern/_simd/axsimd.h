@@ -135,10 +135,12 @@ void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t
                          int KW, int sw, int64_t OH, int64_t OW, int nc, const uint32_t *E,
                          ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
 /* The same with E_i holding rows of 4 uint16 lanes (E_i[ky] at E_i + ky * 1024, row v at
- * + 4 v): the biased entries of 16-bit-class tables, half the footprint in L1 (AVX2). */
+ * + 4 v): the biased entries of 16-bit-class tables, half the footprint in L1 (AVX2); the
+ * sum of channel i, pixel (y, o) at sums[(y * OW + o) * os + i * ocs] (ocs = 1: pixel-major
+ * as above; os = 1, ocs = OH * OW: channel planes). */
 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
                          int KW, int sw, int64_t OH, int64_t OW, int nc, const uint16_t *E,
-                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os);
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os, ptrdiff_t ocs);
 
 /* dst[i * ldd + j] = src[j * ld + i] for i, j < 16 (AVX-512 F; depthwise.c). */
 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
@@ -187,14 +189,15 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
              int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path,
              int method);
 
-/* conv2d: x (N, H, W, C) NHWC, w (KH, KW, C / groups, COUT) HWIO, both C-contiguous uint8;
- * out (N, OH, OW, COUT): int32/int64 sums, or float32 with dq (NULL: integers).
- * Returns an AXS_* code. */
+/* conv2d: x (N, H, W, C) NHWC, or (N, C, H, W) with in_nchw, w (KH, KW, C / groups, COUT)
+ * HWIO, both C-contiguous uint8; out (N, OH, OW, COUT): int32/int64 sums, or float32 with
+ * dq (NULL: integers). The depthwise method reads NCHW codes as they are (it works on
+ * planes); the other methods take an NHWC copy of them. Returns an AXS_* code. */
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
                int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
                int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups, int pad_code,
                int out64, void *out, const axs_dequant *dq, int nthreads, int path,
-               int method);
+               int method, int in_nchw);
 
 /* Plain vector loops (quantize.c, epilogue.c) get an AVX2 clone picked at load time
  * (GCC's ifunc): twice the lanes of the x86-64 baseline, same IEEE operations (no FMA). */

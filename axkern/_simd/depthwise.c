@@ -156,7 +156,7 @@ int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t K
 int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                  int pt, int pb_, int pl, int pr, int dh, int pad_code, int out64, void *out,
-                 const axs_dequant *dq, int nt, int path)
+                 const axs_dequant *dq, int nt, int path, int in_nchw)
 {
     int64_t Hp = H + pt + pb_, Wp = W + pl + pr;
     int64_t OH = (Hp - (int64_t)dh * (KH - 1) - 1) / sh + 1;
@@ -173,14 +173,34 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     /* every variant reads a planar padded copy: consecutive input columns of a channel are
      * consecutive bytes (read from the NHWC image in place, every C-th byte, the codes of a
      * channel pair spanned a cache line per pixel: 1.3 times as slow on 32 x 16 x 16 x 64) */
-    uint8_t *xp = (uint8_t *)malloc((size_t)(N * C * Hp * Wp));
-    if (!xp)
-        return AXS_ENOMEM;
+    int padded = pt || pb_ || pl || pr;
+    uint8_t *xp = NULL;
+    if (!in_nchw || padded) {
+        xp = (uint8_t *)malloc((size_t)(N * C * Hp * Wp));
+        if (!xp)
+            return AXS_ENOMEM;
+    }
+    if (!in_nchw) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; n++)
-        axs_to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code,
-                      xp + n * C * Hp * Wp);
-    const uint8_t *xs = xp;
+        for (int64_t n = 0; n < N; n++)
+            axs_to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code,
+                          xp + n * C * Hp * Wp);
+    } else if (padded) {
+        /* NCHW codes are planes already: only the border is added (one fill per image,
+         * then the rows: three library calls per row and plane cost more than the copy) */
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            uint8_t *d = xp + n * C * Hp * Wp;
+            memset(d, pad_code, (size_t)(C * Hp * Wp));
+            for (int64_t c = 0; c < C; c++) {
+                const uint8_t *src = x + (n * C + c) * H * W;
+                uint8_t *dc = d + c * Hp * Wp + pt * Wp + pl;
+                for (int64_t y = 0; y < H; y++)
+                    memcpy(dc + y * Wp, src + y * W, (size_t)W);
+            }
+        }
+    }
+    const uint8_t *xs = xp ? xp : x;
     /* units: a block of channels by a chunk of images, enough of them for every thread */
     int64_t cb = KH <= 4 ? AXS_DWCB : (4 * AXS_DWCB) / KH;
     cb = cb < 1 ? 1 : cb;
@@ -204,6 +224,8 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         return AXS_ENOMEM;
     }
     const int rows_dq = dd.exact;
+    /* NCHW float32 output of int32 sums without window sums (AVX2 rows of E) */
+    const int planar_dq = e16 && dq && dq->nchw && rows_dq;
     int failed = 0;
 #pragma omp parallel num_threads(nt < units ? nt : (int)units)
     {
@@ -244,12 +266,27 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                     if (vbmi)
                         dw_band_vbmi(xs + ((n * C + c0) * Hp + y0) * Wp, Hp * Wp, Wp, nb, OW,
                                      nc, w + c0, C, K, soff, fk, t, E, E + nsum, sums, cb);
-                    else if (e16)
+                    else if (e16 && planar_dq) {
+                        /* channel planes of sums, each dequantized as one run straight
+                         * into its NCHW output plane: no transposition */
                         axs_dwplanes16_avx2(xs + ((n * C + c0) * Hp + y0 * sh) * Wp,
                                             (ptrdiff_t)(Hp * Wp), (ptrdiff_t)(sh * Wp),
                                             (ptrdiff_t)(dh * Wp), (int)KH, (int)KW, sw, nb,
                                             OW, (int)nc, (const uint16_t *)E,
-                                            (ptrdiff_t)(KH * 1024), sums, (ptrdiff_t)cb);
+                                            (ptrdiff_t)(KH * 1024), sums, 1, (ptrdiff_t)P);
+                        for (int64_t j = 0; j < nc; j++) {
+                            int64_t c = c0 + j;
+                            axs_dequant_run(sums + j * P, P, kbias, dd.scale[c], dd.corr[c],
+                                            dd.zw[c], dd.bias ? dd.bias + c : NULL,
+                                            (float *)out + ((n * C + c) * OH + y0) * OW);
+                        }
+                        continue;
+                    } else if (e16)
+                        axs_dwplanes16_avx2(xs + ((n * C + c0) * Hp + y0 * sh) * Wp,
+                                            (ptrdiff_t)(Hp * Wp), (ptrdiff_t)(sh * Wp),
+                                            (ptrdiff_t)(dh * Wp), (int)KH, (int)KW, sw, nb,
+                                            OW, (int)nc, (const uint16_t *)E,
+                                            (ptrdiff_t)(KH * 1024), sums, (ptrdiff_t)cb, 1);
                     else
                         planes(xs + ((n * C + c0) * Hp + y0 * sh) * Wp, (ptrdiff_t)(Hp * Wp),
                                (ptrdiff_t)(sh * Wp), (ptrdiff_t)(dh * Wp), (int)KH, (int)KW,

@@ -196,6 +196,25 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, const i
         }
     }
 }
+AXS_VECTOR_CLONES
+void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale, double corr,
+                     double zw, const float *bias, float *y)
+{
+    /* the terms of axs_dequant_rows with no window sum (zw * 0), for the same bits */
+    const double zs = zw * 0.0;
+    if (bias) {
+        const float b = *bias;
+        for (int64_t i = 0; i < n; i++) {
+            double x = (double)(int32_t)(v[i] - kbias) + corr - zs;
+            y[i] = (float)(x * scale) + b;
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            double x = (double)(int32_t)(v[i] - kbias) + corr - zs;
+            y[i] = (float)(x * scale);
+        }
+    }
+}
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif

@@ -330,7 +330,7 @@ AXS_AVX2 void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, pt
 static inline __attribute__((always_inline)) AXS_AVX2 void
 dwrows16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const int KH, int KW,
               int sw, int64_t OW, const uint16_t *E, ptrdiff_t es, uint32_t *out,
-              ptrdiff_t ro, ptrdiff_t os, const int NC, const int NR)
+              ptrdiff_t ro, ptrdiff_t os, ptrdiff_t ocs, const int NC, const int NR)
 {
     const int64_t np = (OW - 1) * sw + KW;
     __m128i acc[2][2];
@@ -355,7 +355,7 @@ dwrows16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const 
         if (p == next) {
             for (int r = 0; r < NR; r++)
                 for (int i = 0; i < NC; i++)
-                    out[r * ro + i] = (uint32_t)_mm_cvtsi128_si32(acc[i][r]);
+                    out[r * ro + i * ocs] = (uint32_t)_mm_cvtsi128_si32(acc[i][r]);
             out += os;
             next += sw;
         }
@@ -364,16 +364,16 @@ dwrows16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const 
 
 #define AXS_DW16_KH(NC, NR)                                                                 \
     switch (KH) {                                                                           \
-    case 1: dwrows16_avx2(sy, cs, ys, ks, 1, KW, sw, OW, Ec, es, oy, ro, os, NC, NR); break;  \
-    case 3: dwrows16_avx2(sy, cs, ys, ks, 3, KW, sw, OW, Ec, es, oy, ro, os, NC, NR); break;  \
-    case 5: dwrows16_avx2(sy, cs, ys, ks, 5, KW, sw, OW, Ec, es, oy, ro, os, NC, NR); break;  \
-    default: dwrows16_avx2(sy, cs, ys, ks, KH, KW, sw, OW, Ec, es, oy, ro, os, NC, NR); break; \
+    case 1: dwrows16_avx2(sy, cs, ys, ks, 1, KW, sw, OW, Ec, es, oy, ro, os, ocs, NC, NR); break; \
+    case 3: dwrows16_avx2(sy, cs, ys, ks, 3, KW, sw, OW, Ec, es, oy, ro, os, ocs, NC, NR); break; \
+    case 5: dwrows16_avx2(sy, cs, ys, ks, 5, KW, sw, OW, Ec, es, oy, ro, os, ocs, NC, NR); break; \
+    default: dwrows16_avx2(sy, cs, ys, ks, KH, KW, sw, OW, Ec, es, oy, ro, os, ocs, NC, NR); break; \
     }
 
 AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
                                   int KH, int KW, int sw, int64_t OH, int64_t OW, int nc,
                                   const uint16_t *E, ptrdiff_t es, uint32_t *sums,
-                                  ptrdiff_t os)
+                                  ptrdiff_t os, ptrdiff_t ocs)
 {
     const ptrdiff_t ro = (ptrdiff_t)(OW * os);
     for (int c = 0; c < nc;) {
@@ -381,7 +381,7 @@ AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, 
         int two = c + 2 <= nc;
         for (int64_t y = 0; y < OH;) {
             const uint8_t *sy = s + c * cs + y * ys;
-            uint32_t *oy = sums + y * ro + c;
+            uint32_t *oy = sums + y * ro + c * ocs;
             if (y + 2 <= OH) {
                 if (two) {
                     AXS_DW16_KH(2, 2)
@@ -464,10 +464,10 @@ void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t k
 
 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
                          int KW, int sw, int64_t OH, int64_t OW, int nc, const uint16_t *E,
-                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os)
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os, ptrdiff_t ocs)
 {
     (void)s; (void)cs; (void)ys; (void)ks; (void)KH; (void)KW; (void)sw; (void)OH; (void)OW;
-    (void)nc; (void)E; (void)es; (void)sums; (void)os;
+    (void)nc; (void)E; (void)es; (void)sums; (void)os; (void)ocs;
     abort();  /* never selected off x86-64 */
 }
 #endif
