@@ -33,16 +33,18 @@ typedef struct {
 /* Sets dd up for dq (all zero, nothing allocated, for dq NULL) over ncol columns and rows
  * output rows; free dd->corr when done. Returns an AXS_* code. */
 int axs_xdeq_init(const axs_dequant *dq, int64_t ncol, int64_t rows, axs_xdeq *dd);
-/* y[i * ldy + j] = float32(float64((int32)v[i * ldv + j] + corr[j] - zw[j] * sx_i)
+/* y[i * ldy + j] = float32(float64((int32)(v[i * ldv + j] - vbias) + corr[j] - zw[j] * sx_i)
  * * scale[j]) (+ bias[j]) for i < rows, j < n, with sx_i = sx[i * ldsx] (0 without sx),
  * exact when dd->exact said so. */
-void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, const int64_t *sx,
-                      ptrdiff_t ldsx, const double *scale, const double *corr,
-                      const double *zw, const float *bias, float *y, ptrdiff_t ldy);
-/* The same for one column's run of n sums biased by kbias (the depthwise method's planar
- * sums): y[i] = float32(float64((int32)(v[i] - kbias) + corr - zw * 0) * scale) (+ bias). */
+void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_t vbias,
+                      const int64_t *sx, ptrdiff_t ldsx, const double *scale,
+                      const double *corr, const double *zw, const float *bias, float *y,
+                      ptrdiff_t ldy);
+/* The same for one column's run of n sums biased by kbias, without window sums (the
+ * depthwise method's planar sums): y[i] = float32(float64((int32)(v[i] - kbias) + corr)
+ * * scale) (+ bias). */
 void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale, double corr,
-                     double zw, const float *bias, float *y);
+                     const float *bias, float *y);
 /* The padded NHWC copy of x (N, H + pt + pb, W + pl + pr, C) into xp, padding with pad_code
  * (expand.c; used by the expanded and depthwise convolutions). */
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,

@@ -277,7 +277,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                         for (int64_t j = 0; j < nc; j++) {
                             int64_t c = c0 + j;
                             axs_dequant_run(sums + j * P, P, kbias, dd.scale[c], dd.corr[c],
-                                            dd.zw[c], dd.bias ? dd.bias + c : NULL,
+                                            dd.bias ? dd.bias + c : NULL,
                                             (float *)out + ((n * C + c) * OH + y0) * OW);
                         }
                         continue;
@@ -299,10 +299,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                          * uint32 sums), then a run of P pixels per channel */
                         float *ft = (float *)sums;
                         if (rows_dq) {
-                            for (int64_t i = 0; i < P; i++)
-                                for (int64_t j = 0; j < nc; j++)
-                                    sums[i * cb + j] -= kbias;
-                            axs_dequant_rows(sums, (ptrdiff_t)cb, (int)P, (int)nc, NULL, 0,
+                            axs_dequant_rows(sums, (ptrdiff_t)cb, (int)P, (int)nc, kbias, NULL, 0,
                                              dd.scale + c0, dd.corr + c0, dd.zw + c0,
                                              dd.bias ? dd.bias + c0 : NULL, ft, (ptrdiff_t)cb);
                         } else {
@@ -320,10 +317,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                         continue;
                     }
                     if (rows_dq) {
-                        for (int64_t i = 0; i < P; i++)
-                            for (int64_t j = 0; j < nc; j++)
-                                sums[i * cb + j] -= kbias;   /* the int32 sums */
-                        axs_dequant_rows(sums, (ptrdiff_t)cb, (int)P, (int)nc, NULL, 0,
+                        axs_dequant_rows(sums, (ptrdiff_t)cb, (int)P, (int)nc, kbias, NULL, 0,
                                          dd.scale + c0, dd.corr + c0, dd.zw + c0,
                                          dd.bias ? dd.bias + c0 : NULL,
                                          (float *)out + r0 * C + c0, (ptrdiff_t)C);
