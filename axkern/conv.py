@@ -509,7 +509,7 @@ class _WeightCache:
     byte for byte to the cached copy (one memcmp pass instead of quantization, index
     conversion, column sums and the folded table). Holds at most ``max_bytes`` of copies."""
 
-    def __init__(self, slots=64, max_bytes=64 << 20):
+    def __init__(self, slots=128, max_bytes=64 << 20):
         self._entries = []
         self._slots, self._max_bytes = slots, max_bytes
         self._lock = threading.Lock()

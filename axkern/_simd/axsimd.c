@@ -202,8 +202,9 @@ static int same_table(const prepared *pr, const int32_t *table)
 
 /* One slot per layer of a network: the float layer folds each layer's weight zero point
  * into its table, so a network alternates between that many tables on every batch (with 16
- * slots ResNet-20's 20 layers missed on every call, round robin: about 0.1 ms each). */
-#define AXS_CACHE_SLOTS 48
+ * slots ResNet-20's 20 layers missed on every call, round robin). An AVX2 entry holds 512
+ * KiB (table, key and vpshufb chunks): at most 32 MB for networks of 64 layers or more. */
+#define AXS_CACHE_SLOTS 64
 static cache_entry *cache_slots[AXS_CACHE_SLOTS];
 static int cache_next;
 
