@@ -24,10 +24,14 @@ layer) and each dispatch path of :mod:`axkern._fast` the table gives
 
 Every figure is the best of ``--repeat`` timed calls, each right after an untimed one; the
 calls of a shape are timed in rounds (one of each per round), so that all its figures come
-from the same stretch of time.
+from the same stretch of time. ``--runs N`` repeats the whole benchmark and prints the
+median of every figure over the runs (each ratio taken within its run), with the range of
+the ratios to PyTorch: on a machine whose speed drifts by tens of percent from minute to
+minute, one run can flatter or wrong either side.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -303,9 +307,58 @@ def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, t
     return records
 
 
+_TIMES = ("kernel_s", "api_s", "api_nchw_s", "blas_s", "torch_s", "torch_cl_s", "torch_best_s")
+_RATIOS = ("kernel_ratio", "api_ratio", "api_torch", "api_nchw_torch")
+
+
+def combine_runs(runs):
+    """The median of several :func:`run_bench` results, figure by figure.
+
+    Parameters
+    ----------
+    runs : sequence of lists of records
+        Results of repeated :func:`run_bench` calls with the same arguments.
+
+    Returns
+    -------
+    list of dict
+        One record per (shape, path, method): every time and every ratio the median over
+        the runs (each ratio taken within its own run, then the median), the GMAC/s from
+        the median times, ``runs`` the number of runs and, for ``api_torch`` and
+        ``api_nchw_torch``, ``*_range`` = (lowest, highest) over the runs.
+    """
+    runs = [list(r) for r in runs]
+    if not runs:
+        raise ValueError("combine_runs needs at least one run")
+    keys = [(r["shape"], r["path"], r["method"]) for r in runs[0]]
+    for run in runs[1:]:
+        if [(r["shape"], r["path"], r["method"]) for r in run] != keys:
+            raise ValueError("combine_runs: the runs time different shapes, paths or methods")
+
+    def median(vals):
+        vals = [v for v in vals if v is not None]
+        return float(np.median(vals)) if vals else None
+
+    out = []
+    for i, first in enumerate(runs[0]):
+        rec = {k: first[k] for k in ("shape", "path", "method", "macs")}
+        for k in _TIMES + _RATIOS:
+            rec[k] = median(run[i].get(k) for run in runs)
+        for k, t in (("kernel_gmacs", "kernel_s"), ("api_gmacs", "api_s"),
+                     ("blas_gmacs", "blas_s")):
+            rec[k] = None if rec[t] is None else rec["macs"] / rec[t] / 1e9
+        for k in ("api_torch", "api_nchw_torch"):
+            vals = [run[i].get(k) for run in runs if run[i].get(k) is not None]
+            rec[k + "_range"] = (min(vals), max(vals)) if vals else None
+        rec["runs"] = len(runs)
+        out.append(rec)
+    return out
+
+
 def format_table(records):
     """Markdown table of :func:`run_bench` records: GMAC/s, then times over BLAS's and
-    PyTorch's (lower is better)."""
+    PyTorch's (lower is better); records of :func:`combine_runs` also get the range of the
+    ratios to PyTorch over the runs."""
     def g(r, key):
         t = r.get(key)
         return "-" if t is None else f"{r['macs'] / t / 1e9:.1f}"
@@ -313,15 +366,23 @@ def format_table(records):
     def q(v):
         return "-" if v is None else f"{v:.2f}"
 
+    def rng(v):
+        return "-" if v is None else f"{v[0]:.2f} - {v[1]:.2f}"
+
+    ranged = any("api_torch_range" in r for r in records)
     lines = ["| shape | path | kernel | api NHWC | api NCHW | torch NCHW | torch NHWC | "
-             "BLAS | kernel / BLAS | api / BLAS | api NHWC / torch | api NCHW / torch |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "BLAS | kernel / BLAS | api / BLAS | api NHWC / torch | api NCHW / torch |"
+             + (" range NHWC / torch | range NCHW / torch |" if ranged else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             + ("---|---|" if ranged else "")]
     for r in records:
         path = r["path"] if r.get("method") is None else f"{r['path']} ({r['method']})"
         lines.append(f"| {r['shape']} | {path} | {g(r, 'kernel_s')} | {g(r, 'api_s')} | "
                      f"{g(r, 'api_nchw_s')} | {g(r, 'torch_s')} | {g(r, 'torch_cl_s')} | "
                      f"{g(r, 'blas_s')} | {q(r['kernel_ratio'])} | {q(r['api_ratio'])} | "
-                     f"{q(r.get('api_torch'))} | {q(r.get('api_nchw_torch'))} |")
+                     f"{q(r.get('api_torch'))} | {q(r.get('api_nchw_torch'))} |"
+                     + (f" {rng(r.get('api_torch_range'))} | {rng(r.get('api_nchw_torch_range'))} |"
+                        if ranged else ""))
     return "\n".join(lines)
 
 
@@ -343,8 +404,13 @@ def _cmd(args):
     shapes = None if not args.shapes else [s.strip() for s in args.shapes.split(",")]
     methods = None if not args.methods else [m.strip() for m in args.methods.split(",")
                                              if m.strip()]
-    recs = run_bench(paths=paths, repeat=args.repeat, num_threads=args.threads, shapes=shapes,
-                     api=not args.kernel_only, methods=methods, torch=not args.no_torch)
+    if args.runs < 1:
+        print(f"axkern bench: --runs must be at least 1, got {args.runs}", file=sys.stderr)
+        return 2
+    runs = [run_bench(paths=paths, repeat=args.repeat, num_threads=args.threads, shapes=shapes,
+                      api=not args.kernel_only, methods=methods, torch=not args.no_torch)
+            for _ in range(args.runs)]
+    recs = runs[0] if args.runs == 1 else combine_runs(runs)
     if args.json:
         print(_json.dumps(recs, indent=2))
     else:
@@ -352,7 +418,8 @@ def _cmd(args):
 
         print(f"axkern bench: paths available {_fast.available_paths()}, default "
               f"{_fast.default_path()}, {os.cpu_count()} CPUs, "
-              f"threads {args.threads or 'default'}, best of {args.repeat}")
+              f"threads {args.threads or 'default'}, best of {args.repeat}"
+              + (f"; the median of {args.runs} runs" if args.runs > 1 else ""))
         th, _ = _torch() if not args.no_torch else (None, None)
         print("GMAC/s; torch: float32 PyTorch " + (th.__version__ if th is not None else
               "not timed") + " (NHWC: channels_last), best of fresh input copies; "
@@ -375,6 +442,9 @@ def add_parser(subparsers):
                    help="comma-separated kernel methods to force, each on every path "
                         "(default: the automatic choice), e.g. direct,expand")
     p.add_argument("--repeat", type=int, default=3, help="timed calls per figure (best counts)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="whole benchmark runs; with more than one, every figure is the median "
+                        "over the runs and the ratios to PyTorch get their range")
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for the kernels")
     p.add_argument("--kernel-only", action="store_true",
                    help="skip the float-level axconv2d/axmatmul timings")

@@ -418,3 +418,36 @@ def test_window_sums(path):
         fast.window_sums(x, np.zeros((3, 3), int), (3, 3))
     with pytest.raises(ValueError, match="groups"):
         fast.window_sums(x, values, (3, 3), groups=5)
+
+
+def test_bench_median_of_runs(capsys):
+    """combine_runs: every figure the median over the runs (ratios within each run first),
+    the ratio ranges; the CLI's --runs prints them."""
+    from axkern import bench
+
+    def rec(shape, k, api, nchw, torch_s, cl):
+        best = min(t for t in (torch_s, cl) if t is not None)
+        return dict(shape=shape, path="avx2", method=None, macs=10 ** 9, kernel_s=k,
+                    api_s=api, api_nchw_s=nchw, blas_s=1.0, torch_s=torch_s, torch_cl_s=cl,
+                    torch_best_s=best, kernel_ratio=k, api_ratio=api,
+                    api_torch=api / best, api_nchw_torch=nchw / best)
+    runs = [[rec("a", 1.0, 2.0, 3.0, 1.0, 0.5)], [rec("a", 3.0, 2.5, 2.0, 1.0, 2.0)],
+            [rec("a", 2.0, 9.0, 4.0, 2.0, 1.0)]]
+    (r,) = bench.combine_runs(runs)
+    assert r["kernel_s"] == 2.0 and r["api_s"] == 2.5 and r["api_nchw_s"] == 3.0
+    assert r["torch_best_s"] == 1.0 and r["kernel_gmacs"] == 0.5
+    # per-run ratios 4.0, 2.5, 9.0 and 6.0, 2.0, 4.0: their medians, not a ratio of medians
+    assert r["api_torch"] == 4.0 and r["api_nchw_torch"] == 4.0
+    assert r["api_torch_range"] == (2.5, 9.0) and r["api_nchw_torch_range"] == (2.0, 6.0)
+    assert r["runs"] == 3
+    assert "| 2.50 - 9.00 | 2.00 - 6.00 |" in bench.format_table([r])
+    with pytest.raises(ValueError, match="different shapes"):
+        bench.combine_runs([runs[0], [rec("b", 1.0, 1.0, 1.0, 1.0, 1.0)]])
+    with pytest.raises(ValueError, match="at least one run"):
+        bench.combine_runs([])
+    from axkern.cli import main
+    assert main(["bench", "--paths", "scalar", "--shapes", "gemm 8x2048x1024", "--repeat", "1",
+                 "--kernel-only", "--no-torch", "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "the median of 2 runs" in out and "| gemm 8x2048x1024 | scalar |" in out
+    assert main(["bench", "--runs", "0"]) == 2
