@@ -202,8 +202,9 @@ static int same_table(const prepared *pr, const int32_t *table)
 
 /* One slot per layer of a network: the float layer folds each layer's weight zero point
  * into its table, so a network alternates between that many tables on every batch (with 16
- * slots ResNet-20's 20 layers missed on every call, round robin). An AVX2 entry holds 512
- * KiB (table, key and vpshufb chunks): at most 32 MB for networks of 64 layers or more. */
+ * slots ResNet-20's 20 layers missed on every call, round robin). An entry holds 256 KiB
+ * (the biased table and its key; the direct method's AVX2 entries 512 KiB with their
+ * vpshufb chunks): 16 to 32 MB for networks of 64 layers or more. */
 #define AXS_CACHE_SLOTS 64
 static cache_entry *cache_slots[AXS_CACHE_SLOTS];
 static int cache_next;
