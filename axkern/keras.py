@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import inspect
 import os
+import threading
 import zlib
 
 import numpy as np
@@ -151,8 +152,30 @@ def _check_activation(cls_name, activation):
                          f"None, a Keras activation name or a callable ({e})") from None
 
 
+_SHAPE_PROBE = threading.local()
+
+
 class _ApproxMixin:
     """multiplier / quant / tune handling, configs and the host call shared by the layers."""
+
+    def __call__(self, *args, **kwargs):
+        out = super().__call__(*args, **kwargs)
+        # KerasSurveyModel.layer_macs: the output elements per sample, by the layers' own
+        # shape rules whatever the model's graph (a dict set on the layer would be copied
+        # by Keras' attribute tracking, hence the thread-local)
+        probe = getattr(_SHAPE_PROBE, "sizes", None)
+        if probe is not None:
+            probe[id(self)] = int(np.prod(tuple(out.shape)[1:], dtype=np.int64))
+        return out
+
+    def _reduction_length(self):
+        """Multiply-accumulates per output element: the kernel's reduction axes."""
+        k = tuple(int(v) for v in self.kernel.shape)
+        if isinstance(self, keras.layers.DepthwiseConv2D):
+            return k[0] * k[1]
+        if isinstance(self, keras.layers.Conv2D):
+            return k[0] * k[1] * k[2]
+        return k[0]   # Dense: (in, units)
 
     def _init_approx(self, multiplier, quant, tune):
         self.multiplier, self._multiplier_config = resolve_multiplier(multiplier)
@@ -663,6 +686,29 @@ class KerasSurveyModel:
                              f"({np.shape(x)[0]}), got shape {y.shape}")
         out = self.forward(x, batch_size=batch_size, backend=backend, num_threads=num_threads)
         return float(np.mean(np.argmax(out, axis=-1) == y))
+
+    def layer_macs(self, input_shape):
+        """``{layer: multiply-accumulates per sample}`` for a per-sample input shape (what
+        ``axkern search`` weighs multiplier costs with): each layer's output elements, from
+        one float forward pass on a sample of zeros, times its kernel's reduction length."""
+        shape = tuple(int(v) for v in input_shape)
+        probe = {}
+        saved = {n: layer.multiplier for n, layer in self._layers.items()}
+        try:
+            for layer in self._layers.values():
+                layer.multiplier = None   # Keras' float op: shapes only
+            _SHAPE_PROBE.sizes = probe
+            self._model(np.zeros((1,) + shape, np.float32), training=False)
+        finally:
+            _SHAPE_PROBE.sizes = None
+            for n, layer in self._layers.items():
+                layer.multiplier = saved[n]
+        missing = [n for n in self.compute_layers if id(self._layers[n]) not in probe]
+        if missing:
+            raise ValueError(f"layers {missing} did not run on an input of shape {shape}: "
+                             f"give the search macs= for them")
+        return {n: probe[id(self._layers[n])] * self._layers[n]._reduction_length()
+                for n in self.compute_layers}
 
     def copy(self):
         """An independent copy, settings included."""

@@ -427,3 +427,43 @@ def test_survey_model_protocol():
     res = evaluate(model, TRUNC, data=(x, y))      # survey._load_model takes a keras.Model
     ref = axk.approximate(model, TRUNC)
     assert res["accuracy"] == 100.0 * np.mean(np.argmax(ref(x).numpy(), -1) == y)
+
+
+def _macs_model():
+    inp = keras.Input((8, 8, 1))
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    y = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2, name="dw")(y)
+    y = keras.layers.Conv2D(6, 1, groups=2, name="pw")(y)
+    y = keras.layers.Reshape((4, 24))(y)
+    y = keras.layers.Dense(5, name="dense3d")(y)   # a rank-3 input: 4 rows of 24
+    y = keras.layers.Flatten()(y)
+    return keras.Model(inp, keras.layers.Dense(10, name="head")(y))
+
+
+# per sample, by hand: output elements x reduction length
+MACS_BY_HAND = {"stem": (8 * 8 * 8) * (3 * 3 * 1), "dw": (4 * 4 * 16) * (3 * 3),
+                "pw": (4 * 4 * 6) * (1 * 1 * 8), "dense3d": (4 * 5) * 24, "head": 10 * 20}
+
+
+def test_survey_model_layer_macs_by_hand():
+    sm = axk.as_survey_model(_macs_model())
+    assert sm.layer_macs((8, 8, 1)) == MACS_BY_HAND
+    sm.configure(multiplier=TRUNC)   # the settings stay; the probe runs Keras' float ops
+    assert sm.layer_macs((8, 8, 1)) == MACS_BY_HAND
+    assert sm.settings()["stem"][0] == "trunc6"
+    with pytest.raises(ValueError):
+        sm.layer_macs((9, 9, 1))   # not the model's input shape
+
+
+def test_search_on_a_keras_model_counts_its_macs(tmp_path):
+    pytest.importorskip("pymoo", reason='the search needs pymoo: pip install "axkern[search]"')
+    pytest.importorskip("distributed", reason='the search needs dask: pip install "axkern[search]"')
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = (d.images[:60, :, :, None] / 16.0).astype(np.float32), d.target[:60]
+    r = axkern.search(model=_macs_model(), data=(x, y),
+                      multipliers=["mul8u_exact", "mul8u_trunc8"], population=4, generations=1,
+                      seed=1, workers=1, output=str(tmp_path), progress=False, plot=False,
+                      verbose=False)
+    assert r["layers"] == list(MACS_BY_HAND) and r["macs"] == MACS_BY_HAND
