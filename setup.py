@@ -33,7 +33,7 @@ EXTENSIONS = [
     ("axkern._fast", ["axkern/_fast.pyx"] + [
         f"axkern/_simd/{name}.c" for name in (
             "axsimd", "expand", "depthwise", "kern_scalar", "kern_avx2", "kern_avx512",
-            "quantize", "epilogue")]),
+            "quantize", "epilogue", "gradtab")]),
 ]
 
 

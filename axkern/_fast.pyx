@@ -96,6 +96,9 @@ cdef extern from "axsimd.h" nogil:
                         int64_t G, const int64_t *values, int64_t KH, int64_t KW, int sh, int sw,
                         int pt, int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
                         int64_t *out, int nthreads)
+    void axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, int64_t N,
+                         const float *DA, const float *DB, const double *gs, const double *g,
+                         double *ga, double *gb, int nthreads)
     int axs_epilogue(const void *total, int in64, int64_t rows, int64_t cols, int64_t groups,
                       const int64_t *sumx, const int64_t *zw, const int64_t *corr,
                       const double *scale, const float *bias, float *y, int nthreads)
@@ -689,6 +692,68 @@ def epilogue(total, scale, zw=None, sumx=None, corr=None, bias=None, groups=1,
                          <float *>cnp.PyArray_DATA(ya), nt)
     _raise(rc, "epilogue")
     return y
+
+
+def table_grads(a, b, da, db, gs, g, need_a=True, need_b=True, num_threads=None):
+    """The backward products of a LUT GEMM through difference tables (``axkern.torch``'s
+    ``grad="table"``), in float64.
+
+    ``ga[m, k] = sum_n da[a[m, k], b[k, n]] * gs[m, n]`` and
+    ``gb[k, n] = sum_m db[a[m, k], b[k, n]] * g[m, n]``.
+
+    Parameters
+    ----------
+    a : ndarray of uint8, shape (M, K)
+    b : ndarray of uint8, shape (K, N)
+        Operand indices into the tables.
+    da, db : ndarray of float32, shape (256, 256)
+    gs, g : ndarray of float64, shape (M, N)
+    need_a, need_b : bool
+        Compute ``ga`` / ``gb`` (None in their place otherwise).
+    num_threads : int, optional
+
+    Returns
+    -------
+    ga : ndarray of float64, shape (M, K), or None
+    gb : ndarray of float64, shape (K, N), or None
+    """
+    num_threads = _check_threads(num_threads)
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    if a.dtype != np.uint8 or a.ndim != 2 or b.dtype != np.uint8 or b.ndim != 2 \
+            or a.shape[1] != b.shape[0]:
+        raise ValueError(f"a (M, K) and b (K, N) must be uint8 index matrices that chain, got "
+                         f"{a.dtype} {a.shape} and {b.dtype} {b.shape}")
+    M, K, N = a.shape[0], a.shape[1], b.shape[1]
+    tabs = []
+    for name, t in (("da", da), ("db", db)):
+        t = np.ascontiguousarray(t)
+        if t.dtype != np.float32 or t.shape != (256, 256):
+            raise ValueError(f"{name} must be a float32 (256, 256) table, got {t.dtype} {t.shape}")
+        tabs.append(t)
+    mats = []
+    for name, v in (("gs", gs), ("g", g)):
+        v = np.ascontiguousarray(v)
+        if v.dtype != np.float64 or v.shape != (M, N):
+            raise ValueError(f"{name} must be float64 of shape ({M}, {N}), got {v.dtype} {v.shape}")
+        mats.append(v)
+    ga = np.empty((M, K), np.float64) if need_a else None
+    gb = np.empty((K, N), np.float64) if need_b else None
+    cdef cnp.ndarray aa = a, bb = b, ta = tabs[0], tb = tabs[1], ms = mats[0], mg = mats[1]
+    cdef double *pa = NULL
+    cdef double *pb = NULL
+    if ga is not None:
+        pa = <double *>cnp.PyArray_DATA(ga)
+    if gb is not None:
+        pb = <double *>cnp.PyArray_DATA(gb)
+    cdef int nt = 0 if num_threads is None else num_threads
+    cdef int64_t cM = M, cK = K, cN = N
+    with nogil:
+        axs_table_grads(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
+                        cM, cK, cN, <const float *>cnp.PyArray_DATA(ta),
+                        <const float *>cnp.PyArray_DATA(tb), <const double *>cnp.PyArray_DATA(ms),
+                        <const double *>cnp.PyArray_DATA(mg), pa, pb, nt)
+    return ga, gb
 
 
 def min_max(x, num_threads=None):

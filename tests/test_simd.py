@@ -451,3 +451,31 @@ def test_bench_median_of_runs(capsys):
     out = capsys.readouterr().out
     assert "the median of 2 runs" in out and "| gemm 8x2048x1024 | scalar |" in out
     assert main(["bench", "--runs", "0"]) == 2
+
+
+def test_table_grads_against_numpy():
+    """axkern._fast.table_grads (the grad="table" backward products) against NumPy gathers
+    and einsum, both outputs, one of them, and bad arguments."""
+    rng = np.random.default_rng(11)
+    M, K, N = 700, 37, 19   # rows beyond one tile of g, odd sizes
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    b = rng.integers(0, 256, (K, N), dtype=np.uint8)
+    da = rng.standard_normal((256, 256)).astype(np.float32)
+    db = rng.standard_normal((256, 256)).astype(np.float32)
+    gs, g = rng.standard_normal((M, N)), rng.standard_normal((M, N))
+    ga_ref = np.einsum("mkn,mn->mk", da[a[:, :, None], b[None]].astype(np.float64), gs)
+    gb_ref = np.einsum("mkn,mn->kn", db[a[:, :, None], b[None]].astype(np.float64), g)
+    for nt in (1, 2):
+        ga, gb = fast.table_grads(a, b, da, db, gs, g, num_threads=nt)
+        np.testing.assert_allclose(ga, ga_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(gb, gb_ref, rtol=1e-12, atol=1e-10)
+    ga, gb = fast.table_grads(a, b, da, db, gs, g, need_b=False)
+    assert gb is None and np.allclose(ga, ga_ref)
+    ga, gb = fast.table_grads(a, b, da, db, gs, g, need_a=False)
+    assert ga is None and np.allclose(gb, gb_ref)
+    with pytest.raises(ValueError, match="chain"):
+        fast.table_grads(a, b[1:], da, db, gs, g)
+    with pytest.raises(ValueError, match="float32"):
+        fast.table_grads(a, b, da.astype(np.float64), db, gs, g)
+    with pytest.raises(ValueError, match="gs must be float64"):
+        fast.table_grads(a, b, da, db, gs[1:], g)

@@ -488,6 +488,28 @@ def test_gradient_tables_conv_against_numpy(m):
     np.testing.assert_allclose(conv.weight.grad.numpy(), gw, rtol=1e-5, atol=1e-6)
 
 
+def test_gradient_table_products_compiled_and_torch_agree(monkeypatch):
+    """The gathers of grad="table" in axkern._fast.table_grads and their PyTorch fallback
+    (no compiled module): the same gradients of a grouped strided convolution."""
+    from axkern import _torch_grad
+
+    torch.manual_seed(8)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2)
+    x = torch.randn(3, 4, 9, 7)
+    g = torch.randn(3, 6, 5, 4)
+    grads = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(_torch_grad, "_fast", lambda: None)
+        ac = at.ApproxConv2d.from_float(conv, U, grad="table")
+        xg = x.clone().requires_grad_()
+        conv.zero_grad()
+        ac(xg).backward(g)
+        grads.append((xg.grad.clone(), conv.weight.grad.clone()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_gradient_tables_of_exact_multiplier_are_the_ste():
     net = make_net()
     x = make_input(2)

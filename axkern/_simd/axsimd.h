@@ -199,6 +199,12 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                int out64, void *out, const axs_dequant *dq, int nthreads, int path,
                int method, int in_nchw);
 
+/* grad="table" backward products (gradtab.c): ga[m, k] = sum_n DA[a[m, k], b[k, n]] gs[m, n]
+ * and gb[k, n] = sum_m DB[a[m, k], b[k, n]] g[m, n] in float64 (either output may be NULL). */
+void axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, int64_t N,
+                     const float *DA, const float *DB, const double *gs, const double *g,
+                     double *ga, double *gb, int nthreads);
+
 /* Plain vector loops (quantize.c, epilogue.c) get an AVX2 clone picked at load time
  * (GCC's ifunc): twice the lanes of the x86-64 baseline, same IEEE operations (no FMA). */
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__)) \
