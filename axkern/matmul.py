@@ -164,10 +164,16 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
     >>> round(float(axkern.axmatmul(a, b, m)[0, 0]), 2)
     1.0
     """
+    return _axmatmul(a, b, multiplier, bias, quant, tune, backend, num_threads, out, ("a", "b"))
+
+
+def _axmatmul(a, b, multiplier, bias, quant, tune, backend, num_threads, out, names):
+    """axmatmul, its operands called ``names`` in errors and warnings (axdense: x and w)."""
+    na, nb = names
     m = as_multiplier(multiplier)
     num_threads = _check_threads(num_threads)
-    a = _float_array(a, "a", check_finite=False)   # checked by checked_params
-    b = _float_array(b, "b", check_finite=False)
+    a = _float_array(a, na, check_finite=False)   # checked by checked_params
+    b = _float_array(b, nb, check_finite=False)
     a, b, drop_a, drop_b = _promote(a, b)
     K, N = b.shape[-2], b.shape[-1]
     spec = resolve_quant(quant, m)
@@ -194,14 +200,14 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
             return out
         return np.array(_squeeze(y, drop_a, drop_b), order="C")
     fast = _host_helpers(backend, m)
-    ap = checked_params(a, spec.input, m, "a", fast=fast, num_threads=num_threads)
+    ap = checked_params(a, spec.input, m, na, fast=fast, num_threads=num_threads)
     be = get_backend(backend)
     if fast is not None and b.ndim == 2 and not ap.per_channel and \
             getattr(be, "SUPPORTS_DEQUANT", False):
         # The weight side prepared once per weight matrix (quantized, indexed, summed,
         # cached), the correction and dequantization inside the kernel: no integer copy of
         # the output.
-        pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name="b",
+        pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name=nb,
                               num_threads=num_threads)
         sa, za = scale_and_zp(ap)
         za, zb = int(za), pb.zw
@@ -222,7 +228,7 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
                 np.copyto(out, _squeeze(y, drop_a, drop_b))
             return out
         return _owned_result(y, drop_a, drop_b)
-    bp = checked_params(b, spec.weight, m, "b", N, fast=fast)
+    bp = checked_params(b, spec.weight, m, nb, N, fast=fast)
     sa, za = scale_and_zp(ap)
     sb, zb = scale_and_zp(bp, N)
     za = int(za)
@@ -303,6 +309,6 @@ def axdense(x, w, multiplier, bias=None, *, quant="auto", tune=False, backend="a
         out2 = out.reshape(int(np.prod(lead)), wa.shape[1])   # a view: out is C-contiguous
     else:
         out2 = None
-    y = axmatmul(xa.reshape(int(np.prod(lead)), xa.shape[-1]), wa, multiplier, bias=bias, quant=quant, tune=tune,
-                 backend=backend, num_threads=num_threads, out=out2)
+    y = _axmatmul(xa.reshape(int(np.prod(lead)), xa.shape[-1]), wa, multiplier, bias, quant, tune,
+                  backend, num_threads, out2, ("x", "w"))
     return out if out is not None else y.reshape(*lead, wa.shape[1])

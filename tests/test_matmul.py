@@ -132,6 +132,10 @@ def test_explicit_params_and_layouts():
     (lambda m: axmatmul(np.float32(1), np.ones((3, 2)), m), ValueError, "dimension"),
     (lambda m: axdense(np.ones((2, 3)), np.ones((3, 2, 1)), m), ValueError, "in, out"),
     (lambda m: axdense(np.ones((2, 4)), np.ones((3, 2)), m), ValueError, "features"),
+    # axdense names its own operands, not axmatmul's a and b
+    (lambda m: axdense(np.full((2, 3), np.inf), np.ones((3, 2)), m), ValueError, "^x contains"),
+    (lambda m: axdense(np.ones((2, 3)), np.full((3, 2), np.nan), m), ValueError, "^w contains"),
+    (lambda m: axdense(np.ones((2, 3), complex), np.ones((3, 2)), m), TypeError, "^x must"),
     (lambda m: lut_matmul(np.ones((2, 3)), np.ones((3, 2), int), m), TypeError, "integer"),
     (lambda m: lut_matmul(np.full((2, 3), 300), np.ones((3, 2), int), m), ValueError, "outside"),
     (lambda m: lut_matmul(np.ones((2, 3), int), np.ones((3, 2), int), np.ones((16, 8))), ValueError, "shape"),
