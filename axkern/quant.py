@@ -131,8 +131,11 @@ def _off_zero(v, half):
             int(np.count_nonzero(v)))
 
 
-def check_range(x, params, name="x"):
+def check_range(x, params, name="x", remedy=None):
     """Warn if a per-tensor range leaves almost every non-zero value of ``x`` at code zero.
+
+    ``remedy`` replaces the advice at the end of the warning (an adapter's own way to
+    calibrate).
 
     Implements the rule of the module docstring (fewer than 1% of the non-zero values with
     ``|x| > scale / 2``) on every ``ceil(x.size / 1024)``-th value of ``x`` (all of a small x),
@@ -162,9 +165,10 @@ def check_range(x, params, name="x"):
     warn_once(("range", name),
               f"{name}: the quantization range [{lo:.3g}, {hi:.3g}] is dominated by a few "
               f"extreme values: only {off} of its {nnz} non-zero values ({100.0 * off / nnz:.2g}%) "
-              f"quantize to a non-zero code, the rest become 0. Use a calibrated range "
-              f"(axkern.quant.calibrate(..., method='percentile'), passed as "
-              f"quant=(input_params, weight_params)) or remove the outliers")
+              f"quantize to a non-zero code, the rest become 0. "
+              + (remedy or "Use a calibrated range (axkern.quant.calibrate(..., "
+                 "method='percentile'), passed as quant=(input_params, weight_params)) or "
+                 "remove the outliers"))
     return True
 
 

@@ -383,7 +383,7 @@ def test_layer_bad_input(tmp_path):
     x = np.ones((1, 3), np.float32)
     x[0, 1] = np.nan
     # eagerly the host call's ValueError itself, in a graph TensorFlow's error carrying it
-    with pytest.raises(ValueError, match="layer 'nan_dense' .ApproxDense.: a contains NaN"):
+    with pytest.raises(ValueError, match="layer 'nan_dense' .ApproxDense.: x contains NaN"):
         dense(x)
     model = keras.Sequential([keras.Input((3,)), dense])
     with pytest.raises(tf.errors.InvalidArgumentError, match="nan_dense.*NaN"):

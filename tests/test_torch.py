@@ -488,6 +488,28 @@ def test_gradient_tables_conv_against_numpy(m):
     np.testing.assert_allclose(conv.weight.grad.numpy(), gw, rtol=1e-5, atol=1e-6)
 
 
+def test_outlier_range_warns_for_torch_layers():
+    """A per-call input range set by one outlier warns as axconv2d's does, naming the layer
+    and axkern.torch.calibrate; a calibrated (percentile) layer does not."""
+    import warnings
+
+    from axkern.quant import QuantizationRangeWarning, _WARNED
+
+    _WARNED.clear()
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    am = at.approximate(net, U)
+    x = torch.rand(2, 3, 8, 8) * 0.01
+    x[0, 0, 0, 0] = 1000.0
+    with pytest.warns(QuantizationRangeWarning, match=r"ApproxConv2d '0' input.*axkern\.torch\.calibrate"):
+        am(x)
+    with at.calibrate(am, "percentile", percentile=99.0):
+        am(x)
+    _WARNED.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QuantizationRangeWarning)
+        am(x)   # the frozen range: nothing to warn about
+
+
 def test_gradient_table_products_compiled_and_torch_agree(monkeypatch):
     """The gathers of grad="table" in axkern._fast.table_grads and their PyTorch fallback
     (no compiled module): the same gradients of a grouped strided convolution."""
