@@ -96,7 +96,7 @@ cdef extern from "axsimd.h" nogil:
                         int64_t G, const int64_t *values, int64_t KH, int64_t KW, int sh, int sw,
                         int pt, int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
                         int64_t *out, int nthreads)
-    void axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, int64_t N,
+    int axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, int64_t N,
                          const float *DA, const float *DB, const double *gs, const double *g,
                          double *ga, double *gb, int nthreads)
     int axs_epilogue(const void *total, int in64, int64_t rows, int64_t cols, int64_t groups,
@@ -748,11 +748,13 @@ def table_grads(a, b, da, db, gs, g, need_a=True, need_b=True, num_threads=None)
         pb = <double *>cnp.PyArray_DATA(gb)
     cdef int nt = 0 if num_threads is None else num_threads
     cdef int64_t cM = M, cK = K, cN = N
+    cdef int rc
     with nogil:
-        axs_table_grads(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
+        rc = axs_table_grads(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
                         cM, cK, cN, <const float *>cnp.PyArray_DATA(ta),
                         <const float *>cnp.PyArray_DATA(tb), <const double *>cnp.PyArray_DATA(ms),
                         <const double *>cnp.PyArray_DATA(mg), pa, pb, nt)
+    _raise(rc, "table_grads")
     return ga, gb
 
 

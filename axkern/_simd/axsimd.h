@@ -200,8 +200,9 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
                int method, int in_nchw);
 
 /* grad="table" backward products (gradtab.c): ga[m, k] = sum_n DA[a[m, k], b[k, n]] gs[m, n]
- * and gb[k, n] = sum_m DB[a[m, k], b[k, n]] g[m, n] in float64 (either output may be NULL). */
-void axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, int64_t N,
+ * and gb[k, n] = sum_m DB[a[m, k], b[k, n]] g[m, n] in float64 (either output may be NULL).
+ * Returns an AXS_* code. */
+int axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, int64_t N,
                      const float *DA, const float *DB, const double *gs, const double *g,
                      double *ga, double *gb, int nthreads);
 
