@@ -7,6 +7,8 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 fast = pytest.importorskip("axkern._fast")
 from axkern import Multiplier, axconv2d  # noqa: E402
@@ -147,3 +149,43 @@ def test_refused_shapes():
     # not a GEMM method
     with pytest.raises(ValueError, match="method 'depthwise'"):
         fast.gemm(codes((3, 4), rng), codes((4, 2), rng), t16, np.int32, method="depthwise")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_depthwise_random_geometry_both_layouts(data):
+    """Random depthwise geometry (odd output heights for the two-row kernel's tail, strides,
+    vertical dilation, asymmetric padding, 1 to 20 channels), every path and both input
+    layouts (NHWC indices, and NCHW indices read as planes), against the reference
+    backend's sums; the dequantizing NCHW store (channel planes) against NumPy's epilogue."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
+    C = data.draw(st.integers(1, 20))
+    kh, kw = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 4))
+    sh, sw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    dh = data.draw(st.integers(1, 2))
+    pads = tuple(data.draw(st.integers(0, 2)) for _ in range(4))
+    H = data.draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[1]), 11))
+    W = data.draw(st.integers(max(1, kw - pads[2] - pads[3]), 11))
+    N = data.draw(st.integers(1, 3))
+    kind = data.draw(st.sampled_from(["uint16", "int16", "offset", "int32"]))
+    table = random_table(kind, rng)
+    if kind == "int32":
+        table = (table >> 9).astype(np.int32)
+    x = codes((N, H, W, C), rng, kind)
+    xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    w = codes((kh, kw, 1, C), rng, kind)
+    args = ((sh, sw), pads, (dh, 1), C, int(rng.integers(0, 16)))
+    want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+    scale = rng.uniform(1e-4, 1e-3, C)
+    corr = rng.integers(-999, 999, C)
+    bias = rng.standard_normal(C).astype(np.float32)
+    deq = ((want.astype(np.int64) + corr).astype(np.float64) * scale).astype(np.float32) + bias
+    dq = {"scale": scale, "corr": corr, "bias": bias}
+    for path in fast.available_paths():   # every path this CPU runs
+        for fmt, xi in (("NHWC", x), ("NCHW", xn)):
+            got = fast.conv2d(xi, w, table, *args, np.int32, 2, path=path, method="depthwise",
+                              in_format=fmt)
+            np.testing.assert_array_equal(got, want, err_msg=f"{path} {fmt}")
+            got = fast.conv2d(xi, w, table, *args, np.int32, 2, path=path, method="depthwise",
+                              in_format=fmt, dequant=dq, out_format="NCHW")
+            np.testing.assert_array_equal(got, deq.transpose(0, 3, 1, 2), err_msg=f"{path} {fmt}")
