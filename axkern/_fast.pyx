@@ -96,6 +96,13 @@ cdef extern from "axsimd.h" nogil:
                         int64_t G, const int64_t *values, int64_t KH, int64_t KW, int sh, int sw,
                         int pt, int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
                         int64_t *out, int nthreads)
+    void axs_im2col_codes(const uint8_t *x, int64_t N, int64_t C, int64_t H, int64_t W,
+                          int64_t G, int64_t g, int64_t KH, int64_t KW, int sh, int sw, int pt,
+                          int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
+                          uint8_t *out, int nthreads)
+    void axs_col2im_add(const double *ga, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G,
+                        int64_t g, int64_t KH, int64_t KW, int sh, int sw, int pt, int pl,
+                        int dh, int dw, int64_t OH, int64_t OW, double *gx, int nthreads)
     int axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, int64_t N,
                          const float *DA, const float *DB, const double *gs, const double *g,
                          double *ga, double *gb, int nthreads)
@@ -756,6 +763,80 @@ def table_grads(a, b, da, db, gs, g, need_a=True, need_b=True, num_threads=None)
                         <const double *>cnp.PyArray_DATA(mg), pa, pb, nt)
     _raise(rc, "table_grads")
     return ga, gb
+
+
+def _im2col_geometry(shape, groups, group, ksize, stride, padding, dilation):
+    """(N, C, H, W, KH, KW, OH, OW, Kg) of one group's im2col, validated."""
+    N, C, H, W = (int(v) for v in shape)
+    KH, KW = (int(v) for v in ksize)
+    (sh, sw), (dh, dw) = stride, dilation
+    pt, pb, pl, pr = padding
+    if groups < 1 or C % groups or not 0 <= group < groups or KH < 1 or KW < 1 or \
+            min(sh, sw, dh, dw) < 1 or min(pt, pb, pl, pr) < 0:
+        raise ValueError(f"bad im2col geometry: C={C}, groups={groups}, group={group}, "
+                         f"ksize={ksize}, stride={stride}, padding={padding}, dilation={dilation}")
+    OH = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
+    if OH < 1 or OW < 1:
+        raise ValueError(f"the filter does not fit the padded {H}x{W} input")
+    return N, C, H, W, KH, KW, OH, OW, C // groups * KH * KW
+
+
+def im2col_codes(x, groups, group, ksize, stride, padding, dilation, pad_code, num_threads=None):
+    """The im2col rows of one group of NCHW uint8 codes (``axkern.torch``'s gradient tables).
+
+    Row ``(n * OH + oy) * OW + ox``, column ``(c * KH + ky) * KW + kx`` (``c`` within the
+    group, the order of ``torch.nn.functional.unfold``); ``pad_code`` outside the image.
+    ``padding`` is ``(top, bottom, left, right)``.
+
+    Returns
+    -------
+    ndarray of uint8, shape (N * OH * OW, C // groups * KH * KW)
+    """
+    num_threads = _check_threads(num_threads)
+    x = np.ascontiguousarray(x)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(f"x must be 4-D NCHW uint8 codes, got {x.dtype} {x.shape}")
+    if not 0 <= int(pad_code) <= 255:
+        raise ValueError(f"pad_code must be 0..255, got {pad_code}")
+    N, C, H, W, KH, KW, OH, OW, Kg = _im2col_geometry(x.shape, groups, group, ksize, stride,
+                                                      padding, dilation)
+    out = np.empty((N * OH * OW, Kg), np.uint8)
+    cdef cnp.ndarray xx = x, oo = out
+    cdef int64_t cN = N, cC = C, cH = H, cW = W, cG = groups, cg = group, cKH = KH, cKW = KW
+    cdef int64_t cOH = OH, cOW = OW
+    cdef int sh = stride[0], sw = stride[1], pt = padding[0], pl = padding[2]
+    cdef int dh = dilation[0], dw = dilation[1], pc = int(pad_code)
+    cdef int nt = 0 if num_threads is None else num_threads
+    with nogil:
+        axs_im2col_codes(<const uint8_t *>cnp.PyArray_DATA(xx), cN, cC, cH, cW, cG, cg, cKH, cKW,
+                         sh, sw, pt, pl, dh, dw, cOH, cOW, pc, <uint8_t *>cnp.PyArray_DATA(oo), nt)
+    return out
+
+
+def col2im_add(ga, gx, groups, group, ksize, stride, padding, dilation, num_threads=None):
+    """``gx`` (float64 NCHW, C-contiguous, modified in place) += the im2col columns ``ga`` of
+    one group, as :func:`im2col_codes` lays them out; padded positions take nothing."""
+    num_threads = _check_threads(num_threads)
+    if not isinstance(gx, np.ndarray) or gx.dtype != np.float64 or gx.ndim != 4 or \
+            not gx.flags.c_contiguous or not gx.flags.writeable:
+        raise ValueError("gx must be a writeable C-contiguous float64 NCHW array")
+    N, C, H, W, KH, KW, OH, OW, Kg = _im2col_geometry(gx.shape, groups, group, ksize, stride,
+                                                      padding, dilation)
+    ga = np.ascontiguousarray(ga)
+    if ga.dtype != np.float64 or ga.shape != (N * OH * OW, Kg):
+        raise ValueError(f"ga must be float64 of shape ({N * OH * OW}, {Kg}), got {ga.dtype} "
+                         f"{ga.shape}")
+    cdef cnp.ndarray aa = ga, xx = gx
+    cdef int64_t cN = N, cC = C, cH = H, cW = W, cG = groups, cg = group, cKH = KH, cKW = KW
+    cdef int64_t cOH = OH, cOW = OW
+    cdef int sh = stride[0], sw = stride[1], pt = padding[0], pl = padding[2]
+    cdef int dh = dilation[0], dw = dilation[1]
+    cdef int nt = 0 if num_threads is None else num_threads
+    with nogil:
+        axs_col2im_add(<const double *>cnp.PyArray_DATA(aa), cN, cC, cH, cW, cG, cg, cKH, cKW,
+                       sh, sw, pt, pl, dh, dw, cOH, cOW, <double *>cnp.PyArray_DATA(xx), nt)
+    return gx
 
 
 def min_max(x, num_threads=None):

@@ -186,30 +186,46 @@ def table_backward(layer, x, weight, xp, wp, gy, frozen, need_x=True, need_w=Tru
     kh, kw = layer.kernel_size
     G = layer.groups
     Cg, Og = C // G, cout // G
-    # float32 holds the integer codes exactly: half the traffic of float64 through unfold
-    qpad = F.pad((qa - float(lo)).to(torch.float32), (pl, pr, pt, pb), value=float(za - lo))
-    cols = F.unfold(qpad, (kh, kw), dilation=layer.dilation, stride=layer.stride)  # (N, C*kh*kw, L)
-    L = cols.shape[-1]
     Kg = Cg * kh * kw
     OH, OW = gy.shape[2], gy.shape[3]
     # weight codes (O, Cg, kh, kw) from HWIO
     qb = qb_last.permute(3, 2, 0, 1).reshape(cout, Kg)
-    gcols = torch.zeros_like(cols) if need_a else None   # float32 sums of the gradients
     gw = torch.zeros((cout, Kg), dtype=torch.float64)
+    fast = _fast()
+    geo = dict(ksize=(kh, kw), stride=tuple(layer.stride), padding=(pt, pb, pl, pr),
+               dilation=tuple(layer.dilation))
+    if fast is not None:
+        # im2col rows of uint8 codes and the gradient's col2im in C: no float copies
+        codes = (qa - lo).to(torch.uint8).contiguous().numpy()
+        gx64 = np.zeros((N, C, H, W), np.float64) if need_a else None
+        cols = None
+    else:
+        # float32 holds the integer codes exactly: half the traffic of float64 through unfold
+        qpad = F.pad((qa - float(lo)).to(torch.float32), (pl, pr, pt, pb), value=float(za - lo))
+        cols = F.unfold(qpad, (kh, kw), dilation=layer.dilation, stride=layer.stride)
+        gcols = torch.zeros_like(cols) if need_a else None   # (N, C*kh*kw, L), float32
     for g in range(G):
-        a = cols[:, g * Kg:(g + 1) * Kg, :].to(torch.uint8).permute(0, 2, 1).reshape(N * L, Kg)
+        if fast is not None:
+            a = torch.from_numpy(fast.im2col_codes(codes, G, g, pad_code=za - lo, **geo))
+        else:
+            a = cols[:, g * Kg:(g + 1) * Kg, :].to(torch.uint8).permute(0, 2, 1).reshape(-1, Kg)
         b = qb[g * Og:(g + 1) * Og].t() - lo                                  # (Kg, Og)
         gyg = gy[:, g * Og:(g + 1) * Og].permute(0, 2, 3, 1).reshape(N * OH * OW, Og)
         ga, gbg = _gemm_grads(a, b, gyg, da_t, db_t, sb[g * Og:(g + 1) * Og],
                               zb[g * Og:(g + 1) * Og], sa, za, need_a, need_b)
-        if need_a:
-            gcols[:, g * Kg:(g + 1) * Kg, :] = ga.reshape(N, L, Kg).permute(0, 2, 1)
+        if need_a and fast is not None:
+            fast.col2im_add(ga.numpy(), gx64, G, g, **geo)
+        elif need_a:
+            gcols[:, g * Kg:(g + 1) * Kg, :] = ga.reshape(N, -1, Kg).permute(0, 2, 1)
         if need_b:
             gw[g * Og:(g + 1) * Og] = gbg.t()
     gw = gw.reshape(cout, Cg, kh, kw).to(torch.float32) if need_b else None
     if not need_a:
         return None, gw
-    Hp, Wp = H + pt + pb, W + pl + pr
-    gxp = F.fold(gcols, (Hp, Wp), (kh, kw), dilation=layer.dilation, stride=layer.stride)
-    gx = gxp[:, :, pt:pt + H, pl:pl + W].to(torch.float32)
+    if fast is not None:
+        gx = torch.from_numpy(gx64).to(torch.float32)
+    else:
+        Hp, Wp = H + pt + pb, W + pl + pr
+        gxp = F.fold(gcols, (Hp, Wp), (kh, kw), dilation=layer.dilation, stride=layer.stride)
+        gx = gxp[:, :, pt:pt + H, pl:pl + W].to(torch.float32)
     return (gx * mask_x if frozen else gx), gw

@@ -510,6 +510,43 @@ def test_outlier_range_warns_for_torch_layers():
         am(x)   # the frozen range: nothing to warn about
 
 
+def test_im2col_codes_and_col2im_against_unfold_fold():
+    """axkern._fast.im2col_codes / col2im_add (the gradient tables' im2col in C) against
+    torch's unfold and fold, per group, with strides, dilation and asymmetric padding."""
+    import torch.nn.functional as F
+
+    from axkern import _fast
+
+    rng = np.random.default_rng(9)
+    N, C, H, W, G = 2, 6, 7, 9, 3
+    Cg = C // G
+    for (kh, kw), stride, (pt, pb, pl, pr), dil in [((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+                                                     ((2, 3), (2, 1), (0, 2, 1, 0), (1, 2)),
+                                                     ((1, 1), (3, 2), (0, 0, 0, 0), (1, 1))]:
+        x = rng.integers(0, 256, (N, C, H, W), dtype=np.uint8)
+        pad = 77
+        xp = F.pad(torch.from_numpy(x).float(), (pl, pr, pt, pb), value=float(pad))
+        cols = F.unfold(xp, (kh, kw), dilation=dil, stride=stride)   # (N, C*kh*kw, L)
+        L, Kg = cols.shape[-1], Cg * kh * kw
+        geo = dict(ksize=(kh, kw), stride=stride, padding=(pt, pb, pl, pr), dilation=dil)
+        gx = np.zeros((N, C, H, W))
+        gcols = torch.zeros_like(cols, dtype=torch.float64)
+        for g in range(G):
+            got = _fast.im2col_codes(x, G, g, pad_code=pad, **geo)
+            want = cols[:, g * Kg:(g + 1) * Kg].permute(0, 2, 1).reshape(N * L, Kg)
+            np.testing.assert_array_equal(got, want.numpy().astype(np.uint8))
+            ga = rng.standard_normal((N * L, Kg))
+            _fast.col2im_add(ga, gx, G, g, **geo)
+            gcols[:, g * Kg:(g + 1) * Kg] = torch.from_numpy(ga).reshape(N, L, Kg).permute(0, 2, 1)
+        full = F.fold(gcols, (H + pt + pb, W + pl + pr), (kh, kw), dilation=dil, stride=stride)
+        np.testing.assert_allclose(gx, full[:, :, pt:pt + H, pl:pl + W].numpy(), rtol=1e-12,
+                                   atol=1e-12)
+    with pytest.raises(ValueError, match="geometry"):
+        _fast.im2col_codes(x, 4, 0, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 0)
+    with pytest.raises(ValueError, match="gx must be"):
+        _fast.col2im_add(ga, gx.astype(np.float32), G, 0, **geo)
+
+
 def test_gradient_table_products_compiled_and_torch_agree(monkeypatch):
     """The gathers of grad="table" in axkern._fast.table_grads and their PyTorch fallback
     (no compiled module): the same gradients of a grouped strided convolution."""

@@ -206,6 +206,16 @@ int axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, in
                      const float *DA, const float *DB, const double *gs, const double *g,
                      double *ga, double *gb, int nthreads);
 
+/* The im2col rows of one group of NCHW codes (row (n, oy, ox), column (c, ky, kx); pad_code
+ * outside the image), and the reverse accumulation of gradients into gx (N, C, H, W). */
+void axs_im2col_codes(const uint8_t *x, int64_t N, int64_t C, int64_t H, int64_t W,
+                      int64_t G, int64_t g, int64_t KH, int64_t KW, int sh, int sw, int pt,
+                      int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
+                      uint8_t *out, int nthreads);
+void axs_col2im_add(const double *ga, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G,
+                    int64_t g, int64_t KH, int64_t KW, int sh, int sw, int pt, int pl, int dh,
+                    int dw, int64_t OH, int64_t OW, double *gx, int nthreads);
+
 /* Plain vector loops (quantize.c, epilogue.c) get an AVX2 clone picked at load time
  * (GCC's ifunc): twice the lanes of the x86-64 baseline, same IEEE operations (no FMA). */
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__)) \

@@ -130,3 +130,69 @@ int axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, in
     free(RB);
     return AXS_OK;
 }
+
+/* The im2col rows of group g of NCHW codes x (N, C, H, W): row (n * OH + oy) * OW + ox,
+ * column (c * KH + ky) * KW + kx for the group's channels c < Cg, pad_code outside. */
+void axs_im2col_codes(const uint8_t *x, int64_t N, int64_t C, int64_t H, int64_t W,
+                      int64_t G, int64_t g, int64_t KH, int64_t KW, int sh, int sw, int pt,
+                      int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
+                      uint8_t *out, int nthreads)
+{
+#ifdef _OPENMP
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+#else
+    int nt = 1;
+    (void)nthreads;
+#endif
+    const int64_t Cg = C / G, Kg = Cg * KH * KW;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < N * OH; r++) {
+        const int64_t n = r / OH, oy = r % OH;
+        for (int64_t ox = 0; ox < OW; ox++) {
+            uint8_t *o = out + ((n * OH + oy) * OW + ox) * Kg;
+            for (int64_t c = 0; c < Cg; c++) {
+                const uint8_t *xc = x + ((n * C + g * Cg + c) * H) * W;
+                for (int64_t ky = 0; ky < KH; ky++) {
+                    const int64_t iy = oy * sh - pt + ky * dh;
+                    for (int64_t kx = 0; kx < KW; kx++) {
+                        const int64_t ix = ox * sw - pl + kx * dw;
+                        *o++ = (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                   ? xc[iy * W + ix] : (uint8_t)pad_code;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The reverse for gradients: gx (N, C, H, W) += the im2col columns ga of group g (rows and
+ * columns as above); padded positions take nothing. One thread per image. */
+void axs_col2im_add(const double *ga, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G,
+                    int64_t g, int64_t KH, int64_t KW, int sh, int sw, int pt, int pl, int dh,
+                    int dw, int64_t OH, int64_t OW, double *gx, int nthreads)
+{
+#ifdef _OPENMP
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+#else
+    int nt = 1;
+    (void)nthreads;
+#endif
+    const int64_t Cg = C / G, Kg = Cg * KH * KW;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++) {
+                const double *a = ga + ((n * OH + oy) * OW + ox) * Kg;
+                for (int64_t c = 0; c < Cg; c++) {
+                    double *xc = gx + ((n * C + g * Cg + c) * H) * W;
+                    for (int64_t ky = 0; ky < KH; ky++) {
+                        const int64_t iy = oy * sh - pt + ky * dh;
+                        for (int64_t kx = 0; kx < KW; kx++, a++) {
+                            const int64_t ix = ox * sw - pl + kx * dw;
+                            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                xc[iy * W + ix] += *a;
+                        }
+                    }
+                }
+            }
+}
