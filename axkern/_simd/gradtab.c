@@ -18,11 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "axsimd.h"
+#include "axs_internal.h"
 
 #define AXS_GT_TILE (256 * 1024)
 #define AXS_GT_ROWS (512 * 1024)
@@ -76,12 +72,7 @@ int axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, in
                     const float *DA, const float *DB, const double *gs, const double *g,
                     double *ga, double *gb, int nthreads)
 {
-#ifdef _OPENMP
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-#else
-    int nt = 1;
-    (void)nthreads;
-#endif
+    const int nt = axs_threads(nthreads);
     if (gb)
         for (int64_t e = 0; e < K * N; e++)
             gb[e] = 0.0;
@@ -131,68 +122,53 @@ int axs_table_grads(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, in
     return AXS_OK;
 }
 
-/* The im2col rows of group g of NCHW codes x (N, C, H, W): row (n * OH + oy) * OW + ox,
- * column (c * KH + ky) * KW + kx for the group's channels c < Cg, pad_code outside. */
+/* The im2col layout of group g of an NCHW image batch (N, C, H, W): row (n * OH + oy) * OW
+ * + ox, column (c * KH + ky) * KW + kx for the group's channels c < Cg. With x, the rows of
+ * codes into out (pad_code outside the image); else gx += the columns ga (padded positions
+ * take nothing). One thread per image, as images never share a pixel. */
+static void gt_walk(const uint8_t *x, uint8_t *out, int pad_code, const double *ga, double *gx,
+                    int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t g,
+                    int64_t KH, int64_t KW, int sh, int sw, int pt, int pl, int dh, int dw,
+                    int64_t OH, int64_t OW, int nthreads)
+{
+    const int64_t Cg = C / G, Kg = Cg * KH * KW;
+#pragma omp parallel for num_threads(axs_threads(nthreads)) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++) {
+                const int64_t row = ((n * OH + oy) * OW + ox) * Kg;
+                int64_t col = 0;
+                for (int64_t c = 0; c < Cg; c++) {
+                    const int64_t plane = ((n * C + g * Cg + c) * H) * W;
+                    for (int64_t ky = 0; ky < KH; ky++) {
+                        const int64_t iy = oy * sh - pt + ky * dh;
+                        for (int64_t kx = 0; kx < KW; kx++, col++) {
+                            const int64_t ix = ox * sw - pl + kx * dw;
+                            const int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                            if (x)
+                                out[row + col] = inside ? x[plane + iy * W + ix]
+                                                        : (uint8_t)pad_code;
+                            else if (inside)
+                                gx[plane + iy * W + ix] += ga[row + col];
+                        }
+                    }
+                }
+            }
+}
+
 void axs_im2col_codes(const uint8_t *x, int64_t N, int64_t C, int64_t H, int64_t W,
                       int64_t G, int64_t g, int64_t KH, int64_t KW, int sh, int sw, int pt,
                       int pl, int dh, int dw, int64_t OH, int64_t OW, int pad_code,
                       uint8_t *out, int nthreads)
 {
-#ifdef _OPENMP
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-#else
-    int nt = 1;
-    (void)nthreads;
-#endif
-    const int64_t Cg = C / G, Kg = Cg * KH * KW;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t r = 0; r < N * OH; r++) {
-        const int64_t n = r / OH, oy = r % OH;
-        for (int64_t ox = 0; ox < OW; ox++) {
-            uint8_t *o = out + ((n * OH + oy) * OW + ox) * Kg;
-            for (int64_t c = 0; c < Cg; c++) {
-                const uint8_t *xc = x + ((n * C + g * Cg + c) * H) * W;
-                for (int64_t ky = 0; ky < KH; ky++) {
-                    const int64_t iy = oy * sh - pt + ky * dh;
-                    for (int64_t kx = 0; kx < KW; kx++) {
-                        const int64_t ix = ox * sw - pl + kx * dw;
-                        *o++ = (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                                   ? xc[iy * W + ix] : (uint8_t)pad_code;
-                    }
-                }
-            }
-        }
-    }
+    gt_walk(x, out, pad_code, NULL, NULL, N, C, H, W, G, g, KH, KW, sh, sw, pt, pl, dh, dw, OH,
+            OW, nthreads);
 }
 
-/* The reverse for gradients: gx (N, C, H, W) += the im2col columns ga of group g (rows and
- * columns as above); padded positions take nothing. One thread per image. */
 void axs_col2im_add(const double *ga, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G,
                     int64_t g, int64_t KH, int64_t KW, int sh, int sw, int pt, int pl, int dh,
                     int dw, int64_t OH, int64_t OW, double *gx, int nthreads)
 {
-#ifdef _OPENMP
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-#else
-    int nt = 1;
-    (void)nthreads;
-#endif
-    const int64_t Cg = C / G, Kg = Cg * KH * KW;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t oy = 0; oy < OH; oy++)
-            for (int64_t ox = 0; ox < OW; ox++) {
-                const double *a = ga + ((n * OH + oy) * OW + ox) * Kg;
-                for (int64_t c = 0; c < Cg; c++) {
-                    double *xc = gx + ((n * C + g * Cg + c) * H) * W;
-                    for (int64_t ky = 0; ky < KH; ky++) {
-                        const int64_t iy = oy * sh - pt + ky * dh;
-                        for (int64_t kx = 0; kx < KW; kx++, a++) {
-                            const int64_t ix = ox * sw - pl + kx * dw;
-                            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                                xc[iy * W + ix] += *a;
-                        }
-                    }
-                }
-            }
+    gt_walk(NULL, NULL, 0, ga, gx, N, C, H, W, G, g, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW,
+            nthreads);
 }
