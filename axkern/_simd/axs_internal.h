@@ -10,6 +10,9 @@ void *axs_alloc64(size_t n);
 void axs_free64(void *p);
 /* nthreads <= 0: OpenMP's default. */
 int axs_threads(int nthreads);
+/* The same, or 1 for passes over fewer than 65536 elements (a thread team costs more than
+ * such a pass: the plain loops of quantize.c and epilogue.c). */
+int axs_threads_for(int nthreads, int64_t elements);
 
 /* Drivers of the expanded-table method (expand.c) over a prepared 16-bit-class table t whose
  * fixed operand is the weight code (gemm: swapped = 0; conv2d) or the activation code

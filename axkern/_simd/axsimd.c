@@ -287,6 +287,11 @@ int axs_threads(int nthreads)
 #endif
 }
 
+int axs_threads_for(int nthreads, int64_t elements)
+{
+    return elements < 65536 ? 1 : axs_threads(nthreads);
+}
+
 /* Rows per tile when `rows` streamed rows (times `fblocks` blocks of fixed codes) are
  * shared by nt threads: AXS_MB, or two thirds of it when that evens out the last round of
  * tiles (e.g. 2048 rows on 2 threads: 11 tiles of 192 leave one thread a tile behind,

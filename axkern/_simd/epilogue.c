@@ -20,11 +20,7 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "axsimd.h"
+#include "axs_internal.h"
 
 /* Rows of the int32 case in float64: every term is an integer below 2**53 in magnitude
  * (the caller checked), so each sum and product is exact and v equals the int64 result;
@@ -94,14 +90,7 @@ int axs_epilogue(const void *total, int in64, int64_t rows, int64_t cols, int64_
                  const int64_t *sumx, const int64_t *zw, const int64_t *corr,
                  const double *scale, const float *bias, float *y, int nthreads)
 {
-#ifdef _OPENMP
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-    if (rows * cols < 65536)
-        nt = 1;  /* small outputs: a thread team costs more than the work */
-#else
-    int nt = 1;
-    (void)nthreads;
-#endif
+    const int nt = axs_threads_for(nthreads, rows * cols);
     (void)nt;
     int64_t og = cols / groups;
     double *zwd = (double *)calloc((size_t)(2 * cols), sizeof(double));
@@ -230,14 +219,7 @@ int axs_window_sums(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C
         mode2 &= values[i] == (int8_t)(uint8_t)i;
     }
     mode = mode ? 1 : (mode2 ? 2 : 0);
-#ifdef _OPENMP
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-    if (N * H * W * C < 65536)
-        nt = 1;
-#else
-    int nt = 1;
-    (void)nthreads;
-#endif
+    const int nt = axs_threads_for(nthreads, N * H * W * C);
     (void)nt;
     int64_t cg = C / G, fill = values[pad_code] * cg;
     int err = 0;

@@ -19,11 +19,7 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "axsimd.h"
+#include "axs_internal.h"
 
 static inline int32_t code_unsigned(float x, float nmin, float nmax, float inv, int32_t span,
                                     int32_t qmin)
@@ -106,12 +102,7 @@ int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, 
                      int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                      uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
 {
-#ifdef _OPENMP
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-#else
-    int nt = 1;
-    (void)nthreads;
-#endif
+    const int nt = axs_threads(nthreads);
     int64_t nbad = 0;
     if (rows >= 4 * (int64_t)nt || rowsum || rows * cols < 65536) {
         /* whole rows per thread (row sums need them); small inputs on one thread; short
@@ -203,14 +194,7 @@ int64_t axs_quantize_nchw(const float *x, int64_t N, int64_t C, int64_t HW, int 
                           float scale, int32_t zp, float nmin, float nmax, float inv,
                           int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *idx, int nthreads)
 {
-#ifdef _OPENMP
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-    if (N * C * HW < 65536)
-        nt = 1;
-#else
-    int nt = 1;
-    (void)nthreads;
-#endif
+    const int nt = axs_threads_for(nthreads, N * C * HW);
     (void)nt;
     /* pixels per tile: the tile (C x pb bytes) stays within 16 KiB of L1 */
     int64_t pb = 16384 / (C > 0 ? C : 1);
@@ -298,14 +282,7 @@ __attribute__((target("avx2"))) static void minmax_avx2(const float *x, int64_t 
 
 int64_t axs_minmax(const float *x, int64_t n, float *lo, float *hi, int nthreads)
 {
-#ifdef _OPENMP
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-    if (n < 65536)
-        nt = 1;
-#else
-    int nt = 1;
-    (void)nthreads;
-#endif
+    const int nt = axs_threads_for(nthreads, n);
     (void)nt;
     int avx2 = 0;
 #ifdef AXS_HAVE_MINMAX_AVX2
