@@ -55,7 +55,7 @@ from libc.string cimport memcmp
 cimport openmp
 from cython.parallel cimport prange
 
-from .backends import _check_threads, check_conv_args, check_gemm_args
+from .backends import _check_threads, check_conv_args, check_gemm_args, check_out_array
 
 cnp.import_array()
 
@@ -133,13 +133,7 @@ def _out_array(out, shape, dtype, name="out"):
     or a new one when ``out`` is None."""
     if out is None:
         return np.empty(shape, dtype)
-    if not isinstance(out, np.ndarray) or out.dtype != np.dtype(dtype) or \
-            tuple(out.shape) != tuple(shape) or not out.flags.c_contiguous or \
-            not out.flags.writeable:
-        raise ValueError(f"{name} must be a writeable C-contiguous {np.dtype(dtype)} array of "
-                         f"shape {tuple(shape)}, got "
-                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
-    return out
+    return check_out_array(out, shape, dtype, name)
 
 
 def available_paths():

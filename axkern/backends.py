@@ -186,6 +186,18 @@ def _check_index_array(v, name, ndim):
     return np.ascontiguousarray(v)
 
 
+def check_out_array(out, shape, dtype, name="out"):
+    """``out`` checked to be a writeable C-contiguous array of exactly ``shape`` and ``dtype``
+    (a caller's buffer for a result)."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.dtype(dtype) or \
+            tuple(out.shape) != tuple(shape) or not out.flags.c_contiguous or \
+            not out.flags.writeable:
+        raise ValueError(f"{name} must be a writeable C-contiguous {np.dtype(dtype)} array of "
+                         f"shape {tuple(shape)}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+    return out
+
+
 def _check_out_dtype(out_dtype):
     dt = np.dtype(out_dtype)
     if dt not in (np.dtype(np.int32), np.dtype(np.int64)):

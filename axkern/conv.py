@@ -19,7 +19,7 @@ import weakref
 import numpy as np
 
 from .backends import (_check_limit, _check_threads, accumulator_dtype, as_multiplier,
-                       conv_output_size, get_backend, table256)
+                       check_out_array, conv_output_size, get_backend, table256)
 from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
                     tf_quant_params, warn_once)
 from .tune import resolve_tuning
@@ -591,13 +591,7 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None
 
 def check_out(out, shape):
     """``out`` validated as a writeable C-contiguous float32 array of ``shape``."""
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or \
-            tuple(out.shape) != tuple(shape) or not out.flags.c_contiguous or \
-            not out.flags.writeable:
-        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
-                         f"{tuple(shape)}, got {getattr(out, 'dtype', type(out).__name__)} "
-                         f"{getattr(out, 'shape', '')}")
-    return out
+    return check_out_array(out, shape, np.float32)
 
 
 def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=1, groups=1,
