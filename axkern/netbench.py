@@ -251,7 +251,7 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
         g = torch.Generator().manual_seed(seed)
         x = torch.rand(batch, 3, 32, 32, generator=g)
         inputs = [x.clone() for _ in range(copies)]
-        macs = _macs(net, x[:1])
+        macs = sum(r["macs"] for r in axtorch.layers(net, input_shape=tuple(x.shape[1:])))
 
         def run(model):
             def f(xx):
@@ -380,28 +380,6 @@ def profile_layers(model, layers, x, repeat=3):
             transpose_out=best(lambda: np.copyto(y_nchw, y_nhwc.transpose(0, 3, 1, 2))),
             weights=best(weights)))
     return rows
-
-
-def _macs(model, x):
-    """Multiply-accumulates per image of the Conv2d and Linear layers (forward hooks)."""
-    torch = _torch()
-    total = [0]
-
-    def hook(mod, inp, out):
-        if isinstance(mod, torch.nn.Conv2d):
-            total[0] += out[0].numel() * mod.weight[0].numel()
-        else:
-            total[0] += out[0].numel() * mod.in_features
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules()
-             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    try:
-        with torch.inference_mode():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total[0]
 
 
 def _line(r):
