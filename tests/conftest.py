@@ -24,3 +24,14 @@ def _private_cache_dir(tmp_path_factory):
 def fixtures_dir():
     """Directory of the C and table fixtures (tests/fixtures)."""
     return FIXTURES
+
+
+@pytest.fixture
+def one_thread():
+    """PyTorch on one thread for the test (tiny layers: one thread is fastest and robust on a
+    busy machine, where spinning OpenMP workers of two threads on loaded cores cost 20x)."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

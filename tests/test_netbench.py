@@ -8,14 +8,6 @@ from axkern import netbench  # noqa: E402
 from axkern.cli import main  # noqa: E402
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_run_networks_records(one_thread):
     (r,) = netbench.run_networks([8], batch=2, repeat=1, copies=1, num_threads=1)
     # ResNet-8 (Keras design) MACs per 32x32 image, written out: first conv, stage convs,

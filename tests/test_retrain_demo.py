@@ -33,16 +33,6 @@ def test_split_is_the_shipped_models(demo):
     assert np.bincount(yte.numpy(), minlength=10).min() >= 43
 
 
-@pytest.fixture
-def one_thread():
-    # tiny layers: one thread is fastest, and robust on a busy machine (spinning OpenMP
-    # workers of two threads on two loaded cores cost 20x here)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_retraining_steps_lower_the_approximate_loss(demo, one_thread):
     torch.manual_seed(0)
     xtr, ytr, _, _ = demo.load_data()
