@@ -82,6 +82,16 @@ def _timed(f):
     return time.perf_counter() - t0
 
 
+def best_time(f, repeat=3):
+    """The shortest of ``repeat`` timed calls of ``f``, in seconds (the benchmark tools')."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def _settle(seconds=0.3):
     """Let worker threads that spin after a call go to sleep: OpenBLAS's keep spinning for a
     while after a matmul and would compete with the next kernel for the same cores."""

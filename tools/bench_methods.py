@@ -14,21 +14,12 @@ Examples::
 """
 import argparse
 import sys
-import time
 
 import numpy as np
 
 from axkern import _fast
 from axkern.bench import SHAPES, _table
-
-
-def _best(f, n=3):
-    best = float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t)
-    return best
+from axkern.bench import best_time as _best
 
 
 def _kernel(kind, prm, table, rng, threads):

@@ -70,15 +70,6 @@ def resnet8(path, seed=0):
     onnx.save(model, path)
 
 
-def best(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def approx_share(model, x, repeat):
     """Share of an approximate forward pass spent inside axconv2d / axdense (timed per call by
     wrappers around them, in the same runs)."""
@@ -120,6 +111,7 @@ def main(argv=None):
     import onnxruntime as ort
 
     import axkern
+    from axkern.bench import best_time as best
     from axkern.onnx import load_model
 
     with tempfile.TemporaryDirectory() as d:

@@ -6,12 +6,12 @@ runs each), and the check alone, for a small, a medium and a large input. Single
 kernels so that the comparison is not dominated by thread scheduling. Example:
 ``python tools/bench_range_check.py``.
 """
-import time
 
 import numpy as np
 
 import axkern
 import axkern.conv as conv
+from axkern.bench import best_time as best
 from axkern.quant import check_range, tf_quant_params
 
 CASES = {
@@ -19,15 +19,6 @@ CASES = {
     "mid (8,32,32,32) x (3,3,32,32)": ((8, 32, 32, 32), (3, 3, 32, 32)),
     "large (32,56,56,64) x (3,3,64,64)": ((32, 56, 56, 64), (3, 3, 64, 64)),
 }
-
-
-def best(f, n):
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main():

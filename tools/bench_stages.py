@@ -19,23 +19,14 @@ Examples::
 """
 import argparse
 import sys
-import time
 
 import numpy as np
 
 import axkern
 from axkern import _fast
 from axkern.bench import SHAPES, _table
+from axkern.bench import best_time as _best
 from axkern.conv import _prepare_weights, checked_params, resolve_quant, scale_and_zp
-
-
-def _best(f, n=3):
-    best = float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _conv_stages(prm, m, rng, T):
