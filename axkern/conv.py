@@ -759,22 +759,17 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     dq = {"scale": sx * pw.sw, "bias": bias}
     if zx:
         dq["corr"] = K * zx * zw - zx * pw.sum_w
-    C = x.shape[3]
-    if from_nchw and groups > 1 and groups == C == COUT and (pw.folded or not np.any(zw != 0)) \
-            and getattr(be, "SUPPORTS_NCHW_IN", False) and getattr(be, "SUPPORTS_NCHW", False):
-        # A depthwise layer works on planes: NCHW indices straight from the NCHW input (no
-        # transposition on either side), into the NCHW output.
-        xi = fast.quantize_indices(x_nchw, xp, index_mask=(1 << m.bits) - 1,
-                                   num_threads=num_threads,
-                                   out=work_buffer("indices", x_nchw.shape, np.uint8))
-        y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index,
-                      pw.dtype, num_threads, dequant=dq, out_format="NCHW", in_format="NCHW",
-                      **({"out": out} if out is not None else {}))
-        check_overflow(y, dq["scale"], K, m, bias)
-        return y
-    xi = fast.quantize_indices(x_nchw if from_nchw else x, xp, index_mask=(1 << m.bits) - 1,
-                               num_threads=num_threads, from_nchw=from_nchw,
-                               out=work_buffer("indices", x.shape, np.uint8))
+    # A depthwise layer works on planes: its NCHW input is quantized as it is and the kernel
+    # reads NCHW indices (no transposition on either side). Not with window sums, which
+    # take NHWC indices.
+    planes = from_nchw and groups > 1 and groups == x.shape[3] == COUT \
+        and (pw.folded or not np.any(zw != 0)) \
+        and getattr(be, "SUPPORTS_NCHW_IN", False) and getattr(be, "SUPPORTS_NCHW", False)
+    src = x_nchw if from_nchw else x
+    xi = fast.quantize_indices(src, xp, index_mask=(1 << m.bits) - 1, num_threads=num_threads,
+                               from_nchw=from_nchw and not planes,
+                               out=work_buffer("indices", src.shape if planes else x.shape,
+                                               np.uint8))
     if not pw.folded and np.any(zw != 0):
         # The weight zero point was not folded into the table (T'[a, b] = T[a, b] - z_w
         # value(a) sums to the corrected total directly, see _fold_zero_point): per channel,
@@ -789,6 +784,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
         # the dequantizing store writes the NCHW output directly
         y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index,
                       pw.dtype, num_threads, dequant=dq, out_format="NCHW",
+                      **({"in_format": "NCHW"} if planes else {}),
                       **({"out": out} if out is not None else {}))
         check_overflow(y, dq["scale"], K, m, bias)
         return y

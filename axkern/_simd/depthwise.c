@@ -266,28 +266,27 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                     if (vbmi)
                         dw_band_vbmi(xs + ((n * C + c0) * Hp + y0) * Wp, Hp * Wp, Wp, nb, OW,
                                      nc, w + c0, C, K, soff, fk, t, E, E + nsum, sums, cb);
-                    else if (e16 && planar_dq) {
-                        /* channel planes of sums, each dequantized as one run straight
-                         * into its NCHW output plane: no transposition */
+                    else if (e16) {
+                        /* planar_dq: channel planes of sums (pixel stride 1, channel stride
+                         * P), each dequantized as one run straight into its NCHW output
+                         * plane (no transposition); else pixel-major as below */
                         axs_dwplanes16_avx2(xs + ((n * C + c0) * Hp + y0 * sh) * Wp,
                                             (ptrdiff_t)(Hp * Wp), (ptrdiff_t)(sh * Wp),
                                             (ptrdiff_t)(dh * Wp), (int)KH, (int)KW, sw, nb,
                                             OW, (int)nc, (const uint16_t *)E,
-                                            (ptrdiff_t)(KH * 1024), sums, 1, (ptrdiff_t)P);
-                        for (int64_t j = 0; j < nc; j++) {
-                            int64_t c = c0 + j;
-                            axs_dequant_run(sums + j * P, P, kbias, dd.scale[c], dd.corr[c],
-                                            dd.bias ? dd.bias + c : NULL,
-                                            (float *)out + ((n * C + c) * OH + y0) * OW);
+                                            (ptrdiff_t)(KH * 1024), sums,
+                                            planar_dq ? 1 : (ptrdiff_t)cb,
+                                            planar_dq ? (ptrdiff_t)P : 1);
+                        if (planar_dq) {
+                            for (int64_t j = 0; j < nc; j++) {
+                                int64_t c = c0 + j;
+                                axs_dequant_run(sums + j * P, P, kbias, dd.scale[c],
+                                                dd.corr[c], dd.bias ? dd.bias + c : NULL,
+                                                (float *)out + ((n * C + c) * OH + y0) * OW);
+                            }
+                            continue;
                         }
-                        continue;
-                    } else if (e16)
-                        axs_dwplanes16_avx2(xs + ((n * C + c0) * Hp + y0 * sh) * Wp,
-                                            (ptrdiff_t)(Hp * Wp), (ptrdiff_t)(sh * Wp),
-                                            (ptrdiff_t)(dh * Wp), (int)KH, (int)KW, sw, nb,
-                                            OW, (int)nc, (const uint16_t *)E,
-                                            (ptrdiff_t)(KH * 1024), sums, (ptrdiff_t)cb, 1);
-                    else
+                    } else
                         planes(xs + ((n * C + c0) * Hp + y0 * sh) * Wp, (ptrdiff_t)(Hp * Wp),
                                (ptrdiff_t)(sh * Wp), (ptrdiff_t)(dh * Wp), (int)KH, (int)KW,
                                sw, nb, OW, (int)nc, E, (ptrdiff_t)(KH * 1024), sums,

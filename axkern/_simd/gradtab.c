@@ -10,7 +10,7 @@
  * As in the expanded tables of expand.c, the gathers along n are done once per reduction
  * index k instead of once per row: R_k[v][n] = T[v, b[k, n]] for all 256 codes v, so that a
  * row m reads the contiguous row R_k[a[m, k]] (a dot product with gs[m, :], or an update of
- * gb[k, :] with g[m, :]). The rows are built for a block of k at a time (at most 4 MiB for
+ * gb[k, :] with g[m, :]). The rows are built for a block of k at a time (at most 512 KiB for
  * both tables). ga runs over rows m; gb over k, each thread keeping whole rows gb[k, :]
  * while a tile of rows of g (at most 256 KiB) passes, so that g comes from L2 and no two
  * threads write one row. */
