@@ -157,12 +157,12 @@ def test_same_front_with_one_worker_and_after_resume(reference, cluster, tmp_pat
     assert seen[1][1] == n_part
 
 
-class SlowModel:
-    """The shipped model behind the survey's protocol, each evaluation in a worker taking at
-    least ``delay`` seconds: a budget then stops the search whatever the machine's speed."""
+class _WorkerModel:
+    """The shipped model behind the survey's protocol, evaluated differently in the search's
+    worker processes than in this one (``home``)."""
 
-    def __init__(self, net, delay, home=None):
-        self.net, self.delay = net, delay
+    def __init__(self, net, home=None):
+        self.net = net
         self.home = os.getpid() if home is None else home
         self.name, self.metadata = net.name, net.metadata
 
@@ -177,6 +177,18 @@ class SlowModel:
     def settings(self):
         return self.net.settings()
 
+    def layer_macs(self, input_shape):
+        return _macs_by_hand()
+
+
+class SlowModel(_WorkerModel):
+    """Each evaluation in a worker takes at least ``delay`` seconds: a budget then stops the
+    search whatever the machine's speed."""
+
+    def __init__(self, net, delay, home=None):
+        super().__init__(net, home)
+        self.delay = delay
+
     def accuracy(self, x, y, **kw):
         if os.getpid() != self.home:
             time.sleep(self.delay)
@@ -187,9 +199,6 @@ class SlowModel:
 
     def fingerprint(self):   # the same model whatever the delay
         return S._model_hash(self.net)
-
-    def layer_macs(self, input_shape):
-        return _macs_by_hand()
 
 
 def test_budget_stop_then_resume(reference, cluster, tmp_path):
@@ -203,25 +212,13 @@ def test_budget_stop_then_resume(reference, cluster, tmp_path):
     assert r["finished"] and _front(out) == _front(reference)
 
 
-class DyingModel:
-    """The shipped model behind the survey's protocol; the first evaluation that finds the
-    flag file (and removes it) ends its worker process on the spot."""
+class DyingModel(_WorkerModel):
+    """The first evaluation that finds the flag file (and removes it) ends its worker
+    process on the spot (only workers die, never this process)."""
 
     def __init__(self, net, flag, home=None):
-        self.net, self.flag = net, flag
-        self.home = os.getpid() if home is None else home  # only workers die, never this one
-        self.name, self.metadata = net.name, net.metadata
-
-    @property
-    def compute_layers(self):
-        return self.net.compute_layers
-
-    def configure(self, layers=None, **kw):
-        self.net.configure(layers, **kw)
-        return self
-
-    def settings(self):
-        return self.net.settings()
+        super().__init__(net, home)
+        self.flag = flag
 
     def accuracy(self, x, y, **kw):
         if os.getpid() == self.home:
@@ -234,9 +231,6 @@ class DyingModel:
 
     def copy(self):
         return DyingModel(self.net.copy(), self.flag, self.home)
-
-    def layer_macs(self, input_shape):
-        return _macs_by_hand()
 
 
 def test_worker_killed_mid_search(reference, cluster, tmp_path):
