@@ -50,12 +50,13 @@ import os
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp
 cimport openmp
 from cython.parallel cimport prange
 
-from .backends import _check_threads, check_conv_args, check_gemm_args, check_out_array
+from .backends import (_check_threads, check_conv_args, check_gemm_args, check_out_array,
+                       table_token)
 
 cnp.import_array()
 
@@ -76,11 +77,11 @@ cdef extern from "axsimd.h" nogil:
         const int64_t *gcol
         int64_t groups
         int64_t nchw
-    int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M,
-                 int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
+    int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
+                 int64_t M, int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
                  int nthreads, int path, int method)
-    int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N,
-                   int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
+    int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
+                   int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
                    int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw,
                    int64_t groups, int pad_code, int out64, void *out, const axs_dequant *dq,
                    int nthreads, int path, int method, int in_nchw)
@@ -115,6 +116,7 @@ PATHS = ("avx512_vbmi", "avx2", "scalar")
 _CODES = {"avx512_vbmi": AXS_PATH_AVX512_VBMI, "avx2": AXS_PATH_AVX2, "scalar": AXS_PATH_SCALAR}
 _ENV = "AXKERN_CPU_PATH"
 _ZERO_TABLE = np.zeros((256, 256), np.int32)  # argument checks of window_sums only
+_QuantParams = None   # axkern.quant.QuantParams, imported on first use (quantize_indices)
 
 #: ``conv2d``, ``quantize_indices`` and ``window_sums`` take ``out=`` (a caller's buffer:
 #: the float-level layer reuses its work buffers, fresh pages cost page faults per call).
@@ -336,9 +338,10 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
     cdef int nt = 0 if num_threads is None else num_threads
     cdef int rc
     cdef const axs_dequant *dqp = _dq_ptr(dq)
+    cdef uint64_t token = table_token(table)
     with nogil:
         rc = axs_gemm(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
-                      <const int32_t *>cnp.PyArray_DATA(tt), M, K, N, out64,
+                      <const int32_t *>cnp.PyArray_DATA(tt), token, M, K, N, out64,
                       cnp.PyArray_DATA(oo), dqp, nt, p, meth)
     _raise(rc, "gemm", method)
     return out
@@ -424,9 +427,10 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     cdef int pc = pad_code
     cdef int rc
     cdef const axs_dequant *dqp = _dq_ptr(dq)
+    cdef uint64_t token = table_token(table)
     with nogil:
         rc = axs_conv2d(<const uint8_t *>cnp.PyArray_DATA(xx), <const uint8_t *>cnp.PyArray_DATA(ww),
-                        <const int32_t *>cnp.PyArray_DATA(tt), N, H, W, C, KH, KW, COUT,
+                        <const int32_t *>cnp.PyArray_DATA(tt), token, N, H, W, C, KH, KW, COUT,
                         sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo),
                         dqp, nt, p, meth, in_nchw)
     _raise(rc, "conv2d", method)
@@ -466,9 +470,10 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     indices : ndarray of uint8, shaped as ``x`` (NHWC with ``from_nchw``)
     sums : ndarray of int64, shaped as ``x.shape[:-1]`` (only with ``row_sums=True``)
     """
-    from .quant import QuantParams
-
-    if not isinstance(params, QuantParams):
+    global _QuantParams
+    if _QuantParams is None:
+        from .quant import QuantParams as _QuantParams
+    if not isinstance(params, _QuantParams):
         raise TypeError(f"params must be QuantParams, got {type(params).__name__}")
     if params.per_channel:
         raise ValueError("quantize_indices takes per-tensor parameters only (a scalar scale and "
@@ -476,12 +481,16 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     if isinstance(index_mask, bool) or not isinstance(index_mask, (int, np.integer)) \
             or index_mask not in (3, 7, 15, 31, 63, 127, 255):
         raise ValueError(f"index_mask must be 2**bits - 1 for bits 2..8, got {index_mask!r}")
-    arr = np.asarray(x)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
-            or np.iscomplexobj(arr):
-        raise TypeError(f"x must be a real numeric array, got dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=np.float32, order="C")  # (keeps 0-d arrays 0-d)
-    if max(abs(int(params.qmin)), abs(int(params.qmax))) > 65535:
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous:
+        arr = x   # the float-level layer's case: no dtype inquiries
+    else:
+        arr = np.asarray(x)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
+                or np.iscomplexobj(arr):
+            raise TypeError(f"x must be a real numeric array, got dtype {arr.dtype}")
+        arr = np.asarray(arr, dtype=np.float32, order="C")  # (keeps 0-d arrays 0-d)
+    qlo, qhi = int(params.qmin), int(params.qmax)
+    if max(abs(qlo), abs(qhi)) > 65535:
         raise ValueError(f"quantize_indices takes codes of at most 16 bits, got the range "
                          f"[{params.qmin}, {params.qmax}]")
     num_threads = _check_threads(num_threads)
@@ -495,13 +504,12 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     idx = _out_array(out, (shape[0], shape[2], shape[3], shape[1]) if from_nchw else shape,
                      np.uint8)
     sums = np.empty(shape[:nd - 1] if nd else (), np.int64) if row_sums else None
-    # The float32 parameters exactly as axkern.quant computes them.
-    f32 = np.float32
-    s = f32(params.scale)
-    zf = f32(params.zero_point)
-    cdef float c_s = s, c_nmin = (f32(params.qmin) - zf) * s, c_nmax = (f32(params.qmax) - zf) * s
-    cdef float c_inv = f32(1) / s
-    cdef int32_t zp = int(params.zero_point), qmin = params.qmin, qmax = params.qmax
+    # The float32 parameters exactly as axkern.quant computes them (float32 operations in
+    # C: one rounding each, as NumPy's float32 scalars; no multiply-add to contract).
+    cdef int32_t zp = int(params.zero_point), qmin = qlo, qmax = qhi
+    cdef float c_s = np.float32(params.scale), zf = <float>zp
+    cdef float c_nmin = (<float>qmin - zf) * c_s, c_nmax = (<float>qmax - zf) * c_s
+    cdef float c_inv = <float>1 / c_s
     cdef int is_signed = bool(params.signed)
     cdef uint8_t mask = int(index_mask)
     cdef int nt = 0 if num_threads is None else int(num_threads)
@@ -604,6 +612,9 @@ def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
 
 def _vec(v, n, dtype, name):
     """``v`` as a C-contiguous length-``n`` vector of ``dtype`` (scalars broadcast)."""
+    if type(v) is np.ndarray and v.dtype == dtype and v.ndim == 1 and v.shape[0] == n \
+            and v.flags.c_contiguous:
+        return v   # as the float-level layer passes them: no conversions (a few us each)
     a = np.asarray(v)
     if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != n):
         raise ValueError(f"{name} must be a scalar or have shape ({n},), got shape {a.shape}")
@@ -863,6 +874,27 @@ def min_max(x, num_threads=None):
     if nan:
         return np.float32(np.nan), np.float32(np.nan)
     return np.float32(lo), np.float32(hi)
+
+
+def off_zero(v, half):
+    """``(count of |v| > half, count of v != 0)`` of a 1-D float32 array of any stride, in
+    one pass: the range check's counts (:func:`axkern.quant.check_range`) on its sample
+    (three NumPy passes and their temporaries took about 9 us a call)."""
+    if not isinstance(v, np.ndarray) or v.dtype != np.float32 or v.ndim != 1:
+        raise ValueError(f"v must be a 1-D float32 ndarray, got "
+                         f"{getattr(v, 'dtype', type(v).__name__)} of shape "
+                         f"{getattr(v, 'shape', '?')}")
+    cdef cnp.ndarray va = v
+    cdef const char *p = <const char *>cnp.PyArray_DATA(va)
+    cdef Py_ssize_t st = va.strides[0], n = va.shape[0], i
+    cdef float h = np.float32(half), e
+    cdef int64_t off = 0, nnz = 0
+    with nogil:
+        for i in range(n):
+            e = (<const float *>(p + i * st))[0]
+            off += (e > h) + (e < -h)
+            nnz += e != 0
+    return int(off), int(nnz)
 
 
 def same_bytes(a, b, num_threads=None):

@@ -21,7 +21,9 @@ else the CPU kernels).
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import itertools
 import numbers
 import os
 import weakref
@@ -105,6 +107,12 @@ def available_backends():
     return names
 
 
+@functools.lru_cache(maxsize=None)
+def _multiplier_class():
+    from .lut import Multiplier
+    return Multiplier
+
+
 def as_multiplier(multiplier):
     """A :class:`~axkern.lut.Multiplier` from a Multiplier or an unsigned table array.
 
@@ -115,6 +123,8 @@ def as_multiplier(multiplier):
     ValueError
         For a table that is not of shape (2**n, 2**n), n from 2 to 8.
     """
+    if type(multiplier) is _multiplier_class():
+        return multiplier   # (the isinstance below costs a few us with the import)
     from .lut import Multiplier
 
     if isinstance(multiplier, Multiplier):
@@ -139,7 +149,7 @@ def table256(multiplier):
         raise ValueError(f"multiplier table has shape {t.shape}: expected (2**n, 2**n), n <= 8")
     out = np.zeros((256, 256), np.int32)
     out[: t.shape[0], : t.shape[1]] = t
-    out.setflags(write=False)
+    freeze_table(out)
     try:
         multiplier._axkern_table256 = out
     except AttributeError:  # objects without a __dict__ are simply not cached
@@ -208,6 +218,8 @@ def _check_out_dtype(out_dtype):
 def _check_threads(num_threads):
     if num_threads is None:
         return None
+    if type(num_threads) is int and 1 <= num_threads <= MAX_THREADS:
+        return num_threads
     if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
         raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
     if num_threads > MAX_THREADS:
@@ -239,24 +251,47 @@ def _pair(v, name, minimum):
     return _check_limit((int(v[0]), int(v[1])), name)
 
 
-_TABLE_ABS = {}   # id(table) -> (weakref to it, max|T|), for frozen tables only
+_FROZEN = {}   # id(table) -> (weakref to it, token, max|T|): the tables freeze_table froze
+_TOKENS = itertools.count(1)
+
+
+def freeze_table(table):
+    """Make ``table``, an int32 (256, 256) array that axkern created (a multiplier's padded
+    table, a folded table), read-only for good and register it: :func:`table_token` then
+    gives it a token that is never reused, by which the compiled kernels' cache of prepared
+    tables recognizes it without comparing its 65536 entries (about 10 us a call), and its
+    max|T| is computed once. Never for arrays a caller owns, which could be changed."""
+    table.setflags(write=False)
+    key = id(table)
+
+    def gone(ref, key=key):
+        hit = _FROZEN.get(key)
+        if hit is not None and hit[0] is ref:
+            del _FROZEN[key]
+
+    _FROZEN[key] = (weakref.ref(table, gone), next(_TOKENS),
+                    max(-int(table.min()), int(table.max())))
+    return table
+
+
+def _frozen(table):
+    hit = _FROZEN.get(id(table))
+    if hit is not None and hit[0]() is table and not table.flags.writeable:
+        return hit
+    return None
+
+
+def table_token(table):
+    """The token of a table registered by :func:`freeze_table`, else 0."""
+    hit = _frozen(table)
+    return 0 if hit is None else hit[1]
 
 
 def _table_max_abs(table):
-    # Tables that own their memory and are read-only (axkern's own: a multiplier's table,
-    # its folded copies) cannot change: their max|T| is remembered (the min and max of 65536
-    # entries cost about 12 us a call, a tenth of a small layer's fixed cost).
-    frozen = not table.flags.writeable and table.base is None
-    if frozen:
-        hit = _TABLE_ABS.get(id(table))
-        if hit is not None and hit[0]() is table:
-            return hit[1]
-    v = max(-int(table.min()), int(table.max()))
-    if frozen:
-        if len(_TABLE_ABS) >= 256:
-            _TABLE_ABS.clear()
-        _TABLE_ABS[id(table)] = (weakref.ref(table), v)
-    return v
+    # The tables axkern froze cannot change: their max|T| is remembered (the min and max of
+    # 65536 entries cost about 12 us a call, a tenth of a small layer's fixed cost).
+    hit = _frozen(table)
+    return hit[2] if hit is not None else max(-int(table.min()), int(table.max()))
 
 
 def _check_no_overflow(out_dtype, K, table):
@@ -290,6 +325,16 @@ def conv_output_size(H, W, KH, KW, stride, padding, dilation):
     return max(oh, 0), max(ow, 0)
 
 
+def _plain(v):
+    """Whether ``v`` is an exact int, a str or a tuple of exact ints (no bools, no NumPy
+    integers): an argument whose validation may be remembered by value."""
+    t = type(v)
+    return t is int or t is str or (t is tuple and all(type(i) is int for i in v))
+
+
+_GEOMETRY = {}   # plain arguments -> check_conv_geometry's result (~8 us to validate)
+
+
 def check_conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, pad_code):
     """Validate the geometry of a ``conv2d`` call from the operands' shapes alone (so that
     device arrays need not be converted).
@@ -299,6 +344,19 @@ def check_conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, pad
     tuple
         ``(stride, padding, dilation, groups, pad_code, (OH, OW))`` as plain ints.
     """
+    key = (tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, pad_code)
+    if all(map(_plain, key[2:])):
+        hit = _GEOMETRY.get(key)
+        if hit is None:
+            hit = _checked_conv_geometry(*key)
+            if len(_GEOMETRY) >= 1024:
+                _GEOMETRY.clear()
+            _GEOMETRY[key] = hit
+        return hit
+    return _checked_conv_geometry(*key)
+
+
+def _checked_conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, pad_code):
     stride = _pair(stride, "stride", 1)
     dilation = _pair(dilation, "dilation", 1)
     try:

@@ -12,14 +12,16 @@ for given codes.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import threading
 import weakref
 
 import numpy as np
 
-from .backends import (_check_limit, _check_threads, accumulator_dtype, as_multiplier,
-                       check_out_array, conv_output_size, get_backend, table256)
+from .backends import (_check_limit, _check_threads, _plain, accumulator_dtype, as_multiplier,
+                       check_out_array, conv_output_size, freeze_table, get_backend,
+                       table256)
 from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
                     tf_quant_params, warn_once)
 from .tune import resolve_tuning
@@ -27,17 +29,22 @@ from .tune import resolve_tuning
 __all__ = ["axconv2d", "lut_conv2d"]
 
 _FORMATS = ("NHWC", "NCHW")
+_F32 = np.dtype(np.float32)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 # ------------------------------------------------------------------------ shared helpers
 def _float_array(v, name, ndim=None, check_finite=True):
-    arr = np.asarray(v)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
-            or np.iscomplexobj(arr):
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if type(v) is np.ndarray and v.dtype == _F32:
+        arr = v   # the common case, without the dtype inquiries (a few us a call)
+    else:
+        arr = np.asarray(v)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
+                or np.iscomplexobj(arr):
+            raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+        arr = arr.astype(np.float32, copy=False)
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
-    arr = arr.astype(np.float32, copy=False)
     if check_finite:
         _check_finite(arr, name)
     return arr
@@ -150,8 +157,22 @@ def resolve_padding(padding, H, W, KH, KW, stride, dilation):
     return _check_limit(pads, "padding")
 
 
+_SPECS = {}   # (quant name, signed, bits) -> QuantSpec (see resolve_quant)
+
+
 def resolve_quant(quant, m):
     """The :class:`~axkern.quant.QuantSpec` for a ``quant`` argument and multiplier ``m``."""
+    if type(quant) is str:
+        # a named scheme resolves the same way for every multiplier of that kind
+        key = (quant, m.signed, m.bits)
+        spec = _SPECS.get(key)
+        if spec is None:
+            spec = _SPECS[key] = _resolve_quant(quant, m)
+        return spec
+    return _resolve_quant(quant, m)
+
+
+def _resolve_quant(quant, m):
     if isinstance(quant, str):
         modes = {"tfapprox": ("tfapprox", "tfapprox"), "asymmetric": ("asymmetric", "asymmetric"),
                  "symmetric": ("symmetric", "symmetric"),
@@ -221,7 +242,7 @@ def checked_params(x, mode, m, name, channels=None, fast=None, num_threads=None)
     """
     if isinstance(mode, str) and mode in ("tfapprox", "asymmetric", "symmetric") and x.size:
         lo, hi = fast.min_max(x, num_threads) if fast is not None else (x.min(), x.max())
-        if not (np.isfinite(lo) and np.isfinite(hi)):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or Inf: expected finite values")
         # min, max and max|.| of [lo, hi] are those of x: the same parameters, bit for bit.
         # They depend on (mode, bits, lo, hi) alone: remembered by the bit patterns of the
@@ -244,16 +265,19 @@ def checked_params(x, mode, m, name, channels=None, fast=None, num_threads=None)
     return make_params(x, mode, m, channels)
 
 
-def check_overflow(y, scale, K, m, bias):
+def check_overflow(y, scale, K, m, bias, scale_max=None):
     """Warn if the dequantized result ``y`` holds inf although its inputs were finite.
 
     Only looks at ``y`` when a bound on ``|y|`` (``max scale * K * (2**31 + 3 * 4**bits)``
     plus ``max |bias|``) exceeds the float32 range, so ordinary calls pay nothing.
+    ``scale_max`` is ``max|scale|`` when the caller knows it.
     """
-    bound = float(np.max(np.abs(scale))) * K * (2.0 ** 31 + 3.0 * 4 ** m.bits)
+    if scale_max is None:
+        scale_max = float(np.max(np.abs(scale)))
+    bound = scale_max * K * (2.0 ** 31 + 3.0 * 4 ** m.bits)
     if bias is not None and bias.size:
         bound += float(np.max(np.abs(bias)))
-    if bound < float(np.finfo(np.float32).max) or y.size == 0:
+    if bound < _F32_MAX or y.size == 0:
         return
     n = int(np.count_nonzero(np.isinf(y)))
     if n:
@@ -300,17 +324,43 @@ def work_buffer(role, shape, dtype):
     largest size asked for so far (a quarter of the largest float32 input plus the largest
     int32 output, typically) until the thread ends. Never returned to the caller.
     """
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     bufs = getattr(_WORK, "bufs", None)
     if bufs is None:
         bufs = _WORK.bufs = {}
+        _WORK.views = {}
+    key = (role, shape, dtype)
+    view = _WORK.views.get(key)   # the same layer's view again (making one costs ~5 us)
+    if view is not None:
+        return view
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
     buf = bufs.get(role)
     if buf is None or buf.nbytes < nbytes:
         buf = bufs[role] = np.empty(max(nbytes, 8), np.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
+        _WORK.views = {k: v for k, v in _WORK.views.items() if k[0] != role}
+    if len(_WORK.views) >= 256:
+        _WORK.views.clear()
+    view = _WORK.views[key] = buf[:nbytes].view(dtype).reshape(shape)
+    return view
+
+
+_GEOMETRY = {}   # plain arguments -> _geometry's result (validating costs ~8 us a call)
 
 
 def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
+    key = (x_shape, w_shape, stride, padding, dilation, groups)
+    if _plain(stride) and _plain(padding) and _plain(dilation) and type(groups) is int:
+        hit = _GEOMETRY.get(key)
+        if hit is None:
+            hit = _checked_geometry(*key)
+            if len(_GEOMETRY) >= 1024:
+                _GEOMETRY.clear()
+            _GEOMETRY[key] = hit
+        return hit
+    return _checked_geometry(*key)
+
+
+def _checked_geometry(x_shape, w_shape, stride, padding, dilation, groups):
     N, H, W, C = x_shape
     KH, KW, Cg, COUT = w_shape
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
@@ -499,7 +549,25 @@ class _PreparedWeights:
     multiplier's table, the weight quantization and the tuning."""
 
     __slots__ = ("key", "w", "mapping", "wp", "sw", "zw", "wi", "sum_w", "table", "dtype",
-                 "folded")
+                 "folded", "K", "zw_any", "sw_max", "corr")
+
+    def dequant(self, sx, zx, bias):
+        """The kernels' ``dequant=`` for an input of scale ``sx`` and zero point ``zx`` (an
+        int), and ``max|scale|`` for :func:`check_overflow`. The zero-point correction
+        ``K zx zw - zx sum q_w`` is remembered per ``zx``: a few us of small-array
+        arithmetic on every call otherwise."""
+        dq = {"scale": sx * self.sw, "bias": bias}
+        if zx:
+            corr = self.corr.get(zx)
+            if corr is None:
+                corr = self.K * zx * self.zw - zx * self.sum_w
+                corr.setflags(write=False)
+                if len(self.corr) >= 64:
+                    self.corr.clear()
+                self.corr[zx] = corr
+            dq["corr"] = corr
+        # |sx| * max|sw| is max|sx * sw| exactly (rounding is monotonic)
+        return dq, abs(float(sx)) * self.sw_max
 
 
 class _WeightCache:
@@ -562,6 +630,7 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None
     COUT = w.shape[-1]
     w2 = w.reshape(-1, COUT)
     K = w2.shape[0]
+    _check_finite(w2, name)
     e = _PreparedWeights()
     e.wp = checked_params(w2, mode, m, name, COUT, fast=fast)
     e.sw, e.zw = scale_and_zp(e.wp, COUT)
@@ -580,11 +649,12 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None
     e.wi = np.ascontiguousarray(wi).reshape(w.shape)
     e.wi.setflags(write=False)
     e.table, e.dtype, e.folded = table, accumulator_dtype(K, m), False
+    e.K, e.zw_any, e.sw_max, e.corr = K, bool(np.any(e.zw != 0)), float(np.max(np.abs(e.sw))), {}
     if fold and np.ndim(e.zw) == 0 and e.zw != 0:
         folded = _fold_zero_point(table, m, e.zw, K)
         if folded is not None:
             (e.table, e.dtype), e.folded = folded, True
-            e.table.setflags(write=False)
+            freeze_table(e.table)
     _WEIGHTS.put(e, table, mode, w, mapping)
     return e
 
@@ -653,7 +723,9 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     num_threads = _check_threads(num_threads)
     fmt = _check_format(data_format)
     x = _float_array(x, "x", 4, check_finite=False)   # checked by checked_params
-    w = _float_array(w, "w", 4)
+    # the weights' finiteness: checked when they are prepared (a cache hit holds the same
+    # bytes as checked weights), or below on the NumPy path
+    w = _float_array(w, "w", 4, check_finite=False)
     x_given = x   # its range does not depend on the layout: read in the caller's order
     if fmt == "NCHW":
         x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
@@ -671,6 +743,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     if N == 0 or Cg == 0:
         # An empty batch, or sums over no input channels: as a float convolution, the result
         # is the bias (or 0) everywhere; no data to take quantization ranges from.
+        _check_finite(w, "w")
         y = np.zeros((N, OH, OW, COUT), np.float32)
         if bias is not None:
             y += bias
@@ -686,6 +759,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     if fast is not None and not xp.per_channel and getattr(be, "SUPPORTS_DEQUANT", False):
         return _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups,
                            fmt, (OH, OW), fast, be, num_threads, out)
+    _check_finite(w, "w")
     wp = make_params(w, spec.weight, m, COUT)
     qw = quantize(w, wp, channel_axis=-1)   # the filter is small: NumPy is fine
     sx, zx = scale_and_zp(xp)
@@ -749,6 +823,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     pw = _prepare_weights(w, spec.weight, m, mapping, fast, fold=True, num_threads=num_threads)
     sx, zx = scale_and_zp(xp)
     zx, zw = int(zx), pw.zw
+    dq, scale_max = pw.dequant(sx, zx, bias)
     # One parallel pass float32 -> uint8 indices (NumPy needs a float32 temporary and seven
     # passes); bit-identical to quantize_float + _float_codes_to_index. An NCHW input is
     # read planar and written NHWC in that same pass (no transposed copy), or, for a
@@ -756,21 +831,18 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     x_nchw = x.transpose(0, 3, 1, 2) if fmt == "NCHW" else None
     from_nchw = x_nchw is not None and x_nchw.flags.c_contiguous
     pad_index = int(_to_index(zx, m))
-    dq = {"scale": sx * pw.sw, "bias": bias}
-    if zx:
-        dq["corr"] = K * zx * zw - zx * pw.sum_w
     # A depthwise layer works on planes: its NCHW input is quantized as it is and the kernel
     # reads NCHW indices (no transposition on either side). Not with window sums, which
     # take NHWC indices.
     planes = from_nchw and groups > 1 and groups == x.shape[3] == COUT \
-        and (pw.folded or not np.any(zw != 0)) \
+        and (pw.folded or not pw.zw_any) \
         and getattr(be, "SUPPORTS_NCHW_IN", False) and getattr(be, "SUPPORTS_NCHW", False)
     src = x_nchw if from_nchw else x
     xi = fast.quantize_indices(src, xp, index_mask=(1 << m.bits) - 1, num_threads=num_threads,
                                from_nchw=from_nchw and not planes,
                                out=work_buffer("indices", src.shape if planes else x.shape,
                                                np.uint8))
-    if not pw.folded and np.any(zw != 0):
+    if not pw.folded and pw.zw_any:
         # The weight zero point was not folded into the table (T'[a, b] = T[a, b] - z_w
         # value(a) sums to the corrected total directly, see _fold_zero_point): per channel,
         # or the fold would leave the table's class. The window sums of the activation
@@ -786,12 +858,12 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
                       pw.dtype, num_threads, dequant=dq, out_format="NCHW",
                       **({"in_format": "NCHW"} if planes else {}),
                       **({"out": out} if out is not None else {}))
-        check_overflow(y, dq["scale"], K, m, bias)
+        check_overflow(y, dq["scale"], K, m, bias, scale_max)
         return y
     # NHWC: the kernel stores straight into the caller's ``out``.
     y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index, pw.dtype,
                   num_threads, dequant=dq, **({"out": out} if out is not None and fmt == "NHWC" else {}))
-    check_overflow(y, dq["scale"], K, m, bias)
+    check_overflow(y, dq["scale"], K, m, bias, scale_max)
     if fmt == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     if out is not None:

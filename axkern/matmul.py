@@ -211,18 +211,16 @@ def _axmatmul(a, b, multiplier, bias, quant, tune, backend, num_threads, out, na
                               num_threads=num_threads)
         sa, za = scale_and_zp(ap)
         za, zb = int(za), pb.zw
+        dq, scale_max = pb.dequant(sa, za, bias)
         # one parallel pass: indices and the row sums of the codes (sum_k q_a) together
         ai, sum_a = fast.quantize_indices(a, ap, index_mask=(1 << m.bits) - 1, row_sums=True,
                                           num_threads=num_threads)
-        dq = {"scale": sa * pb.sw, "bias": bias}
-        if za:
-            dq["corr"] = K * za * zb - za * pb.sum_w
-        if np.any(zb != 0):
+        if pb.zw_any:
             dq["zw"] = zb
             dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
         y = _batched_gemm(ai, pb.wi, m, be, num_threads, dequant=dq,
                           out=None if out is None else out.reshape(-1, N))
-        check_overflow(y, dq["scale"], K, m, bias)
+        check_overflow(y, dq["scale"], K, m, bias, scale_max)
         if out is not None:
             if not np.shares_memory(y, out):
                 np.copyto(out, _squeeze(y, drop_a, drop_b))

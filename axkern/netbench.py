@@ -339,12 +339,9 @@ def profile_layers(model, layers, x, repeat=3):
         (pt, pb), (pl, pr) = mod._explicit_padding()
         sx, zx = C.scale_and_zp(xp)
         zx = int(zx)
-        K = w.shape[0] * w.shape[1] * w.shape[2]
         xi = _fast.quantize_indices(xc, xp, index_mask=(1 << m.bits) - 1)
         pad_index = int(C._to_index(zx, m))
-        dq = {"scale": sx * pw.sw, "bias": None if mod.bias is None else mod.bias.detach().numpy()}
-        if zx:
-            dq["corr"] = K * zx * pw.zw - zx * pw.sum_w
+        dq, _ = pw.dequant(sx, zx, None if mod.bias is None else mod.bias.detach().numpy())
         with torch.inference_mode():
             y = mod(a)
         y_nhwc = np.empty((y.shape[0], y.shape[2], y.shape[3], y.shape[1]), np.float32)

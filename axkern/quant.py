@@ -125,8 +125,19 @@ def warn_once(key, message):
     warnings.warn(message, QuantizationRangeWarning, stacklevel=level)
 
 
+_FAST = []   # [axkern._fast or None], looked up on first use
+
+
 def _off_zero(v, half):
     """(count of |v| > half, count of v != 0)"""
+    if not _FAST:
+        try:
+            from . import _fast
+        except ImportError:   # not compiled: NumPy counts the same
+            _fast = None
+        _FAST.append(_fast)
+    if _FAST[0] is not None and v.dtype == _F32 and v.ndim == 1:
+        return _FAST[0].off_zero(v, half)
     return (int(np.count_nonzero(v > half)) + int(np.count_nonzero(v < -half)),
             int(np.count_nonzero(v)))
 
@@ -254,6 +265,8 @@ class QuantParams:
     @property
     def per_channel(self):
         """Whether scale or zero point is an array (one entry per channel)."""
+        if type(self.zero_point) is int and type(self.scale) is _F32:
+            return False   # as __init__ leaves per-tensor parameters (asked on every call)
         return np.ndim(self.scale) == 1 or np.ndim(self.zero_point) == 1
 
     @property

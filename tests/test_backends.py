@@ -172,3 +172,56 @@ def test_omp_num_threads_is_honoured():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(__file__))  # import the installed axkern
     assert out.stdout.strip() == "3"
+
+
+def test_frozen_tables_get_tokens_never_reused():
+    # freeze_table marks axkern's own tables immutable: a token that the compiled cache of
+    # prepared tables trusts without comparing entries. Arrays a caller owns get none, even
+    # read-only ones (their flags can be flipped back).
+    t = backends.freeze_table(np.arange(65536, dtype=np.int32).reshape(256, 256))
+    assert not t.flags.writeable
+    tok = backends.table_token(t)
+    assert tok > 0 and backends.table_token(t) == tok
+    assert backends.table_token(t.copy()) == 0
+    user = np.ones((256, 256), np.int32)
+    user.setflags(write=False)
+    assert backends.table_token(user) == 0
+    seen = {tok}
+    for _ in range(5):   # freed tables' addresses are reused, their tokens never
+        del t
+        t = backends.freeze_table(np.zeros((256, 256), np.int32))
+        assert backends.table_token(t) not in seen
+        seen.add(backends.table_token(t))
+    assert backends.table_token(table256(Multiplier.exact(8))) > 0
+
+
+@pytest.mark.parametrize("method", ["direct", "expand"])
+def test_kernel_cache_follows_every_table(method):
+    # frozen tables are found by token, others by content; a table freed and a new one at
+    # the same address, or a caller's read-only table changed after flipping its flag, must
+    # never be served from a stale entry
+    fast = pytest.importorskip("axkern._fast")
+    ref = get_backend("reference")
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (40, 24), dtype=np.uint8)
+    b = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+
+    def check(T):
+        got = fast.gemm(a, b, T, np.int32, method=method)
+        np.testing.assert_array_equal(got, ref.gemm(a, b, T, np.int32, None))
+
+    for i in range(4):
+        T = backends.freeze_table(rng.integers(0, 256, (256, 256)).astype(np.int32))
+        check(T)
+        check(T)
+        twin = backends.freeze_table(T.copy())   # same entries, another token
+        check(twin)
+        check(T)
+        del T, twin
+    user = rng.integers(0, 256, (256, 256)).astype(np.int32)
+    user.setflags(write=False)
+    check(user)
+    user.setflags(write=True)
+    user[a[0, 0], b[0, 0]] += 1
+    user.setflags(write=False)
+    check(user)

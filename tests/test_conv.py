@@ -412,3 +412,37 @@ def test_per_channel_params_in_both_layouts():
     np.testing.assert_array_equal(axconv2d(x, w, m, groups=2, quant=q, backend="cpu"), y)
     with pytest.raises(ValueError, match="per output channel"):
         axconv2d(x, w, m, groups=2, quant=(q[0], QuantParams(sw[:5], signed=True)))
+
+
+def test_remembered_arguments_are_checked_by_type():
+    # the geometry and quantization of plain arguments are remembered by value: a bool, or
+    # a bool inside a tuple, equals 1 but must still be refused after the int was accepted
+    x, w, m = np.ones((1, 5, 5, 3), F32), np.ones((3, 3, 3, 3), F32), Multiplier.exact(8)
+    ref = axconv2d(x, w, m, stride=1, groups=1)
+    for kw in (dict(groups=True), dict(stride=(1, True)), dict(stride=True),
+               dict(dilation=(True, 1)), dict(padding=(True, 1))):
+        with pytest.raises((TypeError, ValueError)):
+            axconv2d(x, w, m, **kw)
+    np.testing.assert_array_equal(axconv2d(x, w, m, stride=np.int64(1), groups=np.int64(1)), ref)
+    np.testing.assert_array_equal(axconv2d(x, w, m, stride=[1, 1], padding=[1, 1]), ref)
+    for _ in range(2):   # a refused scheme is refused every time
+        with pytest.raises(ValueError, match="signed"):
+            axconv2d(x, w, m, quant="symmetric")
+    bad = w.copy()
+    bad[0, 0, 0, 0] = np.nan
+    for backend in ("cpu", "reference", "cpu"):   # the weights' check is not cached away
+        with pytest.raises(ValueError, match="w contains NaN"):
+            axconv2d(x, bad, m, backend=backend)
+
+
+def test_work_buffers_follow_growth():
+    # work buffers hand out remembered views: after a role's buffer grows, a view of the
+    # old buffer must not come back
+    from axkern.conv import work_buffer
+    small = work_buffer("test-role", (4,), np.int32)
+    big = work_buffer("test-role", (1 << 16,), np.int32)
+    again = work_buffer("test-role", (4,), np.int32)
+    assert np.shares_memory(again, big) and again.shape == (4,) and again.dtype == np.int32
+    assert work_buffer("test-role", (4,), np.int32) is again
+    assert work_buffer("test-role", (2, 2), np.int32).shape == (2, 2)
+    del small

@@ -173,6 +173,7 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
 #define AXS_SIG 64
 typedef struct {
     int transpose, path, refs, evicted;
+    uint64_t token;         /* of the frozen table it was prepared from (0: none) */
     int32_t sig[AXS_SIG];   /* the table's entries at AXS_SIG spread positions */
     prepared pr;
 } cache_entry;
@@ -216,10 +217,27 @@ static void entry_free(cache_entry *e)
     free(e);
 }
 
-static cache_entry *acquire(const int32_t *table, int transpose, int path, int *err)
+/* token: nonzero for a table the caller froze for good (axkern.backends.freeze_table; never
+ * reused for another table), which an entry carrying the same token holds without a
+ * comparison. A matching entry found by comparison takes the token over. */
+static cache_entry *acquire(const int32_t *table, uint64_t token, int transpose, int path,
+                            int *err)
 {
     cache_entry *hit = NULL;
     int32_t sig[AXS_SIG];
+    if (token) {
+#pragma omp critical(axs_table_cache)
+        for (int i = 0; i < AXS_CACHE_SLOTS && !hit; i++) {
+            cache_entry *e = cache_slots[i];
+            if (e && e->token == token && e->transpose == transpose &&
+                (e->path == path || e->pr.t.generic)) {
+                e->refs++;
+                hit = e;
+            }
+        }
+        if (hit)
+            return hit;
+    }
     table_sig(table, sig);
 #pragma omp critical(axs_table_cache)
     for (int i = 0; i < AXS_CACHE_SLOTS && !hit; i++) {
@@ -228,6 +246,8 @@ static cache_entry *acquire(const int32_t *table, int transpose, int path, int *
         if (e && e->transpose == transpose && (e->path == path || e->pr.t.generic) &&
             memcmp(e->sig, sig, sizeof(sig)) == 0 && same_table(&e->pr, table)) {
             e->refs++;
+            if (token)
+                e->token = token;
             hit = e;
         }
     }
@@ -245,6 +265,7 @@ static cache_entry *acquire(const int32_t *table, int transpose, int path, int *
     }
     e->transpose = transpose;
     e->path = path;
+    e->token = token;
     e->refs = 1;
     e->evicted = 0;
     memcpy(e->sig, sig, sizeof(sig));
@@ -530,8 +551,8 @@ static void store_zeros(void *out, int out64, const axs_dequant *dq, int64_t row
  * rows), an error code, or -1 when the direct method should run. Expanded tables take the
  * 16-bit class and int32 sums only; the AVX-512 path keeps its register-held columns unless
  * the method is forced. */
-static int try_expand(const int32_t *table, int method, int path, int out64, double direct,
-                      double expand, int transpose, cache_entry **ce)
+static int try_expand(const int32_t *table, uint64_t token, int method, int path, int out64,
+                      double direct, double expand, int transpose, cache_entry **ce)
 {
     *ce = NULL;
     if (method == AXS_METHOD_DIRECT)
@@ -542,7 +563,7 @@ static int try_expand(const int32_t *table, int method, int path, int out64, dou
         return -1;
     int err = AXS_OK;
     /* key AXS_NPATHS: the biased 16-bit columns only, no byte planes */
-    *ce = acquire(table, transpose, AXS_NPATHS, &err);
+    *ce = acquire(table, token, transpose, AXS_NPATHS, &err);
     if (!*ce)
         return err;
     if ((*ce)->pr.t.generic) {
@@ -553,9 +574,9 @@ static int try_expand(const int32_t *table, int method, int path, int out64, dou
     return AXS_OK;
 }
 
-int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M, int64_t K,
-             int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path,
-             int method)
+int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
+             int64_t M, int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
+             int nthreads, int path, int method)
 {
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
@@ -576,8 +597,8 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
         double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
         int sw = cost_sw < cost;
         cache_entry *xe;
-        int rc = try_expand(table, method, path, out64, axs_direct_cost(path, M, K, N),
-                            sw ? cost_sw : cost, sw, &xe);
+        int rc = try_expand(table, token, method, path, out64,
+                            axs_direct_cost(path, M, K, N), sw ? cost_sw : cost, sw, &xe);
         if (xe) {
             rc = axs_xgemm(a, b, &xe->pr.t, sw, M, K, N, out, dq, nt, path);
             release(xe);
@@ -589,7 +610,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M
      * the columns of b (fixed: rows of a), which needs no packing. */
     int swapped = N > M;
     int err = AXS_OK;
-    cache_entry *ce = acquire(table, swapped, path, &err);
+    cache_entry *ce = acquire(table, token, swapped, path, &err);
     if (!ce)
         return err;
     const prepared *pr = &ce->pr;
@@ -715,23 +736,24 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
 #define AXS_NEED_NHWC (-1)
 
 static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
-                       const int32_t *table, int64_t N, int64_t H, int64_t W, int64_t C,
-                       int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb,
-                       int pl, int pr_, int dh, int dw, int64_t groups, int pad_code, int out64,
-                       void *out, const axs_dequant *dq, int nthreads, int path, int method);
+                       const int32_t *table, uint64_t token, int64_t N, int64_t H, int64_t W,
+                       int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt,
+                       int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
+                       int out64, void *out, const axs_dequant *dq, int nthreads, int path,
+                       int method);
 
-int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
-               int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
-               int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
-               int out64, void *out, const axs_dequant *dq, int nthreads, int path, int method,
-               int in_nchw)
+int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
+               int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
+               int sh, int sw, int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups,
+               int pad_code, int out64, void *out, const axs_dequant *dq, int nthreads,
+               int path, int method, int in_nchw)
 {
     if (!in_nchw)
-        return conv2d_body(x, NULL, w, table, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl,
-                           pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path,
+        return conv2d_body(x, NULL, w, table, token, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
+                           pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path,
                            method);
-    int rc = conv2d_body(NULL, x, w, table, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_,
-                         dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
+    int rc = conv2d_body(NULL, x, w, table, token, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
+                         pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
     if (rc != AXS_NEED_NHWC)
         return rc;
     uint8_t *xt = (uint8_t *)malloc((size_t)(N * H * W * C));
@@ -746,18 +768,19 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t
             for (int64_t i = 0; i < HW; i++)
                 dst[i * C] = src[i];
         }
-    rc = conv2d_body(xt, NULL, w, table, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_, dh,
-                     dw, groups, pad_code, out64, out, dq, nthreads, path, method);
+    rc = conv2d_body(xt, NULL, w, table, token, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl,
+                     pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
     free(xt);
     return rc;
 }
 
 /* x: NHWC codes, or NULL with xn: NCHW codes (only the depthwise method reads them). */
 static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
-                       const int32_t *table, int64_t N, int64_t H, int64_t W, int64_t C,
-                       int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb,
-                       int pl, int pr_, int dh, int dw, int64_t groups, int pad_code, int out64,
-                       void *out, const axs_dequant *dq, int nthreads, int path, int method)
+                       const int32_t *table, uint64_t token, int64_t N, int64_t H, int64_t W,
+                       int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt,
+                       int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
+                       int out64, void *out, const axs_dequant *dq, int nthreads, int path,
+                       int method)
 {
     if (method < 0 || method > AXS_METHOD_DEPTHWISE)
         return AXS_EARG;
@@ -789,7 +812,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         int err = AXS_OK;
         /* the AVX-512 path's variant looks up in the byte planes (the direct method's entry) */
         int vbmi = path == AXS_PATH_AVX512_VBMI;
-        cache_entry *de = acquire(table, 0, vbmi ? path : AXS_NPATHS, &err);
+        cache_entry *de = acquire(table, token, 0, vbmi ? path : AXS_NPATHS, &err);
         if (!de)
             return err;
         const axs_fixed_table *dt = &de->pr.t;
@@ -811,7 +834,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         int nt = axs_threads(nthreads);
         double direct = (double)groups * axs_direct_cost(path, N * P, K, OG);
         cache_entry *xe;
-        int rc = try_expand(table, method, path, out64, direct,
+        int rc = try_expand(table, token, method, path, out64, direct,
                             axs_xcost(path, N * P, K, OG, groups, nt), 0, &xe);
         if (xe) {
             rc = axs_xconv2d(x, w, &xe->pr.t, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_,
@@ -842,7 +865,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     /* wide mode reads up to Wp + dw * (KW - 1) bytes past the last plane (dropped columns) */
     size_t img_bytes = (size_t)(C * plane + Wp + (int64_t)dw * KW + 64);
     int err = AXS_OK;
-    cache_entry *ce = acquire(table, 0, path, &err);
+    cache_entry *ce = acquire(table, token, 0, path, &err);
     if (!ce)
         return err;
     const prepared *pr = &ce->pr;

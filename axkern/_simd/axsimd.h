@@ -182,22 +182,24 @@ typedef struct {
 } axs_dequant;
 
 /* gemm: a (M, K), b (K, N) C-contiguous uint8; table (256, 256) int32 C-contiguous;
+ * token: 0, or a number the caller gives this table alone and only while its entries cannot
+ * change (the prepared-table cache then finds it without comparing its entries);
  * out (M, N) int32 (out64 == 0) or int64 (out64 == 1) sums, or float32 with dq (NULL:
  * integers). nthreads <= 0: OpenMP default.
  * Returns an AXS_* code. */
-int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, int64_t M, int64_t K,
-             int64_t N, int out64, void *out, const axs_dequant *dq, int nthreads, int path,
-             int method);
+int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
+             int64_t M, int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
+             int nthreads, int path, int method);
 
 /* conv2d: x (N, H, W, C) NHWC, or (N, C, H, W) with in_nchw, w (KH, KW, C / groups, COUT)
  * HWIO, both C-contiguous uint8; out (N, OH, OW, COUT): int32/int64 sums, or float32 with
  * dq (NULL: integers). The depthwise method reads NCHW codes as they are (it works on
  * planes); the other methods take an NHWC copy of them. Returns an AXS_* code. */
-int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, int64_t N, int64_t H,
-               int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw,
-               int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups, int pad_code,
-               int out64, void *out, const axs_dequant *dq, int nthreads, int path,
-               int method, int in_nchw);
+int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
+               int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
+               int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
+               int pad_code, int out64, void *out, const axs_dequant *dq, int nthreads,
+               int path, int method, int in_nchw);
 
 /* grad="table" backward products (gradtab.c): ga[m, k] = sum_n DA[a[m, k], b[k, n]] gs[m, n]
  * and gb[k, n] = sum_m DB[a[m, k], b[k, n]] g[m, n] in float64 (either output may be NULL).
