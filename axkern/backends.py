@@ -326,10 +326,10 @@ def conv_output_size(H, W, KH, KW, stride, padding, dilation):
 
 
 def _plain(v):
-    """Whether ``v`` is an exact int, a str or a tuple of exact ints (no bools, no NumPy
-    integers): an argument whose validation may be remembered by value."""
+    """Whether ``v`` is an exact int, a str or a tuple of those (nested too; no bools, no
+    NumPy integers, no lists): an argument whose validation may be remembered by value."""
     t = type(v)
-    return t is int or t is str or (t is tuple and all(type(i) is int for i in v))
+    return t is int or t is str or (t is tuple and all(map(_plain, v)))
 
 
 _GEOMETRY = {}   # plain arguments -> check_conv_geometry's result (~8 us to validate)

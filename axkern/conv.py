@@ -231,6 +231,25 @@ def make_params(v, mode, m, channels=None):
 _PARAMS = {}   # (mode, bits, range bits) -> per-tensor QuantParams (see checked_params)
 
 
+def range_params(lo, hi, mode, m):
+    """Per-tensor QuantParams of a tensor whose min and max are the finite ``lo`` and ``hi``
+    under ``mode`` ("tfapprox", "asymmetric" or "symmetric"): :func:`make_params` of
+    ``[lo, hi]``, whose min, max and max|.| are those of the tensor, so the same parameters
+    bit for bit. They depend on (mode, bits, lo, hi) alone: remembered by the bit patterns
+    of the range (computing them costs more than quantizing a small layer's input)."""
+    lo, hi = np.float32(lo), np.float32(hi)
+    if not isinstance(mode, str):   # fixed parameters: nothing to compute
+        return make_params(np.array([lo, hi], np.float32), mode, m)
+    key = (mode, m.bits, lo.tobytes() + hi.tobytes())
+    p = _PARAMS.get(key)
+    if p is None:
+        p = make_params(np.array([lo, hi], np.float32), mode, m)
+        if len(_PARAMS) >= 256:
+            _PARAMS.clear()
+        _PARAMS[key] = p
+    return p
+
+
 def checked_params(x, mode, m, name, channels=None, fast=None, num_threads=None):
     """QuantParams of ``x`` (float32, not yet checked) and the check that it is finite.
 
@@ -244,17 +263,7 @@ def checked_params(x, mode, m, name, channels=None, fast=None, num_threads=None)
         lo, hi = fast.min_max(x, num_threads) if fast is not None else (x.min(), x.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or Inf: expected finite values")
-        # min, max and max|.| of [lo, hi] are those of x: the same parameters, bit for bit.
-        # They depend on (mode, bits, lo, hi) alone: remembered by the bit patterns of the
-        # range (computing them costs more than quantizing a small layer's input).
-        lo, hi = np.float32(lo), np.float32(hi)
-        key = (mode, m.bits, lo.tobytes() + hi.tobytes())
-        p = _PARAMS.get(key)
-        if p is None:
-            p = make_params(np.array([lo, hi], np.float32), mode, m, channels)
-            if len(_PARAMS) >= 256:
-                _PARAMS.clear()
-            _PARAMS[key] = p
+        p = range_params(lo, hi, mode, m)
         check_range(x, p, name)   # a sample of x: warns if a few outliers set the range
         return p
     if isinstance(mode, QuantParams) and not mode.per_channel and fast is not None:

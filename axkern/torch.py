@@ -32,7 +32,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from ._torch_grad import gradient_tables, quantize_codes
 from .backends import conv_output_size
-from .conv import _check_format, make_params, resolve_quant
+from .conv import _check_format, make_params, range_params, resolve_quant
 from .lut import Multiplier
 from .nn import _resolve_multiplier
 from .quant import QuantSpec, check_range, symmetric_params, tf_quant_params
@@ -46,7 +46,7 @@ _GRADS = ("ste", "table")
 
 # ------------------------------------------------------------------------------ helpers
 def _layer_label(layer):
-    name = getattr(layer, "_axkern_name", None)
+    name = layer.__dict__.get("_axkern_name")
     return f"{type(layer).__name__} {name!r}" if name else type(layer).__name__
 
 
@@ -181,7 +181,7 @@ class _ApproxMixin:
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(f"{_layer_label(self)}: the input contains NaN or Inf: expected "
                              f"finite values")
-        p = make_params(np.array([lo, hi], np.float32), spec.input, m)
+        p = range_params(lo, hi, spec.input, m)
         # a per-call range set by a few outliers: the same warning as axconv2d's (a sample
         # of 1024 values, about 15 us)
         check_range(x.detach().numpy(), p, f"{_layer_label(self)} input",
@@ -239,10 +239,13 @@ class _ApproxMixin:
 
     def _observe(self, x):
         # the per-sample input shape, for layers(); calibrate()'s observer when one is set
+        # (through __dict__: nn.Module's own attribute hooks cost several us a call, and a
+        # missing attribute raises inside them)
+        d = self.__dict__
         if isinstance(x, torch.Tensor) and x.dim() >= 2:
             conv = isinstance(self, nn.Conv2d)
-            self._axkern_last_shape = tuple(x.shape[-3:] if conv else x.shape[1:])
-        obs = getattr(self, "_axkern_observer", None)
+            d["_axkern_last_shape"] = tuple(x.shape[-3:] if conv else x.shape[1:])
+        obs = d.get("_axkern_observer")
         if obs is None:
             return False
         obs.observe(x)

@@ -70,10 +70,12 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                  int pt, int pb, int pl, int pr, int dh, int pad_code, int out64, void *out,
                  const axs_dequant *dq, int nt, int path, int in_nchw);
-/* Estimated time of a call, in units of one expanded-table lookup of the path: direct
- * (rows * K * cols lookups) against expanded (tables built per unit plus lookups of padded
- * column blocks). */
-double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols);
+/* Estimated time of a call, in units of one expanded-table lookup of the path and per
+ * thread: direct (rows * K * cols lookups, rows streamed past cols fixed codes, over the
+ * `units` threads its tiles keep busy)
+ * against expanded (tables built per unit plus lookups of padded column blocks, over the
+ * threads its units keep busy). */
+double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units);
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt);
 
 #if defined(__clang__)

@@ -591,14 +591,23 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         store_zeros(out, out64, dq, M, N);
         return AXS_OK;
     }
+    /* The direct method streams the longer operand past fixed codes of the shorter one:
+     * swapped = 1 streams the columns of b (fixed: rows of a), which needs no packing. Its
+     * threads share whole row tiles (each packed once). */
+    int swapped = N > M;
+    int nt = axs_threads(nthreads);
+    int64_t nfb = swapped ? (M + AXS_NB - 1) / AXS_NB : (N + AXS_NB - 1) / AXS_NB;
+    int mb = tile_rows(swapped ? N : M, nfb, nt);
+    int64_t nst = swapped ? (N + mb - 1) / mb : (M + mb - 1) / mb;
     {
         /* expanded tables, streaming the rows of a or (swapped) the columns of b */
-        int nt = axs_threads(nthreads);
         double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
         int sw = cost_sw < cost;
         cache_entry *xe;
         int rc = try_expand(table, token, method, path, out64,
-                            axs_direct_cost(path, M, K, N), sw ? cost_sw : cost, sw, &xe);
+                            axs_direct_cost(path, swapped ? N : M, K, swapped ? M : N,
+                                            nst < nt ? nst : nt),
+                            sw ? cost_sw : cost, sw, &xe);
         if (xe) {
             rc = axs_xgemm(a, b, &xe->pr.t, sw, M, K, N, out, dq, nt, path);
             release(xe);
@@ -606,16 +615,12 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         if (rc >= 0)
             return rc;
     }
-    /* Stream the longer operand past fixed codes of the shorter one: swapped = 1 streams
-     * the columns of b (fixed: rows of a), which needs no packing. */
-    int swapped = N > M;
     int err = AXS_OK;
     cache_entry *ce = acquire(table, token, swapped, path, &err);
     if (!ce)
         return err;
     const prepared *pr = &ce->pr;
     axs_kern16_fn kern = kern16_for(path);
-    int nt = axs_threads(nthreads);
     uint8_t *bt = NULL;
     ptrdiff_t *soff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
     if (!swapped)  /* fixed codes: columns of b, contiguous along k */
@@ -633,9 +638,6 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
             for (int64_t n = 0; n < N; n++)
                 bt[n * K + k] = b[k * N + n];
     int failed = 0;
-    int64_t nfb = swapped ? (M + AXS_NB - 1) / AXS_NB : (N + AXS_NB - 1) / AXS_NB;
-    int mb = tile_rows(swapped ? N : M, nfb, nt);
-    int64_t nst = swapped ? (N + mb - 1) / mb : (M + mb - 1) / mb;
     int64_t units = nst * nfb;
     if (nt > units)
         nt = (int)units;
@@ -830,9 +832,28 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     }
     if (!x)
         return AXS_NEED_NHWC;
+    /* Two ways to stream output pixels past the filter codes, both reading a planar copy
+     * img[c][Hp][Wp] of each padded image:
+     *  - "wide" (stride 1): stream positions q = oy * Wp + ox over the padded width;
+     *    for a fixed tap and channel those codes are contiguous in img, so no packing at
+     *    all; the (Wp - OW) columns per row computed past the edge, and the rows of a
+     *    per-image tile's last 64-row block past Q, are dropped.
+     *  - "packed": an implicit im2col tile pack[k][i], copied in runs along output rows:
+     *    no wasted rows, but a copy of K bytes per row, which costs about 2.5 / OG of the
+     *    row's lookups (OG filters per group; measured on the VBMI path, 16->16 @32x32).
+     * The cheaper one in rows computed (wide) or rows times (1 + 2.5 / OG) (packed).
+     * Threads share whole images (wide) or row tiles (packed). */
+    int nt = axs_threads(nthreads);
+    int64_t Qw = (OH - 1) * Wp + OW;
+    int64_t wide_rows = Qw / AXS_MB * AXS_MB + (Qw % AXS_MB + 63) / 64 * 64;
+    int wide = sh == 1 && sw == 1 && 2 * wide_rows * OG < P * (2 * OG + 5);
+    int64_t ofb = (OG + AXS_NB - 1) / AXS_NB * groups; /* fixed-code blocks per row tile */
+    int mb = wide ? AXS_MB : tile_rows(N * P, ofb, nt);
+    int64_t dunits = wide ? N : (N * P + mb - 1) / mb;
     {
-        int nt = axs_threads(nthreads);
-        double direct = (double)groups * axs_direct_cost(path, N * P, K, OG);
+        /* wide mode computes the dropped columns and rows too */
+        double direct = (double)groups * axs_direct_cost(path, wide ? N * wide_rows : N * P,
+                                                         K, OG, dunits < nt ? dunits : nt);
         cache_entry *xe;
         int rc = try_expand(table, token, method, path, out64, direct,
                             axs_xcost(path, N * P, K, OG, groups, nt), 0, &xe);
@@ -844,22 +865,6 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         if (rc >= 0)
             return rc;
     }
-    /* Two ways to stream output pixels past the filter codes, both reading a planar copy
-     * img[c][Hp][Wp] of each padded image:
-     *  - "wide" (stride 1): stream positions q = oy * Wp + ox over the padded width;
-     *    for a fixed tap and channel those codes are contiguous in img, so no packing at
-     *    all; the (Wp - OW) columns per row computed past the edge, and the rows of a
-     *    per-image tile's last 64-row block past Q, are dropped.
-     *  - "packed": an implicit im2col tile pack[k][i], copied in runs along output rows:
-     *    no wasted rows, but a copy of K bytes per row, which costs about 2.5 / OG of the
-     *    row's lookups (OG filters per group; measured on the VBMI path, 16->16 @32x32).
-     * The cheaper one in rows computed (wide) or rows times (1 + 2.5 / OG) (packed). */
-    int nt = axs_threads(nthreads);
-    int64_t Qw = (OH - 1) * Wp + OW;
-    int64_t wide_rows = Qw / AXS_MB * AXS_MB + (Qw % AXS_MB + 63) / 64 * 64;
-    int wide = sh == 1 && sw == 1 && 2 * wide_rows * OG < P * (2 * OG + 5);
-    int64_t ofb = (OG + AXS_NB - 1) / AXS_NB * groups; /* fixed-code blocks per row tile */
-    int mb = wide ? AXS_MB : tile_rows(N * P, ofb, nt);
     int64_t Q = wide ? Qw : P; /* streamed positions per image */
     int64_t plane = Hp * Wp;
     /* wide mode reads up to Wp + dw * (KW - 1) bytes past the last plane (dropped columns) */
