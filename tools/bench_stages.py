@@ -16,6 +16,7 @@ Examples::
 
     python tools/bench_stages.py --threads 2 --rounds 15
     python tools/bench_stages.py --shapes "depthwise 64 @16x16" --threads 1
+    python tools/bench_stages.py --small --threads 1     # the fixed cost of a call
 """
 import argparse
 import sys
@@ -40,7 +41,7 @@ def _conv_stages(prm, m, rng, T):
     pw = _prepare_weights(wf, spec.weight, m, None, _fast, fold=True)
     sx, zx = scale_and_zp(xp)
     K = k * k * (C // g)
-    dq = {"scale": sx * pw.sw, "corr": K * int(zx) * pw.zw - int(zx) * pw.sum_w}
+    dq = pw.dequant(sx, int(zx), None)[0]
     xi = _fast.quantize_indices(xf, xp)
     p = k // 2
     geo = ((1, 1), (p, p, p, p), (1, 1), g, int(zx) & 255, pw.dtype, T)
@@ -68,8 +69,7 @@ def _gemm_stages(prm, m, rng, T):
     pb = _prepare_weights(bf, spec.weight, m, None, _fast, fold=False, name="b")
     sa, za = scale_and_zp(ap)
     ai, sum_a = _fast.quantize_indices(af, ap, row_sums=True)
-    dq = {"scale": sa * pb.sw, "corr": K * int(za) * pb.zw - int(za) * pb.sum_w,
-          "zw": pb.zw, "sumx": sum_a.reshape(-1, 1)}
+    dq = dict(pb.dequant(sa, int(za), None)[0], zw=pb.zw, sumx=sum_a.reshape(-1, 1))
     stages = {
         "range": lambda: _fast.min_max(af, T),
         "quant": lambda: _fast.quantize_indices(af, ap, row_sums=True, num_threads=T),
@@ -92,6 +92,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None,
                     help="threads of every stage (default: OpenMP's)")
+    ap.add_argument("--small", action="store_true",
+                    help="the fixed cost of a call: each layer on one 4 x 4 image (the linear "
+                         "layer on one row)")
     args = ap.parse_args(argv)
     want = names if args.shapes is None else args.shapes.split(",")
     bad = [s for s in want if s not in names]
@@ -105,6 +108,8 @@ def main(argv=None):
     for name, kind, prm in SHAPES:
         if name not in want:
             continue
+        if args.small:
+            prm = dict(prm, N=1, H=4, W=4) if kind == "conv" else dict(prm, M=1)
         macs, stages, parts = (_conv_stages if kind == "conv" else _gemm_stages)(prm, m, rng, T)
         for f in stages.values():
             f()
