@@ -33,6 +33,7 @@ DEPTHWISE = [
     (1, 12, 5, 20, 9, 2, (1, 1), (4, 4, 0, 1), (1, 1)),   # 9 rows: 7-channel blocks
     (2, 20, 30, 35, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),  # rows past one kernel tile, bands
     (1, 9, 200, 16, 2, 3, (1, 1), (0, 1, 2, 0), (3, 1)),  # an output row past one tile
+    (18, 24, 24, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)), # threads split by image chunks
 ]
 
 
