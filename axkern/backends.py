@@ -332,6 +332,19 @@ def _plain(v):
     return t is int or t is str or (t is tuple and all(map(_plain, v)))
 
 
+def _remember(memo, key, compute, limit=1024):
+    """``compute(*key)``, remembered in the dict ``memo`` (emptied when it holds ``limit``
+    entries): for validations of plain arguments (see :func:`_plain`) that run on every
+    call."""
+    hit = memo.get(key)
+    if hit is None:
+        hit = compute(*key)
+        if len(memo) >= limit:
+            memo.clear()
+        memo[key] = hit
+    return hit
+
+
 _GEOMETRY = {}   # plain arguments -> check_conv_geometry's result (~8 us to validate)
 
 
@@ -346,13 +359,7 @@ def check_conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, pad
     """
     key = (tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, pad_code)
     if all(map(_plain, key[2:])):
-        hit = _GEOMETRY.get(key)
-        if hit is None:
-            hit = _checked_conv_geometry(*key)
-            if len(_GEOMETRY) >= 1024:
-                _GEOMETRY.clear()
-            _GEOMETRY[key] = hit
-        return hit
+        return _remember(_GEOMETRY, key, _checked_conv_geometry)
     return _checked_conv_geometry(*key)
 
 

@@ -19,9 +19,9 @@ import weakref
 
 import numpy as np
 
-from .backends import (_check_limit, _check_threads, _plain, accumulator_dtype, as_multiplier,
-                       check_out_array, conv_output_size, freeze_table, get_backend,
-                       table256)
+from .backends import (_check_limit, _check_threads, _plain, _remember, accumulator_dtype,
+                       as_multiplier, check_out_array, conv_output_size, freeze_table,
+                       get_backend, table256)
 from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
                     tf_quant_params, warn_once)
 from .tune import resolve_tuning
@@ -359,13 +359,7 @@ _GEOMETRY = {}   # plain arguments -> _geometry's result (validating costs ~8 us
 def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
     key = (x_shape, w_shape, stride, padding, dilation, groups)
     if _plain(stride) and _plain(padding) and _plain(dilation) and type(groups) is int:
-        hit = _GEOMETRY.get(key)
-        if hit is None:
-            hit = _checked_geometry(*key)
-            if len(_GEOMETRY) >= 1024:
-                _GEOMETRY.clear()
-            _GEOMETRY[key] = hit
-        return hit
+        return _remember(_GEOMETRY, key, _checked_geometry)
     return _checked_geometry(*key)
 
 
