@@ -141,6 +141,9 @@ void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t
 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
                          int KW, int sw, int64_t OH, int64_t OW, int nc, const uint16_t *E,
                          ptrdiff_t es, uint32_t *sums, ptrdiff_t os, ptrdiff_t ocs);
+/* One filter row's rows of E (uint16, 4 lanes) from the 4 table columns of its taps. */
+void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const uint16_t *c2,
+                        const uint16_t *c3, uint16_t *e);
 
 /* dst[i * ldd + j] = src[j * ld + i] for i, j < 16 (AVX-512 F; depthwise.c). */
 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);

@@ -80,25 +80,17 @@ static void dw_build(const axs_fixed_table *t, const uint8_t *w, int64_t C, int6
     }
 }
 
-/* E of channel c as uint16 rows (16-bit-class tables, axs_dwplanes16_avx2): row v of
- * filter row ky at Ec + ky * 1024 + 4 * v. */
+/* E of channel c as uint16 rows (16-bit-class tables on the AVX2 path, for
+ * axs_dwplanes16_avx2): row v of filter row ky at Ec + ky * 1024 + 4 * v. */
 static void dw_build16(const axs_fixed_table *t, const uint8_t *w, int64_t C, int64_t c,
                        int64_t KH, int64_t KW, uint16_t *Ec)
 {
     for (int64_t ky = 0; ky < KH; ky++) {
-        uint16_t *e = Ec + ky * 1024;
         const uint16_t *col[4];
         for (int j = 0; j < 4; j++)
             col[j] = j < KW ? t->tab16 + ((size_t)w[(ky * KW + KW - 1 - j) * C + c] << 8)
                             : dw_zeros;
-        /* named columns: the compiler interleaves them with vector shuffles */
-        const uint16_t *c0 = col[0], *c1 = col[1], *c2 = col[2], *c3 = col[3];
-        for (int v = 0; v < 256; v++) {
-            e[4 * v] = c0[v];
-            e[4 * v + 1] = c1[v];
-            e[4 * v + 2] = c2[v];
-            e[4 * v + 3] = c3[v];
-        }
+        axs_dwbuild16_avx2(col[0], col[1], col[2], col[3], Ec + ky * 1024);
     }
 }
 
