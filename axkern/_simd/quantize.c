@@ -139,38 +139,6 @@ int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, 
  * is quantized by the same vector loop into a channel-major tile (in L1), which is then
  * written pixel-major. The codes are those of axs_quantize, bit for bit: only where they
  * are stored differs. */
-#if defined(__SSE2__)
-#include <emmintrin.h>
-/* d[i * ldd + c] = s[c * lds + i] for i, c < 16: a 16 x 16 byte transpose in four rounds of
- * unpacks (SSE2, part of x86-64) */
-static inline void tr16x16_u8(const uint8_t *s, ptrdiff_t lds, uint8_t *d, ptrdiff_t ldd)
-{
-    __m128i a[16], b[16];
-    for (int r = 0; r < 16; r++)
-        a[r] = _mm_loadu_si128((const __m128i *)(s + r * lds));
-    for (int r = 0; r < 8; r++) {
-        b[2 * r] = _mm_unpacklo_epi8(a[2 * r], a[2 * r + 1]);
-        b[2 * r + 1] = _mm_unpackhi_epi8(a[2 * r], a[2 * r + 1]);
-    }
-    for (int q = 0; q < 4; q++)
-        for (int h = 0; h < 2; h++) {
-            a[4 * q + 2 * h] = _mm_unpacklo_epi16(b[4 * q + h], b[4 * q + 2 + h]);
-            a[4 * q + 2 * h + 1] = _mm_unpackhi_epi16(b[4 * q + h], b[4 * q + 2 + h]);
-        }
-    for (int q = 0; q < 2; q++)
-        for (int h = 0; h < 4; h++) {
-            b[8 * q + 2 * h] = _mm_unpacklo_epi32(a[8 * q + h], a[8 * q + 4 + h]);
-            b[8 * q + 2 * h + 1] = _mm_unpackhi_epi32(a[8 * q + h], a[8 * q + 4 + h]);
-        }
-    for (int h = 0; h < 8; h++) {
-        a[2 * h] = _mm_unpacklo_epi64(b[h], b[8 + h]);
-        a[2 * h + 1] = _mm_unpackhi_epi64(b[h], b[8 + h]);
-    }
-    for (int r = 0; r < 16; r++)
-        _mm_storeu_si128((__m128i *)(d + r * ldd), a[r]);
-}
-#endif
-
 static void tile_to_nhwc(const uint8_t *restrict tile, int64_t pb, int64_t len, int64_t C,
                          uint8_t *restrict dst)
 {
@@ -180,7 +148,7 @@ static void tile_to_nhwc(const uint8_t *restrict tile, int64_t pb, int64_t len, 
     c16 = C / 16 * 16;
     for (; i0 + 16 <= len; i0 += 16)
         for (int64_t c = 0; c < c16; c += 16)
-            tr16x16_u8(tile + c * pb + i0, (ptrdiff_t)pb, dst + i0 * C + c, (ptrdiff_t)C);
+            axs_tr16x16_u8(tile + c * pb + i0, (ptrdiff_t)pb, dst + i0 * C + c, (ptrdiff_t)C);
     for (int64_t i = 0; i < i0; i++)
         for (int64_t c = c16; c < C; c++)
             dst[i * C + c] = tile[c * pb + i];
