@@ -26,6 +26,7 @@ import importlib
 import itertools
 import numbers
 import os
+import sys
 import weakref
 
 import numpy as np
@@ -70,7 +71,7 @@ def get_backend(name="auto"):
         raise TypeError(f"backend must be a name {('auto', *BACKENDS)} or an object with gemm "
                         f"and conv2d, got {type(name).__name__}")
     if name == "auto":
-        return importlib.import_module(BACKENDS["cuda" if _cuda_usable() else "cpu"])
+        return _module(BACKENDS["cuda" if _cuda_usable() else "cpu"])
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: expected one of {('auto', *BACKENDS)}")
     try:
@@ -82,9 +83,16 @@ def get_backend(name="auto"):
         raise
 
 
+def _module(name):
+    """The module ``name``, from sys.modules when imported already (``import_module`` costs
+    a few us, on every call of every layer)."""
+    mod = sys.modules.get(name)
+    return mod if mod is not None else importlib.import_module(name)
+
+
 def _cuda_usable():
     try:
-        mod = importlib.import_module(BACKENDS["cuda"])
+        mod = _module(BACKENDS["cuda"])
         check = getattr(mod, "is_available", None)
         if not callable(check):
             return False
