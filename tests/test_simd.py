@@ -336,6 +336,31 @@ def test_quantize_indices_matches_quant(scale, zp, bits, signed):
                                   (np.tile(codes, (8, 1)).reshape(2, -1) & mask).astype(np.uint8))
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_quantize_indices_every_position_of_the_vector_loop(signed):
+    """Runs around the 32-value rounds of the AVX2 quantizer: the codes of every length and
+    a NaN or an infinity at every position of a round (each of its four vectors) and of the
+    tail is found."""
+    from axkern.quant import QuantParams, quantize_float
+
+    p = QuantParams(np.float32(0.02), 0 if signed else 119, signed=signed)
+    rng = np.random.default_rng(7)
+    for n in (1, 7, 31, 32, 33, 64, 95, 130):
+        x = (rng.standard_normal(n) * 3).astype(np.float32)
+        want = (quantize_float(x, p).astype(np.int64) & 255).astype(np.uint8)
+        np.testing.assert_array_equal(fast.quantize_indices(x, p, num_threads=1), want)
+        idx, sums = fast.quantize_indices(x[None], p, row_sums=True, num_threads=1)
+        assert sums[0] == quantize_float(x, p).astype(np.int64).sum()
+        for pos in sorted({0, 7, 8, 15, 16, 23, 24, 31, n // 2, n - 1}):
+            if pos >= n:
+                continue
+            for bad in (np.nan, np.inf, -np.inf):
+                y = x.copy()
+                y[pos] = bad
+                with pytest.raises(ValueError, match="NaN or Inf"):
+                    fast.quantize_indices(y, p, num_threads=1)
+
+
 def test_quantize_indices_shapes_and_errors():
     from axkern.quant import QuantParams
 

@@ -44,6 +44,78 @@ static inline int32_t code_signed(float x, float scale, int32_t zp, int32_t qmin
     return c < qmin ? qmin : (c > qmax ? qmax : c);
 }
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define AXS_QUANT_AVX2 1
+/* The unsigned codes of quantize_run with explicit AVX2, 32 values a round: the same
+ * float32 operations in the same order (max, min, subtract, multiply, add 0.5, truncate;
+ * no multiply-add: separate instructions), the codes packed to bytes in place. The
+ * compiler's vectorization of the plain loop ran at about one cycle per value. */
+__attribute__((target("avx2"))) static int64_t
+quantize_run_u_avx2(const float *restrict xr, int64_t n, float nmin, float nmax, float inv,
+                    int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *restrict ir,
+                    int32_t *restrict bad)
+{
+    const __m256 lo = _mm256_set1_ps(nmin), hi = _mm256_set1_ps(nmax);
+    const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i span = _mm256_set1_epi32(qmax - qmin), base = _mm256_set1_epi32(qmin);
+    const __m256i vmask = _mm256_set1_epi32(mask);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i sum = _mm256_setzero_si256(), nbad = _mm256_setzero_si256();
+    int32_t nb = 0;
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32) {
+        __m256i q[4];
+        for (int u = 0; u < 4; u++) {
+            __m256 x = _mm256_loadu_ps(xr + c + 8 * u);
+            /* NaN or Inf: x - x is not 0 (a true compare is -1 in its lane) */
+            nbad = _mm256_sub_epi32(nbad, _mm256_castps_si256(
+                _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ)));
+            __m256 t = _mm256_max_ps(lo, x);       /* x < nmin ? nmin : x */
+            t = _mm256_min_ps(hi, t);              /* t > nmax ? nmax : t */
+            t = _mm256_sub_ps(t, lo);
+            t = _mm256_mul_ps(t, vinv);
+            t = _mm256_add_ps(t, half);
+            __m256i k = _mm256_min_epi32(_mm256_cvttps_epi32(t), span);
+            k = _mm256_add_epi32(k, base);
+            sum = _mm256_add_epi32(sum, k);
+            q[u] = _mm256_and_si256(k, vmask);
+        }
+        /* bytes (each masked code fits one): two packs, then the lanes put in order */
+        __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
+                                        _mm256_packus_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(ir + c), _mm256_permutevar8x32_epi32(w, order));
+    }
+    int32_t lanes[8], bads[8], s = 0;
+    _mm256_storeu_si256((__m256i *)lanes, sum);
+    _mm256_storeu_si256((__m256i *)bads, nbad);
+    for (int i = 0; i < 8; i++) {
+        s += lanes[i];
+        nb += bads[i];
+    }
+    for (; c < n; c++) {
+        nb += !(xr[c] - xr[c] == 0.0f);
+        int32_t q = code_unsigned(xr[c], nmin, nmax, inv, qmax - qmin, qmin);
+        ir[c] = (uint8_t)((uint32_t)q & mask);
+        s += q;
+    }
+    *bad += nb;
+    return s;
+}
+/* Whether this CPU runs it: asked once (relaxed atomics: every writer stores the same). */
+static int quant_avx2(void)
+{
+    static int known = -1;
+    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = axs_path_supported(AXS_PATH_AVX2);
+        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+#endif
+
 /* Codes of one run of at most 32768 values (int32 sums cannot overflow: the caller
  * guarantees |code| <= 65535). Written as plain loops over float32
  * and int32 so that the compiler vectorizes them; returns the sum of the codes and counts
@@ -54,6 +126,10 @@ static int64_t quantize_run(const float *restrict xr, int64_t n, int is_signed, 
                             int32_t qmax, uint8_t mask, uint8_t *restrict ir,
                             int32_t *restrict bad)
 {
+#ifdef AXS_QUANT_AVX2
+    if (!is_signed && quant_avx2())
+        return quantize_run_u_avx2(xr, n, nmin, nmax, inv, qmin, qmax, mask, ir, bad);
+#endif
     int32_t span = qmax - qmin, s = 0, nb = 0;
     if (is_signed) {
         for (int64_t c = 0; c < n; c++) {
