@@ -350,6 +350,7 @@ def test_quantize_indices_every_position_of_the_vector_loop(signed):
         want = (quantize_float(x, p).astype(np.int64) & 255).astype(np.uint8)
         np.testing.assert_array_equal(fast.quantize_indices(x, p, num_threads=1), want)
         idx, sums = fast.quantize_indices(x[None], p, row_sums=True, num_threads=1)
+        np.testing.assert_array_equal(idx[0], want)
         assert sums[0] == quantize_float(x, p).astype(np.int64).sum()
         for pos in sorted({0, 7, 8, 15, 16, 23, 24, 31, n // 2, n - 1}):
             if pos >= n:

@@ -72,9 +72,8 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                  const axs_dequant *dq, int nt, int path, int in_nchw);
 /* Estimated time of a call, in units of one expanded-table lookup of the path and per
  * thread: direct (rows * K * cols lookups, rows streamed past cols fixed codes, over the
- * `units` threads its tiles keep busy)
- * against expanded (tables built per unit plus lookups of padded column blocks, over the
- * threads its units keep busy). */
+ * `units` threads its tiles keep busy) against expanded (tables built per unit plus
+ * lookups of padded column blocks, over the threads its units keep busy). */
 double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units);
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt);
 
