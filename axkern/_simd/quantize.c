@@ -103,6 +103,56 @@ quantize_run_u_avx2(const float *restrict xr, int64_t n, float nmin, float nmax,
     *bad += nb;
     return s;
 }
+/* The signed codes of quantize_run the same way: divide, clamp to +-2^22, round half to even
+ * by adding and subtracting 1.5 * 2^23, add the zero point, clamp to the code range (the
+ * compiler left the plain loop scalar: 2 ns a value, eight times the unsigned codes). */
+__attribute__((target("avx2"))) static int64_t
+quantize_run_s_avx2(const float *restrict xr, int64_t n, float scale, int32_t zp, int32_t qmin,
+                    int32_t qmax, uint8_t mask, uint8_t *restrict ir, int32_t *restrict bad)
+{
+    const __m256 vscale = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
+    const __m256 big = _mm256_set1_ps(4194304.0f), nbig = _mm256_set1_ps(-4194304.0f);
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256i vzp = _mm256_set1_epi32(zp), lo = _mm256_set1_epi32(qmin);
+    const __m256i hi = _mm256_set1_epi32(qmax), vmask = _mm256_set1_epi32(mask);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i sum = _mm256_setzero_si256(), nbad = _mm256_setzero_si256();
+    int32_t nb = 0;
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32) {
+        __m256i q[4];
+        for (int u = 0; u < 4; u++) {
+            __m256 x = _mm256_loadu_ps(xr + c + 8 * u);
+            nbad = _mm256_sub_epi32(nbad, _mm256_castps_si256(
+                _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ)));
+            __m256 t = _mm256_div_ps(x, vscale);
+            t = _mm256_min_ps(big, _mm256_max_ps(nbig, t));   /* the clamp to +-2^22 */
+            t = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+            __m256i k = _mm256_add_epi32(_mm256_cvttps_epi32(t), vzp);
+            k = _mm256_min_epi32(_mm256_max_epi32(k, lo), hi);
+            sum = _mm256_add_epi32(sum, k);
+            q[u] = _mm256_and_si256(k, vmask);   /* two's complement bits: 0 .. 255 */
+        }
+        __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
+                                        _mm256_packus_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(ir + c), _mm256_permutevar8x32_epi32(w, order));
+    }
+    int32_t lanes[8], bads[8], s = 0;
+    _mm256_storeu_si256((__m256i *)lanes, sum);
+    _mm256_storeu_si256((__m256i *)bads, nbad);
+    for (int i = 0; i < 8; i++) {
+        s += lanes[i];
+        nb += bads[i];
+    }
+    for (; c < n; c++) {
+        nb += !(xr[c] - xr[c] == 0.0f);
+        int32_t q = code_signed(xr[c], scale, zp, qmin, qmax);
+        ir[c] = (uint8_t)((uint32_t)q & mask);
+        s += q;
+    }
+    *bad += nb;
+    return s;
+}
 /* Whether this CPU runs it: asked once (relaxed atomics: every writer stores the same). */
 static int quant_avx2(void)
 {
@@ -127,8 +177,10 @@ static int64_t quantize_run(const float *restrict xr, int64_t n, int is_signed, 
                             int32_t *restrict bad)
 {
 #ifdef AXS_QUANT_AVX2
-    if (!is_signed && quant_avx2())
-        return quantize_run_u_avx2(xr, n, nmin, nmax, inv, qmin, qmax, mask, ir, bad);
+    if (quant_avx2())
+        return is_signed ? quantize_run_s_avx2(xr, n, scale, zp, qmin, qmax, mask, ir, bad)
+                         : quantize_run_u_avx2(xr, n, nmin, nmax, inv, qmin, qmax, mask, ir,
+                                               bad);
 #endif
     int32_t span = qmax - qmin, s = 0, nb = 0;
     if (is_signed) {
