@@ -98,8 +98,14 @@ def _settle(seconds=0.3):
     time.sleep(seconds)
 
 
-def _table(rng):
-    # Exact 8-bit unsigned product plus noise: the 16-bit table class of real circuits.
+def _table(rng, signed=False):
+    # Exact 8-bit product plus noise: the 16-bit table class of real circuits. Signed tables
+    # are indexed by the codes' two's-complement bit patterns, as a signed Multiplier's.
+    if signed:
+        from .lut import operand_values
+
+        v = operand_values(8, True).astype(np.int64)
+        return (np.outer(v, v) + rng.integers(-64, 65, (256, 256))).astype(np.int32)
     t = np.outer(np.arange(256), np.arange(256)) + rng.integers(-64, 65, (256, 256))
     return np.clip(t, 0, 65535).astype(np.int32)
 
@@ -115,7 +121,7 @@ def _torch():
 
 
 def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, seed=0,
-              methods=None, torch=True):
+              methods=None, torch=True, signed=False):
     """Time every shape on every path.
 
     Parameters
@@ -139,6 +145,9 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
         is left out for that shape.
     torch : bool
         Also time float32 PyTorch when it is installed.
+    signed : bool
+        A signed multiplier's table (and so symmetric quantization in the float-level
+        calls) instead of an unsigned one.
 
     Returns
     -------
@@ -172,12 +181,12 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
             raise ValueError(f"unknown shapes {bad}: expected some of {names}")
     chosen = [s for s in SHAPES if shapes is None or s[0] in shapes]
     rng = np.random.default_rng(seed)
-    table = _table(rng)
+    table = _table(rng, signed)
     mult = None
     if api:
         try:
             from .lut import Multiplier
-            mult = Multiplier(table, name="bench")
+            mult = Multiplier(table, signed=signed, name="bench")
         except ImportError:  # the float-level layer is not there: kernel figures only
             mult = None
     th, F = _torch() if torch else (None, None)
@@ -418,7 +427,8 @@ def _cmd(args):
         print(f"axkern bench: --runs must be at least 1, got {args.runs}", file=sys.stderr)
         return 2
     runs = [run_bench(paths=paths, repeat=args.repeat, num_threads=args.threads, shapes=shapes,
-                      api=not args.kernel_only, methods=methods, torch=not args.no_torch)
+                      api=not args.kernel_only, methods=methods, torch=not args.no_torch,
+                      signed=args.signed)
             for _ in range(args.runs)]
     recs = runs[0] if args.runs == 1 else combine_runs(runs)
     if args.json:
@@ -429,7 +439,8 @@ def _cmd(args):
         print(f"axkern bench: paths available {_fast.available_paths()}, default "
               f"{_fast.default_path()}, {os.cpu_count()} CPUs, "
               f"threads {args.threads or 'default'}, best of {args.repeat}"
-              + (f"; the median of {args.runs} runs" if args.runs > 1 else ""))
+              + (f"; the median of {args.runs} runs" if args.runs > 1 else "")
+              + ("; a signed multiplier (symmetric quantization)" if args.signed else ""))
         th, _ = _torch() if not args.no_torch else (None, None)
         print("GMAC/s; torch: float32 PyTorch " + (th.__version__ if th is not None else
               "not timed") + " (NHWC: channels_last), best of fresh input copies; "
@@ -458,6 +469,9 @@ def add_parser(subparsers):
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for the kernels")
     p.add_argument("--kernel-only", action="store_true",
                    help="skip the float-level axconv2d/axmatmul timings")
+    p.add_argument("--signed", action="store_true",
+                   help="a signed multiplier's table (symmetric quantization) instead of an "
+                        "unsigned one")
     p.add_argument("--no-torch", action="store_true",
                    help="skip the float32 PyTorch baseline (timed when torch is installed)")
     p.add_argument("--json", action="store_true", help="print the records as JSON")

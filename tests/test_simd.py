@@ -1,5 +1,6 @@
 """Fast CPU kernels (axkern._fast): every dispatch path, forced in turn, bit-exact against the
 NumPy reference backend on random tables of each class and on awkward shapes."""
+import argparse
 import os
 import subprocess
 import sys
@@ -274,9 +275,25 @@ def test_env_var_forces_path():
     assert r.returncode != 0 and "AXKERN_CPU_PATH" in r.stderr and "bogus" in r.stderr
 
 
-def test_bench_records_and_cli_parser():
-    import argparse
+def test_bench_signed_multiplier():
+    # --signed: a signed multiplier's table (two's-complement indices) and so the symmetric
+    # quantization of the float-level calls, the path whose codes were left scalar once
+    from axkern import Multiplier, bench
+    from axkern.lut import operand_values
 
+    t = bench._table(np.random.default_rng(0), signed=True)
+    v = operand_values(8, True).astype(np.int64)
+    assert np.abs(t - np.outer(v, v)).max() <= 64
+    assert Multiplier(t, signed=True).signed
+    recs = bench.run_bench(paths=["scalar"], repeat=1, shapes=["gemm 8x2048x1024"],
+                           torch=False, signed=True)
+    assert len(recs) == 1 and recs[0]["api_gmacs"] > 0 and recs[0]["kernel_gmacs"] > 0
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["bench", "--signed"]).signed
+
+
+def test_bench_records_and_cli_parser():
     from axkern import bench
 
     recs = bench.run_bench(paths=["scalar"], repeat=1, shapes=["gemm 8x2048x1024"], api=False)
