@@ -47,112 +47,103 @@ static inline int32_t code_signed(float x, float scale, int32_t zp, int32_t qmin
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define AXS_QUANT_AVX2 1
-/* The unsigned codes of quantize_run with explicit AVX2, 32 values a round: the same
- * float32 operations in the same order (max, min, subtract, multiply, add 0.5, truncate;
- * no multiply-add: separate instructions), the codes packed to bytes in place. The
- * compiler's vectorization of the plain loop ran at about one cycle per value. */
+/* A round's four vectors of masked codes (0 .. 255 each) as 32 bytes, in order: two packs,
+ * then the lanes put back in place. */
+static inline __attribute__((always_inline, target("avx2"))) void
+store_codes_avx2(const __m256i q[4], uint8_t *ir)
+{
+    __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
+                                    _mm256_packus_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i *)ir,
+                        _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3,
+                                                                         7)));
+}
+
+static inline __attribute__((always_inline, target("avx2"))) int32_t lane_sum_avx2(__m256i v)
+{
+    int32_t lanes[8], s = 0;
+    _mm256_storeu_si256((__m256i *)lanes, v);
+    for (int i = 0; i < 8; i++)
+        s += lanes[i];
+    return s;
+}
+
+/* The codes of quantize_run with explicit AVX2, 32 values a round: the same float32
+ * operations in the same order, separate instructions (no multiply-add). Unsigned codes:
+ * max, min, subtract, multiply, add 0.5, truncate, clamp to the span; signed codes: divide,
+ * clamp to +-2^22, round half to even by adding and subtracting 1.5 * 2^23, add the zero
+ * point, clamp to the code range. Non-finite values are counted per lane (x - x is not 0;
+ * a true compare is -1 in its lane). The compiler vectorized the plain unsigned loop at
+ * about a cycle per value and left the signed one scalar, at 2 ns a value. */
+static inline __attribute__((always_inline, target("avx2"))) int64_t
+quantize_run_avx2(const float *restrict xr, int64_t n, const int is_signed, float scale,
+                  int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
+                  uint8_t mask, uint8_t *restrict ir, int32_t *restrict bad)
+{
+    const __m256 lo = _mm256_set1_ps(nmin), hi = _mm256_set1_ps(nmax);
+    const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
+    const __m256 vscale = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
+    const __m256 big = _mm256_set1_ps(4194304.0f), nbig = _mm256_set1_ps(-4194304.0f);
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256i span = _mm256_set1_epi32(qmax - qmin), vzp = _mm256_set1_epi32(zp);
+    const __m256i qlo = _mm256_set1_epi32(qmin), qhi = _mm256_set1_epi32(qmax);
+    const __m256i vmask = _mm256_set1_epi32(mask);
+    __m256i sum = _mm256_setzero_si256(), nbad = _mm256_setzero_si256();
+    int32_t nb = 0;
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32) {
+        __m256i q[4];
+        for (int u = 0; u < 4; u++) {
+            __m256 x = _mm256_loadu_ps(xr + c + 8 * u);
+            nbad = _mm256_sub_epi32(nbad, _mm256_castps_si256(
+                _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ)));
+            __m256i k;
+            if (is_signed) {
+                __m256 t = _mm256_div_ps(x, vscale);
+                t = _mm256_min_ps(big, _mm256_max_ps(nbig, t));
+                t = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+                k = _mm256_add_epi32(_mm256_cvttps_epi32(t), vzp);
+                k = _mm256_min_epi32(_mm256_max_epi32(k, qlo), qhi);
+            } else {
+                __m256 t = _mm256_max_ps(lo, x);   /* x < nmin ? nmin : x */
+                t = _mm256_min_ps(hi, t);          /* t > nmax ? nmax : t */
+                t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(t, lo), vinv), half);
+                k = _mm256_min_epi32(_mm256_cvttps_epi32(t), span);
+                k = _mm256_add_epi32(k, qlo);
+            }
+            sum = _mm256_add_epi32(sum, k);
+            q[u] = _mm256_and_si256(k, vmask);   /* the index bits: 0 .. 255 */
+        }
+        store_codes_avx2(q, ir + c);
+    }
+    int32_t s = lane_sum_avx2(sum);
+    nb += lane_sum_avx2(nbad);
+    for (; c < n; c++) {
+        nb += !(xr[c] - xr[c] == 0.0f);
+        int32_t q = is_signed ? code_signed(xr[c], scale, zp, qmin, qmax)
+                              : code_unsigned(xr[c], nmin, nmax, inv, qmax - qmin, qmin);
+        ir[c] = (uint8_t)((uint32_t)q & mask);
+        s += q;
+    }
+    *bad += nb;
+    return s;
+}
+
 __attribute__((target("avx2"))) static int64_t
 quantize_run_u_avx2(const float *restrict xr, int64_t n, float nmin, float nmax, float inv,
                     int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *restrict ir,
                     int32_t *restrict bad)
 {
-    const __m256 lo = _mm256_set1_ps(nmin), hi = _mm256_set1_ps(nmax);
-    const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
-    const __m256 zero = _mm256_setzero_ps();
-    const __m256i span = _mm256_set1_epi32(qmax - qmin), base = _mm256_set1_epi32(qmin);
-    const __m256i vmask = _mm256_set1_epi32(mask);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    __m256i sum = _mm256_setzero_si256(), nbad = _mm256_setzero_si256();
-    int32_t nb = 0;
-    int64_t c = 0;
-    for (; c + 32 <= n; c += 32) {
-        __m256i q[4];
-        for (int u = 0; u < 4; u++) {
-            __m256 x = _mm256_loadu_ps(xr + c + 8 * u);
-            /* NaN or Inf: x - x is not 0 (a true compare is -1 in its lane) */
-            nbad = _mm256_sub_epi32(nbad, _mm256_castps_si256(
-                _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ)));
-            __m256 t = _mm256_max_ps(lo, x);       /* x < nmin ? nmin : x */
-            t = _mm256_min_ps(hi, t);              /* t > nmax ? nmax : t */
-            t = _mm256_sub_ps(t, lo);
-            t = _mm256_mul_ps(t, vinv);
-            t = _mm256_add_ps(t, half);
-            __m256i k = _mm256_min_epi32(_mm256_cvttps_epi32(t), span);
-            k = _mm256_add_epi32(k, base);
-            sum = _mm256_add_epi32(sum, k);
-            q[u] = _mm256_and_si256(k, vmask);
-        }
-        /* bytes (each masked code fits one): two packs, then the lanes put in order */
-        __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
-                                        _mm256_packus_epi32(q[2], q[3]));
-        _mm256_storeu_si256((__m256i *)(ir + c), _mm256_permutevar8x32_epi32(w, order));
-    }
-    int32_t lanes[8], bads[8], s = 0;
-    _mm256_storeu_si256((__m256i *)lanes, sum);
-    _mm256_storeu_si256((__m256i *)bads, nbad);
-    for (int i = 0; i < 8; i++) {
-        s += lanes[i];
-        nb += bads[i];
-    }
-    for (; c < n; c++) {
-        nb += !(xr[c] - xr[c] == 0.0f);
-        int32_t q = code_unsigned(xr[c], nmin, nmax, inv, qmax - qmin, qmin);
-        ir[c] = (uint8_t)((uint32_t)q & mask);
-        s += q;
-    }
-    *bad += nb;
-    return s;
+    return quantize_run_avx2(xr, n, 0, 1.0f, 0, nmin, nmax, inv, qmin, qmax, mask, ir, bad);
 }
-/* The signed codes of quantize_run the same way: divide, clamp to +-2^22, round half to even
- * by adding and subtracting 1.5 * 2^23, add the zero point, clamp to the code range (the
- * compiler left the plain loop scalar: 2 ns a value, eight times the unsigned codes). */
+
 __attribute__((target("avx2"))) static int64_t
 quantize_run_s_avx2(const float *restrict xr, int64_t n, float scale, int32_t zp, int32_t qmin,
                     int32_t qmax, uint8_t mask, uint8_t *restrict ir, int32_t *restrict bad)
 {
-    const __m256 vscale = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
-    const __m256 big = _mm256_set1_ps(4194304.0f), nbig = _mm256_set1_ps(-4194304.0f);
-    const __m256 magic = _mm256_set1_ps(12582912.0f);
-    const __m256i vzp = _mm256_set1_epi32(zp), lo = _mm256_set1_epi32(qmin);
-    const __m256i hi = _mm256_set1_epi32(qmax), vmask = _mm256_set1_epi32(mask);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    __m256i sum = _mm256_setzero_si256(), nbad = _mm256_setzero_si256();
-    int32_t nb = 0;
-    int64_t c = 0;
-    for (; c + 32 <= n; c += 32) {
-        __m256i q[4];
-        for (int u = 0; u < 4; u++) {
-            __m256 x = _mm256_loadu_ps(xr + c + 8 * u);
-            nbad = _mm256_sub_epi32(nbad, _mm256_castps_si256(
-                _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ)));
-            __m256 t = _mm256_div_ps(x, vscale);
-            t = _mm256_min_ps(big, _mm256_max_ps(nbig, t));   /* the clamp to +-2^22 */
-            t = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
-            __m256i k = _mm256_add_epi32(_mm256_cvttps_epi32(t), vzp);
-            k = _mm256_min_epi32(_mm256_max_epi32(k, lo), hi);
-            sum = _mm256_add_epi32(sum, k);
-            q[u] = _mm256_and_si256(k, vmask);   /* two's complement bits: 0 .. 255 */
-        }
-        __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
-                                        _mm256_packus_epi32(q[2], q[3]));
-        _mm256_storeu_si256((__m256i *)(ir + c), _mm256_permutevar8x32_epi32(w, order));
-    }
-    int32_t lanes[8], bads[8], s = 0;
-    _mm256_storeu_si256((__m256i *)lanes, sum);
-    _mm256_storeu_si256((__m256i *)bads, nbad);
-    for (int i = 0; i < 8; i++) {
-        s += lanes[i];
-        nb += bads[i];
-    }
-    for (; c < n; c++) {
-        nb += !(xr[c] - xr[c] == 0.0f);
-        int32_t q = code_signed(xr[c], scale, zp, qmin, qmax);
-        ir[c] = (uint8_t)((uint32_t)q & mask);
-        s += q;
-    }
-    *bad += nb;
-    return s;
+    return quantize_run_avx2(xr, n, 1, scale, zp, 0.0f, 0.0f, 1.0f, qmin, qmax, mask, ir, bad);
 }
+
 /* Whether this CPU runs it: asked once (relaxed atomics: every writer stores the same). */
 static int quant_avx2(void)
 {
