@@ -52,11 +52,10 @@ static inline int32_t code_signed(float x, float scale, int32_t zp, int32_t qmin
 static inline __attribute__((always_inline, target("avx2"))) void
 store_codes_avx2(const __m256i q[4], uint8_t *ir)
 {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
                                     _mm256_packus_epi32(q[2], q[3]));
-    _mm256_storeu_si256((__m256i *)ir,
-                        _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3,
-                                                                         7)));
+    _mm256_storeu_si256((__m256i *)ir, _mm256_permutevar8x32_epi32(w, order));
 }
 
 static inline __attribute__((always_inline, target("avx2"))) int32_t lane_sum_avx2(__m256i v)
@@ -158,9 +157,10 @@ static int quant_avx2(void)
 #endif
 
 /* Codes of one run of at most 32768 values (int32 sums cannot overflow: the caller
- * guarantees |code| <= 65535). Written as plain loops over float32
- * and int32 so that the compiler vectorizes them; returns the sum of the codes and counts
- * non-finite inputs in *bad (their codes are meaningless: the caller raises). */
+ * guarantees |code| <= 65535): the AVX2 loops above where the CPU has AVX2, else plain
+ * loops over float32 and int32 that the compiler may vectorize; returns the sum of the
+ * codes and counts non-finite inputs in *bad (their codes are meaningless: the caller
+ * raises). */
 AXS_VECTOR_CLONES
 static int64_t quantize_run(const float *restrict xr, int64_t n, int is_signed, float scale,
                             int32_t zp, float nmin, float nmax, float inv, int32_t qmin,
