@@ -131,10 +131,7 @@ def as_multiplier(multiplier):
     ValueError
         For a table that is not of shape (2**n, 2**n), n from 2 to 8.
     """
-    if type(multiplier) is _multiplier_class():
-        return multiplier   # (the isinstance below costs a few us with the import)
-    from .lut import Multiplier
-
+    Multiplier = _multiplier_class()   # (imported once: an import per call cost a few us)
     if isinstance(multiplier, Multiplier):
         return multiplier
     if isinstance(multiplier, np.ndarray):

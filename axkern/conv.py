@@ -552,14 +552,14 @@ class _PreparedWeights:
     multiplier's table, the weight quantization and the tuning."""
 
     __slots__ = ("key", "w", "mapping", "wp", "sw", "zw", "wi", "sum_w", "table", "dtype",
-                 "folded", "K", "zw_any", "sw_max", "sw_vec", "corr")
+                 "folded", "K", "zw_any", "sw_max", "corr")
 
     def dequant(self, sx, zx, bias):
         """The kernels' ``dequant=`` for an input of scale ``sx`` and zero point ``zx`` (an
         int), and ``max|scale|`` for :func:`check_overflow`. The zero-point correction
         ``K zx zw - zx sum q_w`` is remembered per ``zx``: a few us of small-array
         arithmetic on every call otherwise."""
-        dq = {"scale": sx * self.sw_vec, "bias": bias}
+        dq = {"scale": sx * self.sw, "bias": bias}
         if zx:
             corr = self.corr.get(zx)
             if corr is None:
@@ -636,7 +636,9 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None
     _check_finite(w2, name)
     e = _PreparedWeights()
     e.wp = checked_params(w2, mode, m, name, COUT, fast=fast)
-    e.sw, e.zw = scale_and_zp(e.wp, COUT)
+    sw, e.zw = scale_and_zp(e.wp, COUT)
+    # one scale per column: the kernels take vectors (a scalar was broadcast on every call)
+    e.sw = np.ascontiguousarray(np.broadcast_to(sw, (COUT,)), np.float64)
     if not e.wp.per_channel and (not m.signed or m.bits == 8):
         # one pass: the indices are the codes (unsigned) or their int8 bit patterns
         wi = fast.quantize_indices(w2, e.wp, index_mask=(1 << m.bits) - 1)
@@ -653,8 +655,6 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None
     e.wi.setflags(write=False)
     e.table, e.dtype, e.folded = table, accumulator_dtype(K, m), False
     e.K, e.zw_any, e.sw_max, e.corr = K, bool(np.any(e.zw != 0)), float(np.max(np.abs(e.sw))), {}
-    # one scale per column: the kernels take vectors (a scalar was broadcast on every call)
-    e.sw_vec = np.ascontiguousarray(np.broadcast_to(e.sw, (COUT,)), np.float64)
     if fold and np.ndim(e.zw) == 0 and e.zw != 0:
         folded = _fold_zero_point(table, m, e.zw, K)
         if folded is not None:

@@ -439,10 +439,9 @@ def test_work_buffers_follow_growth():
     # work buffers hand out remembered views: after a role's buffer grows, a view of the
     # old buffer must not come back
     from axkern.conv import work_buffer
-    small = work_buffer("test-role", (4,), np.int32)
+    work_buffer("test-role", (4,), np.int32)
     big = work_buffer("test-role", (1 << 16,), np.int32)
     again = work_buffer("test-role", (4,), np.int32)
     assert np.shares_memory(again, big) and again.shape == (4,) and again.dtype == np.int32
     assert work_buffer("test-role", (4,), np.int32) is again
     assert work_buffer("test-role", (2, 2), np.int32).shape == (2, 2)
-    del small

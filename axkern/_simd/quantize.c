@@ -128,6 +128,8 @@ quantize_run_avx2(const float *restrict xr, int64_t n, const int is_signed, floa
     return s;
 }
 
+/* The two kinds as functions of their own: quantize_run's default clone may call them but
+ * not inline an AVX2 function. */
 __attribute__((target("avx2"))) static int64_t
 quantize_run_u_avx2(const float *restrict xr, int64_t n, float nmin, float nmax, float inv,
                     int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *restrict ir,
