@@ -32,7 +32,7 @@ numpy_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 EXTENSIONS = [
     ("axkern._fast", ["axkern/_fast.pyx"] + [
         f"axkern/_simd/{name}.c" for name in (
-            "axsimd", "expand", "depthwise", "kern_scalar", "kern_avx2", "kern_avx512",
+            "axsimd", "expand", "factored", "depthwise", "kern_scalar", "kern_avx2", "kern_avx512",
             "quantize", "epilogue", "gradtab")]),
 ]
 

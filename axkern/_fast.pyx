@@ -50,13 +50,13 @@ import os
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp
 cimport openmp
 from cython.parallel cimport prange
 
 from .backends import (_check_threads, check_conv_args, check_gemm_args, check_out_array,
-                       table_token)
+                       table_factors, table_token)
 
 cnp.import_array()
 
@@ -67,6 +67,11 @@ cdef extern from "axsimd.h" nogil:
     int AXS_PATH_SCALAR, AXS_PATH_AVX2, AXS_PATH_AVX512_VBMI
     int AXS_OK, AXS_ENOMEM, AXS_EPATH, AXS_EARG, AXS_EMETHOD
     int AXS_METHOD_AUTO, AXS_METHOD_DIRECT, AXS_METHOD_EXPAND, AXS_METHOD_DEPTHWISE
+    int AXS_METHOD_FACTORED
+    ctypedef struct axs_factors:
+        int r
+        const int16_t *U
+        const int16_t *V
     int axs_path_supported(int path)
     ctypedef struct axs_dequant:
         const double *scale
@@ -78,10 +83,10 @@ cdef extern from "axsimd.h" nogil:
         int64_t groups
         int64_t nchw
     int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
-                 int64_t M, int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
+                 const axs_factors *fac, int64_t M, int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
                  int nthreads, int path, int method)
     int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
-                   int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
+                   const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
                    int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw,
                    int64_t groups, int pad_code, int out64, void *out, const axs_dequant *dq,
                    int nthreads, int path, int method, int in_nchw)
@@ -200,9 +205,10 @@ def _resolve(path):
 
 
 #: Kernel methods (``method=``): ``"auto"`` picks by a cost model of the call's shape.
-METHODS = ("auto", "direct", "expand", "depthwise")
+METHODS = ("auto", "direct", "expand", "depthwise", "factored")
 _METHOD_CODES = {"auto": AXS_METHOD_AUTO, "direct": AXS_METHOD_DIRECT,
-                 "expand": AXS_METHOD_EXPAND, "depthwise": AXS_METHOD_DEPTHWISE}
+                 "expand": AXS_METHOD_EXPAND, "depthwise": AXS_METHOD_DEPTHWISE,
+                 "factored": AXS_METHOD_FACTORED}
 
 
 def _method(method):
@@ -218,6 +224,9 @@ _METHOD_NEEDS = {
     "depthwise": ("a conv2d with groups equal to the input and output channels, horizontal "
                   "dilation 1 and at most 4 filter columns, and int32 accumulation or a table "
                   "whose entries span at most 65535 (max - min)"),
+    "factored": ("a table that axkern froze (a multiplier's own or folded table, see "
+                 "axkern.backends.freeze_table) with exact int16 factors of rank at most 4 "
+                 "(axkern.lowrank.factor_table), and int32 accumulation"),
 }
 
 
@@ -286,6 +295,36 @@ cdef class _Dequant:
         self.keep = keep
 
 
+cdef class _Factors:
+    """The C view of a frozen table's factors (U, V), int16 (256, r) each."""
+    cdef axs_factors f
+    cdef object keep
+
+    def __init__(self, pair):
+        cdef cnp.ndarray U = np.ascontiguousarray(pair[0], dtype=np.int16)
+        cdef cnp.ndarray V = np.ascontiguousarray(pair[1], dtype=np.int16)
+        if U.ndim != 2 or U.shape[0] != 256 or V.ndim != 2 or V.shape[0] != 256 \
+                or U.shape[1] != V.shape[1] or not 1 <= U.shape[1] <= 8:
+            raise ValueError("table factors must be two int16 arrays of shape (256, r), "
+                             "1 <= r <= 8")
+        self.keep = (U, V)
+        self.f.r = <int>U.shape[1]
+        self.f.U = <const int16_t *>cnp.PyArray_DATA(U)
+        self.f.V = <const int16_t *>cnp.PyArray_DATA(V)
+
+
+cdef _Factors _factors_for(table, int meth, int out64):
+    # only the methods that may use them look them up (found once per frozen table)
+    if out64 or (meth != AXS_METHOD_AUTO and meth != AXS_METHOD_FACTORED):
+        return None
+    pair = table_factors(table)
+    return None if pair is None else _Factors(pair)
+
+
+cdef const axs_factors *_fac_ptr(_Factors f):
+    return NULL if f is None else &f.f
+
+
 cdef const axs_dequant *_dq_ptr(_Dequant d):
     return NULL if d is None else &d.dq
 
@@ -339,9 +378,11 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
     cdef int rc
     cdef const axs_dequant *dqp = _dq_ptr(dq)
     cdef uint64_t token = table_token(table)
+    cdef _Factors fac = _factors_for(table, meth, out64)
+    cdef const axs_factors *facp = _fac_ptr(fac)
     with nogil:
         rc = axs_gemm(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
-                      <const int32_t *>cnp.PyArray_DATA(tt), token, M, K, N, out64,
+                      <const int32_t *>cnp.PyArray_DATA(tt), token, facp, M, K, N, out64,
                       cnp.PyArray_DATA(oo), dqp, nt, p, meth)
     _raise(rc, "gemm", method)
     return out
@@ -428,9 +469,11 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     cdef int rc
     cdef const axs_dequant *dqp = _dq_ptr(dq)
     cdef uint64_t token = table_token(table)
+    cdef _Factors fac = _factors_for(table, meth, out64)
+    cdef const axs_factors *facp = _fac_ptr(fac)
     with nogil:
         rc = axs_conv2d(<const uint8_t *>cnp.PyArray_DATA(xx), <const uint8_t *>cnp.PyArray_DATA(ww),
-                        <const int32_t *>cnp.PyArray_DATA(tt), token, N, H, W, C, KH, KW, COUT,
+                        <const int32_t *>cnp.PyArray_DATA(tt), token, facp, N, H, W, C, KH, KW, COUT,
                         sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo),
                         dqp, nt, p, meth, in_nchw)
     _raise(rc, "conv2d", method)

@@ -258,6 +258,7 @@ def _pair(v, name, minimum):
 
 _FROZEN = {}   # id(table) -> (weakref to it, token, max|T|): the tables freeze_table froze
 _TOKENS = itertools.count(1)
+_FACTORS = {}  # token -> int16 factors (U, V) of a frozen table, or None (see table_factors)
 
 
 def freeze_table(table):
@@ -269,13 +270,15 @@ def freeze_table(table):
     table.setflags(write=False)
     key = id(table)
 
-    def gone(ref, key=key):
+    token = next(_TOKENS)
+
+    def gone(ref, key=key, token=token):
         hit = _FROZEN.get(key)
         if hit is not None and hit[0] is ref:
             del _FROZEN[key]
+        _FACTORS.pop(token, None)
 
-    _FROZEN[key] = (weakref.ref(table, gone), next(_TOKENS),
-                    max(-int(table.min()), int(table.max())))
+    _FROZEN[key] = (weakref.ref(table, gone), token, max(-int(table.min()), int(table.max())))
     return table
 
 
@@ -290,6 +293,26 @@ def table_token(table):
     """The token of a table registered by :func:`freeze_table`, else 0."""
     hit = _frozen(table)
     return 0 if hit is None else hit[1]
+
+
+def table_factors(table):
+    """Exact int16 factors ``(U, V)`` of a table registered by :func:`freeze_table`
+    (``table[a, b] == sum_i U[a, i] * V[b, i]``, see :func:`axkern.lowrank.factor_table`),
+    found once per table (about 10 ms); None for tables without factors of rank at most
+    :data:`axkern.lowrank.MAX_RANK` and for tables that were not frozen, whose entries could
+    change after the factors were checked."""
+    hit = _frozen(table)
+    if hit is None:
+        return None
+    try:
+        return _FACTORS[hit[1]]
+    except KeyError:
+        pass
+    from .lowrank import factor_table
+
+    f = factor_table(table)
+    _FACTORS[hit[1]] = f
+    return f
 
 
 def _table_max_abs(table):

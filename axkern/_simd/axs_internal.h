@@ -24,6 +24,32 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
                 int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
                 int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
                 int pad_code, void *out, const axs_dequant *dq, int nt, int path);
+/* One call's problem (expanded and factored methods): rows streamed past groups * cols fixed
+ * codes. */
+typedef struct {
+    const uint8_t *S;        /* streamed codes */
+    int64_t rows, K;
+    const ptrdiff_t *koff;   /* [K] */
+    /* roff(r): r * rstride (conv == 0), or, for pixel r = (n * OH + oy) * OW + ox of a
+     * convolution, n * nstride + oy * ystride + ox * xstride */
+    ptrdiff_t rstride, nstride, ystride, xstride;
+    int64_t P, OW;
+    int conv;
+    const uint8_t *F;        /* fixed codes: F[(g * cols + j) * K + k] */
+    int64_t cols, groups;
+    ptrdiff_t gstride;       /* S offset of group g: g * gstride */
+    void *out;               /* int32 (dq NULL) or float32 */
+    const axs_dequant *dq;
+    int64_t ldo;             /* output row length */
+    int transposed;          /* element (r, o) at out[o * ldo + r], else out[r * ldo + o] */
+} xproblem;
+
+#if defined(__GNUC__) || defined(__clang__)
+typedef uint32_t __attribute__((may_alias)) xword; /* the sums may sit in a float32 output */
+#else
+typedef uint32_t xword;
+#endif
+
 /* Per-column terms of a dequantization as float64, so that a row dequantizes in one
  * branch-free vector loop: every term is an integer below 2^53, so x = v + corr - zw * sumx
  * is exact in float64, as in the int64 arithmetic of axs_dequant_one (expand.c). */
@@ -48,6 +74,26 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_
  * * scale) (+ bias). */
 void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale, double corr,
                      const float *bias, float *y);
+/* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
+ * output columns o0 .. o0 + nf (all of group g), into pb's output, dequantized as dd says;
+ * acc may be the output itself (inplace); tmp: a tile-sized buffer for transposed
+ * dequantizing stores (expand.c). */
+void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda, int64_t r0,
+                int ms, int64_t g, int64_t o0, int nf, int inplace, xword *tmp);
+/* Offsets roff(r) of streamed rows r0 .. r0 + ms (expand.c). */
+void axs_xrow_offsets(const xproblem *pb, int64_t r0, int ms, ptrdiff_t *roff);
+/* Drivers of the factored method (factored.c): int32 sums (or float32 with dq) from the
+ * factors of a table; the same contract as axs_xgemm (swapped = 0) and axs_xconv2d. */
+int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_t M,
+              int64_t K, int64_t N, void *out, const axs_dequant *dq, int nt, int path);
+int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int64_t N,
+                int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
+                int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
+                int pad_code, void *out, const axs_dequant *dq, int nt, int path);
+/* Estimated time of the factored method, in the units of axs_xcost: values streamed
+ * codes turned into factor values (gemm: M * K; conv2d: the padded input's codes). */
+double axs_fcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int r,
+                 int64_t values, int nt);
 /* The padded NHWC copy of x (N, H + pt + pb, W + pl + pr, C) into xp, padding with pad_code
  * (expand.c; used by the expanded and depthwise convolutions). */
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,
@@ -70,6 +116,9 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                  int pt, int pb, int pl, int pr, int dh, int pad_code, int out64, void *out,
                  const axs_dequant *dq, int nt, int path, int in_nchw);
+/* Relative time of one direct lookup on the AVX2 code against one expanded lookup
+ * (expand.c's cost model; Zen 3: 0.5 ns against 0.06 per thread, and a shorter loop). */
+#define AXS_DIRECT_AVX2 6.0
 /* Estimated time of a call, in units of one expanded-table lookup of the path and per
  * thread: direct (rows * K * cols lookups, rows streamed past cols fixed codes, over the
  * `units` threads its tiles keep busy) against expanded (tables built per unit plus

@@ -574,14 +574,30 @@ static int try_expand(const int32_t *table, uint64_t token, int method, int path
     return AXS_OK;
 }
 
+/* The factored method: AXS_OK when it is forced or (AXS_METHOD_AUTO) cheaper than the other
+ * two, -1 when another method should run, AXS_EMETHOD when it is forced without factors or
+ * for int64 sums. On the AVX-512 VBMI path the direct method's lookups are counted at the
+ * cost of an expanded one (64 per vpermi2b pair; not measured against the factors there). */
+static int try_factored(const axs_factors *fac, int method, int path, int out64,
+                        double direct, double expand, double factored)
+{
+    if (method == AXS_METHOD_FACTORED)
+        return fac && !out64 ? AXS_OK : AXS_EMETHOD;
+    if (method != AXS_METHOD_AUTO || !fac || out64)
+        return -1;
+    if (path == AXS_PATH_AVX512_VBMI)
+        direct /= AXS_DIRECT_AVX2;
+    return factored < direct && factored < expand ? AXS_OK : -1;
+}
+
 int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
-             int64_t M, int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
-             int nthreads, int path, int method)
+             const axs_factors *fac, int64_t M, int64_t K, int64_t N, int out64, void *out,
+             const axs_dequant *dq, int nthreads, int path, int method)
 {
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
     if (M < 0 || K < 0 || N < 0 || K > 0x7fffffff || method < 0 ||
-        method > AXS_METHOD_DEPTHWISE)
+        method > AXS_METHOD_FACTORED || (fac && (fac->r < 1 || fac->r > AXS_FMAXRANK)))
         return AXS_EARG;
     if (method == AXS_METHOD_DEPTHWISE)
         return AXS_EMETHOD;
@@ -600,14 +616,21 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
     int mb = tile_rows(swapped ? N : M, nfb, nt);
     int64_t nst = swapped ? (N + mb - 1) / mb : (M + mb - 1) / mb;
     {
-        /* expanded tables, streaming the rows of a or (swapped) the columns of b */
+        /* factored, or expanded tables streaming the rows of a or (swapped) the columns of
+         * b, against the direct method */
+        double direct = axs_direct_cost(path, swapped ? N : M, K, swapped ? M : N,
+                                        nst < nt ? nst : nt);
         double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
         int sw = cost_sw < cost;
+        int rc = try_factored(fac, method, path, out64, direct, sw ? cost_sw : cost,
+                              axs_fcost(path, M, K, N, 1, fac ? fac->r : 1, M * K, nt));
+        if (rc == AXS_OK)
+            return axs_fgemm(a, b, fac, M, K, N, out, dq, nt, path);
+        if (rc != -1)
+            return rc;
         cache_entry *xe;
-        int rc = try_expand(table, token, method, path, out64,
-                            axs_direct_cost(path, swapped ? N : M, K, swapped ? M : N,
-                                            nst < nt ? nst : nt),
-                            sw ? cost_sw : cost, sw, &xe);
+        rc = try_expand(table, token, method, path, out64, direct, sw ? cost_sw : cost, sw,
+                        &xe);
         if (xe) {
             rc = axs_xgemm(a, b, &xe->pr.t, sw, M, K, N, out, dq, nt, path);
             release(xe);
@@ -750,23 +773,24 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
 #define AXS_NEED_NHWC (-1)
 
 static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
-                       const int32_t *table, uint64_t token, int64_t N, int64_t H, int64_t W,
+                       const int32_t *table, uint64_t token, const axs_factors *fac,
+                       int64_t N, int64_t H, int64_t W,
                        int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt,
                        int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
                        int out64, void *out, const axs_dequant *dq, int nthreads, int path,
                        int method);
 
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
-               int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
+               const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
                int sh, int sw, int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups,
                int pad_code, int out64, void *out, const axs_dequant *dq, int nthreads,
                int path, int method, int in_nchw)
 {
     if (!in_nchw)
-        return conv2d_body(x, NULL, w, table, token, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
+        return conv2d_body(x, NULL, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
                            pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path,
                            method);
-    int rc = conv2d_body(NULL, x, w, table, token, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
+    int rc = conv2d_body(NULL, x, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
                          pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
     if (rc != AXS_NEED_NHWC)
         return rc;
@@ -782,7 +806,7 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
             for (int64_t i = 0; i < HW; i++)
                 dst[i * C] = src[i];
         }
-    rc = conv2d_body(xt, NULL, w, table, token, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl,
+    rc = conv2d_body(xt, NULL, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl,
                      pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
     free(xt);
     return rc;
@@ -790,13 +814,15 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
 
 /* x: NHWC codes, or NULL with xn: NCHW codes (only the depthwise method reads them). */
 static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
-                       const int32_t *table, uint64_t token, int64_t N, int64_t H, int64_t W,
+                       const int32_t *table, uint64_t token, const axs_factors *fac,
+                       int64_t N, int64_t H, int64_t W,
                        int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt,
                        int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
                        int out64, void *out, const axs_dequant *dq, int nthreads, int path,
                        int method)
 {
-    if (method < 0 || method > AXS_METHOD_DEPTHWISE)
+    if (method < 0 || method > AXS_METHOD_FACTORED ||
+        (fac && (fac->r < 1 || fac->r > AXS_FMAXRANK)))
         return AXS_EARG;
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
@@ -866,9 +892,17 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         /* wide mode computes the dropped columns and rows too */
         double direct = (double)groups * axs_direct_cost(path, wide ? N * wide_rows : N * P,
                                                          K, OG, dunits < nt ? dunits : nt);
+        double expand = axs_xcost(path, N * P, K, OG, groups, nt);
+        int rc = try_factored(fac, method, path, out64, direct, expand,
+                              axs_fcost(path, N * P, K, OG, groups, fac ? fac->r : 1,
+                                        N * Hp * Wp * C, nt));
+        if (rc == AXS_OK)
+            return axs_fconv2d(x, w, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_, dh,
+                               dw, groups, pad_code, out, dq, nt, path);
+        if (rc != -1)
+            return rc;
         cache_entry *xe;
-        int rc = try_expand(table, token, method, path, out64, direct,
-                            axs_xcost(path, N * P, K, OG, groups, nt), 0, &xe);
+        rc = try_expand(table, token, method, path, out64, direct, expand, 0, &xe);
         if (xe) {
             rc = axs_xconv2d(x, w, &xe->pr.t, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_,
                              dh, dw, groups, pad_code, out, dq, nt, path);

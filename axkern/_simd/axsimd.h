@@ -148,14 +148,41 @@ void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const uint16_t *
 /* dst[i * ldd + j] = src[j * ld + i] for i, j < 16 (AVX-512 F; depthwise.c). */
 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
 
+/* Factored tables (factored.c): a table that is exactly a sum of r products of int16
+ * factors, T[a][b] = sum_{i < r} U[a * r + i] * V[b * r + i] (U and V of 256 * r entries),
+ * as every DRUM-style, perforated or exact multiplier is with r = 1 (an operand mapped, then
+ * multiplied exactly) and truncated or broken-array ones with r of 3 to 8. Its sums are then
+ * r * K exact products of int16 values per output, added in int32 lanes modulo 2^32: an
+ * integer GEMM without lookups. The caller vouches that the factors are exact (axkern
+ * derives and checks them in Python, for tables whose entries cannot change). */
+typedef struct {
+    int r;
+    const int16_t *U, *V;
+} axs_factors;
+#define AXS_FMAXRANK 8
+/* For one block of 16 fixed columns: acc[i * lda + j] = sum_{t < ntap} sum_{q < L}
+ * S[roff[i] + toff[t] + q] * Bp[((t * L + q) >> 1) * 32 + 2 * j + (q & 1)] (mod 2^32) for
+ * i < ms, j < 16; L is even (the streamed values come in pairs, as vpmaddwd takes them). */
+typedef void (*axs_fkern_fn)(const int16_t *S, const ptrdiff_t *roff, int ms,
+                             const ptrdiff_t *toff, int ntap, int L, const int16_t *Bp,
+                             uint32_t *acc, ptrdiff_t lda);
+void axs_fkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                      int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda);
+void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                    int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda);
+/* d[c * r + i] = the i-th factor value of codes[c], c < n, for r = 1 or 2: U32[code] holds
+ * them as one int32 (r = 1: the value; r = 2: both int16, the first in the low half). */
+void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r, int16_t *d);
+
 /* Kernel methods: AXS_METHOD_AUTO picks by a cost model, the others force one.
  *  - direct: the micro-kernels above, one table lookup per multiply-accumulate;
  *  - expand: expanded tables (16-bit class tables and int32 accumulation only);
  *  - depthwise: tap rows slid along output rows (depthwise.c: conv2d with groups == C ==
  *    COUT, horizontal dilation 1, at most 4 filter columns; int64 sums need a 16-bit-class
- *    table). Chosen automatically for such layers, except on the AVX-512 path. */
+ *    table). Chosen automatically for such layers, except on the AVX-512 path;
+ *  - factored: integer products of the table's factors (fac given, int32 sums only). */
 enum { AXS_METHOD_AUTO = 0, AXS_METHOD_DIRECT = 1, AXS_METHOD_EXPAND = 2,
-       AXS_METHOD_DEPTHWISE = 3 };
+       AXS_METHOD_DEPTHWISE = 3, AXS_METHOD_FACTORED = 4 };
 /* Returned when a forced method (expand, depthwise) cannot serve the call. */
 enum { AXS_EMETHOD = 4 };
 
@@ -187,22 +214,23 @@ typedef struct {
 /* gemm: a (M, K), b (K, N) C-contiguous uint8; table (256, 256) int32 C-contiguous;
  * token: 0, or a number the caller gives this table alone and only while its entries cannot
  * change (the prepared-table cache then finds it without comparing its entries);
+ * fac: NULL, or the table's exact factors (the factored method; see axs_factors);
  * out (M, N) int32 (out64 == 0) or int64 (out64 == 1) sums, or float32 with dq (NULL:
  * integers). nthreads <= 0: OpenMP default.
  * Returns an AXS_* code. */
 int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
-             int64_t M, int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
-             int nthreads, int path, int method);
+             const axs_factors *fac, int64_t M, int64_t K, int64_t N, int out64, void *out,
+             const axs_dequant *dq, int nthreads, int path, int method);
 
 /* conv2d: x (N, H, W, C) NHWC, or (N, C, H, W) with in_nchw, w (KH, KW, C / groups, COUT)
  * HWIO, both C-contiguous uint8; out (N, OH, OW, COUT): int32/int64 sums, or float32 with
  * dq (NULL: integers). The depthwise method reads NCHW codes as they are (it works on
  * planes); the other methods take an NHWC copy of them. Returns an AXS_* code. */
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
-               int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
-               int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
-               int pad_code, int out64, void *out, const axs_dequant *dq, int nthreads,
-               int path, int method, int in_nchw);
+               const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH,
+               int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb, int pl, int pr, int dh,
+               int dw, int64_t groups, int pad_code, int out64, void *out,
+               const axs_dequant *dq, int nthreads, int path, int method, int in_nchw);
 
 /* grad="table" backward products (gradtab.c): ga[m, k] = sum_n DA[a[m, k], b[k, n]] gs[m, n]
  * and gb[k, n] = sum_m DB[a[m, k], b[k, n]] g[m, n] in float64 (either output may be NULL).

@@ -44,7 +44,6 @@
  * expanded and 0.5 ns per direct lookup and thread; portable C about 0.5, 0.25 and 0.7). */
 #define AXS_XBUILD_AVX2 1.5
 #define AXS_XBUILD_C 2.0
-#define AXS_DIRECT_AVX2 6.0
 #define AXS_DIRECT_C 2.7
 
 /* Blocks of 16 columns. Wider blocks fit fewer steps in a block of R that stays in L2, so
@@ -151,30 +150,6 @@ static void xfns_for(int path, int nb, axs_xbuild_fn *build, axs_xkern_fn *kern)
     }
 }
 
-/* One call's problem: rows streamed past groups * cols fixed codes. */
-typedef struct {
-    const uint8_t *S;        /* streamed codes */
-    int64_t rows, K;
-    const ptrdiff_t *koff;   /* [K] */
-    /* roff(r): r * rstride (conv == 0), or, for pixel r = (n * OH + oy) * OW + ox of a
-     * convolution, n * nstride + oy * ystride + ox * xstride */
-    ptrdiff_t rstride, nstride, ystride, xstride;
-    int64_t P, OW;
-    int conv;
-    const uint8_t *F;        /* fixed codes: F[(g * cols + j) * K + k] */
-    int64_t cols, groups;
-    ptrdiff_t gstride;       /* S offset of group g: g * gstride */
-    void *out;               /* int32 (dq NULL) or float32 */
-    const axs_dequant *dq;
-    int64_t ldo;             /* output row length */
-    int transposed;          /* element (r, o) at out[o * ldo + r], else out[r * ldo + o] */
-} xproblem;
-
-#if defined(__GNUC__) || defined(__clang__)
-typedef uint32_t __attribute__((may_alias)) xword; /* the sums may sit in a float32 output */
-#else
-typedef uint32_t xword;
-#endif
 
 
 #if defined(__clang__)
@@ -250,7 +225,7 @@ void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale,
 /* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
  * output columns o0 .. o0 + nf (all of group g), into the output; acc may be the output
  * itself (inplace: then int32 outputs are already done). */
-static void xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda,
+void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda,
                    int64_t r0, int ms, int64_t g, int64_t o0, int nf, int inplace, xword *tmp)
 {
     const axs_dequant *dq = pb->dq;
@@ -319,7 +294,7 @@ static void xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t
 }
 
 /* Offsets of rows r0 .. r0 + ms into roff. */
-static void xrow_offsets(const xproblem *pb, int64_t r0, int ms, ptrdiff_t *roff)
+void axs_xrow_offsets(const xproblem *pb, int64_t r0, int ms, ptrdiff_t *roff)
 {
     for (int i = 0; i < ms; i++) {
         int64_t r = r0 + i;
@@ -443,7 +418,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                 acc = local;
                 lda = nb;
             }
-            xrow_offsets(pb, r0, ms, roff);
+            axs_xrow_offsets(pb, r0, ms, roff);
             const uint8_t *S = pb->S + g * pb->gstride, *F = pb->F + o0 * pb->K;
             int64_t k1 = (kp + 1) * kper * kbmax < pb->K ? (kp + 1) * kper * kbmax : pb->K;
             for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbmax) {
@@ -454,7 +429,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                      k0 + kb == k1, kp == 0 ? init : 0);
             }
             if (ks == 1)
-                xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace, tmp);
+                axs_xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace, tmp);
         }
         if (ks > 1) {
             /* the parts of each tile and block, added modulo 2^32, then stored */
@@ -472,7 +447,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                     for (size_t e = 0; e < (size_t)ms * nb; e++)
                         sum[e] += p[e];
                 }
-                xstore(pb, &dd, sum, nb, r0, ms, g, g * pb->cols + c0, nf, 0, tmp);
+                axs_xstore(pb, &dd, sum, nb, r0, ms, g, g * pb->cols + c0, nf, 0, tmp);
             }
         }
         axs_free64(R);

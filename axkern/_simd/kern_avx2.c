@@ -249,6 +249,92 @@ AXS_AVX2 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
         xrows8_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1);
 }
 
+/* ------------------------------------------------------------ factored tables */
+
+#define AXS_FROWS 6
+
+/* ROWS streamed rows by 16 columns: per pair of steps, the block's two vectors of factor
+ * pairs (columns 0-7 and 8-15) and one broadcast pair of values per row; vpmaddwd multiplies
+ * and adds each pair into int32 lanes (modulo 2^32, as the sums are kept). 6 rows: 12
+ * accumulators, 2 factor vectors and a broadcast fill the 16 ymm registers. */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+frows_avx2(const int16_t *S, const ptrdiff_t *roff, const ptrdiff_t *toff, int ntap, int L,
+           const int16_t *Bp, uint32_t *acc, ptrdiff_t lda, const int ROWS)
+{
+    __m256i c0[AXS_FROWS], c1[AXS_FROWS];
+    for (int r = 0; r < ROWS; r++) {
+        c0[r] = _mm256_setzero_si256();
+        c1[r] = _mm256_setzero_si256();
+    }
+    const int16_t *b = Bp;
+    for (int t = 0; t < ntap; t++) {
+        const int16_t *x[AXS_FROWS];
+        for (int r = 0; r < ROWS; r++)
+            x[r] = S + roff[r] + toff[t];
+        for (int q = 0; q < L; q += 2, b += 32) {
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 16));
+            for (int r = 0; r < ROWS; r++) {
+                int32_t pair;
+                memcpy(&pair, x[r] + q, sizeof(pair));
+                const __m256i a = _mm256_set1_epi32(pair);
+                c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(a, b0));
+                c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(a, b1));
+            }
+        }
+    }
+    for (int r = 0; r < ROWS; r++) {
+        _mm256_storeu_si256((__m256i *)(acc + r * lda), c0[r]);
+        _mm256_storeu_si256((__m256i *)(acc + r * lda + 8), c1[r]);
+    }
+}
+
+AXS_AVX2 void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms,
+                             const ptrdiff_t *toff, int ntap, int L, const int16_t *Bp,
+                             uint32_t *acc, ptrdiff_t lda)
+{
+    int i = 0;
+    for (; i + AXS_FROWS <= ms; i += AXS_FROWS)
+        frows_avx2(S, roff + i, toff, ntap, L, Bp, acc + i * lda, lda, AXS_FROWS);
+    switch (ms - i) {
+    case 5: frows_avx2(S, roff + i, toff, ntap, L, Bp, acc + i * lda, lda, 5); break;
+    case 4: frows_avx2(S, roff + i, toff, ntap, L, Bp, acc + i * lda, lda, 4); break;
+    case 3: frows_avx2(S, roff + i, toff, ntap, L, Bp, acc + i * lda, lda, 3); break;
+    case 2: frows_avx2(S, roff + i, toff, ntap, L, Bp, acc + i * lda, lda, 2); break;
+    case 1: frows_avx2(S, roff + i, toff, ntap, L, Bp, acc + i * lda, lda, 1); break;
+    default: break;
+    }
+}
+
+/* The streamed values of n codes, r = 1 or 2 factors each (factored.c): U32[code] holds
+ * them as one int32 (r = 1: the value; r = 2: both int16, first in the low half); 8 codes a
+ * gather. */
+AXS_AVX2 void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r,
+                               int16_t *d)
+{
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        int64_t b8;
+        memcpy(&b8, codes + c, 8);
+        __m256i idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b8));
+        __m256i v = _mm256_i32gather_epi32((const int *)U32, idx, 4);
+        if (r == 2) {
+            _mm256_storeu_si256((__m256i *)(d + 2 * c), v);
+        } else {
+            /* int32 lanes hold int16 values: packs saturate nothing */
+            __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(v),
+                                        _mm256_extracti128_si256(v, 1));
+            _mm_storeu_si128((__m128i *)(d + c), p);
+        }
+    }
+    for (; c < n; c++) {
+        if (r == 2)
+            memcpy(d + 2 * c, &U32[codes[c]], 4);
+        else
+            d[c] = (int16_t)U32[codes[c]];
+    }
+}
+
 /* ------------------------------------------------------------ depthwise planes */
 
 /* Per input column: the sum of its filter rows' lanes, shifted into the register (see
@@ -431,6 +517,18 @@ AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, 
 #undef AXS_DW16_KH
 
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
+void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r, int16_t *d)
+{
+    (void)codes; (void)n; (void)U32; (void)r; (void)d;
+    abort();  /* never selected off x86-64 */
+}
+
+void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                    int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda)
+{
+    axs_fkern_scalar(S, roff, ms, toff, ntap, L, Bp, acc, lda);
+}
+
 void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                      ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
 {

@@ -129,6 +129,31 @@ void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptr
     }
 }
 
+/* Factored tables (factored.c): one row at a time, its 16 sums in a local array (constant
+ * bounds, kept in vector registers of the baseline ISA). Products of int16 values fit
+ * int32; the sums wrap modulo 2^32 as uint32. */
+void axs_fkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                      int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda)
+{
+    for (int i = 0; i < ms; i++) {
+        uint32_t c[16];
+        for (int j = 0; j < 16; j++)
+            c[j] = 0;
+        for (int t = 0; t < ntap; t++) {
+            const int16_t *x = S + roff[i] + toff[t];
+            const int16_t *b = Bp + (ptrdiff_t)t * L * 16;
+            for (int q = 0; q < L; q += 2, b += 32) {
+                const int32_t x0 = x[q], x1 = x[q + 1];
+                for (int j = 0; j < 16; j++)
+                    c[j] += (uint32_t)(x0 * (int32_t)b[2 * j]) +
+                            (uint32_t)(x1 * (int32_t)b[2 * j + 1]);
+            }
+        }
+        for (int j = 0; j < 16; j++)
+            acc[i * lda + j] = c[j];
+    }
+}
+
 /* Depthwise planes (depthwise.c): the lanes of the shift register as four scalars; KH is a
  * constant in the inlined copies below. */
 #if defined(__GNUC__) || defined(__clang__)

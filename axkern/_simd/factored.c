@@ -1,0 +1,311 @@
+/* Factored tables: exact sums without lookups for tables that are sums of products.
+ *
+ * Many approximate multipliers map each operand and multiply exactly (DRUM, perforated
+ * partial products, the exact product itself): their table is T[a][b] = U[a] * V[b], and
+ * truncated or broken-array multipliers are sums of a few such products. With T[a][b] =
+ * sum_{i < r} U[a][i] * V[b][i] (int16 factors, found and checked by axkern.lowrank),
+ *
+ *   sum_k T[a_k][b_k] = sum_k sum_i U[a_k][i] * V[b_k][i],
+ *
+ * an integer GEMM of reduction length r * K over the factors: the streamed operand's codes
+ * become rows of int16 values (U of each code), the fixed operand's a block of int16 columns
+ * (V), and vpmaddwd multiplies 16 pairs and adds them into 8 int32 lanes per instruction.
+ * Products of int16 values fit int32 and the lanes wrap modulo 2^32, so the int32 totals
+ * are exact whenever the true sums fit int32, as with the other methods.
+ *
+ * Layout: the streamed values of one tap (conv2d) or of the whole reduction (gemm) are one
+ * contiguous run of L int16 (L = CG * r rounded up to even, a zero in the odd slot), in a
+ * padded NHWC image of the values (conv2d: UI[pixel][group][L]) or a row per row of a
+ * (gemm). The fixed side of a block of 16 output columns holds, for each pair of
+ * consecutive positions q, q + 1 of the run, the 16 columns' two values side by side:
+ * Bp[((t * L + q) >> 1) * 32 + 2 * j + (q & 1)]. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "axs_internal.h"
+
+#define AXS_FNB 16
+/* Rows per unit of work: 192 rows of 16 sums (12 KiB) stay in L1 with the kernel's rows. */
+#define AXS_FTILE 192
+/* Time per multiply-accumulate of one factor against one expanded-table lookup per
+ * (row, step, column) (axs_xcost's unit, about 0.05 ns a thread on Zen 3): about 0.018 ns a
+ * factor product on the AVX2 code; the portable loop about 0.3 of its own expanded
+ * lookups. A value of the streamed image costs about 6 units, a packed fixed value 20
+ * (memory-bound: a 2048 x 1024 weight matrix packs into 4 MB). */
+#define AXS_FMAC_AVX2 0.36
+#define AXS_FMAC_C 0.6
+#define AXS_FIMG 6.0
+#define AXS_FPACK 20.0
+
+static int64_t even(int64_t v)
+{
+    return (v + 1) & ~(int64_t)1;
+}
+
+static int64_t ftile_rows(int64_t rows, int64_t nblocks, int nt)
+{
+    int64_t ms = AXS_FTILE;
+    int64_t units = (rows + ms - 1) / ms * nblocks;
+    if (units < 2 * nt) {  /* small calls: enough tiles for every thread */
+        int64_t want = (2 * nt + nblocks - 1) / nblocks;
+        ms = (rows + want - 1) / want;
+        ms = (ms + 5) / 6 * 6;
+        ms = ms < 6 ? 6 : ms;
+    }
+    return ms;
+}
+
+double axs_fcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int r,
+                 int64_t values, int nt)
+{
+    double per = path == AXS_PATH_SCALAR ? AXS_FMAC_C : AXS_FMAC_AVX2;
+    int64_t bpg = (cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * groups;
+    int64_t ms = ftile_rows(rows, nblocks, nt);
+    int64_t units = (rows + ms - 1) / ms * nblocks;
+    units = units < nt ? units : nt;
+    int64_t pack_units = nblocks < nt ? nblocks : nt;
+    /* the kernel takes rows 6 at a time */
+    double krows = (double)((rows + 5) / 6 * 6);
+    double w = (double)(bpg * AXS_FNB * groups);
+    return (per * krows * (double)K * r * w + AXS_FIMG * (double)values * r) /
+               (double)(units > 1 ? units : 1) +
+           AXS_FPACK * (double)K * r * w / (double)(pack_units > 1 ? pack_units : 1);
+}
+
+static axs_fkern_fn fkern_for(int path)
+{
+    return path == AXS_PATH_SCALAR ? axs_fkern_scalar : axs_fkern_avx2;
+}
+
+/* The fixed values of output columns o0 .. o0 + nf in the pair layout above, from codes
+ * held as rows of a (K, ld) matrix (b of a gemm, HWIO filters: step k = t * cg + c of
+ * column o at Wc[k * ld + o]); columns j >= nf and the odd slot of a run stay 0. */
+static void fpack(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64_t L,
+                  const axs_factors *fac, int64_t o0, int nf, int16_t *Bp)
+{
+    const int r = fac->r;
+    memset(Bp, 0, (size_t)(ntap * L * AXS_FNB) * sizeof(int16_t));
+    for (int64_t t = 0; t < ntap; t++)
+        for (int64_t c = 0; c < cg; c++) {
+            const uint8_t *f = Wc + (t * cg + c) * ld + o0;
+            for (int i = 0; i < r; i++) {
+                int64_t q = t * L + c * r + i;
+                int16_t *d = Bp + (q >> 1) * 32 + (q & 1);
+                for (int j = 0; j < nf; j++)
+                    d[2 * j] = fac->V[(ptrdiff_t)f[j] * r + i];
+            }
+        }
+}
+
+/* One run of n codes as n * r values (the odd slot of an odd run left as it is: zero);
+ * U32 (r <= 2, AVX2): the factors of each code as one int32, for 8-code gathers. */
+static void fvalues(const uint8_t *codes, int64_t n, const axs_factors *fac,
+                    const int32_t *U32, int16_t *d)
+{
+    const int r = fac->r;
+    if (U32) {
+        axs_fvalues_avx2(codes, n, U32, r, d);
+        return;
+    }
+    for (int64_t c = 0; c < n; c++)
+        for (int i = 0; i < r; i++)
+            d[c * r + i] = fac->U[(ptrdiff_t)codes[c] * r + i];
+}
+
+/* The int32 form of U for axs_fvalues_avx2, or NULL (portable path, r > 2) in *U32. */
+static void fvalues_table(const axs_factors *fac, int path, int32_t *U32, const int32_t **use)
+{
+    *use = NULL;
+    if (path == AXS_PATH_SCALAR || fac->r > 2)
+        return;
+    for (int v = 0; v < 256; v++)
+        U32[v] = fac->r == 1 ? (int32_t)fac->U[v]
+                             : (int32_t)((uint32_t)(uint16_t)fac->U[2 * v] |
+                                         (uint32_t)(uint16_t)fac->U[2 * v + 1] << 16);
+    *use = U32;
+}
+
+/* Tiles of rows by column blocks over the streamed values S (offsets as pb says, in int16
+ * units), the fixed values of every block packed in Bp (per group and block, ntap * L * 16
+ * each), sums stored through axs_xstore. */
+static int frun(const xproblem *pb, const int16_t *S, const ptrdiff_t *toff, int64_t ntap,
+                int64_t L, const int16_t *Bp, int nt, int path)
+{
+    axs_fkern_fn kern = fkern_for(path);
+    const int64_t bpg = (pb->cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * pb->groups;
+    const int64_t ms_max = ftile_rows(pb->rows, nblocks, nt);
+    const int64_t ntiles = (pb->rows + ms_max - 1) / ms_max, units = ntiles * nblocks;
+    const size_t bsize = (size_t)(ntap * L * AXS_FNB);
+    if (nt > units)
+        nt = (int)units;
+    axs_xdeq dd;
+    if (axs_xdeq_init(pb->dq, pb->groups * pb->cols, pb->rows, &dd))
+        return AXS_ENOMEM;
+    int failed = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        uint32_t *acc = (uint32_t *)axs_alloc64((size_t)ms_max * AXS_FNB * sizeof(uint32_t));
+        ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
+        int ok = acc && roff;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        /* blocks of a tile next to each other: its streamed rows stay in cache */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < units; u++) {
+            if (!ok)
+                continue;
+            int64_t r0 = (u / nblocks) * ms_max, blk = u % nblocks;
+            int64_t g = blk / bpg, c0 = blk % bpg * AXS_FNB;
+            int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
+            int nf = (int)(pb->cols - c0 < AXS_FNB ? pb->cols - c0 : AXS_FNB);
+            axs_xrow_offsets(pb, r0, ms, roff);
+            kern(S + g * pb->gstride, roff, ms, toff, (int)ntap, (int)L, Bp + blk * bsize, acc,
+                 AXS_FNB);
+            axs_xstore(pb, &dd, (xword *)acc, AXS_FNB, r0, ms, g, g * pb->cols + c0, nf, 0,
+                       NULL);
+        }
+        axs_free64(acc);
+        free(roff);
+    }
+    free(dd.corr);
+    return failed ? AXS_ENOMEM : AXS_OK;
+}
+
+/* Every group's and block's fixed values (blocks in parallel: a 64->64 layer has 4). */
+static int16_t *fpack_all(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64_t L,
+                          const axs_factors *fac, int64_t cols, int64_t groups, int nt)
+{
+    const int64_t bpg = (cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * groups;
+    const size_t bsize = (size_t)(ntap * L * AXS_FNB);
+    int16_t *Bp = (int16_t *)axs_alloc64((size_t)nblocks * bsize * sizeof(int16_t) + 64);
+    if (!Bp)
+        return NULL;
+    int np = axs_threads_for(nt, (int64_t)(nblocks * bsize));
+#pragma omp parallel for num_threads(nblocks < np ? (int)nblocks : np) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        int64_t g = blk / bpg, c0 = blk % bpg * AXS_FNB;
+        int nf = (int)(cols - c0 < AXS_FNB ? cols - c0 : AXS_FNB);
+        fpack(Wc, ld, cg, ntap, L, fac, g * cols + c0, nf, Bp + blk * bsize);
+    }
+    return Bp;
+}
+
+int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_t M,
+              int64_t K, int64_t N, void *out, const axs_dequant *dq, int nt, int path)
+{
+    const int r = fac->r;
+    const int64_t L = even(K * r);
+    /* + 64 bytes: the kernel's pair loads stay inside the buffer */
+    int16_t *S = (int16_t *)axs_alloc64((size_t)(M * L) * sizeof(int16_t) + 64);
+    int16_t *Bp = S ? fpack_all(b, N, K, 1, L, fac, N, 1, nt) : NULL;
+    if (!Bp) {
+        axs_free64(S);
+        return AXS_ENOMEM;
+    }
+    int32_t U32[256];
+    const int32_t *u32;
+    fvalues_table(fac, path, U32, &u32);
+#pragma omp parallel for num_threads(axs_threads_for(nt, M * K)) schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+        int16_t *d = S + m * L;
+        d[L - 1] = 0;
+        fvalues(a + m * K, K, fac, u32, d);
+    }
+    xproblem pb;
+    memset(&pb, 0, sizeof(pb));
+    pb.rows = M;
+    pb.rstride = (ptrdiff_t)L;
+    pb.cols = N;
+    pb.groups = 1;
+    pb.out = out;
+    pb.dq = dq;
+    pb.ldo = N;
+    const ptrdiff_t toff = 0;
+    int rc = frun(&pb, S, &toff, 1, L, Bp, nt, path);
+    axs_free64(S);
+    axs_free64(Bp);
+    return rc;
+}
+
+int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int64_t N,
+                int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
+                int sw, int pt, int pb_, int pl, int pr, int dh, int dw, int64_t groups,
+                int pad_code, void *out, const axs_dequant *dq, int nt, int path)
+{
+    const int r = fac->r;
+    const int64_t Hp = H + pt + pb_, Wp = W + pl + pr;
+    const int64_t OH = (Hp - (int64_t)dh * (KH - 1) - 1) / sh + 1;
+    const int64_t OW = (Wp - (int64_t)dw * (KW - 1) - 1) / sw + 1;
+    const int64_t CG = C / groups, OG = COUT / groups, ntap = KH * KW;
+    const int64_t L = even(CG * r), px = groups * L; /* int16 values per padded pixel */
+    int16_t *S = (int16_t *)axs_alloc64((size_t)(N * Hp * Wp * px) * sizeof(int16_t) + 64);
+    ptrdiff_t *toff = (ptrdiff_t *)malloc((size_t)ntap * sizeof(ptrdiff_t));
+    if (!S || !toff) {
+        axs_free64(S);
+        free(toff);
+        return AXS_ENOMEM;
+    }
+    for (int64_t ky = 0; ky < KH; ky++)
+        for (int64_t kx = 0; kx < KW; kx++)
+            toff[ky * KW + kx] = (ptrdiff_t)((ky * dh * Wp + kx * dw) * px);
+    /* HWIO filters: step k = (ky * KW + kx) * CG + c of column o at w[k * COUT + o] */
+    int16_t *Bp = fpack_all(w, COUT, CG, ntap, L, fac, OG, groups, nt);
+    if (!Bp) {
+        axs_free64(S);
+        free(toff);
+        return AXS_ENOMEM;
+    }
+    /* the padded image of values; a padded position holds the values of pad_code */
+    uint8_t *pad = (uint8_t *)malloc((size_t)C);
+    if (!pad) {
+        axs_free64(S);
+        axs_free64(Bp);
+        free(toff);
+        return AXS_ENOMEM;
+    }
+    memset(pad, pad_code, (size_t)C);
+    int32_t U32[256];
+    const int32_t *u32;
+    fvalues_table(fac, path, U32, &u32);
+#pragma omp parallel for num_threads(axs_threads_for(nt, N * Hp * Wp * C)) schedule(static)
+    for (int64_t ny = 0; ny < N * Hp; ny++) {
+        int64_t n = ny / Hp, y = ny % Hp;
+        int inside = y >= pt && y < pt + H;
+        int16_t *d = S + ny * Wp * px;
+        for (int64_t xq = 0; xq < Wp; xq++, d += px) {
+            const uint8_t *codes = inside && xq >= pl && xq < pl + W
+                                       ? x + ((n * H + y - pt) * W + xq - pl) * C : pad;
+            if (L == CG * r) {  /* the groups' runs are contiguous */
+                fvalues(codes, C, fac, u32, d);
+                continue;
+            }
+            for (int64_t g = 0; g < groups; g++) {
+                d[g * L + L - 1] = 0;
+                fvalues(codes + g * CG, CG, fac, u32, d + g * L);
+            }
+        }
+    }
+    free(pad);
+    xproblem pbm;
+    memset(&pbm, 0, sizeof(pbm));
+    pbm.rows = N * OH * OW;
+    pbm.conv = 1;
+    pbm.nstride = (ptrdiff_t)(Hp * Wp * px);
+    pbm.ystride = (ptrdiff_t)(sh * Wp * px);
+    pbm.xstride = (ptrdiff_t)(sw * px);
+    pbm.P = OH * OW;
+    pbm.OW = OW;
+    pbm.cols = OG;
+    pbm.groups = groups;
+    pbm.gstride = (ptrdiff_t)L;
+    pbm.out = out;
+    pbm.dq = dq;
+    pbm.ldo = COUT;
+    int rc = frun(&pbm, S, toff, ntap, L, Bp, nt, path);
+    axs_free64(S);
+    axs_free64(Bp);
+    free(toff);
+    return rc;
+}
