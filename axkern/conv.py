@@ -21,6 +21,7 @@ import numpy as np
 
 from .backends import (_check_limit, _check_threads, _plain, _remember, accumulator_dtype,
                        as_multiplier, check_out_array, conv_output_size, freeze_table,
+                       table_factors,
                        get_backend, table256)
 from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
                     tf_quant_params, warn_once)
@@ -504,6 +505,21 @@ def _fold_zero_point(table, m, zw, K):
     return folded, np.dtype(np.int64 if wide else np.int32)
 
 
+def _fold_adds_factor(table, folded, w):
+    """Whether folding costs the factored kernels (axkern._fast) a factor: they take time in
+    proportion to the rank of the table's factors (axkern.lowrank), and T' = T - zw value(a)
+    has one more unless value(a) is among them (DRUM: 1 -> 2, twice the kernel's time), where
+    the window sums that carry the correction instead cost a fraction of one factor. Not for
+    depthwise filters (one input channel per group), whose method takes no factors."""
+    if w.shape[-2] == 1:
+        return False
+    f = table_factors(table)
+    if f is None:
+        return False
+    g = table_factors(folded)
+    return g is None or g[0].shape[1] > f[0].shape[1]
+
+
 def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):
     """``sum q`` over each output's receptive field, per group (padded positions = ``fill``)."""
     N, H, W, C = q.shape
@@ -657,9 +673,8 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None
     e.K, e.zw_any, e.sw_max, e.corr = K, bool(np.any(e.zw != 0)), float(np.max(np.abs(e.sw))), {}
     if fold and np.ndim(e.zw) == 0 and e.zw != 0:
         folded = _fold_zero_point(table, m, e.zw, K)
-        if folded is not None:
+        if folded is not None and not _fold_adds_factor(table, freeze_table(folded[0]), w):
             (e.table, e.dtype), e.folded = folded, True
-            freeze_table(e.table)
     _WEIGHTS.put(e, table, mode, w, mapping)
     return e
 

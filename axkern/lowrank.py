@@ -55,18 +55,34 @@ def _lattice_basis(P):
     return np.array(basis, dtype=np.int64)
 
 
+def _pivots(T, max_rank):
+    """Rows and columns of up to max_rank pivots of Gaussian elimination with full pivoting
+    on T (float64), whose count is T's rank; None when the rank exceeds max_rank. Plain
+    NumPy, no BLAS: BLAS threads keep spinning after a call and would slow the kernels."""
+    A = T.astype(np.float64)
+    tol = np.abs(A).max() * 1e-9
+    rows, cols = [], []
+    for step in range(max_rank + 1):
+        i, j = np.unravel_index(np.argmax(np.abs(A)), A.shape)
+        if abs(A[i, j]) <= tol:
+            return rows, cols
+        if step == max_rank:
+            return None
+        rows.append(int(i))
+        cols.append(int(j))
+        A -= np.multiply.outer(A[:, j] / A[i, j], A[i, :])
+    return None
+
+
 def _factors(T, max_rank):
     """(U, V) int64 with U @ V.T == T, or None: U the coordinates of T's pivot columns in an
-    integer basis of the lattice their rows span, V solved on r independent rows."""
-    from scipy.linalg import qr
-
-    Tf = T.astype(np.float64)
-    _, R, piv = qr(Tf, mode="economic", pivoting=True)
-    d = np.abs(np.diag(R))
-    r = int(np.count_nonzero(d > d[0] * 1e-9))
-    if r > max_rank:
+    integer basis of the lattice their rows span, V solved on the pivot rows."""
+    piv = _pivots(T, max_rank)
+    if piv is None:
         return None
-    P = T[:, np.sort(piv[:r])]
+    rows, cols = piv
+    r = len(rows)
+    P = T[:, np.sort(cols)]
     H = _lattice_basis(P)
     if H is None:
         return None
@@ -79,10 +95,9 @@ def _factors(T, max_rank):
         rem -= U[:, c:c + 1] * H[c]
     if rem.any() or np.abs(U).max() > _INT16:
         return None
-    _, _, rows = qr(U.T.astype(np.float64), mode="economic", pivoting=True)
-    rows = np.sort(rows[:r])
-    Vt = np.linalg.solve(U[rows].astype(np.float64), Tf[rows])
-    Vt = np.rint(Vt)
+    # T[rows] has rank r, so U[rows] is invertible; V rounds to integers if factors exist
+    rows = np.sort(rows)
+    Vt = np.rint(np.linalg.solve(U[rows].astype(np.float64), T[rows].astype(np.float64)))
     if np.abs(Vt).max() > _INT16:
         return None
     V = Vt.astype(np.int64).T
@@ -106,7 +121,8 @@ def factor_table(table, max_rank=MAX_RANK):
     (U, V) : tuple of ndarray of int16, shapes (256, r), or None
         ``table[a, b] == sum_i U[a, i] * V[b, i]`` for every entry, with ``r`` the table's
         rank (``r >= 1``; an all-zero table gives one zero factor each); None when the rank
-        exceeds ``max_rank`` or no factors with int16 entries were found.
+        exceeds ``max_rank`` or no factors with int16 entries were found. Their products
+        overflow int16: widen them before multiplying.
 
     Examples
     --------
@@ -114,7 +130,7 @@ def factor_table(table, max_rank=MAX_RANK):
     >>> from axkern.lowrank import factor_table
     >>> a = np.arange(256)
     >>> U, V = factor_table(np.outer(a, a))
-    >>> U.shape, bool((U @ V.T == np.outer(a, a)).all())
+    >>> U.shape, bool((U.astype(np.int64) @ V.T.astype(np.int64) == np.outer(a, a)).all())
     ((256, 1), True)
     """
     T = np.asarray(table)
@@ -128,11 +144,6 @@ def factor_table(table, max_rank=MAX_RANK):
     if not T.any():
         z = np.zeros((256, 1), dtype=np.int16)
         return z, z.copy()
-    # Most tables (evolved circuits, Mitchell's logarithms) have a high rank: the rank of
-    # every 8th column tells so for a fraction of a full factorization's time.
-    s = np.linalg.svd(T[:, ::8].astype(np.float64), compute_uv=False)
-    if np.count_nonzero(s > s[0] * 1e-9) > max_rank:
-        return None
     # factors of T or, transposed, of T.T: whichever fits int16
     for transposed in (False, True):
         f = _factors(T.T if transposed else T, int(max_rank))

@@ -296,13 +296,21 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
 /* Offsets of rows r0 .. r0 + ms into roff. */
 void axs_xrow_offsets(const xproblem *pb, int64_t r0, int ms, ptrdiff_t *roff)
 {
+    if (!pb->conv) {
+        for (int i = 0; i < ms; i++)
+            roff[i] = (ptrdiff_t)(r0 + i) * pb->rstride;
+        return;
+    }
+    /* pixel (n, oy, ox) of row r0, then stepped: no divisions per row */
+    int64_t n = r0 / pb->P, q = r0 % pb->P, oy = q / pb->OW, ox = q % pb->OW;
     for (int i = 0; i < ms; i++) {
-        int64_t r = r0 + i;
-        if (pb->conv) {
-            int64_t n = r / pb->P, q = r % pb->P;
-            roff[i] = n * pb->nstride + (q / pb->OW) * pb->ystride + (q % pb->OW) * pb->xstride;
-        } else {
-            roff[i] = (ptrdiff_t)r * pb->rstride;
+        roff[i] = n * pb->nstride + oy * pb->ystride + ox * pb->xstride;
+        if (++ox == pb->OW) {
+            ox = 0;
+            if (++oy * pb->OW == pb->P) {
+                oy = 0;
+                n++;
+            }
         }
     }
 }
