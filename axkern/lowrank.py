@@ -27,23 +27,21 @@ _INT16 = 32767
 
 def _lattice_basis(P):
     """An upper-triangular integer basis (r, r) of the lattice spanned by the rows of P
-    (n, r) of rank r, by Euclid's algorithm on each column; None if P's rank is below r or
-    the numbers grow too large for int64."""
+    (n, r) of rank r, by Euclid's algorithm on each column, in Python integers (the
+    entries of a triangular basis can grow far beyond int64); None if P's rank is below r."""
     r = P.shape[1]
-    work = P[np.any(P != 0, axis=1)].copy()
+    work = P[np.any(P != 0, axis=1)].astype(object)
     basis = []
     for c in range(r):
         while True:
-            nz = np.flatnonzero(work[:, c])
+            nz = np.flatnonzero(work[:, c] != 0)
             if len(nz) <= 1:
                 break
             i = nz[np.argmin(np.abs(work[nz, c]))]
             piv = work[i].copy()
             others = nz[nz != i]
             work[others] -= (work[others, c] // piv[c])[:, None] * piv
-            if np.abs(work).max(initial=0) > 2 ** 40:
-                return None
-        nz = np.flatnonzero(work[:, c])
+        nz = np.flatnonzero(work[:, c] != 0)
         if len(nz) == 0:
             return None
         piv = work[nz[0]].copy()
@@ -52,7 +50,7 @@ def _lattice_basis(P):
         work = work[np.any(work != 0, axis=1)]
     if len(work):
         return None
-    return np.array(basis, dtype=np.int64)
+    return np.array(basis, dtype=object)
 
 
 def _pivots(T, max_rank):
@@ -74,6 +72,30 @@ def _pivots(T, max_rank):
     return None
 
 
+def _reduce_columns(U):
+    """U times a unimodular matrix (the same lattice of combinations of its columns) with
+    short columns: the triangular basis can leave coordinates of 10^11 and more where factors
+    of a few hundred exist. Pairwise size reduction in Python integers, repeated until no
+    column shortens (r <= 8 columns)."""
+    U = U.copy()
+    r = U.shape[1]
+    for _ in range(200):
+        changed = False
+        for i in range(r):
+            for j in range(r):
+                nj = int(U[:, j] @ U[:, j])
+                if i == j or not nj:
+                    continue
+                # the nearest integer to <u_i, u_j> / <u_j, u_j>, exactly
+                q = (2 * int(U[:, i] @ U[:, j]) + nj) // (2 * nj)
+                if q:
+                    U[:, i] -= q * U[:, j]
+                    changed = True
+        if not changed:
+            break
+    return U
+
+
 def _factors(T, max_rank):
     """(U, V) int64 with U @ V.T == T, or None: U the coordinates of T's pivot columns in an
     integer basis of the lattice their rows span, V solved on the pivot rows."""
@@ -86,24 +108,31 @@ def _factors(T, max_rank):
     H = _lattice_basis(P)
     if H is None:
         return None
-    U = np.zeros((T.shape[0], r), dtype=np.int64)
-    rem = P.copy()
+    U = np.zeros((T.shape[0], r), dtype=object)
+    rem = P.astype(object)
     for c in range(r):
-        if np.any(rem[:, c] % H[c, c]):
+        if np.any(rem[:, c] % H[c, c] != 0):
             return None
         U[:, c] = rem[:, c] // H[c, c]
         rem -= U[:, c:c + 1] * H[c]
-    if rem.any() or np.abs(U).max() > _INT16:
+    if np.any(rem != 0):
         return None
-    # T[rows] has rank r, so U[rows] is invertible; V rounds to integers if factors exist
+    # The triangular basis's coordinates, or the same reduced to short columns (whose
+    # V can come out longer): the first whose factors both fit int16.
     rows = np.sort(rows)
-    Vt = np.rint(np.linalg.solve(U[rows].astype(np.float64), T[rows].astype(np.float64)))
-    if np.abs(Vt).max() > _INT16:
-        return None
-    V = Vt.astype(np.int64).T
-    if not np.array_equal(U @ V.T, T):
-        return None
-    return U, V
+    for reduced in (False, True):
+        cand = _reduce_columns(U) if reduced else U
+        if max(abs(int(u)) for u in cand.ravel()) > _INT16:
+            continue
+        Ui = cand.astype(np.int64)
+        # T[rows] has rank r, so U[rows] is invertible; V rounds to integers if U works
+        Vt = np.rint(np.linalg.solve(Ui[rows].astype(np.float64), T[rows].astype(np.float64)))
+        if np.abs(Vt).max() > _INT16:
+            continue
+        V = Vt.astype(np.int64).T
+        if np.array_equal(Ui @ V.T, T):
+            return Ui, V
+    return None
 
 
 def factor_table(table, max_rank=MAX_RANK):

@@ -1,0 +1,226 @@
+"""Factored tables: axkern.lowrank finds exact int16 factors of low-rank tables, and the
+"factored" method of axkern._fast (axkern/_simd/factored.c) sums their products; both are
+checked against independent computations (int64 products of the factors, the NumPy
+reference backend) on every dispatch path."""
+import gc
+import zlib
+
+import numpy as np
+import pytest
+
+from axkern import axconv2d, axmatmul, library
+from axkern.backends import _FACTORS, freeze_table, get_backend, table_factors, table_token
+from axkern.lowrank import MAX_RANK, factor_table
+from axkern.lut import operand_values
+
+fast = pytest.importorskip("axkern._fast")
+from axkern.bench import _ForcedPath  # noqa: E402
+from test_simd import PATHS, codes  # noqa: E402
+
+ref = get_backend("reference")
+
+
+def product(U, V):
+    return U.astype(np.int64) @ V.T.astype(np.int64)
+
+
+def low_rank_table(rank, rng, hi=40):
+    U = rng.integers(-hi, hi + 1, (256, rank))
+    V = rng.integers(-hi, hi + 1, (256, rank))
+    return U @ V.T
+
+
+# ---------------------------------------------------------------- factor_table
+
+# ranks of the shipped multipliers' tables: operand-mapping circuits are outer products
+RANK_ONE = ["mul8u_exact", "mul8s_exact", "mul8u_drum3", "mul8u_drum4", "mul8u_drum6",
+            "mul8s_drum4", "mul8s_drum6", "mul8u_perf1", "mul8u_perf2", "mul8u_perf4"]
+
+
+@pytest.mark.parametrize("name", RANK_ONE)
+def test_operand_mapping_multipliers_factor_with_one_product(name):
+    m = library.load_multiplier(name)
+    U, V = factor_table(m.table)
+    assert U.dtype == V.dtype == np.int16 and U.shape == V.shape == (256, 1)
+    np.testing.assert_array_equal(product(U, V), m.table)
+
+
+def test_exact_multiplier_factors_are_the_operands():
+    for signed in (False, True):
+        v = operand_values(8, signed).astype(np.int64)
+        U, V = factor_table(np.outer(v, v))
+        # one factor each, so U = s v and V = v / s for an integer s dividing v: +-1 here
+        assert abs(int(U[1, 0])) == 1 and np.array_equal(U[:, 0] * U[1, 0], v)
+        np.testing.assert_array_equal(V[:, 0] * U[1, 0], v)
+
+
+def test_truncated_and_broken_array_multipliers_have_a_few_products():
+    for name, rank in (("mul8u_trunc2", 3), ("mul8u_bam_v10h5", 3), ("mul8u_bam_v8h4", 4)):
+        m = library.load_multiplier(name)
+        U, V = factor_table(m.table)
+        assert U.shape == (256, rank), name
+        np.testing.assert_array_equal(product(U, V), m.table, err_msg=name)
+        assert factor_table(m.table, max_rank=rank - 1) is None, name
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3, 4, 5])
+def test_random_low_rank_tables(rank):
+    rng = np.random.default_rng(rank)
+    for _ in range(3):
+        t = low_rank_table(rank, rng, hi=90)
+        U, V = factor_table(t, max_rank=8)
+        assert U.shape[1] == rank
+        np.testing.assert_array_equal(product(U, V), t)
+
+
+def test_high_rank_and_bad_tables():
+    rng = np.random.default_rng(0)
+    v = np.arange(256)
+    noisy = np.outer(v, v) + rng.integers(-64, 65, (256, 256))   # axkern bench's table
+    assert factor_table(noisy) is None
+    assert factor_table(library.load_multiplier("mul8u_mitchell").table, max_rank=8) is None
+    assert factor_table(low_rank_table(MAX_RANK + 1, rng)) is None
+    # factors that exist but need more than int16
+    big = np.outer(np.full(256, 1), np.full(256, 1 << 20)) * np.arange(256)[:, None]
+    assert factor_table(big) is None
+    zero = factor_table(np.zeros((256, 256), np.int32))
+    assert zero[0].shape == (256, 1) and not zero[0].any() and not zero[1].any()
+    with pytest.raises(ValueError, match="shape \\(256, 256\\)"):
+        factor_table(np.zeros((16, 16), np.int32))
+    with pytest.raises(ValueError, match="integer array"):
+        factor_table(np.zeros((256, 256)))
+    with pytest.raises(ValueError, match="max_rank"):
+        factor_table(noisy, max_rank=9)
+
+
+def test_factors_only_for_frozen_tables_and_dropped_with_them():
+    t = np.ascontiguousarray(library.load_multiplier("mul8u_drum4").table, dtype=np.int32)
+    assert table_factors(t) is None          # a caller's array: could change after a check
+    frozen = freeze_table(t.copy())
+    U, V = table_factors(frozen)
+    assert table_factors(frozen)[0] is U     # found once
+    token = table_token(frozen)
+    assert token in _FACTORS
+    del frozen, U, V
+    gc.collect()
+    assert token not in _FACTORS
+
+
+# ---------------------------------------------------------------- the factored method
+
+def frozen(t):
+    return freeze_table(np.ascontiguousarray(t, dtype=np.int32))
+
+
+CONVS = [
+    # (N, H, W, C, KH, KW, COUT, stride, padding, dilation, groups)
+    (2, 9, 11, 6, 3, 3, 20, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # two blocks, one partial
+    (1, 10, 7, 3, 3, 3, 5, (2, 2), (1, 0, 1, 1), (1, 1), 1),    # odd runs, stride 2
+    (2, 12, 12, 4, 3, 2, 16, (1, 2), (2, 2, 2, 2), (2, 3), 1),  # dilation
+    (1, 8, 9, 6, 3, 3, 9, (1, 1), (0, 0, 0, 0), (1, 1), 3),     # groups of 2 channels
+    (3, 7, 6, 5, 3, 3, 5, (1, 1), (1, 1, 1, 1), (1, 1), 5),     # depthwise
+    (2, 6, 5, 7, 1, 1, 33, (1, 1), (0, 0, 0, 0), (1, 1), 1),    # 1x1, 3 blocks
+    (1, 6, 6, 64, 3, 3, 96, (1, 1), (1, 1, 1, 1), (1, 1), 2),   # 2 groups of 48 filters
+    (4, 16, 16, 16, 3, 3, 16, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # many row tiles
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_factored_method_matches_reference(path, rank):
+    rng = np.random.default_rng(zlib.crc32(f"f/{path}/{rank}".encode()))
+    table = frozen(low_rank_table(rank, rng, hi=90))
+    assert table_factors(table)[0].shape[1] == rank
+    # M: fewer rows than the kernel's 6, remainders of 6, several tiles; K * rank odd
+    for M, K, N in [(1, 1, 1), (5, 3, 16), (7, 19, 17), (200, 33, 40), (13, 300, 70),
+                    (401, 64, 16)]:
+        a, b = codes((M, K), rng), codes((K, N), rng)
+        want = ref.gemm(a, b, table, np.int64).astype(np.int32)
+        for nt in (1, 3):
+            got = fast.gemm(a, b, table, np.int32, nt, path=path, method="factored")
+            np.testing.assert_array_equal(got, want, err_msg=f"{M}x{K}x{N} {nt}")
+    for (N, H, W, C, KH, KW, COUT, stride, padding, dilation, groups) in CONVS:
+        x = codes((N, H, W, C), rng)
+        w = codes((KH, KW, C // groups, COUT), rng)
+        args = (stride, padding, dilation, groups, int(rng.integers(0, 256)))
+        want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+        got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored")
+        np.testing.assert_array_equal(got, want, err_msg=f"{(N, H, W, C, COUT)} {args}")
+        # NCHW indices in (an NHWC copy is taken), the automatic choice
+        got = fast.conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, table, *args,
+                          np.int32, path=path, method="factored", in_format="NCHW")
+        np.testing.assert_array_equal(got, want, err_msg=f"NCHW {(N, H, W, C, COUT)}")
+        got = fast.conv2d(x, w, table, *args, np.int32, path=path)
+        np.testing.assert_array_equal(got, want, err_msg=f"auto {(N, H, W, C, COUT)}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_factored_sums_wrap_like_int32(path):
+    """Entries far outside the 16-bit class (a rank-1 table of products up to 2^29): the
+    int32 lanes wrap modulo 2^32 and still give every sum that fits int32."""
+    rng = np.random.default_rng(5)
+    u = rng.integers(-23000, 23001, 256)
+    v = rng.integers(-23000, 23001, 256)
+    table = frozen(np.outer(u, v))
+    a, b = codes((30, 3), rng), codes((3, 20), rng)
+    want = ref.gemm(a, b, table, np.int64)
+    assert np.abs(want).max() < 2 ** 31 and np.abs(table).max() > 2 ** 28
+    got = fast.gemm(a, b, table, np.int32, path=path, method="factored")
+    np.testing.assert_array_equal(got, want.astype(np.int32))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_factored_dequantizing_store(path):
+    """The float-level layer on the factored method: an unfolded weight zero point (window
+    sums), a folded one, bias, NCHW and NHWC, the linear layer; bit for bit the reference."""
+    rng = np.random.default_rng(7)
+    be = _ForcedPath(fast, path, "factored")
+    for name in ("mul8u_drum4", "mul8s_drum4", "mul8u_exact"):
+        m = library.load_multiplier(name)
+        x = rng.standard_normal((2, 9, 8, 6)).astype(np.float32)
+        w = rng.standard_normal((3, 3, 6, 20)).astype(np.float32)
+        bias = rng.standard_normal(20).astype(np.float32)
+        for kw in (dict(), dict(bias=bias), dict(padding="VALID", stride=2)):
+            want = axconv2d(x, w, m, backend="reference", **kw)
+            np.testing.assert_array_equal(axconv2d(x, w, m, backend=be, **kw), want,
+                                          err_msg=f"{name} {kw}")
+            got = axconv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+                           np.ascontiguousarray(w.transpose(3, 2, 0, 1)), m, backend=be,
+                           data_format="NCHW", **kw)
+            np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2),
+                                          err_msg=f"NCHW {name} {kw}")
+        a = rng.standard_normal((40, 50)).astype(np.float32)
+        b = rng.standard_normal((50, 24)).astype(np.float32)
+        bias = rng.standard_normal(24).astype(np.float32)
+        np.testing.assert_array_equal(axmatmul(a, b, m, backend=be, bias=bias),
+                                      axmatmul(a, b, m, backend="reference", bias=bias))
+
+
+def test_fold_kept_out_of_rank_one_tables():
+    """A folded weight zero point adds a factor to a DRUM table (rank 1 -> 2): such weights
+    keep the plain table and the window sums; tables without factors still fold."""
+    from axkern.conv import _prepare_weights, resolve_quant
+
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((3, 3, 8, 16)).astype(np.float32)
+    for name, folded in (("mul8u_drum4", False), ("mul8u_mitchell", True),
+                         ("mul8u_perf2", True)):   # perforated: value(a) is its factor
+        m = library.load_multiplier(name)
+        spec = resolve_quant("tfapprox", m)
+        pw = _prepare_weights(w, spec.weight, m, None, fast, fold=True)
+        assert pw.zw_any and pw.folded == folded, name
+
+
+def test_factored_method_errors():
+    rng = np.random.default_rng(4)
+    a, b = codes((4, 3), rng), codes((3, 2), rng)
+    mine = np.ascontiguousarray(library.load_multiplier("mul8u_drum4").table, dtype=np.int32)
+    with pytest.raises(ValueError, match="method 'factored' needs a table that axkern froze"):
+        fast.gemm(a, b, mine, np.int32, method="factored")          # not frozen
+    with pytest.raises(ValueError, match="method 'factored'"):
+        fast.gemm(a, b, frozen(mine), np.int64, method="factored")  # int64 sums
+    v = np.arange(256)
+    noisy = frozen(np.outer(v, v) + rng.integers(-64, 65, (256, 256)))
+    with pytest.raises(ValueError, match="method 'factored'"):
+        fast.conv2d(codes((1, 3, 3, 1), rng), codes((1, 1, 1, 1), rng), noisy,
+                    out_dtype=np.int32, method="factored")
