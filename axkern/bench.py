@@ -121,7 +121,7 @@ def _torch():
 
 
 def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, seed=0,
-              methods=None, torch=True, signed=False):
+              methods=None, torch=True, signed=False, multiplier=None):
     """Time every shape on every path.
 
     Parameters
@@ -148,6 +148,12 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
     signed : bool
         A signed multiplier's table (and so symmetric quantization in the float-level
         calls) instead of an unsigned one.
+    multiplier : str or Multiplier, optional
+        Time this multiplier's table (a shipped name, a path, or a
+        :class:`~axkern.lut.Multiplier`) instead of the synthetic one: an exact product plus
+        noise, which stands for any 16-bit table (the expanded tables' speed). Tables with
+        exact low-rank factors (DRUM, perforated, exact, some truncated ones; see
+        :mod:`axkern.lowrank`) take the factored method, much faster.
 
     Returns
     -------
@@ -181,9 +187,21 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
             raise ValueError(f"unknown shapes {bad}: expected some of {names}")
     chosen = [s for s in SHAPES if shapes is None or s[0] in shapes]
     rng = np.random.default_rng(seed)
-    table = _table(rng, signed)
-    mult = None
-    if api:
+    if multiplier is not None:
+        from .backends import table256
+        from .library import load_multiplier
+
+        if signed:
+            raise ValueError("signed and multiplier exclude each other: a multiplier's "
+                             "signedness is its own")
+        mult = load_multiplier(multiplier) if isinstance(multiplier, str) else multiplier
+        table = table256(mult)   # the frozen table: the kernels see its factors
+        if not api:
+            mult = None
+    else:
+        table = _table(rng, signed)
+        mult = None
+    if api and mult is None:
         try:
             from .lut import Multiplier
             mult = Multiplier(table, signed=signed, name="bench")
@@ -411,7 +429,8 @@ def _cmd(args):
 
         depths = netbench._depths(args.networks)
         try:
-            netbench.report(depths, batch=args.batch, multiplier=args.multiplier,
+            netbench.report(depths, batch=args.batch,
+                            multiplier=args.multiplier or "mul8u_drum4",
                             repeat=args.repeat, num_threads=args.threads, as_json=args.json)
         except ImportError as e:   # PyTorch missing: the extra to install, no traceback
             print(f"axkern bench: {e}", file=__import__("sys").stderr)
@@ -426,9 +445,13 @@ def _cmd(args):
     if args.runs < 1:
         print(f"axkern bench: --runs must be at least 1, got {args.runs}", file=sys.stderr)
         return 2
+    if args.signed and args.multiplier:
+        print("axkern bench: --signed and --multiplier exclude each other (a multiplier's "
+              "signedness is its own)", file=sys.stderr)
+        return 2
     runs = [run_bench(paths=paths, repeat=args.repeat, num_threads=args.threads, shapes=shapes,
                       api=not args.kernel_only, methods=methods, torch=not args.no_torch,
-                      signed=args.signed)
+                      signed=args.signed, multiplier=args.multiplier)
             for _ in range(args.runs)]
     recs = runs[0] if args.runs == 1 else combine_runs(runs)
     if args.json:
@@ -440,7 +463,9 @@ def _cmd(args):
               f"{_fast.default_path()}, {os.cpu_count()} CPUs, "
               f"threads {args.threads or 'default'}, best of {args.repeat}"
               + (f"; the median of {args.runs} runs" if args.runs > 1 else "")
-              + ("; a signed multiplier (symmetric quantization)" if args.signed else ""))
+              + ("; a signed multiplier (symmetric quantization)" if args.signed else "")
+              + (f"; the table of {args.multiplier}" if args.multiplier else
+                 "; a synthetic 16-bit table (exact product plus noise)"))
         th, _ = _torch() if not args.no_torch else (None, None)
         print("GMAC/s; torch: float32 PyTorch " + (th.__version__ if th is not None else
               "not timed") + " (NHWC: channels_last), best of fresh input copies; "
@@ -480,7 +505,9 @@ def add_parser(subparsers):
                    help="instead: whole CIFAR ResNets (default depths 8,20,32,50,62), float32 "
                         "PyTorch against axkern.torch (tools/bench_networks.py has more options)")
     p.add_argument("--batch", type=int, default=128, help="with --networks: images per call")
-    p.add_argument("--multiplier", default="mul8u_drum4", help="with --networks: the multiplier")
+    p.add_argument("--multiplier", default=None,
+                   help="time this multiplier's table (shipped name or file) instead of the "
+                        "synthetic one; with --networks the multiplier (default mul8u_drum4)")
     p.set_defaults(func=_cmd)
     return p
 
