@@ -96,6 +96,22 @@ def _reduce_columns(U):
     return U
 
 
+def _solve(A, B):
+    """A^-1 B for a small invertible A, by Gaussian elimination with partial pivoting in
+    plain NumPy (no BLAS threads; A is r x r, r <= 8)."""
+    A, B = A.copy(), B.copy()
+    r = A.shape[0]
+    for c in range(r):
+        p = c + int(np.argmax(np.abs(A[c:, c])))
+        A[[c, p]], B[[c, p]] = A[[p, c]], B[[p, c]]
+        for i in range(r):
+            if i != c:
+                f = A[i, c] / A[c, c]
+                A[i] -= f * A[c]
+                B[i] -= f * B[c]
+    return B / np.diag(A)[:, None]
+
+
 def _factors(T, max_rank):
     """(U, V) int64 with U @ V.T == T, or None: U the coordinates of T's pivot columns in an
     integer basis of the lattice their rows span, V solved on the pivot rows."""
@@ -126,7 +142,7 @@ def _factors(T, max_rank):
             continue
         Ui = cand.astype(np.int64)
         # T[rows] has rank r, so U[rows] is invertible; V rounds to integers if U works
-        Vt = np.rint(np.linalg.solve(Ui[rows].astype(np.float64), T[rows].astype(np.float64)))
+        Vt = np.rint(_solve(Ui[rows].astype(np.float64), T[rows].astype(np.float64)))
         if np.abs(Vt).max() > _INT16:
             continue
         V = Vt.astype(np.int64).T

@@ -194,6 +194,17 @@ def test_factored_dequantizing_store(path):
         bias = rng.standard_normal(24).astype(np.float32)
         np.testing.assert_array_equal(axmatmul(a, b, m, backend=be, bias=bias),
                                       axmatmul(a, b, m, backend="reference", bias=bias))
+        # depthwise: float32 products of the factors on planes (the NCHW output by planes)
+        wd = rng.standard_normal((3, 3, 1, 6)).astype(np.float32)
+        for kw in (dict(groups=6), dict(groups=6, stride=2, bias=bias[:6])):
+            want = axconv2d(x, wd, m, backend="reference", **kw)
+            np.testing.assert_array_equal(axconv2d(x, wd, m, backend=be, **kw), want,
+                                          err_msg=f"depthwise {name} {kw}")
+            got = axconv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+                           np.ascontiguousarray(wd.transpose(3, 2, 0, 1)), m, backend=be,
+                           data_format="NCHW", **kw)
+            np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2),
+                                          err_msg=f"depthwise NCHW {name} {kw}")
 
 
 def test_fold_kept_out_of_rank_one_tables():
