@@ -127,17 +127,22 @@ static void fvalues_table(const axs_factors *fac, int path, int32_t *U32, const 
 
 /* Tiles of rows by column blocks over the streamed values S (offsets as pb says, in int16
  * units), the fixed values of every block packed in Bp (per group and block, ntap * L * 16
- * each), sums stored through axs_xstore. */
+ * each), sums stored through axs_xstore. A gemm may instead give its codes a (rows of K,
+ * S NULL): then a thread turns one tile of rows at a time into values in its own buffer
+ * and runs all column blocks over them (the values of a whole 8192 x 576 a took a fifth of
+ * the call written out and read back). */
 static int frun(const xproblem *pb, const int16_t *S, const ptrdiff_t *toff, int64_t ntap,
-                int64_t L, const int16_t *Bp, int nt, int path)
+                int64_t L, const int16_t *Bp, const uint8_t *a, int64_t K,
+                const axs_factors *fac, const int32_t *u32, int nt, int path)
 {
     axs_fkern_fn kern = fkern_for(path);
     const int64_t bpg = (pb->cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * pb->groups;
     const int64_t ms_max = ftile_rows(pb->rows, nblocks, nt);
     const int64_t ntiles = (pb->rows + ms_max - 1) / ms_max, units = ntiles * nblocks;
+    const int64_t per = a ? nblocks : 1;   /* units per hand-out: a tile's blocks */
     const size_t bsize = (size_t)(ntap * L * AXS_FNB);
-    if (nt > units)
-        nt = (int)units;
+    if (nt > units / per)
+        nt = (int)(units / per);
     axs_xdeq dd;
     if (axs_xdeq_init(pb->dq, pb->groups * pb->cols, pb->rows, &dd))
         return AXS_ENOMEM;
@@ -146,27 +151,42 @@ static int frun(const xproblem *pb, const int16_t *S, const ptrdiff_t *toff, int
     {
         uint32_t *acc = (uint32_t *)axs_alloc64((size_t)ms_max * AXS_FNB * sizeof(uint32_t));
         ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
-        int ok = acc && roff;
+        int16_t *St = a ? (int16_t *)axs_alloc64((size_t)(ms_max * L) * sizeof(int16_t) + 64)
+                        : NULL;
+        int ok = acc && roff && (St || !a);
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
         /* blocks of a tile next to each other: its streamed rows stay in cache */
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t u = 0; u < units; u++) {
+        for (int64_t uc = 0; uc < units / per; uc++)
+        for (int64_t u = uc * per; u < (uc + 1) * per; u++) {
             if (!ok)
                 continue;
             int64_t r0 = (u / nblocks) * ms_max, blk = u % nblocks;
             int64_t g = blk / bpg, c0 = blk % bpg * AXS_FNB;
             int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
             int nf = (int)(pb->cols - c0 < AXS_FNB ? pb->cols - c0 : AXS_FNB);
-            axs_xrow_offsets(pb, r0, ms, roff);
-            kern(S + g * pb->gstride, roff, ms, toff, (int)ntap, (int)L, Bp + blk * bsize, acc,
-                 AXS_FNB);
+            const int16_t *src = S;
+            if (a) {
+                if (blk == 0)
+                    for (int i = 0; i < ms; i++) {
+                        St[(i + 1) * L - 1] = 0;
+                        fvalues(a + (r0 + i) * K, K, fac, u32, St + i * L);
+                        roff[i] = (ptrdiff_t)(i * L);
+                    }
+                src = St;
+            } else {
+                axs_xrow_offsets(pb, r0, ms, roff);
+            }
+            kern(src + g * pb->gstride, roff, ms, toff, (int)ntap, (int)L, Bp + blk * bsize,
+                 acc, AXS_FNB);
             axs_xstore(pb, &dd, (xword *)acc, AXS_FNB, r0, ms, g, g * pb->cols + c0, nf, 0,
                        NULL);
         }
         axs_free64(acc);
+        axs_free64(St);
         free(roff);
     }
     free(dd.corr);
@@ -197,21 +217,27 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
 {
     const int r = fac->r;
     const int64_t L = even(K * r);
+    const int64_t nblocks = (N + AXS_FNB - 1) / AXS_FNB, ms = ftile_rows(M, nblocks, nt);
+    /* values per tile when every thread gets two tiles or more, else all rows at once */
+    const int tiled = (M + ms - 1) / ms >= 2 * nt;
+    int32_t U32[256];
+    const int32_t *u32;
+    fvalues_table(fac, path, U32, &u32);
     /* + 64 bytes: the kernel's pair loads stay inside the buffer */
-    int16_t *S = (int16_t *)axs_alloc64((size_t)(M * L) * sizeof(int16_t) + 64);
-    int16_t *Bp = S ? fpack_all(b, N, K, 1, L, fac, N, 1, nt) : NULL;
+    int16_t *S = tiled ? NULL
+                       : (int16_t *)axs_alloc64((size_t)(M * L) * sizeof(int16_t) + 64);
+    int16_t *Bp = S || tiled ? fpack_all(b, N, K, 1, L, fac, N, 1, nt) : NULL;
     if (!Bp) {
         axs_free64(S);
         return AXS_ENOMEM;
     }
-    int32_t U32[256];
-    const int32_t *u32;
-    fvalues_table(fac, path, U32, &u32);
+    if (!tiled) {
 #pragma omp parallel for num_threads(axs_threads_for(nt, M * K)) schedule(static)
-    for (int64_t m = 0; m < M; m++) {
-        int16_t *d = S + m * L;
-        d[L - 1] = 0;
-        fvalues(a + m * K, K, fac, u32, d);
+        for (int64_t m = 0; m < M; m++) {
+            int16_t *d = S + m * L;
+            d[L - 1] = 0;
+            fvalues(a + m * K, K, fac, u32, d);
+        }
     }
     xproblem pb;
     memset(&pb, 0, sizeof(pb));
@@ -223,7 +249,7 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
     pb.dq = dq;
     pb.ldo = N;
     const ptrdiff_t toff = 0;
-    int rc = frun(&pb, S, &toff, 1, L, Bp, nt, path);
+    int rc = frun(&pb, S, &toff, 1, L, Bp, tiled ? a : NULL, K, fac, u32, nt, path);
     axs_free64(S);
     axs_free64(Bp);
     return rc;
@@ -303,7 +329,7 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     pbm.out = out;
     pbm.dq = dq;
     pbm.ldo = COUT;
-    int rc = frun(&pbm, S, toff, ntap, L, Bp, nt, path);
+    int rc = frun(&pbm, S, toff, ntap, L, Bp, NULL, 0, fac, u32, nt, path);
     axs_free64(S);
     axs_free64(Bp);
     free(toff);
