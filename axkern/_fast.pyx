@@ -33,6 +33,17 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     on the ``"avx2"`` and ``"scalar"`` paths, and on ``"avx512_vbmi"`` at stride 1 with a
     16-bit-class table (int64 sums need a 16-bit-class table).
 
+``"factored"`` (``factored.c``)
+    Tables that are exactly a sum of ``r`` products of int16 factors, ``T[a, b] = sum_i
+    U[a, i] * V[b, i]`` (DRUM, perforated and exact multipliers at ``r = 1``; see
+    :mod:`axkern.lowrank`): the streamed codes become rows of factor values, the fixed ones
+    columns, and ``vpmaddwd`` multiplies and adds 16 pairs per instruction into int32
+    lanes (modulo ``2**32``, exact like the other methods): an integer GEMM, no lookups.
+    Only for tables that axkern froze (:func:`axkern.backends.freeze_table`: a multiplier's
+    own table and folded tables, whose entries cannot change after their factors were
+    checked) and int32 sums; chosen by the cost model where it is cheaper (rank 1 and 2
+    nearly everywhere, batch-1 GEMMs with large weights aside).
+
 Paths (the instruction set): ``"avx512_vbmi"``, ``"avx2"``, ``"scalar"`` (portable C; the
 compiler may vectorize it for the baseline ISA). The path is chosen once at import: the
 environment variable ``AXKERN_CPU_PATH`` if set, else the best one the CPU supports. Every
@@ -355,12 +366,14 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
         ``sumx`` (M, G) int64 give, from each exact sum ``v`` (accumulated as ``out_dtype``),
         ``float32(float64(v + corr[n] - zw[n] * sumx[m, n // (N // G)]) * scale[n])`` plus
         ``bias[n]`` in float32: what :func:`epilogue` does to the sums.
-    method : {"auto", "direct", "expand"}, optional
+    method : {"auto", "direct", "expand", "factored"}, optional
         ``"direct"``: one table lookup per multiply-accumulate (the path's micro-kernel).
         ``"expand"``: expanded tables, one row of entries of all output columns per
         streamed code and step, loaded as vectors (16-bit-class tables and int32 sums only,
-        else ``ValueError``). ``"auto"`` (default) estimates both from the shape and runs the
-        cheaper; every method gives the same exact sums.
+        else ``ValueError``). ``"factored"``: integer products of the table's exact factors
+        (frozen tables with factors of rank at most 4 and int32 sums only, else
+        ``ValueError``). ``"auto"`` (default) estimates each from the shape and runs the
+        cheapest; every method gives the same exact sums.
 
     Returns
     -------
@@ -415,10 +428,12 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     dequant : dict, optional
         As in :func:`gemm`, with output rows ``(n, oy, ox)`` and ``sumx`` of shape
         (N, OH, OW, G).
-    method : {"auto", "direct", "expand", "depthwise"}, optional
+    method : {"auto", "direct", "expand", "depthwise", "factored"}, optional
         As in :func:`gemm`; ``"depthwise"`` (depthwise layers only, see the module notes)
         is the default for depthwise layers on the ``"avx2"`` and ``"scalar"`` paths and,
-        at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"``.
+        at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"`` (also with factors: a
+        depthwise filter meets too few codes for the factored kernel's blocks of 16
+        filters).
     out_format : {"NHWC", "NCHW"}
         Layout of the dequantized output: ``"NCHW"`` (with ``dequant`` only) stores
         ``(N, COUT, OH, OW)`` directly, every method and path, the same values as the

@@ -67,6 +67,7 @@ _LIST_COLUMNS = (
     ("EP%", "ep_pct", "{:.2f}"),
     ("MRE%", "mre_pct", "{:.3f}"),
     ("bias", "bias", "{:.2f}"),
+    ("factors", "factors", "{}"),
 )
 
 
@@ -259,6 +260,7 @@ def _cmd_metrics(args):
 
 def _cmd_list(args):
     from .library import list_multipliers, load_multiplier
+    from .lowrank import factor_table
     from .metrics import metrics
 
     rows = []
@@ -269,6 +271,10 @@ def _cmd_list(args):
         d.update(family=meta.get("FAMILY", ""), params=meta.get("PARAMS", ""),
                  pp_bits=int(meta["PP_BITS"]) if meta.get("PP_BITS", "").isdigit() else "",
                  design=meta.get("DESIGN", ""))
+        # the rank of the table's exact int16 factors: such tables run as integer products
+        # (the factored kernels), about as fast as float32 at rank 1
+        f = factor_table(m.table)
+        d["factors"] = f[0].shape[1] if f is not None else "-"
         rows.append(d)
     if args.json:
         print(_json.dumps(rows, indent=2))

@@ -293,6 +293,28 @@ def test_bench_signed_multiplier():
     assert parser.parse_args(["bench", "--signed"]).signed
 
 
+def test_bench_multiplier_table(capsys):
+    # --multiplier: a multiplier's own (frozen) table, which the kernels may take by its
+    # factors; the synthetic table stays the default
+    from axkern import bench
+    from axkern.backends import table256, table_factors
+    from axkern.library import load_multiplier
+
+    m = load_multiplier("mul8u_drum4")
+    assert table_factors(table256(m)) is not None
+    recs = bench.run_bench(paths=["scalar"], repeat=1, shapes=["gemm 8x2048x1024"],
+                           torch=False, multiplier=m)
+    assert len(recs) == 1 and recs[0]["api_gmacs"] > 0 and recs[0]["kernel_gmacs"] > 0
+    with pytest.raises(ValueError, match="signed and multiplier exclude each other"):
+        bench.run_bench(paths=["scalar"], repeat=1, shapes=["gemm 8x2048x1024"], torch=False,
+                        multiplier="mul8u_drum4", signed=True)
+    assert bench.main(["--paths", "scalar", "--repeat", "1", "--shapes", "gemm 8x2048x1024",
+                       "--no-torch", "--multiplier", "mul8u_drum4"]) == 0
+    assert "the table of mul8u_drum4" in capsys.readouterr().out
+    assert bench.main(["--signed", "--multiplier", "mul8u_drum4"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
 def test_bench_records_and_cli_parser():
     from axkern import bench
 
