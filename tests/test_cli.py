@@ -200,7 +200,11 @@ def test_list(capsys):
     assert {"MAE%", "WCE%", "EP%", "MRE%"} <= set(out.splitlines()[0].split())
     # the exact multipliers show zero error
     exact_row = next(ln for ln in body if ln.startswith("mul8u_exact "))
-    assert exact_row.split()[-5:] == ["0.0000", "0.0000", "0.00", "0.000", "0.00"]
+    assert exact_row.split()[-6:-1] == ["0.0000", "0.0000", "0.00", "0.000", "0.00"]
+    # ... and are one product of their operands (the factors column)
+    assert exact_row.split()[-1] == "1"
+    mitchell_row = next(ln for ln in body if ln.startswith("mul8u_mitchell "))
+    assert mitchell_row.split()[-1] == "-"
     rc, out, _ = run(capsys, "list", "--json", "--signed")
     rows = json.loads(out)
     assert [r["name"] for r in rows] == axkern.list_multipliers(signed=True)
@@ -208,6 +212,7 @@ def test_list(capsys):
     drum = next(r for r in rows if r["name"] == "mul8s_drum4")
     assert drum["mae_pct"] == pytest.approx(ref["mae_pct"], rel=1e-12)
     assert drum["pp_bits"] == 16 and drum["family"] == "drum"
+    assert drum["factors"] == 1
 
 
 # --------------------------------------------------------------------------- user errors
