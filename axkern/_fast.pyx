@@ -79,6 +79,7 @@ cdef extern from "axsimd.h" nogil:
     int AXS_OK, AXS_ENOMEM, AXS_EPATH, AXS_EARG, AXS_EMETHOD
     int AXS_METHOD_AUTO, AXS_METHOD_DIRECT, AXS_METHOD_EXPAND, AXS_METHOD_DEPTHWISE
     int AXS_METHOD_FACTORED
+    int64_t axs_set_fchunk(int64_t bytes)
     ctypedef struct axs_factors:
         int r
         const int16_t *U
@@ -94,13 +95,14 @@ cdef extern from "axsimd.h" nogil:
         int64_t groups
         int64_t nchw
     int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
-                 const axs_factors *fac, int64_t M, int64_t K, int64_t N, int out64, void *out, const axs_dequant *dq,
-                 int nthreads, int path, int method)
+                 const axs_factors *fac, int64_t M, int64_t K, int64_t N, int out64,
+                 void *out, const axs_dequant *dq, int nthreads, int path, int method)
     int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
-                   const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
-                   int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw,
-                   int64_t groups, int pad_code, int out64, void *out, const axs_dequant *dq,
-                   int nthreads, int path, int method, int in_nchw)
+                   const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C,
+                   int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb,
+                   int pl, int pr, int dh, int dw, int64_t groups, int pad_code, int out64,
+                   void *out, const axs_dequant *dq, int nthreads, int path, int method,
+                   int in_nchw)
     int64_t axs_quantize(const float *x, int64_t rows, int64_t cols, int is_signed, float scale,
                       int32_t zp, float nmin, float nmax, float inv, int32_t qmin, int32_t qmax,
                       uint8_t mask, uint8_t *idx, int64_t *rowsum, int nthreads)
@@ -306,6 +308,13 @@ cdef class _Dequant:
         self.keep = keep
 
 
+def _factored_chunk(nbytes=0):
+    """The bytes of a convolution's input values that the factored method builds at a time
+    (whole images; for tests that take a batch in several chunks): sets it when ``nbytes``
+    > 0 and returns the previous value."""
+    return axs_set_fchunk(nbytes)
+
+
 cdef class _Factors:
     """The C view of a frozen table's factors (U, V), int16 (256, r) each."""
     cdef axs_factors f
@@ -488,9 +497,9 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     cdef const axs_factors *facp = _fac_ptr(fac)
     with nogil:
         rc = axs_conv2d(<const uint8_t *>cnp.PyArray_DATA(xx), <const uint8_t *>cnp.PyArray_DATA(ww),
-                        <const int32_t *>cnp.PyArray_DATA(tt), token, facp, N, H, W, C, KH, KW, COUT,
-                        sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64, cnp.PyArray_DATA(oo),
-                        dqp, nt, p, meth, in_nchw)
+                        <const int32_t *>cnp.PyArray_DATA(tt), token, facp, N, H, W, C, KH,
+                        KW, COUT, sh, sw, pt, pb, pl, pr, dh, dw, g, pc, out64,
+                        cnp.PyArray_DATA(oo), dqp, nt, p, meth, in_nchw)
     _raise(rc, "conv2d", method)
     return out
 

@@ -298,7 +298,7 @@ def table_token(table):
 def table_factors(table):
     """Exact int16 factors ``(U, V)`` of a table registered by :func:`freeze_table`
     (``table[a, b] == sum_i U[a, i] * V[b, i]``, see :func:`axkern.lowrank.factor_table`),
-    found once per table (about 10 ms); None for tables without factors of rank at most
+    found once per table (a few ms); None for tables without factors of rank at most
     :data:`axkern.lowrank.MAX_RANK` and for tables that were not frozen, whose entries could
     change after the factors were checked."""
     hit = _frozen(table)

@@ -21,8 +21,7 @@ import numpy as np
 
 from .backends import (_check_limit, _check_threads, _plain, _remember, accumulator_dtype,
                        as_multiplier, check_out_array, conv_output_size, freeze_table,
-                       table_factors,
-                       get_backend, table256)
+                       get_backend, table256, table_factors)
 from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
                     tf_quant_params, warn_once)
 from .tune import resolve_tuning

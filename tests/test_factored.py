@@ -155,6 +155,40 @@ def test_factored_method_matches_reference(path, rank):
 
 
 @pytest.mark.parametrize("path", PATHS)
+def test_factored_conv_in_chunks_of_images(path):
+    """A batch whose input values are built a few images at a time (the chunk lowered from
+    32 MiB to an image or two): every chunk's rows, output and window sums in place."""
+    rng = np.random.default_rng(11)
+    m = library.load_multiplier("mul8u_drum4")
+    table = frozen(m.table)
+    x = codes((5, 7, 6, 8), rng)
+    w = codes((3, 3, 8, 20), rng)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1, 3)
+    want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+    xf = rng.standard_normal((5, 7, 6, 8)).astype(np.float32)
+    wf = rng.standard_normal((3, 3, 8, 20)).astype(np.float32)
+    be = _ForcedPath(fast, path, "factored")
+    want_f = axconv2d(xf, wf, m, backend="reference")
+    want_nchw = axconv2d(np.ascontiguousarray(xf.transpose(0, 3, 1, 2)),
+                         np.ascontiguousarray(wf.transpose(3, 2, 0, 1)), m,
+                         backend="reference", data_format="NCHW")
+    old = fast._factored_chunk()
+    try:
+        for chunk in (1, 2 * 9 * 8 * 8 * 2):   # one image, two images of values
+            fast._factored_chunk(chunk)
+            got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored")
+            np.testing.assert_array_equal(got, want, err_msg=str(chunk))
+            np.testing.assert_array_equal(axconv2d(xf, wf, m, backend=be), want_f)
+            got = axconv2d(np.ascontiguousarray(xf.transpose(0, 3, 1, 2)),
+                           np.ascontiguousarray(wf.transpose(3, 2, 0, 1)), m, backend=be,
+                           data_format="NCHW")
+            np.testing.assert_array_equal(got, want_nchw)
+    finally:
+        fast._factored_chunk(old)
+    assert fast._factored_chunk() == old == 32 << 20
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_factored_sums_wrap_like_int32(path):
     """Entries far outside the 16-bit class (a rank-1 table of products up to 2^29): the
     int32 lanes wrap modulo 2^32 and still give every sum that fits int32."""

@@ -774,24 +774,24 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
 
 static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                        const int32_t *table, uint64_t token, const axs_factors *fac,
-                       int64_t N, int64_t H, int64_t W,
-                       int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt,
-                       int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
-                       int out64, void *out, const axs_dequant *dq, int nthreads, int path,
-                       int method);
+                       int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW,
+                       int64_t COUT, int sh, int sw, int pt, int pb, int pl, int pr_, int dh,
+                       int dw, int64_t groups, int pad_code, int out64, void *out,
+                       const axs_dequant *dq, int nthreads, int path, int method);
 
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
-               const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT,
-               int sh, int sw, int pt, int pb, int pl, int pr_, int dh, int dw, int64_t groups,
-               int pad_code, int out64, void *out, const axs_dequant *dq, int nthreads,
-               int path, int method, int in_nchw)
+               const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH,
+               int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb, int pl, int pr_, int dh,
+               int dw, int64_t groups, int pad_code, int out64, void *out,
+               const axs_dequant *dq, int nthreads, int path, int method, int in_nchw)
 {
     if (!in_nchw)
-        return conv2d_body(x, NULL, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
-                           pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path,
-                           method);
-    int rc = conv2d_body(NULL, x, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
-                         pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
+        return conv2d_body(x, NULL, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw,
+                           pt, pb, pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads,
+                           path, method);
+    int rc = conv2d_body(NULL, x, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt,
+                         pb, pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path,
+                         method);
     if (rc != AXS_NEED_NHWC)
         return rc;
     uint8_t *xt = (uint8_t *)malloc((size_t)(N * H * W * C));
@@ -806,8 +806,8 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
             for (int64_t i = 0; i < HW; i++)
                 dst[i * C] = src[i];
         }
-    rc = conv2d_body(xt, NULL, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl,
-                     pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
+    rc = conv2d_body(xt, NULL, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
+                     pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads, path, method);
     free(xt);
     return rc;
 }
@@ -815,11 +815,10 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
 /* x: NHWC codes, or NULL with xn: NCHW codes (only the depthwise method reads them). */
 static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                        const int32_t *table, uint64_t token, const axs_factors *fac,
-                       int64_t N, int64_t H, int64_t W,
-                       int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt,
-                       int pb, int pl, int pr_, int dh, int dw, int64_t groups, int pad_code,
-                       int out64, void *out, const axs_dequant *dq, int nthreads, int path,
-                       int method)
+                       int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW,
+                       int64_t COUT, int sh, int sw, int pt, int pb, int pl, int pr_, int dh,
+                       int dw, int64_t groups, int pad_code, int out64, void *out,
+                       const axs_dequant *dq, int nthreads, int path, int method)
 {
     if (method < 0 || method > AXS_METHOD_FACTORED ||
         (fac && (fac->r < 1 || fac->r > AXS_FMAXRANK)))

@@ -27,6 +27,17 @@
 #define AXS_FNB 16
 /* Rows per unit of work: 192 rows of 16 sums (12 KiB) stay in L1 with the kernel's rows. */
 #define AXS_FTILE 192
+/* Bytes of a convolution's padded input values built at a time (whole images; the tests
+ * lower it to take a batch in several chunks). */
+static int64_t fchunk_bytes = (int64_t)32 << 20;
+
+int64_t axs_set_fchunk(int64_t bytes)
+{
+    int64_t old = fchunk_bytes;
+    if (bytes > 0)
+        fchunk_bytes = bytes;
+    return old;
+}
 /* Time per multiply-accumulate of one factor against one expanded-table lookup per
  * (row, step, column) (axs_xcost's unit, about 0.05 ns a thread on Zen 3): about 0.018 ns a
  * factor product on the AVX2 code; the portable loop about 0.3 of its own expanded
@@ -266,70 +277,78 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     const int64_t OW = (Wp - (int64_t)dw * (KW - 1) - 1) / sw + 1;
     const int64_t CG = C / groups, OG = COUT / groups, ntap = KH * KW;
     const int64_t L = even(CG * r), px = groups * L; /* int16 values per padded pixel */
-    int16_t *S = (int16_t *)axs_alloc64((size_t)(N * Hp * Wp * px) * sizeof(int16_t) + 64);
+    /* images per chunk: the values of at most fchunk_bytes of images at a time (of a large
+     * batch, twice its codes at once would be needed) */
+    const int64_t img = Hp * Wp * px * (int64_t)sizeof(int16_t);
+    int64_t nchunk = fchunk_bytes / img;
+    nchunk = nchunk < 1 ? 1 : nchunk > N ? N : nchunk;
+    int16_t *S = (int16_t *)axs_alloc64((size_t)(nchunk * img) + 64);
     ptrdiff_t *toff = (ptrdiff_t *)malloc((size_t)ntap * sizeof(ptrdiff_t));
-    if (!S || !toff) {
+    uint8_t *pad = (uint8_t *)malloc((size_t)C);
+    /* HWIO filters: step k = (ky * KW + kx) * CG + c of column o at w[k * COUT + o] */
+    int16_t *Bp = S && toff && pad ? fpack_all(w, COUT, CG, ntap, L, fac, OG, groups, nt)
+                                   : NULL;
+    if (!Bp) {
         axs_free64(S);
         free(toff);
+        free(pad);
         return AXS_ENOMEM;
     }
     for (int64_t ky = 0; ky < KH; ky++)
         for (int64_t kx = 0; kx < KW; kx++)
             toff[ky * KW + kx] = (ptrdiff_t)((ky * dh * Wp + kx * dw) * px);
-    /* HWIO filters: step k = (ky * KW + kx) * CG + c of column o at w[k * COUT + o] */
-    int16_t *Bp = fpack_all(w, COUT, CG, ntap, L, fac, OG, groups, nt);
-    if (!Bp) {
-        axs_free64(S);
-        free(toff);
-        return AXS_ENOMEM;
-    }
-    /* the padded image of values; a padded position holds the values of pad_code */
-    uint8_t *pad = (uint8_t *)malloc((size_t)C);
-    if (!pad) {
-        axs_free64(S);
-        axs_free64(Bp);
-        free(toff);
-        return AXS_ENOMEM;
-    }
+    /* a padded position holds the values of pad_code */
     memset(pad, pad_code, (size_t)C);
     int32_t U32[256];
     const int32_t *u32;
     fvalues_table(fac, path, U32, &u32);
-#pragma omp parallel for num_threads(axs_threads_for(nt, N * Hp * Wp * C)) schedule(static)
-    for (int64_t ny = 0; ny < N * Hp; ny++) {
-        int64_t n = ny / Hp, y = ny % Hp;
-        int inside = y >= pt && y < pt + H;
-        int16_t *d = S + ny * Wp * px;
-        for (int64_t xq = 0; xq < Wp; xq++, d += px) {
-            const uint8_t *codes = inside && xq >= pl && xq < pl + W
-                                       ? x + ((n * H + y - pt) * W + xq - pl) * C : pad;
-            if (L == CG * r) {  /* the groups' runs are contiguous */
-                fvalues(codes, C, fac, u32, d);
-                continue;
-            }
-            for (int64_t g = 0; g < groups; g++) {
-                d[g * L + L - 1] = 0;
-                fvalues(codes + g * CG, CG, fac, u32, d + g * L);
+    int rc = AXS_OK;
+    for (int64_t n0 = 0; n0 < N && rc == AXS_OK; n0 += nchunk) {
+        const int64_t nn = N - n0 < nchunk ? N - n0 : nchunk;
+#pragma omp parallel for num_threads(axs_threads_for(nt, nn * Hp * Wp * C)) schedule(static)
+        for (int64_t ny = 0; ny < nn * Hp; ny++) {
+            int64_t n = n0 + ny / Hp, y = ny % Hp;
+            int inside = y >= pt && y < pt + H;
+            int16_t *d = S + ny * Wp * px;
+            for (int64_t xq = 0; xq < Wp; xq++, d += px) {
+                const uint8_t *codes = inside && xq >= pl && xq < pl + W
+                                           ? x + ((n * H + y - pt) * W + xq - pl) * C : pad;
+                if (L == CG * r) {  /* the groups' runs are contiguous */
+                    fvalues(codes, C, fac, u32, d);
+                    continue;
+                }
+                for (int64_t g = 0; g < groups; g++) {
+                    d[g * L + L - 1] = 0;
+                    fvalues(codes + g * CG, CG, fac, u32, d + g * L);
+                }
             }
         }
+        /* the chunk's rows: its output and window sums start at image n0 */
+        axs_dequant dqc;
+        if (dq) {
+            dqc = *dq;
+            if (dqc.sumx)
+                dqc.sumx += n0 * OH * OW * groups;
+        }
+        xproblem pbm;
+        memset(&pbm, 0, sizeof(pbm));
+        pbm.rows = nn * OH * OW;
+        pbm.conv = 1;
+        pbm.nstride = (ptrdiff_t)(Hp * Wp * px);
+        pbm.ystride = (ptrdiff_t)(sh * Wp * px);
+        pbm.xstride = (ptrdiff_t)(sw * px);
+        pbm.P = OH * OW;
+        pbm.OW = OW;
+        pbm.cols = OG;
+        pbm.groups = groups;
+        pbm.gstride = (ptrdiff_t)L;
+        /* NHWC and NCHW outputs alike hold an image in P * COUT elements of 4 bytes */
+        pbm.out = (char *)out + n0 * OH * OW * COUT * 4;
+        pbm.dq = dq ? &dqc : NULL;
+        pbm.ldo = COUT;
+        rc = frun(&pbm, S, toff, ntap, L, Bp, NULL, 0, fac, u32, nt, path);
     }
     free(pad);
-    xproblem pbm;
-    memset(&pbm, 0, sizeof(pbm));
-    pbm.rows = N * OH * OW;
-    pbm.conv = 1;
-    pbm.nstride = (ptrdiff_t)(Hp * Wp * px);
-    pbm.ystride = (ptrdiff_t)(sh * Wp * px);
-    pbm.xstride = (ptrdiff_t)(sw * px);
-    pbm.P = OH * OW;
-    pbm.OW = OW;
-    pbm.cols = OG;
-    pbm.groups = groups;
-    pbm.gstride = (ptrdiff_t)L;
-    pbm.out = out;
-    pbm.dq = dq;
-    pbm.ldo = COUT;
-    int rc = frun(&pbm, S, toff, ntap, L, Bp, NULL, 0, fac, u32, nt, path);
     axs_free64(S);
     axs_free64(Bp);
     free(toff);
