@@ -209,36 +209,33 @@ def test_factored_dequantizing_store(path):
     sums), a folded one, bias, NCHW and NHWC, the linear layer; bit for bit the reference."""
     rng = np.random.default_rng(7)
     be = _ForcedPath(fast, path, "factored")
+
+    def both_layouts(x, w, m, **kw):
+        want = axconv2d(x, w, m, backend="reference", **kw)
+        np.testing.assert_array_equal(axconv2d(x, w, m, backend=be, **kw), want,
+                                      err_msg=f"{m.name} {w.shape} {kw}")
+        got = axconv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+                       np.ascontiguousarray(w.transpose(3, 2, 0, 1)), m, backend=be,
+                       data_format="NCHW", **kw)
+        np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2),
+                                      err_msg=f"NCHW {m.name} {w.shape} {kw}")
+
     for name in ("mul8u_drum4", "mul8s_drum4", "mul8u_exact"):
         m = library.load_multiplier(name)
         x = rng.standard_normal((2, 9, 8, 6)).astype(np.float32)
         w = rng.standard_normal((3, 3, 6, 20)).astype(np.float32)
         bias = rng.standard_normal(20).astype(np.float32)
         for kw in (dict(), dict(bias=bias), dict(padding="VALID", stride=2)):
-            want = axconv2d(x, w, m, backend="reference", **kw)
-            np.testing.assert_array_equal(axconv2d(x, w, m, backend=be, **kw), want,
-                                          err_msg=f"{name} {kw}")
-            got = axconv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
-                           np.ascontiguousarray(w.transpose(3, 2, 0, 1)), m, backend=be,
-                           data_format="NCHW", **kw)
-            np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2),
-                                          err_msg=f"NCHW {name} {kw}")
+            both_layouts(x, w, m, **kw)
+        # depthwise filters (folded zero point; the depthwise method when not forced)
+        wd = rng.standard_normal((3, 3, 1, 6)).astype(np.float32)
+        for kw in (dict(groups=6), dict(groups=6, stride=2, bias=bias[:6])):
+            both_layouts(x, wd, m, **kw)
         a = rng.standard_normal((40, 50)).astype(np.float32)
         b = rng.standard_normal((50, 24)).astype(np.float32)
         bias = rng.standard_normal(24).astype(np.float32)
         np.testing.assert_array_equal(axmatmul(a, b, m, backend=be, bias=bias),
                                       axmatmul(a, b, m, backend="reference", bias=bias))
-        # depthwise: float32 products of the factors on planes (the NCHW output by planes)
-        wd = rng.standard_normal((3, 3, 1, 6)).astype(np.float32)
-        for kw in (dict(groups=6), dict(groups=6, stride=2, bias=bias[:6])):
-            want = axconv2d(x, wd, m, backend="reference", **kw)
-            np.testing.assert_array_equal(axconv2d(x, wd, m, backend=be, **kw), want,
-                                          err_msg=f"depthwise {name} {kw}")
-            got = axconv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
-                           np.ascontiguousarray(wd.transpose(3, 2, 0, 1)), m, backend=be,
-                           data_format="NCHW", **kw)
-            np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2),
-                                          err_msg=f"depthwise NCHW {name} {kw}")
 
 
 def test_fold_kept_out_of_rank_one_tables():

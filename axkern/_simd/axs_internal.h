@@ -80,6 +80,13 @@ void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale,
  * dequantizing stores (expand.c). */
 void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda, int64_t r0,
                 int ms, int64_t g, int64_t o0, int nf, int inplace, xword *tmp);
+/* *pb for a convolution's output pixels (N images of OH x OW) streamed over a padded NHWC
+ * image of px elements per pixel (plane = Hp * Wp pixels per image, Wp per row), OG fixed
+ * codes per group, group g's elements at g * gstride of a pixel, the output of groups * OG
+ * columns (expand.c; S, K, koff and F are left to the caller). */
+void axs_xconv_problem(xproblem *pb, int64_t N, int64_t OH, int64_t OW, int64_t plane,
+                       int64_t Wp, int64_t px, int sh, int sw, int64_t OG, int64_t groups,
+                       int64_t gstride, void *out, const axs_dequant *dq);
 /* Offsets roff(r) of streamed rows r0 .. r0 + ms (expand.c). */
 void axs_xrow_offsets(const xproblem *pb, int64_t r0, int ms, ptrdiff_t *roff);
 /* Drivers of the factored method (factored.c): int32 sums (or float32 with dq) from the

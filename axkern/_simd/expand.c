@@ -514,6 +514,26 @@ int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int 
     return rc;
 }
 
+void axs_xconv_problem(xproblem *pb, int64_t N, int64_t OH, int64_t OW, int64_t plane,
+                       int64_t Wp, int64_t px, int sh, int sw, int64_t OG, int64_t groups,
+                       int64_t gstride, void *out, const axs_dequant *dq)
+{
+    memset(pb, 0, sizeof(*pb));
+    pb->rows = N * OH * OW;
+    pb->conv = 1;
+    pb->nstride = (ptrdiff_t)(plane * px);
+    pb->ystride = (ptrdiff_t)(sh * Wp * px);
+    pb->xstride = (ptrdiff_t)(sw * px);
+    pb->P = OH * OW;
+    pb->OW = OW;
+    pb->cols = OG;
+    pb->groups = groups;
+    pb->gstride = (ptrdiff_t)gstride;
+    pb->out = out;
+    pb->dq = dq;
+    pb->ldo = OG * groups;
+}
+
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,
                   int pb, int pl, int pr, int pad_code, uint8_t *xp, int nt)
 {
@@ -563,24 +583,11 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
     if (padded)
         axs_pad_nhwc(x, N, H, W, C, pt, pb_, pl, pr, pad_code, xp, nt);
     xproblem pb;
-    memset(&pb, 0, sizeof(pb));
+    axs_xconv_problem(&pb, N, OH, OW, Hp * Wp, Wp, C, sh, sw, OG, groups, CG, out, dq);
     pb.S = padded ? xp : x;
-    pb.rows = N * OH * OW;
     pb.K = K;
     pb.koff = koff;
-    pb.conv = 1;
-    pb.nstride = (ptrdiff_t)(Hp * Wp * C);
-    pb.ystride = (ptrdiff_t)(sh * Wp * C);
-    pb.xstride = (ptrdiff_t)(sw * C);
-    pb.P = OH * OW;
-    pb.OW = OW;
     pb.F = F;
-    pb.cols = OG;
-    pb.groups = groups;
-    pb.gstride = (ptrdiff_t)CG;
-    pb.out = out;
-    pb.dq = dq;
-    pb.ldo = COUT;
     int rc = xrun(&pb, t, nt, path);
     free(xp);
     free(koff);

@@ -330,22 +330,10 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
             if (dqc.sumx)
                 dqc.sumx += n0 * OH * OW * groups;
         }
-        xproblem pbm;
-        memset(&pbm, 0, sizeof(pbm));
-        pbm.rows = nn * OH * OW;
-        pbm.conv = 1;
-        pbm.nstride = (ptrdiff_t)(Hp * Wp * px);
-        pbm.ystride = (ptrdiff_t)(sh * Wp * px);
-        pbm.xstride = (ptrdiff_t)(sw * px);
-        pbm.P = OH * OW;
-        pbm.OW = OW;
-        pbm.cols = OG;
-        pbm.groups = groups;
-        pbm.gstride = (ptrdiff_t)L;
         /* NHWC and NCHW outputs alike hold an image in P * COUT elements of 4 bytes */
-        pbm.out = (char *)out + n0 * OH * OW * COUT * 4;
-        pbm.dq = dq ? &dqc : NULL;
-        pbm.ldo = COUT;
+        xproblem pbm;
+        axs_xconv_problem(&pbm, nn, OH, OW, Hp * Wp, Wp, px, sh, sw, OG, groups, L,
+                          (char *)out + n0 * OH * OW * COUT * 4, dq ? &dqc : NULL);
         rc = frun(&pbm, S, toff, ntap, L, Bp, NULL, 0, fac, u32, nt, path);
     }
     free(pad);
