@@ -17,6 +17,10 @@ Examples::
     python tools/bench_stages.py --threads 2 --rounds 15
     python tools/bench_stages.py --shapes "depthwise 64 @16x16" --threads 1
     python tools/bench_stages.py --small --threads 1     # the fixed cost of a call
+    python tools/bench_stages.py --multiplier mul8u_drum4  # a shipped table (factored)
+
+With ``--multiplier`` a table whose weight zero point is not folded (a factored table that
+folding would give one more factor) also shows its ``window`` sums, counted among the parts.
 """
 import argparse
 import sys
@@ -45,6 +49,11 @@ def _conv_stages(prm, m, rng, T):
     xi = _fast.quantize_indices(xf, xp)
     p = k // 2
     geo = ((1, 1), (p, p, p, p), (1, 1), g, int(zx) & 255, pw.dtype, T)
+    window = not pw.folded and pw.zw_any
+    if window:   # the correction the fold would have carried, as axconv2d adds it
+        dq["zw"] = pw.zw
+        dq["sumx"] = _fast.window_sums(xi, m.values(), (k, k), (1, 1), geo[1], (1, 1), g,
+                                       geo[4], T)
     stages = {
         "range": lambda: _fast.min_max(xf, T),
         "quant": lambda: _fast.quantize_indices(xf, xp, num_threads=T),
@@ -57,7 +66,12 @@ def _conv_stages(prm, m, rng, T):
         "api NCHW": lambda: axkern.axconv2d(xn, wn, m, groups=g, num_threads=T,
                                             data_format="NCHW"),
     }
-    return N * H * W * COUT * K, stages, ("range", "quant", "kernel dq")
+    parts = ("range", "quant", "kernel dq")
+    if window:
+        stages["window"] = lambda: _fast.window_sums(xi, m.values(), (k, k), (1, 1), geo[1],
+                                                     (1, 1), g, geo[4], T)
+        parts += ("window",)
+    return N * H * W * COUT * K, stages, parts
 
 
 def _gemm_stages(prm, m, rng, T):
@@ -92,6 +106,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None,
                     help="threads of every stage (default: OpenMP's)")
+    ap.add_argument("--multiplier", default=None,
+                    help="a shipped multiplier or file instead of the synthetic table")
     ap.add_argument("--small", action="store_true",
                     help="the fixed cost of a call: each layer on one 4 x 4 image (the linear "
                          "layer on one row)")
@@ -101,7 +117,8 @@ def main(argv=None):
     if bad:
         ap.error(f"unknown shapes {bad}: expected some of {names}")
     rng = np.random.default_rng(0)
-    m = axkern.Multiplier(_table(rng), name="bench")
+    m = (axkern.load_multiplier(args.multiplier) if args.multiplier
+         else axkern.Multiplier(_table(rng), name="bench"))
     T = args.threads
     print(f"path {_fast.default_path()}, threads {T or _fast.max_threads()}, ms (median of "
           f"{args.rounds} rounds of best-of-3)")
