@@ -173,6 +173,11 @@ void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdi
 /* d[c * r + i] = the i-th factor value of codes[c], c < n, for r = 1 or 2: U32[code] holds
  * them as one int32 (r = 1: the value; r = 2: both int16, the first in the low half). */
 void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r, int16_t *d);
+/* A full block of 16 fixed columns in the factored method's pair layout (factored.c) for
+ * r = 1 or 2, V32 the values of each code as for axs_fvalues_avx2; codes of step
+ * k = t * cg + c, column j at Wc[k * ld + j] (AVX2; the portable fpack does the rest). */
+void axs_fpack_avx2(const uint8_t *Wc, ptrdiff_t ld, int64_t cg, int64_t ntap, int64_t L,
+                    const int32_t *V32, int r, int16_t *Bp);
 /* The bytes of a convolution's input values the factored method builds at a time (whole
  * images, 32 MiB by default): sets it when bytes > 0, returns the previous value. */
 int64_t axs_set_fchunk(int64_t bytes);

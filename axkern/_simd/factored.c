@@ -41,12 +41,14 @@ int64_t axs_set_fchunk(int64_t bytes)
 /* Time per multiply-accumulate of one factor against one expanded-table lookup per
  * (row, step, column) (axs_xcost's unit, about 0.05 ns a thread on Zen 3): about 0.018 ns a
  * factor product on the AVX2 code; the portable loop about 0.3 of its own expanded
- * lookups. A value of the streamed image costs about 6 units, a packed fixed value 20
- * (memory-bound: a 2048 x 1024 weight matrix packs into 4 MB). */
+ * lookups. A value of the streamed image costs about 6 units, a packed fixed value 6 on
+ * the AVX2 code (0.3 ns: a 1024 x 1024 weight matrix packs into 2 MB) and 20 in the
+ * portable loop. */
 #define AXS_FMAC_AVX2 0.36
 #define AXS_FMAC_C 0.6
 #define AXS_FIMG 6.0
-#define AXS_FPACK 20.0
+#define AXS_FPACK_AVX2 6.0
+#define AXS_FPACK_C 20.0
 
 static int64_t even(int64_t v)
 {
@@ -70,6 +72,7 @@ double axs_fcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups
                  int64_t values, int nt)
 {
     double per = path == AXS_PATH_SCALAR ? AXS_FMAC_C : AXS_FMAC_AVX2;
+    double pack = path == AXS_PATH_SCALAR || r > 2 ? AXS_FPACK_C : AXS_FPACK_AVX2;
     int64_t bpg = (cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * groups;
     int64_t ms = ftile_rows(rows, nblocks, nt);
     int64_t units = (rows + ms - 1) / ms * nblocks;
@@ -80,7 +83,7 @@ double axs_fcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups
     double w = (double)(bpg * AXS_FNB * groups);
     return (per * krows * (double)K * r * w + AXS_FIMG * (double)values * r) /
                (double)(units > 1 ? units : 1) +
-           AXS_FPACK * (double)K * r * w / (double)(pack_units > 1 ? pack_units : 1);
+           pack * (double)K * r * w / (double)(pack_units > 1 ? pack_units : 1);
 }
 
 static axs_fkern_fn fkern_for(int path)
@@ -123,17 +126,18 @@ static void fvalues(const uint8_t *codes, int64_t n, const axs_factors *fac,
             d[c * r + i] = fac->U[(ptrdiff_t)codes[c] * r + i];
 }
 
-/* The int32 form of U for axs_fvalues_avx2, or NULL (portable path, r > 2) in *U32. */
-static void fvalues_table(const axs_factors *fac, int path, int32_t *U32, const int32_t **use)
+/* The int32 form of the factors F (U or V) of every code for the AVX2 gathers (r = 1: the
+ * value; r = 2: both, the first in the low half), or NULL (portable path, r > 2) in *use. */
+static void values32(const int16_t *F, int r, int path, int32_t *F32, const int32_t **use)
 {
     *use = NULL;
-    if (path == AXS_PATH_SCALAR || fac->r > 2)
+    if (path == AXS_PATH_SCALAR || r > 2)
         return;
     for (int v = 0; v < 256; v++)
-        U32[v] = fac->r == 1 ? (int32_t)fac->U[v]
-                             : (int32_t)((uint32_t)(uint16_t)fac->U[2 * v] |
-                                         (uint32_t)(uint16_t)fac->U[2 * v + 1] << 16);
-    *use = U32;
+        F32[v] = r == 1 ? (int32_t)F[v]
+                        : (int32_t)((uint32_t)(uint16_t)F[2 * v] |
+                                    (uint32_t)(uint16_t)F[2 * v + 1] << 16);
+    *use = F32;
 }
 
 /* Tiles of rows by column blocks over the streamed values S (offsets as pb says, in int16
@@ -204,21 +208,31 @@ static int frun(const xproblem *pb, const int16_t *S, const ptrdiff_t *toff, int
     return failed ? AXS_ENOMEM : AXS_OK;
 }
 
-/* Every group's and block's fixed values (blocks in parallel: a 64->64 layer has 4). */
+/* Every group's and block's fixed values (blocks in parallel: a 64->64 layer has 4); full
+ * blocks of r <= 2 by AVX2 gathers (the portable loop took 1.2 ns a value: a quarter of the
+ * 256 x 1024 x 1024 call). */
 static int16_t *fpack_all(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64_t L,
-                          const axs_factors *fac, int64_t cols, int64_t groups, int nt)
+                          const axs_factors *fac, int64_t cols, int64_t groups, int nt,
+                          int path)
 {
     const int64_t bpg = (cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * groups;
     const size_t bsize = (size_t)(ntap * L * AXS_FNB);
     int16_t *Bp = (int16_t *)axs_alloc64((size_t)nblocks * bsize * sizeof(int16_t) + 64);
     if (!Bp)
         return NULL;
+    int32_t V32[256];
+    const int32_t *v32;
+    values32(fac->V, fac->r, path, V32, &v32);
     int np = axs_threads_for(nt, (int64_t)(nblocks * bsize));
 #pragma omp parallel for num_threads(nblocks < np ? (int)nblocks : np) schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         int64_t g = blk / bpg, c0 = blk % bpg * AXS_FNB;
         int nf = (int)(cols - c0 < AXS_FNB ? cols - c0 : AXS_FNB);
-        fpack(Wc, ld, cg, ntap, L, fac, g * cols + c0, nf, Bp + blk * bsize);
+        if (v32 && nf == AXS_FNB)
+            axs_fpack_avx2(Wc + g * cols + c0, (ptrdiff_t)ld, cg, ntap, L, v32, fac->r,
+                           Bp + blk * bsize);
+        else
+            fpack(Wc, ld, cg, ntap, L, fac, g * cols + c0, nf, Bp + blk * bsize);
     }
     return Bp;
 }
@@ -233,11 +247,11 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
     const int tiled = (M + ms - 1) / ms >= 2 * nt;
     int32_t U32[256];
     const int32_t *u32;
-    fvalues_table(fac, path, U32, &u32);
+    values32(fac->U, fac->r, path, U32, &u32);
     /* + 64 bytes: the kernel's pair loads stay inside the buffer */
     int16_t *S = tiled ? NULL
                        : (int16_t *)axs_alloc64((size_t)(M * L) * sizeof(int16_t) + 64);
-    int16_t *Bp = S || tiled ? fpack_all(b, N, K, 1, L, fac, N, 1, nt) : NULL;
+    int16_t *Bp = S || tiled ? fpack_all(b, N, K, 1, L, fac, N, 1, nt, path) : NULL;
     if (!Bp) {
         axs_free64(S);
         return AXS_ENOMEM;
@@ -286,7 +300,8 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     ptrdiff_t *toff = (ptrdiff_t *)malloc((size_t)ntap * sizeof(ptrdiff_t));
     uint8_t *pad = (uint8_t *)malloc((size_t)C);
     /* HWIO filters: step k = (ky * KW + kx) * CG + c of column o at w[k * COUT + o] */
-    int16_t *Bp = S && toff && pad ? fpack_all(w, COUT, CG, ntap, L, fac, OG, groups, nt)
+    int16_t *Bp = S && toff && pad ? fpack_all(w, COUT, CG, ntap, L, fac, OG, groups, nt,
+                                             path)
                                    : NULL;
     if (!Bp) {
         axs_free64(S);
@@ -301,7 +316,7 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     memset(pad, pad_code, (size_t)C);
     int32_t U32[256];
     const int32_t *u32;
-    fvalues_table(fac, path, U32, &u32);
+    values32(fac->U, fac->r, path, U32, &u32);
     int rc = AXS_OK;
     for (int64_t n0 = 0; n0 < N && rc == AXS_OK; n0 += nchunk) {
         const int64_t nn = N - n0 < nchunk ? N - n0 : nchunk;

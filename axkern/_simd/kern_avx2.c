@@ -335,6 +335,53 @@ AXS_AVX2 void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U
     }
 }
 
+/* 16 codes' int16 values from V32 (the values as int32): two gathers, packed in order. */
+static inline __attribute__((always_inline)) AXS_AVX2 __m256i
+fvals16_avx2(const uint8_t *codes, const int32_t *V32)
+{
+    __m128i c = _mm_loadu_si128((const __m128i *)codes);
+    __m256i a = _mm256_i32gather_epi32((const int *)V32, _mm256_cvtepu8_epi32(c), 4);
+    __m256i b = _mm256_i32gather_epi32((const int *)V32,
+                                       _mm256_cvtepu8_epi32(_mm_srli_si128(c, 8)), 4);
+    /* packs works per 128-bit lane: a0-3 b0-3 | a4-7 b4-7 -> a0-7 b0-7 */
+    return _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xd8);
+}
+
+/* A full block of 16 fixed columns in the factored method's pair layout (factored.c), for
+ * r = 1 (V32[code]: the value) or r = 2 (V32[code]: both values, the first in the low
+ * half, which is already the pair of positions 2c, 2c + 1): step k = t * cg + c of column j
+ * at Wc[k * ld + j]. Every slot is written (the odd slot of an odd run with 0). */
+AXS_AVX2 void axs_fpack_avx2(const uint8_t *Wc, ptrdiff_t ld, int64_t cg, int64_t ntap,
+                             int64_t L, const int32_t *V32, int r, int16_t *Bp)
+{
+    for (int64_t t = 0; t < ntap; t++) {
+        const uint8_t *f = Wc + t * cg * ld;
+        int16_t *d = Bp + t * L * 16;
+        if (r == 2) {
+            for (int64_t c = 0; c < cg; c++, d += 32) {
+                const __m128i codes = _mm_loadu_si128((const __m128i *)(f + c * ld));
+                _mm256_storeu_si256((__m256i *)d,
+                                    _mm256_i32gather_epi32((const int *)V32,
+                                                           _mm256_cvtepu8_epi32(codes), 4));
+                _mm256_storeu_si256((__m256i *)(d + 16),
+                                    _mm256_i32gather_epi32(
+                                        (const int *)V32,
+                                        _mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)), 4));
+            }
+            continue;
+        }
+        for (int64_t c = 0; c < cg; c += 2, d += 32) {
+            const __m256i v0 = fvals16_avx2(f + c * ld, V32);
+            const __m256i v1 = c + 1 < cg ? fvals16_avx2(f + (c + 1) * ld, V32)
+                                          : _mm256_setzero_si256();
+            /* unpacks interleave within 128-bit lanes: columns 0-3 | 8-11 and 4-7 | 12-15 */
+            const __m256i lo = _mm256_unpacklo_epi16(v0, v1), hi = _mm256_unpackhi_epi16(v0, v1);
+            _mm256_storeu_si256((__m256i *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256((__m256i *)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+    }
+}
+
 /* ------------------------------------------------------------ depthwise planes */
 
 /* Per input column: the sum of its filter rows' lanes, shifted into the register (see
@@ -517,6 +564,13 @@ AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, 
 #undef AXS_DW16_KH
 
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
+void axs_fpack_avx2(const uint8_t *Wc, ptrdiff_t ld, int64_t cg, int64_t ntap, int64_t L,
+                    const int32_t *V32, int r, int16_t *Bp)
+{
+    (void)Wc; (void)ld; (void)cg; (void)ntap; (void)L; (void)V32; (void)r; (void)Bp;
+    abort();  /* never selected off x86-64 */
+}
+
 void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r, int16_t *d)
 {
     (void)codes; (void)n; (void)U32; (void)r; (void)d;
