@@ -566,7 +566,7 @@ class _PreparedWeights:
     """The weight side of a fused layer call: what depends only on the weights, the
     multiplier's table, the weight quantization and the tuning."""
 
-    __slots__ = ("key", "w", "mapping", "wp", "sw", "zw", "wi", "sum_w", "table", "dtype",
+    __slots__ = ("key", "w", "perm", "mapping", "wp", "sw", "zw", "wi", "sum_w", "table", "dtype",
                  "folded", "K", "zw_any", "sw_max", "corr")
 
     def dequant(self, sx, zx, bias):
@@ -597,23 +597,54 @@ class _WeightCache:
 
     def __init__(self, slots=128, max_bytes=64 << 20):
         self._entries = []
+        # (table id, mode, weight memory and layout) -> the entry put for them: a network's
+        # layers pass the same weight memory batch after batch, so the entry to compare is
+        # found without trying every cached layer of the same shape (a scan of a ResNet-20's
+        # 22 entries took 25 - 40 us a call, a tenth of a batch-1 layer)
+        self._where = {}
         self._slots, self._max_bytes = slots, max_bytes
         self._lock = threading.Lock()
 
     def _cacheable(self, mode, w):
         return isinstance(mode, str) and 4 * w.nbytes <= self._max_bytes
 
+    @staticmethod
+    def _memory(w):
+        """``w``'s memory as a C-contiguous array and the axes that give ``w`` back from it:
+        a transposed view (PyTorch's OIHW filters as HWIO, a linear layer's ``w.T``) is
+        compared in its own memory order, with no copy (a copy per call took longer than
+        the comparison)."""
+        if w.flags.c_contiguous:
+            return w, None
+        order = sorted(range(w.ndim), key=w.strides.__getitem__, reverse=True)
+        m = w.transpose(order)
+        if not m.flags.c_contiguous:
+            return np.ascontiguousarray(w), None
+        return m, tuple(order)
+
+    @staticmethod
+    def _matches(e, table, mode, w, mem, perm, mapping, fast, num_threads):
+        ref, emode, shape = e.key
+        return (ref() is table and emode == mode and shape == w.shape and e.perm == perm
+                and (e.mapping is None) == (mapping is None)
+                and (mapping is None or np.array_equal(e.mapping, mapping))
+                and fast.same_bytes(e.w, mem, num_threads))
+
     def get(self, table, mode, w, mapping, fast, num_threads=None):
         if not self._cacheable(mode, w):
             return None
+        mem, perm = self._memory(w)
+        where = (id(table), mode, w.ctypes.data, w.shape, w.strides)
+        e = self._where.get(where)
+        # the same memory may hold other weights by now: the bytes decide, as below
+        if e is not None and self._matches(e, table, mode, w, mem, perm, mapping, fast,
+                                           num_threads):
+            return e
         with self._lock:
             entries = list(self._entries)
         for e in entries:
-            ref, emode, shape = e.key
-            if (ref() is table and emode == mode and shape == w.shape
-                    and (e.mapping is None) == (mapping is None)
-                    and (mapping is None or np.array_equal(e.mapping, mapping))
-                    and fast.same_bytes(e.w, w, num_threads)):
+            if self._matches(e, table, mode, w, mem, perm, mapping, fast, num_threads):
+                self._where[where] = e
                 return e
         return None
 
@@ -621,7 +652,8 @@ class _WeightCache:
         if not self._cacheable(mode, w):
             return
         entry.key = (weakref.ref(table), mode, w.shape)
-        entry.w = np.array(w, order="C")
+        mem, entry.perm = self._memory(w)
+        entry.w = np.array(mem, order="C")
         entry.mapping = None if mapping is None else np.array(mapping)
         with self._lock:
             self._entries.insert(0, entry)
@@ -632,6 +664,9 @@ class _WeightCache:
                 if held > self._max_bytes:
                     del self._entries[i:]
                     break
+            kept = {id(e) for e in self._entries}
+            self._where = {k: e for k, e in self._where.items() if id(e) in kept}
+            self._where[(id(table), mode, w.ctypes.data, w.shape, w.strides)] = entry
 
 
 _WEIGHTS = _WeightCache()

@@ -469,6 +469,29 @@ def test_weight_cache_never_serves_stale_weights():
     b[3, 2] = np.nan                                   # a hit must not skip the check
     with pytest.raises(ValueError, match="b contains NaN"):
         axmatmul(a, b, m1, backend=be)
+    # transposed views (PyTorch's OIHW filters seen as HWIO, a linear layer's w.T) are
+    # compared in their memory order: an edit of the memory shows, and a contiguous array
+    # of the same values (another memory order) is not taken for the view
+    oihw = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    view = oihw.transpose(2, 3, 1, 0)
+    want = axconv2d(x, view, m1, backend="reference")
+    for _ in range(2):
+        np.testing.assert_array_equal(axconv2d(x, view, m1, backend=be), want)
+    hit = _WEIGHTS.get(table256(m1), "tfapprox", view, None, fast)
+    assert hit is not None and hit.perm is not None
+    assert _WEIGHTS.get(table256(m1), "tfapprox", np.ascontiguousarray(view), None,
+                        fast) is not hit
+    oihw[4, 3, 2, 1] += 1.0                            # the memory behind the view
+    assert _WEIGHTS.get(table256(m1), "tfapprox", view, None, fast) is None
+    got = axconv2d(x, view, m1, backend=be)
+    np.testing.assert_array_equal(got, axconv2d(x, view, m1, backend="reference"))
+    assert not np.array_equal(got, want)
+    wt = rng.standard_normal((7, 12)).astype(np.float32)   # (out, in), used as wt.T
+    first = axmatmul(a, wt.T, m1, backend=be)
+    np.testing.assert_array_equal(axmatmul(a, wt.T, m1, backend=be), first)
+    wt[6, 11] = -wt[6, 11]
+    np.testing.assert_array_equal(axmatmul(a, wt.T, m1, backend=be),
+                                  axmatmul(a, wt.T, m1, backend="reference"))
     assert not fast.same_bytes(np.float32([0.0]), np.float32([-0.0]))
     assert fast.same_bytes(np.arange(6).reshape(2, 3), np.arange(6).reshape(3, 2))
     assert not fast.same_bytes(np.arange(6), np.arange(5))
