@@ -188,13 +188,14 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
     chosen = [s for s in SHAPES if shapes is None or s[0] in shapes]
     rng = np.random.default_rng(seed)
     if multiplier is not None:
-        from .backends import table256
+        from .backends import as_multiplier, table256
         from .library import load_multiplier
 
         if signed:
             raise ValueError("signed and multiplier exclude each other: a multiplier's "
                              "signedness is its own")
-        mult = load_multiplier(multiplier) if isinstance(multiplier, str) else multiplier
+        mult = (load_multiplier(multiplier) if isinstance(multiplier, str)
+                else as_multiplier(multiplier))
         table = table256(mult)   # the frozen table: the kernels see its factors
         if not api:
             mult = None
