@@ -55,6 +55,7 @@ _METRIC_COLUMNS = (
     ("MSE", "mse", "{:.1f}"),
     ("bias", "bias", "{:.3f}"),
     ("std", "std", "{:.3f}"),
+    ("factors", "factors", "{}"),
 )
 
 _LIST_COLUMNS = (
@@ -242,11 +243,27 @@ def _report_written(path, m, files=()):
     print(f"wrote {path}: {m.name}, {m.bits}-bit {kind}, max |T| = {m.max_abs()}{side}")
 
 
-def _cmd_metrics(args):
+def _factors(m):
+    """The rank of the exact int16 factors of m's table, or "-" (none up to rank 4): such
+    tables run as integer products in the fast kernels, as fast as float32 at rank 1."""
+    from .backends import table256
+    from .lowrank import factor_table
+
+    f = factor_table(table256(m))
+    return f[0].shape[1] if f is not None else "-"
+
+
+def _metrics_row(m):
     from .metrics import metrics
 
+    d = metrics(m).to_dict()
+    d["factors"] = _factors(m)
+    return d
+
+
+def _cmd_metrics(args):
     sort_key = _sort_key_name(args.sort) if args.sort else None
-    rows = [metrics(_load(spec, args)).to_dict() for spec in args.inputs]
+    rows = [_metrics_row(_load(spec, args)) for spec in args.inputs]
     if sort_key:
         rows.sort(key=lambda r: r[sort_key], reverse=args.reverse)
     elif args.reverse:
@@ -260,21 +277,15 @@ def _cmd_metrics(args):
 
 def _cmd_list(args):
     from .library import list_multipliers, load_multiplier
-    from .lowrank import factor_table
-    from .metrics import metrics
 
     rows = []
     for name in list_multipliers(signed=args.signed):
         m = load_multiplier(name)
-        d = metrics(m).to_dict()
+        d = _metrics_row(m)
         meta = m.metadata
         d.update(family=meta.get("FAMILY", ""), params=meta.get("PARAMS", ""),
                  pp_bits=int(meta["PP_BITS"]) if meta.get("PP_BITS", "").isdigit() else "",
                  design=meta.get("DESIGN", ""))
-        # the rank of the table's exact int16 factors: such tables run as integer products
-        # (the factored kernels), about as fast as float32 at rank 1
-        f = factor_table(m.table)
-        d["factors"] = f[0].shape[1] if f is not None else "-"
         rows.append(d)
     if args.json:
         print(_json.dumps(rows, indent=2))

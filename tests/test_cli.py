@@ -99,7 +99,7 @@ def test_metrics_json_matches_numpy(capsys, sources, key):
     assert rc == 0, err
     d = json.loads(out)
     assert set(d) == {"name", "bits", "signed", "mae", "mae_pct", "wce", "wce_pct", "wcre_pct",
-                      "ep_pct", "mre_pct", "mse", "bias", "std"}
+                      "ep_pct", "mre_pct", "mse", "bias", "std", "factors"}
     assert d["bits"] == 8 and d["signed"] is signed
     exact = (A_S * B_S) if signed else (A_U * B_U)
     ref = numpy_metrics(expected, exact)
@@ -213,6 +213,22 @@ def test_list(capsys):
     assert drum["mae_pct"] == pytest.approx(ref["mae_pct"], rel=1e-12)
     assert drum["pp_bits"] == 16 and drum["family"] == "drum"
     assert drum["factors"] == 1
+
+
+def test_metrics_factors_column(capsys, tmp_path):
+    # the rank of the table's exact factors (axkern.lowrank), any multiplier: a C source of
+    # one exact product of mapped operands is 1, Mitchell's logarithms have none
+    src = tmp_path / "mapped.c"
+    src.write_text("#include <stdint.h>\n"
+                   "uint16_t mul8u_mapped(uint8_t a, uint8_t b) {\n"
+                   "    return (uint16_t)((a | 1) * (b & 0xF0));\n}\n")
+    rc, out, err = run(capsys, "metrics", str(src), "mul8u_mitchell", "--json")
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert rows[0]["factors"] == 1 and rows[1]["factors"] == "-"
+    rc, out, _ = run(capsys, "metrics", "mul8u_trunc2")
+    assert rc == 0 and out.splitlines()[0].split()[-1] == "factors"
+    assert out.splitlines()[2].split()[-1] == "3"
 
 
 # --------------------------------------------------------------------------- user errors
