@@ -173,6 +173,10 @@ void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdi
 /* d[c * r + i] = the i-th factor value of codes[c], c < n, for r = 1 or 2: U32[code] holds
  * them as one int32 (r = 1: the value; r = 2: both int16, the first in the low half). */
 void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r, int16_t *d);
+/* d[c] = U[codes[c]] (r = 1) by byte shuffles over tabs, U's byte planes as XOR-chained
+ * 16-entry chunks (factored.c, fvals_init). */
+void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
+                           const int16_t *U, int16_t *d);
 /* A full block of 16 fixed columns in the factored method's pair layout (factored.c) for
  * r = 1 or 2, V32 the values of each code as for axs_fvalues_avx2; codes of step
  * k = t * cg + c, column j at Wc[k * ld + j] (AVX2; the portable fpack does the rest). */

@@ -111,20 +111,15 @@ static void fpack(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64
         }
 }
 
-/* One run of n codes as n * r values (the odd slot of an odd run left as it is: zero);
- * U32 (r <= 2, AVX2): the factors of each code as one int32, for 8-code gathers. */
-static void fvalues(const uint8_t *codes, int64_t n, const axs_factors *fac,
-                    const int32_t *U32, int16_t *d)
-{
-    const int r = fac->r;
-    if (U32) {
-        axs_fvalues_avx2(codes, n, U32, r, d);
-        return;
-    }
-    for (int64_t c = 0; c < n; c++)
-        for (int i = 0; i < r; i++)
-            d[c * r + i] = fac->U[(ptrdiff_t)codes[c] * r + i];
-}
+/* How the streamed codes become values: r = 1 on the AVX2 code by byte-shuffle lookups
+ * (tabs), r = 2 by gathers of the int32 form (u32), else the portable loop. */
+typedef struct {
+    const axs_factors *fac;
+    const int32_t *u32;
+    const uint8_t *tabs;
+    int32_t U32[256];
+    uint8_t T[1024];
+} fvals;
 
 /* The int32 form of the factors F (U or V) of every code for the AVX2 gathers (r = 1: the
  * value; r = 2: both, the first in the low half), or NULL (portable path, r > 2) in *use. */
@@ -140,6 +135,45 @@ static void values32(const int16_t *F, int r, int path, int32_t *F32, const int3
     *use = F32;
 }
 
+static void fvals_init(fvals *fv, const axs_factors *fac, int path)
+{
+    fv->fac = fac;
+    fv->tabs = NULL;
+    values32(fac->U, fac->r, path, fv->U32, &fv->u32);
+    if (path == AXS_PATH_SCALAR || fac->r != 1)
+        return;
+    /* the byte planes of U in the XOR-chained 16-entry chunks of axs_fvalues_shuf_avx2 */
+    for (int p = 0; p < 2; p++)
+        for (int half = 0; half < 2; half++)
+            for (int h = 0; h < 8; h++)
+                for (int e = 0; e < 16; e++) {
+                    int v = half * 128 + h * 16 + e;
+                    uint8_t cur = (uint8_t)((uint16_t)fac->U[v] >> (8 * p));
+                    uint8_t prev = h ? (uint8_t)((uint16_t)fac->U[v - 16] >> (8 * p)) : 0;
+                    uint8_t *t = fv->T + ((p * 2 + half) * 8 + h) * 32;
+                    t[e] = t[16 + e] = cur ^ prev;
+                }
+    fv->tabs = fv->T;
+}
+
+/* One run of n codes as n * r values (the odd slot of an odd run left as it is: zero). */
+static void fvalues(const uint8_t *codes, int64_t n, const fvals *fv, int16_t *d)
+{
+    const axs_factors *fac = fv->fac;
+    const int r = fac->r;
+    if (fv->tabs) {
+        axs_fvalues_shuf_avx2(codes, n, fv->tabs, fac->U, d);
+        return;
+    }
+    if (fv->u32) {
+        axs_fvalues_avx2(codes, n, fv->u32, r, d);
+        return;
+    }
+    for (int64_t c = 0; c < n; c++)
+        for (int i = 0; i < r; i++)
+            d[c * r + i] = fac->U[(ptrdiff_t)codes[c] * r + i];
+}
+
 /* Tiles of rows by column blocks over the streamed values S (offsets as pb says, in int16
  * units), the fixed values of every block packed in Bp (per group and block, ntap * L * 16
  * each), sums stored through axs_xstore. A gemm may instead give its codes a (rows of K,
@@ -147,8 +181,8 @@ static void values32(const int16_t *F, int r, int path, int32_t *F32, const int3
  * and runs all column blocks over them (the values of a whole 8192 x 576 a took a fifth of
  * the call written out and read back). */
 static int frun(const xproblem *pb, const int16_t *S, const ptrdiff_t *toff, int64_t ntap,
-                int64_t L, const int16_t *Bp, const uint8_t *a, int64_t K,
-                const axs_factors *fac, const int32_t *u32, int nt, int path)
+                int64_t L, const int16_t *Bp, const uint8_t *a, int64_t K, const fvals *fv,
+                int nt, int path)
 {
     axs_fkern_fn kern = fkern_for(path);
     const int64_t bpg = (pb->cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * pb->groups;
@@ -188,7 +222,7 @@ static int frun(const xproblem *pb, const int16_t *S, const ptrdiff_t *toff, int
                 if (blk == 0)
                     for (int i = 0; i < ms; i++) {
                         St[(i + 1) * L - 1] = 0;
-                        fvalues(a + (r0 + i) * K, K, fac, u32, St + i * L);
+                        fvalues(a + (r0 + i) * K, K, fv, St + i * L);
                         roff[i] = (ptrdiff_t)(i * L);
                     }
                 src = St;
@@ -245,9 +279,8 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
     const int64_t nblocks = (N + AXS_FNB - 1) / AXS_FNB, ms = ftile_rows(M, nblocks, nt);
     /* values per tile when every thread gets two tiles or more, else all rows at once */
     const int tiled = (M + ms - 1) / ms >= 2 * nt;
-    int32_t U32[256];
-    const int32_t *u32;
-    values32(fac->U, fac->r, path, U32, &u32);
+    fvals fv;
+    fvals_init(&fv, fac, path);
     /* + 64 bytes: the kernel's pair loads stay inside the buffer */
     int16_t *S = tiled ? NULL
                        : (int16_t *)axs_alloc64((size_t)(M * L) * sizeof(int16_t) + 64);
@@ -261,7 +294,7 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
         for (int64_t m = 0; m < M; m++) {
             int16_t *d = S + m * L;
             d[L - 1] = 0;
-            fvalues(a + m * K, K, fac, u32, d);
+            fvalues(a + m * K, K, &fv, d);
         }
     }
     xproblem pb;
@@ -274,7 +307,7 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
     pb.dq = dq;
     pb.ldo = N;
     const ptrdiff_t toff = 0;
-    int rc = frun(&pb, S, &toff, 1, L, Bp, tiled ? a : NULL, K, fac, u32, nt, path);
+    int rc = frun(&pb, S, &toff, 1, L, Bp, tiled ? a : NULL, K, &fv, nt, path);
     axs_free64(S);
     axs_free64(Bp);
     return rc;
@@ -312,11 +345,21 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     for (int64_t ky = 0; ky < KH; ky++)
         for (int64_t kx = 0; kx < KW; kx++)
             toff[ky * KW + kx] = (ptrdiff_t)((ky * dh * Wp + kx * dw) * px);
-    /* a padded position holds the values of pad_code */
+    fvals fv;
+    fvals_init(&fv, fac, path);
+    /* a padded position holds the values of pad_code: one pixel's, copied */
     memset(pad, pad_code, (size_t)C);
-    int32_t U32[256];
-    const int32_t *u32;
-    values32(fac->U, fac->r, path, U32, &u32);
+    const int whole = L == CG * r;   /* the groups' runs are contiguous: whole rows of pixels */
+    int16_t *padv = whole ? (int16_t *)malloc((size_t)px * sizeof(int16_t)) : NULL;
+    if (whole && !padv) {
+        axs_free64(S);
+        axs_free64(Bp);
+        free(toff);
+        free(pad);
+        return AXS_ENOMEM;
+    }
+    if (whole)
+        fvalues(pad, C, &fv, padv);
     int rc = AXS_OK;
     for (int64_t n0 = 0; n0 < N && rc == AXS_OK; n0 += nchunk) {
         const int64_t nn = N - n0 < nchunk ? N - n0 : nchunk;
@@ -325,16 +368,22 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
             int64_t n = n0 + ny / Hp, y = ny % Hp;
             int inside = y >= pt && y < pt + H;
             int16_t *d = S + ny * Wp * px;
+            if (whole) {
+                /* the image row's codes in one run (a call per pixel of 16 codes took a
+                 * tenth of a 16->16 layer), the border's values copied */
+                for (int64_t xq = 0; xq < Wp; xq++)
+                    if (!inside || xq < pl || xq >= pl + W)
+                        memcpy(d + xq * px, padv, (size_t)px * sizeof(int16_t));
+                if (inside)
+                    fvalues(x + (n * H + y - pt) * W * C, W * C, &fv, d + pl * px);
+                continue;
+            }
             for (int64_t xq = 0; xq < Wp; xq++, d += px) {
                 const uint8_t *codes = inside && xq >= pl && xq < pl + W
                                            ? x + ((n * H + y - pt) * W + xq - pl) * C : pad;
-                if (L == CG * r) {  /* the groups' runs are contiguous */
-                    fvalues(codes, C, fac, u32, d);
-                    continue;
-                }
                 for (int64_t g = 0; g < groups; g++) {
                     d[g * L + L - 1] = 0;
-                    fvalues(codes + g * CG, CG, fac, u32, d + g * L);
+                    fvalues(codes + g * CG, CG, &fv, d + g * L);
                 }
             }
         }
@@ -349,9 +398,10 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
         xproblem pbm;
         axs_xconv_problem(&pbm, nn, OH, OW, Hp * Wp, Wp, px, sh, sw, OG, groups, L,
                           (char *)out + n0 * OH * OW * COUT * 4, dq ? &dqc : NULL);
-        rc = frun(&pbm, S, toff, ntap, L, Bp, NULL, 0, fac, u32, nt, path);
+        rc = frun(&pbm, S, toff, ntap, L, Bp, NULL, 0, &fv, nt, path);
     }
     free(pad);
+    free(padv);
     axs_free64(S);
     axs_free64(Bp);
     free(toff);

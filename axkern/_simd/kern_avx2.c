@@ -335,6 +335,41 @@ AXS_AVX2 void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U
     }
 }
 
+/* The int16 values U[code] of n codes (r = 1), 32 at a time by byte shuffles instead of
+ * gathers (0.37 against 0.62 ns a value in a C driver on Zen 3): for each byte plane of U and
+ * each half of the codes, tabs holds 8 chunks of 16 entries XOR-chained as in the direct
+ * kernel (D_0 = T_0, D_h = T_h ^ T_(h-1); both 128-bit lanes alike), at tabs + ((plane * 2 +
+ * half) * 8 + h) * 32: vpshufb gives 0 where (code & 127) - 16 h is negative, so the XOR of
+ * the 8 lookups is T_(code >> 4 & 7)[code & 15]; bit 7 of the code picks the half. */
+AXS_AVX2 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
+                                    const int16_t *U, int16_t *d)
+{
+    __m256i T[32];
+    for (int i = 0; i < 32; i++)
+        T[i] = _mm256_loadu_si256((const __m256i *)(tabs + 32 * i));
+    const __m256i low7 = _mm256_set1_epi8(0x7f);
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + c));
+        const __m256i l = _mm256_and_si256(x, low7);
+        __m256i r0 = _mm256_setzero_si256(), r1 = r0, r2 = r0, r3 = r0;
+        for (int h = 0; h < 8; h++) {
+            const __m256i xh = _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * h)));
+            r0 = _mm256_xor_si256(r0, _mm256_shuffle_epi8(T[h], xh));       /* low bytes */
+            r1 = _mm256_xor_si256(r1, _mm256_shuffle_epi8(T[8 + h], xh));   /* of 128-255 */
+            r2 = _mm256_xor_si256(r2, _mm256_shuffle_epi8(T[16 + h], xh));  /* high bytes */
+            r3 = _mm256_xor_si256(r3, _mm256_shuffle_epi8(T[24 + h], xh));
+        }
+        const __m256i lo = _mm256_blendv_epi8(r0, r1, x), hi = _mm256_blendv_epi8(r2, r3, x);
+        /* bytes to int16, in order: unpacks work per 128-bit lane */
+        const __m256i a = _mm256_unpacklo_epi8(lo, hi), b = _mm256_unpackhi_epi8(lo, hi);
+        _mm256_storeu_si256((__m256i *)(d + c), _mm256_permute2x128_si256(a, b, 0x20));
+        _mm256_storeu_si256((__m256i *)(d + c + 16), _mm256_permute2x128_si256(a, b, 0x31));
+    }
+    for (; c < n; c++)
+        d[c] = U[codes[c]];
+}
+
 /* 16 codes' int16 values from V32 (the values as int32): two gathers, packed in order. */
 static inline __attribute__((always_inline)) AXS_AVX2 __m256i
 fvals16_avx2(const uint8_t *codes, const int32_t *V32)
@@ -564,6 +599,13 @@ AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, 
 #undef AXS_DW16_KH
 
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
+void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
+                           const int16_t *U, int16_t *d)
+{
+    (void)codes; (void)n; (void)tabs; (void)U; (void)d;
+    abort();  /* never selected off x86-64 */
+}
+
 void axs_fpack_avx2(const uint8_t *Wc, ptrdiff_t ld, int64_t cg, int64_t ntap, int64_t L,
                     const int32_t *V32, int r, int16_t *Bp)
 {
