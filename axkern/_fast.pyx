@@ -71,8 +71,12 @@ from .backends import (_check_threads, check_conv_args, check_gemm_args, check_o
 
 cnp.import_array()
 
-__all__ = ["gemm", "conv2d", "quantize_indices", "window_sums", "epilogue", "min_max",
-           "same_bytes", "available_paths", "default_path", "max_threads", "PATHS", "METHODS"]
+__all__ = ["gemm", "conv2d", "factored_weights", "quantize_indices", "window_sums", "epilogue",
+           "min_max", "same_bytes", "available_paths", "default_path", "max_threads", "PATHS",
+           "METHODS"]
+
+#: gemm and conv2d take packed= (see factored_weights)
+SUPPORTS_PACKED = True
 
 cdef extern from "axsimd.h" nogil:
     int AXS_PATH_SCALAR, AXS_PATH_AVX2, AXS_PATH_AVX512_VBMI
@@ -84,6 +88,11 @@ cdef extern from "axsimd.h" nogil:
         int r
         const int16_t *U
         const int16_t *V
+        const int16_t *packed
+        int64_t packed_size
+    int64_t axs_fpacked_size(int64_t ntap, int64_t CG, int64_t OG, int64_t groups, int r)
+    void axs_fpack(const uint8_t *w, int64_t ntap, int64_t CG, int64_t OG, int64_t groups,
+                   const axs_factors *fac, int16_t *Bp, int nthreads, int path)
     int axs_path_supported(int path)
     ctypedef struct axs_dequant:
         const double *scale
@@ -318,7 +327,7 @@ def _factored_chunk(nbytes=0):
 cdef class _Factors:
     """The C view of a frozen table's factors (U, V), int16 (256, r) each."""
     cdef axs_factors f
-    cdef object keep
+    cdef object keep, packed
 
     def __init__(self, pair):
         cdef cnp.ndarray U = np.ascontiguousarray(pair[0], dtype=np.int16)
@@ -331,14 +340,102 @@ cdef class _Factors:
         self.f.r = <int>U.shape[1]
         self.f.U = <const int16_t *>cnp.PyArray_DATA(U)
         self.f.V = <const int16_t *>cnp.PyArray_DATA(V)
+        self.f.packed = NULL
+        self.f.packed_size = 0
+
+    cdef use(self, FactoredWeights fw):
+        cdef cnp.ndarray buf = fw.buf
+        self.packed = buf
+        self.f.packed = <const int16_t *>cnp.PyArray_DATA(buf)
+        self.f.packed_size = buf.size
 
 
-cdef _Factors _factors_for(table, int meth, int out64):
+cdef class FactoredWeights:
+    """Weight codes packed for the factored method, once (see :func:`factored_weights`):
+    the fixed side that every factored call would otherwise pack from the codes again."""
+    cdef readonly object w
+    cdef readonly uint64_t token
+    cdef readonly int64_t groups
+    cdef object buf
+
+    @property
+    def nbytes(self):
+        return self.buf.nbytes
+
+    def __repr__(self):
+        return (f"FactoredWeights(shape={self.w.shape}, groups={self.groups}, "
+                f"{self.buf.nbytes} bytes)")
+
+
+def factored_weights(w, table, groups=1, num_threads=None):
+    """The fixed side of the factored method packed once for weight codes ``w``, for
+    ``gemm(..., packed=)`` / ``conv2d(..., packed=)`` calls that pass the same ``w`` again.
+
+    Parameters
+    ----------
+    w : ndarray of uint8
+        ``b`` of :func:`gemm` (K, N) or the HWIO filters of :func:`conv2d`, C-contiguous and
+        read-only (weights that may change cannot be packed once).
+    table : ndarray of int32, shape (256, 256)
+        A table registered by :func:`axkern.backends.freeze_table`.
+    groups : int
+        The convolution's groups (1 for a GEMM).
+
+    Returns
+    -------
+    FactoredWeights or None
+        None when the table has no factors (see :mod:`axkern.lowrank`).
+    """
+    if not isinstance(w, np.ndarray) or w.dtype != np.uint8 or w.ndim not in (2, 4) \
+            or not w.flags.c_contiguous or w.flags.writeable:
+        raise ValueError("w must be a read-only C-contiguous uint8 array of 2 (K, N) or 4 "
+                         f"(KH, KW, C / groups, COUT) dimensions, got {getattr(w, 'dtype', None)} "
+                         f"{getattr(w, 'shape', None)}")
+    cdef uint64_t token = table_token(table)
+    if token == 0:
+        raise ValueError("table must be a table registered by axkern.backends.freeze_table")
+    cols = w.shape[w.ndim - 1]
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1 \
+            or cols % groups:
+        raise ValueError(f"groups must be an int >= 1 dividing the {cols} columns, "
+                         f"got {groups!r}")
+    pair = table_factors(table)
+    if pair is None:
+        return None
+    cdef _Factors fac = _Factors(pair)
+    cdef int64_t ntap = 1 if w.ndim == 2 else w.shape[0] * w.shape[1]
+    cdef int64_t CG = w.shape[0] if w.ndim == 2 else w.shape[2]
+    cdef int64_t OG = cols // groups, g = groups
+    cdef cnp.ndarray buf = np.empty(axs_fpacked_size(ntap, CG, OG, g, fac.f.r), np.int16)
+    cdef cnp.ndarray ww = w
+    cdef int nt = 0 if num_threads is None else _check_threads(num_threads)
+    cdef int p = _resolve(None)
+    with nogil:
+        axs_fpack(<const uint8_t *>cnp.PyArray_DATA(ww), ntap, CG, OG, g, &fac.f,
+                  <int16_t *>cnp.PyArray_DATA(buf), nt, p)
+    buf.setflags(write=False)
+    cdef FactoredWeights fw = FactoredWeights.__new__(FactoredWeights)
+    fw.w, fw.token, fw.groups, fw.buf = w, token, groups, buf
+    return fw
+
+
+cdef _Factors _factors_for(table, int meth, int out64, w, packed, int64_t groups):
     # only the methods that may use them look them up (found once per frozen table)
+    if packed is not None and not isinstance(packed, FactoredWeights):
+        raise TypeError(f"packed must come from factored_weights, got {type(packed).__name__}")
     if out64 or (meth != AXS_METHOD_AUTO and meth != AXS_METHOD_FACTORED):
         return None
     pair = table_factors(table)
-    return None if pair is None else _Factors(pair)
+    if pair is None:
+        return None
+    cdef _Factors fac = _Factors(pair)
+    cdef FactoredWeights fw
+    if packed is not None:
+        fw = packed
+        if fw.w is not w or fw.token != table_token(table) or fw.groups != groups:
+            raise ValueError("packed weights were made for other weights, table or groups")
+        fac.use(fw)
+    return fac
 
 
 cdef const axs_factors *_fac_ptr(_Factors f):
@@ -350,7 +447,7 @@ cdef const axs_dequant *_dq_ptr(_Dequant d):
 
 
 def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
-         dequant=None, method=None):
+         dequant=None, method=None, packed=None):
     """``out[m, n] = sum_k table[a[m, k], b[k, n]]``, exactly (or dequantized, see below).
 
     Parameters
@@ -383,6 +480,10 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
         (frozen tables with factors of rank at most 4 and int32 sums only, else
         ``ValueError``). ``"auto"`` (default) estimates each from the shape and runs the
         cheapest; every method gives the same exact sums.
+    packed : FactoredWeights, optional
+        ``factored_weights(b, table)``: the factored method's packing of these weights,
+        made once for calls that pass the same ``b`` and ``table`` again (``ValueError``
+        when it was made for other ones).
 
     Returns
     -------
@@ -390,6 +491,7 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
     """
     cdef int p = _resolve(path)
     cdef int meth = _method(method)
+    b_given = b
     a, b, table, out_dtype, num_threads = check_gemm_args(a, b, table, out_dtype, num_threads)
     cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
     cdef _Dequant dq = None if dequant is None else _Dequant(dequant, M, N)
@@ -400,7 +502,7 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
     cdef int rc
     cdef const axs_dequant *dqp = _dq_ptr(dq)
     cdef uint64_t token = table_token(table)
-    cdef _Factors fac = _factors_for(table, meth, out64)
+    cdef _Factors fac = _factors_for(table, meth, out64, b_given, packed, 1)
     cdef const axs_factors *facp = _fac_ptr(fac)
     with nogil:
         rc = axs_gemm(<const uint8_t *>cnp.PyArray_DATA(aa), <const uint8_t *>cnp.PyArray_DATA(bb),
@@ -412,7 +514,7 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
 
 def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
            pad_code=0, out_dtype=np.int64, num_threads=None, path=None, out=None,
-           dequant=None, method=None, out_format="NHWC", in_format="NHWC"):
+           dequant=None, method=None, out_format="NHWC", in_format="NHWC", packed=None):
     """Grouped 2-D convolution of table lookups, NHWC input and HWIO filters, exactly.
 
     Parameters
@@ -447,6 +549,8 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         Layout of the dequantized output: ``"NCHW"`` (with ``dequant`` only) stores
         ``(N, COUT, OH, OW)`` directly, every method and path, the same values as the
         NHWC output transposed.
+    packed : FactoredWeights, optional
+        ``factored_weights(w, table, groups)``, as for :func:`gemm`.
     in_format : {"NHWC", "NCHW"}
         Layout of ``x``. The depthwise method works on planes and reads NCHW indices as
         they are (an NCHW input, e.g. PyTorch's, then needs no transposition at all); the
@@ -464,6 +568,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     if in_format not in ("NHWC", "NCHW"):
         raise ValueError(f"in_format must be 'NHWC' or 'NCHW', got {in_format!r}")
     cdef int in_nchw = in_format == "NCHW"
+    w_given = w
     (x, w, table, stride, padding, dilation, groups, pad_code, out_dtype, num_threads,
      (OH, OW)) = check_conv_args(x, w, table, stride, padding, dilation, groups, pad_code,
                                  out_dtype, num_threads, x_format=in_format)
@@ -493,7 +598,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     cdef int rc
     cdef const axs_dequant *dqp = _dq_ptr(dq)
     cdef uint64_t token = table_token(table)
-    cdef _Factors fac = _factors_for(table, meth, out64)
+    cdef _Factors fac = _factors_for(table, meth, out64, w_given, packed, g)
     cdef const axs_factors *facp = _fac_ptr(fac)
     with nogil:
         rc = axs_conv2d(<const uint8_t *>cnp.PyArray_DATA(xx), <const uint8_t *>cnp.PyArray_DATA(ww),

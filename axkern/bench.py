@@ -66,6 +66,11 @@ class _ForcedPath:
     def __init__(self, fast, path, method=None):
         self._fast, self.path, self.method = fast, path, method
 
+    SUPPORTS_PACKED = True
+
+    def factored_weights(self, *args, **kw):
+        return self._fast.factored_weights(*args, **kw)
+
     def gemm(self, *args, **kw):
         return self._fast.gemm(*args, path=self.path, method=self.method, **kw)
 

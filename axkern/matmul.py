@@ -33,7 +33,7 @@ def _promote(a, b):
     return a, b, drop_a, drop_b
 
 
-def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None, out=None):
+def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None, out=None, packed=None):
     """Integer table sums of index arrays ``ai (..., M, K)`` and ``bi (..., K, N)``; with
     ``dequant`` (2-D ``bi`` and a backend that takes it) the float32 results instead."""
     K = ai.shape[-1]
@@ -52,6 +52,8 @@ def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None, out=None):
         extra = {} if dequant is None else {"dequant": dequant}
         if out is not None:
             extra["out"] = out
+        if packed:
+            extra.update(packed)
         out = be.gemm(flat, np.ascontiguousarray(bi), table, dtype, num_threads, **extra)
         return out.reshape(*batch, M, N)
     nb = int(np.prod(batch))   # explicit sizes: reshape(-1, ...) fails when a size is 0
@@ -219,7 +221,8 @@ def _axmatmul(a, b, multiplier, bias, quant, tune, backend, num_threads, out, na
             dq["zw"] = zb
             dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
         y = _batched_gemm(ai, pb.wi, m, be, num_threads, dequant=dq,
-                          out=None if out is None else out.reshape(-1, N))
+                          out=None if out is None else out.reshape(-1, N),
+                          packed=pb.packed_for(be, 1))
         check_overflow(y, dq["scale"], K, m, bias, scale_max)
         if out is not None:
             if not np.shares_memory(y, out):

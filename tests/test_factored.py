@@ -267,3 +267,74 @@ def test_factored_method_errors():
     with pytest.raises(ValueError, match="method 'factored'"):
         fast.conv2d(codes((1, 3, 3, 1), rng), codes((1, 1, 1, 1), rng), noisy,
                     out_dtype=np.int32, method="factored")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_weights_packed_once(path):
+    """factored_weights packs the fixed side once; gemm and conv2d given it (packed=) give
+    the sums of the calls that pack on their own, for ranks 1 to 3, groups and partial
+    blocks; a packing made for other weights, another table or other groups is refused."""
+    rng = np.random.default_rng(12)
+    for rank in (1, 2, 3):
+        table = frozen(low_rank_table(rank, rng, hi=90))
+        a, b = codes((70, 45), rng), codes((45, 37), rng)
+        b.setflags(write=False)
+        fw = fast.factored_weights(b, table)
+        assert fw.nbytes > 0 and fw.w is b
+        want = ref.gemm(a, b, table, np.int64).astype(np.int32)
+        for method in ("factored", None):
+            got = fast.gemm(a, b, table, np.int32, path=path, method=method, packed=fw)
+            np.testing.assert_array_equal(got, want, err_msg=f"gemm {rank} {method}")
+        x, w = codes((2, 7, 6, 8), rng), codes((3, 3, 4, 22), rng)
+        w.setflags(write=False)
+        fw = fast.factored_weights(w, table, groups=2)
+        args = ((1, 1), (1, 1, 1, 1), (1, 1), 2, 5)
+        want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+        got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored",
+                          packed=fw)
+        np.testing.assert_array_equal(got, want, err_msg=f"conv {rank}")
+        for other in (fast.factored_weights(b, table), fast.factored_weights(w, table)):
+            with pytest.raises(ValueError, match="made for other weights, table or groups"):
+                fast.conv2d(x, w, table, *args, np.int32, path=path, packed=other)
+        with pytest.raises(ValueError, match="made for other weights, table or groups"):
+            fast.conv2d(x, w, frozen(low_rank_table(rank, rng)), *args, np.int32, path=path,
+                        packed=fw)
+
+
+def test_factored_weights_errors():
+    rng = np.random.default_rng(13)
+    table = frozen(low_rank_table(1, rng))
+    b = codes((5, 4), rng)
+    with pytest.raises(ValueError, match="read-only C-contiguous uint8"):
+        fast.factored_weights(b, table)                    # writeable: could change
+    b.setflags(write=False)
+    with pytest.raises(ValueError, match="freeze_table"):
+        fast.factored_weights(b, np.array(table))          # a caller's table
+    with pytest.raises(ValueError, match="groups must be an int >= 1 dividing"):
+        fast.factored_weights(b, table, groups=3)
+    v = np.arange(256)
+    noisy = frozen(np.outer(v, v) + rng.integers(-64, 65, (256, 256)))
+    assert fast.factored_weights(b, noisy) is None           # no factors
+    with pytest.raises(TypeError, match="packed must come from factored_weights"):
+        fast.gemm(codes((3, 5), rng), b, table, np.int32, packed="b")
+
+
+def test_prepared_weights_keep_their_packing():
+    """The float-level layer packs a layer's weights once and passes them on every call."""
+    from axkern.conv import _WEIGHTS
+    from axkern.backends import table256
+
+    rng = np.random.default_rng(14)
+    m = library.load_multiplier("mul8u_drum4")
+    x = rng.standard_normal((2, 9, 8, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 6, 20)).astype(np.float32)
+    want = axconv2d(x, w, m, backend="reference")
+    for _ in range(2):
+        np.testing.assert_array_equal(axconv2d(x, w, m), want)
+    pw = _WEIGHTS.get(table256(m), "tfapprox", w, None, fast)
+    assert pw is not None and pw.packed[1] is not None and pw.packed[1].w is pw.wi
+    a = rng.standard_normal((40, 50)).astype(np.float32)
+    b = rng.standard_normal((50, 24)).astype(np.float32)
+    want = axmatmul(a, b, m, backend="reference")
+    for _ in range(2):
+        np.testing.assert_array_equal(axmatmul(a, b, m), want)

@@ -98,9 +98,10 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
                 int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
                 int pad_code, void *out, const axs_dequant *dq, int nt, int path);
 /* Estimated time of the factored method, in the units of axs_xcost: values streamed
- * codes turned into factor values (gemm: M * K; conv2d: the padded input's codes). */
+ * codes turned into factor values (gemm: M * K; conv2d: the padded input's codes); packed:
+ * the fixed side comes packed (no packing counted). */
 double axs_fcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int r,
-                 int64_t values, int nt);
+                 int64_t values, int packed, int nt);
 /* The padded NHWC copy of x (N, H + pt + pb, W + pl + pr, C) into xp, padding with pad_code
  * (expand.c; used by the expanded and depthwise convolutions). */
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,

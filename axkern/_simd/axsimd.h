@@ -158,8 +158,20 @@ void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t
 typedef struct {
     int r;
     const int16_t *U, *V;
+    /* NULL, or this call's fixed codes already packed by axs_fpack (packed_size int16
+     * values; a size that does not fit the call's geometry is not used) */
+    const int16_t *packed;
+    int64_t packed_size;
 } axs_factors;
 #define AXS_FMAXRANK 8
+/* The factored method's packed fixed side of codes w, rows of k = t * CG + c (t < ntap taps,
+ * CG channels per group) by groups * OG columns (HWIO filters; a gemm's b with ntap = 1,
+ * CG = K, OG = N, groups = 1): its size in int16 values, and the packing into Bp (of that
+ * size). The packing does not depend on the path; it is what every factored call does
+ * first, kept by a caller that passes the same weights again. */
+int64_t axs_fpacked_size(int64_t ntap, int64_t CG, int64_t OG, int64_t groups, int r);
+void axs_fpack(const uint8_t *w, int64_t ntap, int64_t CG, int64_t OG, int64_t groups,
+               const axs_factors *fac, int16_t *Bp, int nthreads, int path);
 /* For one block of 16 fixed columns: acc[i * lda + j] = sum_{t < ntap} sum_{q < L}
  * S[roff[i] + toff[t] + q] * Bp[((t * L + q) >> 1) * 32 + 2 * j + (q & 1)] (mod 2^32) for
  * i < ms, j < 16; L is even (the streamed values come in pairs, as vpmaddwd takes them). */

@@ -69,10 +69,11 @@ static int64_t ftile_rows(int64_t rows, int64_t nblocks, int nt)
 }
 
 double axs_fcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int r,
-                 int64_t values, int nt)
+                 int64_t values, int packed, int nt)
 {
     double per = path == AXS_PATH_SCALAR ? AXS_FMAC_C : AXS_FMAC_AVX2;
-    double pack = path == AXS_PATH_SCALAR || r > 2 ? AXS_FPACK_C : AXS_FPACK_AVX2;
+    double pack = packed ? 0.0 : path == AXS_PATH_SCALAR || r > 2 ? AXS_FPACK_C
+                                                                  : AXS_FPACK_AVX2;
     int64_t bpg = (cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * groups;
     int64_t ms = ftile_rows(rows, nblocks, nt);
     int64_t units = (rows + ms - 1) / ms * nblocks;
@@ -245,15 +246,12 @@ static int frun(const xproblem *pb, const int16_t *S, const ptrdiff_t *toff, int
 /* Every group's and block's fixed values (blocks in parallel: a 64->64 layer has 4); full
  * blocks of r <= 2 by AVX2 gathers (the portable loop took 1.2 ns a value: a quarter of the
  * 256 x 1024 x 1024 call). */
-static int16_t *fpack_all(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64_t L,
-                          const axs_factors *fac, int64_t cols, int64_t groups, int nt,
-                          int path)
+static void fpack_into(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64_t L,
+                       const axs_factors *fac, int64_t cols, int64_t groups, int nt, int path,
+                       int16_t *Bp)
 {
     const int64_t bpg = (cols + AXS_FNB - 1) / AXS_FNB, nblocks = bpg * groups;
     const size_t bsize = (size_t)(ntap * L * AXS_FNB);
-    int16_t *Bp = (int16_t *)axs_alloc64((size_t)nblocks * bsize * sizeof(int16_t) + 64);
-    if (!Bp)
-        return NULL;
     int32_t V32[256];
     const int32_t *v32;
     values32(fac->V, fac->r, path, V32, &v32);
@@ -267,6 +265,35 @@ static int16_t *fpack_all(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t nta
                            Bp + blk * bsize);
         else
             fpack(Wc, ld, cg, ntap, L, fac, g * cols + c0, nf, Bp + blk * bsize);
+    }
+}
+
+int64_t axs_fpacked_size(int64_t ntap, int64_t CG, int64_t OG, int64_t groups, int r)
+{
+    return (OG + AXS_FNB - 1) / AXS_FNB * groups * ntap * even(CG * r) * AXS_FNB;
+}
+
+void axs_fpack(const uint8_t *w, int64_t ntap, int64_t CG, int64_t OG, int64_t groups,
+               const axs_factors *fac, int16_t *Bp, int nthreads, int path)
+{
+    fpack_into(w, OG * groups, CG, ntap, even(CG * fac->r), fac, OG, groups,
+               axs_threads(nthreads), path, Bp);
+}
+
+/* The fixed side of a call: the caller's packing when it has the call's size (owned = 0),
+ * else packed here into a new buffer (owned = 1; NULL when out of memory). */
+static int16_t *fpacked(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64_t L,
+                        const axs_factors *fac, int64_t cols, int64_t groups, int nt, int path,
+                        int *owned)
+{
+    const int64_t size = axs_fpacked_size(ntap, cg, cols, groups, fac->r);
+    *owned = 0;
+    if (fac->packed && fac->packed_size == size)
+        return (int16_t *)fac->packed;
+    int16_t *Bp = (int16_t *)axs_alloc64((size_t)size * sizeof(int16_t) + 64);
+    if (Bp) {
+        fpack_into(Wc, ld, cg, ntap, L, fac, cols, groups, nt, path, Bp);
+        *owned = 1;
     }
     return Bp;
 }
@@ -284,7 +311,8 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
     /* + 64 bytes: the kernel's pair loads stay inside the buffer */
     int16_t *S = tiled ? NULL
                        : (int16_t *)axs_alloc64((size_t)(M * L) * sizeof(int16_t) + 64);
-    int16_t *Bp = S || tiled ? fpack_all(b, N, K, 1, L, fac, N, 1, nt, path) : NULL;
+    int owned = 0;
+    int16_t *Bp = S || tiled ? fpacked(b, N, K, 1, L, fac, N, 1, nt, path, &owned) : NULL;
     if (!Bp) {
         axs_free64(S);
         return AXS_ENOMEM;
@@ -309,7 +337,8 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
     const ptrdiff_t toff = 0;
     int rc = frun(&pb, S, &toff, 1, L, Bp, tiled ? a : NULL, K, &fv, nt, path);
     axs_free64(S);
-    axs_free64(Bp);
+    if (owned)
+        axs_free64(Bp);
     return rc;
 }
 
@@ -333,8 +362,9 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     ptrdiff_t *toff = (ptrdiff_t *)malloc((size_t)ntap * sizeof(ptrdiff_t));
     uint8_t *pad = (uint8_t *)malloc((size_t)C);
     /* HWIO filters: step k = (ky * KW + kx) * CG + c of column o at w[k * COUT + o] */
-    int16_t *Bp = S && toff && pad ? fpack_all(w, COUT, CG, ntap, L, fac, OG, groups, nt,
-                                             path)
+    int owned = 0;
+    int16_t *Bp = S && toff && pad ? fpacked(w, COUT, CG, ntap, L, fac, OG, groups, nt, path,
+                                             &owned)
                                    : NULL;
     if (!Bp) {
         axs_free64(S);
@@ -353,7 +383,8 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     int16_t *padv = whole ? (int16_t *)malloc((size_t)px * sizeof(int16_t)) : NULL;
     if (whole && !padv) {
         axs_free64(S);
-        axs_free64(Bp);
+        if (owned)
+            axs_free64(Bp);
         free(toff);
         free(pad);
         return AXS_ENOMEM;
@@ -403,7 +434,8 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     free(pad);
     free(padv);
     axs_free64(S);
-    axs_free64(Bp);
+    if (owned)
+        axs_free64(Bp);
     free(toff);
     return rc;
 }
