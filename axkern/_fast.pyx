@@ -42,7 +42,8 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     Only for tables that axkern froze (:func:`axkern.backends.freeze_table`: a multiplier's
     own table and folded tables, whose entries cannot change after their factors were
     checked) and int32 sums; chosen by the cost model where it is cheaper (rank 1 and 2
-    nearly everywhere, batch-1 GEMMs with large weights aside).
+    nearly everywhere; packing large weights on every call counts against it, which
+    :func:`factored_weights` does once instead).
 
 Paths (the instruction set): ``"avx512_vbmi"``, ``"avx2"``, ``"scalar"`` (portable C; the
 compiler may vectorize it for the baseline ISA). The path is chosen once at import: the
