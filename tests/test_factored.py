@@ -280,7 +280,9 @@ def test_weights_packed_once(path):
         a, b = codes((70, 45), rng), codes((45, 37), rng)
         b.setflags(write=False)
         fw = fast.factored_weights(b, table)
-        assert fw.nbytes > 0 and fw.w is b
+        # the kernels take a packing only of the size their own would have (16-column
+        # blocks, pairs of steps): a packing they ignored would pass the sums below too
+        assert fw.w is b and fw.nbytes == 2 * 3 * 16 * (45 * rank + (45 * rank) % 2)
         want = ref.gemm(a, b, table, np.int64).astype(np.int32)
         for method in ("factored", None):
             got = fast.gemm(a, b, table, np.int32, path=path, method=method, packed=fw)
@@ -288,6 +290,8 @@ def test_weights_packed_once(path):
         x, w = codes((2, 7, 6, 8), rng), codes((3, 3, 4, 22), rng)
         w.setflags(write=False)
         fw = fast.factored_weights(w, table, groups=2)
+        # 2 groups of 11 filters (a block each), 9 taps of 4 channels per group
+        assert fw.nbytes == 2 * 2 * 16 * 9 * (4 * rank + (4 * rank) % 2)
         args = ((1, 1), (1, 1, 1, 1), (1, 1), 2, 5)
         want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
         got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored",
@@ -338,3 +342,5 @@ def test_prepared_weights_keep_their_packing():
     want = axmatmul(a, b, m, backend="reference")
     for _ in range(2):
         np.testing.assert_array_equal(axmatmul(a, b, m), want)
+    pb = _WEIGHTS.get(table256(m), "tfapprox", b, None, fast)
+    assert pb is not None and pb.packed[1] is not None and pb.packed[1].w is pb.wi

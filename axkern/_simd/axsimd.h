@@ -182,15 +182,16 @@ void axs_fkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const ptr
                       int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda);
 void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
                     int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda);
-/* d[c * r + i] = the i-th factor value of codes[c], c < n, for r = 1 or 2: U32[code] holds
- * them as one int32 (r = 1: the value; r = 2: both int16, the first in the low half). */
-void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r, int16_t *d);
+/* d[2 c + i] = the i-th of the r = 2 factor values of codes[c], c < n: U32[code] holds both
+ * int16 as one int32, the first in the low half. */
+void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int16_t *d);
 /* d[c] = U[codes[c]] (r = 1) by byte shuffles over tabs, U's byte planes as XOR-chained
  * 16-entry chunks (factored.c, fvals_init). */
 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
                            const int16_t *U, int16_t *d);
 /* A full block of 16 fixed columns in the factored method's pair layout (factored.c) for
- * r = 1 or 2, V32 the values of each code as for axs_fvalues_avx2; codes of step
+ * r = 1 or 2, V32[code] the code's values as one int32 (r = 1: the value; r = 2: both, the
+ * first in the low half); codes of step
  * k = t * cg + c, column j at Wc[k * ld + j] (AVX2; the portable fpack does the rest). */
 void axs_fpack_avx2(const uint8_t *Wc, ptrdiff_t ld, int64_t cg, int64_t ntap, int64_t L,
                     const int32_t *V32, int r, int16_t *Bp);

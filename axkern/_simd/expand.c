@@ -150,8 +150,6 @@ static void xfns_for(int path, int nb, axs_xbuild_fn *build, axs_xkern_fn *kern)
     }
 }
 
-
-
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
@@ -226,7 +224,7 @@ void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale,
  * output columns o0 .. o0 + nf (all of group g), into the output; acc may be the output
  * itself (inplace: then int32 outputs are already done). */
 void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda,
-                   int64_t r0, int ms, int64_t g, int64_t o0, int nf, int inplace, xword *tmp)
+                int64_t r0, int ms, int64_t g, int64_t o0, int nf, int inplace, xword *tmp)
 {
     const axs_dequant *dq = pb->dq;
     if (!dq) {

@@ -140,9 +140,13 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
 {
     fv->fac = fac;
     fv->tabs = NULL;
-    values32(fac->U, fac->r, path, fv->U32, &fv->u32);
-    if (path == AXS_PATH_SCALAR || fac->r != 1)
+    fv->u32 = NULL;
+    if (path == AXS_PATH_SCALAR || fac->r > 2)
         return;
+    if (fac->r == 2) {
+        values32(fac->U, 2, path, fv->U32, &fv->u32);
+        return;
+    }
     /* the byte planes of U in the XOR-chained 16-entry chunks of axs_fvalues_shuf_avx2 */
     for (int p = 0; p < 2; p++)
         for (int half = 0; half < 2; half++)
@@ -167,7 +171,7 @@ static void fvalues(const uint8_t *codes, int64_t n, const fvals *fv, int16_t *d
         return;
     }
     if (fv->u32) {
-        axs_fvalues_avx2(codes, n, fv->u32, r, d);
+        axs_fvalues2_avx2(codes, n, fv->u32, d);
         return;
     }
     for (int64_t c = 0; c < n; c++)

@@ -306,33 +306,21 @@ AXS_AVX2 void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms,
     }
 }
 
-/* The streamed values of n codes, r = 1 or 2 factors each (factored.c): U32[code] holds
- * them as one int32 (r = 1: the value; r = 2: both int16, first in the low half); 8 codes a
- * gather. */
-AXS_AVX2 void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r,
-                               int16_t *d)
+/* The streamed values of n codes with r = 2 factors each (factored.c): U32[code] holds both
+ * (the first in the low half), so a gather of 8 codes gives 16 values in order. */
+AXS_AVX2 void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32,
+                                int16_t *d)
 {
     int64_t c = 0;
     for (; c + 8 <= n; c += 8) {
         int64_t b8;
         memcpy(&b8, codes + c, 8);
         __m256i idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b8));
-        __m256i v = _mm256_i32gather_epi32((const int *)U32, idx, 4);
-        if (r == 2) {
-            _mm256_storeu_si256((__m256i *)(d + 2 * c), v);
-        } else {
-            /* int32 lanes hold int16 values: packs saturate nothing */
-            __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(v),
-                                        _mm256_extracti128_si256(v, 1));
-            _mm_storeu_si128((__m128i *)(d + c), p);
-        }
+        _mm256_storeu_si256((__m256i *)(d + 2 * c),
+                            _mm256_i32gather_epi32((const int *)U32, idx, 4));
     }
-    for (; c < n; c++) {
-        if (r == 2)
-            memcpy(d + 2 * c, &U32[codes[c]], 4);
-        else
-            d[c] = (int16_t)U32[codes[c]];
-    }
+    for (; c < n; c++)
+        memcpy(d + 2 * c, &U32[codes[c]], 4);
 }
 
 /* The int16 values U[code] of n codes (r = 1), 32 at a time by byte shuffles instead of
@@ -613,9 +601,9 @@ void axs_fpack_avx2(const uint8_t *Wc, ptrdiff_t ld, int64_t cg, int64_t ntap, i
     abort();  /* never selected off x86-64 */
 }
 
-void axs_fvalues_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int r, int16_t *d)
+void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int16_t *d)
 {
-    (void)codes; (void)n; (void)U32; (void)r; (void)d;
+    (void)codes; (void)n; (void)U32; (void)d;
     abort();  /* never selected off x86-64 */
 }
 
