@@ -623,8 +623,8 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
         int sw = cost_sw < cost;
         int rc = try_factored(fac, method, path, out64, direct, sw ? cost_sw : cost,
-                              axs_fcost(path, M, K, N, 1, fac ? fac->r : 1, M * K,
-                                        fac && fac->packed, nt));
+                              fac ? axs_fcost(path, M, K, N, 1, fac->r, M * K,
+                                              fac->packed != NULL, nt) : 0.0);
         if (rc == AXS_OK)
             return axs_fgemm(a, b, fac, M, K, N, out, dq, nt, path);
         if (rc != -1)
@@ -894,8 +894,9 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                                                          K, OG, dunits < nt ? dunits : nt);
         double expand = axs_xcost(path, N * P, K, OG, groups, nt);
         int rc = try_factored(fac, method, path, out64, direct, expand,
-                              axs_fcost(path, N * P, K, OG, groups, fac ? fac->r : 1,
-                                        N * Hp * Wp * C, fac && fac->packed, nt));
+                              fac ? axs_fcost(path, N * P, K, OG, groups, fac->r,
+                                              N * Hp * Wp * C, fac->packed != NULL, nt)
+                                  : 0.0);
         if (rc == AXS_OK)
             return axs_fconv2d(x, w, fac, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_, dh,
                                dw, groups, pad_code, out, dq, nt, path);
