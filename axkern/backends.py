@@ -135,9 +135,41 @@ def as_multiplier(multiplier):
     if isinstance(multiplier, Multiplier):
         return multiplier
     if isinstance(multiplier, np.ndarray):
-        return Multiplier(multiplier, signed=False)
+        return _array_multiplier(multiplier, Multiplier)
     raise TypeError(f"multiplier must be an axkern.Multiplier (or an unsigned table array of "
                     f"shape (2**n, 2**n)), got {type(multiplier).__name__}")
+
+
+_ARRAY_MULTIPLIERS = {}  # id(array) -> (weakref to it, Multiplier made from it)
+
+
+def _array_multiplier(arr, Multiplier):
+    # The same Multiplier for the same table array while its entries stay the same: a new
+    # one per call would make a new frozen table every call, and every cache keyed by it
+    # (prepared weights, the kernels' prepared tables, the table's factors: several ms)
+    # would miss. The entries are compared on every call (about 20 us), so an array changed
+    # in place gets a new Multiplier.
+    key = id(arr)
+    hit = _ARRAY_MULTIPLIERS.get(key)
+    if hit is not None and hit[0]() is arr:
+        m = hit[1]
+        if arr.shape == m.table.shape and np.array_equal(arr, m.table):
+            return m
+    m = Multiplier(arr, signed=False)
+
+    def gone(ref, key=key):
+        held = _ARRAY_MULTIPLIERS.get(key)
+        if held is not None and held[0] is ref:
+            del _ARRAY_MULTIPLIERS[key]
+
+    try:
+        ref = weakref.ref(arr, gone)
+    except TypeError:   # (ndarray subclasses without weak references are not remembered)
+        return m
+    if len(_ARRAY_MULTIPLIERS) >= 16:
+        _ARRAY_MULTIPLIERS.pop(next(iter(_ARRAY_MULTIPLIERS)))
+    _ARRAY_MULTIPLIERS[key] = (ref, m)
+    return m
 
 
 def table256(multiplier):

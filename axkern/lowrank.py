@@ -21,6 +21,7 @@ __all__ = ["factor_table", "MAX_RANK"]
 #: The largest rank looked for: the factored kernel costs about 0.36 expanded-table lookups
 #: per factor (Zen 3), so beyond 4 factors the expanded tables are faster.
 MAX_RANK = 4
+_SAMPLE_ROWS = np.arange(32) * 37 % 256
 
 _INT16 = 32767
 
@@ -53,12 +54,13 @@ def _lattice_basis(P):
     return np.array(basis, dtype=object)
 
 
-def _pivots(T, max_rank):
+def _pivots(T, max_rank, tol=None):
     """Rows and columns of up to max_rank pivots of Gaussian elimination with full pivoting
     on T (float64), whose count is T's rank; None when the rank exceeds max_rank. Plain
     NumPy, no BLAS: BLAS threads keep spinning after a call and would slow the kernels."""
     A = T.astype(np.float64)
-    tol = np.abs(A).max() * 1e-9
+    if tol is None:
+        tol = np.abs(A).max() * 1e-9
     rows, cols = [], []
     for step in range(max_rank + 1):
         i, j = np.unravel_index(np.argmax(np.abs(A)), A.shape)
@@ -189,6 +191,12 @@ def factor_table(table, max_rank=MAX_RANK):
     if not T.any():
         z = np.zeros((256, 1), dtype=np.int16)
         return z, z.copy()
+    # Rows of T have at most T's rank: 32 of them (every bit pattern in the low and the high
+    # bits: truncated products differ in the low ones) of a higher rank than max_rank
+    # reject the table in ~0.3 ms (most tables of no low rank: the full elimination, twice,
+    # takes ~10 ms, which every new multiplier's first call would pay).
+    if _pivots(T[_SAMPLE_ROWS], int(max_rank), np.abs(T).max() * 1e-9) is None:
+        return None
     # factors of T or, transposed, of T.T: whichever fits int16
     for transposed in (False, True):
         f = _factors(T.T if transposed else T, int(max_rank))

@@ -162,6 +162,28 @@ def test_as_multiplier():
         backends.as_multiplier([[0]])
 
 
+def test_table_array_keeps_its_multiplier_while_unchanged():
+    # The same array gives the same Multiplier (so every cache keyed by its table hits);
+    # an array changed in place gives a new one, and the results follow the new entries.
+    import axkern
+
+    rng = np.random.default_rng(3)
+    t = np.outer(np.arange(256), np.arange(256)) + rng.integers(-9, 10, (256, 256))
+    m = backends.as_multiplier(t)
+    assert backends.as_multiplier(t) is m and np.array_equal(m.table, t)
+    assert backends.as_multiplier(t.copy()) is not m          # another array
+    x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    before = axkern.axconv2d(x, w, t)
+    t += 1000                                                 # the same memory, new entries
+    m2 = backends.as_multiplier(t)
+    assert m2 is not m and np.array_equal(m2.table, t) and np.array_equal(m.table, t - 1000)
+    after = axkern.axconv2d(x, w, t)
+    np.testing.assert_array_equal(after, axkern.axconv2d(x, w, Multiplier(t),
+                                                         backend="reference"))
+    assert not np.array_equal(after, before)
+
+
 def test_omp_num_threads_is_honoured():
     import os
     import subprocess

@@ -73,6 +73,22 @@ def test_random_low_rank_tables(rank):
         np.testing.assert_array_equal(product(U, V), t)
 
 
+def test_rank_beyond_the_sampled_rows():
+    # factor_table rejects a table early when 32 of its rows have too high a rank; a table
+    # whose extra factor lives in rows outside that sample must still be factored in full.
+    from axkern.lowrank import _SAMPLE_ROWS
+
+    v = np.arange(256)
+    t = np.outer(v, v)
+    row = next(r for r in range(256) if r not in set(_SAMPLE_ROWS.tolist()))
+    t[row] += 3 * v + 1                     # rank 2, the sample's rows of rank 1
+    assert np.linalg.matrix_rank(t[_SAMPLE_ROWS].astype(float)) == 1
+    U, V = factor_table(t)
+    assert U.shape == (256, 2)
+    np.testing.assert_array_equal(product(U, V), t)
+    assert factor_table(t, max_rank=1) is None
+
+
 def test_high_rank_and_bad_tables():
     rng = np.random.default_rng(0)
     v = np.arange(256)
