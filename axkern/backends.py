@@ -28,6 +28,7 @@ import numbers
 import os
 import sys
 import weakref
+import zlib
 
 import numpy as np
 
@@ -141,21 +142,44 @@ def as_multiplier(multiplier):
 
 
 _ARRAY_MULTIPLIERS = {}  # id(array) -> (weakref to it, Multiplier made from it)
+_ARRAY_CONTENTS = {}     # (shape, crc32 of the entries as int32) -> Multiplier
 
 
 def _array_multiplier(arr, Multiplier):
-    # The same Multiplier for the same table array while its entries stay the same: a new
-    # one per call would make a new frozen table every call, and every cache keyed by it
-    # (prepared weights, the kernels' prepared tables, the table's factors: several ms)
-    # would miss. The entries are compared on every call (about 20 us), so an array changed
-    # in place gets a new Multiplier.
+    # The same Multiplier for a table array of the same entries: a new one per call would
+    # make a new frozen table every call, and every cache keyed by it (prepared weights, the
+    # kernels' prepared tables, the table's factors: several ms) would miss. Found by the
+    # array's identity (then its entries are compared: about 20 us) or, for a fresh view or
+    # copy, by its entries (a CRC-32, then a full comparison: about 0.1 ms); an array
+    # changed in place gets a new Multiplier.
     key = id(arr)
     hit = _ARRAY_MULTIPLIERS.get(key)
     if hit is not None and hit[0]() is arr:
         m = hit[1]
         if arr.shape == m.table.shape and np.array_equal(arr, m.table):
             return m
-    m = Multiplier(arr, signed=False)
+    ckey = None
+    if arr.dtype != object and arr.ndim == 2:
+        with np.errstate(all="ignore"):
+            ckey = (arr.shape, zlib.crc32(np.ascontiguousarray(arr, dtype=np.int32)))
+        m = _ARRAY_CONTENTS.get(ckey)
+        if m is None or not np.array_equal(arr, m.table):
+            m = None
+    else:
+        m = None
+    if m is None:
+        m = Multiplier(arr, signed=False)
+        # A raw array is read as unsigned: say so when the entries are those of a signed
+        # multiplier (once per table: the Multiplier is remembered).
+        from .lut import check_signedness
+
+        check_signedness(m, "a table array passed as the multiplier",
+                         "raw arrays are unsigned; axkern.Multiplier(table, signed=True) makes "
+                         "a signed one", stacklevel=5)
+        if ckey is not None:
+            if len(_ARRAY_CONTENTS) >= 16:
+                _ARRAY_CONTENTS.pop(next(iter(_ARRAY_CONTENTS)))
+            _ARRAY_CONTENTS[ckey] = m
 
     def gone(ref, key=key):
         held = _ARRAY_MULTIPLIERS.get(key)
@@ -172,6 +196,31 @@ def _array_multiplier(arr, Multiplier):
     return m
 
 
+_INTERNED = {}  # (bits, signed, crc32 of the entries) -> weak reference to a frozen table
+
+
+def _interned(out, kind):
+    """The frozen table already made for a multiplier of the same kind (bits, signedness)
+    and entries as ``out``, else ``out`` frozen: multipliers equal in all but the object
+    (``load_multiplier`` called per layer, a table array passed as a fresh view each call)
+    share one table, so every cache keyed by it (prepared weights, the kernels' prepared
+    tables, factors, folded tables, the ALWANN tuning: ms each) hits. The kind is part of
+    the key: the weights' quantization and the folds depend on it."""
+    key = kind + (zlib.crc32(out),)
+    ref = _INTERNED.get(key)
+    held = ref() if ref is not None else None
+    if held is not None and np.array_equal(held, out):
+        return held
+    freeze_table(out)
+
+    def gone(r, key=key):
+        if _INTERNED.get(key) is r:
+            del _INTERNED[key]
+
+    _INTERNED[key] = weakref.ref(out, gone)
+    return out
+
+
 def table256(multiplier):
     """The multiplier's table as an int32 C-contiguous (256, 256) array, cached per object.
 
@@ -186,7 +235,8 @@ def table256(multiplier):
         raise ValueError(f"multiplier table has shape {t.shape}: expected (2**n, 2**n), n <= 8")
     out = np.zeros((256, 256), np.int32)
     out[: t.shape[0], : t.shape[1]] = t
-    freeze_table(out)
+    out = _interned(out, (getattr(multiplier, "bits", None), bool(getattr(multiplier, "signed",
+                                                                              False))))
     try:
         multiplier._axkern_table256 = out
     except AttributeError:  # objects without a __dict__ are simply not cached
@@ -239,9 +289,16 @@ def check_out_array(out, shape, dtype, name="out"):
     if not isinstance(out, np.ndarray) or out.dtype != np.dtype(dtype) or \
             tuple(out.shape) != tuple(shape) or not out.flags.c_contiguous or \
             not out.flags.writeable:
+        if not isinstance(out, np.ndarray):
+            got = type(out).__name__
+        else:
+            # say which of the conditions failed
+            got = [f"{out.dtype} {out.shape}"] + \
+                ([] if out.flags.c_contiguous else ["not C-contiguous"]) + \
+                ([] if out.flags.writeable else ["read-only"])
+            got = ", ".join(got)
         raise ValueError(f"{name} must be a writeable C-contiguous {np.dtype(dtype)} array of "
-                         f"shape {tuple(shape)}, got "
-                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+                         f"shape {tuple(shape)}, got {got}")
     return out
 
 
@@ -291,6 +348,7 @@ def _pair(v, name, minimum):
 _FROZEN = {}   # id(table) -> (weakref to it, token, max|T|): the tables freeze_table froze
 _TOKENS = itertools.count(1)
 _FACTORS = {}  # token -> int16 factors (U, V) of a frozen table, or None (see table_factors)
+_TUNINGS = {}  # token -> the uniform ALWANN weight mapping of a frozen table's multiplier
 
 
 def freeze_table(table):
@@ -309,6 +367,7 @@ def freeze_table(table):
         if hit is not None and hit[0] is ref:
             del _FROZEN[key]
         _FACTORS.pop(token, None)
+        _TUNINGS.pop(token, None)
 
     _FROZEN[key] = (weakref.ref(table, gone), token, max(-int(table.min()), int(table.max())))
     return table

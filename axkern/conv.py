@@ -12,6 +12,7 @@ for given codes.
 """
 from __future__ import annotations
 
+import collections
 import math
 import numbers
 import threading
@@ -21,7 +22,7 @@ import numpy as np
 
 from .backends import (_check_limit, _check_threads, _plain, _remember, accumulator_dtype,
                        as_multiplier, check_out_array, conv_output_size, freeze_table,
-                       get_backend, table256, table_factors)
+                       get_backend, table256, table_factors, table_token)
 from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
                     tf_quant_params, warn_once)
 from .tune import resolve_tuning
@@ -42,7 +43,14 @@ def _float_array(v, name, ndim=None, check_finite=True):
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
                 or np.iscomplexobj(arr):
             raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-        arr = arr.astype(np.float32, copy=False)
+        try:
+            with np.errstate(over="raise"):
+                arr = arr.astype(np.float32, copy=False)
+        except FloatingPointError:
+            raise ValueError(f"{name} holds finite values beyond the float32 range (|x| up to "
+                             f"{float(np.nanmax(np.abs(arr[np.isfinite(arr)]))):.3g}): the "
+                             f"layers compute in float32, whose largest value is "
+                             f"{float(np.finfo(np.float32).max):.4g}") from None
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
     if check_finite:
@@ -504,6 +512,38 @@ def _fold_zero_point(table, m, zw, K):
     return folded, np.dtype(np.int64 if wide else np.int32)
 
 
+_FOLDED = collections.OrderedDict()   # (table token, zw) -> (frozen T', max|T'|) or None
+_FOLD_LOCK = threading.Lock()
+
+
+def _folded_table(table, m, zw, K):
+    """:func:`_fold_zero_point` of a frozen table (``table256``) with the folded table
+    frozen too, remembered per table and zero point (the 64 most recent): weights prepared
+    again (a weight cache miss: calibrated parameters, more layers than the cache holds)
+    then find the same folded table, its factors and the kernels' prepared copy (several ms
+    a miss otherwise)."""
+    key = (table_token(table), zw)
+    if not key[0]:
+        return _fold_zero_point(table, m, zw, K)
+    with _FOLD_LOCK:
+        hit = _FOLDED.get(key, False)
+        if hit is not False:
+            _FOLDED.move_to_end(key)
+    if hit is False:
+        hit = _fold_zero_point(table, m, zw, 1)
+        if hit is not None:
+            t = freeze_table(hit[0])
+            hit = (t, max(-int(t.min()), int(t.max())))
+        with _FOLD_LOCK:
+            _FOLDED[key] = hit
+            while len(_FOLDED) > 64:
+                _FOLDED.popitem(last=False)
+    if hit is None:
+        return None
+    # the accumulator as _fold_zero_point picks it for K terms
+    return hit[0], np.dtype(np.int64 if K * hit[1] >= 2**31 else np.int32)
+
+
 def _fold_adds_factor(table, folded, w):
     """Whether folding costs the factored kernels (axkern._fast) a factor: they take time in
     proportion to the rank of the table's factors (axkern.lowrank), and T' = T - zw value(a)
@@ -611,7 +651,7 @@ class _WeightCache:
     byte for byte to the cached copy (one memcmp pass instead of quantization, index
     conversion, column sums and the folded table). Holds at most ``max_bytes`` of copies."""
 
-    def __init__(self, slots=128, max_bytes=64 << 20):
+    def __init__(self, slots=512, max_bytes=256 << 20):
         self._entries = []
         # (table id, mode, weight memory and layout) -> the entry put for them: a network's
         # layers pass the same weight memory batch after batch, so the entry to compare is
@@ -620,8 +660,18 @@ class _WeightCache:
         self._slots, self._max_bytes = slots, max_bytes
         self._lock = threading.Lock()
 
-    def _cacheable(self, mode, w):
-        return isinstance(mode, str) and 4 * w.nbytes <= self._max_bytes
+    def _key(self, mode, w):
+        """The weight mode as part of a key (fixed parameters by their values: calibrated
+        ones are passed call after call), or None when these weights are not cached."""
+        if 4 * w.nbytes > self._max_bytes:
+            return None
+        if isinstance(mode, str):
+            return mode
+        if isinstance(mode, QuantParams):
+            return ("params", mode.bits, mode.signed, np.asarray(mode.scale).tobytes(),
+                    np.ndim(mode.scale), np.asarray(mode.zero_point).tobytes(),
+                    np.ndim(mode.zero_point))
+        return None
 
     @staticmethod
     def _memory(w):
@@ -646,7 +696,8 @@ class _WeightCache:
                 and fast.same_bytes(e.w, mem, num_threads))
 
     def get(self, table, mode, w, mapping, fast, num_threads=None):
-        if not self._cacheable(mode, w):
+        mode = self._key(mode, w)
+        if mode is None:
             return None
         mem, perm = self._memory(w)
         where = (id(table), mode, w.ctypes.data, w.shape, w.strides)
@@ -664,7 +715,8 @@ class _WeightCache:
         return None
 
     def put(self, entry, table, mode, w, mapping):
-        if not self._cacheable(mode, w):
+        mode = self._key(mode, w)
+        if mode is None:
             return
         entry.key = (weakref.ref(table), mode, w.shape)
         mem, entry.perm = self._memory(w)
@@ -723,8 +775,8 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None
     e.K, e.zw_any, e.sw_max, e.corr = K, bool(np.any(e.zw != 0)), float(np.max(np.abs(e.sw))), {}
     e.packed = {}
     if fold and np.ndim(e.zw) == 0 and e.zw != 0:
-        folded = _fold_zero_point(table, m, e.zw, K)
-        if folded is not None and not _fold_adds_factor(table, freeze_table(folded[0]), w):
+        folded = _folded_table(table, m, int(e.zw), K)
+        if folded is not None and not _fold_adds_factor(table, folded[0], w):
             (e.table, e.dtype), e.folded = folded, True
     _WEIGHTS.put(e, table, mode, w, mapping)
     return e

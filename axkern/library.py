@@ -11,6 +11,7 @@ table (``.bin``), an AdaPT-style C header (``.h``) or a NumPy table (``.npy``).
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -124,9 +125,12 @@ def describe(name):
 
 
 def _copy(m):
-    # The cached table is shared; hand out fresh objects so that callers may rename or annotate
-    # theirs without affecting anybody else (the table itself is read-only anyway).
-    return Multiplier(m.table, signed=m.signed, name=m.name, metadata=m.metadata)
+    # Fresh objects, so that callers may rename or annotate theirs without affecting anybody
+    # else, sharing the read-only table and what was derived from it (a copy per call made
+    # a new table, and every cache keyed by it missed).
+    c = copy.copy(m)
+    c.metadata = dict(m.metadata)
+    return c
 
 
 def _looks_like_path(s):

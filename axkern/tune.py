@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends import as_multiplier
+from .backends import _TUNINGS, as_multiplier, table256, table_token
 
 __all__ = ["tune_weights", "resolve_tuning"]
 
@@ -95,14 +95,15 @@ def resolve_tuning(tune, multiplier):
     m = as_multiplier(multiplier)
     size = 1 << m.bits
     if tune is True:
-        cached = getattr(m, "_axkern_tuning", None)
+        # cached per table (multipliers of the same kind and entries share one: see
+        # axkern.backends.table256), as it takes tens of ms
+        token = table_token(table256(m))
+        cached = _TUNINGS.get(token)
         if cached is None:
             cached = tune_weights(m)
             cached.setflags(write=False)
-            try:
-                m._axkern_tuning = cached
-            except AttributeError:
-                pass
+            if token:
+                _TUNINGS[token] = cached
         return cached
     arr = np.asarray(tune)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):

@@ -171,7 +171,8 @@ def test_table_array_keeps_its_multiplier_while_unchanged():
     t = np.outer(np.arange(256), np.arange(256)) + rng.integers(-9, 10, (256, 256))
     m = backends.as_multiplier(t)
     assert backends.as_multiplier(t) is m and np.array_equal(m.table, t)
-    assert backends.as_multiplier(t.copy()) is not m          # another array
+    assert backends.as_multiplier(t.copy()) is m              # another array, same entries
+    assert backends.as_multiplier(t[:]) is m                  # a fresh view
     x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
     w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
     before = axkern.axconv2d(x, w, t)
@@ -182,6 +183,39 @@ def test_table_array_keeps_its_multiplier_while_unchanged():
     np.testing.assert_array_equal(after, axkern.axconv2d(x, w, Multiplier(t),
                                                          backend="reference"))
     assert not np.array_equal(after, before)
+
+
+def test_signed_table_array_read_as_unsigned_warns_once():
+    import warnings
+
+    from axkern import load_multiplier
+    from axkern.lut import SignednessWarning
+
+    t = np.array(load_multiplier("mul8s_drum4").table)
+    with pytest.warns(SignednessWarning, match="raw arrays are unsigned"):
+        m = backends.as_multiplier(t)
+    assert not m.signed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backends.as_multiplier(t) is m and backends.as_multiplier(t.copy()) is m
+        backends.as_multiplier(np.array(load_multiplier("mul8u_drum4").table))   # no warning
+
+
+def test_values_beyond_float32_and_bad_out_are_named():
+    import axkern
+
+    m = axkern.load_multiplier("mul8u_drum4")
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        axkern.axconv2d(np.full((1, 4, 4, 1), 1e39), np.ones((1, 1, 1, 1)), m)
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        axkern.axmatmul(np.ones((2, 3)), np.full((3, 2), -1e300), m)
+    ro = np.zeros((1, 4, 4, 1), np.float32)
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        axkern.axconv2d(np.ones((1, 4, 4, 1)), np.ones((1, 1, 1, 1)), m, out=ro)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        axkern.axconv2d(np.ones((1, 4, 4, 1)), np.ones((1, 1, 1, 1)), m,
+                        out=np.zeros((1, 4, 4, 2), np.float32)[..., :1])
 
 
 def test_omp_num_threads_is_honoured():

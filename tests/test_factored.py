@@ -125,7 +125,8 @@ def test_factors_only_for_frozen_tables_and_dropped_with_them():
 # ---------------------------------------------------------------- the factored method
 
 def frozen(t):
-    return freeze_table(np.ascontiguousarray(t, dtype=np.int32))
+    # a copy: freeze_table is for arrays axkern made, never for a table others share
+    return freeze_table(np.array(t, dtype=np.int32, order="C"))
 
 
 CONVS = [

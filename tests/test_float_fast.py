@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 fast = pytest.importorskip("axkern._fast")
-from axkern import Multiplier, axconv2d, axmatmul  # noqa: E402
+from axkern import Multiplier, axconv2d, axmatmul, load_multiplier  # noqa: E402
 from axkern.lut import operand_values  # noqa: E402
 from axkern.bench import _ForcedPath  # noqa: E402
 from axkern.quant import QuantParams  # noqa: E402
@@ -426,6 +426,81 @@ def test_dequant_argument_errors():
     y = fast.gemm(np.zeros((4, 0), np.uint8), np.zeros((0, 2), np.uint8), t, np.int32,
                   dequant={"scale": 0.5, "corr": [2, 4], "bias": [1.0, -1.0]})
     np.testing.assert_array_equal(y, np.array([[2.0, 1.0]] * 4, np.float32))
+
+
+def test_equal_multipliers_share_their_table_and_its_caches():
+    """Multipliers equal in kind and entries share one frozen table (so the caches keyed by
+    it hit: a new table per call redid milliseconds of work); another signedness, another
+    width or other entries never do, and the results always follow the multiplier's own
+    kind (the reference backend from scratch)."""
+    import axkern
+    from axkern.backends import as_multiplier, table256, table_token
+    from axkern.tune import resolve_tuning
+
+    m = axkern.load_multiplier("mul8u_drum4")
+    t = table256(m)
+    assert table256(axkern.load_multiplier("mul8u_drum4")) is t
+    assert table256(axkern.Multiplier(np.array(m.table))) is t
+    arr = np.array(m.table)
+    assert table256(as_multiplier(arr[:])) is t              # a fresh view of an array
+    signed = axkern.Multiplier(m.table, signed=True)
+    assert table256(signed) is not t and np.array_equal(table256(signed), t)
+    other = np.array(m.table)
+    other[5, 5] += 1
+    assert table256(axkern.Multiplier(other)) is not t
+    small = axkern.Multiplier(np.zeros((16, 16), np.int32))
+    assert table256(small) is not table256(axkern.Multiplier(np.zeros((256, 256), np.int32)))
+    assert table_token(t) and table_token(table256(signed)) != table_token(t)
+    # the ALWANN tuning is computed once per table, not per Multiplier object
+    assert resolve_tuning(True, axkern.load_multiplier("mul8u_drum4")) is \
+        resolve_tuning(True, m)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    be = _ForcedPath(fast, fast.default_path())
+    for mult in (m, signed, axkern.Multiplier(other)):
+        for _ in range(2):
+            np.testing.assert_array_equal(axconv2d(x, w, mult, backend=be),
+                                          axconv2d(x, w, mult, backend="reference"))
+
+
+def test_calibrated_weights_prepared_once_and_folded_tables_kept(monkeypatch):
+    """Fixed (calibrated) weight parameters are cached by their values, and a weight cache
+    miss finds the folded table of the same table and zero point again; neither may serve
+    weights or parameters that changed."""
+    from axkern.backends import table256
+    from axkern import conv
+    from axkern.conv import _FOLDED, _WEIGHTS, _prepare_weights
+    from axkern.quant import calibrate
+
+    rng = np.random.default_rng(5)
+    m = load_multiplier("mul8u_trunc8")      # no factors: the zero point folds
+    x = rng.random((2, 6, 6, 8), dtype=np.float32)
+    w = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    q = (calibrate(x), calibrate(w))
+    be = _ForcedPath(fast, fast.default_path())
+    first = axconv2d(x, w, m, quant=q, backend=be)
+    np.testing.assert_array_equal(first, axconv2d(x, w, m, quant=q, backend="reference"))
+    hit = _WEIGHTS.get(table256(m), q[1], w, None, fast)
+    assert hit is not None
+    # equal parameters in another object hit; other parameters miss
+    same = QuantParams(q[1].scale, q[1].zero_point, q[1].bits, q[1].signed)
+    assert _WEIGHTS.get(table256(m), same, w, None, fast) is hit
+    other = QuantParams(q[1].scale * 2, q[1].zero_point, q[1].bits, q[1].signed)
+    assert _WEIGHTS.get(table256(m), other, w, None, fast) is None
+    got = axconv2d(x, w, m, quant=(q[0], other), backend=be)
+    np.testing.assert_array_equal(got, axconv2d(x, w, m, quant=(q[0], other),
+                                                backend="reference"))
+    # prepared afresh (a miss: an empty cache): the same folded table, found in _FOLDED
+    with monkeypatch.context() as mp:
+        mp.setattr(conv, "_WEIGHTS", conv._WeightCache())
+        again = _prepare_weights(w, q[1], m, None, fast, fold=True)
+    assert again is not hit and again.folded and again.table is hit.table
+    assert any(v is not None and v[0] is hit.table for v in _FOLDED.values())
+    w[1, 1, 2, 3] += 1.0
+    got = axconv2d(x, w, m, quant=q, backend=be)
+    np.testing.assert_array_equal(got, axconv2d(x, w, m, quant=q, backend="reference"))
+    assert not np.array_equal(got, first)
 
 
 def test_weight_cache_never_serves_stale_weights():
