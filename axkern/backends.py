@@ -21,6 +21,7 @@ else the CPU kernels).
 """
 from __future__ import annotations
 
+import collections
 import functools
 import importlib
 import itertools
@@ -197,6 +198,7 @@ def _array_multiplier(arr, Multiplier):
 
 
 _INTERNED = {}  # (bits, signed, crc32 of the entries) -> weak reference to a frozen table
+_RECENT = collections.deque(maxlen=32)
 
 
 def _interned(out, kind):
@@ -210,8 +212,12 @@ def _interned(out, kind):
     ref = _INTERNED.get(key)
     held = ref() if ref is not None else None
     if held is not None and np.array_equal(held, out):
+        _RECENT.append(held)
         return held
     freeze_table(out)
+    # the 32 most recent stay alive: a Multiplier made per call (load_multiplier per call)
+    # would otherwise take its table with it, and the next call would start over
+    _RECENT.append(out)
 
     def gone(r, key=key):
         if _INTERNED.get(key) is r:
