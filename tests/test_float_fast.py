@@ -451,6 +451,12 @@ def test_equal_multipliers_share_their_table_and_its_caches():
     small = axkern.Multiplier(np.zeros((16, 16), np.int32))
     assert table256(small) is not table256(axkern.Multiplier(np.zeros((256, 256), np.int32)))
     assert table_token(t) and table_token(table256(signed)) != table_token(t)
+    # a Multiplier made per call and dropped: its table stays for the next one
+    import gc
+
+    token = table_token(table256(axkern.load_multiplier("mul8u_drum5")))
+    gc.collect()
+    assert table_token(table256(axkern.load_multiplier("mul8u_drum5"))) == token
     # the ALWANN tuning is computed once per table, not per Multiplier object
     assert resolve_tuning(True, axkern.load_multiplier("mul8u_drum4")) is \
         resolve_tuning(True, m)
