@@ -228,7 +228,8 @@ def _interned(out, kind):
 
 
 def table256(multiplier):
-    """The multiplier's table as an int32 C-contiguous (256, 256) array, cached per object.
+    """The multiplier's table as an int32 C-contiguous (256, 256) array, cached per object
+    and shared by multipliers of the same kind and entries (frozen: see :func:`_interned`).
 
     Tables of fewer than 8 bits are placed in the top-left corner (the rest is 0); their
     indices never exceed ``2**bits - 1``.

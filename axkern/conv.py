@@ -647,7 +647,7 @@ class _PreparedWeights:
 class _WeightCache:
     """Prepared weights of recent layers, so that a network run batch after batch quantizes
     each filter once. A hit needs the same table object (held by weak reference: tables are
-    read-only and cached per multiplier), the same weight mode and tuning, and weights equal
+    read-only and shared by equal multipliers), the same weight mode and tuning, and weights equal
     byte for byte to the cached copy (one memcmp pass instead of quantization, index
     conversion, column sums and the folded table). Holds at most ``max_bytes`` of copies."""
 

@@ -87,7 +87,7 @@ def tune_weights(multiplier, activation_hist=None):
 def resolve_tuning(tune, multiplier):
     """The weight-code mapping requested by a layer's ``tune`` argument, or None.
 
-    ``tune`` is False/None (no tuning), True (uniform ALWANN tuning, cached per multiplier)
+    ``tune`` is False/None (no tuning), True (uniform ALWANN tuning, cached per table)
     or a mapping array of shape ``(2**bits,)`` with entries in ``0 .. 2**bits - 1``.
     """
     if tune is None or tune is False:
