@@ -86,14 +86,15 @@ def _read_stream(fp, available, label, kinds, max_elements=None):
     return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
 
 
-def read_npy(path, *, what="a NumPy .npy array", kinds=_NUMERIC, max_elements=None):
+def read_npy(path, *, what="a NumPy .npy array saved with numpy.save", kinds=_NUMERIC,
+             max_elements=None):
     """Read a ``.npy`` file written by :func:`numpy.save`, checking it before allocating.
 
     Parameters
     ----------
     path : str or os.PathLike
     what : str
-        What the file should be, for the error messages.
+        What the file should be, for the error messages, including how it is made.
     kinds : str
         Accepted dtype kinds (``numpy.dtype.kind``), default bool, int, uint and float.
     max_elements : int, optional
@@ -116,8 +117,8 @@ def read_npy(path, *, what="a NumPy .npy array", kinds=_NUMERIC, max_elements=No
         head = f.read(len(_NPY_MAGIC))
         if head != _NPY_MAGIC:
             hint = " (it is a zip archive, e.g. an .npz)" if head[:2] == b"PK" else ""
-            raise ValueError(f"{path}: not a NumPy .npy file{hint}: expected {what}, saved with "
-                             "numpy.save")
+            # `what` says how such a file is made: not repeated here
+            raise ValueError(f"{path}: not a NumPy .npy file{hint}: expected {what}")
         f.seek(0)
         return _read_stream(f, os.fstat(f.fileno()).st_size, path, kinds, max_elements)
 

@@ -3,8 +3,8 @@
 Subcommands::
 
     axkern lut SRC -o OUT.bin|OUT.npy|OUT.h [--function NAME] [--signed] [--bits N]
-    axkern header IN -o OUT.h [--signed] [--var NAME]
-    axkern metrics IN... [--json | --markdown] [--signed] [--sort KEY] [--reverse]
+    axkern header IN -o OUT.h [--signed] [--var NAME] [--bits N]
+    axkern metrics IN... [--json | --markdown] [--signed] [--sort KEY] [--reverse] [--bits N]
     axkern list [--json | --markdown] [--signed | --unsigned]
 
 ``IN`` is a shipped multiplier name (``axkern list``) or a ``.c``, ``.bin``, ``.h`` or ``.npy``
@@ -26,7 +26,6 @@ import argparse
 import importlib
 import math
 import os
-import re
 import signal
 import sys
 import warnings
@@ -152,9 +151,14 @@ def _positive_seconds(text):
 
 
 def _c_identifier(text):
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
-        raise argparse.ArgumentTypeError(f"expected a C identifier such as lut, got {text!r}")
-    return text
+    from .lut import _check_c_name
+
+    try:
+        return _check_c_name(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a C identifier such as lut that is not a C keyword or a <stdint.h> type "
+            f"name, got {text!r}") from None
 
 
 def _add_c_options(p, bits=False):
@@ -238,9 +242,12 @@ def _cmd_header(args):
 
 def _report_written(path, m, files=()):
     kind = "signed" if m.signed else "unsigned"
-    extra = [f for f in files if f != path]
-    side = f" (signedness recorded in {', '.join(extra)})" if extra else ""
-    print(f"wrote {path}: {m.name}, {m.bits}-bit {kind}, max |T| = {m.max_abs()}{side}")
+    # only sidecars record the signedness; name any other file as what it is
+    sides = [f for f in files if f != path and f.endswith(".json")]
+    others = [f for f in files if f != path and f not in sides]
+    side = f" (signedness recorded in {', '.join(sides)})" if sides else ""
+    also = f"; also wrote {', '.join(others)}" if others else ""
+    print(f"wrote {path}: {m.name}, {m.bits}-bit {kind}, max |T| = {m.max_abs()}{side}{also}")
 
 
 def _factors(m):
@@ -328,7 +335,7 @@ def build_parser():
                                    "multipliers), indexed [(uint8_t)a][(uint8_t)b].")
     p.add_argument("input", metavar="IN", help="a .bin, .c, .h or .npy file or a shipped name")
     p.add_argument("-o", "--output", required=True, metavar="OUT.h")
-    _add_c_options(p)
+    _add_c_options(p, bits=True)
     p.add_argument("--var", default="lut", type=_c_identifier,
                    help="array name (default: lut)")
     _add_signed_options(p, "the input (needed for signed .bin/.npy tables)")
@@ -344,7 +351,7 @@ def build_parser():
     p.add_argument("--sort", metavar="KEY", help="sort rows by a metric (mae_pct, wce, ep_pct, "
                                                  "name, ...; MAE%% works too)")
     p.add_argument("--reverse", action="store_true", help="reverse the order")
-    _add_c_options(p)
+    _add_c_options(p, bits=True)
     _add_signed_options(p, "every input")
     p.set_defaults(func=_cmd_metrics)
 

@@ -17,7 +17,8 @@ Signatures
 ----------
 The multiplier is a function of exactly two integer parameters returning an integer. When the
 file defines several such functions, the only one that is not ``static`` is taken (the others
-being helpers); otherwise ``function=`` must name it. Operand ``a`` (the activation, the table
+being helpers); otherwise ``function=`` must name it. Functions under a literal ``#if 0`` (or
+``#if false``, up to its ``#else``) are not counted. Operand ``a`` (the activation, the table
 row) is always the FIRST positional argument and ``b`` the second, whatever the parameters are
 called. Accepted integer types: ``intN_t``/``uintN_t``
 (also the ``least``/``fast`` variants, ``intmax_t``, ``size_t``), ``char``, ``short``, ``int``,
@@ -32,7 +33,8 @@ defined in the file. Examples::
 
 Operand passing and output rule
 -------------------------------
-- Unsigned multipliers receive the codes ``0 .. 2**n - 1``.
+- Unsigned multipliers receive the codes ``0 .. 2**n - 1``, so a parameter of a signed type
+  must be wider than ``n`` bits (``int8_t`` with ``signed=False`` is an error).
 - Signed multipliers receive, for a parameter of a signed type, the operand value
   ``-2**(n-1) .. 2**(n-1) - 1``; for a parameter of an unsigned type, the operand's n-bit
   two's-complement bit pattern ``a & (2**n - 1)`` (how gate-level signed circuits are written).
@@ -62,7 +64,10 @@ carries a SHA-256 of its key and contents; an entry that is unreadable, of the w
 does not match its checksum is ignored and rebuilt. Entries are written to a temporary file
 and renamed into place. A cache directory that cannot be used (not writable, a file in the
 way) is reported once per process with a ``RuntimeWarning`` and the table is compiled every
-time. Files that ``#include "local.h"`` are not cached (their dependencies are not hashed).
+time. Headers included from the source's folder (``#include "cfg.h"`` or ``<cfg.h>``, found
+through the ``-I`` that axkern adds), and the local headers they include, are part of the key:
+editing one compiles the table again. Sources whose includes are computed by a macro are not
+cached.
 """
 from __future__ import annotations
 
@@ -277,15 +282,38 @@ def _strip_comments(text):
     return "".join(out)
 
 
+_LITERAL_FALSE = re.compile(r"0+[uUlL]*|false|\(\s*(?:0+[uUlL]*|false)\s*\)")
+
+
 def _strip_preprocessor(text):
-    lines = text.split("\n")
+    """Blank the preprocessor lines (keeping the line count), and the code under a literal
+    ``#if 0`` or ``#if false`` (up to its ``#elif``, ``#else`` or ``#endif``; an ``#elif 0``
+    branch too), which the compiler never sees. Other conditionals are kept whole.
+
+    Expects comments already stripped.
+    """
     out, cont = [], False
-    for line in lines:
-        if cont or line.lstrip().startswith("#"):
-            cont = line.rstrip().endswith("\\")
+    # per open conditional: [whether the code around it is dead, whether its branch is]
+    stack = []
+    for line in text.split("\n"):
+        dead = bool(stack) and (stack[-1][0] or stack[-1][1])
+        s = line.strip()
+        if not cont and s.startswith("#"):
+            m = re.match(r"#\s*(\w*)\s*(.*)", s)
+            directive, arg = m.group(1), m.group(2).strip()
+            if directive in ("if", "ifdef", "ifndef"):
+                stack.append([dead, directive == "if" and bool(_LITERAL_FALSE.fullmatch(arg))])
+            elif directive == "elif" and stack:
+                stack[-1][1] = bool(_LITERAL_FALSE.fullmatch(arg))
+            elif directive == "else" and stack:
+                stack[-1][1] = False  # live after #if 0; unknown (so kept) otherwise
+            elif directive == "endif" and stack:
+                stack.pop()
+        if cont or s.startswith("#") or dead:
             out.append("")
         else:
             out.append(line)
+        cont = (cont or s.startswith("#")) and line.rstrip().endswith("\\")
     return "\n".join(out)
 
 
@@ -836,6 +864,54 @@ def _select(funcs, function, path):
         + "; ".join(f"'{f.signature}' {f.problem}" for f in funcs))
 
 
+_INCLUDE_RE = re.compile(rb"^[ \t]*#[ \t]*(?:include|include_next|import)\b[ \t]*(.*)$", re.M)
+_MAX_HEADERS = 256
+
+
+def _local_headers(src_bytes, src_path):
+    """What the cache key needs of the headers a source includes from its own folder.
+
+    The compiler finds ``#include "x.h"`` in the including file's folder, then (like
+    ``#include <x.h>``) in the source's folder, which :func:`_compile_and_run` adds with
+    ``-I``. Every include is looked up there, recursively: the result lists, for each one,
+    its spelling and the bytes of the local file it resolves to (or a mark that it is not
+    local: a system header, assumed not to change). None when the dependencies cannot be
+    known (an include computed by a macro, an unreadable or too many local headers): such
+    sources are not cached.
+    """
+    src_dir = os.path.dirname(os.path.abspath(src_path))
+    out, seen = [], {}
+    # the source itself is compiled from a private copy elsewhere: only -I finds its folder
+    todo = [(src_bytes, None)]
+    while todo:
+        data, own_dir = todo.pop()
+        for m in _INCLUDE_RE.finditer(data):
+            q = re.match(rb'"([^"]+)"|<([^>]+)>', m.group(1))
+            if q is None:
+                return None  # a computed include: its file is not known before preprocessing
+            name = os.fsdecode(q.group(1) or q.group(2))
+            dirs = ([own_dir] if q.group(1) is not None and own_dir else []) + [src_dir]
+            found = next((os.path.join(d, name) for d in dirs
+                          if os.path.isfile(os.path.join(d, name))), None)
+            if found is None:
+                out.append(m.group(0) + b"\0-")
+                continue
+            real = os.path.abspath(found)
+            if real not in seen:
+                if len(seen) >= _MAX_HEADERS:
+                    return None
+                try:
+                    with open(found, "rb") as f:
+                        body = f.read()
+                except OSError:
+                    return None
+                # by content, not path: a copied folder shares the entries
+                seen[real] = hashlib.sha256(body).digest()
+                todo.append((body, os.path.dirname(real)))
+            out.append(m.group(0) + b"\0+" + seen[real])
+    return out
+
+
 # A cache entry: this magic line, the 40-character key, the bit width (one byte), the SHA-256
 # of all of these and the table, then the table as little-endian int32. Read without any
 # parser (no .npy header to trust) and checked before use.
@@ -975,7 +1051,8 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
         if pa.signed != pb.signed:
             raise CSourceError(
                 f"{func.name}() in {path} mixes a signed and an unsigned parameter "
-                f"('{func.signature}'); say which the multiplier is with signed=True/False")
+                f"('{func.signature}'); say which the multiplier is with signed=True/False "
+                "(--signed/--unsigned on the command line)")
         signed = pa.signed
     signed = bool(signed)
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -983,8 +1060,19 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
     if bits is None:
         w = min(pa.width, pb.width)
         bits = w if MIN_BITS <= w <= MAX_BITS else MAX_BITS
+    # unsigned operands go in as codes 0 .. 2**bits - 1: a signed parameter of at most that
+    # width would wrap the upper half into negative values and tabulate another circuit
+    narrow = [t.text for t in (pa, pb) if t.signed and t.width <= bits]
+    if not signed and narrow:
+        raise CSourceError(
+            f"{func.name}() in {path} takes {' and '.join(dict.fromkeys(narrow))} operands, "
+            f"which cannot hold the unsigned {bits}-bit operands {1 << (bits - 1)}.."
+            f"{(1 << bits) - 1}: tabulate it as signed (signed=True, --signed on the command "
+            f"line) or declare unsigned parameters such as uint{max(bits, 8)}_t")
 
-    use_cache = bool(cache) and not re.search(r'^\s*#\s*include\s*"', source, flags=re.M)
+    # local headers are part of what is compiled, so they are part of the key
+    deps = _local_headers(src_bytes, path) if cache else None
+    use_cache = bool(cache) and deps is not None
     key = None
     if use_cache:
         argv, exe = _compiler()
@@ -993,6 +1081,8 @@ def tabulate_c(path, function=None, signed=None, bits=None, timeout=60.0, cache=
                      str(signed), str(bits), sys.platform):
             h.update(part.encode("utf-8", "surrogateescape") + b"\0")
         h.update(src_bytes)
+        for dep in deps:
+            h.update(b"\0" + dep)
         key = h.hexdigest()[:40]
         table = _cache_load(key, bits)
         if table is not None:

@@ -101,7 +101,8 @@ class Multiplier:
             raise ValueError(f"multiplier table must be square of shape (2**n, 2**n), got shape {arr.shape}")
         size = arr.shape[0]
         bits = size.bit_length() - 1
-        if size != 1 << bits or not MIN_BITS <= bits <= MAX_BITS:
+        # the width first: an empty table has bits = -1, and 1 << -1 raises
+        if not MIN_BITS <= bits <= MAX_BITS or size != 1 << bits:
             raise ValueError(
                 f"multiplier table has shape {arr.shape}: expected (2**n, 2**n) with n from "
                 f"{MIN_BITS} to {MAX_BITS}, e.g. (256, 256) for 8 bits")
@@ -114,7 +115,7 @@ class Multiplier:
         t.setflags(write=False)
         self._table = t
         self.bits = bits
-        self.signed = bool(signed)
+        self.signed = _signed_flag(signed)
         self.name = str(name) if name is not None else ("mul%d%s" % (bits, "s" if signed else "u"))
         self.metadata = dict(metadata or {})
 
@@ -123,6 +124,7 @@ class Multiplier:
     def exact(cls, bits=8, signed=False):
         """The exact multiplier: ``T[a, b] = a * b``."""
         bits = _check_bits(bits)
+        signed = _signed_flag(signed)
         v = operand_values(bits, signed)
         return cls(np.multiply.outer(v, v), signed=signed,
                    name="exact%d%s" % (bits, "s" if signed else "u"))
@@ -135,6 +137,7 @@ class Multiplier:
         against each other as a column and a row.
         """
         bits = _check_bits(bits)
+        signed = _signed_flag(signed)
         if not callable(f):
             raise TypeError(f"f must be callable, got {type(f).__name__}")
         v = operand_values(bits, signed)
@@ -149,6 +152,7 @@ class Multiplier:
         ``signed=None`` reads the table as unsigned and warns (:class:`SignednessWarning`)
         if it fits a signed multiplier far better (see :func:`check_signedness`).
         """
+        _check_signed_arg(signed)
         m = cls(table, signed=bool(signed), name=name, metadata=metadata)
         if signed is None:
             check_signedness(m, "the table", "no signed= was given", stacklevel=3)
@@ -232,28 +236,46 @@ class Multiplier:
         """Read an AdaPT-style C header holding ``lut[2**n][2**n]``.
 
         Signedness follows the element type (``int16_t`` signed, ``uint16_t`` unsigned) unless
-        ``signed`` is given.
+        ``signed`` is given. Any C integer type is accepted: ``int``, ``unsigned``,
+        ``unsigned long long``, ``signed char`` (plain ``char`` counts as signed, as on x86),
+        ``size_t``, the ``intN_t``/``uintN_t`` names; every entry must fit it and int32.
         """
         _check_signed_arg(signed)
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"C header not found: {path}")
-        text = open(path, "r", encoding="utf-8", errors="replace").read()
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            text = f.read()
         # comments become blanks of the same length, so positions still give line numbers
         blank = lambda c: re.sub(r"[^\n]", " ", c.group())  # noqa: E731
         text_nc = re.sub(r"/\*.*?\*/", blank, text, flags=re.S)
         text_nc = re.sub(r"//[^\n]*", blank, text_nc)
-        m = re.search(r"\b(u?int(?:8|16|32|64)_t|(?:unsigned\s+)?(?:char|short|int|long))\s+"
-                      r"([A-Za-z_]\w*)\s*\[\s*(\d+)\s*\]\s*\[\s*(\d+)\s*\]\s*=\s*\{", text_nc)
-        if not m:
+        # so are preprocessor lines (#include <stdint.h> comes right before the table)
+        text_nc = re.sub(r"(?m)^[ \t]*#[^\n]*", blank, text_nc)
+        m, ctype, other = None, None, None
+        for d in re.finditer(r"\b([A-Za-z_]\w*)\s*\[\s*(\d+)\s*\]\s*\[\s*(\d+)\s*\]\s*=\s*\{",
+                             text_nc):
+            # the declaration's words: back to the end of the previous statement or block
+            start = max(text_nc.rfind(c, 0, d.start()) for c in ";{}") + 1
+            words = text_nc[start:d.start()].split()
+            if _c_int_type(words) is not None:
+                m = d
+                ctype = " ".join(w for w in words if w not in _C_QUALIFIERS)
+                break
+            other = other or (" ".join(words) or "(none)", d.group(1))
+        if m is None:
+            if other is not None:
+                raise ValueError(f"{path}: the table '{other[1]}' is declared with element type "
+                                 f"'{other[0]}': expected a C integer type such as int16_t, "
+                                 "uint16_t, int, unsigned long long or size_t")
             raise ValueError(f"{path}: no two-dimensional table definition such as "
                              "'const int16_t lut[256][256] = {...};' was found")
-        ctype, rows, cols = m.group(1), int(m.group(3)), int(m.group(4))
+        rows, cols = int(m.group(2)), int(m.group(3))
         if rows != cols or rows not in {1 << n for n in range(MIN_BITS, MAX_BITS + 1)}:
             raise ValueError(f"{path}: table is declared [{rows}][{cols}]: expected a square "
                              f"[2**n][2**n] table with n = {MIN_BITS}..{MAX_BITS}")
-        values = _parse_initializer(text_nc, m.end(), path, m.group(2), ctype, rows, cols)
-        recorded = not ctype.startswith("u") and not ctype.startswith("unsigned")
+        values = _parse_initializer(text_nc, m.end(), path, m.group(1), ctype, rows, cols)
+        recorded = _c_int_type(ctype.split())[0]
         return _finish_read(cls, np.array(values, dtype=np.int64).reshape(rows, cols), signed,
                             recorded, f"its element type is {ctype}", path, name or _stem(path),
                             None)
@@ -292,7 +314,22 @@ class Multiplier:
         return side
 
     def to_header(self, path, var="lut"):
-        """Write an AdaPT-style C header ``const int16_t lut[N][N]`` (uint16_t if unsigned)."""
+        """Write an AdaPT-style C header ``const int16_t lut[N][N]`` (uint16_t if unsigned).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The header to write.
+        var : str, default "lut"
+            The array's name: a C identifier that is neither a C keyword nor a type name of
+            ``<stdint.h>``, which the header includes (else the header would not compile).
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``var`` is not such a name; the values do not fit the 16-bit element type.
+        """
+        _check_c_name(var)
         t = self._checked_16bit().astype(np.int64)
         ctype = "int16_t" if self.signed else "uint16_t"
         n = t.shape[0]
@@ -314,18 +351,20 @@ class Multiplier:
 
         int16 for signed and uint16 for unsigned tables, as in ``.bin`` and ``.h`` files; a
         table whose values do not fit that is saved as int32, with the sidecar ``PATH.json``
-        of :meth:`to_bin`. Returns the list of files written.
+        of :meth:`to_bin`. ``.npy`` is appended to a path that does not end in it (in any
+        case), as :func:`numpy.save` does. Returns the list of files written.
         """
         path = os.fspath(path)
-        if not path.endswith(".npy"):
-            path += ".npy"  # what np.save does; the sidecar follows the real name
+        # as np.save does, but ".NPY" counts too (the CLI picks the format case-insensitively)
+        if not path.lower().endswith(".npy"):
+            path += ".npy"
         lo, hi = (-32768, 32767) if self.signed else (0, 65535)
         t = self._table
-        if t.min() >= lo and t.max() <= hi:
-            np.save(path, t.astype(np.int16 if self.signed else np.uint16))
-            return [path] + _drop_sidecar(path)
-        np.save(path, t)
-        return [path, self._write_sidecar(path)]
+        fits = bool(t.min() >= lo and t.max() <= hi)
+        # a file object: np.save would append ".npy" to a name ending in ".NPY"
+        with open(path, "wb") as f:
+            np.save(f, t.astype(np.int16 if self.signed else np.uint16) if fits else t)
+        return [path] + (_drop_sidecar(path) if fits else [self._write_sidecar(path)])
 
     # ------------------------------------------------------------------ properties
     @property
@@ -361,9 +400,28 @@ class Multiplier:
         return int(np.abs(self._table.astype(np.int64)).max())
 
     def __call__(self, a, b):
-        """Look up ``f(a, b)`` for operand values (vectorized)."""
-        a = np.asarray(a)
-        b = np.asarray(b)
+        """Look up ``f(a, b)`` for operand values (vectorized).
+
+        Parameters
+        ----------
+        a, b : array_like of int
+            Operand values (negative for signed multipliers), broadcast against each other.
+            Floats are accepted only where they hold whole numbers.
+
+        Returns
+        -------
+        ndarray of int32
+            The table's entries.
+
+        Raises
+        ------
+        TypeError
+            An operand is not numeric.
+        ValueError
+            An operand is not a whole number, or out of the operand range.
+        """
+        a = _integral_operand("a", a)
+        b = _integral_operand("b", b)
         lo, hi = (-(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1) if self.signed else (0, self.size - 1)
         for name, v in (("a", a), ("b", b)):
             if v.size and (v.min() < lo or v.max() > hi):
@@ -388,13 +446,105 @@ class Multiplier:
         return f"Multiplier(name={self.name!r}, bits={self.bits}, {kind}{exact})"
 
 
-# value ranges of the element types a header may declare (char/short/int/long as on LP64)
-_CTYPE_BITS = {"int8_t": 8, "char": 8, "int16_t": 16, "short": 16, "int32_t": 32, "int": 32,
-               "int64_t": 64, "long": 64}
+def _integral_operand(name, v):
+    """``v`` as an array of whole numbers (integers, or floats that hold them): a fractional
+    operand would otherwise be truncated without a word."""
+    v = np.asarray(v)
+    if v.dtype == bool or np.issubdtype(v.dtype, np.integer):
+        return v
+    if not np.issubdtype(v.dtype, np.floating):
+        raise TypeError(f"operand {name} must hold integers, got dtype {v.dtype}")
+    bad = ~np.isfinite(v) | (v != np.round(v)) if v.size else np.zeros(0, bool)
+    if bad.any():
+        raise ValueError(f"operand {name} holds non-integer values (e.g. {v[bad].flat[0].item()!r}"
+                         "): expected whole numbers")
+    return v  # converted after the range check, where 1e300 cannot wrap
 
-_TOKEN = re.compile(r"""\s*(?:
-    (?P<punct>[{},])
-  | (?P<cast>\(\s*(?:const\s+)?(?:u?int(?:8|16|32|64)_t|(?:(?:un)?signed\s+)?(?:char|short|int|long))\s*\))
+
+# Element types a header may declare, with their widths on LP64 (long and size_t: 64 bits).
+# Plain char counts as signed, as on x86.
+_C_INT_NAMES = {"size_t": (False, 64), "ssize_t": (True, 64), "ptrdiff_t": (True, 64),
+                "intptr_t": (True, 64), "uintptr_t": (False, 64), "intmax_t": (True, 64),
+                "uintmax_t": (False, 64)}
+for _w in (8, 16, 32, 64):
+    for _v in ("", "_least", "_fast"):
+        _C_INT_NAMES[f"int{_v}{_w}_t"] = (True, _w)
+        _C_INT_NAMES[f"uint{_v}{_w}_t"] = (False, _w)
+del _w, _v
+_C_BASE_WORDS = ("signed", "unsigned", "char", "short", "int", "long")
+_C_QUALIFIERS = {"const", "volatile", "static", "extern", "register"}
+
+
+# C11 and C23 keywords: none of them can name the table in a header
+_C_KEYWORDS = frozenset("""
+    auto break case char const continue default do double else enum extern float for goto if
+    inline int long register restrict return short signed sizeof static struct switch typedef
+    union unsigned void volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic
+    _Imaginary _Noreturn _Static_assert _Thread_local alignas alignof bool constexpr false
+    nullptr static_assert thread_local true typeof typeof_unqual _BitInt _Decimal32
+    _Decimal64 _Decimal128""".split())
+
+
+def _check_c_name(var):
+    """Return ``var`` if it can name the table in a header of :meth:`Multiplier.to_header`.
+
+    Parameters
+    ----------
+    var : str
+        The proposed name.
+
+    Returns
+    -------
+    str
+        ``var`` unchanged.
+
+    Raises
+    ------
+    TypeError
+        ``var`` is not a string.
+    ValueError
+        ``var`` is not a C identifier, or it is a C keyword or a ``<stdint.h>`` type name.
+    """
+    if not isinstance(var, str):
+        raise TypeError(f"the table's name must be a string, got {type(var).__name__}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+        raise ValueError(f"the table's name must be a C identifier such as lut (letters, "
+                         f"digits and '_', not starting with a digit), got {var!r}")
+    if var in _C_KEYWORDS or var in _C_INT_NAMES:
+        what = "a C keyword" if var in _C_KEYWORDS else "a type name of <stdint.h>"
+        raise ValueError(f"the table's name {var!r} is {what}: expected another C identifier "
+                         "such as lut")
+    return var
+
+
+def _c_int_type(words):
+    """(signed, bits) of a C integer type given as its words (qualifiers allowed), or None.
+
+    Accepts the combinations C allows: ``unsigned``, ``signed char``, ``unsigned short int``,
+    ``long long``, ``unsigned long long int`` (in any order), and the single names of
+    ``<stdint.h>``/``<stddef.h>`` (``uint16_t``, ``int_least8_t``, ``size_t``, ...).
+    """
+    words = [w for w in words if w not in _C_QUALIFIERS]
+    if len(words) == 1 and words[0] in _C_INT_NAMES:
+        return _C_INT_NAMES[words[0]]
+    if not words or any(w not in _C_BASE_WORDS for w in words):
+        return None
+    count = {w: words.count(w) for w in _C_BASE_WORDS}
+    if (count["signed"] + count["unsigned"] > 1 or count["char"] > 1 or count["short"] > 1
+            or count["int"] > 1 or count["long"] > 2
+            or count["char"] and (count["short"] or count["int"] or count["long"])
+            or count["short"] and count["long"]):
+        return None
+    signed = not count["unsigned"]
+    bits = 8 if count["char"] else 16 if count["short"] else 64 if count["long"] else 32
+    return signed, bits
+
+
+_C_TYPE_WORD = (r"(?:const|volatile|signed|unsigned|char|short|int|long|size_t|ssize_t|"
+                r"ptrdiff_t|u?intptr_t|u?intmax_t|u?int(?:_least|_fast)?(?:8|16|32|64)_t)")
+_TOKEN = re.compile(rf"""\s*(?:
+    (?P<punct>[{{}},])
+  | (?P<cast>\(\s*{_C_TYPE_WORD}(?:\s+{_C_TYPE_WORD})*\s*\))
   | (?P<sign>[-+])
   | (?P<number>(?:0[xX][0-9a-fA-F]+|0[bB][01]+|[0-9]+)[uUlL]*)(?![\w.])
   | (?P<bad>[\w.]+|\S))
@@ -429,10 +579,8 @@ def _plain_initializer(text, pos, lo, hi, rows, cols):
 
 
 def _ctype_range(ctype):
-    unsigned = ctype.startswith("u")
-    base = re.sub(r"^(?:unsigned\s+|u(?=int))", "", ctype)
-    bits = _CTYPE_BITS[base]
-    return (0, (1 << bits) - 1) if unsigned else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    signed, bits = _c_int_type(ctype.split())
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
 
 def _c_literal(tok):
@@ -489,6 +637,11 @@ def _parse_initializer(text, pos, path, var, ctype, rows, cols):
                 i = len(values)
                 raise ValueError(f"{where(p)}: entry [{i // cols}][{i % cols}] = {v} is outside "
                                  f"the range of {ctype}: expected {lo}..{hi}")
+            if not -(1 << 31) <= v <= (1 << 31) - 1:
+                i = len(values)
+                raise ValueError(f"{where(p)}: entry [{i // cols}][{i % cols}] = {v} does not fit "
+                                 "a multiplier table: expected values that fit int32 "
+                                 "[-2**31, 2**31 - 1]")
             values.append(v)
             sign, pending, expect_value = 1, False, False
         elif kind == "bad":
@@ -499,8 +652,8 @@ def _parse_initializer(text, pos, path, var, ctype, rows, cols):
                 raise ValueError(f"{where(p)}: unexpected {tok!r} in the table '{var}'")
             sign, pending = (-sign if tok == "-" else sign), True
         elif kind == "cast":
-            if not expect_value:
-                raise ValueError(f"{where(p)}: unexpected cast in the table '{var}'")
+            if not expect_value or _c_int_type(tok.strip("() \t\r\n").split()) is None:
+                raise ValueError(f"{where(p)}: unexpected cast {tok!r} in the table '{var}'")
         elif pending:
             raise ValueError(f"{where(p)}: a sign without a value in the table '{var}'")
         elif tok == ",":
@@ -618,6 +771,13 @@ def _pick(signed, recorded):
 def _check_signed_arg(signed):
     if signed is not None and not isinstance(signed, (bool, np.bool_)):
         raise TypeError(f"signed must be True, False or None, got {signed!r}")
+
+
+def _signed_flag(signed):
+    """``signed`` as a bool; anything but a bool is refused: ``bool("no")`` is True."""
+    if not isinstance(signed, (bool, np.bool_)):
+        raise TypeError(f"signed must be True or False, got {signed!r}")
+    return bool(signed)
 
 
 def _finish_read(cls, table, signed, recorded, how, path, name, metadata):

@@ -545,7 +545,10 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         They are spawned and import the main script again: a script must call ``survey``
         under ``if __name__ == "__main__":``. A worker that dies raises RuntimeError.
     output : str or None
-        Folder for ``results.csv``, ``results.json`` and the PNGs; None writes nothing.
+        Folder for ``results.csv``, ``results.json`` and the PNGs; None writes nothing. It is
+        created before the evaluation starts (a path that cannot be a folder fails at once);
+        if writing the files fails all the same, the table is printed (when ``verbose``)
+        before the error is raised.
     tune : {"both", True, False}
         Evaluate with weight tuning, without, or both (the default).
     data, limit
@@ -622,6 +625,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
                           ((None if l in mapping or exact is None else 0), False)) for l in layers}
             tasks.append((("assign", t), config))
         state = (net, x, y, mults, backend, num_threads, batch_size)
+        _prepare_output(output)
         res = _evaluate_all(tasks, state, jobs, progress, "assign", scheduler)
         label = ",".join(f"{l}={'float' if m is None else m.name}" for l, m in mapping.items())
         row = {"multiplier": label, "accuracy": res.get(("assign", False)),
@@ -655,6 +659,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
                     cfg[layer] = (i, t)
                     tasks.append((("layer", i, layer, t), cfg))
     state = (net, x, y, pool, backend, num_threads, batch_size)
+    _prepare_output(output)
     res = _evaluate_all(tasks, state, jobs, progress, "survey", scheduler)
 
     rows = []
@@ -684,14 +689,35 @@ def _metrics_dict(m):
     return metrics(m).to_dict()
 
 
+def _prepare_output(output):
+    """Create the output folder before the (long) evaluation, so a path that cannot be one
+    fails at once instead of after it."""
+    if output is None:
+        return
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as e:
+        why = e.strerror or str(e)
+        if isinstance(e, (NotADirectoryError, FileExistsError)):
+            why += " (a file is in the way)"
+        raise type(e)(f"cannot create the output folder {output}: {why}") from None
+
+
 def _finish(result, output, plot, verbose, t0):
     result["seconds"] = time.perf_counter() - t0
     result["files"] = []
-    if output is not None:
-        os.makedirs(output, exist_ok=True)
-        result["files"] += _write_tables(result, output)
-        if plot:
-            result["files"] += _write_plots(result, output)
+    try:
+        if output is not None:
+            _prepare_output(output)
+            result["files"] += _write_tables(result, output)
+            if plot:
+                result["files"] += _write_plots(result, output)
+    except Exception:
+        # the evaluation took long: its results are shown even though they cannot be saved
+        if verbose:
+            result["seconds"] = time.perf_counter() - t0
+            print(format_table(result))
+        raise
     result["seconds"] = time.perf_counter() - t0
     if verbose:
         print(format_table(result))
@@ -1013,8 +1039,14 @@ def _split_list(values):
 
 
 def _cmd_survey(args):
+    multipliers = _split_list(args.multipliers)
+    if args.multipliers is not None and multipliers is None:
+        # an empty list must not fall back to the default one (all shipped multipliers)
+        raise ValueError(f"--multipliers {' '.join(args.multipliers)!r} names no multiplier: "
+                         "expected shipped names or paths separated by spaces or commas (leave "
+                         "--multipliers out to survey all shipped multipliers)")
     try:
-        survey(model=args.model, multipliers=_split_list(args.multipliers),
+        survey(model=args.model, multipliers=multipliers,
                per_layer=args.per_layer, assign=args.assign, jobs=args.jobs, output=args.output,
                tune={"both": "both", "yes": True, "no": False}[args.tune], data=args.data,
                limit=args.limit, signedness=args.signedness, batch_size=args.batch_size,
