@@ -152,6 +152,11 @@ def _check_activation(cls_name, activation):
                          f"None, a Keras activation name or a callable ({e})") from None
 
 
+def _grammar(e):
+    """An error message with "a unsigned" read as "an unsigned"."""
+    return str(e).replace("a unsigned", "an unsigned")
+
+
 _SHAPE_PROBE = threading.local()
 
 
@@ -183,11 +188,14 @@ class _ApproxMixin:
         if not isinstance(quant, str) or quant not in _QUANT_MODES:
             raise ValueError(f"{type(self).__name__}: unknown quant {quant!r}: expected one of "
                              f"{', '.join(map(repr, _QUANT_MODES))}")
-        self._spec = resolve_quant(quant, self.multiplier)   # signedness checked here
-        self.quant = quant
         if isinstance(tune, (list, tuple)):
             tune = np.asarray(tune)
-        self._mapping = resolve_tuning(tune, self.multiplier)
+        try:
+            self._spec = resolve_quant(quant, self.multiplier)   # signedness checked here
+            self._mapping = resolve_tuning(tune, self.multiplier)
+        except (TypeError, ValueError) as e:   # name the layer (docs/keras.md)
+            raise type(e)(f"layer {self.name!r}: {_grammar(e)}") from None
+        self.quant = quant
         self.tune = tune if isinstance(tune, bool) or tune is None else self._mapping
         # the host call cannot be compiled by XLA: keeps compile(jit_compile="auto") off it
         self.supports_jit = False
@@ -564,7 +572,7 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=()):
             resolve_quant(quant, m)
             resolve_tuning(tune, m)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"layer {name!r}: {e}") from None
+            raise type(e)(f"layer {name!r}: {_grammar(e)}") from None
 
     return _clone(model, chosen, quant, tune)
 
@@ -663,7 +671,9 @@ class KerasSurveyModel:
             try:
                 layer._set_arithmetic(m, q, t)
             except (TypeError, ValueError) as e:
-                raise type(e)(f"layer {n!r}: {e}") from None
+                msg = str(e)   # _init_approx names the layer already
+                raise type(e)(msg if msg.startswith(f"layer {n!r}") else f"layer {n!r}: {msg}") \
+                    from None
             layer._host_options.update({"backend": backend, "num_threads": num_threads})
 
     def forward(self, x, *, batch_size=None, backend="auto", num_threads=None):

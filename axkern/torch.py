@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping
 import numbers
 import os
+import warnings
 
 import numpy as np
 
@@ -32,7 +33,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
                       'pip install "axkern[torch]"') from e
 
 from ._torch_grad import gradient_tables, quantize_codes
-from .backends import conv_output_size
+from .backends import BACKENDS, conv_output_size
 from .conv import _check_format, _host_helpers, make_params, range_params, resolve_quant
 from .lut import Multiplier
 from .nn import _resolve_multiplier
@@ -67,6 +68,43 @@ def _check_tensor(t, what, layer):
                         f"the model with model.float() and the input with x.float()")
     if t.layout != torch.strided or t.is_quantized:
         raise TypeError(f"{_layer_label(layer)}: {what} must be a dense (strided) tensor")
+
+
+def _is_compiling():
+    """Whether torch.compile / torch.export (Dynamo, or export's non-strict tracing) is
+    tracing the current call."""
+    compiler = getattr(torch, "compiler", None)
+    check = getattr(compiler, "is_compiling", None)
+    return bool(check()) if check is not None else False
+
+
+_NOT_TRACEABLE = ("axkern's approximate layers compute through NumPy and axkern's compiled "
+                  "kernels, which TorchScript (torch.jit.trace / torch.jit.script), "
+                  "torch.compile and torch.export cannot record: run the model eagerly (no "
+                  "trace, script, compile or export), or set the approximate layers' "
+                  "multiplier to None (exact float) to trace, compile or export the float model")
+
+
+def _check_not_traced(layer):
+    """A clear error when the forward is being traced, scripted, compiled or exported (a
+    trace would record an uninitialized output: the products are written by NumPy)."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(f"{_layer_label(layer)}: torch.jit.trace: {_NOT_TRACEABLE}")
+    if torch.jit.is_scripting() or _is_compiling():
+        raise RuntimeError(f"{_layer_label(layer)}: torch.compile / torch.export / "
+                           f"TorchScript: {_NOT_TRACEABLE}")
+
+
+def _check_backend(value):
+    """A backend name axconv2d / axdense take, or an object with gemm and conv2d."""
+    if isinstance(value, str):
+        if value not in ("auto", *BACKENDS):
+            raise ValueError(f"unknown backend {value!r}: expected one of "
+                             f"{('auto', *BACKENDS)}")
+    elif not (callable(getattr(value, "gemm", None)) and callable(getattr(value, "conv2d", None))):
+        raise TypeError(f"backend must be a name {('auto', *BACKENDS)} or an object with gemm "
+                        f"and conv2d, got {type(value).__name__}")
+    return value
 
 
 def _fake_quant(t, p, channel_dim=None):
@@ -145,6 +183,24 @@ class _ApproxMixin:
         if value not in _GRADS:
             raise ValueError(f"grad must be one of {_GRADS}, got {value!r}")
         self._grad = value
+
+    @property
+    def backend(self):
+        """axkern backend of the products: "cpu", "reference", "cuda", "auto" or a backend
+        object (validated when set, not at the first forward)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value):
+        try:
+            self._backend = _check_backend(value)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{_layer_label(self)}: {e}") from None
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling: a clear error in
+        # place of TorchScript's own about the Python code of the forward
+        raise RuntimeError(f"{_layer_label(self)}: torch.jit.script: {_NOT_TRACEABLE}")
 
     @property
     def calibrated(self):
@@ -273,6 +329,50 @@ class _ApproxMixin:
         return new
 
 
+def _overrides_forward(module):
+    """The class (name) of ``module`` that overrides nn.Conv2d's / nn.Linear's forward (or
+    Conv2d's _conv_forward), or None: an approximate layer would compute the parent's
+    products and drop that code."""
+    t = type(module)
+    if isinstance(module, nn.Conv2d):
+        plain, plain_conv = (nn.Conv2d.forward, ApproxConv2d.forward), nn.Conv2d._conv_forward
+        if t.forward not in plain or t._conv_forward is not plain_conv:
+            return t.__name__
+    elif isinstance(module, nn.Linear):
+        if t.forward not in (nn.Linear.forward, ApproxLinear.forward):
+            return t.__name__
+    return None
+
+
+def _check_convertible(module, cls_name):
+    """Layers an approximate twin cannot stand in for: a clear error, never a layer that
+    silently computes something else."""
+    label = _layer_label(module)
+    sub = _overrides_forward(module)
+    if sub is not None:
+        base = "nn.Conv2d" if isinstance(module, nn.Conv2d) else "nn.Linear"
+        raise TypeError(f"{label}: {cls_name}.from_float cannot convert it: its class {sub} "
+                        f"overrides {base}'s forward, which {cls_name} would drop (it computes "
+                        f"the plain {base} products); leave the layer in float")
+    lazy = getattr(nn.modules.lazy, "LazyModuleMixin", None)
+    if lazy is not None and isinstance(module, lazy) and module.has_uninitialized_params():
+        raise ValueError(f"{label}: a lazy layer ({type(module).__name__}) whose parameters are "
+                         f"not initialized yet (their shapes come from the first input): run "
+                         f"the model once on a batch before approximating it")
+    for what in ("weight", "bias"):
+        value = getattr(module, what, None)
+        if value is not None and module._parameters.get(what) is not value:
+            raise TypeError(
+                f"{label}: its {what} is computed, not a Parameter of the layer (a "
+                f"parametrization such as torch.nn.utils.parametrizations.weight_norm or "
+                f"spectral_norm, the older torch.nn.utils.weight_norm / spectral_norm hooks, or "
+                f"torch.nn.utils.prune): approximate layers of this kind are not supported; "
+                f"remove it first (torch.nn.utils.parametrize.remove_parametrizations(layer, "
+                f"{what!r}), torch.nn.utils.remove_weight_norm / remove_spectral_norm, "
+                f"torch.nn.utils.prune.remove), which bakes the current {what} into a "
+                f"Parameter, or leave the layer in float (approximate(..., skip=[name]))")
+
+
 def _check_module(module, multiplier):
     """The float module's parameters must be CPU float32 for an approximate layer."""
     if multiplier is not None:
@@ -320,6 +420,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         """An ApproxConv2d sharing ``module``'s parameters (``nn.Conv2d``)."""
         if not isinstance(module, nn.Conv2d):
             raise TypeError(f"ApproxConv2d.from_float takes an nn.Conv2d, got {type(module).__name__}")
+        _check_convertible(module, "ApproxConv2d")
         _check_module(module, multiplier)
         new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                   module.padding, module.dilation, module.groups, module.bias is not None,
@@ -349,6 +450,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
     def forward(self, x):
         if self._observe(x) or self._multiplier is None:
             return super().forward(x)
+        _check_not_traced(self)
         _check_tensor(x, "the input", self)
         self._check_params()
         unbatched = x.dim() == 3
@@ -445,6 +547,7 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         """An ApproxLinear sharing ``module``'s parameters (``nn.Linear``)."""
         if not isinstance(module, nn.Linear):
             raise TypeError(f"ApproxLinear.from_float takes an nn.Linear, got {type(module).__name__}")
+        _check_convertible(module, "ApproxLinear")
         _check_module(module, multiplier)
         new = cls(module.in_features, module.out_features, module.bias is not None,
                   device="meta", dtype=module.weight.dtype,
@@ -461,6 +564,7 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
     def forward(self, x):
         if self._observe(x) or self._multiplier is None:
             return super().forward(x)
+        _check_not_traced(self)
         _check_tensor(x, "the input", self)
         self._check_params()
         if x.dim() < 1 or x.shape[-1] != self.in_features:
@@ -536,7 +640,9 @@ class _ApproxFunction(torch.autograd.Function):
         if bias is not None and ctx.needs_input_grad[2]:
             dims = [0] + list(range(2, gy.dim())) if isinstance(layer, ApproxConv2d) \
                 else list(range(gy.dim() - 1))
-            gb = gy.sum(dim=dims)
+            # an unbatched Linear input (in_features,): the bias gradient is gy itself
+            # (sum(dim=[]) would sum over every axis)
+            gb = gy.sum(dim=dims) if dims else gy.clone()
         if gx is not None and not ctx.needs_input_grad[0]:
             gx = None
         if gw is not None and not ctx.needs_input_grad[1]:
@@ -557,27 +663,88 @@ ApproxLinear._weight_last_inverse = _linear_weight_last_inverse
 
 
 # ------------------------------------------------------------------------------ model level
+def _float_only(model):
+    """{name: reason} of the Conv2d / Linear modules of ``model`` that stay float whatever the
+    multiplier: nn.MultiheadAttention's out_proj (F.multi_head_attention_forward reads its
+    weight directly, its forward never runs) and subclasses with their own forward."""
+    mha = {}
+    for n, mod in model.named_modules():
+        if isinstance(mod, nn.MultiheadAttention) and isinstance(mod.out_proj, nn.Linear):
+            mha.setdefault(id(mod.out_proj), n)
+    out = {}
+    for n, mod in model.named_modules():
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            continue
+        if id(mod) in mha:
+            out[n] = (f"the out_proj of nn.MultiheadAttention {mha[id(mod)] or '(the model)'!r}, "
+                      f"whose weight F.multi_head_attention_forward uses directly")
+        else:
+            sub = _overrides_forward(mod)
+            if sub is not None:
+                base = "nn.Conv2d" if isinstance(mod, nn.Conv2d) else "nn.Linear"
+                out[n] = f"its class {sub} overrides {base}'s forward"
+    return out
+
+
 def _compute_modules(model):
-    """[(name, module)] of the Conv2d and Linear modules of ``model`` (named_modules order)."""
-    return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    """[(name, module)] of the Conv2d and Linear modules of ``model`` that take a multiplier,
+    in named_modules() order: a module shared by several parents (or used twice) once,
+    under its first name; those of :func:`_float_only` left out."""
+    left = _float_only(model)
+    return [(n, mod) for n, mod in model.named_modules()
+            if isinstance(mod, (nn.Conv2d, nn.Linear)) and n not in left]
 
 
-def _set_submodule(model, name, new):
-    parent, _, child = name.rpartition(".")
-    owner = model.get_submodule(parent) if parent else model
-    if isinstance(owner, (nn.Sequential, nn.ModuleList)) and child.isdigit():
-        owner[int(child)] = new
-    else:
-        setattr(owner, child, new)
+def _aliases(model):
+    """{other name: first name} of the modules registered under several names."""
+    first, out = {}, {}
+    for n, mod in model.named_modules(remove_duplicate=False):
+        if id(mod) in first:
+            if n != first[id(mod)]:
+                out[n] = first[id(mod)]
+        else:
+            first[id(mod)] = n
+    return out
 
 
-def _per_layer(multiplier, names, what="multiplier"):
+def _name_error(what, unknown, names, model):
+    """The ValueError for layer names that are not layers that take a multiplier."""
+    notes = []
+    aliases, left = ({}, {}) if model is None else (_aliases(model), _float_only(model))
+    for k in unknown:
+        if k in aliases:
+            notes.append(f"{k!r} is the same module as {aliases[k]!r} (a shared module is "
+                         f"named once, by its first name)")
+        elif k in left:
+            notes.append(f"{k!r} stays float: {left[k]}")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return ValueError(f"{what} names {unknown}, which are not Conv2d/Linear layers of the model "
+                      f"that take a multiplier: expected names from {names}{note}")
+
+
+def _warn_float_only(model):
+    """One warning per kind of layer that approximate leaves float, naming the layers."""
+    left = _float_only(model)
+    mha = [n for n, r in left.items() if r.startswith("the out_proj")]
+    subs = [f"{n!r} ({r.split()[2]})" for n, r in left.items() if n not in mha]
+    if mha:
+        owners = [n for n, mod in model.named_modules() if isinstance(mod, nn.MultiheadAttention)]
+        warnings.warn(f"axkern.torch: the nn.MultiheadAttention layers {owners} compute their "
+                      f"projections (in_proj and out_proj {mha}) in float: "
+                      f"F.multi_head_attention_forward uses their weights directly, so they "
+                      f"cannot be approximated", UserWarning, stacklevel=3)
+    if subs:
+        warnings.warn(f"axkern.torch: the layers {', '.join(subs)} stay float: their classes "
+                      f"override the forward of nn.Conv2d / nn.Linear, which an approximate "
+                      f"layer would drop", UserWarning, stacklevel=3)
+
+
+def _per_layer(multiplier, names, what="multiplier", model=None):
     """{name: value} for every layer name from a single value, a mapping or a callable."""
     if isinstance(multiplier, Mapping):
         unknown = [k for k in multiplier if k not in names]
         if unknown:
-            raise ValueError(f"{what} mapping names {unknown}, which are not Conv2d/Linear layers "
-                             f"of the model: expected names from {names}")
+            raise _name_error(f"{what} mapping", unknown, names, model)
         return {n: multiplier.get(n) for n in names}
     if callable(multiplier) and not isinstance(multiplier, Multiplier):
         return {n: multiplier(n) for n in names}
@@ -592,7 +759,9 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=(), inplace
     ----------
     model : torch.nn.Module
         Any module tree (residual blocks, custom ``forward``s, nested containers); a bare
-        ``nn.Conv2d`` / ``nn.Linear`` is returned converted.
+        ``nn.Conv2d`` / ``nn.Linear`` is returned converted. A module registered in several
+        places (or called twice by a forward) is one layer, named by its first name in
+        ``named_modules()``, and every place gets the same approximate layer.
     multiplier : Multiplier, str, path, None, mapping or callable
         One multiplier (a shipped name or a path loads through :func:`axkern.load_multiplier`)
         for every layer, or a mapping / callable from the layer names of
@@ -611,20 +780,35 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=(), inplace
     torch.nn.Module
         The model with :class:`ApproxConv2d` / :class:`ApproxLinear` layers. Their parameters
         are the same tensors as those of the (copied) float layers.
+
+    Warns
+    -----
+    UserWarning
+        Naming the layers left in float: subclasses of ``nn.Conv2d`` / ``nn.Linear`` with
+        their own ``forward``, and the projections of ``nn.MultiheadAttention``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the layer: lazy layers not run yet, layers with a computed weight
+        (parametrizations, weight_norm, spectral_norm, pruning), parameters that are not
+        CPU float32, bad settings.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_backend(backend)
     found = _compute_modules(model)
     if not found:
+        left = _float_only(model)
         raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d or nn.Linear "
-                         f"layer: nothing to approximate")
+                         f"layer: nothing to approximate"
+                         + (f" (left float: {left})" if left else ""))
     names = [n for n, _ in found]
     skip = [skip] if isinstance(skip, str) else list(skip)
     bad = [s for s in skip if s not in names]
     if bad:
-        raise ValueError(f"skip names {bad}, which are not Conv2d/Linear layers of the model: "
-                         f"expected names from {names}")
-    per = _per_layer(multiplier, names)
+        raise _name_error("skip", bad, names, model)
+    per = _per_layer(multiplier, names, model=model)
     loaded = {}
     for n in names:   # load each distinct multiplier once
         v = per[n]
@@ -632,8 +816,17 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=(), inplace
         if key not in loaded:
             loaded[key] = _resolve_multiplier(v)
         per[n] = loaded[key]
+    for n, mod in found:   # before the deep copy (which some of these cannot take)
+        if n not in skip:
+            try:
+                _check_convertible(mod, "ApproxConv2d" if isinstance(mod, nn.Conv2d)
+                                   else "ApproxLinear")
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"layer {n!r}: {e}") from None
+    _warn_float_only(model)
     if not inplace:
-        model = copy.deepcopy(model)
+        model = copy.deepcopy(model)   # (keeps shared modules shared)
+    new_of = {}   # id(float module) -> its approximate layer
     for n, mod in _compute_modules(model):
         if n in skip:
             continue
@@ -645,8 +838,37 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=(), inplace
         new._axkern_name = n or type(mod).__name__
         if n == "":
             return new
-        _set_submodule(model, n, new)
+        new_of[id(mod)] = new
+    # every place that holds a converted module gets its (one) approximate layer
+    for owner in list(model.modules()):
+        for key, child in list(owner._modules.items()):
+            if child is not None and id(child) in new_of:
+                owner._modules[key] = new_of[id(child)]
+    _keep_transformer_slow_path(model)
     return model
+
+
+def _no_fast_path(module, args):
+    """A forward pre-hook that does nothing: its presence turns off the fused fast path of
+    ``nn.TransformerEncoderLayer`` (eval mode without gradients), which reads
+    ``linear1.weight`` / ``linear2.weight`` directly instead of calling the layers."""
+    return None
+
+
+def _keep_transformer_slow_path(model):
+    """Transformer encoders whose feed-forward layers are approximate must call them: the
+    layers get :func:`_no_fast_path`, and ``nn.TransformerEncoder`` stops packing padded
+    batches into nested tensors (``use_nested_tensor = False``; positions masked by
+    ``src_key_padding_mask`` then hold computed values instead of zeros)."""
+    for mod in model.modules():
+        if isinstance(mod, nn.TransformerEncoderLayer) and any(
+                isinstance(getattr(mod, n, None), _ApproxMixin) for n in ("linear1", "linear2")):
+            if _no_fast_path not in mod._forward_pre_hooks.values():
+                mod.register_forward_pre_hook(_no_fast_path)
+    for mod in model.modules():
+        if isinstance(mod, nn.TransformerEncoder) and any(
+                _no_fast_path in layer._forward_pre_hooks.values() for layer in mod.layers):
+            mod.use_nested_tensor = False
 
 
 def layers(model, input_shape=None):
@@ -658,26 +880,32 @@ def layers(model, input_shape=None):
     input_shape : tuple of int, optional
         Per-sample input shape (e.g. ``(3, 32, 32)``): the model is run once on a zero
         batch of one sample (``torch.no_grad``, eval mode, the training flags restored) to
-        find each layer's input shape. Without it, the shapes recorded by the last forward
-        pass of an approximate layer are used (``macs`` is None for a layer that has not run).
+        find each layer's input shape; ``macs`` is None for a layer that does not run in
+        that forward (a training-only head), and counts every call of a layer that runs
+        several times. Without it, the shapes recorded by the last forward pass of an
+        approximate layer are used (``macs`` is None for a layer that has not run; a layer
+        called several times counts its last call only).
 
     Returns
     -------
     list of dict
         ``name``, ``type`` (class name), ``multiplier`` (name or None), ``quant``,
-        ``calibrated`` and ``macs`` (multiply-accumulates per sample) of each layer, in
-        ``named_modules()`` order.
+        ``calibrated`` and ``macs`` (multiply-accumulates per sample) of each layer that
+        takes a multiplier, in ``named_modules()`` order; a shared module once, under its
+        first name.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     found = _compute_modules(model)
     if not found:
         raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d or nn.Linear layer")
-    shapes = {}
+    shapes = None
     if input_shape is not None:
+        shapes = {}
         shape = tuple(int(s) for s in input_shape)
         handles = [mod.register_forward_pre_hook(
-            lambda mod, args, n=n: shapes.__setitem__(n, tuple(args[0].shape[1:]))) for n, mod in found]
+            lambda mod, args, n=n: shapes.setdefault(n, []).append(tuple(args[0].shape[1:])))
+            for n, mod in found]
         modes = {mod: mod.training for mod in model.modules()}
         try:
             model.eval()
@@ -691,10 +919,13 @@ def layers(model, input_shape=None):
                 mod.training = flag
     out = []
     for n, mod in found:
-        shp = shapes.get(n, getattr(mod, "_axkern_last_shape", None))
-        macs = None
-        if shp is not None:
-            macs = (ApproxConv2d.macs if isinstance(mod, nn.Conv2d) else ApproxLinear.macs)(mod, shp)
+        if shapes is not None:
+            calls = shapes.get(n, [])
+        else:
+            last = getattr(mod, "_axkern_last_shape", None)
+            calls = [] if last is None else [last]
+        count = ApproxConv2d.macs if isinstance(mod, nn.Conv2d) else ApproxLinear.macs
+        macs = sum(count(mod, shp) for shp in calls) if calls else None
         m = getattr(mod, "multiplier", None)
         out.append({"name": n, "type": type(mod).__name__,
                     "multiplier": None if m is None else m.name,
@@ -997,14 +1228,23 @@ class TorchSurveyModel:
 
     def layer_macs(self, input_shape):
         """``{layer: multiply-accumulates per sample}`` for a per-sample input shape given in
-        ``input_layout`` (what ``axkern search`` weighs multiplier costs with)."""
+        ``input_layout`` (what ``axkern search`` weighs multiplier costs with). A layer that
+        does not run in the eval-mode forward (a training-only head) counts 0 MACs, with a
+        warning naming it; a layer that runs several times counts every call."""
         shape = tuple(int(v) for v in input_shape)
         if self.input_layout == "NHWC":
             if len(shape) != 3:
                 raise ValueError(f"input_layout='NHWC' needs a per-sample shape (H, W, C), got "
                                  f"{shape}")
             shape = (shape[2], shape[0], shape[1])
-        return {r["name"]: int(r["macs"]) for r in layers(self.module, input_shape=shape)}
+        rows = layers(self.module, input_shape=shape)
+        idle = [r["name"] for r in rows if r["macs"] is None]
+        if idle:
+            warnings.warn(f"axkern.torch: the layers {idle} do not run in the model's eval-mode "
+                          f"forward (training-only heads, or modules whose weights another "
+                          f"layer reads directly): 0 MACs per sample; their multiplier does not "
+                          f"change the model's output", UserWarning, stacklevel=2)
+        return {r["name"]: 0 if r["macs"] is None else int(r["macs"]) for r in rows}
 
     def copy(self):
         """An independent copy (the module deep-copied, settings included)."""
@@ -1044,6 +1284,8 @@ def as_survey_model(module, *, input_layout="NCHW", name=None, metadata=None):
     mod = copy.deepcopy(module)
     if plain:
         mod = approximate(mod, None, skip=[n for n, _ in found if n not in plain], inplace=True)
+    else:
+        _warn_float_only(module)
     mod.eval()
     return TorchSurveyModel(mod, layout, name or type(module).__name__, metadata)
 
