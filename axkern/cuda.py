@@ -30,8 +30,8 @@ import numpy as np
 from .backends import (_check_no_overflow, _check_out_dtype, _check_table, _check_threads,
                        check_conv_geometry)
 
-__all__ = ["gemm", "conv2d", "is_available", "require", "CudaUnavailableError",
-           "prepare_table", "kernel_names", "find_nvcc", "KERNEL_FILES"]
+__all__ = ["gemm", "conv2d", "is_available", "require", "CudaUnavailableError", "CudaKernelError",
+           "prepare_table", "kernel_names", "find_nvcc", "KERNEL_FILES", "SIZE_LIMIT"]
 
 # Source files, and the entry points each defines (also checked by the test suite).
 KERNEL_FILES = {
@@ -50,6 +50,10 @@ TABLE_ROWS = 257          # 256 rows + a zero row that masked reduction steps po
 TABLE_ENTRIES = TABLE_ROWS * 256
 MODES = ("smem16", "ldg32")
 _INT32_MAX = (1 << 31) - 1
+# The largest size (M, N, K, N*OH*OW, ...) the kernels take. Their tile counts and K loop are
+# 32-bit: ``(M + BM - 1) / BM`` with BM up to 256 and ``k0 += 16`` up to K + 15 would overflow
+# for sizes within 256 of 2**31 (no tile would run and an uninitialized buffer come back).
+SIZE_LIMIT = _INT32_MAX - 256
 
 
 def _align16(n):
@@ -85,6 +89,11 @@ def _source_of(kernel):
 # ------------------------------------------------------------------------------ availability
 class CudaUnavailableError(RuntimeError):
     """The CUDA backend cannot run here: PyCUDA is missing, or no CUDA driver/device exists."""
+
+
+class CudaKernelError(RuntimeError):
+    """A kernel launch failed, or a launched kernel failed on the device (reported when its
+    result is copied to the host)."""
 
 
 _probe_lock = threading.Lock()
@@ -198,6 +207,29 @@ class Launch:
     grid: tuple
     block: tuple
     shared: int
+    work: int = 0  # work units (tiles, blocks of outputs) the grid-stride loop walks over
+
+
+@dataclass(frozen=True)
+class SmLimits:
+    """Per-SM resources, for the number of blocks of a kernel that are resident at once."""
+
+    regs: int = 65536
+    smem: int = 228 * 1024
+    smem_reserved: int = 1024   # per block, by the system (sm_80 and later)
+    threads: int = 2048
+    blocks: int = 32
+
+
+def blocks_per_sm(sm, threads, regs_per_thread, smem_per_block):
+    """Blocks of a kernel resident on one SM at once: the occupancy calculator's rule
+    (registers allocated per warp in units of 256, shared memory, threads, blocks); at least 1."""
+    warps = -(-int(threads) // 32)
+    regs_per_warp = -(-max(int(regs_per_thread), 1) * 32 // 256) * 256
+    fit = [sm.regs // (regs_per_warp * warps), sm.threads // max(int(threads), 1), sm.blocks]
+    if smem_per_block:
+        fit.append(sm.smem // (int(smem_per_block) + sm.smem_reserved))
+    return max(1, min(fit))
 
 
 def _tile_bx(ncols):
@@ -215,14 +247,24 @@ def _choose_mode(table, smem_with_table, limits, mode):
     return "ldg32"
 
 
-def _persistent_grid(tiles, mode, limits):
-    # With the table in shared memory one block fills an SM; otherwise a few blocks share it.
-    per_sm = 1 if mode == "smem16" else 2
-    return int(max(1, min(tiles, limits.num_sms * per_sm)))
+def _persistent_grid(work, limits):
+    # One block per SM: what every kernel is built for (__launch_bounds__(256, 1)), and all that
+    # fits of the table kernels (smem16: the table fills the shared memory; the others need
+    # 128-178 registers x 256 threads). A device that knows a kernel's register use may launch
+    # more blocks of the lighter ones (see _PyCudaDevice.launch); the sums do not depend on it.
+    return int(max(1, min(work, limits.num_sms)))
+
+
+def _check_int32(**sizes):
+    for name, value in sizes.items():
+        if value > SIZE_LIMIT:
+            raise ValueError(f"{name} = {value} is too large for the CUDA kernels: their 32-bit "
+                             f"tile arithmetic takes at most {SIZE_LIMIT} (2**31 - 257)")
 
 
 def plan_igemm(M, ncols, groups, out_dtype, table, limits, conv, mode=None):
     """Kernel, grid, block and shared memory of the implicit-GEMM kernels."""
+    _check_int32(**{"M (GEMM rows)": M, "ncols (columns per group)": ncols})
     bx = _tile_bx(ncols)
     by = THREADS // bx
     bm, bn = TM * by, TN * bx
@@ -236,8 +278,8 @@ def plan_igemm(M, ncols, groups, out_dtype, table, limits, conv, mode=None):
         raise ValueError("the exact-product kernels accumulate in int32 only")
     tiles = -(-M // bm) * -(-ncols // bn) * groups
     op = "conv2d" if conv else "gemm"
-    return Launch(f"axk_{op}_{acc}_{mode}", (_persistent_grid(tiles, mode, limits), 1, 1),
-                  (bx, by, 1), shared)
+    return Launch(f"axk_{op}_{acc}_{mode}", (_persistent_grid(tiles, limits), 1, 1),
+                  (bx, by, 1), shared, tiles)
 
 
 def plan_depthwise(total, out_dtype, table, limits, mode=None):
@@ -248,8 +290,8 @@ def plan_depthwise(total, out_dtype, table, limits, mode=None):
     shared = dw_smem_bytes(mode)
     acc = "i32" if np.dtype(out_dtype) == np.int32 else "i64"
     blocks = -(-total // THREADS)
-    return Launch(f"axk_dwconv2d_{acc}_{mode}", (_persistent_grid(blocks, mode, limits), 1, 1),
-                  (THREADS, 1, 1), shared)
+    return Launch(f"axk_dwconv2d_{acc}_{mode}", (_persistent_grid(blocks, limits), 1, 1),
+                  (THREADS, 1, 1), shared, blocks)
 
 
 def use_depthwise(Cg, cout_per_group):
@@ -284,10 +326,12 @@ def _check_operand(v, name, ndim):
     return v
 
 
-def _check_int32(**sizes):
-    for name, value in sizes.items():
-        if value > _INT32_MAX:
-            raise ValueError(f"{name} = {value} exceeds the CUDA kernels' 32-bit index range")
+def _zeros_result(device, shape, dtype, keep):
+    # An output with nothing to sum: no kernel runs. On the host it is NumPy's zeros; on the
+    # device, device.zeros (which launches nothing for an empty array: PyCUDA's fill would).
+    if not keep:
+        return np.zeros(shape, dtype)
+    return device.zeros(shape, dtype)
 
 
 def gemm_on(device, a, b, table, out_dtype, mode=None):
@@ -304,7 +348,7 @@ def gemm_on(device, a, b, table, out_dtype, mode=None):
     _check_no_overflow(out_dtype, K, table)   # as on the CPU: int32 sums wrap silently
     keep = not (_is_numpy(a) and _is_numpy(b))
     if M == 0 or N == 0 or K == 0:
-        return device.result(device.zeros((M, N), out_dtype), keep)
+        return _zeros_result(device, (M, N), out_dtype, keep)
     plan = plan_igemm(M, N, 1, out_dtype, table, device.limits, conv=False, mode=mode)
     tab, base = device.table(table, plan.kernel.rsplit("_", 1)[1])
     out = device.empty((M, N), out_dtype)
@@ -330,7 +374,7 @@ def conv2d_on(device, x, w, table, stride, padding, dilation, groups, pad_code, 
     keep = not (_is_numpy(x) and _is_numpy(w))
     shape = (N, OH, OW, COUT)
     if N * OH * OW * COUT == 0 or Cg == 0:
-        return device.result(device.zeros(shape, out_dtype), keep)
+        return _zeros_result(device, shape, out_dtype, keep)
     og = COUT // groups
     if depthwise is None:
         depthwise = use_depthwise(Cg, og)
@@ -350,6 +394,26 @@ def conv2d_on(device, x, w, table, stride, padding, dilation, groups, pad_code, 
 
 
 # ---------------------------------------------------------------------------- PyCUDA device
+def _device_pointer(gpudata):
+    """The address held by a GPUArray's ``gpudata``: a ``DeviceAllocation`` or pooled allocation
+    (``int()``), a plain int (what ``reshape``/``view``/slicing of a GPUArray leave there), a
+    ``PointerHolderBase`` wrapping foreign memory (``get_pointer()``), or None (an empty array:
+    nothing is read or written through it)."""
+    if gpudata is None:
+        return 0
+    get_pointer = getattr(gpudata, "get_pointer", None)
+    return int(get_pointer()) if callable(get_pointer) else int(gpudata)
+
+
+def _kernel_arg(a):
+    """A kernel argument as PyCUDA's packer takes it: NumPy scalars as they are, device arrays
+    (and allocations) as ``np.uintp`` pointers. The packer refuses a plain int or a pointer
+    holder, which ``gpudata`` may be."""
+    if isinstance(a, np.generic):
+        return a
+    return np.uintp(_device_pointer(getattr(a, "gpudata", a)))
+
+
 class _PyCudaDevice:
     """Compiled modules, uploaded tables and launches on the current PyCUDA context."""
 
@@ -370,26 +434,61 @@ class _PyCudaDevice:
         optin = getattr(attr, "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", None)
         max_smem = dev.get_attribute(optin if optin is not None else attr.MAX_SHARED_MEMORY_PER_BLOCK)
         self.limits = DeviceLimits(dev.get_attribute(attr.MULTIPROCESSOR_COUNT), int(max_smem))
+        per_sm = {}
+        for field, name in (("regs", "MAX_REGISTERS_PER_MULTIPROCESSOR"),
+                            ("smem", "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR"),
+                            ("smem_reserved", "RESERVED_SHARED_MEMORY_PER_BLOCK"),
+                            ("threads", "MAX_THREADS_PER_MULTIPROCESSOR"),
+                            ("blocks", "MAX_BLOCKS_PER_MULTIPROCESSOR")):
+            a = getattr(attr, name, None)   # absent from PyCUDA builds for older CUDA
+            try:
+                if a is not None:
+                    per_sm[field] = int(dev.get_attribute(a))
+            except drv.Error:
+                pass   # SmLimits' default (sm_90's value)
+        self.sm = SmLimits(**per_sm)
         self.ctx_key = ctx_key
         self._modules = {}
         self._functions = {}
         self._optin = {}
+        self._occupancy = {}
         self._tables = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._compile_lock = threading.Lock()
+        self._last = threading.local()   # the kernel this thread launched last
 
     def _function(self, kernel, shared):
-        fn = self._functions.get(kernel)
-        if fn is None:
-            fname = _source_of(kernel)
-            mod = self._modules.get(fname)
-            if mod is None:
-                mod = self._modules[fname] = _compile(fname, self.arch)
-            fn = self._functions[kernel] = mod.get_function(kernel)
-        if shared > 48 * 1024 and shared > self._optin.get(kernel, 0):
-            # Above 48 KiB a kernel must opt into large dynamic shared memory.
-            fn.set_attribute(self.drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
-            self._optin[kernel] = shared
+        with self._compile_lock:   # calls from several threads compile each source once
+            fn = self._functions.get(kernel)
+            if fn is None:
+                fname = _source_of(kernel)
+                mod = self._modules.get(fname)
+                if mod is None:
+                    mod = self._modules[fname] = _compile(fname, self.arch)
+                fn = self._functions[kernel] = mod.get_function(kernel)
+            if shared > 48 * 1024 and shared > self._optin.get(kernel, 0):
+                # Above 48 KiB a kernel must opt into large dynamic shared memory.
+                fn.set_attribute(self.drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
+                self._optin[kernel] = shared
         return fn
+
+    def _grid(self, fn, plan):
+        """The persistent grid: as many blocks as are resident at once on all SMs, by the
+        compiled kernel's register and shared-memory use, and no more than the work units."""
+        if not plan.work:
+            return plan.grid
+        key = (plan.kernel, plan.shared)
+        per_sm = self._occupancy.get(key)
+        if per_sm is None:
+            try:
+                regs, static = int(fn.num_regs), int(fn.shared_size_bytes)
+            except (AttributeError, self.drv.Error):
+                per_sm = 1
+            else:
+                threads = plan.block[0] * plan.block[1] * plan.block[2]
+                per_sm = blocks_per_sm(self.sm, threads, regs, static + plan.shared)
+            self._occupancy[key] = per_sm
+        return (int(max(1, min(plan.work, self.limits.num_sms * per_sm))), 1, 1)
 
     def table(self, table, mode):
         if mode == "exact":
@@ -415,15 +514,34 @@ class _PyCudaDevice:
         return self.gpuarray.empty(shape, dtype, allocator=self._pool.allocate)
 
     def zeros(self, shape, dtype):
+        if int(np.prod(shape)) == 0:
+            # PyCUDA's zeros would launch its fill kernel with the None pointer of an empty array.
+            return self.gpuarray.empty(shape, dtype, allocator=self._pool.allocate)
         return self.gpuarray.zeros(shape, dtype, allocator=self._pool.allocate)
 
     def launch(self, plan, args):
         fn = self._function(plan.kernel, plan.shared)
-        args = [a.gpudata if hasattr(a, "gpudata") else a for a in args]
-        fn(*args, grid=plan.grid, block=plan.block, shared=plan.shared)
+        grid = self._grid(fn, plan)
+        # ``args`` keeps the arrays (and so their memory) alive until the launch is queued.
+        packed = [_kernel_arg(a) for a in args]
+        try:
+            fn(*packed, grid=grid, block=plan.block, shared=plan.shared)
+        except self.drv.Error as e:
+            raise CudaKernelError(f"launching {plan.kernel} (grid {grid}, block {plan.block}, "
+                                  f"{plan.shared} bytes of shared memory) failed: {e}") from e
+        self._last.kernel = plan.kernel
 
     def result(self, out, keep_on_device):
-        return out if keep_on_device else out.get()
+        if keep_on_device:
+            return out   # asynchronous: a kernel fault shows at the caller's next synchronization
+        try:
+            return out.get()   # synchronizes with the kernel: its faults are reported here
+        except self.drv.Error as e:
+            last = getattr(self._last, "kernel", None)
+            raise CudaKernelError(
+                f"a CUDA kernel failed on the device ({last or 'a kernel'} was launched by this "
+                f"call; an earlier asynchronous launch may be the cause too): {e}. The CUDA "
+                "context may be unusable after such an error.") from e
 
 
 def find_nvcc():
@@ -439,6 +557,7 @@ def find_nvcc():
 
 _compile_lock = threading.Lock()
 _devices = {}
+_thread_ctx = threading.local()   # the primary context pushed in a thread that had none
 
 
 def _compile(fname, arch):
@@ -459,19 +578,38 @@ def _compile(fname, arch):
         raise RuntimeError(f"compiling {fname} for {arch} failed: {e}") from e
 
 
+def _current_context(drv):
+    """The CUDA context current in this thread, making the device's primary context current
+    where there is none. Context stacks are per thread: ``pycuda.autoprimaryctx`` pushes the
+    primary context only in the thread that first imports it, so a call from any other thread
+    (a thread pool, Keras' ``tf.numpy_function`` workers) retains and pushes it here, once."""
+    ctx = drv.Context.get_current()
+    if ctx is not None:
+        return ctx
+    try:
+        auto = importlib.import_module("pycuda.autoprimaryctx")   # pushes in the first thread
+        primary = True
+    except ImportError:  # PyCUDA < 2021.1: a context of its own
+        auto = importlib.import_module("pycuda.autoinit")
+        primary = False
+    ctx = drv.Context.get_current()
+    if ctx is None:
+        # Imported earlier, by another thread: the same context, made current here too (the
+        # primary context is retained for this thread; a context may be current in several).
+        ctx = auto.device.retain_primary_context() if primary else auto.context
+        ctx.push()
+        _thread_ctx.context = ctx   # kept current (and referenced) for this thread's lifetime
+    return ctx
+
+
 def _device():
     require()
     import pycuda.driver as drv
 
-    ctx = drv.Context.get_current()
-    if ctx is None:
-        # No context yet: use the device's primary context, which other CUDA libraries share.
-        try:
-            importlib.import_module("pycuda.autoprimaryctx")
-        except ImportError:  # PyCUDA < 2021.1: a context of its own
-            importlib.import_module("pycuda.autoinit")
-        ctx = drv.Context.get_current()
-    key = getattr(ctx, "handle", None) or id(ctx)
+    ctx = _current_context(drv)
+    # Compiled modules and uploads belong to a context: the state is keyed by its handle (the
+    # primary context of a device is one handle in every thread).
+    key = int(ctx.handle)
     with _compile_lock:
         dev = _devices.get(key)
         if dev is None:

@@ -62,8 +62,11 @@ __device__ __forceinline__ void axk_igemm(const axk_u8* __restrict__ A, const ax
     if (MODE == AXK_MODE_SMEM16) axk_stage_table16(tbl, table, tid, nthreads);
     const AxkLut<MODE> lut(tbl, table);
 
-    const int mtiles = (g.M + BM - 1) / BM;
-    const int ntiles = (g.ncols + BN - 1) / BN;
+    // Tile counts in unsigned arithmetic: M + BM - 1 overflows int within BM of 2**31 (no
+    // tile would run), not unsigned. The K loop below (k0 += AXK_BK up to K + AXK_BK - 1) stays
+    // int: axkern/cuda.py keeps every size at most 2**31 - 257 (SIZE_LIMIT).
+    const int mtiles = (int)(((unsigned int)g.M + (unsigned int)(BM - 1)) / (unsigned int)BM);
+    const int ntiles = (int)(((unsigned int)g.ncols + (unsigned int)(BN - 1)) / (unsigned int)BN);
     const axk_i64 total = (axk_i64)mtiles * ntiles * g.groups;
     const AccT basek = (AccT)(base * (axk_i64)g.K);
 

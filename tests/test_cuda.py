@@ -148,8 +148,9 @@ class EmuDevice:
         self.launches.append(plan)
 
 
-def emu_launch(lib, kernel, grid, block, shared, args):
-    """Run one emulated kernel; pointer arguments are NumPy arrays or integer addresses."""
+def emu_launch(lib, kernel, grid, block, shared, args, on_fault=None):
+    """Run one emulated kernel; pointer arguments are NumPy arrays or integer addresses.
+    A kernel that fails on the "device" fails the test, or is reported to ``on_fault``."""
     sig = lib.axk_emu_signature(kernel.encode())
     assert sig is not None, f"{kernel} is not in the emulation library"
     sig = sig.decode()
@@ -169,6 +170,9 @@ def emu_launch(lib, kernel, grid, block, shared, args):
             raise AssertionError(f"unexpected kernel argument type in {sig}")
     params = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
     rc = lib.axk_emu_launch(kernel.encode(), *grid, *block, shared, params)
+    if rc != 0 and on_fault is not None:
+        on_fault(f"{kernel}: {lib.axk_emu_last_error().decode()}")
+        return
     assert rc == 0, f"{kernel}: {lib.axk_emu_last_error().decode()}"
     _LAUNCHED.add(kernel)
 
@@ -476,19 +480,36 @@ def test_cuda_backend_raises_clear_error():
 
 # ------------------------------------------------- the PyCUDA glue, on an emulated device
 class _FakeAlloc:
-    """Device memory of the fake PyCUDA: host bytes, garbage-filled, with an address."""
+    """Device memory of the fake PyCUDA (a DeviceAllocation / PooledDeviceAllocation): host
+    bytes, garbage-filled, with an address."""
 
     def __init__(self, nbytes):
-        self.buf = np.full(max(int(nbytes), 1), 0xA5, np.uint8)
+        assert nbytes > 0, "PyCUDA allocates nothing for an empty array"
+        self.buf = np.full(int(nbytes), 0xA5, np.uint8)
 
     def __int__(self):
         return self.buf.ctypes.data
 
 
+def ptxas_registers(log):
+    """{kernel: registers per thread} from the ``-Xptxas -v`` output of one nvcc build."""
+    return {k: int(n) for k, n in re.findall(
+        r"Compiling entry function '(\w+)'.*?Used (\d+) registers", log, flags=re.S)}
+
+
 def _fake_pycuda(emu_lib, count=1, optin=227 * 1024):
     """Modules standing in for pycuda (the API calls axkern.cuda makes, checked against PyCUDA
-    2026.1's sources) whose kernels run in the host emulation."""
+    2026.1's sources) whose kernels run in the host emulation. Where PyCUDA is strict, so is the
+    stand-in: the current context is per thread (pushed by importing ``pycuda.autoprimaryctx``
+    in the importing thread only); the launch packs arguments as ``_build_arg_buf`` does (NumPy
+    scalars, allocations, objects with ``gpudata``, a TypeError for anything else, plain ints
+    included); reshape/slices of a GPUArray hold a plain int ``gpudata``, foreign memory a
+    ``PointerHolderBase``, an empty array None (and ``fill`` of it fails); a launch reports a
+    kernel fault asynchronously, at the next copy to the host."""
+    import importlib.abc
     import importlib.machinery
+    import importlib.util
+    import threading
     import types
 
     def module(name):
@@ -498,12 +519,35 @@ def _fake_pycuda(emu_lib, count=1, optin=227 * 1024):
 
     pkg, drv, gpuarray, compiler, tools = (module(n) for n in (
         "pycuda", "pycuda.driver", "pycuda.gpuarray", "pycuda.compiler", "pycuda.tools"))
+    pkg.__path__ = []  # a package: pycuda.autoprimaryctx is imported (once) through _AutoFinder
     drv.device_attribute = types.SimpleNamespace(
         MULTIPROCESSOR_COUNT="sms", MAX_SHARED_MEMORY_PER_BLOCK_OPTIN="optin",
-        MAX_SHARED_MEMORY_PER_BLOCK="smem")
-    drv.function_attribute = types.SimpleNamespace(MAX_DYNAMIC_SHARED_SIZE_BYTES="maxdyn")
+        MAX_SHARED_MEMORY_PER_BLOCK="smem", MAX_REGISTERS_PER_MULTIPROCESSOR="regs_sm",
+        MAX_SHARED_MEMORY_PER_MULTIPROCESSOR="smem_sm", RESERVED_SHARED_MEMORY_PER_BLOCK="resv",
+        MAX_THREADS_PER_MULTIPROCESSOR="threads_sm", MAX_BLOCKS_PER_MULTIPROCESSOR="blocks_sm")
+    drv.function_attribute = types.SimpleNamespace(MAX_DYNAMIC_SHARED_SIZE_BYTES="maxdyn",
+                                                   NUM_REGS="regs", SHARED_SIZE_BYTES="static")
     drv.init = lambda: None
-    attrs = {"sms": 3, "optin": optin, "smem": 48 * 1024}
+    attrs = {"sms": 3, "optin": optin, "smem": 48 * 1024, "regs_sm": 65536,
+             "smem_sm": 228 * 1024, "resv": 1024, "threads_sm": 2048, "blocks_sm": 32}
+
+    class Error(Exception):
+        pass
+
+    class LogicError(Error):
+        pass
+
+    class LaunchError(Error):
+        pass
+
+    drv.Error, drv.LogicError, drv.LaunchError = Error, LogicError, LaunchError
+    state = types.SimpleNamespace(fault=None)   # a kernel fault: sticky, as in CUDA
+    stacks = threading.local()                  # the context stack of each thread
+
+    def stack():
+        if not hasattr(stacks, "s"):
+            stacks.s = []
+        return stacks.s
 
     class Device:
         def __init__(self, i=0):
@@ -514,47 +558,118 @@ def _fake_pycuda(emu_lib, count=1, optin=227 * 1024):
         name = lambda self: "emulated device"  # noqa: E731
         get_attribute = lambda self, a: attrs[a]  # noqa: E731
 
+        def retain_primary_context(self):
+            return primary
+
     Device.count = Device.count_
 
     class Context:
-        current = None
         handle = 0x1234
+
+        def push(self):
+            stack().append(self)
+
+        @staticmethod
+        def pop():
+            stack().pop()
 
         @staticmethod
         def get_current():
-            return Context.current
+            return stack()[-1] if stack() else None
 
         @staticmethod
         def get_device():
+            if not stack():
+                raise LogicError("cuCtxGetDevice failed: invalid device context")
             return Device(0)
 
-    Context.current = Context()
+    primary = Context()
     drv.Device, drv.Context = Device, Context
 
+    class PointerHolderBase:
+        """Foreign device memory (PyTorch interop): only get_pointer()."""
+
+        def get_pointer(self):
+            raise NotImplementedError
+
+    drv.PointerHolderBase = PointerHolderBase
+
+    def address(gpudata):
+        if isinstance(gpudata, PointerHolderBase):
+            return int(gpudata.get_pointer())
+        return int(gpudata)
+
+    class PackError(Exception):
+        """pycuda._pvt_struct.error: packing None as a pointer (PyCUDA issue #373)."""
+
     class GPUArray:
-        def __init__(self, shape, dtype, allocator=None):
+        def __init__(self, shape, dtype, allocator=None, base=None, gpudata=None):
+            Context.get_device()  # PyCUDA's splay(): needs a current context
             self.shape = tuple(int(n) for n in shape)
             self.dtype = np.dtype(dtype)
-            n = int(np.prod(self.shape))
-            self.gpudata = (allocator or _FakeAlloc)(n * self.dtype.itemsize)
-            self.view = self.gpudata.buf[:n * self.dtype.itemsize].view(self.dtype).reshape(self.shape)
+            self.size = int(np.prod(self.shape))
+            self.nbytes = self.size * self.dtype.itemsize
+            self.allocator = allocator or _FakeAlloc
+            if gpudata is None:
+                self.gpudata = self.allocator(self.nbytes) if self.size else None
+            else:
+                self.gpudata = gpudata
+            self.base = base
             self.flags = types.SimpleNamespace(c_contiguous=True)
 
+        def _host(self):
+            """The memory this array addresses, as a NumPy view."""
+            if self.gpudata is None:
+                return np.empty(self.shape, self.dtype)
+            buf = (ctypes.c_char * self.nbytes).from_address(address(self.gpudata))
+            return np.frombuffer(buf, self.dtype).reshape(self.shape)
+
         def get(self):
-            return self.view.copy()
+            if state.fault is not None:
+                raise LaunchError("cuMemcpyDtoH failed: unspecified launch failure")
+            return self._host().copy()
+
+        def fill(self, value):
+            if self.gpudata is None:
+                raise PackError("required argument is not an integer")
+            self._host()[...] = value
+            return self
+
+        def reshape(self, *shape):
+            if isinstance(shape[0], (tuple, list)):
+                shape = tuple(shape[0])
+            if shape == self.shape:
+                return self
+            assert int(np.prod(shape)) == self.size
+            return GPUArray(shape, self.dtype, self.allocator, base=self,
+                            gpudata=int(self.gpudata))
+
+        def ravel(self):
+            return self.reshape(self.size)
+
+        def __getitem__(self, index):
+            # Slices of the first axis (what a batch split does): contiguous, with an offset.
+            assert isinstance(index, slice), "the stand-in slices the first axis only"
+            start, stop, step = index.indices(self.shape[0])
+            assert step == 1
+            row = self.nbytes // self.shape[0] if self.shape[0] else 0
+            return GPUArray((max(stop - start, 0),) + self.shape[1:], self.dtype, self.allocator,
+                            base=self, gpudata=int(self.gpudata) + start * row)
 
     def to_gpu(ary, allocator=None):
         g = GPUArray(ary.shape, ary.dtype, allocator)
-        g.view[...] = ary
+        if g.size:
+            g._host()[...] = ary
         gpuarray.uploads.append(ary.nbytes)
         return g
 
-    def zeros(shape, dtype, allocator=None):
-        g = GPUArray(shape, dtype, allocator)
-        g.view[...] = 0
-        return g
+    def empty(shape, dtype, allocator=None):
+        return GPUArray(shape, dtype, allocator)
 
-    gpuarray.GPUArray = gpuarray.empty = GPUArray
+    def zeros(shape, dtype, allocator=None):
+        return GPUArray(shape, dtype, allocator).fill(np.zeros((), dtype))
+
+    gpuarray.GPUArray, gpuarray.empty = GPUArray, empty
     gpuarray.to_gpu, gpuarray.zeros, gpuarray.uploads = to_gpu, zeros, []
 
     class DeviceMemoryPool:
@@ -562,6 +677,26 @@ def _fake_pycuda(emu_lib, count=1, optin=227 * 1024):
             return _FakeAlloc(nbytes)
 
     tools.DeviceMemoryPool = DeviceMemoryPool
+
+    def pack(args):
+        """PyCUDA's _build_arg_buf: the argument types it accepts, as the values it packs."""
+        out = []
+        for i, arg in enumerate(args):
+            if isinstance(arg, np.number):
+                out.append(arg)
+            elif isinstance(arg, _FakeAlloc):
+                out.append(int(arg))
+            else:
+                assert not isinstance(arg, (np.ndarray, np.void)), "packed by value"
+                try:
+                    gpudata = np.uintp(arg.gpudata)
+                except AttributeError:
+                    raise TypeError("invalid type on parameter #%d (0-based)" % i) from None
+                out.append(int(gpudata))
+        return out
+
+    def fault(msg):
+        state.fault = msg
 
     class Function:
         def __init__(self, name):
@@ -571,19 +706,29 @@ def _fake_pycuda(emu_lib, count=1, optin=227 * 1024):
             assert attr == "maxdyn" and value <= attrs["optin"]
             self.max_dynamic = value
 
+        def get_attribute(self, attr):
+            # Registers: ptxas' count where a test supplies the nvcc builds' (about what
+            # nvcc 13 reports for sm_90 otherwise).
+            return {"regs": compiler.num_regs.get(self.name, 128), "static": 0}[attr]
+
+        num_regs = property(lambda self: self.get_attribute("regs"))
+        shared_size_bytes = property(lambda self: self.get_attribute("static"))
+
         def __call__(self, *args, grid, block, shared=0):
+            args = pack(args)
+            if Context.get_current() is None:
+                raise LogicError("cuLaunchKernel failed: invalid device context")
             if shared > self.max_dynamic:  # what cuLaunchKernel rejects on a real device
-                raise RuntimeError(f"launch with {shared} bytes of shared memory, "
-                                   f"{self.max_dynamic} allowed")
-            args = [int(a) if isinstance(a, _FakeAlloc) else a for a in args]
-            assert all(isinstance(a, (int, np.number)) for a in args), args
-            emu_launch(emu_lib, self.name, grid, block, shared, args)
+                raise LogicError("cuLaunchKernel failed: invalid argument")
+            compiler.launches.append((self.name, tuple(grid)))
+            emu_launch(emu_lib, self.name, grid, block, shared, args, on_fault=fault)
 
     class SourceModule:
         def __init__(self, source, nvcc="nvcc", no_extern_c=False, arch=None, include_dirs=(),
                      options=None):
             assert no_extern_c and arch == "sm_90" and os.path.isfile(nvcc)
             assert any(os.path.isfile(os.path.join(d, "axk_common.cuh")) for d in include_dirs)
+            Context.get_device()  # modules load into the current context
             self.source = source
             compiler.compiled.append(source)
 
@@ -591,8 +736,29 @@ def _fake_pycuda(emu_lib, count=1, optin=227 * 1024):
             assert f"({name}," in self.source, name
             return Function(name)
 
-    compiler.SourceModule, compiler.compiled = SourceModule, []
+    compiler.SourceModule, compiler.compiled, compiler.launches = SourceModule, [], []
+    compiler.num_regs = {}
+
+    class _AutoLoader(importlib.abc.Loader):
+        """pycuda.autoprimaryctx: retains the primary context and pushes it, in the importing
+        thread only (an import in any other thread finds the module already loaded)."""
+
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, mod):
+            mod.context = Device(0).retain_primary_context()
+            mod.context.push()
+            mod.device = mod.context.get_device()
+
+    class _AutoFinder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "pycuda.autoprimaryctx":
+                return importlib.util.spec_from_loader(name, _AutoLoader())
+            return None
+
     pkg.driver, pkg.gpuarray, pkg.compiler, pkg.tools = drv, gpuarray, compiler, tools
+    pkg.finder = _AutoFinder()
     return {"pycuda": pkg, "pycuda.driver": drv, "pycuda.gpuarray": gpuarray,
             "pycuda.compiler": compiler, "pycuda.tools": tools}
 
@@ -604,9 +770,12 @@ def fake_pycuda(emu_lib, monkeypatch):
     mods = _fake_pycuda(emu_lib)
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(sys, "meta_path", [mods["pycuda"].finder] + sys.meta_path)
     monkeypatch.setattr(axcuda, "_probe_result", None)
     monkeypatch.setattr(axcuda, "_devices", {})
-    return mods
+    monkeypatch.setattr(axcuda, "_thread_ctx", __import__("threading").local(), raising=False)
+    yield mods
+    sys.modules.pop("pycuda.autoprimaryctx", None)
 
 
 def test_pycuda_glue_on_emulated_device(fake_pycuda):
@@ -649,6 +818,193 @@ def test_pycuda_without_device(emu_lib, monkeypatch):
     monkeypatch.setattr(axcuda, "_probe_result", None)
     with pytest.raises(axcuda.CudaUnavailableError, match="cannot load the CUDA driver"):
         axcuda.require()
+
+
+def test_pycuda_views_and_foreign_memory(fake_pycuda):
+    """Slices and reshapes of a GPUArray hold a plain int ``gpudata``, foreign memory a
+    PointerHolderBase: PyCUDA's packer refuses both as they are; the launch passes pointers."""
+    gpuarray, drv = fake_pycuda["pycuda.gpuarray"], fake_pycuda["pycuda.driver"]
+    __import__("pycuda.autoprimaryctx")   # what PyCUDA code does before making arrays
+    table = TABLES["unsigned"]
+    N, H, W, C, KH, KW, COUT, stride, padding, dilation, groups, pad_code = CONV_CASES[1]
+    x, w = _codes((12, H, W, C)), _codes((KH, KW, C, COUT))
+    gx = gpuarray.to_gpu(x)
+    for lo, hi in ((0, 8), (4, 9)):   # a batch split: offset 0 and an offset into the array
+        part = gx[lo:hi]
+        assert type(part.gpudata) is int
+        got = axcuda.conv2d(part, w, table, stride, padding, dilation, groups, pad_code, np.int32)
+        np.testing.assert_array_equal(got.get(), REF.conv2d(x[lo:hi], w, table, stride, padding,
+                                                            dilation, groups, pad_code, np.int32))
+    M, K, N = 37, 21, 19
+    a, b = _codes((M, K)), _codes((K, N))
+    ga = gpuarray.to_gpu(a.ravel()).reshape(M, K)
+    assert type(ga.gpudata) is int
+
+    class Foreign(drv.PointerHolderBase):   # e.g. a torch tensor's memory
+        def __init__(self, arr):
+            self.arr = arr
+
+        def get_pointer(self):
+            return self.arr.ctypes.data
+
+    gb = gpuarray.GPUArray((K, N), np.uint8, gpudata=Foreign(b.copy()))
+    for lhs, rhs in ((ga, b), (a, gb), (ga, gb)):
+        np.testing.assert_array_equal(axcuda.gemm(lhs, rhs, table, np.int64).get(),
+                                      REF.gemm(a, b, table, np.int64))
+    # The stand-in is as strict as PyCUDA: a plain int where a pointer goes is refused.
+    fn = axcuda._device()._function("axk_gemm_i32_exact", 0)
+    with pytest.raises(TypeError, match="invalid type on parameter #0"):
+        fn(int(ga.gpudata), np.uintp(0), np.intp(0), np.uintp(0), np.int32(1), np.int32(1),
+           np.int32(1), np.int64(0), grid=(1, 1, 1), block=(4, 64, 1))
+
+
+@pytest.mark.parametrize("first", ["main", "worker"])
+def test_pycuda_from_another_thread(fake_pycuda, first):
+    """Context stacks are per thread: autoprimaryctx makes the primary context current only in
+    the thread that imports it; a call from any other thread must make it current there too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = TABLES["unsigned"]
+    a, b = _codes((30, 20)), _codes((20, 9))
+    want = REF.gemm(a, b, table, np.int32)
+    with ThreadPoolExecutor(1) as pool:
+        calls = [lambda: axcuda.gemm(a, b, table, np.int32),
+                 lambda: pool.submit(axcuda.gemm, a, b, table, np.int32).result()]
+        if first == "worker":
+            calls.reverse()
+        for call in calls + calls:
+            np.testing.assert_array_equal(call(), want)
+    # One state for the device (its primary context), whichever thread called: compiled once.
+    assert list(axcuda._devices) == [0x1234]
+    assert len(fake_pycuda["pycuda.compiler"].compiled) == 1
+
+
+def test_pycuda_empty_outputs(fake_pycuda):
+    """Empty results launch nothing (PyCUDA's zeros of an empty array launches its fill kernel
+    with a None pointer and fails); empty inputs of non-empty outputs pass a null pointer."""
+    import axkern
+
+    gpuarray = fake_pycuda["pycuda.gpuarray"]
+    launches = fake_pycuda["pycuda.compiler"].launches
+    table = TABLES["unsigned"]
+    m = axkern.load_multiplier("mul8u_drum4")
+    b = RNG.integers(0, 256, (3, 2))
+    got = axkern.lut_matmul(np.zeros((0, 3), int), b, m, backend="cuda")
+    assert got.shape == (0, 2)
+    out = axcuda.gemm(gpuarray.to_gpu(np.zeros((0, 4), np.uint8)), _codes((4, 5)), table, np.int32)
+    assert isinstance(out, gpuarray.GPUArray) and out.get().shape == (0, 5)
+    out = axcuda.gemm(gpuarray.to_gpu(np.zeros((3, 0), np.uint8)), _codes((0, 2)), table, np.int64)
+    np.testing.assert_array_equal(out.get(), np.zeros((3, 2), np.int64))
+    z = axcuda.conv2d(np.zeros((0, 4, 4, 2), np.uint8), _codes((3, 3, 2, 5)), table, (1, 1),
+                      (1, 1, 1, 1), (1, 1), 1, 0, np.int32)
+    assert z.shape == (0, 4, 4, 5)
+    assert launches == []
+    # An empty input, a non-empty output: every position is padding, looked up as pad_code.
+    x, w = np.zeros((1, 0, 0, 2), np.uint8), _codes((1, 1, 2, 3))
+    got = axcuda.conv2d(x, w, table, (1, 1), (1, 1, 1, 1), (1, 1), 1, 77, np.int32)
+    np.testing.assert_array_equal(got, REF.conv2d(x, w, table, (1, 1), (1, 1, 1, 1), (1, 1), 1, 77,
+                                                  np.int32))
+
+
+def test_size_limit_below_int32_overflow(emu):
+    """Sizes within 256 of 2**31 would overflow the kernels' 32-bit tile counts and K loop:
+    refused by the planning and the checks, with the dimension and the limit named."""
+    import types
+
+    limit = 2**31 - 257
+    t = TABLES["unsigned"]
+    axcuda.plan_igemm(limit, 64, 1, np.int32, t, emu.limits, conv=False)
+    for M, ncols, name, value in ((limit + 1, 8, "M", limit + 1), (2**31 - 100, 8, "M", 2**31 - 100),
+                                  (8, 2**31 - 10, "ncols", 2**31 - 10)):
+        with pytest.raises(ValueError, match=rf"{name}.* = {value} .*at most {limit}"):
+            axcuda.plan_igemm(M, ncols, 1, np.int32, t, emu.limits, conv=False)
+
+    class NoDevice:   # nothing may be planned, allocated or launched for these sizes
+        limits = emu.limits
+
+        def __getattr__(self, name):
+            raise AssertionError(f"device.{name} used for an oversized problem")
+
+    def dev_array(*shape):
+        return types.SimpleNamespace(shape=shape, dtype=np.uint8, gpudata=0)
+
+    big = 2**31 - 10
+    with pytest.raises(ValueError, match=rf"K = {big} .*at most {limit}"):
+        axcuda.gemm_on(NoDevice(), dev_array(4, big), dev_array(big, 4), t, np.int64)
+    with pytest.raises(ValueError, match=rf"N = {big} .*at most {limit}"):
+        axcuda.gemm_on(NoDevice(), dev_array(4, 8), dev_array(8, big), t, np.int64)
+    with pytest.raises(ValueError, match=rf"N\*OH\*OW = {big} .*at most {limit}"):
+        axcuda.conv2d_on(NoDevice(), dev_array(big, 1, 1, 1), dev_array(1, 1, 1, 2), t, (1, 1),
+                         (0, 0, 0, 0), (1, 1), 1, 0, np.int64)
+    assert axcuda.SIZE_LIMIT == limit
+
+
+def test_blocks_per_sm():
+    sm = axcuda.SmLimits()   # sm_90: 64 K registers, 228 KiB shared memory, 2048 threads
+    assert axcuda.blocks_per_sm(sm, 256, 136, 0) == 1          # ldg32 GEMM
+    assert axcuda.blocks_per_sm(sm, 256, 255, 0) == 1
+    assert axcuda.blocks_per_sm(sm, 256, 128, 0) == 2
+    assert axcuda.blocks_per_sm(sm, 256, 128, 133 * 1024) == 1  # smem16: the table fills it
+    assert axcuda.blocks_per_sm(sm, 256, 64, 0) == 4            # depthwise
+    assert axcuda.blocks_per_sm(sm, 256, 66, 0) == 3            # 66 -> 72 registers per thread
+    assert axcuda.blocks_per_sm(sm, 256, 32, 0) == 8            # threads per SM
+    assert axcuda.blocks_per_sm(axcuda.SmLimits(regs=1024), 256, 255, 0) == 1  # at least one
+
+
+def test_pycuda_persistent_grid_by_occupancy(fake_pycuda, nvcc_builds):
+    """As many persistent blocks as fit on the SMs at once (3 SMs here), by the register use
+    ptxas reports for sm_90: one for the table kernels (the 16-bit table fills the shared
+    memory; the int64 ldg32 kernels need 160-180 registers), more for the light ones, never
+    more than the work."""
+    regs = fake_pycuda["pycuda.compiler"].num_regs
+    for fname in CU_FILES:
+        regs.update(ptxas_registers(nvcc_builds[fname, "sm_90"][1]))
+    assert set(regs) == set(axcuda.kernel_names())
+
+    def per_sm(kernel):
+        return axcuda.blocks_per_sm(axcuda.SmLimits(), 256, regs[kernel], 0)
+
+    launches = fake_pycuda["pycuda.compiler"].launches
+    a, b = _codes((300, 20)), _codes((20, 70))   # 5 x 2 = 10 tiles of 64 x 64
+    for kind, out_dtype, kernel in (("wide", np.int64, "axk_gemm_i64_ldg32"),
+                                    ("unsigned", np.int32, "axk_gemm_i32_smem16")):
+        got = axcuda.gemm(a, b, TABLES[kind], out_dtype)
+        np.testing.assert_array_equal(got, REF.gemm(a, b, TABLES[kind], out_dtype))
+        assert launches[-1] == (kernel, (3, 1, 1))
+    dev = axcuda._device()
+    got = axcuda.gemm_on(dev, a, b, TABLES["unsigned"], np.int32, mode="exact")
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ b)
+    assert per_sm("axk_gemm_i32_exact") > 1
+    grid = min(10, 3 * per_sm("axk_gemm_i32_exact"))
+    assert launches[-1] == ("axk_gemm_i32_exact", (grid, 1, 1))
+    x, w = _codes((2, 16, 16, 8)), _codes((3, 3, 1, 8))   # 4096 outputs: 16 blocks
+    got = axcuda.conv2d(x, w, TABLES["wide"], (1, 1), (1, 1, 1, 1), (1, 1), 8, 0, np.int64)
+    np.testing.assert_array_equal(got, REF.conv2d(x, w, TABLES["wide"], (1, 1), (1, 1, 1, 1),
+                                                  (1, 1), 8, 0, np.int64))
+    assert per_sm("axk_dwconv2d_i64_ldg32") > 1
+    assert launches[-1] == ("axk_dwconv2d_i64_ldg32",
+                            (min(16, 3 * per_sm("axk_dwconv2d_i64_ldg32")), 1, 1))
+    axcuda.gemm(_codes((5, 3)), _codes((3, 4)), TABLES["wide"], np.int64)
+    assert launches[-1] == ("axk_gemm_i64_ldg32", (1, 1, 1))       # one tile
+
+
+def test_pycuda_launch_errors_are_clear(fake_pycuda, monkeypatch):
+    """A refused launch, and a kernel that fails on the device (reported by CUDA at the next
+    synchronization: the copy of the result), raise CudaKernelError naming the kernel."""
+    table = TABLES["unsigned"]
+    a, b = _codes((8, 4)), _codes((4, 8))
+    dev = axcuda._device()
+    plan = axcuda.plan_igemm(8, 8, 1, np.int32, table, dev.limits, conv=False)
+    dev._optin[plan.kernel] = 1 << 30   # as if the opt-in had been set: the launch is refused
+    with pytest.raises(RuntimeError, match=rf"launching {plan.kernel} .*failed") as info:
+        axcuda.gemm(a, b, table, np.int32)
+    assert isinstance(info.value, axcuda.CudaKernelError)
+    real = axcuda.igemm_smem_bytes
+    monkeypatch.setattr(axcuda, "igemm_smem_bytes", lambda *args: real(*args) - 16)
+    monkeypatch.setattr(axcuda, "_devices", {})
+    with pytest.raises(RuntimeError, match=rf"{plan.kernel} was launched by this call") as info:
+        axcuda.gemm(a, b, table, np.int32)
+    assert isinstance(info.value, axcuda.CudaKernelError)
 
 
 # ------------------------------------------------------------------------ on a real device
