@@ -245,6 +245,14 @@ class _Compute(Layer):
         self.quant = quant
         self.tune = tune
 
+    def _warn_key(self):
+        # a token of this layer instance for the once-per-layer range warnings: unique per
+        # model (copies get their own), and kept by the warning registry instead of the layer
+        key = self.__dict__.get("_warn_token")
+        if key is None:
+            key = self._warn_token = object()
+        return key
+
     @property
     def out_channels(self):
         return int(self.weight.shape[-1])
@@ -371,7 +379,8 @@ class Conv2D(_Compute):
             from .conv import axconv2d
             from .quant import layer_context
 
-            with layer_context(self.name):   # range warnings name the layer, once per layer
+            # range warnings name the layer, once per layer of this model
+            with layer_context(self.name, self._warn_key()):
                 y = axconv2d(x, self.weight, self.multiplier, bias=self.bias, stride=self.stride,
                              padding=self.padding, dilation=self.dilation, groups=self.groups,
                              data_format="NHWC", quant=self.quant, tune=self.tune,
@@ -473,7 +482,7 @@ class Dense(_Compute):
             from .matmul import axdense
             from .quant import layer_context
 
-            with layer_context(self.name):
+            with layer_context(self.name, self._warn_key()):
                 y = axdense(x, self.weight, self.multiplier, bias=self.bias, quant=self.quant,
                             tune=self.tune, backend=backend, num_threads=num_threads)
             return np.asarray(y, dtype=np.float32)
@@ -779,8 +788,9 @@ class Sequential:
 
         Parameters
         ----------
-        layers : str or list of str, optional
-            Layer names; all Conv2D and Dense layers when omitted.
+        layers : str, int or list of them, optional
+            Layer names (or positions in the model, as ``model[i]`` takes them); all Conv2D
+            and Dense layers when omitted.
         multiplier : Multiplier, str, path or None, optional
             None switches the layers to exact float32 arithmetic; a string is a shipped name or
             a path (.c, .bin, .h, .npy) for :func:`axkern.load_multiplier`.
@@ -792,15 +802,19 @@ class Sequential:
         Sequential
             ``self``, for chaining.
         """
-        names = self.compute_layers if layers is None else (
-            [layers] if isinstance(layers, str) else list(layers))
+        if layers is None:
+            names = self.compute_layers
+        elif isinstance(layers, (str, int, np.integer)) and not isinstance(layers, bool):
+            names = [layers]
+        else:
+            try:
+                names = list(layers)
+            except TypeError:
+                raise TypeError(f"layers must be a layer name, an index or a list of them, got "
+                                f"{layers!r}: expected some of {self._layer_keys()}") from None
         targets = []
         for n in names:
-            layer = self[n]
-            if not isinstance(layer, _Compute):
-                raise ValueError(f"layer {n!r} is a {layer.kind}: only Conv2D and Dense layers "
-                                 f"take a multiplier ({self.compute_layers})")
-            targets.append(layer)
+            targets.append(self._compute_layer(n))
         if multiplier is not _UNSET:
             multiplier = _resolve_multiplier(multiplier)
         for layer in targets:
@@ -811,6 +825,32 @@ class Sequential:
             if tune is not _UNSET:
                 layer.tune = tune
         return self
+
+    def _layer_keys(self):
+        """The Conv2D/Dense layers as "name (index)" for error messages."""
+        return ", ".join(f"{l.name!r} ({i})" for i, l in enumerate(self.layers)
+                         if isinstance(l, _Compute))
+
+    def _compute_layer(self, key):
+        """The Conv2D/Dense layer named (or indexed) by ``key``; clear errors otherwise."""
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not -len(self.layers) <= key < len(self.layers):
+                raise IndexError(f"layer index {key} is out of range: the model has "
+                                 f"{len(self.layers)} layers (indices 0..{len(self.layers) - 1}); "
+                                 f"its Conv2D/Dense layers are {self._layer_keys()}")
+            layer = self.layers[key]
+        elif isinstance(key, str):
+            layer = next((l for l in self.layers if l.name == key), None)
+            if layer is None:
+                raise KeyError(f"no layer named {key!r}: the model's Conv2D/Dense layers are "
+                               f"{self._layer_keys()}")
+        else:
+            raise TypeError(f"layer key {key!r} is a {type(key).__name__}: expected a layer "
+                            f"name or index, one of {self._layer_keys()}")
+        if not isinstance(layer, _Compute):
+            raise ValueError(f"layer {key!r} is a {layer.kind}: only Conv2D and Dense layers "
+                             f"take a multiplier ({self._layer_keys()})")
+        return layer
 
     def assign(self, mapping, *, tune=_UNSET, quant=_UNSET):
         """Give each named layer its own multiplier: ``{"conv1": m1, "dense1": "mul8u_exact"}``."""

@@ -75,6 +75,18 @@ __all__ = [
 _F32 = np.float32
 
 
+def _smallest_invertible():
+    with np.errstate(over="ignore"):
+        s = _F32(1) / np.finfo(_F32).max
+        while not np.isfinite(_F32(1) / s):
+            s = np.nextafter(s, _F32(1))
+    return _F32(s)
+
+
+# the smallest float32 scale whose float32 reciprocal is finite (about 2.94e-39)
+_MIN_SCALE = _smallest_invertible()
+
+
 class QuantizationRangeWarning(UserWarning):
     """A per-call quantization range is dominated by a few extreme values, or the result of
     a product overflowed float32 because of the scales."""
@@ -89,9 +101,18 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @contextlib.contextmanager
-def layer_context(name):
-    """Name the layer whose products run inside the block (for warnings)."""
-    token = _LAYER.set(name)
+def layer_context(name, owner=None):
+    """Name the layer whose products run inside the block (for warnings).
+
+    Parameters
+    ----------
+    name : str
+        The layer's name, shown in the warning.
+    owner : hashable, optional
+        Identifies the layer instance (its model), so that two models with a layer of the
+        same name each get their own warning; None: the name alone.
+    """
+    token = _LAYER.set((name, owner))
     try:
         yield
     finally:
@@ -112,14 +133,16 @@ def _call_site():
 
 
 def warn_once(key, message):
-    """Warn (QuantizationRangeWarning) once per ``key`` and call site or layer."""
-    layer = _LAYER.get()
+    """Warn (QuantizationRangeWarning) once per ``key`` and call site or layer instance."""
+    current = _LAYER.get()
     site, level = _call_site()
-    full_key = (key, layer if layer is not None else site)
+    # a layer is keyed by its owner too: another model's layer of the same name warns again
+    full_key = (key, current if current is not None else site)
     with _WARNED_LOCK:
         if full_key in _WARNED:
             return
         _WARNED.add(full_key)
+    layer = None if current is None else current[0]
     if layer is not None:
         message = f"layer {layer!r}: {message}"
     warnings.warn(message, QuantizationRangeWarning, stacklevel=level)
@@ -237,9 +260,17 @@ class QuantParams:
         s = np.asarray(scale)
         if s.dtype == object or not np.issubdtype(s.dtype, np.number) or s.ndim > 1:
             raise TypeError(f"scale must be a positive float or a 1-D array of them, got {scale!r}")
-        s = s.astype(np.float32)
+        with np.errstate(over="ignore"):
+            s = s.astype(np.float32)
         if s.size == 0 or not np.all(np.isfinite(s)) or not np.all(s > 0):
             raise ValueError(f"scale must be finite and > 0, got {scale!r}")
+        with np.errstate(over="ignore", divide="ignore"):
+            inv_ok = np.isfinite(_F32(1) / s)
+        if not np.all(inv_ok):
+            # quantization multiplies by 1 / scale in float32 (as tf_nudge guards too): an
+            # infinite reciprocal would turn every code into garbage
+            raise ValueError(f"scale {scale!r} is too small: 1 / scale overflows float32 "
+                             f"(expected scale >= {float(_MIN_SCALE):.4g})")
         z = np.asarray(zero_point)
         if z.ndim > 1 or not (np.issubdtype(z.dtype, np.integer)
                               or (np.issubdtype(z.dtype, np.floating) and np.all(z == np.round(z)))):
@@ -457,9 +488,27 @@ def _symmetric_from_amax(amax, qmax, bits, per_channel):
 
 
 def _norm_axis(axis, ndim):
-    if not isinstance(axis, numbers.Integral) or not -ndim <= axis < max(ndim, 1):
+    if ndim == 0:
+        raise ValueError(f"channel_axis {axis!r} given for a 0-d tensor (a scalar), which has "
+                         "no channel axis: expected an array with at least one dimension")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) \
+            or not -ndim <= axis < ndim:
         raise ValueError(f"channel_axis {axis!r} out of range for an array of {ndim} dimensions")
     return int(axis) % ndim
+
+
+def _channel_axis(params, shape, channel_axis):
+    """The axis per-channel ``params`` run along in an array of ``shape`` (0 for per-tensor
+    ones), checked against their channel count."""
+    if not params.per_channel:
+        return 0
+    if len(shape) == 0:
+        raise ValueError("per-channel quantization needs an array with a channel axis")
+    ax = _norm_axis(channel_axis, len(shape))
+    if shape[ax] != params.channels:
+        raise ValueError(f"per-channel QuantParams have {params.channels} channels but the "
+                         f"tensor has {shape[ax]} along axis {ax}")
+    return ax
 
 
 def _broadcast_param(v, ndim, axis, dtype):
@@ -498,15 +547,7 @@ def quantize_float(x, params, channel_axis=-1):
     if not isinstance(params, QuantParams):
         raise TypeError(f"params must be QuantParams, got {type(params).__name__}")
     x = _as_float32(x, "x")
-    if params.per_channel:
-        if x.ndim == 0:
-            raise ValueError("per-channel quantization needs an array with a channel axis")
-        ax = _norm_axis(channel_axis, x.ndim)
-        if x.shape[ax] != params.channels:
-            raise ValueError(f"per-channel QuantParams have {params.channels} channels but the "
-                             f"tensor has {x.shape[ax]} along axis {ax}")
-    else:
-        ax = 0
+    ax = _channel_axis(params, x.shape, channel_axis)
     s = _broadcast_param(params.scale, x.ndim, ax, np.float32)
     z = _broadcast_param(params.zero_point, x.ndim, ax, np.int64)
     zf = z.astype(np.float32)
@@ -534,11 +575,25 @@ def quantize_float(x, params, channel_axis=-1):
 
 
 def dequantize(q, params, channel_axis=-1):
-    """Float32 values ``scale * (q - zero_point)`` of codes ``q``."""
+    """Float32 values ``scale * (q - zero_point)`` of codes ``q``.
+
+    Parameters
+    ----------
+    q : array_like of int
+    params : QuantParams
+    channel_axis : int, default -1
+        The axis that per-channel parameters run along; it must hold one entry per channel,
+        as in :func:`quantize`.
+
+    Returns
+    -------
+    ndarray of float32, the shape of ``q``
+    """
     if not isinstance(params, QuantParams):
         raise TypeError(f"params must be QuantParams, got {type(params).__name__}")
     q = np.asarray(q)
-    ax = _norm_axis(channel_axis, q.ndim) if params.per_channel else 0
+    # checked as quantize does: a mismatched axis would broadcast to a wrong shape silently
+    ax = _channel_axis(params, q.shape, channel_axis)
     s = _broadcast_param(params.scale, q.ndim, ax, np.float32)
     z = _broadcast_param(params.zero_point, q.ndim, ax, np.int64)
     return ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
@@ -582,8 +637,20 @@ def calibrate(data, scheme="tfapprox", method="minmax", percentile=99.99, bits=8
     arrs = [_as_float32(b, "data") for b in batches]
     if channel_axis is None:
         flat = np.concatenate([a.ravel() for a in arrs]) if arrs else np.zeros(0, np.float32)
+    elif not arrs:
+        flat = np.zeros(0, np.float32)
     else:
         ax = _norm_axis(channel_axis, arrs[0].ndim)
+        # per-channel batches must agree on the layout (their union is taken per channel)
+        for i, a in enumerate(arrs[1:], 1):
+            if a.ndim != arrs[0].ndim:
+                raise ValueError(f"calibrate: batch {i} has {a.ndim} dimensions (shape "
+                                 f"{a.shape}) but batch 0 has {arrs[0].ndim} (shape "
+                                 f"{arrs[0].shape}): per-channel batches must share their rank")
+            if a.shape[ax] != arrs[0].shape[ax]:
+                raise ValueError(f"calibrate: batch {i} has {a.shape[ax]} channels along "
+                                 f"channel_axis {channel_axis} but batch 0 has "
+                                 f"{arrs[0].shape[ax]}: expected the same channel count")
         flat = np.concatenate([np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1) for a in arrs], axis=1)
     if flat.size == 0:
         raise ValueError("cannot calibrate on empty data")

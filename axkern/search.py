@@ -39,6 +39,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import shlex
 import sys
 import time
 from fractions import Fraction
@@ -48,7 +50,8 @@ import numpy as np
 from .cluster import SEARCH_INSTALL_HINT
 from .lut import Multiplier
 from .survey import (_META_COLUMNS, MissingDependency, _columns, _label_points, _load_model,
-                     _meta_columns, _meta_number, _require, _resolve_multipliers, load_data)
+                     _load_multiplier, _meta_columns, _meta_number, _require,
+                     _resolve_multipliers, load_data)
 
 __all__ = ["search", "multiplier_cost", "relative_cost", "pareto_mask", "add_parser"]
 
@@ -70,25 +73,23 @@ def multiplier_cost(m, key=None):
     ----------
     m : Multiplier
     key : str, optional
-        None or ``"power"``: EvoApproxLib's ``PDK45_PWR``, else a ``power`` key (``power``,
-        ``power_*``, ``Power (45)``...). ``"pp_bits"``: the partial-product bits. Any other
-        key: the metadata entry of that name (case-insensitive), or the survey's column of
-        that name (``area``, ``delay``).
+        None or ``"power"``, ``"area"``, ``"delay"``, ``"pp_bits"``: the survey's column of
+        that name, read by the same helper with the same precedence (EvoApproxLib's
+        ``PDK45_PWR`` / ``PDK45_AREA`` / ``PDK45_DELAY`` first, then ``power``, then
+        ``power_*``, ``Power (45)``...). Any other key: the metadata entry of that name
+        (case-insensitive).
 
     Returns
     -------
     float or int or None
         The value's leading number (units dropped).
     """
-    meta = {str(k).strip().lower(): v for k, v in m.metadata.items()}
     k = "power" if key is None else str(key).strip().lower()
-    if k == "power" and "pdk45_pwr" in meta:
-        return _meta_number(meta["pdk45_pwr"])
-    if k in meta:
-        return _meta_number(meta[k])
     if k in _META_COLUMNS:
+        # the survey's helper: its table and this cost read the same figure
         return _meta_columns(m).get(k)
-    return None
+    meta = {str(k).strip().lower(): v for k, v in m.metadata.items()}
+    return _meta_number(meta[k]) if k in meta else None
 
 
 def _resolve_costs(mults, key, explicit_list):
@@ -377,6 +378,38 @@ def _spec_of(spec, m):
     return m.name
 
 
+def _cli_spec(spec, m, shipped):
+    """How ``axkern eval --assign`` names multiplier ``m`` (given to the search as ``spec``),
+    or None when it cannot.
+
+    A shipped name stays a name; a file becomes ``NAME=ABSOLUTE_PATH`` (the form
+    :func:`axkern.library.parse_spec` reads, keeping the search's name and any ``:signed``
+    suffix). A Multiplier object is nameable only when it is the shipped one of its name.
+    """
+    from .library import parse_spec
+
+    if isinstance(spec, Multiplier):
+        if m.name in shipped and _mult_hash(_load_multiplier(m.name)) == _mult_hash(m):
+            return m.name
+        return None
+    s = os.fspath(spec)
+    if s in shipped:   # a bare shipped name wins over a file of that name, as when loaded
+        return s
+    try:
+        _, source, signed = parse_spec(s)
+    except ValueError:
+        return None
+    if not os.path.isfile(source):
+        return s if source in shipped and "," not in s else None
+    source = os.path.abspath(source)
+    if "," in source:   # --assign splits its list at commas: no way to pass this path
+        return None
+    out = f"{m.name}={source}" if re.fullmatch(r"[^=/\\:,\s]+", m.name) else source
+    if signed is not None:
+        out += ":signed" if signed else ":unsigned"
+    return out
+
+
 def search(model=None, multipliers=None, *, data=None, limit=None, output="axkern-search",
            tiles=None, tune=None, cost=None, population=None, generations=None, seed=None,
            budget=None, tolerance=0.5, scheduler=None, workers=None, connect_timeout=5.0,
@@ -512,10 +545,16 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
         raise ValueError("the multipliers must share bit width and signedness, got " + "; ".join(
             f"{b}-bit {'signed' if s else 'unsigned'}: {', '.join(n)}"
             for (b, s), n in groups.items()))
+    from .library import list_multipliers
+
     spec_by_name = {}
+    shipped = set(list_multipliers())
+    # how the printed `reproduce:` command names each multiplier (None: it cannot)
+    cli_specs = {m.name: m.name if m.name in shipped else None for m in mults}
     if specs is not None:
         for s, m in zip(specs, mults):
             spec_by_name[m.name] = _spec_of(s, m)
+            cli_specs[m.name] = _cli_spec(s, m, shipped)
     given_names = {m.name for m in mults}
     costs, cost_key, exact, notes, mults = _resolve_costs(mults, cost, explicit)
     if len(mults) < 2:
@@ -621,8 +660,14 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
                      evaluations=len(evals), seconds=seconds)
     files.append(_write_state(output, state_doc))
     result["files"] = files
-    result["command"] = _eval_command(best, layers, model, data, limit, batch_size) \
-        if best is not None else None
+    result["command"] = None
+    if best is not None:
+        # the exact multiplier the search added is eval's default for unnamed layers
+        added = {r["name"] for r in mult_records if r["added"]}
+        for name in added:
+            cli_specs.setdefault(name, name if name in shipped else None)
+        result["command"] = _eval_command(best, layers, cli_specs, added, model, data, limit,
+                                          batch_size)
     if verbose:
         print(format_summary(result))
         for f in files:
@@ -842,13 +887,25 @@ def _check_resume(folder, saved, net, model_hash, desc, data_hash, records):
 
 
 # ------------------------------------------------------------------------------ output
-def _eval_command(row, layers, model, data, limit, batch_size):
+def _eval_command(row, layers, cli_specs, added, model, data, limit, batch_size):
+    """The ``axkern eval`` command line (shell-quoted) that reproduces ``row``, or None when
+    the model, the data or a multiplier cannot be named on a command line."""
     if not all(v is None or isinstance(v, (str, os.PathLike)) for v in (model, data)):
         return None
     parts = ["axkern", "eval"]
     if model is not None:
         parts.append(os.fspath(model))
-    parts += ["--assign", ",".join(f"{l}={row[l]}" for l in layers)]
+    assign = []
+    for l in layers:
+        spec = cli_specs.get(row[l])
+        if spec is None:
+            if row[l] in added:
+                continue   # eval puts the exact multiplier of the others' kind there itself
+            return None
+        assign.append(f"{l}={spec}")
+    if not assign:
+        return None
+    parts += ["--assign", ",".join(assign)]
     if row["tuned"] != "none":
         parts += ["--tune-layers", row["tuned"].replace(";", ",")]
     if data is not None:
@@ -857,7 +914,7 @@ def _eval_command(row, layers, model, data, limit, batch_size):
         parts += ["--limit", str(limit)]
     if batch_size is not None:
         parts += ["--batch-size", str(batch_size)]
-    return " ".join(parts)
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _cost_label(key):
@@ -895,9 +952,12 @@ def format_summary(result):
                      f"lost: {assign}{tuned}; accuracy {best['accuracy']:.2f}% vs {ea:.2f}% exact")
         if result.get("command"):
             lines.append(f"reproduce: {result['command']}")
+    done = result["generations_done"]
+    # -1: the budget ran out while the first population was still being evaluated
+    stopped = "before the first population was evaluated" if done < 0 else \
+        f"after generation {done}"
     status = "finished" if result["finished"] else \
-        f"stopped (budget) after generation {result['generations_done']}; --resume " \
-        f"{result['output']} continues it"
+        f"stopped (budget) {stopped}; --resume {result['output']} continues it"
     lines.append(f"{result['samples']} samples, generations {result['generations_done'] + 1} of "
                  f"{result['generations'] + 1} (the first population included), "
                  f"{result['seconds']:.1f} s, {status}")

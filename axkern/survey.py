@@ -264,16 +264,42 @@ def _meta_number(value):
     return int(v) if re.fullmatch(r"[-+]?\d+", m.group(1)) else v
 
 
+# EvoApproxLib's synthesis figures (45 nm PDK): they take precedence over a plain key
+_PDK45_KEYS = {"power": "pdk45_pwr", "area": "pdk45_area", "delay": "pdk45_delay"}
+
+
 def _meta_columns(m):
-    """Power, area, delay and PP_BITS from the multiplier's metadata (numbers, units dropped)."""
-    out = {}
+    """Power, area, delay and PP_BITS from the multiplier's metadata (numbers, units dropped).
+
+    The one place that reads these figures: the survey's columns and the search's cost
+    (:func:`axkern.search.multiplier_cost`) both come from here, so they agree.
+
+    Keys are matched without regard to case or surrounding spaces. For each column the first
+    of these that holds a number wins: EvoApproxLib's ``PDK45_PWR`` / ``PDK45_AREA`` /
+    ``PDK45_DELAY``, the column's own name (``power``), then keys that start with it followed
+    by ``_`` or a space (``power_mw``, ``Power (45)``), in the metadata's order.
+
+    Parameters
+    ----------
+    m : Multiplier
+
+    Returns
+    -------
+    dict
+        ``{column: number}`` for the columns found (int for an integer value).
+    """
+    meta = {}
     for key, value in m.metadata.items():
-        k = key.strip().lower()
-        for col in _META_COLUMNS:
-            if k == col or k.startswith(col + "_") or k.startswith(col + " "):
-                num = _meta_number(value)
-                if num is not None and col not in out:
-                    out[col] = num
+        meta.setdefault(str(key).strip().lower(), value)
+    out = {}
+    for col in _META_COLUMNS:
+        candidates = [_PDK45_KEYS.get(col), col]
+        candidates += [k for k in meta if k.startswith(col + "_") or k.startswith(col + " ")]
+        for k in candidates:
+            num = _meta_number(meta[k]) if k in meta else None
+            if num is not None:
+                out[col] = num
+                break
     return out
 
 
@@ -429,12 +455,14 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
     multiplier : Multiplier, name, path or None
         Used in every Conv2D/Dense layer; None evaluates the float model.
     tune : bool or list of str
-        ALWANN weight tuning in the approximated layers; a list of layer names tunes only
-        those (as in the ``tuned`` column of ``axkern search``'s files).
+        ALWANN weight tuning in the approximated layers: True tunes every layer that computes
+        through ``multiplier`` or an ``assign`` entry; a list of layer names tunes only those
+        (as in the ``tuned`` column of ``axkern search``'s files).
     assign : dict or str, optional
         ``{layer: multiplier}`` (or ``"conv1=m1,dense1=m2"``) for a mixed configuration; layers
-        not named use ``multiplier``, or, when it is None, the exact multiplier of the first
-        assigned multiplier's bit width and signedness (as :func:`survey` does).
+        not named use ``multiplier`` (tuned when ``tune`` is True), or, when it is None, the
+        exact multiplier of the first assigned multiplier's bit width and signedness, untuned
+        (as :func:`survey` does).
     data, limit
         As for :func:`load_data`.
     quant : optional
@@ -451,6 +479,9 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
     """
     net = _load_model(model)
     x, y, desc = load_data(net, data, limit)
+    # a model may arrive with multipliers set (the copy keeps them): the float figure is the
+    # float model's, as in survey() and search()
+    net.configure(multiplier=None, tune=False)
     float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
     if quant is not None:
         net.configure(quant=quant)
@@ -465,10 +496,13 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
         tune = set(tuned)
     if assign:
         mapping = _parse_assign(assign, net, signed)
+        # the layers not named run through the user's multiplier, tuned like every other
+        # approximated layer; the exact filler chosen here needs no tuning (as in survey())
+        filler_tune = not isinstance(tune, set) and bool(tune) and multiplier is not None
         if multiplier is None:
             first = next((m for m in mapping.values() if m is not None), None)
             multiplier = None if first is None else _exact_like(first)
-        net.configure(multiplier=multiplier, tune=False)
+        net.configure(multiplier=multiplier, tune=filler_tune)
         for layer, m in mapping.items():
             net.configure([layer], multiplier=m, tune=_tunes(tune, layer) and m is not None)
         if isinstance(tune, set):
@@ -548,7 +582,9 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
         Folder for ``results.csv``, ``results.json`` and the PNGs; None writes nothing. It is
         created before the evaluation starts (a path that cannot be a folder fails at once);
         if writing the files fails all the same, the table is printed (when ``verbose``)
-        before the error is raised.
+        before the error is raised. Files of those names that an earlier run left there and
+        this run does not write (``per_layer.*`` without ``per_layer``, the plots without
+        ``plot``) are removed; nothing else in the folder is touched.
     tune : {"both", True, False}
         Evaluate with weight tuning, without, or both (the default).
     data, limit
@@ -703,6 +739,22 @@ def _prepare_output(output):
         raise type(e)(f"cannot create the output folder {output}: {why}") from None
 
 
+# every file a survey may write: an earlier run's files that this run did not write are
+# removed, so that the folder never mixes two runs (nothing else in it is touched)
+_OUTPUT_FILES = ("results.csv", "results.json", "accuracy_vs_mae.png", "per_layer.csv",
+                 "per_layer.png")
+
+
+def _remove_stale(output, written):
+    """Delete the survey files in ``output`` that are not among ``written`` (left by an
+    earlier run with other options, e.g. ``--per-layer`` or plots)."""
+    keep = {os.path.normcase(os.path.abspath(f)) for f in written}
+    for name in _OUTPUT_FILES:
+        path = os.path.join(output, name)
+        if os.path.normcase(os.path.abspath(path)) not in keep and os.path.isfile(path):
+            os.remove(path)
+
+
 def _finish(result, output, plot, verbose, t0):
     result["seconds"] = time.perf_counter() - t0
     result["files"] = []
@@ -712,6 +764,7 @@ def _finish(result, output, plot, verbose, t0):
             result["files"] += _write_tables(result, output)
             if plot:
                 result["files"] += _write_plots(result, output)
+            _remove_stale(output, result["files"])
     except Exception:
         # the evaluation took long: its results are shown even though they cannot be saved
         if verbose:
@@ -760,14 +813,18 @@ def format_table(result):
         lines += _columns(table)
         per = result.get("per_layer")
         if per:
+            has_u = any(v is not None for row in per["accuracy"] for v in row)
+            has_t = any(v is not None for row in per["accuracy_tuned"] for v in row)
+            # the header names exactly what the cells hold (--tune yes: the tuned figure only)
+            both = has_u and has_t
             lines.append("")
             lines.append("per layer (that layer approximated, the others exact), accuracy %"
-                         + (" untuned / tuned" if any(v is not None for row in per["accuracy_tuned"] for v in row) else ""))
+                         + (" untuned / tuned" if both else " tuned" if has_t else ""))
             table = [["multiplier"] + per["layers"]]
             for name, accs, taccs in zip(per["multipliers"], per["accuracy"], per["accuracy_tuned"]):
-                table.append([name] + [
-                    _fmt(a) if t is None else f"{_fmt(a)} / {_fmt(t)}" if a is not None else _fmt(t)
-                    for a, t in zip(accs, taccs)])
+                table.append([name] + [f"{_fmt(a)} / {_fmt(t)}" if both else
+                                       _fmt(t) if has_t else _fmt(a)
+                                       for a, t in zip(accs, taccs)])
             lines += _columns(table)
     lines.append(f"{result['samples']} samples, {result['seconds']:.1f} s")
     return "\n".join(lines)
@@ -1086,9 +1143,13 @@ def _cmd_eval(args):
     if args.json:
         print(_json.dumps(r, indent=2))
         return 0
-    label = "float" if mult is None and not args.assign else (
-        args.assign or str(mult)) + (" tuned" if args.tune else "") + (
-        f" tuned {args.tune_layers}" if args.tune_layers else "")
+    if mult is None and not args.assign:
+        label = "float"
+    else:
+        label = str(mult) if not args.assign else args.assign + (
+            "" if mult is None else f" (other layers {mult})")
+        label += (" tuned" if args.tune else "") + (
+            f" tuned {args.tune_layers}" if args.tune_layers else "")
     print(f"{label}: accuracy {r['accuracy']:.2f}% (float {r['float_accuracy']:.2f}%) on {r['data']}")
     return 0
 

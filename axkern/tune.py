@@ -38,9 +38,18 @@ def _check_hist(hist, size):
             h = h.astype(np.int64)  # integral counts: keep the sums exact
     if h.min() < 0:
         raise ValueError("activation_hist must be non-negative")
-    if h.sum() <= 0:
+    if np.issubdtype(h.dtype, np.integer):
+        if int(h.max()) > np.iinfo(np.int64).max:   # uint64 beyond int64 would wrap
+            raise ValueError(f"activation_hist holds a count of {int(h.max())}: expected counts "
+                             f"up to 2**63 - 1")
+        h = h.astype(np.int64)
+        total = sum(int(c) for c in h)   # Python ints: huge counts must not wrap to <= 0
+    else:
+        h = h.astype(np.float64)
+        total = float(h.sum())
+    if total <= 0:
         raise ValueError("activation_hist must have a positive total")
-    return h.astype(np.int64) if np.issubdtype(h.dtype, np.integer) else h.astype(np.float64)
+    return h
 
 
 def tune_weights(multiplier, activation_hist=None):
@@ -70,6 +79,36 @@ def tune_weights(multiplier, activation_hist=None):
     v = m.values()
     T = np.asarray(m.table, np.int64)
     p = np.ones(size, np.int64) if activation_hist is None else _check_hist(activation_hist, size)
+    if p.dtype == np.float64:
+        cost = _costs(v, T, p)
+    else:
+        # exact integer sums that cannot overflow int64: common factor out, then the counts
+        # split into limbs small enough that each limb's sums fit (huge counts are exact too)
+        g = np.gcd.reduce(p)
+        p = p // g
+        max_err = int(np.abs(v).max()) ** 2 + int(np.abs(T).max())
+        bits = max(1, (2 ** 62 // max(1, max_err * size)).bit_length() - 1)
+        if int(p.max()) < 1 << bits:
+            cost = _costs(v, T, p)
+        else:
+            cost = np.zeros((size, size), dtype=object)   # Python ints: no overflow
+            pint = [int(c) for c in p]
+            shift = 0
+            while any(c >> shift for c in pint):
+                limb = np.array([(c >> shift) & ((1 << bits) - 1) for c in pint], np.int64)
+                cost = cost + _costs(v, T, limb).astype(object) * (1 << shift)
+                shift += bits
+    best = cost.min(axis=1)
+    mapping = np.argmin(cost, axis=1).astype(np.int64)           # lowest code among minimizers
+    keep = np.asarray(cost[np.arange(size), np.arange(size)] == best, dtype=bool)
+    mapping[keep] = np.arange(size)[keep]
+    return mapping
+
+
+def _costs(v, T, p):
+    """``cost[w, w'] = sum_a p[a] * |v[a] * v[w] - T[a, w']|`` in ``p``'s dtype (int64 sums
+    must fit: the caller keeps ``p`` small enough)."""
+    size = len(v)
     cost = np.empty((size, size), p.dtype)
     chunk = 16  # weight codes per step: a (size, chunk, size) temporary of about 8 MB
     for w0 in range(0, size, chunk):
@@ -77,11 +116,7 @@ def tune_weights(multiplier, activation_hist=None):
         exact = v[:, None] * v[None, w]                          # (a, w): a * w
         err = np.abs(exact[:, :, None] - T[:, None, :])          # (a, w, w')
         cost[w] = np.tensordot(p, err, axes=(0, 0)) if p.dtype == np.float64 else np.einsum("a,awv->wv", p, err)
-    best = cost.min(axis=1)
-    mapping = np.argmin(cost, axis=1).astype(np.int64)           # lowest code among minimizers
-    keep = cost[np.arange(size), np.arange(size)] == best
-    mapping[keep] = np.arange(size)[keep]
-    return mapping
+    return cost
 
 
 def resolve_tuning(tune, multiplier):
