@@ -158,12 +158,17 @@ SUPPORTS_NCHW = True
 SUPPORTS_NCHW_IN = True
 
 
-def _out_array(out, shape, dtype, name="out"):
-    """``out`` checked to be a writeable C-contiguous array of exactly ``shape`` and ``dtype``,
-    or a new one when ``out`` is None."""
+def _out_array(out, shape, dtype, name="out", inputs=()):
+    """``out`` checked to be a writeable C-contiguous array of exactly ``shape`` and ``dtype``
+    that shares no memory with ``inputs`` (the kernels read them while writing it), or a new
+    one when ``out`` is None."""
     if out is None:
         return np.empty(shape, dtype)
-    return check_out_array(out, shape, dtype, name)
+    out = check_out_array(out, shape, dtype, name)
+    for a in inputs:
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError(f"{name} overlaps an input of the call: expected a separate buffer")
+    return out
 
 
 def available_paths():
@@ -253,6 +258,13 @@ _METHOD_NEEDS = {
 }
 
 
+def _check_reduction(int64_t K, what):
+    # the kernels count reduction steps in int32 (AXS_EARG otherwise, an unclear message)
+    if K > 0x7fffffff:
+        raise ValueError(f"{what}: the reduction length K = {K} exceeds 2**31 - 1, the most the "
+                         "kernels sum")
+
+
 def _raise(int code, what, method=None):
     if code == AXS_EMETHOD:
         raise ValueError(f"{what}: method {method!r} needs {_METHOD_NEEDS.get(method, '?')}; "
@@ -279,6 +291,8 @@ cdef class _Dequant:
         if (spec.get("zw") is None) != (spec.get("sumx") is None):
             raise ValueError("dequant: 'sumx' and 'zw' go together: give both or neither")
         cdef cnp.ndarray sc = _vec(spec["scale"], cols, np.float64, "dequant scale")
+        if not np.isfinite(sc).all():
+            raise ValueError("dequant scale must be finite")
         keep = [sc]
         self.dq.scale = <const double *>cnp.PyArray_DATA(sc)
         self.dq.corr = NULL
@@ -388,10 +402,12 @@ def factored_weights(w, table, groups=1, num_threads=None):
         None when the table has no factors (see :mod:`axkern.lowrank`).
     """
     if not isinstance(w, np.ndarray) or w.dtype != np.uint8 or w.ndim not in (2, 4) \
-            or not w.flags.c_contiguous or w.flags.writeable:
+            or not w.flags.c_contiguous or not _unchangeable(w):
         raise ValueError("w must be a read-only C-contiguous uint8 array of 2 (K, N) or 4 "
-                         f"(KH, KW, C / groups, COUT) dimensions, got {getattr(w, 'dtype', None)} "
-                         f"{getattr(w, 'shape', None)}")
+                         f"(KH, KW, C / groups, COUT) dimensions, with no writeable array "
+                         f"behind it, got {getattr(w, 'dtype', None)} {getattr(w, 'shape', None)}"
+                         + (" (a read-only view of a writeable array)"
+                            if isinstance(w, np.ndarray) and not w.flags.writeable else ""))
     cdef uint64_t token = table_token(table)
     if token == 0:
         raise ValueError("table must be a table registered by axkern.backends.freeze_table")
@@ -420,6 +436,19 @@ def factored_weights(w, table, groups=1, num_threads=None):
     return fw
 
 
+def _unchangeable(a):
+    """Whether nothing can write ``a``'s memory through NumPy: ``a`` and every array it views
+    read-only (a read-only view of a writeable array still changes with it), the chain
+    ending in an array that owns its memory or in an immutable object (bytes)."""
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        if a.base is None:
+            return True
+        a = a.base
+    return isinstance(a, bytes)
+
+
 cdef _Factors _factors_for(table, int meth, int out64, w, packed, int64_t groups):
     # only the methods that may use them look them up (found once per frozen table)
     if packed is not None and not isinstance(packed, FactoredWeights):
@@ -435,6 +464,9 @@ cdef _Factors _factors_for(table, int meth, int out64, w, packed, int64_t groups
         fw = packed
         if fw.w is not w or fw.token != table_token(table) or fw.groups != groups:
             raise ValueError("packed weights were made for other weights, table or groups")
+        if not _unchangeable(w):
+            raise ValueError("packed weights were made for weights that have been made "
+                             "writeable since: pack them again")
         fac.use(fw)
     return fac
 
@@ -496,7 +528,9 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
     a, b, table, out_dtype, num_threads = check_gemm_args(a, b, table, out_dtype, num_threads)
     cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
     cdef _Dequant dq = None if dequant is None else _Dequant(dequant, M, N)
-    out = _out_array(out, (M, N), out_dtype if dq is None else np.float32)
+    _check_reduction(K, "gemm")
+    out = _out_array(out, (M, N), out_dtype if dq is None else np.float32,
+                     inputs=(a, b, table) + (() if dq is None else tuple(dq.keep)))
     cdef cnp.ndarray aa = a, bb = b, tt = table, oo = out
     cdef int out64 = out_dtype == np.int64
     cdef int nt = 0 if num_threads is None else num_threads
@@ -587,8 +621,10 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     cdef _Dequant dq = None if dequant is None else _Dequant(dequant, N * OH * OW, COUT)
     if nchw:
         dq.dq.nchw = OH * OW
+    _check_reduction(KH * KW * (w.shape[2]), "conv2d")
     out = _out_array(out, (N, COUT, OH, OW) if nchw else (N, OH, OW, COUT),
-                     out_dtype if dq is None else np.float32)
+                     out_dtype if dq is None else np.float32,
+                     inputs=(x, w, table) + (() if dq is None else tuple(dq.keep)))
     cdef cnp.ndarray xx = x, ww = w, tt = table, oo = out
     cdef int out64 = out_dtype == np.int64
     cdef int nt = 0 if num_threads is None else num_threads
@@ -675,7 +711,7 @@ def quantize_indices(x, params, index_mask=255, row_sums=False, num_threads=None
     cdef int64_t cols = shape[nd - 1] if nd else 1
     cdef int64_t rows = arr.size // cols if cols else 0
     idx = _out_array(out, (shape[0], shape[2], shape[3], shape[1]) if from_nchw else shape,
-                     np.uint8)
+                     np.uint8, inputs=(arr,))
     sums = np.empty(shape[:nd - 1] if nd else (), np.int64) if row_sums else None
     # The float32 parameters exactly as axkern.quant computes them (float32 operations in
     # C: one rounding each, as NumPy's float32 scalars; no multiply-add to contract).
@@ -767,7 +803,7 @@ def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
                                  np.int64, num_threads)
     vals = np.zeros(256, np.int64)
     vals[:v.shape[0]] = v
-    out = _out_array(out, (x.shape[0], OH, OW, groups), np.int64)
+    out = _out_array(out, (x.shape[0], OH, OW, groups), np.int64, inputs=(x,))
     cdef cnp.ndarray xx = x, vv = vals, oo = out
     cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3], G = groups
     cdef int64_t c_kh = KH, c_kw = KW, c_oh = OH, c_ow = OW
@@ -788,10 +824,25 @@ def _vec(v, n, dtype, name):
     if type(v) is np.ndarray and v.dtype == dtype and v.ndim == 1 and v.shape[0] == n \
             and v.flags.c_contiguous:
         return v   # as the float-level layer passes them: no conversions (a few us each)
-    a = np.asarray(v)
+    a = _numbers(v, dtype, name)
     if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != n):
         raise ValueError(f"{name} must be a scalar or have shape ({n},), got shape {a.shape}")
     return np.ascontiguousarray(np.broadcast_to(a.astype(dtype, copy=False), (n,)))
+
+
+def _numbers(v, dtype, name):
+    """``v`` as an array that converts to ``dtype`` without changing a value: real numbers
+    for a float type, integers (or floats that hold them) for an integer type; a None, a
+    NaN scale or a fractional correction would otherwise pass as garbage."""
+    a = np.asarray(v)
+    if a.dtype == object or a.dtype == bool or not np.issubdtype(a.dtype, np.number) \
+            or np.iscomplexobj(a):
+        raise TypeError(f"{name} must hold real numbers, got {type(v).__name__} of dtype "
+                        f"{a.dtype}")
+    if np.issubdtype(np.dtype(dtype), np.integer) and not np.issubdtype(a.dtype, np.integer):
+        if not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            raise ValueError(f"{name} must hold integers, got {a.dtype} values that are not")
+    return a
 
 
 def epilogue(total, scale, zw=None, sumx=None, corr=None, bias=None, groups=1,
@@ -844,13 +895,15 @@ def epilogue(total, scale, zw=None, sumx=None, corr=None, bias=None, groups=1,
     if (sumx is None) != (zw is None):
         raise ValueError("sumx and zw go together: give both or neither")
     cdef cnp.ndarray sc = _vec(scale, cols, np.float64, "scale")
+    if not np.isfinite(sc).all():
+        raise ValueError("scale must be finite")
     cdef cnp.ndarray zz, cc, bb, ss
     cdef const int64_t *zp = NULL
     cdef const int64_t *cp = NULL
     cdef const int64_t *sp = NULL
     cdef const float *bp = NULL
     if sumx is not None:
-        sx = np.ascontiguousarray(sumx, np.int64)
+        sx = np.ascontiguousarray(_numbers(sumx, np.int64, "sumx"), np.int64)
         want = tuple(t.shape)[:t.ndim - 1] + (int(groups),)
         if tuple(sx.shape) != want:
             raise ValueError(f"sumx must have shape {want}, got {sx.shape}")
@@ -1089,9 +1142,7 @@ def same_bytes(a, b, num_threads=None):
     # of a layer on every call, and one thread does not use the memory bandwidth of two
     cdef size_t chunk = 1 << 20
     cdef Py_ssize_t i, nchunk = <Py_ssize_t>((n + chunk - 1) // chunk)
-    if num_threads is not None and (isinstance(num_threads, bool) or
-                                    not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
-        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    num_threads = _check_threads(num_threads)   # (bounded: OpenMP would try any count)
     cdef int nt = openmp.omp_get_max_threads() if num_threads is None else int(num_threads)
     with nogil:
         if nchunk < 4:

@@ -769,8 +769,12 @@ def _prepare_weights(w, mode, m, mapping, fast, fold, name="w", num_threads=None
         e.sum_w = qw.sum(axis=0, dtype=np.int64)   # original codes (see tune.py)
     if mapping is not None:
         wi = mapping[wi].astype(np.uint8)
-    e.wi = np.ascontiguousarray(wi).reshape(w.shape)
-    e.wi.setflags(write=False)
+    # an array of its own, read-only: nothing can change it behind the packing kept below
+    wi = np.ascontiguousarray(wi)
+    if wi.base is not None:
+        wi = wi.copy()
+    wi.setflags(write=False)
+    e.wi = wi.reshape(w.shape)
     e.table, e.dtype, e.folded = table, accumulator_dtype(K, m), False
     e.K, e.zw_any, e.sw_max, e.corr = K, bool(np.any(e.zw != 0)), float(np.max(np.abs(e.sw))), {}
     e.packed = {}

@@ -75,11 +75,12 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_
 void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale, double corr,
                      const float *bias, float *y);
 /* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
- * output columns o0 .. o0 + nf (all of group g), into pb's output, dequantized as dd says;
+ * output columns o0 .. o0 + nf, into pb's output, dequantized as dd says (window sums by
+ * the groups of its sumx, dq->gcol);
  * acc may be the output itself (inplace); tmp: a tile-sized buffer for transposed
  * dequantizing stores (expand.c). */
 void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda, int64_t r0,
-                int ms, int64_t g, int64_t o0, int nf, int inplace, xword *tmp);
+                int ms, int64_t o0, int nf, int inplace, xword *tmp);
 /* *pb for a convolution's output pixels (N images of OH x OW) streamed over a padded NHWC
  * image of px elements per pixel (plane = Hp * Wp pixels per image, Wp per row), OG fixed
  * codes per group, group g's elements at g * gstride of a pixel, the output of groups * OG

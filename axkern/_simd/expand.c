@@ -220,11 +220,29 @@ void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale,
 #pragma GCC pop_options
 #endif
 
+/* axs_dequant_rows of rows r0 .. r0 + ms by columns o0 .. o0 + nf of acc into y, a call per
+ * run of columns whose window sums are the same group of sumx (dq->gcol: sumx may hold
+ * other groups than the convolution's, or several for a GEMM). */
+static void dequant_cols(const axs_dequant *dq, const axs_xdeq *dd, const xword *acc,
+                         ptrdiff_t lda, int64_t r0, int ms, int64_t o0, int nf, float *y,
+                         ptrdiff_t ldy)
+{
+    for (int j0 = 0, j1; j0 < nf; j0 = j1) {
+        j1 = dq->zw ? j0 + 1 : nf;
+        while (j1 < nf && dq->gcol[o0 + j1] == dq->gcol[o0 + j0])
+            j1++;
+        axs_dequant_rows(acc + j0, lda, ms, j1 - j0, 0,
+                         dq->zw ? dq->sumx + r0 * dq->groups + dq->gcol[o0 + j0] : NULL,
+                         (ptrdiff_t)dq->groups, dd->scale + o0 + j0, dd->corr + o0 + j0,
+                         dd->zw + o0 + j0, dd->bias ? dd->bias + o0 + j0 : NULL, y + j0, ldy);
+    }
+}
+
 /* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
- * output columns o0 .. o0 + nf (all of group g), into the output; acc may be the output
+ * output columns o0 .. o0 + nf, into the output; acc may be the output
  * itself (inplace: then int32 outputs are already done). */
 void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t lda,
-                int64_t r0, int ms, int64_t g, int64_t o0, int nf, int inplace, xword *tmp)
+                int64_t r0, int ms, int64_t o0, int nf, int inplace, xword *tmp)
 {
     const axs_dequant *dq = pb->dq;
     if (!dq) {
@@ -250,9 +268,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
          * store a run of pixels per column */
         float *ft = (float *)acc;
         if (dd->exact) {
-            axs_dequant_rows(acc, lda, ms, nf, 0, dq->zw ? dq->sumx + r0 * dq->groups + g : NULL,
-                             (ptrdiff_t)dq->groups, dd->scale + o0, dd->corr + o0, dd->zw + o0,
-                             dd->bias ? dd->bias + o0 : NULL, ft, lda);
+            dequant_cols(dq, dd, acc, lda, r0, ms, o0, nf, ft, lda);
         } else {
             for (int i = 0; i < ms; i++)
                 for (int j = 0; j < nf; j++)
@@ -269,10 +285,17 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
         for (int j = 0; j < nf; j++)
             for (int i = 0; i < ms; i++)
                 tmp[(ptrdiff_t)j * ms + i] = acc[(ptrdiff_t)i * lda + j];
-        axs_dequant_rows(tmp, ms, nf, ms, 0, dq->zw ? dq->sumx + o0 * dq->groups : NULL,
-                         (ptrdiff_t)dq->groups, dd->scale + r0, dd->corr + r0, dd->zw + r0,
-                         dd->bias ? dd->bias + r0 : NULL, y + o0 * pb->ldo + r0,
-                         (ptrdiff_t)pb->ldo);
+        /* its columns are the streamed rows: runs of them by group, as in dequant_cols */
+        for (int i0 = 0, i1; i0 < ms; i0 = i1) {
+            i1 = dq->zw ? i0 + 1 : ms;
+            while (i1 < ms && dq->gcol[r0 + i1] == dq->gcol[r0 + i0])
+                i1++;
+            axs_dequant_rows(tmp + i0, ms, nf, i1 - i0, 0,
+                             dq->zw ? dq->sumx + o0 * dq->groups + dq->gcol[r0 + i0] : NULL,
+                             (ptrdiff_t)dq->groups, dd->scale + r0 + i0, dd->corr + r0 + i0,
+                             dd->zw + r0 + i0, dd->bias ? dd->bias + r0 + i0 : NULL,
+                             y + o0 * pb->ldo + r0 + i0, (ptrdiff_t)pb->ldo);
+        }
         return;
     }
     if (pb->transposed || !dd->exact) {
@@ -286,9 +309,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
                         axs_dequant_one(dq, (int32_t)acc[i * lda + j], r0 + i, o0 + j);
         return;
     }
-    axs_dequant_rows(acc, lda, ms, nf, 0, dq->zw ? dq->sumx + r0 * dq->groups + g : NULL,
-                  (ptrdiff_t)dq->groups, dd->scale + o0, dd->corr + o0, dd->zw + o0,
-                  dd->bias ? dd->bias + o0 : NULL, y + r0 * pb->ldo + o0, (ptrdiff_t)pb->ldo);
+    dequant_cols(dq, dd, acc, lda, r0, ms, o0, nf, y + r0 * pb->ldo + o0, (ptrdiff_t)pb->ldo);
 }
 
 /* Offsets of rows r0 .. r0 + ms into roff. */
@@ -435,7 +456,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                      k0 + kb == k1, kp == 0 ? init : 0);
             }
             if (ks == 1)
-                axs_xstore(pb, &dd, acc, lda, r0, ms, g, o0, nf, inplace, tmp);
+                axs_xstore(pb, &dd, acc, lda, r0, ms, o0, nf, inplace, tmp);
         }
         if (ks > 1) {
             /* the parts of each tile and block, added modulo 2^32, then stored */
@@ -453,7 +474,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                     for (size_t e = 0; e < (size_t)ms * nb; e++)
                         sum[e] += p[e];
                 }
-                axs_xstore(pb, &dd, sum, nb, r0, ms, g, g * pb->cols + c0, nf, 0, tmp);
+                axs_xstore(pb, &dd, sum, nb, r0, ms, g * pb->cols + c0, nf, 0, tmp);
             }
         }
         axs_free64(R);

@@ -236,7 +236,7 @@ static int frun(const xproblem *pb, const int16_t *S, const ptrdiff_t *toff, int
             }
             kern(src + g * pb->gstride, roff, ms, toff, (int)ntap, (int)L, Bp + blk * bsize,
                  acc, AXS_FNB);
-            axs_xstore(pb, &dd, (xword *)acc, AXS_FNB, r0, ms, g, g * pb->cols + c0, nf, 0,
+            axs_xstore(pb, &dd, (xword *)acc, AXS_FNB, r0, ms, g * pb->cols + c0, nf, 0,
                        NULL);
         }
         axs_free64(acc);
@@ -427,7 +427,7 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
         if (dq) {
             dqc = *dq;
             if (dqc.sumx)
-                dqc.sumx += n0 * OH * OW * groups;
+                dqc.sumx += n0 * OH * OW * dq->groups;   /* the window sums' groups */
         }
         /* NHWC and NCHW outputs alike hold an image in P * COUT elements of 4 bytes */
         xproblem pbm;

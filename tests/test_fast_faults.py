@@ -1,0 +1,152 @@
+"""Bad or unusual arguments to the compiled kernels (axkern._fast): window sums in other
+groups than the call's, thread counts, packings whose weights could change, outputs that
+overlap the inputs, reductions beyond int32, and values that would not convert exactly.
+Results are checked against the NumPy reference backend and ``_fast.epilogue``."""
+import numpy as np
+import pytest
+
+from axkern import library
+from axkern.backends import get_backend, table256
+
+fast = pytest.importorskip("axkern._fast")
+from test_simd import PATHS, codes  # noqa: E402
+
+ref = get_backend("reference")
+
+
+def dequantized(total, dq, groups):
+    # the dequantization of exact sums, as the kernels must store it
+    return fast.epilogue(total, dq["scale"], zw=dq["zw"], sumx=dq["sumx"], corr=dq.get("corr"),
+                         groups=groups)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_window_sums_in_their_own_groups(path):
+    """``sumx`` of G groups pairs column ``o`` with group ``o // (N // G)``, whatever the
+    convolution's groups: every method stores that (the expanded and factored stores took
+    the convolution's group, and read past the end of sumx)."""
+    rng = np.random.default_rng(8)
+    drum = table256(library.load_multiplier("mul8u_drum4"))   # frozen, factors of rank 1
+    noisy = rng.integers(-100, 100, (256, 256)).astype(np.int32)
+    a, b = codes((64, 32), rng), codes((32, 64), rng)
+    for table, methods in ((noisy, ("direct", "expand")),
+                           (drum, ("direct", "expand", "factored"))):
+        want_sums = ref.gemm(a, b, table, np.int32)
+        for G in (1, 2, 4):
+            dq = {"scale": 0.5, "zw": np.arange(64) - 7, "corr": 3,
+                  "sumx": rng.integers(-5000, 5000, (64, G))}
+            want = dequantized(want_sums, dq, G)
+            for method in methods + ("auto",):
+                got = fast.gemm(a, b, table, np.int32, dequant=dq, method=method, path=path)
+                np.testing.assert_array_equal(got, want, err_msg=f"gemm {method} G={G}")
+        # few rows against many columns: the swapped GEMM's transposed store
+        a1 = codes((4, 32), rng)
+        b1 = codes((32, 200), rng)
+        sums = ref.gemm(a1, b1, table, np.int32)
+        dq = {"scale": 0.25, "zw": 2, "sumx": rng.integers(-900, 900, (4, 5))}
+        for method in methods + ("auto",):
+            got = fast.gemm(a1, b1, table, np.int32, dequant=dq, method=method, path=path)
+            np.testing.assert_array_equal(got, dequantized(sums, dq, 5), err_msg=method)
+        # convolutions: sumx of one group for 2 or 8 groups, and of 4 for 2
+        x = codes((2, 6, 6, 8), rng)
+        for groups, G in ((2, 1), (8, 1), (2, 4), (1, 8)):
+            w = codes((3, 3, 8 // groups, 8), rng)
+            sums = ref.conv2d(x, w, table, (1, 1), (1, 1, 1, 1), (1, 1), groups, 0, np.int32)
+            dq = {"scale": 0.5, "zw": 3, "sumx": rng.integers(-700, 700, (2, 6, 6, G))}
+            want = dequantized(sums, dq, G)
+            for method in methods + ("auto",):
+                if method == "factored" and groups == 8:
+                    continue   # (one input channel per group: the depthwise shape)
+                for fmt in ("NHWC", "NCHW"):
+                    got = fast.conv2d(x, w, table, (1, 1), (1, 1, 1, 1), (1, 1), groups, 0,
+                                      np.int32, dequant=dq, method=method, path=path,
+                                      out_format=fmt)
+                    if fmt == "NCHW":
+                        got = got.transpose(0, 2, 3, 1)
+                    np.testing.assert_array_equal(got, want,
+                                                  err_msg=f"{method} {fmt} {groups} G={G}")
+
+
+def test_same_bytes_thread_count_is_checked():
+    a = np.zeros(8 << 20, np.uint8)
+    for bad in (100000, 2**31 - 1, 2**40, 0, True):
+        with pytest.raises(ValueError, match="num_threads"):
+            fast.same_bytes(a, a.copy(), num_threads=bad)
+    assert fast.same_bytes(a, a.copy(), num_threads=2)
+
+
+def test_packed_weights_only_for_weights_that_cannot_change():
+    rng = np.random.default_rng(9)
+    T = table256(library.load_multiplier("mul8u_drum4"))
+    a = codes((8, 16), rng)
+    base = codes((16, 8), rng)
+    view = base.view()
+    view.setflags(write=False)
+    with pytest.raises(ValueError, match="view of a writeable array"):
+        fast.factored_weights(view, T)          # base[...] = 3 would change it
+    w = base.copy()
+    w.setflags(write=False)
+    fw = fast.factored_weights(w, T)
+    np.testing.assert_array_equal(fast.gemm(a, w, T, np.int32, packed=fw),
+                                  ref.gemm(a, w, T, np.int32))
+    w.setflags(write=True)
+    w[:] = 7
+    with pytest.raises(ValueError, match="made writeable since"):
+        fast.gemm(a, w, T, np.int32, packed=fw)
+    frozen = np.frombuffer(bytes(range(128)), np.uint8).reshape(16, 8)   # immutable memory
+    assert fast.factored_weights(frozen, T) is not None
+
+
+def test_out_overlapping_an_input_is_refused():
+    rng = np.random.default_rng(10)
+    T = rng.integers(-9, 9, (256, 256)).astype(np.int32)
+    buf = np.zeros(2048 * 16 * 8, np.uint8)
+    out = buf.view(np.int64).reshape(2048, 16)
+    a = buf[:2048 * 64].reshape(2048, 64)
+    with pytest.raises(ValueError, match="overlaps an input"):
+        fast.gemm(a, codes((64, 16), rng), T, out=out)
+    x = codes((1, 4, 4, 16), rng)
+    w = codes((1, 1, 16, 4), rng)
+    alias = x.view(np.int32).reshape(1, 4, 4, 4)
+    with pytest.raises(ValueError, match="overlaps an input"):
+        fast.conv2d(x, w, T, out_dtype=np.int32, out=alias)
+    f = np.zeros((4, 16), np.float32)
+    with pytest.raises(ValueError, match="overlaps an input"):
+        from axkern.quant import QuantParams
+
+        fast.quantize_indices(f, QuantParams(0.5, 3),
+                              out=f.view(np.uint8).reshape(-1)[:64].reshape(4, 16))
+    # a separate buffer is fine
+    y = np.empty((2048, 16), np.int64)
+    b = codes((64, 16), rng)
+    np.testing.assert_array_equal(fast.gemm(a, b, T, out=y), ref.gemm(a, b, T, np.int64))
+
+
+def test_reduction_beyond_int32_is_named():
+    T = np.zeros((256, 256), np.int32)
+    a = np.zeros((1, 2**31), np.uint8)       # never touched: the check comes first
+    b = np.zeros((2**31, 1), np.uint8)
+    with pytest.raises(ValueError, match="K = 2147483648 exceeds 2\\*\\*31 - 1"):
+        fast.gemm(a, b, T)
+
+
+def test_dequant_values_must_convert_exactly():
+    rng = np.random.default_rng(11)
+    T = rng.integers(-9, 9, (256, 256)).astype(np.int32)
+    a, b = codes((3, 4), rng), codes((4, 2), rng)
+    with pytest.raises(TypeError, match="real numbers"):
+        fast.gemm(a, b, T, np.int32, dequant={"scale": None})
+    with pytest.raises(ValueError, match="must hold integers"):
+        fast.gemm(a, b, T, np.int32, dequant={"scale": 1.0, "corr": 1.7})
+    with pytest.raises(ValueError, match="finite"):
+        fast.gemm(a, b, T, np.int32, dequant={"scale": np.nan})
+    total = ref.gemm(a, b, T, np.int64)
+    with pytest.raises(ValueError, match="must hold integers"):
+        fast.epilogue(total, 1.0, zw=1, sumx=np.full((3, 1), 0.5))
+    with pytest.raises(ValueError, match="must hold integers"):
+        fast.epilogue(total, 1.0, zw=1, sumx=np.full((3, 1), np.nan))
+    with pytest.raises(TypeError, match="real numbers"):
+        fast.epilogue(total, None)
+    # integral floats are values like any other
+    np.testing.assert_array_equal(fast.epilogue(total, 1.0, corr=2.0),
+                                  fast.epilogue(total, 1.0, corr=2))
