@@ -126,7 +126,7 @@ def _torch():
 
 
 def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, seed=0,
-              methods=None, torch=True, signed=False, multiplier=None):
+              methods=None, torch=True, signed=False, multiplier=None, skipped=None):
     """Time every shape on every path.
 
     Parameters
@@ -159,6 +159,9 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
         noise, which stands for any 16-bit table (the expanded tables' speed). Tables with
         exact low-rank factors (DRUM, perforated, exact, some truncated ones; see
         :mod:`axkern.lowrank`) take the factored method, much faster.
+    skipped : list, optional
+        Where to append ``(shape, path, method, reason)`` for every forced method that
+        cannot serve a shape (and so has no record).
 
     Returns
     -------
@@ -174,14 +177,22 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
 
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be an integer >= 1, got {repeat!r}")
+    if num_threads is not None:
+        from .backends import _check_threads
+
+        _check_threads(num_threads)
     avail = _fast.available_paths()
-    paths = list(avail if paths is None else paths)
+    paths = list(dict.fromkeys(avail if paths is None else paths))   # duplicates dropped
+    if not paths:
+        raise ValueError("paths is empty: name at least one dispatch path (or None for all)")
     for p in paths:
         if p not in _fast.PATHS:
             raise ValueError(f"unknown CPU path {p!r}: expected some of {_fast.PATHS}")
         if p not in avail:
             raise ValueError(f"CPU path {p!r} is not supported by this CPU: available {avail}")
-    methods = [None] if methods is None else list(methods)
+    methods = [None] if methods is None else list(dict.fromkeys(methods))
+    if not methods:
+        raise ValueError("methods is empty: name at least one kernel method (or None)")
     for m in methods:
         if m is not None and m not in _fast.METHODS:
             raise ValueError(f"unknown kernel method {m!r}: expected some of {_fast.METHODS}")
@@ -191,6 +202,8 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
         if bad:
             raise ValueError(f"unknown shapes {bad}: expected some of {names}")
     chosen = [s for s in SHAPES if shapes is None or s[0] in shapes]
+    if not chosen:
+        raise ValueError("shapes is empty: name at least one shape (or None for all)")
     rng = np.random.default_rng(seed)
     if multiplier is not None:
         from .backends import as_multiplier, table256
@@ -222,14 +235,15 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
         records = []
         for shape in chosen:
             records += _bench_shape(shape, paths, methods, repeat, num_threads, rng, table,
-                                    mult, th, F, _fast)
+                                    mult, th, F, _fast, skipped)
     finally:
         if threads_before is not None:
             th.set_num_threads(threads_before)
     return records
 
 
-def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, th, F, _fast):
+def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, th, F, _fast,
+                 skipped=None):
     from .conv import axconv2d
     from .matmul import axmatmul
 
@@ -303,11 +317,15 @@ def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, t
         for m in methods:
             try:
                 kern(p, m)   # warm-up (page faults, caches), and can m serve it?
-            except ValueError:
+            except ValueError as e:
                 if m is None:
                     raise
+                if skipped is not None:
+                    skipped.append((name, p, m, str(e)))
                 continue
             variants.append((p, m))
+    if not variants:   # no forced method serves this shape: nothing to time it against
+        return []
     fns = [(v, "kernel", lambda v=v: kern(*v)) for v in variants]
     if mult is not None:
         fns += [(v, "api", lambda v=v: call(*v)) for v in variants]
@@ -429,37 +447,123 @@ def format_table(records):
     return "\n".join(lines)
 
 
+def positive_int(text):
+    """argparse ``type``: an integer >= 1 (the option's name is added by argparse)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def thread_count(text):
+    """argparse ``type``: a thread count, 1 to :data:`axkern.backends.MAX_THREADS`."""
+    import argparse
+
+    from .backends import MAX_THREADS
+
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} threads (four per "
+                                         f"core, at least 16), got {text!r}")
+    return value
+
+
+def split_names(text):
+    """The names of a comma-separated option value: stripped, empty ones and duplicates
+    dropped (first occurrence kept)."""
+    return list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+
+
+# options of the kernel benchmark that do not apply with --networks: (attribute, option)
+_NOT_WITH_NETWORKS = (("paths", "--paths"), ("shapes", "--shapes"), ("methods", "--methods"),
+                      ("runs", "--runs"), ("kernel_only", "--kernel-only"),
+                      ("signed", "--signed"), ("no_torch", "--no-torch"))
+
+
+def _usage_error(args, message):
+    print(f"{getattr(args, '_prog', 'axkern bench')}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _skip_notes(skipped):
+    """One line per (shape, method, reason) of run_bench's ``skipped``, naming the paths."""
+    groups = {}
+    for shape, path, method, reason in skipped:
+        paths = groups.setdefault((shape, method, reason), [])
+        if path not in paths:
+            paths.append(path)
+    return [f"method {m!r} cannot serve shape {s!r} (path{'s' if len(ps) > 1 else ''} "
+            f"{', '.join(ps)}), skipped: {reason}" for (s, m, reason), ps in groups.items()]
+
+
 def _cmd(args):
+    prog = getattr(args, "_prog", "axkern bench")
     if args.networks is not None:   # whole networks in PyTorch: axkern.netbench
         from . import netbench
 
+        given = [opt for attr, opt in _NOT_WITH_NETWORKS
+                 if getattr(args, attr) not in (None, False)]
+        if given:
+            return _usage_error(args, f"{', '.join(given)}: not with --networks (it takes "
+                                      "--batch, --repeat, --threads, --multiplier and --json; "
+                                      "tools/bench_networks.py has more options)")
         depths = netbench._depths(args.networks)
         try:
-            netbench.report(depths, batch=args.batch,
+            netbench.report(depths, batch=128 if args.batch is None else args.batch,
                             multiplier=args.multiplier or "mul8u_drum4",
                             repeat=args.repeat, num_threads=args.threads, as_json=args.json)
         except ImportError as e:   # PyTorch missing: the extra to install, no traceback
-            print(f"axkern bench: {e}", file=__import__("sys").stderr)
-            return 2
+            return _usage_error(args, str(e))
         return 0
+    if args.batch is not None:
+        return _usage_error(args, "--batch applies only with --networks")
     from . import _fast
 
-    paths = None if not args.paths else [p.strip() for p in args.paths.split(",") if p.strip()]
-    shapes = None if not args.shapes else [s.strip() for s in args.shapes.split(",")]
-    methods = None if not args.methods else [m.strip() for m in args.methods.split(",")
-                                             if m.strip()]
-    if args.runs < 1:
-        print(f"axkern bench: --runs must be at least 1, got {args.runs}", file=sys.stderr)
-        return 2
+    lists = {}
+    for attr, opt in (("paths", "--paths"), ("shapes", "--shapes"), ("methods", "--methods")):
+        text = getattr(args, attr)
+        lists[attr] = None if text is None else split_names(text)
+        if lists[attr] == []:
+            return _usage_error(args, f"{opt} names nothing: got {text!r}")
+    paths, shapes, methods = lists["paths"], lists["shapes"], lists["methods"]
+    avail = _fast.available_paths()
+    for p in paths or ():
+        if p not in _fast.PATHS:
+            return _usage_error(args, f"--paths: unknown CPU path {p!r}: expected some of "
+                                      f"{', '.join(_fast.PATHS)}")
+        if p not in avail:
+            return _usage_error(args, f"--paths: CPU path {p!r} is not supported by this CPU: "
+                                      f"available {', '.join(avail)}")
+    bad = [m for m in methods or () if m not in _fast.METHODS]
+    if bad:
+        return _usage_error(args, f"--methods: unknown kernel method{'s' if len(bad) > 1 else ''}"
+                                  f" {', '.join(bad)}: expected some of {', '.join(_fast.METHODS)}")
+    names = [s[0] for s in SHAPES]
+    bad = [s for s in shapes or () if s not in names]
+    if bad:
+        return _usage_error(args, f"--shapes: unknown shape{'s' if len(bad) > 1 else ''} "
+                                  f"{bad}: expected some of {names}")
+    runs_n = 1 if args.runs is None else args.runs
     if args.signed and args.multiplier:
-        print("axkern bench: --signed and --multiplier exclude each other (a multiplier's "
-              "signedness is its own)", file=sys.stderr)
-        return 2
+        return _usage_error(args, "--signed and --multiplier exclude each other (a "
+                                  "multiplier's signedness is its own)")
+    skipped = []
     runs = [run_bench(paths=paths, repeat=args.repeat, num_threads=args.threads, shapes=shapes,
                       api=not args.kernel_only, methods=methods, torch=not args.no_torch,
-                      signed=args.signed, multiplier=args.multiplier)
-            for _ in range(args.runs)]
-    recs = runs[0] if args.runs == 1 else combine_runs(runs)
+                      signed=args.signed, multiplier=args.multiplier, skipped=skipped)
+            for _ in range(runs_n)]
+    notes = _skip_notes(skipped)
+    if not runs[0]:
+        print(f"{prog}: error: nothing to time: " + "; ".join(notes), file=sys.stderr)
+        return 1
+    for n in notes:
+        print(f"{prog}: note: {n}", file=sys.stderr)
+    recs = runs[0] if runs_n == 1 else combine_runs(runs)
     if args.json:
         print(_json.dumps(recs, indent=2))
     else:
@@ -468,7 +572,7 @@ def _cmd(args):
         print(f"axkern bench: paths available {_fast.available_paths()}, default "
               f"{_fast.default_path()}, {os.cpu_count()} CPUs, "
               f"threads {args.threads or 'default'}, best of {args.repeat}"
-              + (f"; the median of {args.runs} runs" if args.runs > 1 else "")
+              + (f"; the median of {runs_n} runs" if runs_n > 1 else "")
               + ("; a signed multiplier (symmetric quantization)" if args.signed else "")
               + (f"; the table of {args.multiplier}" if args.multiplier else
                  "; a synthetic 16-bit table (exact product plus noise)"))
@@ -480,11 +584,8 @@ def _cmd(args):
     return 0
 
 
-def add_parser(subparsers):
-    """Register the ``bench`` subcommand on an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
-        "bench", help="GMAC/s of the fast CPU kernels on every dispatch path vs float32 PyTorch and BLAS",
-        description=__doc__.split("\n\n")[0])
+def _add_arguments(p):
+    """The options of ``axkern bench`` (and of tools/bench_cpu.py) on parser ``p``."""
     p.add_argument("--paths", default=None,
                    help="comma-separated dispatch paths (default: all this CPU supports)")
     p.add_argument("--shapes", default=None,
@@ -492,12 +593,17 @@ def add_parser(subparsers):
                         + "; ".join(s[0] for s in SHAPES))
     p.add_argument("--methods", default=None,
                    help="comma-separated kernel methods to force, each on every path "
-                        "(default: the automatic choice), e.g. direct,expand")
-    p.add_argument("--repeat", type=int, default=3, help="timed calls per figure (best counts)")
-    p.add_argument("--runs", type=int, default=1,
-                   help="whole benchmark runs; with more than one, every figure is the median "
-                        "over the runs and the ratios to PyTorch get their range")
-    p.add_argument("--threads", type=int, default=None, help="OpenMP threads for the kernels")
+                        "(default: the automatic choice), e.g. direct,expand; a method that "
+                        "cannot serve a shape is skipped for it, with a note")
+    p.add_argument("--repeat", type=positive_int, default=3,
+                   help="timed calls per figure, the best counts (default 3); with --networks "
+                        "the timing rounds")
+    p.add_argument("--runs", type=positive_int, default=None,
+                   help="whole benchmark runs (default 1); with more than one, every figure is "
+                        "the median over the runs and the ratios to PyTorch get their range")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="OpenMP threads for the kernels and PyTorch (default: OMP_NUM_THREADS "
+                        "or all cores)")
     p.add_argument("--kernel-only", action="store_true",
                    help="skip the float-level axconv2d/axmatmul timings")
     p.add_argument("--signed", action="store_true",
@@ -509,21 +615,39 @@ def add_parser(subparsers):
     p.add_argument("--networks", nargs="?", const="8,20,32,50,62", default=None,
                    metavar="DEPTHS",
                    help="instead: whole CIFAR ResNets (default depths 8,20,32,50,62), float32 "
-                        "PyTorch against axkern.torch (tools/bench_networks.py has more options)")
-    p.add_argument("--batch", type=int, default=128, help="with --networks: images per call")
+                        "PyTorch against axkern.torch; takes --batch, --repeat, --threads, "
+                        "--multiplier and --json only (tools/bench_networks.py has more options)")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="with --networks only: images per call (default 128)")
     p.add_argument("--multiplier", default=None,
                    help="time this multiplier's table (shipped name or file) instead of the "
                         "synthetic one; with --networks the multiplier (default mul8u_drum4)")
-    p.set_defaults(func=_cmd)
+
+
+def add_parser(subparsers):
+    """Register the ``bench`` subcommand on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "bench", help="GMAC/s of the fast CPU kernels on every dispatch path vs float32 PyTorch and BLAS",
+        description=__doc__.split("\n\n")[0])
+    _add_arguments(p)
+    p.set_defaults(func=_cmd, _prog=p.prog)
     return p
 
 
 def main(argv=None):
-    """Run ``axkern bench`` as a standalone program (tools/bench_cpu.py)."""
+    """Run ``axkern bench`` as a standalone program (tools/bench_cpu.py): the same options,
+    the same one-line errors (exit status 2 for usage errors, 1 for others)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="bench_cpu")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["bench", *(argv if argv is not None else __import__("sys").argv[1:])])
-    return args.func(args)
+    parser = argparse.ArgumentParser(prog="bench_cpu", description=__doc__.split("\n\n")[0])
+    _add_arguments(parser)
+    parser.set_defaults(_prog=parser.prog)
+    args = parser.parse_args(argv)
+    try:
+        return _cmd(args)
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1

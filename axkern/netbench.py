@@ -180,6 +180,18 @@ def _float_part(model, layers, inputs, repeat, wrap):
     return best
 
 
+def _check_args(batch, repeat, copies, num_threads):
+    """ValueError unless batch, repeat and copies are integers >= 1 and num_threads is None
+    or a thread count."""
+    for name, v in (("batch", batch), ("repeat", repeat), ("copies", copies)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if num_threads is not None:
+        from .backends import _check_threads
+
+        _check_threads(num_threads)
+
+
 def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="auto",
                  repeat=3, copies=3, num_threads=None, overhead=True, alloc=True,
                  channels_last=False, profile=False, seed=0, progress=None):
@@ -227,9 +239,7 @@ def run_networks(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", quant="a
     from .lut import Multiplier
     from .resnet import resnet_cifar
 
-    for name, v in (("batch", batch), ("repeat", repeat), ("copies", copies)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    _check_args(batch, repeat, copies, num_threads)
     threads = _fast.max_threads() if num_threads is None else int(num_threads)
     torch.set_num_threads(threads)
     if _fast.max_threads() != threads:
@@ -475,13 +485,22 @@ def report(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", repeat=3, copi
     import json
     import os
 
+    from .library import load_multiplier
+    from .lut import Multiplier
+
+    # every argument checked (and the multiplier loaded) before the header is printed
+    _check_args(batch, repeat, copies, num_threads)
+    depths = list(depths)
+    if not depths:
+        raise ValueError("depths is empty: name at least one ResNet depth")
     torch = _torch()
+    mult = multiplier if isinstance(multiplier, Multiplier) else load_multiplier(multiplier)
     progress = None if as_json else (lambda s: print(s, flush=True))
     if not as_json:
         print(f"axkern bench --networks: {_describe_cpu()}, {os.cpu_count()} CPUs, torch "
-              f"{torch.__version__}, batch {batch}, multiplier {multiplier}, best of "
+              f"{torch.__version__}, batch {batch}, multiplier {mult.name}, best of "
               f"{repeat} rounds x {copies} input copies", flush=True)
-    recs = run_networks(depths, batch=batch, multiplier=multiplier, repeat=repeat,
+    recs = run_networks(depths, batch=batch, multiplier=mult, repeat=repeat,
                         copies=copies, num_threads=num_threads, overhead=overhead, alloc=alloc,
                         channels_last=channels_last, profile=profile, progress=progress)
     if as_json:
@@ -494,7 +513,7 @@ def report(depths=DEPTHS, *, batch=128, multiplier="mul8u_drum4", repeat=3, copi
 
 def _depths(text):
     try:
-        depths = [int(d) for d in text.split(",") if d.strip()]
+        depths = list(dict.fromkeys(int(d) for d in text.split(",") if d.strip()))
     except ValueError:
         raise ValueError(f"depths must be comma-separated integers, got {text!r}") from None
     bad = [d for d in depths if d < 8 or (d - 2) % 6]
@@ -504,18 +523,24 @@ def _depths(text):
 
 
 def main(argv=None):
-    """``python tools/bench_networks.py``: see the module docstring."""
+    """``python tools/bench_networks.py``: see the module docstring. User errors print one
+    ``bench_networks: error: ...`` line (exit status 2 for usage errors, 1 for others)."""
     import argparse
+    import sys
+
+    from .bench import positive_int, thread_count
 
     p = argparse.ArgumentParser(prog="bench_networks", description=__doc__.split("\n\n")[0])
     p.add_argument("--depths", default=",".join(map(str, DEPTHS)),
                    help="comma-separated ResNet depths (default: 8,20,32,50,62)")
-    p.add_argument("--batch", type=int, default=128, help="images per call (default 128)")
-    p.add_argument("--multiplier", default="mul8u_drum4", help="shipped name or file")
-    p.add_argument("--repeat", type=int, default=3, help="timing rounds (default 3)")
-    p.add_argument("--copies", type=int, default=3,
+    p.add_argument("--batch", type=positive_int, default=128,
+                   help="images per call (default 128)")
+    p.add_argument("--multiplier", default="mul8u_drum4",
+                   help="shipped name or file (default mul8u_drum4)")
+    p.add_argument("--repeat", type=positive_int, default=3, help="timing rounds (default 3)")
+    p.add_argument("--copies", type=positive_int, default=3,
                    help="fresh input copies per round (default 3)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="threads for PyTorch and axkern (default: OpenMP's default)")
     p.add_argument("--no-overhead", action="store_true",
                    help="skip the adapter-overhead and memory measurements")
@@ -530,8 +555,15 @@ def main(argv=None):
         depths = _depths(args.depths)
     except ValueError as e:
         p.error(str(e))
-    report(depths, batch=args.batch, multiplier=args.multiplier, repeat=args.repeat,
-           copies=args.copies, num_threads=args.threads, overhead=not args.no_overhead,
-           alloc=not args.no_overhead, channels_last=args.channels_last, profile=args.profile,
-           per_layer=args.per_layer, as_json=args.json)
+    try:
+        report(depths, batch=args.batch, multiplier=args.multiplier, repeat=args.repeat,
+               copies=args.copies, num_threads=args.threads, overhead=not args.no_overhead,
+               alloc=not args.no_overhead, channels_last=args.channels_last,
+               profile=args.profile, per_layer=args.per_layer, as_json=args.json)
+    except KeyboardInterrupt:
+        print(f"{p.prog}: interrupted", file=sys.stderr)
+        return 130
+    except (ImportError, ValueError, TypeError, OSError, RuntimeError) as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 1
     return 0

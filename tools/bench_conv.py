@@ -20,12 +20,14 @@ computed for that batch.
 import argparse
 import os
 import platform
+import sys
 import time
 
 import numpy as np
 
 import axkern
-from axkern.backends import available_backends
+from axkern.backends import BACKENDS, available_backends
+from axkern.bench import positive_int, thread_count
 
 LAYERS = [(32, 16, 16), (16, 32, 32), (8, 64, 64)]  # (H = W, Cin, Cout)
 
@@ -53,25 +55,49 @@ def im2col(x, kh, kw):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", nargs="+", default=["cpu", "reference"],
-                    help="backend names (see axkern.backends.BACKENDS)")
-    ap.add_argument("--threads", type=int, default=None,
+                    help=f"backend names, from {', '.join(BACKENDS)} (default: cpu reference); "
+                         "one not available here gets a line that says so")
+    ap.add_argument("--threads", type=thread_count, default=None,
                     help="num_threads for the CPU kernels (default: OpenMP's / OMP_NUM_THREADS)")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--reference-batch", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--batch", type=positive_int, default=32, help="images per call (default 32)")
+    ap.add_argument("--reference-batch", type=positive_int, default=2,
+                    help="images per call of the reference backend (default 2)")
+    ap.add_argument("--repeat", type=positive_int, default=5,
+                    help="timed runs, the best counts (default 5; the reference backend: 1)")
     ap.add_argument("--multiplier", default=None,
                     help="name of a shipped multiplier (default: a random 8-bit unsigned table)")
     args = ap.parse_args(argv)
+    backends = list(dict.fromkeys(args.backends))   # duplicates dropped
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad:
+        ap.error(f"--backends: unknown backend {bad[0]!r}: expected some of {', '.join(BACKENDS)}")
+    usable = set(available_backends())
+    if not usable.intersection(backends):
+        ap.error(f"--backends: none of {', '.join(backends)} is available here (available: "
+                 f"{', '.join(sorted(usable))})")
 
     rng = np.random.default_rng(0)
     if args.multiplier:
-        m = axkern.load_multiplier(args.multiplier)
+        try:
+            m = axkern.load_multiplier(args.multiplier)
+        except (ValueError, OSError) as e:
+            ap.error(f"--multiplier: {e}")
     else:  # the kernels' speed does not depend on the table's contents
         m = axkern.Multiplier(rng.integers(0, 65536, (256, 256)), name="random8u")
-    usable = set(available_backends())
+    try:
+        _run(args, backends, usable, m, rng)
+    except KeyboardInterrupt:
+        print(f"{ap.prog}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, MemoryError) as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args, backends, usable, m, rng):
     from axkern import _fast
     threads = args.threads or _fast.max_threads()
-    from axkern.backends import BACKENDS
     print(f"axkern {axkern.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, CPU kernels on {threads} thread(s), multiplier {m.name}, "
           f"'cpu' = {BACKENDS['cpu']}")
@@ -81,9 +107,10 @@ def main(argv=None):
           "process CPU time,\n   i.e. per busy core: a machine shared with other jobs lowers the "
           "wall-time figures but not this one)")
     for hw, cin, cout in LAYERS:
-        x_full = rng.random((args.batch, hw, hw, cin), dtype=np.float32)
+        x_full = rng.random((max(args.batch, args.reference_batch), hw, hw, cin),
+                            dtype=np.float32)
         w = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
-        for backend in args.backends:
+        for backend in backends:
             if backend not in usable:
                 print(f"{hw}x{hw} {cin}->{cout:<8}{backend:<11}  (not available here)")
                 continue
@@ -103,9 +130,10 @@ def main(argv=None):
             B = w.reshape(9 * cin, cout)
             t_blas, _ = best_time(lambda: A @ B, args.repeat)
             g_ax, g_k, g_b = macs / t_ax / 1e9, macs / t_k / 1e9, macs / t_blas / 1e9
+            g_cpu = macs / c_k / 1e9 if c_k > 0 else float("nan")   # a coarse CPU clock
             print(f"{hw}x{hw} {cin}->{cout:<8}{backend:<11}{batch:>6}{g_ax:>11.2f}{g_k:>10.2f}"
-                  f"{g_b:>11.2f}{g_ax / g_b:>8.3f}{g_k / g_b:>11.3f}{macs / c_k / 1e9:>12.2f}")
+                  f"{g_b:>11.2f}{g_ax / g_b:>8.3f}{g_k / g_b:>11.3f}{g_cpu:>12.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

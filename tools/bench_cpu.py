@@ -2,8 +2,8 @@
 """Benchmark of the fast CPU kernels: GMAC/s of each dispatch path and of float32 NumPy
 matmul on the same im2col GEMM shape, and their ratio, from one run.
 
-Same as ``axkern bench``; options: --paths, --shapes, --repeat, --threads, --kernel-only,
---json. Example: ``python tools/bench_cpu.py --repeat 5``.
+Same as ``axkern bench``, with the same options (``--help`` lists them) and errors.
+Example: ``python tools/bench_cpu.py --repeat 5``.
 """
 import sys
 

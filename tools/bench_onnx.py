@@ -102,14 +102,40 @@ def approx_share(model, x, repeat):
 
 
 def main(argv=None):
+    from axkern.bench import positive_int
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--multiplier", default="mul8u_trunc8")
+    ap.add_argument("--batch", type=positive_int, default=32, help="images (default 32)")
+    ap.add_argument("--repeat", type=positive_int, default=5,
+                    help="timed runs, the best counts (default 5)")
+    ap.add_argument("--multiplier", default="mul8u_trunc8",
+                    help="shipped name or file (default mul8u_trunc8)")
     args = ap.parse_args(argv)
 
-    import onnxruntime as ort
+    import axkern
 
+    try:
+        mult = axkern.load_multiplier(args.multiplier)
+    except (ValueError, OSError) as e:
+        ap.error(f"--multiplier: {e}")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime as ort
+    except ImportError as e:
+        print(f"{ap.prog}: error: needs onnx and onnxruntime ({e}): "
+              'pip install "axkern[onnx]" onnxruntime', file=sys.stderr)
+        return 1
+    try:
+        return _run(args, mult, ort)
+    except KeyboardInterrupt:
+        print(f"{ap.prog}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError, MemoryError) as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args, mult, ort):
     import axkern
     from axkern.bench import best_time as best
     from axkern.onnx import load_model
@@ -120,7 +146,6 @@ def main(argv=None):
         x = np.random.default_rng(1).random((args.batch, 3, 32, 32), dtype=np.float32)
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         model = load_model(path)
-        mult = axkern.load_multiplier(args.multiplier)
         rows = []
         sess.run(None, {"x": x})
         rows.append(("onnxruntime float32", best(lambda: sess.run(None, {"x": x}), args.repeat)))

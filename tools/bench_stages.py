@@ -29,7 +29,7 @@ import numpy as np
 
 import axkern
 from axkern import _fast
-from axkern.bench import SHAPES, _table
+from axkern.bench import SHAPES, _table, positive_int, split_names, thread_count
 from axkern.bench import best_time as _best
 from axkern.conv import _prepare_weights, checked_params, resolve_quant, scale_and_zp
 
@@ -100,11 +100,13 @@ def table_of(m):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     names = [s[0] for s in SHAPES if s[1] == "conv" or s[0].startswith("linear")]
-    ap.add_argument("--shapes", default=None, help=f"comma-separated names from {names}")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--shapes", default=None,
+                    help=f"comma-separated names from {names} (default: all)")
+    ap.add_argument("--rounds", type=positive_int, default=15,
+                    help="rounds; each figure is the median over them (default 15)")
+    ap.add_argument("--threads", type=thread_count, default=None,
                     help="threads of every stage (default: OpenMP's)")
     ap.add_argument("--multiplier", default=None,
                     help="a shipped multiplier or file instead of the synthetic table")
@@ -112,13 +114,29 @@ def main(argv=None):
                     help="the fixed cost of a call: each layer on one 4 x 4 image (the linear "
                          "layer on one row)")
     args = ap.parse_args(argv)
-    want = names if args.shapes is None else args.shapes.split(",")
+    want = names if args.shapes is None else split_names(args.shapes)
+    if not want:
+        ap.error(f"--shapes names nothing: got {args.shapes!r}")
     bad = [s for s in want if s not in names]
     if bad:
         ap.error(f"unknown shapes {bad}: expected some of {names}")
     rng = np.random.default_rng(0)
-    m = (axkern.load_multiplier(args.multiplier) if args.multiplier
-         else axkern.Multiplier(_table(rng), name="bench"))
+    try:
+        m = (axkern.load_multiplier(args.multiplier) if args.multiplier
+             else axkern.Multiplier(_table(rng), name="bench"))
+    except (ValueError, OSError) as e:
+        ap.error(f"--multiplier: {e}")
+    try:
+        return _run(args, want, m, rng)
+    except KeyboardInterrupt:
+        print(f"{ap.prog}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, MemoryError) as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args, want, m, rng):
     T = args.threads
     print(f"path {_fast.default_path()}, threads {T or _fast.max_threads()}, ms (median of "
           f"{args.rounds} rounds of best-of-3)")

@@ -1,0 +1,260 @@
+"""Argument handling of ``axkern bench`` and of the benchmark tools (tools/bench_*.py): a user
+error is one ``<prog>: error: ...`` line (after argparse's usage, for usage errors) with exit
+status 2 (usage) or 1, never a traceback, and nothing measures nothing silently.
+
+Fast: only argument checks and error paths, plus a few runs of ``--repeat 1`` / ``--rounds 1``
+on the smallest shapes; never a full benchmark.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from axkern import _fast
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "tools"
+UNSUPPORTED = [p for p in _fast.PATHS if p not in _fast.available_paths()]
+SMALL_GEMM = "gemm 8x2048x1024"
+
+
+def _run(cmd, timeout=120):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    return subprocess.run([sys.executable, *cmd], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=str(ROOT))
+
+
+def bench(*args):
+    return _run(["-m", "axkern", "bench", *args])
+
+
+def tool(name, *args):
+    script = TOOLS / name
+    if not script.is_file():
+        pytest.skip("tools/ is not next to the tests")
+    return _run([str(script), *args])
+
+
+def error_line(proc, status, prog, *words):
+    """The one error line of ``proc`` (its last stderr line), after checking the exit status,
+    that there is no traceback and that the line names every one of ``words``."""
+    assert proc.returncode == status, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    errors = [ln for ln in lines if ": error: " in ln]
+    assert len(errors) == 1 and errors[0] == lines[-1], proc.stderr
+    assert errors[0].startswith(f"{prog}: error: "), proc.stderr
+    if status == 1:
+        assert len(lines) == 1, proc.stderr   # no usage for a non-usage error
+    for w in words:
+        assert w in errors[0], (w, errors[0])
+    return errors[0]
+
+
+def squeeze(text):
+    return " ".join(text.split())
+
+
+# ------------------------------------------------------------------------ axkern bench
+@pytest.mark.parametrize("args, words", [
+    (["--threads", "-1"], ["--threads"]),
+    (["--threads", "0"], ["--threads"]),
+    (["--repeat", "0"], ["--repeat"]),
+    (["--runs", "0"], ["--runs"]),
+    (["--paths", ","], ["--paths", "names nothing"]),
+    (["--paths", "mmx"], ["--paths", "'mmx'", "avx2"]),
+    (["--methods", "nosuch"], ["--methods", "nosuch", "direct"]),
+    (["--methods", ","], ["--methods", "names nothing"]),
+    (["--shapes", "foo"], ["--shapes", "foo"]),
+    (["--batch", "4"], ["--batch", "--networks"]),
+    (["--networks", "8", "--batch", "0"], ["--batch"]),
+])
+def test_bench_usage_errors(args, words):
+    error_line(bench(*args), 2, "axkern bench", *words)
+
+
+@pytest.mark.skipif(not UNSUPPORTED, reason="this CPU runs every dispatch path")
+def test_bench_unsupported_path():
+    error_line(bench("--paths", UNSUPPORTED[0]), 2, "axkern bench", UNSUPPORTED[0],
+               "not supported by this CPU")
+
+
+def test_bench_networks_refuses_kernel_options():
+    proc = bench("--networks", "8", "--batch", "2", "--repeat", "1", "--runs", "1", "--signed",
+                 "--shapes", "foo", "--paths", "scalar", "--methods", "nosuch", "--kernel-only",
+                 "--no-torch")
+    line = error_line(proc, 2, "axkern bench", "--networks")
+    for opt in ("--paths", "--shapes", "--methods", "--runs", "--kernel-only", "--signed",
+                "--no-torch"):
+        assert opt in line
+    assert proc.stdout == ""
+
+
+def test_bench_nothing_to_time_is_an_error():
+    proc = bench("--methods", "depthwise", "--shapes", SMALL_GEMM, "--repeat", "1",
+                 "--kernel-only", "--no-torch", "--json")
+    error_line(proc, 1, "axkern bench", "nothing to time", "depthwise", SMALL_GEMM)
+    assert proc.stdout == ""
+
+
+def test_bench_skipped_pairs_noted_and_duplicates_dropped():
+    proc = bench("--paths", "scalar,scalar", "--methods", "direct,depthwise,direct", "--shapes",
+                 f"{SMALL_GEMM},{SMALL_GEMM}", "--repeat", "1", "--kernel-only", "--no-torch",
+                 "--json")
+    assert proc.returncode == 0, proc.stderr
+    recs = json.loads(proc.stdout)
+    assert [(r["shape"], r["path"], r["method"]) for r in recs] == [(SMALL_GEMM, "scalar",
+                                                                     "direct")]
+    (note,) = proc.stderr.strip().splitlines()
+    assert note.startswith("axkern bench: note: ") and "'depthwise'" in note
+    assert SMALL_GEMM in note and "scalar" in note
+
+
+def test_bench_cpu_usage_is_truthful():
+    proc = tool("bench_cpu.py", "--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: bench_cpu [-h]") and "bench_cpu bench" not in proc.stdout
+
+
+@pytest.mark.parametrize("args, status, words", [
+    (["--shapes", "foo"], 2, ["--shapes", "foo"]),
+    (["--repeat", "0"], 2, ["--repeat"]),
+    (["--paths", "nosuch"], 2, ["--paths", "nosuch"]),
+    (["--threads", "-1"], 2, ["--threads"]),
+    (["--batch", "2"], 2, ["--batch"]),
+    (["--networks", "8,9"], 1, ["6n + 2"]),
+])
+def test_bench_cpu_errors(args, status, words):
+    error_line(tool("bench_cpu.py", *args), status, "bench_cpu", *words)
+
+
+@pytest.mark.skipif(not UNSUPPORTED, reason="this CPU runs every dispatch path")
+def test_bench_cpu_unsupported_path():
+    error_line(tool("bench_cpu.py", "--paths", UNSUPPORTED[0]), 2, "bench_cpu", UNSUPPORTED[0])
+
+
+def test_run_bench_empty_lists_and_threads():
+    from axkern import bench
+
+    for kw in (dict(paths=[]), dict(methods=[]), dict(shapes=[]), dict(num_threads=-1)):
+        with pytest.raises(ValueError):
+            bench.run_bench(repeat=1, torch=False, api=False, **kw)
+
+
+# ------------------------------------------------------------------------- --networks
+@pytest.mark.parametrize("args, words", [
+    (["--depths", "8", "--batch", "0"], ["--batch"]),
+    (["--threads", "0"], ["--threads"]),
+    (["--copies", "0"], ["--copies"]),
+    (["--depths", ","], ["6n + 2"]),
+])
+def test_bench_networks_usage_errors(args, words):
+    error_line(tool("bench_networks.py", *args), 2, "bench_networks", *words)
+
+
+def test_bench_networks_unknown_multiplier():
+    pytest.importorskip("torch")
+    proc = tool("bench_networks.py", "--depths", "8", "--batch", "1", "--repeat", "1",
+                "--copies", "1", "--multiplier", "nosuch")
+    error_line(proc, 1, "bench_networks", "nosuch")
+    assert proc.stdout == ""   # no header before the arguments are checked
+
+
+def test_netbench_report_checks_before_the_header(capsys):
+    from axkern import netbench
+
+    for kw in (dict(batch=0), dict(repeat=0), dict(copies=0), dict(num_threads=-1)):
+        with pytest.raises(ValueError):
+            netbench.report([8], **kw)
+    assert capsys.readouterr().out == ""
+
+
+# ------------------------------------------------------------------------ bench_methods
+@pytest.mark.parametrize("args, words", [
+    (["--methods", "nosuch,direct"], ["--methods", "nosuch"]),
+    (["--methods", "direct"], ["--methods", "two"]),
+    (["--methods", "direct,direct"], ["--methods", "two different"]),
+    (["--paths", "nosuch"], ["--paths", "nosuch"]),
+    (["--paths", ","], ["--paths"]),
+    (["--threads", "-1"], ["--threads"]),
+    (["--rounds", "0"], ["--rounds"]),
+    (["--depthwise", "1,2"], ["--depthwise", "N,H,W,C"]),
+    (["--depthwise", "1,4,4,0"], ["--depthwise"]),
+    (["--shapes", "foo"], ["foo"]),
+])
+def test_bench_methods_usage_errors(args, words):
+    error_line(tool("bench_methods.py", *args), 2, "bench_methods.py", *words)
+
+
+@pytest.mark.skipif(not UNSUPPORTED, reason="this CPU runs every dispatch path")
+def test_bench_methods_unsupported_path():
+    proc = tool("bench_methods.py", "--methods", "direct,expand", "--paths", UNSUPPORTED[0],
+                "--rounds", "1")
+    error_line(proc, 2, "bench_methods.py", UNSUPPORTED[0], "not supported by this CPU")
+
+
+def test_bench_methods_says_what_it_skipped():
+    proc = tool("bench_methods.py", "--methods", "direct,depthwise", "--shapes", SMALL_GEMM,
+                "--paths", "scalar", "--rounds", "1")
+    error_line(proc, 1, "bench_methods.py", "nothing timed")
+    assert "skipped" in proc.stdout and "depthwise cannot serve it" in proc.stdout
+    proc = tool("bench_methods.py", "--methods", "direct,depthwise", "--depthwise", "1,4,4,8",
+                "--paths", "scalar", "--rounds", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "GMAC/s" in proc.stdout and "skipped" not in proc.stdout
+
+
+# ------------------------------------------------------------------------- bench_stages
+@pytest.mark.parametrize("args, words", [
+    (["--threads", "-1"], ["--threads"]),
+    (["--multiplier", "nosuch"], ["--multiplier", "nosuch"]),
+    (["--rounds", "0"], ["--rounds"]),
+    (["--shapes", ","], ["--shapes"]),
+])
+def test_bench_stages_usage_errors(args, words):
+    error_line(tool("bench_stages.py", *args), 2, "bench_stages.py", *words)
+
+
+def test_bench_stages_help():
+    proc = tool("bench_stages.py", "--help")
+    assert proc.returncode == 0
+    out = squeeze(proc.stdout)
+    assert "next to the whole call, in both layouts." in out   # the whole first paragraph
+    assert "(default: all)" in out
+
+
+# --------------------------------------------------------------- bench_conv, bench_onnx
+@pytest.mark.parametrize("args, words", [
+    (["--repeat", "0"], ["--repeat"]),
+    (["--batch", "0"], ["--batch"]),
+    (["--reference-batch", "0"], ["--reference-batch"]),
+    (["--threads", "-1"], ["--threads"]),
+    (["--backends", "nosuch"], ["--backends", "nosuch"]),
+    (["--multiplier", "nosuch"], ["--multiplier", "nosuch"]),
+])
+def test_bench_conv_usage_errors(args, words):
+    error_line(tool("bench_conv.py", *args), 2, "bench_conv.py", *words)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--repeat", "0"], ["--repeat"]),
+    (["--batch", "0"], ["--batch"]),
+    (["--multiplier", "nosuch"], ["--multiplier", "nosuch"]),
+])
+def test_bench_onnx_usage_errors(args, words):
+    error_line(tool("bench_onnx.py", *args), 2, "bench_onnx.py", *words)
+
+
+# -------------------------------------------------------------------- bench_range_check
+def test_bench_range_check_parses_its_arguments():
+    proc = tool("bench_range_check.py", "--help")
+    assert proc.returncode == 0 and "--cases" in proc.stdout and "--rounds" in proc.stdout
+    assert "ms with the check" not in proc.stdout   # it did not run the benchmark
+    error_line(tool("bench_range_check.py", "extra"), 2, "bench_range_check.py", "extra")
+    error_line(tool("bench_range_check.py", "--cases", "foo"), 2, "bench_range_check.py", "foo")
+    error_line(tool("bench_range_check.py", "--rounds", "0"), 2, "bench_range_check.py",
+               "--rounds")
