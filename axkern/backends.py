@@ -28,6 +28,7 @@ import itertools
 import numbers
 import os
 import sys
+import threading
 import weakref
 import zlib
 
@@ -144,6 +145,7 @@ def as_multiplier(multiplier):
 
 _ARRAY_MULTIPLIERS = {}  # id(array) -> (weakref to it, Multiplier made from it)
 _ARRAY_CONTENTS = {}     # (shape, crc32 of the entries as int32) -> Multiplier
+_ARRAY_LOCK = threading.RLock()
 
 
 def _array_multiplier(arr, Multiplier):
@@ -178,23 +180,30 @@ def _array_multiplier(arr, Multiplier):
                          "raw arrays are unsigned; axkern.Multiplier(table, signed=True) makes "
                          "a signed one", stacklevel=5)
         if ckey is not None:
-            if len(_ARRAY_CONTENTS) >= 16:
-                _ARRAY_CONTENTS.pop(next(iter(_ARRAY_CONTENTS)))
-            _ARRAY_CONTENTS[ckey] = m
+            with _ARRAY_LOCK:   # (threads evict and insert at once)
+                _remember_at_most(_ARRAY_CONTENTS, ckey, m, 16)
 
     def gone(ref, key=key):
-        held = _ARRAY_MULTIPLIERS.get(key)
-        if held is not None and held[0] is ref:
-            del _ARRAY_MULTIPLIERS[key]
+        with _ARRAY_LOCK:
+            held = _ARRAY_MULTIPLIERS.get(key)
+            if held is not None and held[0] is ref:
+                del _ARRAY_MULTIPLIERS[key]
 
     try:
         ref = weakref.ref(arr, gone)
     except TypeError:   # (ndarray subclasses without weak references are not remembered)
         return m
-    if len(_ARRAY_MULTIPLIERS) >= 16:
-        _ARRAY_MULTIPLIERS.pop(next(iter(_ARRAY_MULTIPLIERS)))
-    _ARRAY_MULTIPLIERS[key] = (ref, m)
+    with _ARRAY_LOCK:
+        _remember_at_most(_ARRAY_MULTIPLIERS, key, (ref, m), 16)
     return m
+
+
+def _remember_at_most(d, key, value, n):
+    # d[key] = value, the oldest entries dropped beyond n (dicts keep insertion order)
+    d.pop(key, None)
+    while len(d) >= n:
+        d.pop(next(iter(d)))
+    d[key] = value
 
 
 _INTERNED = {}  # (bits, signed, crc32 of the entries) -> weak reference to a frozen table
@@ -221,7 +230,7 @@ def _interned(out, kind):
 
     def gone(r, key=key):
         if _INTERNED.get(key) is r:
-            del _INTERNED[key]
+            _INTERNED.pop(key, None)
 
     _INTERNED[key] = weakref.ref(out, gone)
     return out
@@ -372,7 +381,7 @@ def freeze_table(table):
     def gone(ref, key=key, token=token):
         hit = _FROZEN.get(key)
         if hit is not None and hit[0] is ref:
-            del _FROZEN[key]
+            _FROZEN.pop(key, None)
         _FACTORS.pop(token, None)
         _TUNINGS.pop(token, None)
 

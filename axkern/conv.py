@@ -710,7 +710,12 @@ class _WeightCache:
             entries = list(self._entries)
         for e in entries:
             if self._matches(e, table, mode, w, mem, perm, mapping, fast, num_threads):
-                self._where[where] = e
+                with self._lock:   # (put rebuilds the index under the lock)
+                    if len(self._where) >= 4 * self._slots:
+                        # hits at ever new addresses (a fresh copy of the weights per call)
+                        # would grow it without end: start over, the scan refills it
+                        self._where.clear()
+                    self._where[where] = e
                 return e
         return None
 
@@ -727,8 +732,9 @@ class _WeightCache:
             del self._entries[self._slots:]
             held = 0
             for i, e in enumerate(self._entries):
+                # (a list first: packed_for may add to e.packed meanwhile, without the lock)
                 held += e.w.nbytes + e.wi.nbytes + e.table.nbytes + sum(
-                    p.nbytes for p in e.packed.values() if p is not None)
+                    p.nbytes for p in list(e.packed.values()) if p is not None)
                 if held > self._max_bytes:
                     del self._entries[i:]
                     break

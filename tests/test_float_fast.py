@@ -509,6 +509,60 @@ def test_calibrated_weights_prepared_once_and_folded_tables_kept(monkeypatch):
     assert not np.array_equal(got, first)
 
 
+def test_weight_cache_index_stays_bounded_and_threads_share_it(monkeypatch):
+    """Hits at ever new addresses (the same weights copied per call) must not grow the
+    cache's address index without end, and threads putting and hitting at once never
+    raise."""
+    import sys
+    import threading
+
+    from axkern import conv
+
+    cache = conv._WeightCache(slots=2)
+    monkeypatch.setattr(conv, "_WEIGHTS", cache)
+    rng = np.random.default_rng(13)
+    m = load_multiplier("mul8u_drum4")
+    x = rng.random((1, 4, 4, 4), dtype=np.float32)
+    w = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    bank = np.stack([w] * 64)
+    want = axconv2d(x, w, m, backend="reference")
+    for i in range(64):
+        np.testing.assert_array_equal(axconv2d(x, bank[i], m), want)
+        assert len(cache._where) <= 4 * 2
+    errors = []
+
+    def putter():
+        r = np.random.default_rng(1)
+        try:
+            for _ in range(150):
+                axconv2d(x, r.standard_normal((1, 1, 4, 4)).astype(np.float32), m)
+        except Exception as e:   # noqa: BLE001 (any exception is the failure)
+            errors.append(repr(e))
+
+    def getter(seed):
+        r = np.random.default_rng(seed)
+        try:
+            for _ in range(300):
+                got = axconv2d(x, bank[int(r.integers(0, 64))], m)
+                if not np.array_equal(got, want):
+                    errors.append("wrong result")
+        except Exception as e:   # noqa: BLE001
+            errors.append(repr(e))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=putter)] + \
+            [threading.Thread(target=getter, args=(s,)) for s in (2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:3]
+
+
 def test_weight_cache_never_serves_stale_weights():
     """The fused conv and matmul paths prepare each weight array once (axkern.conv._WEIGHTS);
     weights changed in place, another multiplier, another weight mode or another tuning must
