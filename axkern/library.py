@@ -267,8 +267,13 @@ def _load_shipped(name, signed, function, bits):
         m = _CACHE.get(name)
     if m is None:
         m = Multiplier.from_c(shipped_source(name), function=name)
+        # its kernels' table made once, so that every copy handed out shares it (else each
+        # copy's first call makes it again: 0.1 - 0.2 ms)
+        from .backends import table256
+
+        table256(m)
         with _LOCK:
-            _CACHE.setdefault(name, m)
+            m = _CACHE.setdefault(name, m)
     return _copy(m)
 
 
