@@ -643,11 +643,19 @@ def main(argv=None):
     _add_arguments(parser)
     parser.set_defaults(_prog=parser.prog)
     args = parser.parse_args(argv)
+    return run_tool(parser.prog, _cmd, args)
+
+
+def run_tool(prog, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` as a benchmark script's main work: its return value (0 for
+    None), or a user's error as one line ``prog: error: ...`` and status 1 (130 when
+    interrupted), never a traceback."""
     try:
-        return _cmd(args)
+        r = fn(*args, **kwargs)
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+    except (ImportError, ValueError, TypeError, OSError, RuntimeError, MemoryError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
+    return 0 if r is None else r

@@ -526,9 +526,8 @@ def main(argv=None):
     """``python tools/bench_networks.py``: see the module docstring. User errors print one
     ``bench_networks: error: ...`` line (exit status 2 for usage errors, 1 for others)."""
     import argparse
-    import sys
 
-    from .bench import positive_int, thread_count
+    from .bench import positive_int, run_tool, thread_count
 
     p = argparse.ArgumentParser(prog="bench_networks", description=__doc__.split("\n\n")[0])
     p.add_argument("--depths", default=",".join(map(str, DEPTHS)),
@@ -555,15 +554,10 @@ def main(argv=None):
         depths = _depths(args.depths)
     except ValueError as e:
         p.error(str(e))
-    try:
+    def work():   # (the records are printed, not an exit status)
         report(depths, batch=args.batch, multiplier=args.multiplier, repeat=args.repeat,
                copies=args.copies, num_threads=args.threads, overhead=not args.no_overhead,
                alloc=not args.no_overhead, channels_last=args.channels_last,
                profile=args.profile, per_layer=args.per_layer, as_json=args.json)
-    except KeyboardInterrupt:
-        print(f"{p.prog}: interrupted", file=sys.stderr)
-        return 130
-    except (ImportError, ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"{p.prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_tool(p.prog, work)

@@ -27,7 +27,7 @@ import numpy as np
 
 import axkern
 from axkern.backends import BACKENDS, available_backends
-from axkern.bench import positive_int, thread_count
+from axkern.bench import positive_int, run_tool, thread_count
 
 LAYERS = [(32, 16, 16), (16, 32, 32), (8, 64, 64)]  # (H = W, Cin, Cout)
 
@@ -84,15 +84,7 @@ def main(argv=None):
             ap.error(f"--multiplier: {e}")
     else:  # the kernels' speed does not depend on the table's contents
         m = axkern.Multiplier(rng.integers(0, 65536, (256, 256)), name="random8u")
-    try:
-        _run(args, backends, usable, m, rng)
-    except KeyboardInterrupt:
-        print(f"{ap.prog}: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, MemoryError) as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_tool(ap.prog, _run, args, backends, usable, m, rng)
 
 
 def _run(args, backends, usable, m, rng):

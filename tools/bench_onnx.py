@@ -102,7 +102,7 @@ def approx_share(model, x, repeat):
 
 
 def main(argv=None):
-    from axkern.bench import positive_int
+    from axkern.bench import positive_int, run_tool
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=positive_int, default=32, help="images (default 32)")
@@ -125,14 +125,7 @@ def main(argv=None):
         print(f"{ap.prog}: error: needs onnx and onnxruntime ({e}): "
               'pip install "axkern[onnx]" onnxruntime', file=sys.stderr)
         return 1
-    try:
-        return _run(args, mult, ort)
-    except KeyboardInterrupt:
-        print(f"{ap.prog}: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, OSError, MemoryError) as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr)
-        return 1
+    return run_tool(ap.prog, _run, args, mult, ort)
 
 
 def _run(args, mult, ort):

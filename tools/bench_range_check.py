@@ -16,7 +16,7 @@ import numpy as np
 import axkern
 import axkern.conv as conv
 from axkern.bench import best_time as best
-from axkern.bench import positive_int, split_names
+from axkern.bench import positive_int, run_tool, split_names
 from axkern.quant import check_range, tf_quant_params
 
 # key: (description, input shape, filter shape)
@@ -47,15 +47,7 @@ def main(argv=None):
         m = axkern.load_multiplier(args.multiplier)
     except (ValueError, OSError) as e:
         ap.error(f"--multiplier: {e}")
-    try:
-        _run(m, cases, args.rounds)
-    except KeyboardInterrupt:
-        print(f"{ap.prog}: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, MemoryError) as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_tool(ap.prog, _run, m, cases, args.rounds)
 
 
 def _run(m, cases, rounds):

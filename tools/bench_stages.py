@@ -29,7 +29,7 @@ import numpy as np
 
 import axkern
 from axkern import _fast
-from axkern.bench import SHAPES, _table, positive_int, split_names, thread_count
+from axkern.bench import SHAPES, _table, positive_int, run_tool, split_names, thread_count
 from axkern.bench import best_time as _best
 from axkern.conv import _prepare_weights, checked_params, resolve_quant, scale_and_zp
 
@@ -126,14 +126,7 @@ def main(argv=None):
              else axkern.Multiplier(_table(rng), name="bench"))
     except (ValueError, OSError) as e:
         ap.error(f"--multiplier: {e}")
-    try:
-        return _run(args, want, m, rng)
-    except KeyboardInterrupt:
-        print(f"{ap.prog}: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, MemoryError) as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr)
-        return 1
+    return run_tool(ap.prog, _run, args, want, m, rng)
 
 
 def _run(args, want, m, rng):
