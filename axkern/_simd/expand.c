@@ -223,14 +223,21 @@ void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale,
 /* axs_dequant_rows of rows r0 .. r0 + ms by columns o0 .. o0 + nf of acc into y, a call per
  * run of columns whose window sums are the same group of sumx (dq->gcol: sumx may hold
  * other groups than the convolution's, or several for a GEMM). */
+static int gcol_run(const axs_dequant *dq, int64_t o0, int j0, int n)
+{
+    /* the end of the run of columns o0 + j0 .. o0 + n - 1 in j0's group (all without sumx) */
+    int j1 = dq->zw ? j0 + 1 : n;
+    while (j1 < n && dq->gcol[o0 + j1] == dq->gcol[o0 + j0])
+        j1++;
+    return j1;
+}
+
 static void dequant_cols(const axs_dequant *dq, const axs_xdeq *dd, const xword *acc,
                          ptrdiff_t lda, int64_t r0, int ms, int64_t o0, int nf, float *y,
                          ptrdiff_t ldy)
 {
     for (int j0 = 0, j1; j0 < nf; j0 = j1) {
-        j1 = dq->zw ? j0 + 1 : nf;
-        while (j1 < nf && dq->gcol[o0 + j1] == dq->gcol[o0 + j0])
-            j1++;
+        j1 = gcol_run(dq, o0, j0, nf);
         axs_dequant_rows(acc + j0, lda, ms, j1 - j0, 0,
                          dq->zw ? dq->sumx + r0 * dq->groups + dq->gcol[o0 + j0] : NULL,
                          (ptrdiff_t)dq->groups, dd->scale + o0 + j0, dd->corr + o0 + j0,
@@ -287,9 +294,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
                 tmp[(ptrdiff_t)j * ms + i] = acc[(ptrdiff_t)i * lda + j];
         /* its columns are the streamed rows: runs of them by group, as in dequant_cols */
         for (int i0 = 0, i1; i0 < ms; i0 = i1) {
-            i1 = dq->zw ? i0 + 1 : ms;
-            while (i1 < ms && dq->gcol[r0 + i1] == dq->gcol[r0 + i0])
-                i1++;
+            i1 = gcol_run(dq, r0, i0, ms);
             axs_dequant_rows(tmp + i0, ms, nf, i1 - i0, 0,
                              dq->zw ? dq->sumx + o0 * dq->groups + dq->gcol[r0 + i0] : NULL,
                              (ptrdiff_t)dq->groups, dd->scale + r0 + i0, dd->corr + r0 + i0,
