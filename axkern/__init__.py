@@ -39,5 +39,11 @@ def __getattr__(name):
     raise AttributeError(f"module 'axkern' has no attribute {name!r}")
 
 
+# Submodules whose import needs an optional framework: importable by name, left out of
+# dir(), since help(axkern) and inspect.getmembers get every name dir() lists (an ImportError
+# there stopped help(axkern) on an install without the frameworks).
+_NEEDS_FRAMEWORK = {"torch", "keras"}
+
+
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+    return sorted(set(globals()) | set(_LAZY) | (_SUBMODULES - _NEEDS_FRAMEWORK))

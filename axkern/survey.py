@@ -59,8 +59,14 @@ def _require(module, purpose, hint=SURVEY_INSTALL_HINT):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingDependency(f"{purpose} needs the optional package '{module.split('.')[0]}', "
-                                f"which is not installed: {hint}") from None
+        top = module.split(".")[0]
+        raise MissingDependency(f"{purpose} needs the optional package "
+                                f"'{_DISTRIBUTIONS.get(top, top)}', which is not installed: "
+                                f"{hint}") from None
+
+
+# what pip installs, where it differs from the import name
+_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
 
 
 # ------------------------------------------------------------------------------ model and data
@@ -631,7 +637,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
     if progress:
         _require("tqdm", "the progress bar")
     if plot and output is not None:
-        _require("matplotlib", "the survey plots")
+        _require("matplotlib", "plotting the survey")
     net = _load_model(model)
     if not net.compute_layers:
         raise ValueError("the model has no Conv2D or Dense layer to approximate")
@@ -943,7 +949,7 @@ def _label_points(ax, names, xs, ys, obstacles=()):
 
 
 def _write_plots(result, out):
-    matplotlib = _require("matplotlib", "the survey plots")
+    matplotlib = _require("matplotlib", "plotting the survey")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

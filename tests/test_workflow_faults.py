@@ -321,3 +321,32 @@ def test_tune_weights_with_huge_counts():
     p = rng.integers(10 ** 15, 10 ** 17, 16)
     assert axkern.tune_weights(small, p).tolist() == _tuning_by_hand(small, p)
     assert axkern.tune_weights(small, p * 3).tolist() == _tuning_by_hand(small, p)
+
+
+def test_help_without_the_frameworks(tmp_path):
+    """help(axkern) (pydoc gets every name dir() lists) works where torch and Keras are not
+    installed, and the submodules that need them still say what to install."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['keras'] = None\n"
+            "import pydoc, axkern\n"
+            "assert 'Multiplier' in pydoc.render_doc(axkern)\n"
+            "try:\n"
+            "    import axkern.keras\n"
+            "except ImportError as e:\n"
+            "    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert 'pip install "axkern[keras]"' in r.stdout
+
+
+def test_missing_dependency_names_what_pip_installs(monkeypatch):
+    import sys
+
+    from axkern.survey import MissingDependency, _require
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.raises(MissingDependency, match="'scikit-learn'"):
+        _require("sklearn", "loading the digits data")
