@@ -127,6 +127,11 @@ def _multiplier_class():
 def as_multiplier(multiplier):
     """A :class:`~axkern.lut.Multiplier` from a Multiplier or an unsigned table array.
 
+    An array gives the same Multiplier while its entries stay the same (and an equal array
+    the same one too), so the tables and weights prepared for it are found again; entries
+    that fit a signed multiplier far better give a
+    :class:`~axkern.lut.SignednessWarning` (once per table).
+
     Raises
     ------
     TypeError

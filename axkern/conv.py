@@ -810,8 +810,9 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     ----------
     x : array_like of float, shape (N, H, W, C) or (N, C, H, W)
     w : array_like of float, shape (KH, KW, C // groups, COUT) (HWIO) or (COUT, C // groups, KH, KW) (OIHW)
-    multiplier : Multiplier
-        Activations are its row operand, weights its column operand.
+    multiplier : Multiplier or ndarray
+        Activations are its row operand, weights its column operand. A (2**n, 2**n) table
+        array is read as an unsigned multiplier (see :func:`axkern.backends.as_multiplier`).
     bias : array_like of shape (COUT,), optional
         Added in float32 after dequantization.
     stride, dilation : int or (int, int)
