@@ -464,13 +464,12 @@ def thread_count(text):
     """argparse ``type``: a thread count, 1 to :data:`axkern.backends.MAX_THREADS`."""
     import argparse
 
-    from .backends import MAX_THREADS
+    from .backends import _check_threads
 
-    value = positive_int(text)
-    if value > MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} threads (four per "
-                                         f"core, at least 16), got {text!r}")
-    return value
+    try:
+        return _check_threads(positive_int(text))   # the kernels' own bound
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def split_names(text):

@@ -496,6 +496,17 @@ def _fold_zero_point(table, m, zw, K):
     accumulator dtype of ``K`` of its entries (as :func:`accumulator_dtype`), or None when
     the fold would leave the 16-bit class of ``table`` (entries spanning at most 65535, see
     :mod:`axkern._fast`) or int32."""
+    f = _fold(table, m, zw)
+    return None if f is None else (f[0], _sum_dtype(K, f[1]))
+
+
+def _sum_dtype(K, bound):
+    # int32 sums whenever K entries of magnitude at most bound cannot overflow them
+    return np.dtype(np.int64 if K * bound >= 2**31 else np.int32)
+
+
+def _fold(table, m, zw):
+    """``(T', max|T'|)`` of :func:`_fold_zero_point`, or None."""
     values = np.zeros(256, np.int64)
     values[: 1 << m.bits] = m.values()
     shift = int(zw) * values
@@ -505,11 +516,9 @@ def _fold_zero_point(table, m, zw, K):
     nlo, nhi = int((rows_lo - shift).min()), int((rows_hi - shift).max())
     if nlo < -2**31 or nhi >= 2**31 or (hi - lo <= 65535 < nhi - nlo):
         return None
-    wide = K * max(-nlo, nhi) >= 2**31
     # every entry and every result fits int32 (checked above): int32 arithmetic is exact
     # (|shift| <= 255 * 255 also fits it)
-    folded = table - shift.astype(np.int32)[:, None]
-    return folded, np.dtype(np.int64 if wide else np.int32)
+    return table - shift.astype(np.int32)[:, None], max(-nlo, nhi)
 
 
 _FOLDED = collections.OrderedDict()   # (table token, zw) -> (frozen T', max|T'|) or None
@@ -523,25 +532,21 @@ def _folded_table(table, m, zw, K):
     then find the same folded table, its factors and the kernels' prepared copy (several ms
     a miss otherwise)."""
     key = (table_token(table), zw)
-    if not key[0]:
+    if not key[0]:   # (a table axkern did not freeze: nothing to key it by)
         return _fold_zero_point(table, m, zw, K)
     with _FOLD_LOCK:
         hit = _FOLDED.get(key, False)
         if hit is not False:
             _FOLDED.move_to_end(key)
     if hit is False:
-        hit = _fold_zero_point(table, m, zw, 1)
+        hit = _fold(table, m, zw)
         if hit is not None:
-            t = freeze_table(hit[0])
-            hit = (t, max(-int(t.min()), int(t.max())))
+            hit = (freeze_table(hit[0]), hit[1])
         with _FOLD_LOCK:
             _FOLDED[key] = hit
             while len(_FOLDED) > 64:
                 _FOLDED.popitem(last=False)
-    if hit is None:
-        return None
-    # the accumulator as _fold_zero_point picks it for K terms
-    return hit[0], np.dtype(np.int64 if K * hit[1] >= 2**31 else np.int32)
+    return None if hit is None else (hit[0], _sum_dtype(K, hit[1]))
 
 
 def _fold_adds_factor(table, folded, w):

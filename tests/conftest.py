@@ -35,3 +35,42 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    """A local Dask cluster on 127.0.0.1 for the searches of a test module (skipped without
+    pymoo or distributed): the module's ``DASK_WORKERS`` worker processes (default 1)."""
+    import logging
+
+    pytest.importorskip("pymoo", reason='the search needs pymoo: pip install "axkern[search]"')
+    distributed = pytest.importorskip("distributed")
+    c = distributed.LocalCluster(n_workers=getattr(request.module, "DASK_WORKERS", 1),
+                                 threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def run_contended():
+    """``run((fn, *args), ...)``: the calls in threads at once, the interpreter switching
+    between them every 10 us (instead of 5 ms), so that races in Python-level caches show."""
+    import sys
+    import threading
+
+    def run(*calls):
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)
+        try:
+            threads = [threading.Thread(target=c[0], args=c[1:]) for c in calls]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(old)
+
+    return run

@@ -283,11 +283,9 @@ def test_kernel_cache_follows_every_table(method):
     check(user)
 
 
-def test_table_array_caches_under_threads():
+def test_table_array_caches_under_threads(run_contended):
     """Threads turning table arrays into multipliers at once (evicting and inserting in the
     same small caches) never raise, and each gets its own table's multiplier."""
-    import sys
-
     rng = np.random.default_rng(12)
     tables = [rng.integers(0, 200, (16, 16)) for _ in range(64)]
     errors, wrong = [], []
@@ -303,15 +301,6 @@ def test_table_array_caches_under_threads():
         except Exception as e:   # noqa: BLE001 (any exception is the failure)
             errors.append(repr(e))
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    run_contended(*[(work, s) for s in range(3)])
     assert not errors and not wrong
     assert len(backends._ARRAY_CONTENTS) <= 16 and len(backends._ARRAY_MULTIPLIERS) <= 16

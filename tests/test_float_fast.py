@@ -509,13 +509,10 @@ def test_calibrated_weights_prepared_once_and_folded_tables_kept(monkeypatch):
     assert not np.array_equal(got, first)
 
 
-def test_weight_cache_index_stays_bounded_and_threads_share_it(monkeypatch):
+def test_weight_cache_index_stays_bounded_and_threads_share_it(monkeypatch, run_contended):
     """Hits at ever new addresses (the same weights copied per call) must not grow the
     cache's address index without end, and threads putting and hitting at once never
     raise."""
-    import sys
-    import threading
-
     from axkern import conv
 
     cache = conv._WeightCache(slots=2)
@@ -549,17 +546,7 @@ def test_weight_cache_index_stays_bounded_and_threads_share_it(monkeypatch):
         except Exception as e:   # noqa: BLE001
             errors.append(repr(e))
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=putter)] + \
-            [threading.Thread(target=getter, args=(s,)) for s in (2, 3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    run_contended((putter,), (getter, 2), (getter, 3))
     assert not errors, errors[:3]
 
 

@@ -28,17 +28,7 @@ SMALL = dict(multipliers=MULTS, limit=45, population=8, generations=2, seed=3, p
 LAYERS = ["conv1", "conv2", "conv3", "dense1"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    import logging
-
-    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                 host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                 silence_logs=logging.ERROR)
-    try:
-        yield c
-    finally:
-        c.close()
+DASK_WORKERS = 2   # the conftest's cluster fixture: one 2-worker cluster for the module
 
 
 @pytest.fixture(scope="module")

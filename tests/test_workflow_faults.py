@@ -83,20 +83,6 @@ def test_eval_tune_with_assign_tunes_the_multiplier_layers(capsys):
 
 
 # ------------------------------------------------------------------ 3: the search's reproduce line
-@pytest.fixture(scope="module")
-def cluster():
-    pytest.importorskip("pymoo", reason='the search needs pymoo: pip install "axkern[search]"')
-    distributed = pytest.importorskip("distributed")
-    import logging
-
-    c = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                 host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                 silence_logs=logging.ERROR)
-    try:
-        yield c
-    finally:
-        c.close()
-
 
 def _exact_c(path, func, pp_bits):
     path.write_text(f"// PP_BITS = {pp_bits}\n#include <stdint.h>\n"
