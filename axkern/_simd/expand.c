@@ -403,7 +403,9 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        uint16_t *R = (uint16_t *)axs_alloc64((size_t)AXS_XSTEPW * 256 * sizeof(uint16_t));
+        /* a block of R: xsteps(nb) steps, 8-wide blocks the most of them */
+        uint16_t *R = (uint16_t *)axs_alloc64((size_t)xsteps(AXS_XNB8) * AXS_XSTEP(AXS_XNB8) *
+                                              sizeof(uint16_t));
         ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
         xword *local = NULL;
         /* the transposed dequantizing store's buffer */

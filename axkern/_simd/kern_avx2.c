@@ -103,7 +103,7 @@ xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int 
             uint16_t *R, const int NB)
 {
     for (int kk = 0; kk < kb; kk++) {
-        uint16_t *Rk = R + (size_t)kk * 256 * NB;
+        uint16_t *Rk = R + (size_t)kk * AXS_XSTEP(NB);
         for (int g = 0; g < NB; g += 8) {
             const uint16_t *src[8];
             for (int e = 0; e < 8; e++) {
@@ -177,7 +177,7 @@ xrows_avx2(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int k
                         : _mm256_loadu_si256((const __m256i *)(a + 8));
     }
     const char *Rk = (const char *)R;
-    for (int kk = 0; kk < kb; kk++, Rk += 512 * AXS_XNB) {
+    for (int kk = 0; kk < kb; kk++, Rk += 2 * AXS_XSTEP(AXS_XNB)) {
         const ptrdiff_t o = koff[kk];
         for (int r = 0; r < ROWS; r++) {
             __m256i x = _mm256_load_si256((const __m256i *)(Rk + ((size_t)p[r][o] << 5)));
@@ -222,7 +222,7 @@ xrows8_avx2(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int 
         high[r] = first ? _mm_set1_epi32((int)init) : _mm_loadu_si128((const __m128i *)(a + 4));
     }
     const char *Rk = (const char *)R;
-    for (int kk = 0; kk < kb; kk++, Rk += 512 * AXS_XNB8) {
+    for (int kk = 0; kk < kb; kk++, Rk += 2 * AXS_XSTEP(AXS_XNB8)) {
         const ptrdiff_t o = koff[kk];
         for (int r = 0; r < ROWS; r++) {
             __m128i x = _mm_load_si128((const __m128i *)(Rk + ((size_t)p[r][o] << 4)));
@@ -640,7 +640,7 @@ void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, in
             int j = AXS_XCOL8(p);
             const uint16_t *src = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
             for (int v = 0; v < 256; v++)
-                R[((size_t)kk * 256 + v) * AXS_XNB8 + p] = src[v];
+                R[(size_t)kk * AXS_XSTEP(AXS_XNB8) + (size_t)v * AXS_XNB8 + p] = src[v];
         }
 }
 
@@ -655,7 +655,8 @@ void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrd
             if (first)
                 a[j] = init;
         for (int kk = 0; kk < kb; kk++) {
-            const uint16_t *row = R + ((size_t)kk * 256 + S[roff[i] + koff[kk]]) * AXS_XNB8;
+            const uint16_t *row =
+                R + (size_t)kk * AXS_XSTEP(AXS_XNB8) + (size_t)S[roff[i] + koff[kk]] * AXS_XNB8;
             for (int t = 0; t < 4; t++) {
                 a[t] += row[2 * t];
                 a[4 + t] += row[2 * t + 1];

@@ -88,7 +88,7 @@ void axs_xbuild_scalar(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, i
                        uint16_t *R)
 {
     for (int kk = 0; kk < kb; kk++) {
-        uint16_t *Rk = R + (size_t)kk * 256 * AXS_XNB;
+        uint16_t *Rk = R + (size_t)kk * AXS_XSTEP(AXS_XNB);
         for (int g = 0; g < AXS_XNB; g += 4) {
             const uint16_t *src[4];
             for (int e = 0; e < 4; e++) {
@@ -118,7 +118,7 @@ void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptr
         for (int j = 0; j < AXS_XNB; j++)
             c[j] = first ? init : a[j];
         for (int kk = 0; kk < kb; kk++) {
-            const uint16_t *row = R + ((size_t)kk * 256 + p[koff[kk]]) * AXS_XNB;
+            const uint16_t *row = R + (size_t)kk * AXS_XSTEP(AXS_XNB) + (size_t)p[koff[kk]] * AXS_XNB;
             for (int t = 0; t < 8; t++) {
                 c[t] += row[2 * t];
                 c[8 + t] += row[2 * t + 1];
