@@ -118,10 +118,12 @@ def window_ref(q, ksize, stride, pads, dilation, groups, fill):
 
 
 @pytest.mark.parametrize("bits, signed", [(8, False), (8, True), (5, True), (6, False)])
-@pytest.mark.parametrize("C, groups", [(1, 1), (13, 1), (37, 1), (24, 3), (10, 10), (130, 2)])
+@pytest.mark.parametrize("C, groups", [(1, 1), (13, 1), (37, 1), (24, 3), (10, 10), (130, 2),
+                                      (16, 1), (64, 2), (48, 3)])
 def test_window_sums_value_maps(bits, signed, C, groups):
     """Every way the helper sums a pixel's channels (identity, int8, table lookup; runs of
-    8 bytes and their tails) against explicit loops, with stride, dilation, uneven padding."""
+    8 bytes and their tails; groups of a multiple of 16 channels in one flat loop) against
+    explicit loops, with stride, dilation, uneven padding."""
     rng = np.random.default_rng(C + bits)
     v = operand_values(bits, signed)
     x = rng.integers(0, 1 << bits, (2, 6, 7, C), dtype=np.uint8)
