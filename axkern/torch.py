@@ -116,6 +116,12 @@ def _fake_quant(t, p, channel_dim=None):
 
 
 # ------------------------------------------------------------------------------ layers
+# nn.Module's containers of forward and backward hooks (and of their flags)
+_HOOK_CONTAINERS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                    "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                    "_backward_pre_hooks", "_backward_hooks")
+
+
 class _ApproxMixin:
     """What ApproxConv2d and ApproxLinear share: the settings, the frozen input range, the
     input checks and the autograd plumbing."""
@@ -278,11 +284,13 @@ class _ApproxMixin:
                               unexpected_keys, error_msgs):
         # The frozen input range travels with the checkpoint: present -> calibrated with it,
         # absent (a float nn.Conv2d / nn.Linear checkpoint) -> per-call ranges.
+        # A checkpoint holding none of this layer's keys (a partial one, strict=False) leaves
+        # the layer as it is.
         key = prefix + "input_range"
         if key in state_dict:
             if self.input_range is None:
                 self.input_range = torch.zeros(2, dtype=torch.float32, device=self.weight.device)
-        else:
+        elif any(k.startswith(prefix) and "." not in k[len(prefix):] for k in state_dict):
             self.input_range = None
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
@@ -326,6 +334,16 @@ class _ApproxMixin:
         new.weight = module.weight
         new.bias = module.bias
         new.train(module.training)
+        # hooks registered on the float layer (feature extraction, activation logging) go
+        # on firing on the approximate one, as torch.ao.quantization's module swap carries
+        # them over: the same hook functions in containers of its own (a handle from the
+        # float layer removes its hook from the float layer only)
+        for name in _HOOK_CONTAINERS:
+            src = module.__dict__.get(name)
+            if src:
+                new.__dict__[name] = type(src)(src)
+        if "_is_full_backward_hook" in module.__dict__:
+            new.__dict__["_is_full_backward_hook"] = module._is_full_backward_hook
         return new
 
 
@@ -447,7 +465,8 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         return int(oh * ow * self.out_channels * (self.in_channels // self.groups)
                    * self.kernel_size[0] * self.kernel_size[1])
 
-    def forward(self, x):
+    def forward(self, input):
+        x = input   # nn.Conv2d's parameter name: layer(input=x) works as on the parent
         if self._observe(x) or self._multiplier is None:
             return super().forward(x)
         _check_not_traced(self)
@@ -561,7 +580,8 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         """Multiply-accumulates per sample for a per-sample input shape (..., in)."""
         return int(np.prod(input_shape[:-1], dtype=np.int64)) * self.in_features * self.out_features
 
-    def forward(self, x):
+    def forward(self, input):
+        x = input   # nn.Linear's parameter name: layer(input=x) works as on the parent
         if self._observe(x) or self._multiplier is None:
             return super().forward(x)
         _check_not_traced(self)
@@ -903,8 +923,14 @@ def layers(model, input_shape=None):
     if input_shape is not None:
         shapes = {}
         shape = tuple(int(s) for s in input_shape)
+        def record(n, args, kwargs):
+            # the input, passed by position or (nn.Conv2d's / nn.Linear's name) as `input`
+            x = args[0] if args else kwargs.get("input")
+            if isinstance(x, torch.Tensor):
+                shapes.setdefault(n, []).append(tuple(x.shape[1:]))
+
         handles = [mod.register_forward_pre_hook(
-            lambda mod, args, n=n: shapes.setdefault(n, []).append(tuple(args[0].shape[1:])))
+            lambda mod, args, kwargs, n=n: record(n, args, kwargs), with_kwargs=True)
             for n, mod in found]
         modes = {mod: mod.training for mod in model.modules()}
         try:
@@ -939,12 +965,20 @@ def layers(model, input_shape=None):
 _METHODS = ("max", "percentile", "mse")
 
 
+# A calibration histogram grows to at most this many times num_bins bins a side before its
+# bins are merged (see _RangeObserver).
+_MAX_GROWTH = 16
+
+
 class _RangeObserver:
     """Running min/max and a histogram of one layer's inputs.
 
-    The histogram covers ``[-A, A]`` in ``2 * half`` bins of a width fixed by the first batch
+    The histogram covers ``[-A, A]`` in ``2 * half`` bins of a width set by the first batch
     (``A / num_bins``); when a later batch reaches beyond ``A`` the histogram grows by whole
-    bins, so counts are never re-binned. ``|x|`` folds it at 0.
+    bins, so counts are never split. A batch that would need more than ``_MAX_GROWTH *
+    num_bins`` bins a side (a first batch of a tiny range, then a wide one) first merges
+    every ``f`` neighbouring bins into one (counts summed; ``f`` the whole factor that brings
+    the new range back to about ``num_bins`` a side). ``|x|`` folds it at 0.
     """
 
     def __init__(self, num_bins, histogram):
@@ -981,6 +1015,9 @@ class _RangeObserver:
             self.half = self.num_bins
             self.counts = torch.zeros(2 * self.half, dtype=torch.float64)
         need = int(np.ceil(amax / self.width))
+        if need > _MAX_GROWTH * self.num_bins:
+            self._merge(-(-need // self.num_bins))
+            need = int(np.ceil(amax / self.width))
         if need > self.half:
             grow = need - self.half
             self.counts = F.pad(self.counts, (grow, grow))
@@ -988,6 +1025,17 @@ class _RangeObserver:
         top = self.half * self.width
         self.counts += torch.histc(x.to(torch.float64).reshape(-1), bins=2 * self.half,
                                    min=-top, max=top)
+
+    def _merge(self, f):
+        """Every ``f`` neighbouring bins into one: bin ``i`` (``-half <= i < half``, covering
+        ``[i w, (i + 1) w)``) into bin ``floor(i / f)`` of width ``f w``, so the bins still
+        meet at 0 and each count lands in the bin that covers its old one."""
+        half = -(-self.half // f)
+        old = np.arange(-self.half, self.half)
+        merged = np.bincount(np.floor_divide(old, f) + half, weights=self.counts.numpy(),
+                             minlength=2 * half)
+        self.counts = torch.from_numpy(merged)
+        self.half, self.width = half, self.width * f
 
     # --- ranges
     def _edges(self):

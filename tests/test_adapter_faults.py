@@ -1,6 +1,7 @@
 """Faults found in the PyTorch and Keras adapters: shared modules, tracing, subclasses with
 their own forward, unbatched Linear gradients, layers that never run, parametrized and lazy
-layers, settings validated at construction, the Keras signedness message."""
+layers, settings validated at construction, the Keras signedness message; keyword inputs,
+hooks carried over, partial checkpoints and calibration histograms of a tiny first batch."""
 import warnings
 
 import numpy as np
@@ -383,3 +384,108 @@ def test_keras_signedness_error_names_the_layer():
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3, name="conv1")])
     with pytest.raises(ValueError, match=r"^layer 'conv1': .*an unsigned multiplier$"):
         axk.approximate(model, signed, quant="tfapprox")
+
+
+# ------------------------------------------------- keyword inputs, hooks, checkpoints
+def test_forward_takes_the_parents_keyword():
+    """layer(input=x), as on nn.Conv2d / nn.Linear (the subclasses' forward named it x)."""
+    torch.manual_seed(0)
+    lin, conv = nn.Linear(4, 3), nn.Conv2d(2, 3, 3, padding=1)
+    alin = at.ApproxLinear.from_float(lin, U).eval()
+    aconv = at.ApproxConv2d.from_float(conv, U).eval()
+    x, xc = torch.randn(5, 4), torch.randn(2, 2, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(alin(input=x), alin(x))
+        assert torch.equal(aconv(input=xc), aconv(xc))
+        want = torch.from_numpy(conv_reference(aconv, xc, U))
+        assert torch.equal(aconv(input=xc), want)
+
+
+def test_layers_counts_layers_called_by_keyword():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4 * 6 * 6, 2)
+
+        def forward(self, x):
+            return self.fc(input=self.conv(input=x).flatten(1))
+
+    model = at.approximate(M(), U)
+    rows = {r["name"]: r["macs"] for r in at.layers(model, (3, 8, 8))}
+    assert rows == {"conv": 6 * 6 * 4 * 3 * 3 * 3, "fc": 4 * 6 * 6 * 2}
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_hooks_carried_over(inplace):
+    """Forward, forward pre- and backward hooks of a float layer fire on its approximate
+    replacement (with the approximate module and output), as after a torch.ao module swap."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    seen = []
+    net[0].register_forward_hook(lambda m, i, o: seen.append(("fwd", type(m).__name__, o)))
+    net[3].register_forward_pre_hook(lambda m, a, k: seen.append(("pre", k)),
+                                     with_kwargs=True)
+    net[3].register_full_backward_hook(lambda m, gi, go: seen.append(("bwd",)))
+    a = at.approximate(net, U, inplace=inplace)
+    x = torch.rand(2, 3, 8, 8)
+    a(x).sum().backward()
+    kinds = [e[0] for e in seen]
+    assert kinds == ["fwd", "pre", "bwd"]
+    assert seen[0][1] == "ApproxConv2d"
+    with torch.no_grad():
+        assert torch.equal(seen[0][2], a[0](x))   # the approximate layer's own output
+
+
+def test_partial_checkpoint_keeps_other_layers_calibrated():
+    torch.manual_seed(0)
+    a = at.approximate(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)),
+                       "mul8s_exact")
+    with at.calibrate(a):
+        a(torch.randn(16, 4))
+    r0 = a[0].input_range.clone()
+    a.load_state_dict({"2.weight": torch.zeros(2, 4), "2.bias": torch.zeros(2)}, strict=False)
+    assert a[0].calibrated and torch.equal(a[0].input_range, r0)
+    assert not a[2].calibrated   # its float weights came without a range
+
+
+@pytest.mark.parametrize("method", ["percentile", "mse"])
+@pytest.mark.parametrize("first", [1e-5, 1e-3])
+def test_calibration_after_a_tiny_first_batch(method, first):
+    """The histogram's bins are set by the first batch; a wide batch after a tiny one merged
+    nothing and asked for billions of bins (an allocation error, or seconds of work)."""
+    torch.manual_seed(0)
+    big = torch.rand(4000, 4) * 10 - 2
+    ref = at.ApproxLinear(4, 2, multiplier="mul8s_exact")
+    with at.calibrate(ref, method=method):
+        ref(big)
+    lin = at.ApproxLinear(4, 2, multiplier="mul8s_exact")
+    with at.calibrate(lin, method=method):
+        lin(torch.full((2, 4), first))
+        lin(big)
+    obs = at._RangeObserver(2048, True)
+    obs.observe(torch.full((2, 4), first))
+    obs.observe(big)
+    assert 2 * obs.half <= 2 * 2048 * at._MAX_GROWTH
+    assert obs.counts.sum().item() == 8 + big.numel()   # every value still counted
+    # the same range up to the coarser bins (a bin of the merged histogram is 10 / 2048 wide
+    # at most twice over)
+    np.testing.assert_allclose(lin.input_range.numpy(), ref.input_range.numpy(),
+                               atol=2 * obs.width + 1e-6)
+
+
+def test_histogram_merge_sums_counts_into_covering_bins():
+    """An independent check of the merge: every value's bin after merging covers it."""
+    obs = at._RangeObserver(8, True)
+    vals = torch.tensor([-0.9, -0.4, -0.01, 0.0, 0.01, 0.3, 0.99])
+    obs.observe(vals)
+    before = obs.counts.clone()
+    obs._merge(3)
+    assert obs.counts.sum().item() == before.sum().item()
+    edges = (np.arange(-obs.half, obs.half + 1)) * obs.width
+    for v in vals.tolist():
+        i = int(np.searchsorted(edges, v, side="right")) - 1
+        assert edges[i] <= v < edges[i + 1]
+        assert obs.counts[i] > 0
+    want = np.histogram(vals.numpy().astype(np.float64), bins=edges)[0]
+    np.testing.assert_array_equal(obs.counts.numpy(), want)
