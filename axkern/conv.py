@@ -180,6 +180,10 @@ def resolve_quant(quant, m):
     return _resolve_quant(quant, m)
 
 
+#: The quantization modes a layer takes by name.
+QUANT_MODES = ("auto", "tfapprox", "asymmetric", "symmetric", "symmetric-per-channel")
+
+
 def _resolve_quant(quant, m):
     if isinstance(quant, str):
         modes = {"tfapprox": ("tfapprox", "tfapprox"), "asymmetric": ("asymmetric", "asymmetric"),
@@ -210,7 +214,7 @@ def _resolve_quant(quant, m):
             raise ValueError(
                 f"{name} quantization {v!r} gives {'signed' if sgn else 'unsigned'} codes but the "
                 f"multiplier {m.name!r} is {kind}: use quant="
-                f"{'symmetric' if m.signed else 'tfapprox'!r} or a {('signed' if sgn else 'unsigned')} "
+                f"{'symmetric' if m.signed else 'tfapprox'!r} or {'a signed' if sgn else 'an unsigned'} "
                 f"multiplier")
         if isinstance(v, QuantParams) and v.bits != m.bits:
             raise ValueError(f"{name} QuantParams have {v.bits} bits but the multiplier has {m.bits}")

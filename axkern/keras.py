@@ -35,7 +35,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover
     raise ImportError(f"axkern.keras needs Keras 3, found Keras {keras.__version__}: "
                       f'pip install "axkern[keras]"')
 
-from .conv import axconv2d, make_params, resolve_quant
+from .conv import QUANT_MODES, axconv2d, make_params, resolve_quant
 from .library import _looks_like_path, _shipped_files, load_multiplier
 from .lut import Multiplier
 from .matmul import axdense
@@ -45,7 +45,7 @@ from .tune import resolve_tuning
 __all__ = ["ApproxConv2D", "ApproxDepthwiseConv2D", "ApproxDense", "FakeApproxConv2D",
            "approximate", "as_survey_model", "KerasSurveyModel"]
 
-_QUANT_MODES = ("auto", "tfapprox", "asymmetric", "symmetric", "symmetric-per-channel")
+_QUANT_MODES = QUANT_MODES
 _PACKAGE = "axkern"
 
 
@@ -152,11 +152,6 @@ def _check_activation(cls_name, activation):
                          f"None, a Keras activation name or a callable ({e})") from None
 
 
-def _grammar(e):
-    """An error message with "a unsigned" read as "an unsigned"."""
-    return str(e).replace("a unsigned", "an unsigned")
-
-
 _SHAPE_PROBE = threading.local()
 
 
@@ -194,7 +189,7 @@ class _ApproxMixin:
             self._spec = resolve_quant(quant, self.multiplier)   # signedness checked here
             self._mapping = resolve_tuning(tune, self.multiplier)
         except (TypeError, ValueError) as e:   # name the layer (docs/keras.md)
-            raise type(e)(f"layer {self.name!r}: {_grammar(e)}") from None
+            raise type(e)(f"layer {self.name!r}: {e}") from None
         self.quant = quant
         self.tune = tune if isinstance(tune, bool) or tune is None else self._mapping
         # the host call cannot be compiled by XLA: keeps compile(jit_compile="auto") off it
@@ -572,7 +567,7 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=()):
             resolve_quant(quant, m)
             resolve_tuning(tune, m)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"layer {name!r}: {_grammar(e)}") from None
+            raise type(e)(f"layer {name!r}: {e}") from None
 
     return _clone(model, chosen, quant, tune)
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _json
 from .backends import MAX_THREADS
+from .conv import QUANT_MODES
 from .lut import Multiplier
 from .nn import Sequential
 
@@ -483,6 +484,9 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
         ``accuracy`` (percent), ``float_accuracy`` (percent), ``samples``, ``data`` and the
         per-layer ``settings``.
     """
+    if isinstance(quant, str) and quant not in QUANT_MODES:
+        # checked here: a float evaluation never resolves it
+        raise ValueError(f"unknown quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
     net = _load_model(model)
     x, y, desc = load_data(net, data, limit)
     # a model may arrive with multipliers set (the copy keeps them): the float figure is the
@@ -1124,7 +1128,9 @@ def _cmd_survey(args):
 
 
 _NO_DATA_CLI = ("the model's metadata names no data set axkern can load: give the held-out data "
-                "with --data D.npz (an .npz with arrays x (N, H, W, C) and y (N,) labels)")
+                "with --data D.npz (an .npz with arrays x, the inputs in the model's layout: "
+                "(N, H, W, C) for axkern's .npz models, as the graph's input for ONNX models, "
+                "e.g. (N, C, H, W) from PyTorch; and y (N,) labels)")
 
 
 def _cmd_eval(args):

@@ -34,7 +34,8 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from ._torch_grad import gradient_tables, quantize_codes
 from .backends import BACKENDS, conv_output_size
-from .conv import _check_format, _host_helpers, make_params, range_params, resolve_quant
+from .conv import (QUANT_MODES, _check_format, _host_helpers, make_params, range_params,
+                   resolve_quant)
 from .lut import Multiplier
 from .nn import _resolve_multiplier
 from .quant import QuantSpec, check_range, symmetric_params, tf_quant_params
@@ -159,9 +160,8 @@ class _ApproxMixin:
 
     @quant.setter
     def quant(self, value):
-        modes = ("auto", "tfapprox", "asymmetric", "symmetric", "symmetric-per-channel")
-        if not isinstance(value, str) or value not in modes:
-            raise ValueError(f"quant must be one of {modes}, got {value!r}")
+        if not isinstance(value, str) or value not in QUANT_MODES:
+            raise ValueError(f"quant must be one of {QUANT_MODES}, got {value!r}")
         m = getattr(self, "_multiplier", None)
         if m is not None:
             resolve_quant(value, m)

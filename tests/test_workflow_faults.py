@@ -336,3 +336,24 @@ def test_missing_dependency_names_what_pip_installs(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(MissingDependency, match="'scikit-learn'"):
         _require("sklearn", "loading the digits data")
+
+
+# ------------------------------------------------------------------ eval's --quant, messages
+def test_eval_checks_quant_for_a_float_evaluation(capsys):
+    """`axkern eval -m float --quant bogus` printed an accuracy and exited 0."""
+    with pytest.raises(ValueError, match="unknown quant 'bogus'"):
+        S.evaluate(S.load_shipped_model(), None, quant="bogus", limit=10)
+    rc = run_cli(["eval", "-m", "float", "--quant", "bogus", "--limit", "10"])
+    assert rc != 0
+    assert "unknown quant 'bogus'" in capsys.readouterr().err
+    r = S.evaluate(S.load_shipped_model(), None, quant="symmetric", limit=10)
+    assert r["accuracy"] == r["float_accuracy"]   # a float model: the mode changes nothing
+
+
+def test_signedness_message_grammar():
+    """The quant/multiplier signedness error read "or a unsigned multiplier"."""
+    x = np.ones((1, 4), np.float32)
+    with pytest.raises(ValueError, match=r"or an unsigned multiplier$"):
+        axkern.axmatmul(x, x.T, axkern.load_multiplier("mul8s_drum4"), quant="tfapprox")
+    with pytest.raises(ValueError, match=r"or a signed multiplier$"):
+        axkern.axmatmul(x, x.T, axkern.load_multiplier("mul8u_drum4"), quant="symmetric")
