@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import math
 from collections.abc import Mapping
 import numbers
@@ -1298,6 +1299,18 @@ class TorchSurveyModel:
         """An independent copy (the module deep-copied, settings included)."""
         return TorchSurveyModel(copy.deepcopy(self.module), self.input_layout, self.name,
                                 copy.deepcopy(self.metadata))
+
+    def fingerprint(self):
+        """Bytes identifying the module's structure, weights and buffers and the input
+        layout (``axkern search --resume`` compares them). Not the pickle: PyTorch's pickles
+        name each storage by its memory address, so two pickles of one module differ."""
+        h = hashlib.sha256()
+        h.update(f"{self.input_layout}\0{self.module!r}\0".encode())
+        for key, t in self.module.state_dict(keep_vars=False).items():
+            t = t.detach().cpu().contiguous()
+            h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.digest()
 
 
 def as_survey_model(module, *, input_layout="NCHW", name=None, metadata=None):

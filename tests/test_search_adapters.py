@@ -81,3 +81,34 @@ def test_search_on_a_torch_module(tmp_path):
     assert set(untuned) == set(acc)
     for name, a in acc.items():
         assert abs(untuned[name] - a) < 1e-9, (name, untuned[name], a)
+
+
+def test_search_on_a_torch_module_resumes(tmp_path):
+    """--resume compares a hash of the model: a torch model's came from its pickle, which
+    names each storage by its address, so every resume was refused as "another model"."""
+    import csv
+
+    torch.manual_seed(0)
+    net = _Net()
+    x, y = _digits()
+    kw = dict(model=net, data=(x, y), multipliers=["mul8u_exact", "mul8u_trunc8"],
+              workers=1, seed=1, progress=False, plot=False, verbose=False)
+    out = tmp_path / "s"
+    axkern.search(population=4, generations=0, output=str(out), **kw)
+    first = (out / "evaluations.csv").read_text().splitlines()
+    r = axkern.search(resume=str(out), population=4, generations=1, **kw)
+    with open(out / "evaluations.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert (out / "evaluations.csv").read_text().splitlines()[:len(first)] == first
+    assert len(rows) > len(first) - 1 and r["layers"] == ["stem", "down", "head"]
+    # other weights: refused
+    other = _Net()
+    with torch.no_grad():
+        other.load_state_dict(net.state_dict())
+        other.head.weight[0, 0] += 1.0
+    with pytest.raises(ValueError, match="another model"):
+        axkern.search(resume=str(out), generations=1, **dict(kw, model=other))
+    # the fingerprint: the same for copies and across calls, not for other weights
+    sm = axkern.torch.as_survey_model(net)
+    assert sm.fingerprint() == sm.copy().fingerprint() == sm.fingerprint()
+    assert axkern.torch.as_survey_model(other).fingerprint() != sm.fingerprint()
