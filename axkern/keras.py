@@ -178,7 +178,10 @@ class _ApproxMixin:
         return k[0]   # Dense: (in, units)
 
     def _init_approx(self, multiplier, quant, tune):
-        self.multiplier, self._multiplier_config = resolve_multiplier(multiplier)
+        try:
+            self.multiplier, self._multiplier_config = resolve_multiplier(multiplier)
+        except (TypeError, ValueError, OSError) as e:   # name the layer (docs/keras.md)
+            raise type(e)(f"layer {self.name!r}: {e}") from None
         self._config_multiplier = self.multiplier   # what the config describes
         if not isinstance(quant, str) or quant not in _QUANT_MODES:
             raise ValueError(f"{type(self).__name__}: unknown quant {quant!r}: expected one of "

@@ -386,6 +386,22 @@ def test_keras_signedness_error_names_the_layer():
         axk.approximate(model, signed, quant="tfapprox")
 
 
+def test_keras_multiplier_errors_name_the_layer(tmp_path):
+    """A missing or unreadable multiplier named no layer (docs/keras.md says they do)."""
+    pytest.importorskip("keras")
+    import axkern.keras as axk
+
+    with pytest.raises(ValueError, match=r"^layer 'c1': unknown multiplier 'no_such_mult'"):
+        axk.ApproxConv2D(4, 3, name="c1", multiplier="no_such_mult")
+    missing = tmp_path / "none.bin"
+    with pytest.raises(FileNotFoundError, match=r"^layer 'd1': multiplier file not found"):
+        axk.ApproxDense(4, name="d1", multiplier=str(missing))
+    bad = tmp_path / "odd.bin"
+    bad.write_bytes(b"\0" * 7)
+    with pytest.raises(ValueError, match=r"^layer 'dw': "):
+        axk.ApproxDepthwiseConv2D(3, name="dw", multiplier=str(bad))
+
+
 # ------------------------------------------------- keyword inputs, hooks, checkpoints
 def test_forward_takes_the_parents_keyword():
     """layer(input=x), as on nn.Conv2d / nn.Linear (the subclasses' forward named it x)."""
