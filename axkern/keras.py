@@ -45,7 +45,6 @@ from .tune import resolve_tuning
 __all__ = ["ApproxConv2D", "ApproxDepthwiseConv2D", "ApproxDense", "FakeApproxConv2D",
            "approximate", "as_survey_model", "KerasSurveyModel"]
 
-_QUANT_MODES = QUANT_MODES
 _PACKAGE = "axkern"
 
 
@@ -183,9 +182,9 @@ class _ApproxMixin:
         except (TypeError, ValueError, OSError) as e:   # name the layer (docs/keras.md)
             raise type(e)(f"layer {self.name!r}: {e}") from None
         self._config_multiplier = self.multiplier   # what the config describes
-        if not isinstance(quant, str) or quant not in _QUANT_MODES:
+        if not isinstance(quant, str) or quant not in QUANT_MODES:
             raise ValueError(f"{type(self).__name__}: unknown quant {quant!r}: expected one of "
-                             f"{', '.join(map(repr, _QUANT_MODES))}")
+                             f"{', '.join(map(repr, QUANT_MODES))}")
         if isinstance(tune, (list, tuple)):
             tune = np.asarray(tune)
         try:
@@ -561,9 +560,9 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=()):
         chosen.pop(name, None)
     # shipped names stay names in the layers' configs; other specs are resolved once
     chosen = {n: (spec if _is_shipped_name(spec) else resolved(spec)) for n, spec in chosen.items()}
-    if not isinstance(quant, str) or quant not in _QUANT_MODES:
+    if not isinstance(quant, str) or quant not in QUANT_MODES:
         raise ValueError(f"unknown quant {quant!r}: expected one of "
-                         f"{', '.join(map(repr, _QUANT_MODES))}")
+                         f"{', '.join(map(repr, QUANT_MODES))}")
     for name, spec in chosen.items():
         m = spec if isinstance(spec, Multiplier) else resolved(spec)
         try:

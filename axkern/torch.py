@@ -924,6 +924,7 @@ def layers(model, input_shape=None):
     if input_shape is not None:
         shapes = {}
         shape = tuple(int(s) for s in input_shape)
+
         def record(n, args, kwargs):
             # the input, passed by position or (nn.Conv2d's / nn.Linear's name) as `input`
             x = args[0] if args else kwargs.get("input")
