@@ -74,13 +74,25 @@ _UNSET = object()
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _whole(u):
+    """``u`` as a Python int when it is an integer (an int, a NumPy integer or an integral
+    float, as JSON headers may hold), else ValueError: 2.5 is not truncated to 2."""
+    if isinstance(u, (bool, np.bool_)):
+        raise ValueError
+    if isinstance(u, (int, np.integer)):
+        return int(u)
+    if isinstance(u, (float, np.floating)) and float(u).is_integer():
+        return int(u)
+    raise ValueError
+
+
 def _pair(v, what):
     """An int or a pair of ints >= 1, as a tuple of two Python ints."""
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         v = (int(v), int(v))
     try:
-        t = tuple(int(u) for u in v)
-        ok = len(t) == 2 and all(not isinstance(u, bool) for u in v)
+        t = tuple(_whole(u) for u in v)
+        ok = len(t) == 2
     except (TypeError, ValueError):
         ok = False
     if not ok or t[0] < 1 or t[1] < 1:
@@ -102,11 +114,11 @@ def _padding_spec(padding):
         try:
             items = list(padding)
             if len(items) == 2 and all(isinstance(i, (int, np.integer)) for i in items):
-                spec = ((int(items[0]),) * 2, (int(items[1]),) * 2)
+                spec = ((_whole(items[0]),) * 2, (_whole(items[1]),) * 2)
             elif len(items) == 4:
-                spec = ((int(items[0]), int(items[1])), (int(items[2]), int(items[3])))
+                spec = ((_whole(items[0]), _whole(items[1])), (_whole(items[2]), _whole(items[3])))
             elif len(items) == 2:
-                spec = tuple((int(a), int(b)) for a, b in items)
+                spec = tuple((_whole(a), _whole(b)) for a, b in items)
             else:
                 raise ValueError
         except (TypeError, ValueError):
@@ -514,7 +526,8 @@ class Flatten(Layer):
     kind = "Flatten"
 
     def forward(self, x, *, backend="auto", num_threads=None):
-        return x.reshape(x.shape[0], -1)
+        # (N, -1) cannot be solved for an empty batch
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
     def output_shape(self, shape):
         return (int(np.prod(shape)),)
@@ -608,6 +621,10 @@ class BatchNorm(Layer):
         eps = float(eps)
         if not eps >= 0:
             raise ValueError(f"BatchNorm eps must be >= 0, got {eps}")
+        if np.any(arrs[3].astype(np.float64) + eps <= 0):
+            label = "BatchNorm" if name is None else f"BatchNorm layer {name!r}"
+            raise ValueError(f"{label}: var + eps must be > 0 in every channel (it divides), "
+                             f"got var 0 with eps {eps}")
         self.gamma, self.beta, self.mean, self.var = arrs
         self.eps = eps
 
@@ -892,10 +909,12 @@ class Sequential:
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"model input has per-sample shape {tuple(x.shape[1:])}: expected "
                              f"{self.input_shape} (NHWC)")
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, (int, np.integer)) or
+                                       batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if batch_size is None or x.shape[0] <= batch_size:
             return self._run(x, backend, num_threads)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         parts = [self._run(x[i:i + batch_size], backend, num_threads)
                  for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(parts, axis=0)
@@ -925,6 +944,10 @@ class Sequential:
                              f"({np.shape(x)[0]}), got shape {y.shape}")
         if y.shape[0] == 0:
             raise ValueError("accuracy of an empty set is undefined")
+        if not (np.issubdtype(y.dtype, np.integer) or
+                (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+            # string labels compared unequal to every predicted index: 0.0, silently
+            raise TypeError(f"labels must be class indices (integers), got dtype {y.dtype}")
         return float(np.mean(self.predict(x, **kw) == y))
 
     # ----------------------------------------------------------------- batchnorm
@@ -948,9 +971,16 @@ class Sequential:
                                      f"but {prev.name!r} produces {prev.out_channels}")
                 scale, shift = layer.scale_shift()
                 bias = np.zeros(prev.out_channels) if prev.bias is None else prev.bias.astype(np.float64)
-                prev.weight = np.ascontiguousarray(prev.weight.astype(np.float64) * scale,
-                                                   dtype=np.float32)
-                prev.bias = (bias * scale + shift).astype(np.float32)
+                with np.errstate(over="ignore"):   # checked just below
+                    weight = np.ascontiguousarray(prev.weight.astype(np.float64) * scale,
+                                                  dtype=np.float32)
+                    bias = (bias * scale + shift).astype(np.float32)
+                if not (np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
+                    raise ValueError(f"folding BatchNorm {layer.name!r} into {prev.name!r} gives "
+                                     f"weights beyond the float32 range (gamma / sqrt(var + eps) "
+                                     f"up to {float(np.max(np.abs(scale))):.3g}): expected a "
+                                     f"BatchNorm of moderate scale")
+                prev.weight, prev.bias = weight, bias
                 continue
             out.append(layer)
         self.layers = out

@@ -357,3 +357,80 @@ def test_signedness_message_grammar():
         axkern.axmatmul(x, x.T, axkern.load_multiplier("mul8s_drum4"), quant="tfapprox")
     with pytest.raises(ValueError, match=r"or a signed multiplier$"):
         axkern.axmatmul(x, x.T, axkern.load_multiplier("mul8u_drum4"), quant="symmetric")
+
+
+# ------------------------------------------------------------------ axkern.nn and QuantParams
+def test_fractional_geometry_is_refused_not_truncated(tmp_path):
+    from axkern.nn import Conv2D, MaxPool2D
+
+    w = np.ones((1, 1, 1, 1), np.float32)
+    for make in (lambda: Conv2D(w, stride=(2.5, 1)), lambda: Conv2D(w, dilation=(1, 1.5)),
+                 lambda: MaxPool2D((1.5, 2)), lambda: Conv2D(w, padding=(1.9, 0, 0, 0)),
+                 lambda: Conv2D(w, padding=((0, 0.5), (0, 0))), lambda: Conv2D(w, stride=("2", 1))):
+        with pytest.raises(ValueError, match="must be|padding must"):
+            make()
+    # integral values of any numeric type are still taken (JSON headers hold floats)
+    assert Conv2D(w, stride=(2.0, np.int64(1))).stride == (2, 1)
+    # a saved model whose header says stride 2.5 does not load as stride 2
+    m = Sequential([Conv2D(w, stride=2, name="c")], input_shape=(4, 4, 1))
+    path = str(tmp_path / "m.npz")
+    m.save(path)
+    data = dict(np.load(path, allow_pickle=False))
+    header = json.loads(str(data["__axkern__"]))
+    header["layers"][0]["stride"] = [2.5, 1]
+    data["__axkern__"] = np.array(json.dumps(header))
+    bad = str(tmp_path / "bad.npz")
+    np.savez(bad, **data)
+    with pytest.raises(ValueError, match="stride"):
+        Sequential.load(bad)
+
+
+def test_flatten_of_an_empty_batch():
+    from axkern.nn import Conv2D, Flatten
+
+    m = Sequential([Conv2D(np.ones((3, 3, 1, 2), np.float32)), Flatten(),
+                    Dense(np.ones((32, 3), np.float32))], input_shape=(4, 4, 1))
+    assert m(np.zeros((0, 4, 4, 1), np.float32)).shape == (0, 3)
+    m.configure(multiplier="mul8u_exact")
+    assert m(np.zeros((0, 4, 4, 1), np.float32)).shape == (0, 3)
+
+
+def test_batchnorm_that_cannot_divide_or_fold():
+    from axkern.nn import BatchNorm
+
+    with pytest.raises(ValueError, match=r"var \+ eps must be > 0"):
+        BatchNorm(np.ones(2), np.zeros(2), np.zeros(2), np.zeros(2), eps=0)
+    m = Sequential([Dense(np.ones((3, 2), np.float32), name="d"),
+                    BatchNorm(np.full(2, 3e38), np.zeros(2), np.zeros(2), np.zeros(2),
+                              eps=1e-6, name="bn")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no overflow warning either
+        with pytest.raises(ValueError, match="folding BatchNorm 'bn' into 'd'"):
+            m.fold_batchnorm()
+    assert [l.name for l in m.layers] == ["d", "bn"]          # left as it was
+    assert np.array_equal(m.layers[0].weight, np.ones((3, 2), np.float32))
+
+
+def test_scale_too_large_for_the_codes():
+    """(qmin - zp) * scale overflowed float32 and every code became qmax."""
+    with pytest.raises(ValueError, match="too large"):
+        QuantParams(3e37, 128)
+    with pytest.raises(ValueError, match="too large"):
+        QuantParams(np.array([1.0, 3e37], np.float32), np.array([0, 128]))
+    p = QuantParams(1e36, 128)                 # the largest ranges still work, exactly
+    assert quantize(np.array([0.0, 1e36, -1e36], np.float32), p).tolist() == [128, 129, 127]
+    from axkern import _fast
+
+    assert _fast.quantize_indices(np.array([0.0, 1e36, -1e36], np.float32), p).tolist() == \
+        [128, 129, 127]
+
+
+def test_accuracy_labels_and_batch_size_checked():
+    m = S.load_shipped_model()
+    x, y, _ = S.load_data(m, limit=3)
+    with pytest.raises(TypeError, match="class indices"):
+        m.accuracy(x, y.astype(str))
+    assert m.accuracy(x, y.astype(np.float64)) == m.accuracy(x, y)
+    for bad in ("2", 4.5, 0, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            m(x, batch_size=bad)
