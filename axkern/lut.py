@@ -431,6 +431,16 @@ class Multiplier:
         mask = self.size - 1
         return self._table[a.astype(np.int64) & mask, b.astype(np.int64) & mask]
 
+    def __getstate__(self):
+        # (pickle and copy.deepcopy) without the kernels' caches (``_axkern_*``, e.g. the
+        # frozen, registered 256 x 256 table: a copy of it would be an unregistered writeable
+        # array that every table cache then misses); the copy builds its own on first use
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_axkern_")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._table.setflags(write=False)   # read-only, as the original's
+
     def __eq__(self, other):
         if not isinstance(other, Multiplier):
             return NotImplemented

@@ -153,3 +153,74 @@ def test_dequant_values_must_convert_exactly():
     # integral floats are values like any other
     np.testing.assert_array_equal(fast.epilogue(total, 1.0, corr=2.0),
                                   fast.epilogue(total, 1.0, corr=2))
+
+
+def _wait(pid, seconds):
+    """The exit status of child ``pid``, or None (after killing it) if it runs longer."""
+    import os
+    import signal
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def test_calls_in_a_forked_child_do_not_hang():
+    """After the parent ran a kernel on two threads, a fork() child's call on two threads
+    waited forever (GNU OpenMP does not rebuild its pool in the child): a child now runs
+    every call on one thread, with the parent's results."""
+    import os
+
+    import axkern
+
+    rng = np.random.default_rng(3)
+    a = rng.random((128, 96), dtype=np.float32)
+    x = rng.random((2, 9, 9, 8), dtype=np.float32)
+    w = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    m = library.load_multiplier("mul8u_trunc8")
+    want = (axkern.axmatmul(a, a.T, m, num_threads=2), axkern.axconv2d(x, w, m, num_threads=2),
+            axkern.axconv2d(x, w[:, :, :1], m, groups=8, num_threads=None))
+    pid = os.fork()
+    if pid == 0:   # the child: no pytest machinery, only an exit status
+        ok = 3
+        try:
+            got = (axkern.axmatmul(a, a.T, m, num_threads=2),
+                   axkern.axconv2d(x, w, m, num_threads=2),
+                   axkern.axconv2d(x, w[:, :, :1], m, groups=8, num_threads=None))
+            same = all(np.array_equal(g, h) for g, h in zip(got, want))
+            ok = 0 if same and fast.max_threads() == 1 else 4
+        finally:
+            os._exit(ok)
+    assert _wait(pid, 120) == 0
+    assert fast.max_threads() == fast.max_threads()   # the parent keeps its threads
+    np.testing.assert_array_equal(axkern.axmatmul(a, a.T, m, num_threads=2), want[0])
+
+
+def test_pickled_and_copied_multipliers_keep_their_table_frozen_and_shared():
+    """Pickle and deepcopy carried the kernels' cached table as an unregistered writeable
+    copy: every table cache missed (tune=True 100 - 300 times slower) and the "read-only"
+    table was writeable."""
+    import copy
+    import pickle
+
+    import axkern
+    from axkern.backends import table_token
+
+    m = library.load_multiplier("mul8u_drum4")
+    x = np.random.default_rng(0).random((2, 6, 6, 4), dtype=np.float32)
+    w = np.random.default_rng(1).standard_normal((3, 3, 4, 4)).astype(np.float32)
+    want = axkern.axconv2d(x, w, m, tune=True)
+    for m2 in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert m2 == m and not m2.table.flags.writeable
+        with pytest.raises(ValueError):
+            m2.table[0, 0] = 1
+        t = table256(m2)
+        assert table_token(t) != 0 and t is table256(m)   # interned: one table, every cache
+        np.testing.assert_array_equal(axkern.axconv2d(x, w, m2, tune=True), want)

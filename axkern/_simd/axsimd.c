@@ -298,9 +298,18 @@ static void release(cache_entry *e)
         entry_free(e);
 }
 
+static volatile int forked_child = 0;
+
+void axs_forked_child(void)
+{
+    forked_child = 1;
+}
+
 int axs_threads(int nthreads)
 {
 #ifdef _OPENMP
+    if (forked_child)
+        return 1;
     return nthreads > 0 ? nthreads : omp_get_max_threads();
 #else
     (void)nthreads;

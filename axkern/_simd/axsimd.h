@@ -225,6 +225,10 @@ enum { AXS_EMETHOD = 4 };
 int axs_path_supported(int path);
 /* Best supported path. */
 int axs_best_path(void);
+/* Called in a child process made by fork(): from then on every kernel runs on one thread.
+ * GNU OpenMP does not rebuild its thread pool in a forked child, so a parallel region of
+ * two or more threads there waits forever for the parent's threads. */
+void axs_forked_child(void);
 
 /* Dequantization fused into the kernels: with it the kernels write float32 instead of the
  * integer sums. For the sum v of output row r, column o (int64, exact):
