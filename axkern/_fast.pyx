@@ -278,10 +278,11 @@ _METHOD_NEEDS = {
 
 
 def _check_reduction(int64_t K, what):
-    # the kernels count reduction steps in int32 (AXS_EARG otherwise, an unclear message)
-    if K > 0x7fffffff:
-        raise ValueError(f"{what}: the reduction length K = {K} exceeds 2**31 - 1, the most the "
-                         "kernels sum")
+    # the kernels count reduction steps in int32 (AXS_EARG otherwise, an unclear message),
+    # in blocks of up to 2**16 steps whose counters must not pass 2**31 - 1 either
+    if K > 0x7fff0000:
+        raise ValueError(f"{what}: the reduction length K = {K} exceeds 2**31 - 2**16, the most "
+                         "the kernels sum (their step counters are 32-bit)")
 
 
 def _raise(int code, what, method=None):

@@ -127,10 +127,11 @@ def test_out_overlapping_an_input_is_refused():
 
 def test_reduction_beyond_int32_is_named():
     T = np.zeros((256, 256), np.int32)
-    a = np.zeros((1, 2**31), np.uint8)       # never touched: the check comes first
-    b = np.zeros((2**31, 1), np.uint8)
-    with pytest.raises(ValueError, match="K = 2147483648 exceeds 2\\*\\*31 - 1"):
-        fast.gemm(a, b, T)
+    for K in (2**31, 2**31 - 2**16 + 1):     # the second: block counters would pass 2**31 - 1
+        a = np.zeros((1, K), np.uint8)       # never touched: the check comes first
+        b = np.zeros((K, 1), np.uint8)
+        with pytest.raises(ValueError, match=f"K = {K} exceeds 2\\*\\*31 - 2\\*\\*16"):
+            fast.gemm(a, b, T)
 
 
 def test_dequant_values_must_convert_exactly():
