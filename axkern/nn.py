@@ -963,26 +963,29 @@ class Sequential:
             ``self``.
         """
         out = []
+        folded = {}   # id(layer) -> (layer, weight, bias): set once every fold succeeded
         for layer in self.layers:
             prev = out[-1] if out else None
             if isinstance(layer, BatchNorm) and isinstance(prev, _Compute):
                 if layer.gamma.shape[0] != prev.out_channels:
                     raise ValueError(f"BatchNorm {layer.name!r} has {layer.gamma.shape[0]} channels "
                                      f"but {prev.name!r} produces {prev.out_channels}")
+                _, w, b = folded.get(id(prev), (prev, prev.weight, prev.bias))
                 scale, shift = layer.scale_shift()
-                bias = np.zeros(prev.out_channels) if prev.bias is None else prev.bias.astype(np.float64)
+                bias = np.zeros(prev.out_channels) if b is None else b.astype(np.float64)
                 with np.errstate(over="ignore"):   # checked just below
-                    weight = np.ascontiguousarray(prev.weight.astype(np.float64) * scale,
-                                                  dtype=np.float32)
+                    weight = np.ascontiguousarray(w.astype(np.float64) * scale, dtype=np.float32)
                     bias = (bias * scale + shift).astype(np.float32)
                 if not (np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
                     raise ValueError(f"folding BatchNorm {layer.name!r} into {prev.name!r} gives "
                                      f"weights beyond the float32 range (gamma / sqrt(var + eps) "
                                      f"up to {float(np.max(np.abs(scale))):.3g}): expected a "
                                      f"BatchNorm of moderate scale")
-                prev.weight, prev.bias = weight, bias
+                folded[id(prev)] = (prev, weight, bias)
                 continue
             out.append(layer)
+        for prev, weight, bias in folded.values():
+            prev.weight, prev.bias = weight, bias
         self.layers = out
         return self
 

@@ -409,6 +409,27 @@ def test_batchnorm_that_cannot_divide_or_fold():
             m.fold_batchnorm()
     assert [l.name for l in m.layers] == ["d", "bn"]          # left as it was
     assert np.array_equal(m.layers[0].weight, np.ones((3, 2), np.float32))
+    # a good fold before a bad one is not applied either: the whole model stays as it was
+    m = Sequential([Dense(np.ones((3, 2), np.float32), name="d0"),
+                    BatchNorm(np.full(2, 2.0), np.ones(2), np.zeros(2), np.ones(2), eps=0,
+                              name="bn0"),
+                    Dense(np.ones((2, 2), np.float32), name="d"),
+                    BatchNorm(np.full(2, 3e38), np.zeros(2), np.zeros(2), np.zeros(2),
+                              eps=1e-6, name="bn")])
+    with pytest.raises(ValueError, match="folding BatchNorm 'bn' into 'd'"):
+        m.fold_batchnorm()
+    assert [l.name for l in m.layers] == ["d0", "bn0", "d", "bn"]
+    assert np.array_equal(m.layers[0].weight, np.ones((3, 2), np.float32))
+    assert m.layers[0].bias is None or not np.any(m.layers[0].bias)
+    # two BatchNorms after one layer fold one after the other, as before
+    x = np.random.default_rng(0).random((4, 3)).astype(np.float32)
+    m = Sequential([Dense(np.ones((3, 2), np.float32), name="d"),
+                    BatchNorm(np.full(2, 2.0), np.ones(2), np.zeros(2), np.ones(2), eps=0),
+                    BatchNorm(np.full(2, 0.5), np.zeros(2), np.ones(2), np.full(2, 4.0), eps=0)])
+    want = m(x)
+    m.fold_batchnorm()
+    assert len(m.layers) == 1
+    np.testing.assert_allclose(m(x), want, rtol=1e-6)
 
 
 def test_scale_too_large_for_the_codes():
