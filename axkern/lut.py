@@ -438,7 +438,8 @@ class Multiplier:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_axkern_")}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        # (pickles written before __getstate__ existed still hold the caches: dropped too)
+        self.__dict__.update({k: v for k, v in state.items() if not k.startswith("_axkern_")})
         self._table.setflags(write=False)   # read-only, as the original's
 
     def __eq__(self, other):

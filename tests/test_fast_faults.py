@@ -225,3 +225,9 @@ def test_pickled_and_copied_multipliers_keep_their_table_frozen_and_shared():
         t = table256(m2)
         assert table_token(t) != 0 and t is table256(m)   # interned: one table, every cache
         np.testing.assert_array_equal(axkern.axconv2d(x, w, m2, tune=True), want)
+    # a pickle written before: its state holds the cached table, an unregistered copy
+    old = object.__new__(type(m))
+    state = dict(m.__dict__, _axkern_table256=np.array(table256(m)))
+    state["_table"] = np.array(m.table)
+    old.__setstate__(state)
+    assert not old.table.flags.writeable and table256(old) is table256(m)
