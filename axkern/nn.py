@@ -944,7 +944,7 @@ class Sequential:
                              f"({np.shape(x)[0]}), got shape {y.shape}")
         if y.shape[0] == 0:
             raise ValueError("accuracy of an empty set is undefined")
-        if not (np.issubdtype(y.dtype, np.integer) or
+        if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_ or
                 (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
             # string labels compared unequal to every predicted index: 0.0, silently
             raise TypeError(f"labels must be class indices (integers), got dtype {y.dtype}")

@@ -280,14 +280,15 @@ class QuantParams:
             raise ValueError(f"zero_point {zero_point!r} out of range: expected {self.qmin}..{self.qmax}")
         if s.ndim == 1 and z.ndim == 1 and s.shape != z.shape:
             raise ValueError(f"per-channel scale and zero_point differ in length: {s.shape} vs {z.shape}")
-        with np.errstate(over="ignore"):
-            ends = [(_F32(q) - z.astype(np.float32)) * s for q in (self.qmin, self.qmax)]
-        if not all(np.all(np.isfinite(e)) for e in ends):
-            # the codes' range in float32 (the quantizers clip to it, dequantization gives
-            # it): infinite ends turned every code into qmax
-            raise ValueError(f"scale {scale!r} is too large for zero_point {zero_point!r}: "
-                             f"(code - zero_point) * scale overflows float32 for codes "
-                             f"{self.qmin}..{self.qmax}")
+        if not self.signed:
+            with np.errstate(over="ignore"):
+                nmin = (_F32(self.qmin) - z.astype(np.float32)) * s
+            if not np.all(np.isfinite(nmin)):
+                # unsigned codes are clamped to [(qmin - zp) s, (qmax - zp) s] in float32
+                # and counted from the lower end: an infinite one turned every code into qmax
+                raise ValueError(f"scale {scale!r} is too large for zero_point {zero_point!r}: "
+                                 f"the lower end of the range, (qmin - zero_point) * scale, "
+                                 f"overflows float32")
         self.scale = s if s.ndim else _F32(s)
         self.zero_point = z if z.ndim else int(z)
 

@@ -40,6 +40,7 @@ from .backends import MAX_THREADS
 from .conv import QUANT_MODES
 from .lut import Multiplier
 from .nn import Sequential
+from .quant import QuantSpec
 
 __all__ = ["survey", "evaluate", "load_shipped_model", "shipped_model_path", "load_data",
            "add_parser", "MissingDependency", "SURVEY_INSTALL_HINT"]
@@ -484,9 +485,11 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
         ``accuracy`` (percent), ``float_accuracy`` (percent), ``samples``, ``data`` and the
         per-layer ``settings``.
     """
-    if isinstance(quant, str) and quant not in QUANT_MODES:
-        # checked here: a float evaluation never resolves it
-        raise ValueError(f"unknown quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
+    # checked here: a float evaluation never resolves it
+    if (isinstance(quant, str) and quant not in QUANT_MODES) or not (
+            quant is None or isinstance(quant, (str, tuple, list, dict, QuantSpec))):
+        raise ValueError(f"unknown quant {quant!r}: expected one of {', '.join(QUANT_MODES)}, a "
+                         f"QuantSpec or (input, weight) QuantParams")
     net = _load_model(model)
     x, y, desc = load_data(net, data, limit)
     # a model may arrive with multipliers set (the copy keeps them): the float figure is the

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping
 import numbers
 import os
+import pickle
 import warnings
 
 import numpy as np
@@ -1308,7 +1309,13 @@ class TorchSurveyModel:
         h = hashlib.sha256()
         h.update(f"{self.input_layout}\0{self.module!r}\0".encode())
         for key, t in self.module.state_dict(keep_vars=False).items():
-            t = t.detach().cpu().contiguous()
+            if not isinstance(t, torch.Tensor):   # a module's extra state: any picklable value
+                h.update(f"{key}\0".encode() + pickle.dumps(t, protocol=4) + b"\0")
+                continue
+            t = t.detach().cpu()
+            if t.layout != torch.strided:         # sparse and other layouts: their values
+                t = t.to_dense()
+            t = t.contiguous()
             h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.digest()

@@ -112,3 +112,38 @@ def test_search_on_a_torch_module_resumes(tmp_path):
     sm = axkern.torch.as_survey_model(net)
     assert sm.fingerprint() == sm.copy().fingerprint() == sm.fingerprint()
     assert axkern.torch.as_survey_model(other).fingerprint() != sm.fingerprint()
+
+
+def test_fingerprint_of_extra_state_and_sparse_buffers():
+    """Modules with extra state (get_extra_state) or sparse buffers: the fingerprint took
+    every state_dict value for a dense tensor and raised, so every search on them failed."""
+    from axkern.search import _model_hash
+
+    class Extra(torch.nn.Module):
+        def __init__(self, version):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+            self.register_buffer("mask", torch.eye(3).to_sparse())
+            self.version = version
+
+        def forward(self, x):
+            return self.fc(x)
+
+        def get_extra_state(self):
+            return {"version": self.version}
+
+        def set_extra_state(self, state):
+            self.version = state["version"]
+
+    torch.manual_seed(0)
+    a = Extra(1)
+    h = _model_hash(axkern.torch.as_survey_model(a))
+    assert h == _model_hash(axkern.torch.as_survey_model(a))
+    b = Extra(2)
+    b.load_state_dict(a.state_dict())   # the same weights, its extra state then 1 again
+    assert _model_hash(axkern.torch.as_survey_model(b)) == h
+    b.version = 2
+    assert _model_hash(axkern.torch.as_survey_model(b)) != h
+    with torch.no_grad():
+        a.mask.values()[0] = 5.0
+    assert _model_hash(axkern.torch.as_survey_model(a)) != h

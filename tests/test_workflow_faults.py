@@ -348,6 +348,8 @@ def test_eval_checks_quant_for_a_float_evaluation(capsys):
     assert "unknown quant 'bogus'" in capsys.readouterr().err
     r = S.evaluate(S.load_shipped_model(), None, quant="symmetric", limit=10)
     assert r["accuracy"] == r["float_accuracy"]   # a float model: the mode changes nothing
+    with pytest.raises(ValueError, match="unknown quant 5"):
+        S.evaluate(S.load_shipped_model(), None, quant=5, limit=10)
 
 
 def test_signedness_message_grammar():
@@ -434,6 +436,16 @@ def test_batchnorm_that_cannot_divide_or_fold():
 
 def test_scale_too_large_for_the_codes():
     """(qmin - zp) * scale overflowed float32 and every code became qmax."""
+    # ranges reaching float32's largest values still quantize (symmetric: x / scale; an
+    # unsigned range from 0: only the upper end is infinite, and codes clamp to qmax)
+    big = np.finfo(np.float32).max
+    x = np.array([big, -big, big * 0.3, 0.0], np.float32)
+    p = symmetric_params(x)
+    assert quantize(x, p).tolist() == [127, -127, 38, 0]
+    from axkern.quant import tf_quant_params
+
+    u = tf_quant_params(0.0, float(big))
+    assert quantize(np.array([0.0, big], np.float32), u).tolist() == [0, 255]
     with pytest.raises(ValueError, match="too large"):
         QuantParams(3e37, 128)
     with pytest.raises(ValueError, match="too large"):
@@ -452,6 +464,7 @@ def test_accuracy_labels_and_batch_size_checked():
     with pytest.raises(TypeError, match="class indices"):
         m.accuracy(x, y.astype(str))
     assert m.accuracy(x, y.astype(np.float64)) == m.accuracy(x, y)
+    assert m.accuracy(x, y == 1) == float(np.mean(m.predict(x) == (y == 1)))   # bool labels
     for bad in ("2", 4.5, 0, True):
         with pytest.raises(ValueError, match="batch_size"):
             m(x, batch_size=bad)
