@@ -64,7 +64,6 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp
-cimport openmp
 from cython.parallel cimport prange
 
 from .backends import (_check_threads, check_conv_args, check_gemm_args, check_out_array,
@@ -86,6 +85,9 @@ cdef extern from "axsimd.h" nogil:
     int AXS_METHOD_FACTORED
     int64_t axs_set_fchunk(int64_t bytes)
     void axs_forked_child()
+
+cdef extern from "axs_internal.h" nogil:
+    int axs_threads(int nthreads)
     ctypedef struct axs_factors:
         int r
         const int16_t *U
@@ -183,27 +185,18 @@ def available_paths():
     return tuple(p for p in PATHS if axs_path_supported(_CODES[p]))
 
 
-_FORKED = False   # this process is a fork() child: every call runs on one thread
-
-
-def _forked_child():
-    global _FORKED
-    _FORKED = True
-    axs_forked_child()
-
-
 # GNU OpenMP does not rebuild its thread pool in a child made by fork(): a parallel region
 # of two or more threads there waits forever for the parent's threads (a multiprocessing
 # pool or DataLoader worker with the 'fork' start method, after the parent ran a kernel).
 # The child's calls run on one thread instead, with the same results (sums never depend on
 # the thread count); the 'spawn' start method keeps them parallel.
-os.register_at_fork(after_in_child=_forked_child)
+os.register_at_fork(after_in_child=lambda: axs_forked_child())
 
 
 def max_threads():
     """The number of threads a call with ``num_threads=None`` uses (OpenMP's default; 1 in
     a process made by ``fork()``, where every call runs on one thread)."""
-    return 1 if _FORKED else openmp.omp_get_max_threads()
+    return axs_threads(0)
 
 
 def _check_path(path, origin):
@@ -1163,7 +1156,7 @@ def same_bytes(a, b, num_threads=None):
     cdef size_t chunk = 1 << 20
     cdef Py_ssize_t i, nchunk = <Py_ssize_t>((n + chunk - 1) // chunk)
     num_threads = _check_threads(num_threads)   # (bounded: OpenMP would try any count)
-    cdef int nt = max_threads() if num_threads is None or _FORKED else int(num_threads)
+    cdef int nt = axs_threads(0 if num_threads is None else int(num_threads))
     with nogil:
         if nchunk < 4:
             r = memcmp(px, py, n)
