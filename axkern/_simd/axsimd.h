@@ -91,6 +91,11 @@ void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uin
  * of a normal around the zero point 1.04 - 1.08, uniform codes unchanged. */
 #define AXS_XPAD 128
 #define AXS_XSTEP(nb) (256 * (nb) + AXS_XPAD)
+/* Steps times columns per block of R: 256 * 256 uint16 = 128 KiB (512 ran slower); a block
+ * of 16-wide rows has 16 steps. */
+#ifndef AXS_XSTEPW
+#define AXS_XSTEPW 256
+#endif
 /* Blocks of 8 (the AVX2 code, for 8 fixed codes or fewer: GEMMs of a few rows): rows of
  * 8 uint16, position 2t + h holding column 4h + t, and acc rows of 8 sums. */
 #define AXS_XNB8 8

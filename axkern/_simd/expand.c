@@ -35,10 +35,6 @@
 #ifndef AXS_XACC
 #define AXS_XACC (256 * 1024)
 #endif
-/* Steps times columns per block of R: 256 * 256 uint16 = 128 KiB (512 ran slower). */
-#ifndef AXS_XSTEPW
-#define AXS_XSTEPW 256
-#endif
 /* Relative time of building one R entry, and of one direct lookup, against one expanded
  * lookup, per path (measured on Zen 3: AVX2 about 0.07 ns per entry built, 0.06 ns per
  * expanded and 0.5 ns per direct lookup and thread; portable C about 0.5, 0.25 and 0.7). */
