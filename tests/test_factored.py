@@ -256,6 +256,87 @@ def test_factored_dequantizing_store(path):
                                       axmatmul(a, b, m, backend="reference", bias=bias))
 
 
+DEPTHWISE = [
+    # (N, H, W, C, KH, KW, stride, padding, dilation): channels around the kernel's blocks
+    # of 8, filters with an odd and an even count of columns (r = 1 pairs them), strides and
+    # dilations either way, asymmetric padding, no padding
+    (2, 9, 11, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (3, 7, 6, 5, 3, 3, (2, 1), (1, 0, 2, 1), (2, 1)),
+    (1, 12, 12, 24, 5, 4, (1, 2), (2, 2, 1, 1), (1, 2)),
+    (2, 8, 8, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 4, 4, 9, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),
+    (2, 13, 17, 12, 3, 2, (2, 1), (0, 1, 1, 0), (1, 3)),
+    (1, 5, 19, 8, 2, 7, (1, 1), (0, 0, 3, 3), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_factored_depthwise_matches_reference(path, rank):
+    """Depthwise filters of factored tables (factored.c, axs_fdwconv2d: 8 channels or 8
+    pixels per vpmaddwd; rank 3 takes the general factored kernel): int32 sums from NHWC
+    and NCHW indices, and the dequantizing store in both output layouts, whose NCHW planes
+    from NCHW indices take their own kernel (horizontal stride 1, no window sums), against
+    the reference backend and the direct method's store; the automatic choice alike."""
+    rng = np.random.default_rng(zlib.crc32(f"fdw/{path}/{rank}".encode()))
+    table = frozen(low_rank_table(rank, rng, hi=90))
+    assert table_factors(table)[0].shape[1] == rank
+    for (N, H, W, C, KH, KW, stride, padding, dilation) in DEPTHWISE:
+        x = codes((N, H, W, C), rng)
+        xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        w = codes((KH, KW, 1, C), rng)
+        args = (stride, padding, dilation, C, int(rng.integers(0, 256)))
+        want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+        dq = dict(scale=rng.uniform(1e-4, 1e-2, C),
+                  corr=rng.integers(-1000, 1000, C).astype(np.int64),
+                  bias=rng.standard_normal(C).astype(np.float32))
+        # the store of another method: the same epilogue on the same integer sums
+        want_f = fast.conv2d(x, w, table, *args, np.int32, path=path, method="direct",
+                             dequant=dq)
+        for method in ("factored", "auto"):
+            msg = f"{method} {(N, H, W, C, KH, KW)} {args}"
+            got = fast.conv2d(x, w, table, *args, np.int32, path=path, method=method)
+            np.testing.assert_array_equal(got, want, err_msg=msg)
+            got = fast.conv2d(xn, w, table, *args, np.int32, path=path, method=method,
+                              in_format="NCHW")
+            np.testing.assert_array_equal(got, want, err_msg=f"NCHW in {msg}")
+            for xin, fmt in ((x, "NHWC"), (xn, "NCHW")):
+                got = fast.conv2d(xin, w, table, *args, np.int32, path=path, method=method,
+                                  dequant=dq, in_format=fmt)
+                np.testing.assert_array_equal(got, want_f, err_msg=f"{fmt} in, dq {msg}")
+                got = fast.conv2d(xin, w, table, *args, np.int32, path=path, method=method,
+                                  dequant=dq, in_format=fmt, out_format="NCHW")
+                np.testing.assert_array_equal(got, want_f.transpose(0, 3, 1, 2),
+                                              err_msg=f"{fmt} in, NCHW dq {msg}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_factored_depthwise_in_chunks_of_images(path):
+    """The values image of a depthwise layer built an image or two at a time: every chunk's
+    rows, output and window sums in place (NHWC indices; NCHW planes take no chunks)."""
+    rng = np.random.default_rng(13)
+    m = library.load_multiplier("mul8u_drum4")
+    table = frozen(m.table)
+    x = codes((5, 7, 6, 12), rng)
+    w = codes((3, 3, 1, 12), rng)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 12, 3)
+    want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+    dq = dict(scale=np.full(12, 0.01), zw=np.full(12, 3, np.int64),
+              sumx=rng.integers(0, 5000, (5, 7, 6, 12)))
+    want_f = fast.conv2d(x, w, table, *args, np.int32, path=path, method="direct", dequant=dq)
+    old = fast._factored_chunk()
+    try:
+        for chunk in (1, 2 * 9 * 8 * 12 * 4):   # one image, two images of pairs
+            fast._factored_chunk(chunk)
+            got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored")
+            np.testing.assert_array_equal(got, want, err_msg=str(chunk))
+            got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored",
+                              dequant=dq)
+            np.testing.assert_array_equal(got, want_f, err_msg=f"dq {chunk}")
+    finally:
+        fast._factored_chunk(old)
+
+
 def test_fold_kept_out_of_rank_one_tables():
     """A folded weight zero point adds a factor to a DRUM table (rank 1 -> 2): such weights
     keep the plain table and the window sums; tables without factors still fold."""

@@ -98,6 +98,16 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
                 int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
                 int sw, int pt, int pb, int pl, int pr, int dh, int dw, int64_t groups,
                 int pad_code, void *out, const axs_dequant *dq, int nt, int path);
+/* Returned by conv2d_body (axsimd.c) and axs_fdwconv2d when given NCHW codes that the call
+ * needs NHWC. */
+#define AXS_NEED_NHWC (-1)
+/* Depthwise filters (groups == C == COUT) of tables with r <= 2 factors (factored.c): the
+ * same contract as axs_fconv2d; x holds NCHW codes when in_nchw (AXS_NEED_NHWC when the
+ * call does not suit planes). */
+int axs_fdwconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int64_t N,
+                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
+                  int pt, int pb, int pl, int pr, int dh, int dw, int pad_code, void *out,
+                  const axs_dequant *dq, int nt, int path, int in_nchw);
 /* Estimated time of the factored method, in the units of axs_xcost: values streamed
  * codes turned into factor values (gemm: M * K; conv2d: the padded input's codes); packed:
  * the fixed side comes packed (no packing counted). */

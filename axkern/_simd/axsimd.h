@@ -197,6 +197,32 @@ void axs_fkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const ptr
                       int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda);
 void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
                     int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda);
+/* Depthwise filters (factored.c, axs_fdwconv2d): for pixels i < ms and channels
+ * c0 <= c < C, acc[i * lda + c] = sum_{t < ntap} sum_{q < 2} S[roff[i] + toff[t] + 2 c + q] *
+ * Wv[(t * C + c) * 2 + q] (mod 2^32): a pair of values per channel, pixel and tap. */
+typedef void (*axs_fdwkern_fn)(const int16_t *S, const ptrdiff_t *roff, int ms,
+                               const ptrdiff_t *toff, int ntap, int64_t C, int64_t c0,
+                               const int16_t *Wv, uint32_t *acc, ptrdiff_t lda);
+void axs_fdwkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                        int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
+                        ptrdiff_t lda);
+void axs_fdwkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                      int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
+                      ptrdiff_t lda);
+/* The same on one channel's plane of pairs (NCHW, horizontal stride 1): out[oy * OW + ox] =
+ * sum_{t < ntap} sum_{q < 2} P[(oy * sh) * Wp + ox + toff[t]] as int16 pairs times the pairs
+ * wp[t] (mod 2^32), for oy < OH, ox < OW. Reads up to 7 pairs past the last output's taps. */
+typedef void (*axs_fdwplane_fn)(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t OH,
+                                int64_t OW, const ptrdiff_t *toff, int ntap,
+                                const uint32_t *wp, uint32_t *out);
+void axs_fdwplane_scalar(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t OH, int64_t OW,
+                         const ptrdiff_t *toff, int ntap, const uint32_t *wp, uint32_t *out);
+void axs_fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t OH, int64_t OW,
+                       const ptrdiff_t *toff, int ntap, const uint32_t *wp, uint32_t *out);
+/* d[i] = (uint16) v[i] | (uint16) v[i + s] << 16 for i < n: a value and the one s further on
+ * as one pair (the depthwise filters' r = 1 values image). */
+void axs_fpairs_scalar(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d);
+void axs_fpairs_avx2(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d);
 /* d[2 c + i] = the i-th of the r = 2 factor values of codes[c], c < n: U32[code] holds both
  * int16 as one int32, the first in the low half. */
 void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int16_t *d);

@@ -346,6 +346,20 @@ int axs_fgemm(const uint8_t *a, const uint8_t *b, const axs_factors *fac, int64_
     return rc;
 }
 
+/* Padded row d of the values image (Wp pixels of px values) whose pixels' runs are
+ * contiguous: the border's pixels copied from padv, the W pixels inside (codes: W * C codes,
+ * NULL for a row of the top or bottom border) turned into values in one run (a call per
+ * pixel of 16 codes took a tenth of a 16->16 layer). */
+static void frow_whole(const uint8_t *codes, int64_t W, int64_t C, int64_t Wp, int64_t pl,
+                       int64_t px, const int16_t *padv, const fvals *fv, int16_t *d)
+{
+    for (int64_t xq = 0; xq < Wp; xq++)
+        if (!codes || xq < pl || xq >= pl + W)
+            memcpy(d + xq * px, padv, (size_t)px * sizeof(int16_t));
+    if (codes)
+        fvalues(codes, W * C, fv, d + pl * px);
+}
+
 int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int64_t N,
                 int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t COUT, int sh,
                 int sw, int pt, int pb_, int pl, int pr, int dh, int dw, int64_t groups,
@@ -404,13 +418,8 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
             int inside = y >= pt && y < pt + H;
             int16_t *d = S + ny * Wp * px;
             if (whole) {
-                /* the image row's codes in one run (a call per pixel of 16 codes took a
-                 * tenth of a 16->16 layer), the border's values copied */
-                for (int64_t xq = 0; xq < Wp; xq++)
-                    if (!inside || xq < pl || xq >= pl + W)
-                        memcpy(d + xq * px, padv, (size_t)px * sizeof(int16_t));
-                if (inside)
-                    fvalues(x + (n * H + y - pt) * W * C, W * C, &fv, d + pl * px);
+                frow_whole(inside ? x + (n * H + y - pt) * W * C : NULL, W, C, Wp, pl, px, padv,
+                           &fv, d);
                 continue;
             }
             for (int64_t xq = 0; xq < Wp; xq++, d += px) {
@@ -440,6 +449,288 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
     axs_free64(S);
     if (owned)
         axs_free64(Bp);
+    free(toff);
+    return rc;
+}
+
+/* Depthwise filters (groups == C == COUT) of tables with r <= 2 factors: output channel c of
+ * a pixel is sum_t sum_q U[x_t][q] * V[w_t,c][q], the products of the values of each tap's
+ * code and filter code. The values image holds a pair of int16 per channel and pixel, so
+ * that one vpmaddwd gives 8 channels' (NHWC) or 8 pixels' (NCHW planes) products of a pair:
+ * with r = 2 the code's two values, with r = 1 the values of the pixel and of the one dw
+ * columns on, which meet the filter columns kx and kx + 1 (the taps of a filter row in
+ * pairs, a last odd one paired with 0: 6 products for 3 x 3 instead of 9 with a zero in
+ * every pair). */
+typedef struct {
+    const axs_factors *fac;
+    int r;
+    int64_t N, H, W, C, Hp, Wp, OH, OW, ntap;
+    int sh, sw, pt, pl, dw;
+    const int16_t *Wv;      /* (ntap, C) pairs of the filters' values */
+    const ptrdiff_t *toff;  /* (ntap) offsets of the taps' pairs, in pairs */
+    const int16_t *padv;    /* (C * r) values of the padding code */
+    const fvals *fv;
+    void (*pairs)(const int16_t *, int64_t, ptrdiff_t, uint32_t *);
+} fdwproblem;
+
+/* The padded row of pairs d (Wp pixels of px pairs) from the row of values v (Wp pixels of
+ * px * r values): r = 2, the values are the pairs; r = 1, pairs of the value at p and the
+ * value at p + dw (zero partners for the last dw pixels, which no pair of taps reaches). */
+static void fdw_pairs(const fdwproblem *q, const int16_t *v, int64_t px, uint32_t *d)
+{
+    if (q->r == 2) {
+        if ((const void *)v != (const void *)d)
+            memcpy(d, v, (size_t)(q->Wp * px) * sizeof(uint32_t));
+        return;
+    }
+    int64_t np = q->Wp > q->dw ? (q->Wp - q->dw) * px : 0;
+    q->pairs(v, np, (ptrdiff_t)(q->dw * px), d);
+    for (int64_t e = np; e < q->Wp * px; e++)
+        d[e] = (uint16_t)v[e];
+}
+
+/* NHWC codes: a values image of chunks of images (pixels of C pairs), then tiles of output
+ * pixels by all channels (axs_fdwkern_*) stored through axs_xstore. */
+static int fdw_nhwc(const fdwproblem *q, const uint8_t *x, void *out, const axs_dequant *dq,
+                    int nt, int path)
+{
+    const int64_t C = q->C, Hp = q->Hp, Wp = q->Wp, OH = q->OH, OW = q->OW, px = C;
+    const int64_t img = Hp * Wp * px * (int64_t)sizeof(uint32_t);
+    int64_t nchunk = fchunk_bytes / img;
+    nchunk = nchunk < 1 ? 1 : nchunk > q->N ? q->N : nchunk;
+    uint32_t *S = (uint32_t *)axs_alloc64((size_t)(nchunk * img) + 64);
+    ptrdiff_t *toff = (ptrdiff_t *)malloc((size_t)q->ntap * sizeof(ptrdiff_t));
+    if (!S || !toff) {
+        axs_free64(S);
+        free(toff);
+        return AXS_ENOMEM;
+    }
+    for (int64_t t = 0; t < q->ntap; t++)   /* in int16 */
+        toff[t] = q->toff[t] * 2 * px;
+    const axs_fdwkern_fn kern = path == AXS_PATH_SCALAR ? axs_fdwkern_scalar : axs_fdwkern_avx2;
+    int rc = AXS_OK;
+    for (int64_t n0 = 0; n0 < q->N && rc == AXS_OK; n0 += nchunk) {
+        const int64_t nn = q->N - n0 < nchunk ? q->N - n0 : nchunk;
+        int failed = 0;
+#pragma omp parallel num_threads(axs_threads_for(nt, nn * Hp * Wp * C))
+        {
+            /* r = 1: the padded row's values before pairing */
+            int16_t *row = q->r == 1 ? (int16_t *)malloc((size_t)(Wp * C) * sizeof(int16_t))
+                                     : NULL;
+            if (q->r == 1 && !row) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp for schedule(static)
+            for (int64_t ny = 0; ny < nn * Hp; ny++) {
+                if (q->r == 1 && !row)
+                    continue;
+                int64_t n = n0 + ny / Hp, y = ny % Hp;
+                int inside = y >= q->pt && y < q->pt + q->H;
+                uint32_t *d = S + ny * Wp * px;
+                int16_t *v = q->r == 2 ? (int16_t *)d : row;
+                frow_whole(inside ? x + (n * q->H + y - q->pt) * q->W * C : NULL, q->W, C, Wp,
+                           q->pl, C * q->r, q->padv, q->fv, v);
+                fdw_pairs(q, v, px, d);
+            }
+            free(row);
+        }
+        if (failed) {
+            rc = AXS_ENOMEM;
+            break;
+        }
+        /* the chunk's rows: its output and window sums start at image n0 */
+        axs_dequant dqc;
+        if (dq) {
+            dqc = *dq;
+            if (dqc.sumx)
+                dqc.sumx += n0 * OH * OW * dq->groups;
+        }
+        xproblem pbm;
+        axs_xconv_problem(&pbm, nn, OH, OW, Hp * Wp, Wp, 2 * px, q->sh, q->sw, C, 1, 0,
+                          (char *)out + n0 * OH * OW * C * 4, dq ? &dqc : NULL);
+        axs_xdeq dd;
+        if (axs_xdeq_init(pbm.dq, C, pbm.rows, &dd)) {
+            rc = AXS_ENOMEM;
+            break;
+        }
+        /* tiles of pixels whose sums (ms * C) stay within 32 KiB, two or more a thread */
+        int64_t ms_max = 8192 / C;
+        if ((pbm.rows + ms_max - 1) / (ms_max > 0 ? ms_max : 1) < 2 * nt)
+            ms_max = (pbm.rows + 2 * nt - 1) / (2 * nt);
+        ms_max = ms_max < 4 ? 4 : (ms_max + 3) & ~(int64_t)3;
+        const int64_t units = (pbm.rows + ms_max - 1) / ms_max;
+#pragma omp parallel num_threads(units < nt ? (int)units : nt)
+        {
+            uint32_t *acc = (uint32_t *)axs_alloc64((size_t)(ms_max * C) * sizeof(uint32_t));
+            ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
+            int ok = acc && roff;
+            if (!ok) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t u = 0; u < units; u++) {
+                if (!ok)
+                    continue;
+                int64_t r0 = u * ms_max;
+                int ms = (int)(pbm.rows - r0 < ms_max ? pbm.rows - r0 : ms_max);
+                axs_xrow_offsets(&pbm, r0, ms, roff);
+                kern((const int16_t *)S, roff, ms, toff, (int)q->ntap, C, 0, q->Wv, acc,
+                     (ptrdiff_t)C);
+                axs_xstore(&pbm, &dd, (xword *)acc, (ptrdiff_t)C, r0, ms, 0, (int)C, 0, NULL);
+            }
+            axs_free64(acc);
+            free(roff);
+        }
+        free(dd.corr);
+        if (failed)
+            rc = AXS_ENOMEM;
+    }
+    axs_free64(S);
+    free(toff);
+    return rc;
+}
+
+/* NCHW codes to an NCHW float32 output (stride 1 across, no window sums, every term of the
+ * dequantization exact in float64): each unit is one channel of one image, its plane of
+ * pairs built in the thread's buffer and its sums dequantized as one run into the output
+ * plane (axs_fdwplane_*: 8 pixels per vpmaddwd). AXS_NEED_NHWC otherwise. */
+static int fdw_planar(const fdwproblem *q, const uint8_t *x, void *out, const axs_dequant *dq,
+                      int nt, int path)
+{
+    const int64_t C = q->C, Hp = q->Hp, Wp = q->Wp, P = q->OH * q->OW, HW = q->H * q->W;
+    if (!dq || !dq->nchw || dq->zw || q->sw != 1)
+        return AXS_NEED_NHWC;
+    axs_xdeq dd;
+    if (axs_xdeq_init(dq, C, q->N * P, &dd))
+        return AXS_ENOMEM;
+    if (!dd.exact) {
+        free(dd.corr);
+        return AXS_NEED_NHWC;
+    }
+    const axs_fdwplane_fn kern =
+        path == AXS_PATH_SCALAR ? axs_fdwplane_scalar : axs_fdwplane_avx2;
+    /* a padded position's pair: its two values (r = 2), or the value twice (r = 1: its
+     * partner dw columns on is padding too, on the border rows) */
+    const uint32_t padpair = (uint32_t)(uint16_t)q->padv[0] |
+                             (uint32_t)(uint16_t)q->padv[q->r == 2 ? 1 : 0] << 16;
+    int failed = 0;
+    const int64_t units = q->N * C;
+#pragma omp parallel num_threads(units < nt ? (int)units : nt)
+    {
+        /* + 8 pairs: the last vector of a row reads on */
+        uint32_t *pl = (uint32_t *)axs_alloc64((size_t)(Hp * Wp + 8) * sizeof(uint32_t));
+        int16_t *vals = (int16_t *)malloc((size_t)(HW * q->r) * sizeof(int16_t));
+        int16_t *row = (int16_t *)malloc((size_t)(Wp * q->r) * sizeof(int16_t));
+        uint32_t *sums = (uint32_t *)axs_alloc64((size_t)P * sizeof(uint32_t));
+        uint32_t *wp = (uint32_t *)malloc((size_t)q->ntap * sizeof(uint32_t));
+        int ok = pl && vals && row && sums && wp;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            memset(pl + Hp * Wp, 0, 8 * sizeof(uint32_t));
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < units; u++) {
+            if (!ok)
+                continue;
+            const int64_t n = u / C, c = u % C, r = q->r;
+            for (int64_t t = 0; t < q->ntap; t++) {
+                const int16_t *f = q->Wv + (t * C + c) * 2;
+                wp[t] = (uint32_t)(uint16_t)f[0] | (uint32_t)(uint16_t)f[1] << 16;
+            }
+            fvalues(x + (n * C + c) * HW, HW, q->fv, vals);
+            for (int64_t y = 0; y < Hp; y++) {
+                uint32_t *d = pl + y * Wp;
+                if (y < q->pt || y >= q->pt + q->H) {   /* a border row: pairs of padding */
+                    for (int64_t xq = 0; xq < Wp; xq++)
+                        d[xq] = padpair;
+                    continue;
+                }
+                const int16_t *v = vals + (y - q->pt) * q->W * r;
+                if (r == 2) {
+                    for (int64_t xq = 0; xq < q->pl; xq++)
+                        d[xq] = padpair;
+                    memcpy(d + q->pl, v, (size_t)q->W * sizeof(uint32_t));
+                    for (int64_t xq = q->pl + q->W; xq < Wp; xq++)
+                        d[xq] = padpair;
+                    continue;
+                }
+                for (int64_t xq = 0; xq < q->pl; xq++)
+                    row[xq] = q->padv[0];
+                memcpy(row + q->pl, v, (size_t)q->W * sizeof(int16_t));
+                for (int64_t xq = q->pl + q->W; xq < Wp; xq++)
+                    row[xq] = q->padv[0];
+                fdw_pairs(q, row, 1, d);
+            }
+            kern(pl, (ptrdiff_t)Wp, q->sh, q->OH, q->OW, q->toff, (int)q->ntap, wp, sums);
+            axs_dequant_run(sums, P, 0, dd.scale[c], dd.corr[c], dd.bias ? dd.bias + c : NULL,
+                            (float *)out + (n * C + c) * P);
+        }
+        axs_free64(pl);
+        free(vals);
+        free(row);
+        axs_free64(sums);
+        free(wp);
+    }
+    free(dd.corr);
+    return failed ? AXS_ENOMEM : AXS_OK;
+}
+
+/* x: NHWC codes, or NCHW codes (in_nchw: planes when fdw_planar serves, else AXS_NEED_NHWC,
+ * for the caller to transpose them). */
+int axs_fdwconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int64_t N,
+                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
+                  int pt, int pb_, int pl, int pr, int dh, int dw, int pad_code, void *out,
+                  const axs_dequant *dq, int nt, int path, int in_nchw)
+{
+    fdwproblem q;
+    q.fac = fac;
+    q.r = fac->r;
+    q.N = N, q.H = H, q.W = W, q.C = C;
+    q.Hp = H + pt + pb_, q.Wp = W + pl + pr;
+    q.OH = (q.Hp - (int64_t)dh * (KH - 1) - 1) / sh + 1;
+    q.OW = (q.Wp - (int64_t)dw * (KW - 1) - 1) / sw + 1;
+    q.sh = sh, q.sw = sw, q.pt = pt, q.pl = pl, q.dw = dw;
+    const int r = q.r;
+    const int64_t kxp = r == 2 ? KW : (KW + 1) / 2;   /* pairs per filter row */
+    q.ntap = KH * kxp;
+    int16_t *Wv = (int16_t *)malloc((size_t)(q.ntap * C * 2) * sizeof(int16_t));
+    int16_t *padv = (int16_t *)malloc((size_t)(C * r) * sizeof(int16_t));
+    uint8_t *pad = (uint8_t *)malloc((size_t)C);
+    ptrdiff_t *toff = (ptrdiff_t *)malloc((size_t)q.ntap * sizeof(ptrdiff_t));
+    if (!Wv || !padv || !pad || !toff) {
+        free(Wv);
+        free(padv);
+        free(pad);
+        free(toff);
+        return AXS_ENOMEM;
+    }
+    /* HWIO filters of one input channel: tap (ky, kx) of channel c at w[(ky KW + kx) C + c] */
+    for (int64_t ky = 0; ky < KH; ky++)
+        for (int64_t j = 0; j < kxp; j++) {
+            const int64_t t = ky * kxp + j, kx = r == 2 ? j : 2 * j;
+            toff[t] = (ptrdiff_t)(ky * dh * q.Wp + kx * dw);
+            for (int64_t c = 0; c < C; c++) {
+                int16_t *d = Wv + (t * C + c) * 2;
+                const uint8_t *f = w + (ky * KW + kx) * C + c;
+                d[0] = fac->V[(ptrdiff_t)f[0] * r];
+                d[1] = r == 2 ? fac->V[(ptrdiff_t)f[0] * 2 + 1]
+                              : kx + 1 < KW ? fac->V[f[C]] : 0;
+            }
+        }
+    fvals fv;
+    fvals_init(&fv, fac, path);
+    memset(pad, pad_code, (size_t)C);
+    fvalues(pad, C, &fv, padv);
+    q.Wv = Wv, q.toff = toff, q.padv = padv, q.fv = &fv;
+    q.pairs = path == AXS_PATH_SCALAR ? axs_fpairs_scalar : axs_fpairs_avx2;
+    int rc = in_nchw ? fdw_planar(&q, x, out, dq, nt, path) : fdw_nhwc(&q, x, out, dq, nt, path);
+    free(Wv);
+    free(padv);
+    free(pad);
     free(toff);
     return rc;
 }

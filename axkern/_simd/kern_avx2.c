@@ -376,6 +376,123 @@ AXS_AVX2 void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms,
     }
 }
 
+/* Depthwise filters of factored tables: 8 channels per ymm, one int32 lane per channel
+ * holding its pair of values, so that one vpmaddwd per tap (with the load) gives 8 channels'
+ * products. 4 pixels at a time; the taps' weights in registers for up to 9 taps (a 3 x 3
+ * filter of r = 2, or of r = 1 with its columns paired, 6), else loaded. */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+fdwblock_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+              int ntap, const int16_t *wv, ptrdiff_t wstep, uint32_t *acc, ptrdiff_t lda,
+              const int NT)
+{
+    const int nt = NT ? NT : ntap;
+#define AXS_FDW_W(t) _mm256_loadu_si256((const __m256i *)(wv + (t) * wstep))
+#define AXS_FDW_X(p) _mm256_loadu_si256((const __m256i *)(p))
+    __m256i w[9];
+    if (NT)
+        for (int t = 0; t < NT; t++)
+            w[t] = AXS_FDW_W(t);
+    int i = 0;
+    for (; i + 4 <= ms; i += 4) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (int t = 0; t < nt; t++) {
+            const __m256i wt = NT ? w[t] : AXS_FDW_W(t);
+            const int16_t *x = S + toff[t];
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(AXS_FDW_X(x + roff[i]), wt));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(AXS_FDW_X(x + roff[i + 1]), wt));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(AXS_FDW_X(x + roff[i + 2]), wt));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(AXS_FDW_X(x + roff[i + 3]), wt));
+            __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3));   /* no add trees (spills) */
+        }
+        _mm256_storeu_si256((__m256i *)(acc + i * lda), a0);
+        _mm256_storeu_si256((__m256i *)(acc + (i + 1) * lda), a1);
+        _mm256_storeu_si256((__m256i *)(acc + (i + 2) * lda), a2);
+        _mm256_storeu_si256((__m256i *)(acc + (i + 3) * lda), a3);
+    }
+    for (; i < ms; i++) {
+        __m256i a0 = _mm256_setzero_si256();
+        for (int t = 0; t < nt; t++)
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(AXS_FDW_X(S + toff[t] + roff[i]),
+                                                        NT ? w[t] : AXS_FDW_W(t)));
+        _mm256_storeu_si256((__m256i *)(acc + i * lda), a0);
+    }
+#undef AXS_FDW_W
+#undef AXS_FDW_X
+}
+
+AXS_AVX2 void axs_fdwkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms,
+                               const ptrdiff_t *toff, int ntap, int64_t C, int64_t c0,
+                               const int16_t *Wv, uint32_t *acc, ptrdiff_t lda)
+{
+    const ptrdiff_t ws = (ptrdiff_t)(2 * C);   /* int16 between a channel's taps' pairs */
+    for (; c0 + 8 <= C; c0 += 8) {
+        const int16_t *Sc = S + 2 * c0, *wv = Wv + 2 * c0;
+        switch (ntap) {
+        case 6: fdwblock_avx2(Sc, roff, ms, toff, 6, wv, ws, acc + c0, lda, 6); break;
+        case 9: fdwblock_avx2(Sc, roff, ms, toff, 9, wv, ws, acc + c0, lda, 9); break;
+        default: fdwblock_avx2(Sc, roff, ms, toff, ntap, wv, ws, acc + c0, lda, 0); break;
+        }
+    }
+    if (c0 < C)   /* the last channels */
+        axs_fdwkern_scalar(S, roff, ms, toff, ntap, C, c0, Wv, acc, lda);
+}
+
+/* 8 outputs of a row per ymm: the taps' pairs broadcast, each tap a vpmaddwd with the 8
+ * pixels' pairs it meets; a row's last partial vector is computed whole (its extra pixels
+ * read on into the plane) and stored in part. */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t OH, int64_t OW,
+              const ptrdiff_t *toff, int ntap, const uint32_t *wp, uint32_t *out, const int NT)
+{
+    const int nt = NT ? NT : ntap;
+    __m256i w[9];
+    for (int t = 0; t < (NT ? NT : 0); t++)
+        w[t] = _mm256_set1_epi32((int)wp[t]);
+    for (int64_t oy = 0; oy < OH; oy++) {
+        const uint32_t *row = P + oy * sh * Wp;
+        uint32_t *o = out + oy * OW;
+        for (int64_t ox = 0; ox < OW; ox += 8) {
+            __m256i a = _mm256_setzero_si256();
+            for (int t = 0; t < nt; t++)
+                a = _mm256_add_epi32(
+                    a, _mm256_madd_epi16(
+                           _mm256_loadu_si256((const __m256i *)(row + ox + toff[t])),
+                           NT ? w[t] : _mm256_set1_epi32((int)wp[t])));
+            if (ox + 8 <= OW) {
+                _mm256_storeu_si256((__m256i *)(o + ox), a);
+            } else {
+                uint32_t tmp[8];
+                _mm256_storeu_si256((__m256i *)tmp, a);
+                memcpy(o + ox, tmp, (size_t)(OW - ox) * sizeof(uint32_t));
+            }
+        }
+    }
+}
+
+AXS_AVX2 void axs_fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t OH,
+                                int64_t OW, const ptrdiff_t *toff, int ntap,
+                                const uint32_t *wp, uint32_t *out)
+{
+    switch (ntap) {
+    case 6: fdwplane_avx2(P, Wp, sh, OH, OW, toff, 6, wp, out, 6); break;
+    case 9: fdwplane_avx2(P, Wp, sh, OH, OW, toff, 9, wp, out, 9); break;
+    default: fdwplane_avx2(P, Wp, sh, OH, OW, toff, ntap, wp, out, 0); break;
+    }
+}
+
+AXS_AVX2 void axs_fpairs_avx2(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(v + i));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(v + i + s));
+        __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+        _mm256_storeu_si256((__m256i *)(d + i), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(d + i + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+    axs_fpairs_scalar(v + i, n - i, s, d + i);
+}
+
 /* The streamed values of n codes with r = 2 factors each (factored.c): U32[code] holds both
  * (the first in the low half), so a gather of 8 codes gives 16 values in order. */
 AXS_AVX2 void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32,
@@ -681,6 +798,24 @@ void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdi
                     int ntap, int L, const int16_t *Bp, uint32_t *acc, ptrdiff_t lda)
 {
     axs_fkern_scalar(S, roff, ms, toff, ntap, L, Bp, acc, lda);
+}
+
+void axs_fdwkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                      int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
+                      ptrdiff_t lda)
+{
+    axs_fdwkern_scalar(S, roff, ms, toff, ntap, C, c0, Wv, acc, lda);
+}
+
+void axs_fpairs_avx2(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d)
+{
+    axs_fpairs_scalar(v, n, s, d);
+}
+
+void axs_fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t OH, int64_t OW,
+                       const ptrdiff_t *toff, int ntap, const uint32_t *wp, uint32_t *out)
+{
+    axs_fdwplane_scalar(P, Wp, sh, OH, OW, toff, ntap, wp, out);
 }
 
 void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,

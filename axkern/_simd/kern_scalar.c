@@ -154,6 +154,46 @@ void axs_fkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const ptr
     }
 }
 
+void axs_fdwkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                        int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
+                        ptrdiff_t lda)
+{
+    for (int i = 0; i < ms; i++)
+        for (int64_t c = c0; c < C; c++) {
+            uint32_t sum = 0;
+            for (int t = 0; t < ntap; t++) {
+                const int16_t *x = S + roff[i] + toff[t] + 2 * c;
+                const int16_t *v = Wv + (t * C + c) * 2;
+                sum += (uint32_t)((int32_t)x[0] * (int32_t)v[0]) +
+                       (uint32_t)((int32_t)x[1] * (int32_t)v[1]);
+            }
+            acc[i * lda + c] = sum;
+        }
+}
+
+void axs_fdwplane_scalar(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t OH, int64_t OW,
+                         const ptrdiff_t *toff, int ntap, const uint32_t *wp, uint32_t *out)
+{
+    for (int64_t oy = 0; oy < OH; oy++)
+        for (int64_t ox = 0; ox < OW; ox++) {
+            const uint32_t *x = P + oy * sh * Wp + ox;
+            uint32_t sum = 0;
+            for (int t = 0; t < ntap; t++) {
+                const uint32_t a = x[toff[t]], b = wp[t];
+                sum += (uint32_t)((int32_t)(int16_t)(a & 0xffff) *
+                                  (int32_t)(int16_t)(b & 0xffff)) +
+                       (uint32_t)((int32_t)(int16_t)(a >> 16) * (int32_t)(int16_t)(b >> 16));
+            }
+            out[oy * OW + ox] = sum;
+        }
+}
+
+void axs_fpairs_scalar(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d)
+{
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (uint32_t)(uint16_t)v[i] | (uint32_t)(uint16_t)v[i + s] << 16;
+}
+
 /* Depthwise planes (depthwise.c): the lanes of the shift register as four scalars; KH is a
  * constant in the inlined copies below. */
 #if defined(__GNUC__) || defined(__clang__)
