@@ -438,33 +438,30 @@ AXS_AVX2 void axs_fdwkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms,
 }
 
 /* 8 outputs of a row per ymm: the taps' pairs broadcast, each tap a vpmaddwd with the 8
- * pixels' pairs it meets; a row's last partial vector is computed whole (its extra pixels
- * read on into the plane) and stored in part. */
+ * pixels' pairs it meets; NV vectors of a row at a time, so that each tap's offset is
+ * loaded once for them (per vector, the offsets' loads and adds were half the
+ * instructions). A row's last partial vector is computed whole (its extra pixels read on
+ * into the plane) and stored in part. */
 static inline __attribute__((always_inline)) AXS_AVX2 void
-fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t OH, int64_t OW,
-              const ptrdiff_t *toff, int ntap, const uint32_t *wp, uint32_t *out, const int NT)
+fdwvecs_avx2(const uint32_t *row, int64_t ox, int64_t OW, const ptrdiff_t *toff, int nt,
+             const __m256i *w, uint32_t *o, const int NV)
 {
-    const int nt = NT ? NT : ntap;
-    __m256i w[9];
-    for (int t = 0; t < (NT ? NT : 0); t++)
-        w[t] = _mm256_set1_epi32((int)wp[t]);
-    for (int64_t oy = 0; oy < OH; oy++) {
-        const uint32_t *row = P + oy * sh * Wp;
-        uint32_t *o = out + oy * OW;
-        for (int64_t ox = 0; ox < OW; ox += 8) {
-            __m256i a = _mm256_setzero_si256();
-            for (int t = 0; t < nt; t++)
-                a = _mm256_add_epi32(
-                    a, _mm256_madd_epi16(
-                           _mm256_loadu_si256((const __m256i *)(row + ox + toff[t])),
-                           NT ? w[t] : _mm256_set1_epi32((int)wp[t])));
-            if (ox + 8 <= OW) {
-                _mm256_storeu_si256((__m256i *)(o + ox), a);
-            } else {
-                uint32_t tmp[8];
-                _mm256_storeu_si256((__m256i *)tmp, a);
-                memcpy(o + ox, tmp, (size_t)(OW - ox) * sizeof(uint32_t));
-            }
+    __m256i a[4];
+    for (int j = 0; j < NV; j++)
+        a[j] = _mm256_setzero_si256();
+    for (int t = 0; t < nt; t++) {
+        const uint32_t *p = row + ox + toff[t];
+        for (int j = 0; j < NV; j++)
+            a[j] = _mm256_add_epi32(
+                a[j], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(p + 8 * j)), w[t]));
+    }
+    for (int j = 0; j < NV; j++) {
+        if (ox + 8 * j + 8 <= OW) {
+            _mm256_storeu_si256((__m256i *)(o + ox + 8 * j), a[j]);
+        } else {
+            uint32_t tmp[8];
+            _mm256_storeu_si256((__m256i *)tmp, a[j]);
+            memcpy(o + ox + 8 * j, tmp, (size_t)(OW - ox - 8 * j) * sizeof(uint32_t));
         }
     }
 }
@@ -473,11 +470,28 @@ AXS_AVX2 void axs_fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t
                                 int64_t OW, const ptrdiff_t *toff, int ntap,
                                 const uint32_t *wp, uint32_t *out)
 {
-    switch (ntap) {
-    case 6: fdwplane_avx2(P, Wp, sh, OH, OW, toff, 6, wp, out, 6); break;
-    case 9: fdwplane_avx2(P, Wp, sh, OH, OW, toff, 9, wp, out, 9); break;
-    default: fdwplane_avx2(P, Wp, sh, OH, OW, toff, ntap, wp, out, 0); break;
+    __m256i wbuf[32], *w = ntap <= 32 ? wbuf : (__m256i *)malloc((size_t)ntap * sizeof(__m256i));
+    if (!w) {   /* no memory for the broadcasts of so many taps: the portable loop */
+        axs_fdwplane_scalar(P, Wp, sh, OH, OW, toff, ntap, wp, out);
+        return;
     }
+    for (int t = 0; t < ntap; t++)
+        w[t] = _mm256_set1_epi32((int)wp[t]);
+    for (int64_t oy = 0; oy < OH; oy++) {
+        const uint32_t *row = P + oy * sh * Wp;
+        uint32_t *o = out + oy * OW;
+        int64_t ox = 0;
+        for (; ox + 32 <= OW; ox += 32)
+            fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 4);
+        switch ((OW - ox + 7) / 8) {
+        case 3: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 3); break;
+        case 2: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 2); break;
+        case 1: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 1); break;
+        default: break;
+        }
+    }
+    if (w != wbuf)
+        free(w);
 }
 
 AXS_AVX2 void axs_fpairs_avx2(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d)
