@@ -30,8 +30,9 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     register on AVX2, four on AVX-512). On the ``"avx512_vbmi"`` path, for stride 1 and a
     16-bit-class table, the direct kernel's lookups instead, streamed along each channel's
     plane and stored pixel-major through register transposes. The default for such layers
-    on the ``"avx2"`` and ``"scalar"`` paths, and on ``"avx512_vbmi"`` at stride 1 with a
-    16-bit-class table (int64 sums need a 16-bit-class table).
+    on the ``"avx2"`` and ``"scalar"`` paths (tables with factors of rank 1 or 2 aside on
+    ``"avx2"``, see below), and on ``"avx512_vbmi"`` at stride 1 with a 16-bit-class table
+    (int64 sums need a 16-bit-class table).
 
 ``"factored"`` (``factored.c``)
     Tables that are exactly a sum of ``r`` products of int16 factors, ``T[a, b] = sum_i
@@ -43,7 +44,11 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     own table and folded tables, whose entries cannot change after their factors were
     checked) and int32 sums; chosen by the cost model where it is cheaper (rank 1 and 2
     nearly everywhere; packing large weights on every call counts against it, which
-    :func:`factored_weights` does once instead).
+    :func:`factored_weights` does once instead). Depthwise layers of rank 1 or 2 take a
+    kernel of their own: a pair of values per channel and pixel (rank 1: the values of two
+    columns a filter row's pair of taps meets), one ``vpmaddwd`` per pair of taps for 8
+    channels (NHWC) or 8 pixels of a plane (NCHW indices to a dequantized NCHW output); the
+    default for them on ``"avx2"`` (higher ranks take the general kernel when forced).
 
 Paths (the instruction set): ``"avx512_vbmi"``, ``"avx2"``, ``"scalar"`` (portable C; the
 compiler may vectorize it for the baseline ISA). The path is chosen once at import: the
@@ -590,9 +595,8 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     method : {"auto", "direct", "expand", "depthwise", "factored"}, optional
         As in :func:`gemm`; ``"depthwise"`` (depthwise layers only, see the module notes)
         is the default for depthwise layers on the ``"avx2"`` and ``"scalar"`` paths and,
-        at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"`` (also with factors: a
-        depthwise filter meets too few codes for the factored kernel's blocks of 16
-        filters).
+        at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"``; on ``"avx2"`` a table
+        with factors of rank 1 or 2 takes ``"factored"`` instead (its depthwise kernel).
     out_format : {"NHWC", "NCHW"}
         Layout of the dequantized output: ``"NCHW"`` (with ``dequant`` only) stores
         ``(N, COUT, OH, OW)`` directly, every method and path, the same values as the

@@ -558,7 +558,9 @@ def _fold_adds_factor(table, folded, w):
     proportion to the rank of the table's factors (axkern.lowrank), and T' = T - zw value(a)
     has one more unless value(a) is among them (DRUM: 1 -> 2, twice the kernel's time), where
     the window sums that carry the correction instead cost a fraction of one factor. Not for
-    depthwise filters (one input channel per group), whose method takes no factors."""
+    depthwise filters (one input channel per group): their factored kernel takes rank 2 at
+    about the cost of rank 1, and the window sums would cost as much as the layer itself
+    (and keep an NCHW input from being read as planes)."""
     if w.shape[-2] == 1:
         return False
     f = table_factors(table)
@@ -623,7 +625,7 @@ class _PreparedWeights:
         weights packed once for the factored method (``factored_weights``; the packing is
         otherwise redone on every call: 0.3 ms of the 2.2 ms 256 x 1024 x 1024 call), or
         ``{}`` where it does not apply (a backend without it, a table without factors,
-        depthwise filters, whose method takes no factors)."""
+        depthwise filters, whose kernel puts their few values in place itself)."""
         if not getattr(be, "SUPPORTS_PACKED", False):
             return {}
         fw = self.packed.get(groups, False)

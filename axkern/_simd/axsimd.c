@@ -849,8 +849,9 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         return AXS_OK;
     }
     /* depthwise layers of a table with r <= 2 factors: products of the factors' values, one
-     * vpmaddwd per tap for 8 channels (axs_fdwconv2d); automatic on the AVX2 path, where
-     * it ran NN times as fast as the depthwise method (the AVX-512 path not measured) */
+     * vpmaddwd per pair of taps for 8 channels (axs_fdwconv2d); automatic on the AVX2 path,
+     * where int32 sums ran 1.1 - 2.0 times as fast as the depthwise method and NCHW planes
+     * 1.0 - 1.4 (paired; docs/performance.md). Not measured on the AVX-512 path. */
     if (groups == C && COUT == C && fac && !out64 && fac->r <= 2 &&
         (method == AXS_METHOD_FACTORED || (method == AXS_METHOD_AUTO && path == AXS_PATH_AVX2)))
         return axs_fdwconv2d(xn ? xn : x, w, fac, N, H, W, C, KH, KW, sh, sw, pt, pb, pl, pr_,
