@@ -267,6 +267,9 @@ DEPTHWISE = [
     (1, 4, 4, 9, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),
     (2, 13, 17, 12, 3, 2, (2, 1), (0, 1, 1, 0), (1, 3)),
     (1, 5, 19, 8, 2, 7, (1, 1), (0, 0, 3, 3), (1, 1)),
+    # NCHW planes: rows of 4 vectors, the last partial (25 - 32 outputs), and of 2 x 32 + 6
+    (1, 11, 19, 9, 1, 1, (1, 1), (3, 3, 3, 3), (2, 1)),
+    (2, 4, 70, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
 ]
 
 
@@ -308,6 +311,41 @@ def test_factored_depthwise_matches_reference(path, rank):
                                   dequant=dq, in_format=fmt, out_format="NCHW")
                 np.testing.assert_array_equal(got, want_f.transpose(0, 3, 1, 2),
                                               err_msg=f"{fmt} in, NCHW dq {msg}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_factored_depthwise_random_geometries(path):
+    """Random depthwise geometries (sizes, filters, strides, dilations, padding, channel
+    counts around the blocks of 8), ranks 1 and 2 and a signed DRUM table: int32 sums from
+    NHWC indices and the dequantized NCHW planes from NCHW indices against the reference."""
+    rng = np.random.default_rng(zlib.crc32(f"fdw-random/{path}".encode()))
+    tables = [frozen(low_rank_table(1, rng, hi=90)), frozen(low_rank_table(2, rng, hi=90)),
+              frozen(library.load_multiplier("mul8s_drum6").table)]
+    done = 0
+    while done < 60:
+        table = tables[done % 3]
+        N, H, W = (int(v) for v in rng.integers(1, (3, 12, 40)))
+        C = int(rng.choice([1, 2, 7, 8, 9, 16, 33]))
+        KH, KW, sh, sw, dh, dw = (int(v) for v in rng.integers(1, (6, 6, 4, 4, 4, 4)))
+        pad = tuple(int(v) for v in rng.integers(0, 4, 4))
+        if H + pad[0] + pad[1] < dh * (KH - 1) + 1 or W + pad[2] + pad[3] < dw * (KW - 1) + 1:
+            continue
+        x = codes((N, H, W, C), rng)
+        w = codes((KH, KW, 1, C), rng)
+        args = ((sh, sw), pad, (dh, dw), C, int(rng.integers(0, 256)))
+        want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+        dq = dict(scale=rng.uniform(1e-4, 1e-2, C),
+                  corr=rng.integers(-1000, 1000, C).astype(np.int64))
+        want_f = fast.conv2d(x, w, table, *args, np.int32, path=path, method="direct",
+                             dequant=dq)
+        msg = f"{(N, H, W, C, KH, KW)} {args}"
+        got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored")
+        np.testing.assert_array_equal(got, want, err_msg=msg)
+        got = fast.conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, table, *args,
+                          np.int32, path=path, method="factored", dequant=dq,
+                          in_format="NCHW", out_format="NCHW")
+        np.testing.assert_array_equal(got, want_f.transpose(0, 3, 1, 2), err_msg=msg)
+        done += 1
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -483,7 +483,8 @@ AXS_AVX2 void axs_fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t
         int64_t ox = 0;
         for (; ox + 32 <= OW; ox += 32)
             fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 4);
-        switch ((OW - ox + 7) / 8) {
+        switch ((OW - ox + 7) / 8) {   /* the rest: 0 - 4 vectors, the last maybe partial */
+        case 4: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 4); break;
         case 3: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 3); break;
         case 2: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 2); break;
         case 1: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 1); break;
