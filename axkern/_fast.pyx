@@ -46,9 +46,10 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     nearly everywhere; packing large weights on every call counts against it, which
     :func:`factored_weights` does once instead). Depthwise layers of rank 1 or 2 take a
     kernel of their own: a pair of values per channel and pixel (rank 1: the values of two
-    columns a filter row's pair of taps meets), one ``vpmaddwd`` per pair of taps for 8
-    channels (NHWC) or 8 pixels of a plane (NCHW indices to a dequantized NCHW output); the
-    default for them on ``"avx2"`` (higher ranks take the general kernel when forced).
+    columns a filter row's pair of taps meets), one ``vpmaddwd`` per tap (rank 2) or pair
+    of taps (rank 1) for 8 channels (NHWC) or 8 pixels of a plane (NCHW indices to a
+    dequantized NCHW output); the default for them on ``"avx2"`` (higher ranks take the
+    general kernel when forced).
 
 Paths (the instruction set): ``"avx512_vbmi"``, ``"avx2"``, ``"scalar"`` (portable C; the
 compiler may vectorize it for the baseline ISA). The path is chosen once at import: the
@@ -161,8 +162,9 @@ SUPPORTS_OUT = True
 SUPPORTS_DEQUANT = True
 #: ``conv2d`` takes ``out_format="NCHW"`` with ``dequant=`` (the store writes NCHW directly).
 SUPPORTS_NCHW = True
-#: ``conv2d`` takes ``in_format="NCHW"`` (NCHW indices; the depthwise method reads them as
-#: they are, the other methods from an NHWC copy).
+#: ``conv2d`` takes ``in_format="NCHW"`` (NCHW indices; the depthwise method, and the
+#: factored one on depthwise layers with a dequantized NCHW output, read them as they are,
+#: the other methods from an NHWC copy).
 SUPPORTS_NCHW_IN = True
 
 
@@ -605,8 +607,10 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         ``factored_weights(w, table, groups)``, as for :func:`gemm`.
     in_format : {"NHWC", "NCHW"}
         Layout of ``x``. The depthwise method works on planes and reads NCHW indices as
-        they are (an NCHW input, e.g. PyTorch's, then needs no transposition at all); the
-        other methods take an NHWC copy. The same sums either way.
+        they are (an NCHW input, e.g. PyTorch's, then needs no transposition at all), as
+        does the factored method on depthwise layers with a dequantized NCHW output at
+        horizontal stride 1 without window sums; the other methods and calls take an NHWC
+        copy. The same sums either way.
 
     Returns
     -------

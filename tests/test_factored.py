@@ -270,6 +270,9 @@ DEPTHWISE = [
     # NCHW planes: rows of 4 vectors, the last partial (25 - 32 outputs), and of 2 x 32 + 6
     (1, 11, 19, 9, 1, 1, (1, 1), (3, 3, 3, 3), (2, 1)),
     (2, 4, 70, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    # 7 x 7: 49 taps of rank 2, 28 pairs of rank 1 (the planes' taps once went through a
+    # buffer of 32 beyond which a misaligned heap copy crashed)
+    (1, 9, 10, 8, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1)),
 ]
 
 

@@ -819,7 +819,8 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
     return rc;
 }
 
-/* x: NHWC codes, or NULL with xn: NCHW codes (only the depthwise method reads them). */
+/* x: NHWC codes, or NULL with xn: NCHW codes (read by the depthwise method, and by the
+ * factored one on depthwise layers where its planes serve). */
 static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                        const int32_t *table, uint64_t token, const axs_factors *fac,
                        int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW,
@@ -849,9 +850,10 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         return AXS_OK;
     }
     /* depthwise layers of a table with r <= 2 factors: products of the factors' values, one
-     * vpmaddwd per pair of taps for 8 channels (axs_fdwconv2d); automatic on the AVX2 path,
-     * where int32 sums ran 1.1 - 2.0 times as fast as the depthwise method and NCHW planes
-     * 1.0 - 1.4 (paired; docs/performance.md). Not measured on the AVX-512 path. */
+     * vpmaddwd per tap (r = 2) or pair of taps (r = 1) for 8 channels or pixels
+     * (axs_fdwconv2d); automatic on the AVX2 path, where int32 sums ran 1.1 - 2.0 times as
+     * fast as the depthwise method and NCHW planes 0.8 - 1.4 (paired; docs/performance.md).
+     * Not measured on the AVX-512 path. */
     if (groups == C && COUT == C && fac && !out64 && fac->r <= 2 &&
         (method == AXS_METHOD_FACTORED || (method == AXS_METHOD_AUTO && path == AXS_PATH_AVX2)))
         return axs_fdwconv2d(xn ? xn : x, w, fac, N, H, W, C, KH, KW, sh, sw, pt, pb, pl, pr_,

@@ -295,7 +295,9 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
 /* conv2d: x (N, H, W, C) NHWC, or (N, C, H, W) with in_nchw, w (KH, KW, C / groups, COUT)
  * HWIO, both C-contiguous uint8; out (N, OH, OW, COUT): int32/int64 sums, or float32 with
  * dq (NULL: integers). The depthwise method reads NCHW codes as they are (it works on
- * planes); the other methods take an NHWC copy of them. Returns an AXS_* code. */
+ * planes), and so does the factored one on depthwise layers with a dequantized NCHW output
+ * (horizontal stride 1, no window sums); the other methods and calls take an NHWC copy of
+ * them. Returns an AXS_* code. */
 int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_t token,
                const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH,
                int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb, int pl, int pr, int dh,

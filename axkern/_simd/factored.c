@@ -554,7 +554,7 @@ static int fdw_nhwc(const fdwproblem *q, const uint8_t *x, void *out, const axs_
             rc = AXS_ENOMEM;
             break;
         }
-        /* tiles of pixels whose sums (ms * C) stay within 32 KiB, two or more a thread */
+        /* tiles of pixels whose sums (ms * C) take about 32 KiB, two or more a thread */
         int64_t ms_max = 8192 / C;
         if ((pbm.rows + ms_max - 1) / (ms_max > 0 ? ms_max : 1) < 2 * nt)
             ms_max = (pbm.rows + 2 * nt - 1) / (2 * nt);

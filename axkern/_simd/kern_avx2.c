@@ -378,8 +378,8 @@ AXS_AVX2 void axs_fkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms,
 
 /* Depthwise filters of factored tables: 8 channels per ymm, one int32 lane per channel
  * holding its pair of values, so that one vpmaddwd per tap (with the load) gives 8 channels'
- * products. 4 pixels at a time; the taps' weights in registers for up to 9 taps (a 3 x 3
- * filter of r = 2, or of r = 1 with its columns paired, 6), else loaded. */
+ * products. 4 pixels at a time; the taps' weights in registers for 3 x 3 filters (9 taps of
+ * r = 2, or 6 of r = 1 with its columns paired), else loaded at each use. */
 static inline __attribute__((always_inline)) AXS_AVX2 void
 fdwblock_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
               int ntap, const int16_t *wv, ptrdiff_t wstep, uint32_t *acc, ptrdiff_t lda,
@@ -444,16 +444,17 @@ AXS_AVX2 void axs_fdwkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms,
  * into the plane) and stored in part. */
 static inline __attribute__((always_inline)) AXS_AVX2 void
 fdwvecs_avx2(const uint32_t *row, int64_t ox, int64_t OW, const ptrdiff_t *toff, int nt,
-             const __m256i *w, uint32_t *o, const int NV)
+             const uint32_t *wp, uint32_t *o, const int NV)
 {
     __m256i a[4];
     for (int j = 0; j < NV; j++)
         a[j] = _mm256_setzero_si256();
     for (int t = 0; t < nt; t++) {
         const uint32_t *p = row + ox + toff[t];
+        const __m256i w = _mm256_set1_epi32((int)wp[t]);   /* a broadcast load */
         for (int j = 0; j < NV; j++)
             a[j] = _mm256_add_epi32(
-                a[j], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(p + 8 * j)), w[t]));
+                a[j], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(p + 8 * j)), w));
     }
     for (int j = 0; j < NV; j++) {
         if (ox + 8 * j + 8 <= OW) {
@@ -470,29 +471,20 @@ AXS_AVX2 void axs_fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t
                                 int64_t OW, const ptrdiff_t *toff, int ntap,
                                 const uint32_t *wp, uint32_t *out)
 {
-    __m256i wbuf[32], *w = ntap <= 32 ? wbuf : (__m256i *)malloc((size_t)ntap * sizeof(__m256i));
-    if (!w) {   /* no memory for the broadcasts of so many taps: the portable loop */
-        axs_fdwplane_scalar(P, Wp, sh, OH, OW, toff, ntap, wp, out);
-        return;
-    }
-    for (int t = 0; t < ntap; t++)
-        w[t] = _mm256_set1_epi32((int)wp[t]);
     for (int64_t oy = 0; oy < OH; oy++) {
         const uint32_t *row = P + oy * sh * Wp;
         uint32_t *o = out + oy * OW;
         int64_t ox = 0;
         for (; ox + 32 <= OW; ox += 32)
-            fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 4);
+            fdwvecs_avx2(row, ox, OW, toff, ntap, wp, o, 4);
         switch ((OW - ox + 7) / 8) {   /* the rest: 0 - 4 vectors, the last maybe partial */
-        case 4: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 4); break;
-        case 3: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 3); break;
-        case 2: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 2); break;
-        case 1: fdwvecs_avx2(row, ox, OW, toff, ntap, w, o, 1); break;
+        case 4: fdwvecs_avx2(row, ox, OW, toff, ntap, wp, o, 4); break;
+        case 3: fdwvecs_avx2(row, ox, OW, toff, ntap, wp, o, 3); break;
+        case 2: fdwvecs_avx2(row, ox, OW, toff, ntap, wp, o, 2); break;
+        case 1: fdwvecs_avx2(row, ox, OW, toff, ntap, wp, o, 1); break;
         default: break;
         }
     }
-    if (w != wbuf)
-        free(w);
 }
 
 AXS_AVX2 void axs_fpairs_avx2(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d)
