@@ -193,6 +193,7 @@ def test_netbench_report_checks_before_the_header(capsys):
     (["--depthwise", "1,2"], ["--depthwise", "N,H,W,C"]),
     (["--depthwise", "1,4,4,0"], ["--depthwise"]),
     (["--shapes", "foo"], ["foo"]),
+    (["--multiplier", "nosuch"], ["--multiplier", "nosuch"]),
 ])
 def test_bench_methods_usage_errors(args, words):
     error_line(tool("bench_methods.py", *args), 2, "bench_methods.py", *words)
@@ -214,6 +215,20 @@ def test_bench_methods_says_what_it_skipped():
                 "--paths", "scalar", "--rounds", "1", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     assert "GMAC/s" in proc.stdout and "skipped" not in proc.stdout
+
+
+def test_bench_methods_on_a_shipped_table():
+    """--multiplier times the multiplier's own table, which the factored method takes by its
+    factors (the synthetic table has none: the factored method cannot serve it)."""
+    args = ("--methods", "depthwise,factored", "--depthwise", "1,4,4,8", "--paths", "scalar",
+            "--rounds", "1", "--threads", "1")
+    proc = tool("bench_methods.py", *args, "--multiplier", "mul8u_drum4")
+    assert proc.returncode == 0, proc.stderr
+    assert "table of mul8u_drum4" in proc.stdout and "factored" in proc.stdout
+    assert "GMAC/s" in proc.stdout and "skipped" not in proc.stdout
+    proc = tool("bench_methods.py", *args)
+    error_line(proc, 1, "bench_methods.py", "nothing timed")
+    assert "factored cannot serve it" in proc.stdout
 
 
 # ------------------------------------------------------------------------- bench_stages

@@ -13,13 +13,21 @@ Examples::
     python tools/bench_methods.py --methods direct,expand --paths avx512_vbmi  # AVX-512 VBMI CPUs
     python tools/bench_methods.py --shapes "depthwise 64 @16x16" --rounds 15
     python tools/bench_methods.py --depthwise 8,56,56,32   # another depthwise 3x3 layer
+    python tools/bench_methods.py --methods depthwise,factored --shapes "depthwise 64 @16x16" \
+        --multiplier mul8u_drum4   # a shipped table, by its factors
+
+The table is synthetic (an exact product plus noise: no factors) unless ``--multiplier``
+names a shipped multiplier or a file, whose own table the kernels take as the float-level
+layers do (frozen, by its factors where it has them).
 """
 import argparse
 import sys
 
 import numpy as np
 
+import axkern
 from axkern import _fast
+from axkern.backends import table256
 from axkern.bench import SHAPES, _table, positive_int, split_names, thread_count
 from axkern.bench import best_time as _best
 
@@ -58,6 +66,8 @@ def main(argv=None):
                     help="rounds; each figure is the median over them (default 15)")
     ap.add_argument("--threads", type=thread_count, default=None,
                     help="threads of the kernels (default: OpenMP's)")
+    ap.add_argument("--multiplier", default=None,
+                    help="a shipped multiplier or file instead of the synthetic table")
     args = ap.parse_args(argv)
     methods = split_names(args.methods)
     if len(methods) != 2:
@@ -99,8 +109,13 @@ def main(argv=None):
             ap.error(f"unknown shapes {bad}: expected some of {names}")
         chosen = [s for s in SHAPES if s[0] in want]
     rng = np.random.default_rng(0)
-    table = _table(rng)
-    print(f"{m1} against {m0}, int32 sums, median of {args.rounds} rounds")
+    try:
+        table = (table256(axkern.load_multiplier(args.multiplier)) if args.multiplier
+                 else _table(rng))
+    except (ValueError, OSError) as e:
+        ap.error(f"--multiplier: {e}")
+    what = f"table of {args.multiplier}" if args.multiplier else "synthetic table"
+    print(f"{m1} against {m0}, int32 sums, {what}, median of {args.rounds} rounds")
     timed = 0
     try:
         for name, kind, prm in chosen:

@@ -464,7 +464,7 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
 typedef struct {
     const axs_factors *fac;
     int r;
-    int64_t N, H, W, C, Hp, Wp, OH, OW, ntap;
+    int64_t N, H, W, C, Hp, Wp, OH, OW, ntap, toff_rows;
     int sh, sw, pt, pl, dw;
     const int16_t *Wv;      /* (ntap, C) pairs of the filters' values */
     const ptrdiff_t *toff;  /* (ntap) offsets of the taps' pairs, in pairs */
@@ -489,107 +489,91 @@ static void fdw_pairs(const fdwproblem *q, const int16_t *v, int64_t px, uint32_
         d[e] = (uint16_t)v[e];
 }
 
-/* NHWC codes: a values image of chunks of images (pixels of C pairs), then tiles of output
- * pixels by all channels (axs_fdwkern_*) stored through axs_xstore. */
+/* NHWC codes: units of a band of output rows of one image; each thread builds the pairs of
+ * its band's input rows (pixels of C pairs) in its own buffer, of at most 256 KiB (or the
+ * chunk size the tests set) or the rows one output row needs, then runs tiles of the
+ * band's pixels by all channels (axs_fdwkern_*) and stores them through axs_xstore. (A
+ * values image of whole batches, freed on every call, came back as fresh pages on every
+ * call: 1 x 112 x 112 x 32 spent 60% of its time in page faults.) */
 static int fdw_nhwc(const fdwproblem *q, const uint8_t *x, void *out, const axs_dequant *dq,
                     int nt, int path)
 {
     const int64_t C = q->C, Hp = q->Hp, Wp = q->Wp, OH = q->OH, OW = q->OW, px = C;
-    const int64_t img = Hp * Wp * px * (int64_t)sizeof(uint32_t);
-    int64_t nchunk = fchunk_bytes / img;
-    nchunk = nchunk < 1 ? 1 : nchunk > q->N ? q->N : nchunk;
-    uint32_t *S = (uint32_t *)axs_alloc64((size_t)(nchunk * img) + 64);
+    const int64_t KHd = q->toff_rows;   /* input rows the filter spans: (KH - 1) dh + 1 */
+    const int64_t row_bytes = Wp * px * (int64_t)sizeof(uint32_t);
+    const int64_t budget = fchunk_bytes < ((int64_t)256 << 10) ? fchunk_bytes
+                                                                 : ((int64_t)256 << 10);
+    int64_t B = budget / row_bytes >= KHd ? (budget / row_bytes - KHd) / q->sh + 1 : 1;
+    B = B < OH ? B : OH;
+    const int64_t in_rows = (B - 1) * q->sh + KHd, nbands = (OH + B - 1) / B;
+    const int64_t units = q->N * nbands;
     ptrdiff_t *toff = (ptrdiff_t *)malloc((size_t)q->ntap * sizeof(ptrdiff_t));
-    if (!S || !toff) {
-        axs_free64(S);
+    if (!toff)
+        return AXS_ENOMEM;
+    for (int64_t t = 0; t < q->ntap; t++)   /* in int16 */
+        toff[t] = q->toff[t] * 2 * px;
+    /* the store's view of the output: rows (n, oy, ox), C columns */
+    xproblem pbm;
+    axs_xconv_problem(&pbm, q->N, OH, OW, Hp * Wp, Wp, 2 * px, q->sh, q->sw, C, 1, 0, out, dq);
+    axs_xdeq dd;
+    if (axs_xdeq_init(dq, C, pbm.rows, &dd)) {
         free(toff);
         return AXS_ENOMEM;
     }
-    for (int64_t t = 0; t < q->ntap; t++)   /* in int16 */
-        toff[t] = q->toff[t] * 2 * px;
+    /* tiles of pixels whose sums (ms * C) take about 32 KiB */
+    int64_t ms_max = 8192 / C;
+    ms_max = ms_max < 4 ? 4 : (ms_max + 3) & ~(int64_t)3;
     const axs_fdwkern_fn kern = path == AXS_PATH_SCALAR ? axs_fdwkern_scalar : axs_fdwkern_avx2;
-    int rc = AXS_OK;
-    for (int64_t n0 = 0; n0 < q->N && rc == AXS_OK; n0 += nchunk) {
-        const int64_t nn = q->N - n0 < nchunk ? q->N - n0 : nchunk;
-        int failed = 0;
-#pragma omp parallel num_threads(axs_threads_for(nt, nn * Hp * Wp * C))
-        {
-            /* r = 1: the padded row's values before pairing */
-            int16_t *row = q->r == 1 ? (int16_t *)malloc((size_t)(Wp * C) * sizeof(int16_t))
-                                     : NULL;
-            if (q->r == 1 && !row) {
+    int failed = 0;
+#pragma omp parallel num_threads(units < nt ? (int)units : nt)
+    {
+        uint32_t *band = (uint32_t *)axs_alloc64((size_t)(in_rows * Wp * px) * sizeof(uint32_t)
+                                                 + 64);
+        /* r = 1: a padded row's values before pairing */
+        int16_t *row = q->r == 1 ? (int16_t *)malloc((size_t)(Wp * C) * sizeof(int16_t))
+                                 : NULL;
+        uint32_t *acc = (uint32_t *)axs_alloc64((size_t)(ms_max * C) * sizeof(uint32_t));
+        ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
+        int ok = band && acc && roff && (row || q->r != 1);
+        if (!ok) {
 #pragma omp atomic write
-                failed = 1;
-            }
-#pragma omp for schedule(static)
-            for (int64_t ny = 0; ny < nn * Hp; ny++) {
-                if (q->r == 1 && !row)
-                    continue;
-                int64_t n = n0 + ny / Hp, y = ny % Hp;
-                int inside = y >= q->pt && y < q->pt + q->H;
-                uint32_t *d = S + ny * Wp * px;
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < units; u++) {
+            if (!ok)
+                continue;
+            const int64_t n = u / nbands, y0 = (u % nbands) * B;
+            const int64_t nb = OH - y0 < B ? OH - y0 : B;
+            for (int64_t j = 0; j < (nb - 1) * q->sh + KHd; j++) {
+                const int64_t iy = y0 * q->sh + j;   /* padded input row */
+                const int inside = iy >= q->pt && iy < q->pt + q->H;
+                uint32_t *d = band + j * Wp * px;
                 int16_t *v = q->r == 2 ? (int16_t *)d : row;
-                frow_whole(inside ? x + (n * q->H + y - q->pt) * q->W * C : NULL, q->W, C, Wp,
-                           q->pl, C * q->r, q->padv, q->fv, v);
+                frow_whole(inside ? x + (n * q->H + iy - q->pt) * q->W * C : NULL, q->W, C,
+                           Wp, q->pl, C * q->r, q->padv, q->fv, v);
                 fdw_pairs(q, v, px, d);
             }
-            free(row);
-        }
-        if (failed) {
-            rc = AXS_ENOMEM;
-            break;
-        }
-        /* the chunk's rows: its output and window sums start at image n0 */
-        axs_dequant dqc;
-        if (dq) {
-            dqc = *dq;
-            if (dqc.sumx)
-                dqc.sumx += n0 * OH * OW * dq->groups;
-        }
-        xproblem pbm;
-        axs_xconv_problem(&pbm, nn, OH, OW, Hp * Wp, Wp, 2 * px, q->sh, q->sw, C, 1, 0,
-                          (char *)out + n0 * OH * OW * C * 4, dq ? &dqc : NULL);
-        axs_xdeq dd;
-        if (axs_xdeq_init(pbm.dq, C, pbm.rows, &dd)) {
-            rc = AXS_ENOMEM;
-            break;
-        }
-        /* tiles of pixels whose sums (ms * C) take about 32 KiB, two or more a thread */
-        int64_t ms_max = 8192 / C;
-        if ((pbm.rows + ms_max - 1) / (ms_max > 0 ? ms_max : 1) < 2 * nt)
-            ms_max = (pbm.rows + 2 * nt - 1) / (2 * nt);
-        ms_max = ms_max < 4 ? 4 : (ms_max + 3) & ~(int64_t)3;
-        const int64_t units = (pbm.rows + ms_max - 1) / ms_max;
-#pragma omp parallel num_threads(units < nt ? (int)units : nt)
-        {
-            uint32_t *acc = (uint32_t *)axs_alloc64((size_t)(ms_max * C) * sizeof(uint32_t));
-            ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
-            int ok = acc && roff;
-            if (!ok) {
-#pragma omp atomic write
-                failed = 1;
-            }
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t u = 0; u < units; u++) {
-                if (!ok)
-                    continue;
-                int64_t r0 = u * ms_max;
-                int ms = (int)(pbm.rows - r0 < ms_max ? pbm.rows - r0 : ms_max);
-                axs_xrow_offsets(&pbm, r0, ms, roff);
-                kern((const int16_t *)S, roff, ms, toff, (int)q->ntap, C, 0, q->Wv, acc,
+            for (int64_t i0 = 0; i0 < nb * OW; i0 += ms_max) {
+                const int ms = (int)(nb * OW - i0 < ms_max ? nb * OW - i0 : ms_max);
+                for (int k = 0; k < ms; k++) {
+                    const int64_t oy = (i0 + k) / OW, ox = (i0 + k) % OW;
+                    roff[k] = (ptrdiff_t)((oy * q->sh * Wp + ox * q->sw) * 2 * px);
+                }
+                kern((const int16_t *)band, roff, ms, toff, (int)q->ntap, C, 0, q->Wv, acc,
                      (ptrdiff_t)C);
-                axs_xstore(&pbm, &dd, (xword *)acc, (ptrdiff_t)C, r0, ms, 0, (int)C, 0, NULL);
+                axs_xstore(&pbm, &dd, (xword *)acc, (ptrdiff_t)C, (n * OH + y0) * OW + i0, ms,
+                           0, (int)C, 0, NULL);
             }
-            axs_free64(acc);
-            free(roff);
         }
-        free(dd.corr);
-        if (failed)
-            rc = AXS_ENOMEM;
+        axs_free64(band);
+        free(row);
+        axs_free64(acc);
+        free(roff);
     }
-    axs_free64(S);
+    free(dd.corr);
     free(toff);
-    return rc;
+    return failed ? AXS_ENOMEM : AXS_OK;
 }
 
 /* NCHW codes to an NCHW float32 output (stride 1 across, no window sums, every term of the
@@ -697,6 +681,7 @@ int axs_fdwconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, in
     const int r = q.r;
     const int64_t kxp = r == 2 ? KW : (KW + 1) / 2;   /* pairs per filter row */
     q.ntap = KH * kxp;
+    q.toff_rows = (KH - 1) * dh + 1;
     int16_t *Wv = (int16_t *)malloc((size_t)(q.ntap * C * 2) * sizeof(int16_t));
     int16_t *padv = (int16_t *)malloc((size_t)(C * r) * sizeof(int16_t));
     uint8_t *pad = (uint8_t *)malloc((size_t)C);
