@@ -955,6 +955,16 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     return np.ascontiguousarray(y)
 
 
+def _small_factored_planes(table, out_hw):
+    """Whether a depthwise layer's NCHW input should reach the kernels as NHWC indices
+    although they could read its planes: a table of one or two factors takes the factored
+    kernel (axkern._fast, AVX2), whose planes cost per plane, and its NHWC indices come from
+    the same quantizing pass. On planes of 16 x 16 outputs the NHWC indices were 1.35 times
+    as fast on two threads (1.0 on one), on 56 x 56 and 112 x 112 the planes 1.1 - 1.25."""
+    f = table_factors(table)
+    return f is not None and f[0].shape[1] <= 2 and out_hw[0] * out_hw[1] < 1024
+
+
 def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups, fmt, out_hw,
                 fast, be, num_threads, out=None):
     """axconv2d on a backend that dequantizes in the kernel (axkern._fast): the input
@@ -978,10 +988,11 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     pad_index = int(_to_index(zx, m))
     # A depthwise layer works on planes: its NCHW input is quantized as it is and the kernel
     # reads NCHW indices (no transposition on either side). Not with window sums, which
-    # take NHWC indices.
+    # take NHWC indices, nor for small planes of a table the factored kernel takes.
     planes = from_nchw and groups > 1 and groups == x.shape[3] == COUT \
         and (pw.folded or not pw.zw_any) \
-        and getattr(be, "SUPPORTS_NCHW_IN", False) and getattr(be, "SUPPORTS_NCHW", False)
+        and getattr(be, "SUPPORTS_NCHW_IN", False) and getattr(be, "SUPPORTS_NCHW", False) \
+        and not _small_factored_planes(pw.table, out_hw)
     src = x_nchw if from_nchw else x
     xi = fast.quantize_indices(src, xp, index_mask=(1 << m.bits) - 1, num_threads=num_threads,
                                from_nchw=from_nchw and not planes,
