@@ -957,10 +957,12 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
 
 def _small_factored_planes(table, out_hw):
     """Whether a depthwise layer's NCHW input should reach the kernels as NHWC indices
-    although they could read its planes: a table of one or two factors takes the factored
-    kernel (axkern._fast, AVX2), whose planes cost per plane, and its NHWC indices come from
-    the same quantizing pass. On planes of 16 x 16 outputs the NHWC indices were 1.35 times
-    as fast on two threads (1.0 on one), on 56 x 56 and 112 x 112 the planes 1.1 - 1.25."""
+    although they could read its planes: on the AVX2 path a table of one or two factors
+    takes the factored kernel (axkern._fast), whose planes cost per plane, and its NHWC
+    indices come from the same quantizing pass. On planes of 16 x 16 outputs the NHWC
+    indices were 1.35 times as fast on two threads (1.05 on one), on 56 x 56 and 112 x 112
+    the planes 1.1 - 1.25. (Other paths take the depthwise method there, which makes its
+    own planar copy of NHWC indices: a small cost next to its lookups.)"""
     f = table_factors(table)
     return f is not None and f[0].shape[1] <= 2 and out_hw[0] * out_hw[1] < 1024
 
