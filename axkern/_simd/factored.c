@@ -28,7 +28,8 @@
 /* Rows per unit of work: 192 rows of 16 sums (12 KiB) stay in L1 with the kernel's rows. */
 #define AXS_FTILE 192
 /* Bytes of a convolution's padded input values built at a time (whole images; the tests
- * lower it to take a batch in several chunks). */
+ * lower it to take a batch in several chunks); a depthwise layer's band of rows takes at
+ * most the smaller of this and 256 KiB (fdw_nhwc). */
 static int64_t fchunk_bytes = (int64_t)32 << 20;
 
 int64_t axs_set_fchunk(int64_t bytes)
@@ -462,9 +463,9 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
  * pairs, a last odd one paired with 0: 6 products for 3 x 3 instead of 9 with a zero in
  * every pair). */
 typedef struct {
-    const axs_factors *fac;
     int r;
-    int64_t N, H, W, C, Hp, Wp, OH, OW, ntap, toff_rows;
+    int64_t N, H, W, C, Hp, Wp, OH, OW, ntap;
+    int64_t krows;          /* input rows a filter spans: (KH - 1) dh + 1 */
     int sh, sw, pt, pl, dw;
     const int16_t *Wv;      /* (ntap, C) pairs of the filters' values */
     const ptrdiff_t *toff;  /* (ntap) offsets of the taps' pairs, in pairs */
@@ -499,7 +500,7 @@ static int fdw_nhwc(const fdwproblem *q, const uint8_t *x, void *out, const axs_
                     int nt, int path)
 {
     const int64_t C = q->C, Hp = q->Hp, Wp = q->Wp, OH = q->OH, OW = q->OW, px = C;
-    const int64_t KHd = q->toff_rows;   /* input rows the filter spans: (KH - 1) dh + 1 */
+    const int64_t KHd = q->krows;
     const int64_t row_bytes = Wp * px * (int64_t)sizeof(uint32_t);
     const int64_t budget = fchunk_bytes < ((int64_t)256 << 10) ? fchunk_bytes
                                                                  : ((int64_t)256 << 10);
@@ -671,7 +672,6 @@ int axs_fdwconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, in
                   const axs_dequant *dq, int nt, int path, int in_nchw)
 {
     fdwproblem q;
-    q.fac = fac;
     q.r = fac->r;
     q.N = N, q.H = H, q.W = W, q.C = C;
     q.Hp = H + pt + pb_, q.Wp = W + pl + pr;
@@ -681,7 +681,7 @@ int axs_fdwconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, in
     const int r = q.r;
     const int64_t kxp = r == 2 ? KW : (KW + 1) / 2;   /* pairs per filter row */
     q.ntap = KH * kxp;
-    q.toff_rows = (KH - 1) * dh + 1;
+    q.krows = (KH - 1) * dh + 1;
     int16_t *Wv = (int16_t *)malloc((size_t)(q.ntap * C * 2) * sizeof(int16_t));
     int16_t *padv = (int16_t *)malloc((size_t)(C * r) * sizeof(int16_t));
     uint8_t *pad = (uint8_t *)malloc((size_t)C);
