@@ -8,6 +8,7 @@ on the smallest shapes; never a full benchmark.
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -281,3 +282,21 @@ def test_bench_range_check_parses_its_arguments():
     error_line(tool("bench_range_check.py", "--cases", "foo"), 2, "bench_range_check.py", "foo")
     error_line(tool("bench_range_check.py", "--rounds", "0"), 2, "bench_range_check.py",
                "--rounds")
+
+
+@pytest.mark.skipif("avx2" not in _fast.available_paths() or not shutil.which("gcc"),
+                    reason="the C driver needs gcc and an AVX2 CPU")
+def test_c_driver_of_rows_checks_its_loops(tmp_path):
+    # tools/drivers/rows_u8.c backs a figure in docs/performance.md: it must still build and
+    # its loops still match plain C sums (one timed round only); bad arguments exit 2
+    exe = tmp_path / "rows_u8"
+    subprocess.run(["gcc", "-O2", "-mavx2", "-o", str(exe),
+                    str(TOOLS / "drivers" / "rows_u8.c")], check=True, capture_output=True)
+    for codes in ("256", "7"):
+        r = subprocess.run([str(exe), codes, "1"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines()[0] == "check ok"
+        assert [line.split()[0] for line in r.stdout.splitlines()[1:]] == [
+            "int16x16", "u8x32", "u8x32+pmadd"]
+    bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "usage" in bad.stderr
