@@ -1068,7 +1068,7 @@ class Sequential:
         Flatten, BatchNorm1d/2d, Dropout and Identity (skipped). Nested Sequentials are
         flattened. Weights are converted to HWIO / (in, out), and the first Linear after a
         Flatten of an image tensor gets its rows permuted from PyTorch's (C, H, W) order to
-        axkern's (H, W, C) order.
+        axkern's (H, W, C) order, as do the statistics of a BatchNorm1d between them.
 
         Parameters
         ----------
@@ -1114,6 +1114,9 @@ class Sequential:
                 if any(ints(m.padding)) or getattr(m, "ceil_mode", False) or any(
                         d != 1 for d in ints(getattr(m, "dilation", 1))):
                     raise ValueError(f"{t} with padding, ceil_mode or dilation is not supported")
+                if getattr(m, "divisor_override", None) is not None:
+                    raise ValueError(f"AvgPool2d(divisor_override={m.divisor_override}) is not "
+                                     "supported (axkern's AvgPool2D divides by the window size)")
                 k = ints(m.kernel_size)
                 s = ints(m.stride) if m.stride is not None else k
                 layer = (MaxPool2D if t == "MaxPool2d" else AvgPool2D)(k, s, "VALID")
@@ -1128,7 +1131,17 @@ class Sequential:
                     raise ValueError(f"{t} without running statistics cannot be converted")
                 w = arr(m.weight) if m.weight is not None else np.ones(m.num_features)
                 b = arr(m.bias) if m.bias is not None else np.zeros(m.num_features)
-                layer = BatchNorm.from_torch(w, b, arr(m.running_mean), arr(m.running_var), eps=m.eps)
+                stats = [w, b, arr(m.running_mean), arr(m.running_var)]
+                if t == "BatchNorm1d" and pending_flatten is not None:
+                    # features of a flattened image: PyTorch's (C, H, W) order to axkern's
+                    # (H, W, C), as the Linear after it gets
+                    c, h, wd = pending_flatten
+                    if m.num_features != c * h * wd:
+                        raise ValueError(f"BatchNorm1d({m.num_features}) after a Flatten of "
+                                         f"{c * h * wd} features")
+                    stats = [np.asarray(a).reshape(c, h, wd).transpose(1, 2, 0).ravel()
+                             for a in stats]
+                layer = BatchNorm.from_torch(*stats, eps=m.eps)
             elif t in ("Dropout", "Identity", "Dropout2d"):
                 continue
             else:

@@ -470,6 +470,31 @@ def test_from_real_torch_module():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_from_torch_batchnorm1d_after_flatten_follows_the_permutation():
+    # BatchNorm1d over flattened image features holds its statistics in PyTorch's (C, H, W)
+    # order; axkern flattens (H, W, C), so they must be permuted as the Linear's rows are
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.ReLU(),
+                              torch.nn.BatchNorm1d(2 * 6 * 6), torch.nn.Linear(72, 3))
+    bn = net[3]
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2)
+    net.eval()
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        want = net(x).numpy()
+    model = Sequential.from_torch(net, (1, 8, 8))
+    np.testing.assert_allclose(model(x.numpy().transpose(0, 2, 3, 1)), want, rtol=1e-5,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="divisor_override"):
+        Sequential.from_torch(torch.nn.Sequential(torch.nn.AvgPool2d(2, divisor_override=1)),
+                              (1, 4, 4))
+
+
 def test_layer_error_names_the_layer():
     # 3e38 in the first weight matrix: its output overflows float32 (with a warning), and the
     # next layer's refusal of the inf it receives must say which layer that was
