@@ -163,8 +163,9 @@ class _ApproxMixin:
         # shape rules whatever the model's graph (a dict set on the layer would be copied
         # by Keras' attribute tracking, hence the thread-local)
         probe = getattr(_SHAPE_PROBE, "sizes", None)
-        if probe is not None:
-            probe[id(self)] = int(np.prod(tuple(out.shape)[1:], dtype=np.int64))
+        if probe is not None:   # every call counts: a layer shared by two branches runs twice
+            probe[id(self)] = probe.get(id(self), 0) + int(np.prod(tuple(out.shape)[1:],
+                                                                    dtype=np.int64))
         return out
 
     def _reduction_length(self):
@@ -618,6 +619,17 @@ def _clone(model, chosen, quant, tune):
 _UNSET = object()
 
 
+def _first_output(out):
+    """A model's prediction: its output, or the first of a list or tuple of outputs (a main
+    head before auxiliary ones), as the ONNX engine takes the graph's first output."""
+    if isinstance(out, (list, tuple)) and out:
+        out = out[0]
+    if isinstance(out, dict) or out is None:
+        raise TypeError(f"the model returned {type(out).__name__}: the survey needs a tensor of "
+                        f"scores, or a list or tuple of outputs whose first one holds them")
+    return out
+
+
 class KerasSurveyModel:
     """A Keras model seen through the survey's model protocol (``axkern.survey.MODEL_PROTOCOL``).
 
@@ -681,7 +693,7 @@ class KerasSurveyModel:
         step = len(x) if batch_size is None else int(batch_size)
         if step < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        outs = [np.asarray(self._model(x[i:i + step], training=False))
+        outs = [np.asarray(_first_output(self._model(x[i:i + step], training=False)))
                 for i in range(0, len(x), step)]
         return np.concatenate(outs)
 
@@ -697,7 +709,8 @@ class KerasSurveyModel:
     def layer_macs(self, input_shape):
         """``{layer: multiply-accumulates per sample}`` for a per-sample input shape (what
         ``axkern search`` weighs multiplier costs with): each layer's output elements, from
-        one float forward pass on a sample of zeros, times its kernel's reduction length."""
+        one float forward pass on a sample of zeros, times its kernel's reduction length; a
+        layer called several times (shared by two branches) counts every call."""
         shape = tuple(int(v) for v in input_shape)
         probe = {}
         saved = {n: layer.multiplier for n, layer in self._layers.items()}

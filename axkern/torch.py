@@ -1179,6 +1179,18 @@ _UNSET = object()
 _LAYOUTS = ("NCHW", "NHWC")
 
 
+def _first_output(out):
+    """The prediction of a module's forward: the output itself, or the first of a tuple or
+    list of outputs (a main head before auxiliary ones), as the ONNX engine takes the graph's
+    first output."""
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model's forward returned {type(out).__name__}: the survey needs a "
+                        f"tensor of scores, or a tuple or list whose first item is one")
+    return out
+
+
 class TorchSurveyModel:
     """A PyTorch module seen through the survey's model protocol (``axkern.survey``).
 
@@ -1259,7 +1271,7 @@ class TorchSurveyModel:
             self.module.eval()
             with torch.no_grad():
                 for i in range(0, x.shape[0], step):
-                    outs.append(self.module(self._tensor(x[i:i + step])).numpy())
+                    outs.append(_first_output(self.module(self._tensor(x[i:i + step]))).numpy())
         finally:
             torch.set_num_threads(torch_threads)
             for mod, (be, nt) in zip(approx, saved):

@@ -455,6 +455,28 @@ def test_survey_model_layer_macs_by_hand():
         sm.layer_macs((9, 9, 1))   # not the model's input shape
 
 
+def test_survey_model_counts_shared_layers_and_scores_the_first_output():
+    from axkern.survey import evaluate
+
+    inp = keras.Input((8, 8, 4))
+    shared = keras.layers.Conv2D(4, 3, padding="same", name="shared")
+    h = keras.layers.Flatten()(shared(shared(inp)))   # one layer, called twice
+    main = keras.layers.Dense(3, name="main")(h)
+    aux = keras.layers.Dense(3, name="aux")(h)
+    model = keras.Model(inp, [main, aux])
+    sm = axk.as_survey_model(model)
+    assert sm.layer_macs((8, 8, 4)) == {"shared": 2 * (8 * 8 * 4) * (3 * 3 * 4),
+                                        "main": 3 * 256, "aux": 3 * 256}
+    # scored on the main head (the first output), not on both heads stacked together
+    x = _rand((40, 8, 8, 4), seed=3)
+    m_out, a_out = (o.numpy() for o in model(x, training=False))
+    y = m_out.argmax(-1)
+    assert np.mean(a_out.argmax(-1) == y) < 0.9   # the heads disagree: the test can tell
+    np.testing.assert_array_equal(sm.forward(x), m_out)
+    assert sm.accuracy(x, y) == 1.0
+    assert evaluate(model, None, data=(x, y))["accuracy"] == 100.0
+
+
 def test_search_on_a_keras_model_counts_its_macs(tmp_path):
     pytest.importorskip("pymoo", reason='the search needs pymoo: pip install "axkern[search]"')
     pytest.importorskip("distributed", reason='the search needs dask: pip install "axkern[search]"')

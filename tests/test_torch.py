@@ -617,6 +617,39 @@ def test_survey_on_torch_model(tmp_path):
     assert type(net.stem) is nn.Conv2d                        # the original is untouched
 
 
+class _TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.main, self.aux = nn.Linear(6, 3), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.main(x), self.aux(x)
+
+
+class _DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return {"logits": self.fc(x)}
+
+
+def test_survey_scores_the_first_of_several_outputs():
+    torch.manual_seed(5)
+    net = _TwoHeads().eval()
+    x = torch.rand(40, 6)
+    with torch.no_grad():
+        main, aux = (t.numpy() for t in net(x))
+    y = main.argmax(1)
+    assert np.mean(aux.argmax(1) == y) < 0.9   # the heads disagree: the test can tell
+    sm = at.as_survey_model(net)
+    np.testing.assert_array_equal(sm.forward(x.numpy()), main)
+    assert at.evaluate(net, UEXACT, (x.numpy(), y))["float_accuracy"] == 100.0
+    with pytest.raises(TypeError, match="returned dict"):
+        at.as_survey_model(_DictOut()).forward(x.numpy())
+
+
 # ------------------------------------------------------------------------------ bad input
 def test_bad_input():
     net = make_net()
