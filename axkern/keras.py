@@ -35,6 +35,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover
     raise ImportError(f"axkern.keras needs Keras 3, found Keras {keras.__version__}: "
                       f'pip install "axkern[keras]"')
 
+from .backends import as_multiplier
 from .conv import QUANT_MODES, axconv2d, make_params, resolve_quant
 from .library import _looks_like_path, _shipped_files, load_multiplier
 from .lut import Multiplier
@@ -89,7 +90,9 @@ def resolve_multiplier(multiplier):
     if isinstance(multiplier, Multiplier):
         m = multiplier
     elif isinstance(multiplier, np.ndarray):
-        m = Multiplier(multiplier, signed=False)
+        # as axconv2d / axdense read an array: unsigned, with a SignednessWarning for a table
+        # that a signed reading fits far better, and the same Multiplier for equal tables
+        m = as_multiplier(multiplier)
     elif isinstance(multiplier, (str, os.PathLike)):
         m = load_multiplier(multiplier)
         if _is_shipped_name(multiplier):

@@ -455,6 +455,19 @@ def test_survey_model_layer_macs_by_hand():
         sm.layer_macs((9, 9, 1))   # not the model's input shape
 
 
+def test_signed_table_array_warns_as_in_the_numpy_api():
+    # a table array is read as unsigned (keras.md); one that a signed reading fits far better
+    # gets the SignednessWarning that axdense gives (a table of this test's own, so that no
+    # earlier call has warned for it already)
+    from axkern.lut import SignednessWarning
+
+    t = axkern.load_multiplier("mul8s_exact").table.copy()
+    t[3, 5] += 1
+    with pytest.warns(SignednessWarning, match="signed"):
+        layer = axk.ApproxDense(4, multiplier=t)
+    assert not layer.multiplier.signed
+
+
 def test_survey_model_counts_shared_layers_and_scores_the_first_output():
     from axkern.survey import evaluate
 
