@@ -129,6 +129,18 @@ class _ApproxMixin:
     """What ApproxConv2d and ApproxLinear share: the settings, the frozen input range, the
     input checks and the autograd plumbing."""
 
+    def _labelled_forward(self, x, weight, bias):
+        """``_approx_forward``, with the layer named in the errors of the NumPy API it calls
+        (a NaN weight after a diverged step, a NaN input of a calibrated layer): in a deep
+        network the message must say which layer it was."""
+        try:
+            return self._approx_forward(x, weight, bias)
+        except (TypeError, ValueError) as e:
+            label = _layer_label(self)
+            if str(e).startswith(label):
+                raise
+            raise type(e)(f"{label}: {e}") from None
+
     def _init_approx(self, multiplier, quant, tune, grad, backend):
         # A None buffer is left out of state_dict: an uncalibrated layer has exactly the
         # parent's keys (see _load_from_state_dict for the calibrated case).
@@ -487,7 +499,7 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
                                         (self.bias is not None and self.bias.requires_grad)):
             y = _ApproxFunction.apply(x, self.weight, self.bias, self)
         else:
-            y = self._approx_forward(x, self.weight, self.bias)[0]
+            y = self._labelled_forward(x, self.weight, self.bias)[0]
         return y.squeeze(0) if unbatched else y
 
     def _approx_forward(self, x, weight, bias):
@@ -595,7 +607,7 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or
                                         (self.bias is not None and self.bias.requires_grad)):
             return _ApproxFunction.apply(x, self.weight, self.bias, self)
-        return self._approx_forward(x, self.weight, self.bias)[0]
+        return self._labelled_forward(x, self.weight, self.bias)[0]
 
     def _approx_forward(self, x, weight, bias):
         from .matmul import axdense
@@ -631,7 +643,7 @@ class _ApproxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, layer):
-        y, xp = layer._approx_forward(x, weight, bias)
+        y, xp = layer._labelled_forward(x, weight, bias)
         ctx.layer = layer
         ctx.xp = xp
         ctx.frozen = layer.input_range is not None   # only a fixed range clips

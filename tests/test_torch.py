@@ -650,6 +650,28 @@ def test_survey_scores_the_first_of_several_outputs():
         at.as_survey_model(_DictOut()).forward(x.numpy())
 
 
+def test_errors_of_the_numpy_api_name_the_layer():
+    # a calibrated layer fed NaN and a NaN weight (a diverged step) fail inside axconv2d /
+    # axdense; in a deep network the message must say which layer it was
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 5 * 5, 2))
+    am = at.approximate(net, U)
+    with at.calibrate(am):
+        am(torch.rand(4, 3, 5, 5))
+    x = torch.rand(2, 3, 5, 5)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^ApproxConv2d '0': .*NaN or Inf"):
+        am(x)
+    with torch.no_grad():
+        am[3].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^ApproxLinear '3': .*NaN or Inf"):
+        am(torch.rand(2, 3, 5, 5))
+    x.requires_grad_(True)   # the autograd function's forward too
+    with pytest.raises(ValueError, match=r"^ApproxConv2d '0': .*NaN or Inf"):
+        am(x)
+
+
 # ------------------------------------------------------------------------------ bad input
 def test_bad_input():
     net = make_net()
