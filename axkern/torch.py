@@ -1146,8 +1146,9 @@ def calibrate(model, method="max", *, percentile=99.99, num_bins=2048):
     Raises
     ------
     ValueError
-        When a layer saw no batch (nothing is frozen then), or the model has no
-        approximate layer.
+        When a layer with a multiplier saw no batch (nothing is frozen then), or the model
+        has no approximate layer. (A layer left in float that saw no batch stays
+        uncalibrated.)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -1172,11 +1173,19 @@ def calibrate(model, method="max", *, percentile=99.99, num_bins=2048):
         for _, mod in targets:
             mod._axkern_observer = None
     # (not reached when the block raised: nothing is frozen then)
-    unseen = [n for n, _ in targets if observers[n].batches == 0]
+    # a layer left in float (multiplier None) that did not run (a training-only head) needs
+    # no range: it stays uncalibrated; one with a multiplier would silently take per-call
+    # ranges whenever it does run
+    idle = {n for n, _ in targets if observers[n].batches == 0}
+    unseen = [n for n, mod in targets if n in idle and mod.multiplier is not None]
     if unseen:
         raise ValueError(f"calibrate saw no batch for the layers {unseen}: run the model on "
-                         f"calibration data inside the `with calibrate(model):` block")
+                         f"calibration data inside the `with calibrate(model):` block (layers "
+                         f"that do not run in eval mode, such as training-only heads, can be "
+                         f"left out with approximate(..., skip=[...]) or a mapping to None)")
     for n, mod in targets:
+        if n in idle:
+            continue
         obs, m = observers[n], mod.multiplier
         bits = 8 if m is None else m.bits
         if m is not None and m.signed:

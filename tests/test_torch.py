@@ -650,6 +650,32 @@ def test_survey_scores_the_first_of_several_outputs():
         at.as_survey_model(_DictOut()).forward(x.numpy())
 
 
+class _AuxHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.fc, self.aux = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.body(x).mean((2, 3))
+        return (self.fc(h), self.aux(h)) if self.training else self.fc(h)
+
+
+def test_calibrate_leaves_an_idle_float_head_uncalibrated():
+    # a training-only head left in float needs no range: the others are frozen; with a
+    # multiplier it would be refused (it would take per-call ranges whenever it runs)
+    torch.manual_seed(0)
+    net = _AuxHead().eval()
+    am = at.approximate(net, {"body": U, "fc": U, "aux": None})
+    with at.calibrate(am):
+        am(torch.rand(4, 3, 6, 6))
+    assert am.body.calibrated and am.fc.calibrated and not am.aux.calibrated
+    am2 = at.approximate(net, U)
+    with pytest.raises(ValueError, match=r"saw no batch for the layers \['aux'\].*skip="):
+        with at.calibrate(am2):
+            am2(torch.rand(4, 3, 6, 6))
+    assert not am2.body.calibrated   # nothing frozen
+
+
 def test_errors_of_the_numpy_api_name_the_layer():
     # a calibrated layer fed NaN and a NaN weight (a diverged step) fail inside axconv2d /
     # axdense; in a deep network the message must say which layer it was
