@@ -443,6 +443,18 @@ def test_bad_input_errors(tmp_path):
         load(bad)
 
 
+def _random_batchnorm_statistics(torch, net):
+    """Non-trivial statistics and affine parameters for the BatchNorm layers; eval mode."""
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 2)
+                m.bias.uniform_(-1, 1)
+    net.eval()
+
+
 def test_from_real_torch_module():
     torch = pytest.importorskip("torch")  # a development-only check; CI may not have torch
     torch.manual_seed(0)
@@ -453,13 +465,7 @@ def test_from_real_torch_module():
         torch.nn.AvgPool2d(1), torch.nn.Flatten(), torch.nn.Dropout(0.5),
         torch.nn.Linear(8 * 2 * 2, 5), torch.nn.BatchNorm1d(5), torch.nn.ReLU(),
         torch.nn.Linear(5, 3))
-    with torch.no_grad():  # non-trivial running statistics
-        for m in net:
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 2)
-    net.eval()
+    _random_batchnorm_statistics(torch, net)
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
         want = net(x).numpy()
@@ -477,13 +483,7 @@ def test_from_torch_batchnorm1d_after_flatten_follows_the_permutation():
     torch.manual_seed(1)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.ReLU(),
                               torch.nn.BatchNorm1d(2 * 6 * 6), torch.nn.Linear(72, 3))
-    bn = net[3]
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 2)
-        bn.bias.uniform_(-1, 1)
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2)
-    net.eval()
+    _random_batchnorm_statistics(torch, net)
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         want = net(x).numpy()
