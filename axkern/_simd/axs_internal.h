@@ -108,11 +108,12 @@ int axs_fdwconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, in
                   int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                   int pt, int pb, int pl, int pr, int dh, int dw, int pad_code, void *out,
                   const axs_dequant *dq, int nt, int path, int in_nchw);
-/* Estimated time of the factored method, in the units of axs_xcost: values streamed
- * codes turned into factor values (gemm: M * K; conv2d: the padded input's codes); packed:
- * the fixed side comes packed (no packing counted). */
-double axs_fcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int r,
-                 int64_t values, int packed, int nt);
+/* Estimated time of the factored method, in the units of axs_xcost: K steps in runs of cg
+ * (a tap's channels of a group; a gemm's whole K); values streamed codes turned into factor
+ * values (gemm: M * K; conv2d: the padded input's codes); packed: the fixed side comes
+ * packed (no packing counted). */
+double axs_fcost(int path, int64_t rows, int64_t K, int64_t cg, int64_t cols, int64_t groups,
+                 int r, int64_t values, int packed, int nt);
 /* The padded NHWC copy of x (N, H + pt + pb, W + pl + pr, C) into xp, padding with pad_code
  * (expand.c; used by the expanded and depthwise convolutions). */
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,
@@ -135,8 +136,9 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                  int pt, int pb, int pl, int pr, int dh, int pad_code, int out64, void *out,
                  const axs_dequant *dq, int nt, int path, int in_nchw);
-/* Relative time of one direct lookup on the AVX2 code against one expanded lookup
- * (expand.c's cost model; Zen 3: 0.5 ns against 0.06 per thread, and a shorter loop). */
+/* Relative time of one direct lookup against one expanded lookup, for the AVX-512 VBMI
+ * path's estimate (expand.c's cost model; try_factored divides by it). The AVX2 path has its
+ * own, measured per part of the rows (AXS_DIRECT_VEC, AXS_DIRECT_TAIL in expand.c). */
 #define AXS_DIRECT_AVX2 6.0
 /* Estimated time of a call, in units of one expanded-table lookup of the path and per
  * thread: direct (rows * K * cols lookups, rows streamed past cols fixed codes, over the

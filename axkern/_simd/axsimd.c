@@ -632,7 +632,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
         int sw = cost_sw < cost;
         int rc = try_factored(fac, method, path, out64, direct, sw ? cost_sw : cost,
-                              fac ? axs_fcost(path, M, K, N, 1, fac->r, M * K,
+                              fac ? axs_fcost(path, M, K, K, N, 1, fac->r, M * K,
                                               fac->packed != NULL, nt) : 0.0);
         if (rc == AXS_OK)
             return axs_fgemm(a, b, fac, M, K, N, out, dq, nt, path);
@@ -910,7 +910,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                                                          K, OG, dunits < nt ? dunits : nt);
         double expand = axs_xcost(path, N * P, K, OG, groups, nt);
         int rc = try_factored(fac, method, path, out64, direct, expand,
-                              fac ? axs_fcost(path, N * P, K, OG, groups, fac->r,
+                              fac ? axs_fcost(path, N * P, K, CG, OG, groups, fac->r,
                                               N * Hp * Wp * C, fac->packed != NULL, nt)
                                   : 0.0);
         if (rc == AXS_OK)

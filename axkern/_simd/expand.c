@@ -41,6 +41,21 @@
 #define AXS_XBUILD_AVX2 1.5
 #define AXS_XBUILD_C 2.0
 #define AXS_DIRECT_C 2.7
+/* The AVX2 direct kernel per lookup, in expanded lookups: 0.46 - 0.52 ns a lookup of rows in
+ * whole vectors of 32 and 1.1 - 1.2 ns of the rest (the portable loop), against 0.042 -
+ * 0.057 ns an expanded lookup (Zen 3, one thread, int32 sums, 16-bit table; batch-1 layers
+ * of 4 to 100 pixels by 64 to 512 filters). The former estimate (6 per lookup on rows
+ * rounded up to 64) took the direct method for batch-1 layers of 25 - 64 pixels at 1.3 -
+ * 2 times the expanded method's time. */
+#define AXS_DIRECT_VEC 11.0
+#define AXS_DIRECT_TAIL 27.0
+/* A column of an 8-wide block (groups of at most 8 filters) against one of a 16-wide block:
+ * a row and step take the same instructions on 128-bit lanes (as long as on 256-bit ones on
+ * Zen 3), and groups of one filter add their own tables and stores; fitted on 132
+ * depthwise-like, grouped and batch-1 layers (one and two threads). Counted as 8 columns,
+ * the expanded method took depthwise layers of 5 x 5 and 7 x 7 filters, or of dilated 3 x 3
+ * ones, at 1.2 - 1.5 times the direct method's time. */
+#define AXS_X8 3.0
 
 /* Blocks of 16 columns. Wider blocks fit fewer steps in a block of R that stays in L2, so
  * they reload their sums more often: in paired A/B timings 16-wide blocks ran 3 to 6%
@@ -110,12 +125,17 @@ static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int64_t K,
  * blocks): on 2 threads the expanded method ran it in 0.39 ms, the direct one in 1.03. */
 double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units)
 {
-    double per = path == AXS_PATH_SCALAR ? AXS_DIRECT_C : AXS_DIRECT_AVX2;
-    /* the vector loops take 32 or 64 streamed rows at a time and a portable loop the rest,
-     * about twice as slow per lookup: a batch-1 layer of 16 pixels by 64 filters took
-     * 0.69 ms direct against 0.46 expanded (2 threads), which rows rounded up to 64 tell */
-    rows = (rows + 63) / 64 * 64;
-    return per * (double)rows * (double)K * (double)cols / (double)(units > 1 ? units : 1);
+    double lookups;
+    if (path == AXS_PATH_AVX2) {
+        /* the vector loop takes 32 streamed rows at a time, a portable loop the rest */
+        lookups = AXS_DIRECT_VEC * (double)(rows / 32 * 32) + AXS_DIRECT_TAIL * (double)(rows % 32);
+    } else {
+        /* (the AVX-512 path's estimate, which try_factored scales, and the portable one:
+         * not measured again) */
+        double per = path == AXS_PATH_SCALAR ? AXS_DIRECT_C : AXS_DIRECT_AVX2;
+        lookups = per * (double)((rows + 63) / 64 * 64);
+    }
+    return lookups * (double)K * (double)cols / (double)(units > 1 ? units : 1);
 }
 
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt)
@@ -123,7 +143,7 @@ double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups
     double build = path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
     int nb = xwidth(path, cols);
     int64_t ms = xtile_rows(rows, cols, groups, K, nt, nb), tiles = (rows + ms - 1) / ms;
-    double w = (double)xpadded(cols, nb) * (double)groups;
+    double w = (double)xpadded(cols, nb) * (double)groups * (nb == AXS_XNB8 ? AXS_X8 : 1.0);
     int64_t units = tiles * (xpadded(cols, nb) / nb * groups) *
                     xksplit(rows, cols, groups, K, nt, nb);
     units = units < nt ? units : nt;
