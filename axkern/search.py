@@ -47,6 +47,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .backends import BACKENDS, _check_threads
 from .cluster import SEARCH_INSTALL_HINT
 from .lut import Multiplier
 from .survey import (_META_COLUMNS, MissingDependency, _columns, _label_points, _load_model,
@@ -114,36 +115,52 @@ def _resolve_costs(mults, key, explicit_list):
             v = bits2  # an exact n x n array builds n*n partial-product bits
         return v
 
-    if key is None:
-        powers = [figure(i, "power") for i in range(len(mults))]
-        if all(p is not None for p in powers):
-            key, costs = "power", powers
-        else:
-            key = "pp_bits"
-            costs = [figure(i, "pp_bits") for i in range(len(mults))]
-            # PP_BITS = 0 marks a multiplier without a partial-product array (logarithmic):
-            # the bit count says nothing about its cost, so it has no figure in this model
-            lacking = [i for i, c in enumerate(costs) if c is None or (c == 0 and i != exact_idx)]
-            if lacking:
-                names = [mults[i].name for i in lacking]
-                if explicit_list:
-                    raise ValueError(
-                        f"multipliers {names} have neither power metadata nor a partial-product "
-                        f"bit count (PP_BITS > 0): choose a metadata key they all have with "
-                        f"cost=/--cost, or leave them out")
-                notes.append(f"left out {', '.join(names)}: no power metadata and no "
-                             f"partial-product array to count (PP_BITS 0 or absent)")
-                keep = [i for i in range(len(mults)) if i not in lacking]
-                exact_name = mults[exact_idx].name
-                mults = [mults[i] for i in keep]
-                costs = [costs[i] for i in keep]
-                exact_idx = [m.name for m in mults].index(exact_name)
-            notes.append("cost: partial-product bits (PP_BITS), as not every multiplier has a "
-                         "power figure")
+    default_key = key is None
+    powers = [figure(i, "power") for i in range(len(mults))]
+    if default_key:
+        key = "power" if all(p is not None for p in powers) else "pp_bits"
     else:
         key = str(key).strip()
         if not key:
             raise ValueError("cost must name a numeric metadata key, got an empty string")
+    if key == "power" and default_key:
+        costs = powers
+    elif key.lower() == "pp_bits":
+        key = "pp_bits"
+        costs = [figure(i, "pp_bits") for i in range(len(mults))]
+        # PP_BITS = 0 marks a multiplier without a partial-product array (logarithmic): the
+        # bit count says nothing about its cost, so it has no figure in this model, whether
+        # the key is the default or named
+        lacking = [i for i, c in enumerate(costs) if c is None or (c == 0 and i != exact_idx)]
+        if lacking:
+            names = [mults[i].name for i in lacking]
+            if explicit_list:
+                have_power = all(powers[i] is not None for i in range(len(mults))
+                                 if i != exact_idx)
+                if default_key and synthesized and have_power:
+                    raise ValueError(
+                        f"multipliers {names} have power figures but no partial-product bit "
+                        f"count (PP_BITS > 0), and the exact multiplier added to the list has "
+                        f"no power figure: put an exact multiplier carrying one in the list "
+                        f"(e.g. EvoApproxLib's mul8u_1JFF), or choose another key with "
+                        f"cost=/--cost")
+                what = ("neither power metadata nor a partial-product bit count" if default_key
+                        else "no partial-product bit count")
+                raise ValueError(
+                    f"multipliers {names} have {what} (PP_BITS > 0): choose a metadata key "
+                    f"they all have with cost=/--cost, or leave them out")
+            notes.append(f"left out {', '.join(names)}: "
+                         f"{'no power metadata and ' if default_key else ''}no partial-product "
+                         f"array to count (PP_BITS 0 or absent)")
+            keep = [i for i in range(len(mults)) if i not in lacking]
+            exact_name = mults[exact_idx].name
+            mults = [mults[i] for i in keep]
+            costs = [costs[i] for i in keep]
+            exact_idx = [m.name for m in mults].index(exact_name)
+        if default_key:
+            notes.append("cost: partial-product bits (PP_BITS), as not every multiplier has a "
+                         "power figure")
+    else:
         costs = [figure(i, key.lower()) for i in range(len(mults))]
         lacking = [mults[i].name for i, c in enumerate(costs) if c is None]
         if lacking:
@@ -318,6 +335,35 @@ def _row(layers, names, config, acc, cost, gen=None):
     return r
 
 
+def _split_tuned(text, layers):
+    """The tuned layers a ``tuned`` field names: ``none``, or names joined by ``;`` in the
+    order of ``layers``. A name may hold ``;`` itself (TensorFlow-converted ONNX graphs name
+    nodes ``a/BiasAdd;a/Conv2D``), so the field is read along the layer order, not split;
+    ValueError when no reading or more than one exists."""
+    if text in ("", "none"):
+        return []
+    found = []
+
+    def walk(pos, first, taken):
+        for j in range(first, len(layers)):
+            if len(found) > 1:
+                return
+            name = layers[j]
+            end = pos + len(name)
+            if not text.startswith(name, pos):
+                continue
+            if end == len(text):
+                found.append(taken + [name])
+            elif text[end] == ";" and end + 1 < len(text):
+                walk(end + 1, j + 1, taken + [name])
+
+    walk(0, 0, [])
+    if len(found) != 1:
+        raise ValueError(f"tuned field {text!r} names the layers {layers} "
+                         f"{'in more than one way' if found else 'in no way'}")
+    return found[0]
+
+
 def _write_csv(path, layers, rows, extra=()):
     cols = list(layers) + ["accuracy", "relative_cost", "tuned"] + list(extra)
     tmp = path + ".tmp"
@@ -358,7 +404,10 @@ def _read_evaluations(path, layers, names, exact):
         except (KeyError, ValueError):
             raise ValueError(f"{path}: row {r} names a multiplier not in the search's list "
                              f"or holds no number") from None
-        tuned = set() if r[col["tuned"]] in ("", "none") else set(r[col["tuned"]].split(";"))
+        try:
+            tuned = set(_split_tuned(r[col["tuned"]], layers))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         cfg = tuple((m, l in tuned and m != exact) for l, m in zip(layers, ms))
         out.setdefault(cfg, (acc, gen))
     return out
@@ -489,6 +538,12 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
                              f"leave those options out to continue it")
         if generations is None:
             generations = settings["generations"]
+        elif isinstance(generations, (int, np.integer)) and not isinstance(generations, bool) \
+                and generations < settings["generations"]:
+            # its evaluations and front already hold the later generations
+            raise ValueError(f"--resume {output}: the search there runs "
+                             f"{settings['generations']} generations; generations may be "
+                             f"raised, not lowered (given {generations})")
         population, seed, tune, tiles = (settings["population"], settings["seed"],
                                          settings["tune"], settings["tiles"])
         cost, batch_size = settings["cost"], settings["batch_size"]
@@ -512,6 +567,10 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
         raise ValueError(f"budget must be a positive number of seconds, got {budget!r}")
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
         raise ValueError(f"tolerance must be a non-negative number of points, got {tolerance!r}")
+    # checked here, not by every task on the cluster after the float baseline
+    num_threads = _check_threads(num_threads)
+    if isinstance(backend, str) and backend not in ("auto", *BACKENDS):
+        raise ValueError(f"unknown backend {backend!r}: expected one of {('auto', *BACKENDS)}")
     if signedness not in ("auto", "unsigned", "signed", "all"):
         raise ValueError(f"signedness must be 'auto', 'unsigned', 'signed' or 'all', got "
                          f"{signedness!r}")
@@ -634,7 +693,7 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
         ok = [r for r in front if r["accuracy"] >= exact_acc - tolerance - 1e-9]
         # ties: the configuration with fewer tuned layers (less to do in hardware)
         best = min(ok, key=lambda r: (r["relative_cost"], -r["accuracy"],
-                                      0 if r["tuned"] == "none" else r["tuned"].count(";") + 1)
+                                      len(_split_tuned(r["tuned"], layers)))
                    ) if ok else None
     uniform = {}
     for r in evals:
@@ -903,11 +962,12 @@ def _eval_command(row, layers, cli_specs, added, model, data, limit, batch_size)
                 continue   # eval puts the exact multiplier of the others' kind there itself
             return None
         assign.append(f"{l}={spec}")
-    if not assign:
-        return None
+    tuned = _split_tuned(row["tuned"], layers)
+    if not assign or any("," in l or "=" in l for l in layers):
+        return None   # (--assign and --tune-layers separate names by commas)
     parts += ["--assign", ",".join(assign)]
-    if row["tuned"] != "none":
-        parts += ["--tune-layers", row["tuned"].replace(";", ",")]
+    if tuned:
+        parts += ["--tune-layers", ",".join(tuned)]
     if data is not None:
         parts += ["--data", os.fspath(data)]
     if limit is not None:
@@ -937,7 +997,8 @@ def format_summary(result):
         lost = None if ea is None else ea - r["accuracy"]
         table.append([f"{r['relative_cost']:.4f}", f"{100 * (1 - r['relative_cost']):.1f}%",
                       f"{r['accuracy']:.2f}", "-" if lost is None else f"{lost:.2f}"]
-                     + [r[l] for l in layers] + [r["tuned"].replace(";", ",")])
+                     + [r[l] for l in layers] + [",".join(_split_tuned(r["tuned"], layers))
+                                                 or "none"])
     lines.append(f"Pareto front ({len(result['front'])} of {len(result['evaluations'])} "
                  f"configurations evaluated):")
     lines += _columns(table)
@@ -947,7 +1008,8 @@ def format_summary(result):
         lines.append(f"no configuration costs less than the exact one at <= {tol:g} points lost")
     else:
         assign = ", ".join(f"{l}={best[l]}" for l in layers)
-        tuned = "" if best["tuned"] == "none" else f" (tuned: {best['tuned'].replace(';', ', ')})"
+        tuned = "" if best["tuned"] == "none" else \
+            f" (tuned: {', '.join(_split_tuned(best['tuned'], layers))})"
         lines.append(f"{100 * (1 - best['relative_cost']):.1f}% less {label} at <= {tol:g} points "
                      f"lost: {assign}{tuned}; accuracy {best['accuracy']:.2f}% vs {ea:.2f}% exact")
         if result.get("command"):
@@ -1063,8 +1125,14 @@ def add_parser(subparsers):
 def _cmd_search(args):
     from .survey import _split_list
 
+    multipliers = _split_list(args.multipliers)
+    if args.multipliers is not None and multipliers is None:
+        # an empty list (an unset shell variable) must not fall back to the default one
+        raise ValueError(f"--multipliers {' '.join(args.multipliers)!r} names no multiplier: "
+                         "expected shipped names or paths separated by spaces or commas (leave "
+                         "the option out for the default list)")
     try:
-        search(model=args.model, multipliers=_split_list(args.multipliers), data=args.data,
+        search(model=args.model, multipliers=multipliers, data=args.data,
                limit=args.limit, output=args.output, tiles=args.tiles, tune=args.tune,
                cost=args.cost, population=args.population, generations=args.generations,
                seed=args.seed, budget=args.budget, tolerance=args.tolerance,

@@ -351,3 +351,61 @@ def test_resume_accepts_the_same_tune_setting_as_a_bool(cluster, tmp_path):
     with pytest.raises(ValueError, match="tune"):
         S.search(resume=str(tmp_path), tune=False, limit=45, progress=False, plot=False,
                  verbose=False, scheduler=cluster.scheduler_address)
+
+
+def test_tuned_field_of_layer_names_holding_semicolons(tmp_path):
+    # TensorFlow-converted ONNX graphs name nodes "a/BiasAdd;a/Conv2D": the tuned field joins
+    # such names with ';' as well, and a resumed search must read each row's tuning back
+    layers = ["m/c0/BiasAdd;m/c0/Conv2D", "m/c1/BiasAdd;m/c1/Conv2D", "fc"]
+    names = ["exact", "t6"]
+    configs = [((1, True), (1, False), (1, True)), ((1, False), (1, True), (0, False)),
+               ((1, False), (1, False), (1, False)), ((1, True), (1, True), (1, True))]
+    rows = [S._row(layers, names, c, 50.0 + i, 0.5, gen=i) for i, c in enumerate(configs)]
+    assert rows[0]["tuned"] == "m/c0/BiasAdd;m/c0/Conv2D;fc"
+    path = str(tmp_path / "evaluations.csv")
+    S._write_csv(path, layers, rows, extra=("generation",))
+    back = S._read_evaluations(path, layers, names, exact=0)
+    assert back == {c: (50.0 + i, i) for i, c in enumerate(configs)}
+    assert S._split_tuned("none", layers) == []
+    assert S._split_tuned(rows[1]["tuned"], layers) == ["m/c1/BiasAdd;m/c1/Conv2D"]
+    with pytest.raises(ValueError, match="more than one way"):
+        S._split_tuned("a;b", ["a", "b", "a;b"])
+    with pytest.raises(ValueError, match="in no way"):
+        S._split_tuned("fc;m/c0/BiasAdd", layers)   # out of the layers' order
+    # an eval command cannot name layers holding commas (--assign, --tune-layers split there)
+    row = S._row(["a,b", "c"], names, ((1, True), (0, False)), 90.0, 0.5)
+    assert S._eval_command(row, ["a,b", "c"], {"t6": "t6.c", "exact": "mul8u_exact"}, (),
+                           "net.onnx", "d.npz", None, None) is None
+
+
+def test_pp_bits_cost_leaves_logarithmic_multipliers_without_a_figure():
+    mults = [axkern.load_multiplier(n) for n in ("mul8u_exact", "mul8u_drum6", "mul8u_mitchell")]
+    # PP_BITS = 0 is no figure, whether the key is the default or named (was: cost 0, free)
+    for key in (None, "pp_bits", "PP_BITS"):
+        with pytest.raises(ValueError, match=r"\['mul8u_mitchell'\] have .*partial-product bit"):
+            S._resolve_costs(list(mults), key, True)
+        costs, k, exact, notes, kept = S._resolve_costs(list(mults), key, False)
+        assert k == "pp_bits" and [m.name for m in kept] == ["mul8u_exact", "mul8u_drum6"]
+        assert all(c > 0 for c in costs) and any("left out mul8u_mitchell" in n for n in notes)
+    # power figures on every listed multiplier but none on the exact one added: say so
+    t4 = Multiplier(axkern.load_multiplier("mul8u_trunc4").table, name="t4",
+                    metadata={"power": "0.3 mW"})
+    t8 = Multiplier(axkern.load_multiplier("mul8u_trunc8").table, name="t8",
+                    metadata={"power": "0.2 mW"})
+    with pytest.raises(ValueError, match="have power figures .* exact multiplier added"):
+        S._resolve_costs([t4, t8], None, True)
+
+
+def test_bad_options_fail_before_any_evaluation(reference, tmp_path, capsys):
+    from axkern.cli import main
+
+    # an empty list (an unset shell variable) is refused, not the default list
+    assert main(["search", "--multipliers", "", "--output", str(tmp_path / "a"),
+                 "--no-progress"]) != 0
+    assert "names no multiplier" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    for kw, msg in ((dict(num_threads=0), "num_threads"), (dict(backend="bogus"), "backend")):
+        with pytest.raises(ValueError, match=msg):
+            S.search(**{**SMALL, **kw}, output=str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="raised, not lowered"):
+        S.search(resume=str(reference), generations=1, progress=False, verbose=False)
