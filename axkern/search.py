@@ -50,9 +50,9 @@ import numpy as np
 from .backends import BACKENDS, _check_threads
 from .cluster import SEARCH_INSTALL_HINT
 from .lut import Multiplier
-from .survey import (_META_COLUMNS, MissingDependency, _columns, _label_points, _load_model,
-                     _load_multiplier, _meta_columns, _meta_number, _require,
-                     _resolve_multipliers, load_data)
+from .survey import (_META_COLUMNS, MissingDependency, _check_label_range, _columns,
+                     _label_points, _load_model, _load_multiplier, _meta_columns, _meta_number,
+                     _require, _resolve_multipliers, load_data)
 
 __all__ = ["search", "multiplier_cost", "relative_cost", "pareto_mask", "add_parser"]
 
@@ -659,6 +659,7 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
 
     net.configure(multiplier=None, tune=False)
     float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
+    _check_label_range(net, x, y)   # (after: a wrong input shape is reported for the data)
     if num_threads is None:
         num_threads = 1
     runner = _Runner(net, x, y, mults, backend, num_threads, batch_size, scheduler, workers,

@@ -215,6 +215,14 @@ def test_user_model_and_data(tmp_path):
         S.load_data(model, str(bad))
     with pytest.raises(ValueError, match="limit"):
         S.load_data(model, (x, y), limit=0)
+    # labels the model cannot predict (2 scores per sample) score 0 under every multiplier:
+    # refused instead of surveyed
+    for labels, msg in ((y + 2, r"labels go up to 3, .* 2 scores per sample"),
+                        (y - 1, "class indices >= 0")):
+        with pytest.raises(ValueError, match=msg):
+            S.survey(model, [m], data=(x, labels), output=None, progress=False, verbose=False)
+        with pytest.raises(ValueError, match=msg):
+            S.evaluate(model, m, data=(x, labels))
 
 
 def test_missing_optional_dependency(monkeypatch, capsys, tmp_path):
