@@ -653,7 +653,8 @@ def test_survey_scores_the_first_of_several_outputs():
 class _AuxHead(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body, self.fc, self.aux = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), nn.Linear(4, 3)
+        self.body = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc, self.aux = nn.Linear(4, 3), nn.Linear(4, 3)
 
     def forward(self, x):
         h = self.body(x).mean((2, 3))

@@ -52,7 +52,8 @@
 /* A column of an 8-wide block (groups of at most 8 filters) against one of a 16-wide block:
  * a row and step take the same instructions on 128-bit lanes (as long as on 256-bit ones on
  * Zen 3), and groups of one filter add their own tables and stores; fitted on 132
- * depthwise-like, grouped and batch-1 layers (one and two threads). Counted as 8 columns,
+ * depthwise-like, grouped and batch-1 layers on one thread (two-thread timings on the shared
+ * machine were too noisy to fit, and agreed where they were clear). Counted as 8 columns,
  * the expanded method took depthwise layers of 5 x 5 and 7 x 7 filters, or of dilated 3 x 3
  * ones, at 1.2 - 1.5 times the direct method's time. */
 #define AXS_X8 3.0
@@ -128,7 +129,8 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
     double lookups;
     if (path == AXS_PATH_AVX2) {
         /* the vector loop takes 32 streamed rows at a time, a portable loop the rest */
-        lookups = AXS_DIRECT_VEC * (double)(rows / 32 * 32) + AXS_DIRECT_TAIL * (double)(rows % 32);
+        lookups = AXS_DIRECT_VEC * (double)(rows / 32 * 32) +
+                  AXS_DIRECT_TAIL * (double)(rows % 32);
     } else {
         /* (the AVX-512 path's estimate, which try_factored scales, and the portable one:
          * not measured again) */

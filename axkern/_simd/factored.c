@@ -428,7 +428,8 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
             /* groups of an odd number of values (CG * r odd; L has a zero slot per group): a
              * row's values in one run into this buffer, then copied group by group (a call
              * per pixel and group cost 2 - 4 times the kernel on 3-channel images) */
-            int16_t *row = whole ? NULL : (int16_t *)malloc((size_t)(W * C * r) * sizeof(int16_t));
+            int16_t *row =
+                whole ? NULL : (int16_t *)malloc((size_t)(W * C * r) * sizeof(int16_t));
             if (!whole && !row) {
 #pragma omp atomic write
                 failed = 1;

@@ -176,7 +176,8 @@ static int check(const uint8_t *S, const int16_t *V, const char *R, const int16_
                 uint32_t want = 0;
                 int byte = c < 16 ? 2 * c : 2 * (c - 16) + 1;
                 for (int k = 0; k < STEPS; k++) {
-                    const uint8_t *row = (const uint8_t *)(R + k * STEPB + ((size_t)S[i * STEPS + k] << 5));
+                    const uint8_t *row =
+                        (const uint8_t *)(R + k * STEPB + ((size_t)S[i * STEPS + k] << 5));
                     want += row[byte];
                     if (pass)
                         want += (uint32_t)((int32_t)V[i * STEPS + k] * Wk[k * 32 + c]);
