@@ -208,6 +208,10 @@ def _layer_macs(net, x, macs):
     if missing:
         raise ValueError(f"no MAC count for layers {missing} (expected one per layer of "
                          f"{layers})")
+    unknown = [l for l in out if l not in layers]
+    if unknown and macs is not None:   # (a misspelt name would leave its count unused)
+        raise ValueError(f"macs names layers {unknown} that the model does not have: "
+                         f"expected names from {layers}")
     vals = []
     for l in layers:
         v = out[l]
@@ -549,6 +553,15 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
         cost, batch_size = settings["cost"], settings["batch_size"]
         if multipliers is None:
             multipliers = [m["spec"] for m in saved["multipliers"] if not m.get("added")]
+            for spec in multipliers:
+                try:
+                    _load_multiplier(spec)
+                except (ValueError, OSError) as e:
+                    # a Multiplier object is recorded by its name only
+                    raise ValueError(f"--resume {output}: multiplier {spec!r} of the search "
+                                     f"there cannot be loaded again ({e}); a search given "
+                                     f"Multiplier objects or since-moved files needs them "
+                                     f"passed again (multipliers=[...])") from None
         explicit = saved.get("explicit_list", True)
     else:
         explicit = multipliers is not None
@@ -574,6 +587,16 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
     if signedness not in ("auto", "unsigned", "signed", "all"):
         raise ValueError(f"signedness must be 'auto', 'unsigned', 'signed' or 'all', got "
                          f"{signedness!r}")
+    if saved is None and os.path.isfile(os.path.join(os.fspath(output), "search.json")):
+        try:
+            stopped = not _read_state(output).get("finished", True)
+        except (OSError, ValueError):
+            stopped = False   # not a state this axkern wrote: the folder is the user's call
+        if stopped:
+            # starting over would overwrite the evaluations it took to get there
+            raise ValueError(f"{os.fspath(output)} holds a search that stopped before its "
+                             f"end: --resume {os.fspath(output)} continues it; remove the "
+                             f"folder or choose another --output to start over")
     _require_search("pymoo", "the search")
     _require_search("distributed", "the search's evaluation on Dask")
     if progress:

@@ -409,3 +409,27 @@ def test_bad_options_fail_before_any_evaluation(reference, tmp_path, capsys):
             S.search(**{**SMALL, **kw}, output=str(tmp_path / "b"))
     with pytest.raises(ValueError, match="raised, not lowered"):
         S.search(resume=str(reference), generations=1, progress=False, verbose=False)
+
+
+def test_stopped_search_folder_and_resume_without_objects(cluster, tmp_path):
+    t6 = Multiplier(axkern.load_multiplier("mul8u_trunc6").table, name="t6",
+                    metadata={"PP_BITS": "49"})
+    ex = Multiplier(Multiplier.exact(8, False).table, name="ex", metadata={"PP_BITS": "64"})
+    out = str(tmp_path / "s")
+    kw = {**SMALL, "multipliers": [ex, t6], "scheduler": cluster.scheduler_address}
+    S.search(**kw, output=out, budget=1e-6)   # stops after the first population
+    assert not json.load(open(os.path.join(out, "search.json")))["finished"]
+    # starting over there would overwrite the evaluations: refused, --resume named
+    with pytest.raises(ValueError, match="stopped before its end: --resume"):
+        S.search(**kw, output=out)
+    # the objects are recorded by name only: resuming needs them again, and says so
+    with pytest.raises(ValueError, match="'t6' .* passed again"):
+        S.search(resume=out, limit=45, progress=False, verbose=False, plot=False,
+                 scheduler=cluster.scheduler_address)
+    r = S.search(resume=out, multipliers=[ex, t6], limit=45, progress=False, verbose=False,
+                 plot=False, scheduler=cluster.scheduler_address)
+    assert json.load(open(os.path.join(out, "search.json")))["finished"]
+    with pytest.raises(ValueError, match=r"macs names layers \['conv9'\]"):
+        S.search(**kw, output=str(tmp_path / "m"),
+                 macs={**{l: 1 for l in LAYERS}, "conv9": 5})
+    assert r["front"]
