@@ -333,7 +333,12 @@ def pareto_mask(points):
 def _row(layers, names, config, acc, cost, gen=None):
     r = {l: names[m] for l, (m, _) in zip(layers, config)}
     tuned = [l for l, (_, t) in zip(layers, config) if t]
-    r.update(accuracy=acc, relative_cost=cost, tuned=";".join(tuned) if tuned else "none")
+    field = ";".join(tuned) if tuned else "none"
+    if ";" in field and any(";" in l for l in layers) and _split_tuned_or_none(
+            field, layers) != tuned:
+        raise ValueError(f"the layer names {layers} make the tuned field {field!r} ambiguous "
+                         f"(a name that is others joined by ';'): rename the layers")
+    r.update(accuracy=acc, relative_cost=cost, tuned=field)
     if gen is not None:
         r["generation"] = gen
     return r
@@ -366,6 +371,24 @@ def _split_tuned(text, layers):
         raise ValueError(f"tuned field {text!r} names the layers {layers} "
                          f"{'in more than one way' if found else 'in no way'}")
     return found[0]
+
+
+def _split_tuned_or_none(text, layers):
+    try:
+        return _split_tuned(text, layers)
+    except ValueError:
+        return None
+
+
+def _check_layer_names(layers):
+    """Refuse names that are other layers' names joined by ';' (the tuned field of the one
+    would read as the others'), before anything is evaluated; rarer collisions of longer
+    joins are caught when their row is written (_row)."""
+    for i, name in enumerate(layers):
+        others = layers[:i] + layers[i + 1:]
+        if ";" in name and _split_tuned_or_none(name, others) is not None:
+            raise ValueError(f"layer {name!r} is other layers' names joined by ';': the "
+                             f"search's tuned field could not tell them apart; rename it")
 
 
 def _write_csv(path, layers, rows, extra=()):
@@ -589,8 +612,13 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
                          f"{signedness!r}")
     if saved is None and os.path.isfile(os.path.join(os.fspath(output), "search.json")):
         try:
-            stopped = not _read_state(output).get("finished", True)
-        except (OSError, ValueError):
+            st = _read_state(output)
+            stopped = not st.get("finished", True) and (
+                st.get("generations_done", -1) >= 0 or
+                len(_read_evaluations(os.path.join(os.fspath(output), "evaluations.csv"),
+                                      st["layers"], [m["name"] for m in st["multipliers"]],
+                                      None)) > 0)
+        except (OSError, ValueError, KeyError, TypeError):
             stopped = False   # not a state this axkern wrote: the folder is the user's call
         if stopped:
             # starting over would overwrite the evaluations it took to get there
@@ -608,6 +636,7 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
     layers = list(net.compute_layers)
     if not layers:
         raise ValueError("the model has no Conv2D or Dense layer to approximate")
+    _check_layer_names(layers)
     x, y, desc = load_data(net, data, limit)
     lmacs = _layer_macs(net, x, macs)
     if signedness == "auto":
@@ -638,7 +667,14 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
             spec_by_name[m.name] = _spec_of(s, m)
             cli_specs[m.name] = _cli_spec(s, m, shipped)
     given_names = {m.name for m in mults}
-    costs, cost_key, exact, notes, mults = _resolve_costs(mults, cost, explicit)
+    try:
+        costs, cost_key, exact, notes, mults = _resolve_costs(mults, cost, explicit)
+    except ValueError as e:
+        if saved is None:
+            raise
+        # (a search started by an older axkern, which counted PP_BITS 0 as cost 0)
+        raise ValueError(f"--resume {output}: {e}; the search there cannot continue with "
+                         f"these costs: start a new one") from None
     if len(mults) < 2:
         raise ValueError("fewer than two multipliers have a cost figure: nothing to choose from")
     # genes index the list in order of cost (so that small gene steps are small cost steps)
@@ -665,6 +701,11 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
     def cost_of(cfg):
         return relative_cost(lmacs, [costs[m] for m, _ in cfg], exact_cost)
 
+    # the float baseline and the labels' check before any file is written: data that fails
+    # here must leave no folder that looks like a stopped search
+    net.configure(multiplier=None, tune=False)
+    float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
+    _check_label_range(net, x, y, batch_size)   # (after: a wrong shape is reported for x)
     os.makedirs(output, exist_ok=True)
     eval_path = os.path.join(output, "evaluations.csv")
     cache = {}  # config -> (accuracy, generation)
@@ -680,9 +721,6 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
     if saved is None:
         _write_csv(eval_path, layers, [], extra=("generation",))
 
-    net.configure(multiplier=None, tune=False)
-    float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
-    _check_label_range(net, x, y)   # (after: a wrong input shape is reported for the data)
     if num_threads is None:
         num_threads = 1
     runner = _Runner(net, x, y, mults, backend, num_threads, batch_size, scheduler, workers,

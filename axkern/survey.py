@@ -218,17 +218,23 @@ def load_data(model, data=None, limit=None):
     return x, y.astype(np.int64), desc
 
 
-def _check_label_range(net, x, y):
+def _check_label_range(net, x, y, batch_size=None):
     """Refuse labels the model cannot predict: an accuracy is the share of samples whose
     argmax is the label, so a label outside 0 .. C - 1 (C scores per sample) scores 0 under
-    every multiplier, and a survey of such data would rank nothing. One float sample's
-    forward pass gives C; models without ``forward`` are checked for negatives only."""
+    every multiplier, and a survey of such data would rank nothing. A float forward pass of
+    one batch gives C (the first ``batch_size`` samples: a model exported with a fixed batch
+    runs no other size); a model without ``forward``, or whose probe fails, is checked for
+    negative labels only (its float accuracy ran already)."""
     if y.min() < 0:
         raise ValueError(f"labels must be class indices >= 0, got {int(y.min())}")
     forward = getattr(net, "forward", None)
     if forward is None:
         return
-    classes = int(np.prod(np.shape(forward(x[:1]))[1:]))
+    try:
+        out = forward(x[:batch_size or 1])
+    except Exception:   # (the check is a courtesy; the accuracy itself ran)
+        return
+    classes = int(np.prod(np.shape(out)[1:]))
     if int(y.max()) >= classes:
         raise ValueError(f"labels go up to {int(y.max())}, but the model gives {classes} scores "
                          f"per sample: expected class indices 0 .. {classes - 1}")
@@ -512,7 +518,7 @@ def evaluate(model=None, multiplier=None, *, tune=False, assign=None, data=None,
     # float model's, as in survey() and search()
     net.configure(multiplier=None, tune=False)
     float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
-    _check_label_range(net, x, y)   # (after: a wrong input shape is reported for the data)
+    _check_label_range(net, x, y, batch_size)   # (after: a wrong shape is reported for x)
     if quant is not None:
         net.configure(quant=quant)
     if multiplier is not None:
@@ -673,7 +679,7 @@ def survey(model=None, multipliers=None, *, per_layer=False, assign=None, jobs=1
     layers = net.compute_layers
     net.configure(multiplier=None, tune=False)
     float_acc = 100.0 * net.accuracy(x, y, batch_size=batch_size)
-    _check_label_range(net, x, y)   # (after: a wrong input shape is reported for the data)
+    _check_label_range(net, x, y, batch_size)   # (after: a wrong shape is reported for x)
     if num_threads is None and scheduler is not None:
         num_threads = 1
     if num_threads is None and jobs > 1:

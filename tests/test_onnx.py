@@ -636,3 +636,31 @@ def test_missing_onnx_package_names_the_extra(tmp_path, monkeypatch, capsys):
         load_model(path)
     assert main(["eval", path]) == 2
     assert 'axkern[onnx]' in capsys.readouterr().err
+
+
+def test_labels_checked_on_a_fixed_batch_export(tmp_path):
+    # an export without dynamic axes runs batches of its own size only: the labels' check
+    # probes one batch of batch_size samples (it refused such models with one sample), and
+    # still refuses labels beyond the model's classes
+    torch = pytest.importorskip("torch")
+    from axkern import survey as S
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.fc = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.c(x)).reshape(x.shape[0], -1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    path = str(tmp_path / "fixed_batch.onnx")
+    torch.onnx.export(net, torch.rand(8, 1, 6, 6), path, input_names=["x"],
+                      output_names=["y"], dynamo=False)
+    x = np.random.default_rng(0).random((16, 1, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        y = net(torch.from_numpy(x)).numpy().argmax(1)
+    assert S.evaluate(path, "mul8u_exact", data=(x, y), batch_size=8)["float_accuracy"] == 100.0
+    with pytest.raises(ValueError, match="3 scores per sample"):
+        S.evaluate(path, "mul8u_exact", data=(x, y + 3), batch_size=8)

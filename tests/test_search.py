@@ -370,6 +370,13 @@ def test_tuned_field_of_layer_names_holding_semicolons(tmp_path):
     assert S._split_tuned(rows[1]["tuned"], layers) == ["m/c1/BiasAdd;m/c1/Conv2D"]
     with pytest.raises(ValueError, match="more than one way"):
         S._split_tuned("a;b", ["a", "b", "a;b"])
+    # names that are others joined by ';' are refused before the search, and a longer
+    # collision when its row is written: never a field that cannot be read back
+    with pytest.raises(ValueError, match="'a;b' is other layers' names joined"):
+        S._check_layer_names(["a", "b", "a;b"])
+    with pytest.raises(ValueError, match="ambiguous"):
+        S._row(["a", "b;c", "a;b", "c"], names, ((1, True), (1, True), (1, False), (0, False)),
+               1.0, 0.5)
     with pytest.raises(ValueError, match="in no way"):
         S._split_tuned("fc;m/c0/BiasAdd", layers)   # out of the layers' order
     # an eval command cannot name layers holding commas (--assign, --tune-layers split there)
@@ -396,6 +403,19 @@ def test_pp_bits_cost_leaves_logarithmic_multipliers_without_a_figure():
         S._resolve_costs([t4, t8], None, True)
 
 
+def test_bad_labels_leave_no_search_folder(cluster, tmp_path):
+    from axkern.survey import load_data
+
+    x, y, _ = load_data(load_shipped_model(), None, 45)
+    out = tmp_path / "s"
+    with pytest.raises(ValueError, match="10 scores per sample"):
+        S.search(**{**SMALL, "limit": None}, data=(x, y + 10), output=str(out),
+                 scheduler=cluster.scheduler_address)
+    assert not out.exists()   # a corrected rerun into the same folder is a new search
+    S.search(**{**SMALL, "limit": None}, data=(x, y), output=str(out),
+             scheduler=cluster.scheduler_address)
+
+
 def test_bad_options_fail_before_any_evaluation(reference, tmp_path, capsys):
     from axkern.cli import main
 
@@ -407,6 +427,7 @@ def test_bad_options_fail_before_any_evaluation(reference, tmp_path, capsys):
     for kw, msg in ((dict(num_threads=0), "num_threads"), (dict(backend="bogus"), "backend")):
         with pytest.raises(ValueError, match=msg):
             S.search(**{**SMALL, **kw}, output=str(tmp_path / "b"))
+        assert not (tmp_path / "b").exists()   # before the model, the data or any file
     with pytest.raises(ValueError, match="raised, not lowered"):
         S.search(resume=str(reference), generations=1, progress=False, verbose=False)
 
@@ -417,8 +438,14 @@ def test_stopped_search_folder_and_resume_without_objects(cluster, tmp_path):
     ex = Multiplier(Multiplier.exact(8, False).table, name="ex", metadata={"PP_BITS": "64"})
     out = str(tmp_path / "s")
     kw = {**SMALL, "multipliers": [ex, t6], "scheduler": cluster.scheduler_address}
-    S.search(**kw, output=out, budget=1e-6)   # stops after the first population
-    assert not json.load(open(os.path.join(out, "search.json")))["finished"]
+    S.search(**kw, output=out)
+    # as a search stopped after its second generation leaves it (a budget cannot stop one
+    # at a given point on a shared machine)
+    state_path = os.path.join(out, "search.json")
+    state = json.load(open(state_path))
+    state.update(finished=False, generations_done=1)
+    with open(state_path, "w") as f:
+        json.dump(state, f)
     # starting over there would overwrite the evaluations: refused, --resume named
     with pytest.raises(ValueError, match="stopped before its end: --resume"):
         S.search(**kw, output=out)
