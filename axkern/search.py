@@ -47,7 +47,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .backends import BACKENDS, _check_threads
+from .backends import BACKENDS
 from .cluster import SEARCH_INSTALL_HINT
 from .lut import Multiplier
 from .survey import (_META_COLUMNS, MissingDependency, _check_label_range, _columns,
@@ -603,8 +603,11 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
         raise ValueError(f"budget must be a positive number of seconds, got {budget!r}")
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
         raise ValueError(f"tolerance must be a non-negative number of points, got {tolerance!r}")
-    # checked here, not by every task on the cluster after the float baseline
-    num_threads = _check_threads(num_threads)
+    # checked here, not by every task on the cluster after the float baseline (the upper
+    # bound is left to the workers: a remote one may have more cores than this machine)
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(
+            num_threads, (int, np.integer)) or num_threads < 1):
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
     if isinstance(backend, str) and backend not in ("auto", *BACKENDS):
         raise ValueError(f"unknown backend {backend!r}: expected one of {('auto', *BACKENDS)}")
     if signedness not in ("auto", "unsigned", "signed", "all"):
