@@ -148,6 +148,18 @@ def as_multiplier(multiplier):
                     f"shape (2**n, 2**n)), got {type(multiplier).__name__}")
 
 
+def _caller_level():
+    """The stacklevel for check_signedness (whose warnings.warn is one frame below the
+    caller of this function) that points at the first frame outside the axkern package: the
+    user's line, whichever API (axdense, a Keras layer, ...) passed the table along."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) \
+            .startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 _ARRAY_MULTIPLIERS = {}  # id(array) -> (weakref to it, Multiplier made from it)
 _ARRAY_CONTENTS = {}     # (shape, crc32 of the entries as int32) -> Multiplier
 _ARRAY_LOCK = threading.RLock()
@@ -183,7 +195,7 @@ def _array_multiplier(arr, Multiplier):
 
         check_signedness(m, "a table array passed as the multiplier",
                          "raw arrays are unsigned; axkern.Multiplier(table, signed=True) makes "
-                         "a signed one", stacklevel=5)
+                         "a signed one", stacklevel=_caller_level())
         if ckey is not None:
             with _ARRAY_LOCK:   # (threads evict and insert at once)
                 _remember_at_most(_ARRAY_CONTENTS, ckey, m, 16)

@@ -463,9 +463,11 @@ def test_signed_table_array_warns_as_in_the_numpy_api():
 
     t = axkern.load_multiplier("mul8s_exact").table.copy()
     t[3, 5] += 1
-    with pytest.warns(SignednessWarning, match="signed"):
+    with pytest.warns(SignednessWarning, match="signed") as rec:
         layer = axk.ApproxDense(4, multiplier=t)
     assert not layer.multiplier.signed
+    # pointing at the line that passed the table, not into axkern
+    assert [r.filename for r in rec if r.category is SignednessWarning] == [__file__]
 
 
 def test_survey_model_counts_shared_layers_and_scores_the_first_output():
