@@ -486,7 +486,7 @@ def _cli_spec(spec, m, shipped):
     return out
 
 
-def search(model=None, multipliers=None, *, data=None, limit=None, output="axkern-search",
+def search(model=None, multipliers=None, *, data=None, limit=None, output=None,
            tiles=None, tune=None, cost=None, population=None, generations=None, seed=None,
            budget=None, tolerance=0.5, scheduler=None, workers=None, connect_timeout=5.0,
            resume=None, macs=None, signedness="auto", batch_size=None, backend="auto",
@@ -503,9 +503,10 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
         added when the list has none.
     data, limit
         Held-out data (see :func:`axkern.survey.load_data`).
-    output : str
+    output : str, optional
         Folder for the files (``pareto.csv``, ``evaluations.csv``, ``pareto.png``,
-        ``search.json``).
+        ``search.json``); default ``axkern-search``. With ``resume``, the resumed folder
+        (another one is an error: a resumed search continues in its own files).
     tiles : int, optional
         ALWANN tiles: at most this many distinct multipliers, each layer on one tile.
     tune : {"both", "yes", "no"}, optional
@@ -555,6 +556,10 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
              "tiles": tiles, "cost": cost, "batch_size": batch_size}
     saved = None
     if resume is not None:
+        if output is not None and os.path.abspath(os.fspath(output)) != os.path.abspath(
+                os.fspath(resume)):
+            raise ValueError(f"--resume {os.fspath(resume)} continues in that folder: leave "
+                             f"--output out (given {os.fspath(output)!r})")
         saved = _read_state(resume)
         output = os.fspath(resume)
         settings = dict(saved["settings"])
@@ -588,6 +593,7 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output="axker
         explicit = saved.get("explicit_list", True)
     else:
         explicit = multipliers is not None
+        output = "axkern-search" if output is None else output
     population = _check_int("population", DEFAULTS["population"] if population is None
                             else population, 4)
     generations = _check_int("generations", DEFAULTS["generations"] if generations is None
@@ -1169,7 +1175,7 @@ def add_parser(subparsers):
                    help="stop after this much wall-clock time (--resume continues)")
     p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS",
                    help="accuracy points below exact that the summary allows (default 0.5)")
-    p.add_argument("--output", default="axkern-search", metavar="DIR",
+    p.add_argument("--output", default=None, metavar="DIR",
                    help="output folder (default ./axkern-search)")
     p.add_argument("--resume", metavar="DIR", help="continue the stopped search in DIR")
     p.add_argument("--scheduler", metavar="ADDRESS",

@@ -430,6 +430,9 @@ def test_bad_options_fail_before_any_evaluation(reference, tmp_path, capsys):
         assert not (tmp_path / "b").exists()   # before the model, the data or any file
     with pytest.raises(ValueError, match="raised, not lowered"):
         S.search(resume=str(reference), generations=1, progress=False, verbose=False)
+    with pytest.raises(ValueError, match="continues in that folder: leave --output out"):
+        S.search(resume=str(reference), output=str(tmp_path / "elsewhere"), progress=False)
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_stopped_search_folder_and_resume_without_objects(cluster, tmp_path):
