@@ -154,8 +154,10 @@ def _caller_level():
     user's line, whichever API (axdense, a Keras layer, ...) passed the table along."""
     here = os.path.dirname(os.path.abspath(__file__))
     frame, level = sys._getframe(1), 2
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) \
-            .startswith(here):
+    while frame is not None:
+        d = os.path.dirname(os.path.abspath(frame.f_code.co_filename))
+        if d != here and not d.startswith(here + os.sep):
+            break
         frame, level = frame.f_back, level + 1
     return level
 
