@@ -54,6 +54,20 @@ MAX_THREADS = max(16, 4 * (os.cpu_count() or 1))
 MAX_GEOMETRY = 1 << 16
 
 
+def check_backend(value):
+    """``value`` when :func:`get_backend` takes it (a backend name, or an object with ``gemm``
+    and ``conv2d``), checked without importing anything: for settings checked when given,
+    not at the first call."""
+    if isinstance(value, str):
+        if value != "auto" and value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}: expected one of "
+                             f"{('auto', *BACKENDS)}")
+    elif not (callable(getattr(value, "gemm", None)) and callable(getattr(value, "conv2d", None))):
+        raise TypeError(f"backend must be a name {('auto', *BACKENDS)} or an object with gemm "
+                        f"and conv2d, got {type(value).__name__}")
+    return value
+
+
 def get_backend(name="auto"):
     """The backend module called ``name``.
 
@@ -68,15 +82,10 @@ def get_backend(name="auto"):
     module
         An object with ``gemm`` and ``conv2d`` following the contract of this module.
     """
-    if not isinstance(name, str):
-        if callable(getattr(name, "gemm", None)) and callable(getattr(name, "conv2d", None)):
-            return name
-        raise TypeError(f"backend must be a name {('auto', *BACKENDS)} or an object with gemm "
-                        f"and conv2d, got {type(name).__name__}")
+    if not isinstance(check_backend(name), str):
+        return name
     if name == "auto":
         return _module(BACKENDS["cuda" if _cuda_usable() else "cpu"])
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: expected one of {('auto', *BACKENDS)}")
     try:
         return importlib.import_module(BACKENDS[name])
     except ImportError as e:

@@ -47,7 +47,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .backends import BACKENDS
+from .backends import check_backend
 from .cluster import SEARCH_INSTALL_HINT
 from .lut import Multiplier
 from .survey import (_META_COLUMNS, MissingDependency, _check_label_range, _columns,
@@ -373,6 +373,14 @@ def _split_tuned(text, layers):
     return found[0]
 
 
+def _has_rows(path):
+    """Whether a CSV file holds a line past its header (no parsing: a folder check)."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return bool(f.readline()) and bool(f.readline().strip())
+
+
 def _split_tuned_or_none(text, layers):
     try:
         return _split_tuned(text, layers)
@@ -614,8 +622,7 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output=None,
     if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(
             num_threads, (int, np.integer)) or num_threads < 1):
         raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
-    if isinstance(backend, str) and backend not in ("auto", *BACKENDS):
-        raise ValueError(f"unknown backend {backend!r}: expected one of {('auto', *BACKENDS)}")
+    check_backend(backend)
     if signedness not in ("auto", "unsigned", "signed", "all"):
         raise ValueError(f"signedness must be 'auto', 'unsigned', 'signed' or 'all', got "
                          f"{signedness!r}")
@@ -624,10 +631,8 @@ def search(model=None, multipliers=None, *, data=None, limit=None, output=None,
             st = _read_state(output)
             stopped = not st.get("finished", True) and (
                 st.get("generations_done", -1) >= 0 or
-                len(_read_evaluations(os.path.join(os.fspath(output), "evaluations.csv"),
-                                      st["layers"], [m["name"] for m in st["multipliers"]],
-                                      None)) > 0)
-        except (OSError, ValueError, KeyError, TypeError):
+                _has_rows(os.path.join(os.fspath(output), "evaluations.csv")))
+        except (OSError, ValueError):
             stopped = False   # not a state this axkern wrote: the folder is the user's call
         if stopped:
             # starting over would overwrite the evaluations it took to get there

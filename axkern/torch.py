@@ -35,7 +35,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
                       'pip install "axkern[torch]"') from e
 
 from ._torch_grad import gradient_tables, quantize_codes
-from .backends import BACKENDS, conv_output_size
+from .backends import check_backend, conv_output_size
 from .conv import (QUANT_MODES, _check_format, _host_helpers, make_params, range_params,
                    resolve_quant)
 from .lut import Multiplier
@@ -96,18 +96,6 @@ def _check_not_traced(layer):
     if torch.jit.is_scripting() or _is_compiling():
         raise RuntimeError(f"{_layer_label(layer)}: torch.compile / torch.export / "
                            f"TorchScript: {_NOT_TRACEABLE}")
-
-
-def _check_backend(value):
-    """A backend name axconv2d / axdense take, or an object with gemm and conv2d."""
-    if isinstance(value, str):
-        if value not in ("auto", *BACKENDS):
-            raise ValueError(f"unknown backend {value!r}: expected one of "
-                             f"{('auto', *BACKENDS)}")
-    elif not (callable(getattr(value, "gemm", None)) and callable(getattr(value, "conv2d", None))):
-        raise TypeError(f"backend must be a name {('auto', *BACKENDS)} or an object with gemm "
-                        f"and conv2d, got {type(value).__name__}")
-    return value
 
 
 def _fake_quant(t, p, channel_dim=None):
@@ -213,7 +201,7 @@ class _ApproxMixin:
     @backend.setter
     def backend(self, value):
         try:
-            self._backend = _check_backend(value)
+            self._backend = check_backend(value)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{_layer_label(self)}: {e}") from None
 
@@ -830,7 +818,7 @@ def approximate(model, multiplier, *, quant="auto", tune=False, skip=(), inplace
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_backend(backend)
+    check_backend(backend)
     found = _compute_modules(model)
     if not found:
         left = _float_only(model)

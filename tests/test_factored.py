@@ -2,6 +2,7 @@
 "factored" method of axkern._fast (axkern/_simd/factored.c) sums their products; both are
 checked against independent computations (int64 products of the factors, the NumPy
 reference backend) on every dispatch path."""
+import contextlib
 import gc
 import zlib
 
@@ -172,6 +173,17 @@ def test_factored_method_matches_reference(path, rank):
         np.testing.assert_array_equal(got, want, err_msg=f"auto {(N, H, W, C, COUT)}")
 
 
+@contextlib.contextmanager
+def factored_chunk(nbytes):
+    """The factored kernels' chunk budget lowered to ``nbytes`` inside the block."""
+    old = fast._factored_chunk()
+    fast._factored_chunk(nbytes)
+    try:
+        yield
+    finally:
+        fast._factored_chunk(old)
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_factored_conv_in_chunks_of_images(path):
     """A batch whose input values are built a few images at a time (the chunk lowered from
@@ -190,10 +202,8 @@ def test_factored_conv_in_chunks_of_images(path):
     want_nchw = axconv2d(np.ascontiguousarray(xf.transpose(0, 3, 1, 2)),
                          np.ascontiguousarray(wf.transpose(3, 2, 0, 1)), m,
                          backend="reference", data_format="NCHW")
-    old = fast._factored_chunk()
-    try:
-        for chunk in (1, 2 * 9 * 8 * 8 * 2):   # one image, two images of values
-            fast._factored_chunk(chunk)
+    for chunk in (1, 2 * 9 * 8 * 8 * 2):   # one image, two images of values
+        with factored_chunk(chunk):
             got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored")
             np.testing.assert_array_equal(got, want, err_msg=str(chunk))
             np.testing.assert_array_equal(axconv2d(xf, wf, m, backend=be), want_f)
@@ -201,9 +211,7 @@ def test_factored_conv_in_chunks_of_images(path):
                            np.ascontiguousarray(wf.transpose(3, 2, 0, 1)), m, backend=be,
                            data_format="NCHW")
             np.testing.assert_array_equal(got, want_nchw)
-    finally:
-        fast._factored_chunk(old)
-    assert fast._factored_chunk() == old == 32 << 20
+    assert fast._factored_chunk() == 32 << 20
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -373,18 +381,15 @@ def test_factored_depthwise_in_chunks_of_images(path):
     dq = dict(scale=np.full(12, 0.01), zw=np.full(12, 3, np.int64),
               sumx=rng.integers(0, 5000, (5, 7, 6, 12)))
     want_f = dequantized(want, **dq)
-    old = fast._factored_chunk()
     row = 8 * 12 * 4   # bytes of a padded row of pairs
-    try:
-        for chunk in (1, 5 * row):   # the 3 rows one output row needs; 5 rows: bands of 3
-            fast._factored_chunk(chunk)
+    for chunk in (1, 5 * row):   # the 3 rows one output row needs; 5 rows: bands of 3
+        with factored_chunk(chunk):
             got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored")
             np.testing.assert_array_equal(got, want, err_msg=str(chunk))
             got = fast.conv2d(x, w, table, *args, np.int32, path=path, method="factored",
                               dequant=dq)
             np.testing.assert_array_equal(got, want_f, err_msg=f"dq {chunk}")
-    finally:
-        fast._factored_chunk(old)
+    assert fast._factored_chunk() == 32 << 20
 
 
 def test_fold_kept_out_of_rank_one_tables():
