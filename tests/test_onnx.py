@@ -84,14 +84,18 @@ def torch_model(digits, tmp_path_factory):
         torch.manual_seed(0)
         net = _torch_resnet()
         opt = torch.optim.Adam(net.parameters(), 1e-2)
+        # A decaying rate: at a constant 1e-2 the last epoch's accuracy swung between 87% and
+        # 96% with the CPU's float kernels (AVX-512 or AVX2); decayed, 98-99% on both.
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.6)
         xt, yt = torch.from_numpy(xtr[:, None]), torch.from_numpy(ytr)
-        for _ in range(6):  # a few seconds: about 96% on the held-out digits
+        for _ in range(8):  # a few seconds
             perm = torch.randperm(len(yt))
             for i in range(0, len(yt), 32):
                 b = perm[i:i + 32]
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(net(xt[b]), yt[b]).backward()
                 opt.step()
+            sched.step()
         net.eval()
         with torch.no_grad():
             logits = net(torch.from_numpy(xte[:, None])).numpy()
