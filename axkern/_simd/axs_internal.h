@@ -136,10 +136,6 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                  int pt, int pb, int pl, int pr, int dh, int pad_code, int out64, void *out,
                  const axs_dequant *dq, int nt, int path, int in_nchw);
-/* Relative time of one direct lookup against one expanded lookup, for the AVX-512 VBMI
- * path's estimate (expand.c's cost model; try_factored divides by it). The AVX2 path has its
- * own, measured per part of the rows (AXS_DIRECT_VEC, AXS_DIRECT_TAIL in expand.c). */
-#define AXS_DIRECT_AVX2 6.0
 /* Estimated time of a call, in units of one expanded-table lookup of the path and per
  * thread: direct (rows * K * cols lookups, rows streamed past cols fixed codes, over the
  * `units` threads its tiles keep busy) against expanded (tables built per unit plus

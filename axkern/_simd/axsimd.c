@@ -558,8 +558,7 @@ static void store_zeros(void *out, int out64, const axs_dequant *dq, int64_t row
 /* The expanded-table method, when it is forced or (AXS_METHOD_AUTO) cheaper than direct
  * lookups: AXS_OK with the table prepared in *ce (transpose: fixed codes index the table's
  * rows), an error code, or -1 when the direct method should run. Expanded tables take the
- * 16-bit class and int32 sums only; the AVX-512 path keeps its register-held columns unless
- * the method is forced. */
+ * 16-bit class and int32 sums only. */
 static int try_expand(const int32_t *table, uint64_t token, int method, int path, int out64,
                       double direct, double expand, int transpose, cache_entry **ce)
 {
@@ -568,7 +567,7 @@ static int try_expand(const int32_t *table, uint64_t token, int method, int path
         return -1;
     if (out64)
         return method == AXS_METHOD_EXPAND ? AXS_EMETHOD : -1;
-    if (method == AXS_METHOD_AUTO && (path == AXS_PATH_AVX512_VBMI || direct <= expand))
+    if (method == AXS_METHOD_AUTO && direct <= expand)
         return -1;
     int err = AXS_OK;
     /* key AXS_NPATHS: the biased 16-bit columns only, no byte planes */
@@ -585,17 +584,14 @@ static int try_expand(const int32_t *table, uint64_t token, int method, int path
 
 /* The factored method: AXS_OK when it is forced or (AXS_METHOD_AUTO) cheaper than the other
  * two, -1 when another method should run, AXS_EMETHOD when it is forced without factors or
- * for int64 sums. On the AVX-512 VBMI path the direct method's lookups are counted at the
- * cost of an expanded one (64 per vpermi2b pair; not measured against the factors there). */
-static int try_factored(const axs_factors *fac, int method, int path, int out64,
-                        double direct, double expand, double factored)
+ * for int64 sums. */
+static int try_factored(const axs_factors *fac, int method, int out64, double direct,
+                        double expand, double factored)
 {
     if (method == AXS_METHOD_FACTORED)
         return fac && !out64 ? AXS_OK : AXS_EMETHOD;
     if (method != AXS_METHOD_AUTO || !fac || out64)
         return -1;
-    if (path == AXS_PATH_AVX512_VBMI)
-        direct /= AXS_DIRECT_AVX2;
     return factored < direct && factored < expand ? AXS_OK : -1;
 }
 
@@ -631,7 +627,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
                                         nst < nt ? nst : nt);
         double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
         int sw = cost_sw < cost;
-        int rc = try_factored(fac, method, path, out64, direct, sw ? cost_sw : cost,
+        int rc = try_factored(fac, method, out64, direct, sw ? cost_sw : cost,
                               fac ? axs_fcost(path, M, K, K, N, 1, fac->r, M * K,
                                               fac->packed != NULL, nt) : 0.0);
         if (rc == AXS_OK)
@@ -909,7 +905,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         double direct = (double)groups * axs_direct_cost(path, wide ? N * wide_rows : N * P,
                                                          K, OG, dunits < nt ? dunits : nt);
         double expand = axs_xcost(path, N * P, K, OG, groups, nt);
-        int rc = try_factored(fac, method, path, out64, direct, expand,
+        int rc = try_factored(fac, method, out64, direct, expand,
                               fac ? axs_fcost(path, N * P, K, CG, OG, groups, fac->r,
                                               N * Hp * Wp * C, fac->packed != NULL, nt)
                                   : 0.0);

@@ -100,6 +100,14 @@ void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uin
  * 8 uint16, position 2t + h holding column 4h + t, and acc rows of 8 sums. */
 #define AXS_XNB8 8
 #define AXS_XCOL8(p) ((((p) & 1) << 2) | ((p) >> 1))
+/* Blocks of 32 (the AVX-512 path): rows of 32 uint16, one zmm vector, position 2t + h
+ * holding column 16h + t. */
+#define AXS_XNB32 32
+#define AXS_XCOL32(p) ((((p) & 1) << 4) | ((p) >> 1))
+/* Steps times columns per block of R for 32-wide rows. */
+#ifndef AXS_XSTEPW32
+#define AXS_XSTEPW32 512
+#endif
 typedef void (*axs_xbuild_fn)(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
                               int kb, uint16_t *R);
 /* acc[i * lda + j] = (first ? init : acc[i * lda + j])
@@ -124,6 +132,11 @@ void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdi
                     int last, uint32_t init);
 void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
                       uint16_t *R);
+void axs_xbuild32_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
+                       int kb, uint16_t *R);
+void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
+                        int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
+                        int last, uint32_t init);
 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                      int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                      int last, uint32_t init);

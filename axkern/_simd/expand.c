@@ -57,6 +57,15 @@
  * the expanded method took depthwise layers of 5 x 5 and 7 x 7 filters, or of dilated 3 x 3
  * ones, at 1.2 - 1.5 times the direct method's time. */
 #define AXS_X8 3.0
+/* The AVX-512 VBMI path, in units of a 16-wide expanded lookup: a direct lookup (64 per
+ * vpermi2b pair, rows rounded up to 64) and a column of a 32-wide block (zmm rows, half the
+ * instructions per entry). Fitted on Zen 4 (double-pumped 512-bit units; two threads, 28
+ * convolution and GEMM shapes from batch-1 ResNet layers to the bench's, every method
+ * forced in turn): the former rule (direct lookups whenever the table has no factors) took
+ * 1.2 - 3 times the expanded method's time on 14 of them, this one at most 1.13 (docs/
+ * performance.md, "Zen 4"). Not measured on a CPU with full-width 512-bit units. */
+#define AXS_DIRECT_512 1.1
+#define AXS_X32 0.5
 
 /* Blocks of 16 columns. Wider blocks fit fewer steps in a block of R that stays in L2, so
  * they reload their sums more often: in paired A/B timings 16-wide blocks ran 3 to 6%
@@ -64,14 +73,18 @@
  * allow 7 rows in flight, another 3 to 17%); 64-wide ones ran 30 to 40% slower. */
 static int xsteps(int nb)
 {
-    return AXS_XSTEPW / nb;
+    return nb == AXS_XNB32 ? AXS_XSTEPW32 / nb : AXS_XSTEPW / nb;
 }
 
 /* Block width: 8 on the AVX2 code when a group has at most 8 columns (128-bit lanes,
- * kern_avx2.c), else 16. */
+ * kern_avx2.c), 32 on the AVX-512 path for groups of more than 16, else 16. */
 static int xwidth(int path, int64_t cols)
 {
-    return path != AXS_PATH_SCALAR && cols <= AXS_XNB8 ? AXS_XNB8 : AXS_XNB;
+    if (path == AXS_PATH_SCALAR)
+        return AXS_XNB;
+    if (cols <= AXS_XNB8)
+        return AXS_XNB8;
+    return path == AXS_PATH_AVX512_VBMI && cols > AXS_XNB ? AXS_XNB32 : AXS_XNB;
 }
 
 /* Padded width of all column blocks of cols columns. */
@@ -132,9 +145,7 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
         lookups = AXS_DIRECT_VEC * (double)(rows / 32 * 32) +
                   AXS_DIRECT_TAIL * (double)(rows % 32);
     } else {
-        /* (the AVX-512 path's estimate, which try_factored scales, and the portable one:
-         * not measured again) */
-        double per = path == AXS_PATH_SCALAR ? AXS_DIRECT_C : AXS_DIRECT_AVX2;
+        double per = path == AXS_PATH_SCALAR ? AXS_DIRECT_C : AXS_DIRECT_512;
         lookups = per * (double)((rows + 63) / 64 * 64);
     }
     return lookups * (double)K * (double)cols / (double)(units > 1 ? units : 1);
@@ -145,11 +156,14 @@ double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups
     double build = path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
     int nb = xwidth(path, cols);
     int64_t ms = xtile_rows(rows, cols, groups, K, nt, nb), tiles = (rows + ms - 1) / ms;
-    double w = (double)xpadded(cols, nb) * (double)groups * (nb == AXS_XNB8 ? AXS_X8 : 1.0);
+    /* w: the lookups' columns; wb: the built ones (8-wide blocks were fitted with both
+     * scaled) */
+    double wb = (double)xpadded(cols, nb) * (double)groups * (nb == AXS_XNB8 ? AXS_X8 : 1.0);
+    double w = nb == AXS_XNB32 ? wb * AXS_X32 : wb;
     int64_t units = tiles * (xpadded(cols, nb) / nb * groups) *
                     xksplit(rows, cols, groups, K, nt, nb);
     units = units < nt ? units : nt;
-    return ((double)rows * (double)K * w + build * (double)tiles * 256.0 * (double)K * w) /
+    return ((double)rows * (double)K * w + build * (double)tiles * 256.0 * (double)K * wb) /
            (double)(units > 1 ? units : 1);
 }
 
@@ -159,6 +173,9 @@ static void xfns_for(int path, int nb, axs_xbuild_fn *build, axs_xkern_fn *kern)
     if (path == AXS_PATH_SCALAR) {
         *build = axs_xbuild_scalar;
         *kern = axs_xkern_scalar;
+    } else if (nb == AXS_XNB32) {
+        *build = axs_xbuild32_avx2;
+        *kern = axs_xkern32_avx512;
     } else if (nb == AXS_XNB8) {
         *build = axs_xbuild8_avx2;
         *kern = axs_xkern8_avx2;
@@ -421,8 +438,8 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        /* a block of R: xsteps(nb) steps, 8-wide blocks the most of them */
-        uint16_t *R = (uint16_t *)axs_alloc64((size_t)xsteps(AXS_XNB8) * AXS_XSTEP(AXS_XNB8) *
+        /* a block of R: xsteps(nb) steps */
+        uint16_t *R = (uint16_t *)axs_alloc64((size_t)xsteps(nb) * AXS_XSTEP(nb) *
                                               sizeof(uint16_t));
         ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
         xword *local = NULL;

@@ -107,7 +107,8 @@ xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int 
         for (int g = 0; g < NB; g += 8) {
             const uint16_t *src[8];
             for (int e = 0; e < 8; e++) {
-                int j = NB == AXS_XNB ? AXS_XCOL(g + e) : AXS_XCOL8(e);
+                int j = NB == AXS_XNB32 ? AXS_XCOL32(g + e)
+                        : NB == AXS_XNB ? AXS_XCOL(g + e) : AXS_XCOL8(e);
                 src[e] = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
             }
             for (int v0 = 0; v0 < 256; v0 += 16) {
@@ -144,6 +145,12 @@ AXS_AVX2 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t
                               int kb, uint16_t *R)
 {
     xbuild_avx2(tab16, F, ldF, nf, kb, R, AXS_XNB);
+}
+
+AXS_AVX2 void axs_xbuild32_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
+                                int kb, uint16_t *R)
+{
+    xbuild_avx2(tab16, F, ldF, nf, kb, R, AXS_XNB32);
 }
 
 AXS_AVX2 void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,

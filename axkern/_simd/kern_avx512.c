@@ -230,6 +230,121 @@ AXS_512 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, p
         _mm512_storeu_si512((void *)(dst + i * ldd), t[i]);
 }
 
+/* ------------------------------------------------------------ expanded tables, 32 wide */
+
+/* The AVX2 kernel's scheme (kern_avx2.c, xrows_avx2) on 32 columns: a 32-bit lane of a zmm
+ * row holds the entries of columns t (low half) and 16 + t (high half); the whole lane goes
+ * to the raw sum and its high half to the high sum, and low = raw - (high << 16) at the last
+ * block. A load, an add, a shift and an add per 32 entries: half the instructions per
+ * multiply-accumulate of 16-wide rows. ROWS rows at a time keep 2 * ROWS sums among the 32
+ * zmm registers. */
+#ifndef AXS_X32ROWS
+#define AXS_X32ROWS 12
+#endif
+static inline __attribute__((always_inline)) AXS_512 void
+xrows32(const uint8_t *S, const ptrdiff_t *roff, const ptrdiff_t *koff, int kb,
+        const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init,
+        const int ROWS)
+{
+    __m512i raw[AXS_X32ROWS], high[AXS_X32ROWS];
+    const uint8_t *p[AXS_X32ROWS];
+    for (int r = 0; r < ROWS; r++) {
+        p[r] = S + roff[r];
+        uint32_t *a = acc + r * lda;
+        raw[r] = first ? _mm512_set1_epi32((int)(init + (init << 16)))
+                       : _mm512_loadu_si512((const void *)a);
+        high[r] = first ? _mm512_set1_epi32((int)init) : _mm512_loadu_si512((const void *)(a + 16));
+    }
+    const char *Rk = (const char *)R;
+    for (int kk = 0; kk < kb; kk++, Rk += 2 * AXS_XSTEP(AXS_XNB32)) {
+        const ptrdiff_t o = koff[kk];
+        for (int r = 0; r < ROWS; r++) {
+            __m512i x = _mm512_load_si512((const void *)(Rk + ((size_t)p[r][o] << 6)));
+            raw[r] = _mm512_add_epi32(raw[r], x);
+            high[r] = _mm512_add_epi32(high[r], _mm512_srli_epi32(x, 16));
+        }
+    }
+    for (int r = 0; r < ROWS; r++) {
+        uint32_t *a = acc + r * lda;
+        __m512i lo = last ? _mm512_sub_epi32(raw[r], _mm512_slli_epi32(high[r], 16)) : raw[r];
+        _mm512_storeu_si512((void *)a, lo);
+        _mm512_storeu_si512((void *)(a + 16), high[r]);
+    }
+}
+
+/* One row over a block of consecutive codes p[0 .. kb), even and odd steps in two pairs of
+ * sums (as xcrow_avx2). */
+static inline __attribute__((always_inline)) AXS_512 void
+xcrow32(const uint8_t *p, const int kb, const uint16_t *R, uint32_t *a, int first, int last,
+        uint32_t init)
+{
+    const ptrdiff_t step = 2 * AXS_XSTEP(AXS_XNB32);
+    __m512i raw0 = first ? _mm512_set1_epi32((int)(init + (init << 16)))
+                         : _mm512_loadu_si512((const void *)a);
+    __m512i high0 = first ? _mm512_set1_epi32((int)init)
+                          : _mm512_loadu_si512((const void *)(a + 16));
+    __m512i raw1 = _mm512_setzero_si512(), high1 = _mm512_setzero_si512();
+    const char *Rk = (const char *)R;
+    int kk = 0;
+    for (; kk + 2 <= kb; kk += 2, Rk += 2 * step) {
+        __m512i x = _mm512_load_si512((const void *)(Rk + ((size_t)p[kk] << 6)));
+        __m512i y = _mm512_load_si512((const void *)(Rk + step + ((size_t)p[kk + 1] << 6)));
+        raw0 = _mm512_add_epi32(raw0, x);
+        high0 = _mm512_add_epi32(high0, _mm512_srli_epi32(x, 16));
+        raw1 = _mm512_add_epi32(raw1, y);
+        high1 = _mm512_add_epi32(high1, _mm512_srli_epi32(y, 16));
+        __asm__("" : "+v"(raw0), "+v"(high0), "+v"(raw1), "+v"(high1));
+    }
+    if (kk < kb) {
+        __m512i x = _mm512_load_si512((const void *)(Rk + ((size_t)p[kk] << 6)));
+        raw0 = _mm512_add_epi32(raw0, x);
+        high0 = _mm512_add_epi32(high0, _mm512_srli_epi32(x, 16));
+    }
+    raw0 = _mm512_add_epi32(raw0, raw1);
+    high0 = _mm512_add_epi32(high0, high1);
+    __m512i lo = last ? _mm512_sub_epi32(raw0, _mm512_slli_epi32(high0, 16)) : raw0;
+    _mm512_storeu_si512((void *)a, lo);
+    _mm512_storeu_si512((void *)(a + 16), high0);
+}
+
+static __attribute__((noinline)) AXS_512 void
+xcrows32(const uint8_t *S0, const ptrdiff_t *roff, int ms, int kb, const uint16_t *R,
+         uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init)
+{
+    if (kb == AXS_XSTEPW32 / AXS_XNB32)   /* whole blocks: unrolled */
+        for (int i = 0; i < ms; i++)
+            xcrow32(S0 + roff[i], AXS_XSTEPW32 / AXS_XNB32, R, acc + i * lda, first, last, init);
+    else
+        for (int i = 0; i < ms; i++)
+            xcrow32(S0 + roff[i], kb, R, acc + i * lda, first, last, init);
+}
+
+static __attribute__((noinline)) AXS_512 void
+xorows32(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff, int kb,
+         const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first, int last, uint32_t init)
+{
+    int i = 0;
+    for (; i + AXS_X32ROWS <= ms; i += AXS_X32ROWS)
+        xrows32(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, AXS_X32ROWS);
+    for (; i + 4 <= ms; i += 4)
+        xrows32(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 4);
+    for (; i < ms; i++)
+        xrows32(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1);
+}
+
+AXS_512 void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms,
+                                const ptrdiff_t *koff, int kb, const uint16_t *R, uint32_t *acc,
+                                ptrdiff_t lda, int first, int last, uint32_t init)
+{
+    int consecutive = 1;
+    for (int kk = 1; kk < kb; kk++)
+        consecutive &= koff[kk] == koff[0] + kk;
+    if (consecutive)
+        xcrows32(S + koff[0], roff, ms, kb, R, acc, lda, first, last, init);
+    else
+        xorows32(S, roff, ms, koff, kb, R, acc, lda, first, last, init);
+}
+
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                        ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
@@ -249,5 +364,20 @@ void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 16; j++)
             dst[i * ldd + j] = src[j * ld + i];
+}
+
+void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
+                        int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
+                        int last, uint32_t init)
+{
+    /* plain sums (the contract lets the form between calls be the kernel's own) */
+    for (int i = 0; i < ms; i++)
+        for (int p = 0; p < AXS_XNB32; p++) {
+            uint32_t s = first ? init : acc[i * lda + AXS_XCOL32(p)];
+            for (int kk = 0; kk < kb; kk++)
+                s += R[(size_t)kk * AXS_XSTEP(AXS_XNB32) +
+                       (size_t)S[roff[i] + koff[kk]] * AXS_XNB32 + p];
+            acc[i * lda + AXS_XCOL32(p)] = s;
+        }
 }
 #endif
