@@ -241,6 +241,11 @@ void axs_fpairs_avx2(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d);
 void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int16_t *d);
 /* d[c] = U[codes[c]] (r = 1) by byte shuffles over tabs, U's byte planes as XOR-chained
  * 16-entry chunks (factored.c, fvals_init). */
+/* The same on the AVX-512 VBMI path, r = 1 or 2, 64 codes at a time: planes holds the 2 r
+ * byte planes of the codes' values (byte b of a code's r int16 at planes + 256 b), looked up
+ * by vpermi2b. */
+void axs_fvalues_vbmi(const uint8_t *codes, int64_t n, int r, const uint8_t *planes,
+                      const int16_t *U, int16_t *d);
 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
                            const int16_t *U, int16_t *d);
 /* A full block of 16 fixed columns in the factored method's pair layout (factored.c) for

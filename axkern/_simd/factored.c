@@ -122,12 +122,16 @@ static void fpack(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64
         }
 }
 
-/* How the streamed codes become values: r = 1 on the AVX2 code by byte-shuffle lookups
- * (tabs), r = 2 by gathers of the int32 form (u32), else the portable loop. */
+/* How the streamed codes become values: on the AVX-512 VBMI path by vpermi2b lookups in
+ * byte planes (r <= 2: planes; in a layer call 1.2 - 1.6 times as fast as the AVX2 code's
+ * lookups, where they took a third of a depthwise layer's time); on the AVX2 code r = 1 by
+ * byte-shuffle lookups (tabs), r = 2 by gathers of the int32 form (u32); else the portable
+ * loop. */
 typedef struct {
     const axs_factors *fac;
     const int32_t *u32;
     const uint8_t *tabs;
+    const uint8_t *planes;
     int32_t U32[256];
     uint8_t T[1024];
 } fvals;
@@ -151,8 +155,17 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
     fv->fac = fac;
     fv->tabs = NULL;
     fv->u32 = NULL;
+    fv->planes = NULL;
     if (path == AXS_PATH_SCALAR || fac->r > 2)
         return;
+    if (path == AXS_PATH_AVX512_VBMI) {
+        /* byte plane b (of the r * 2 bytes of a code's values) at T + 256 b */
+        for (int v = 0; v < 256; v++)
+            for (int b = 0; b < 2 * fac->r; b++)
+                fv->T[256 * b + v] = (uint8_t)((uint16_t)fac->U[v * fac->r + b / 2] >> (8 * (b & 1)));
+        fv->planes = fv->T;
+        return;
+    }
     if (fac->r == 2) {
         values32(fac->U, 2, path, fv->U32, &fv->u32);
         return;
@@ -176,6 +189,10 @@ static void fvalues(const uint8_t *codes, int64_t n, const fvals *fv, int16_t *d
 {
     const axs_factors *fac = fv->fac;
     const int r = fac->r;
+    if (fv->planes) {
+        axs_fvalues_vbmi(codes, n, r, fv->planes, fac->U, d);
+        return;
+    }
     if (fv->tabs) {
         axs_fvalues_shuf_avx2(codes, n, fv->tabs, fac->U, d);
         return;

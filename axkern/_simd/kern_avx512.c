@@ -230,6 +230,66 @@ AXS_512 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, p
         _mm512_storeu_si512((void *)(dst + i * ldd), t[i]);
 }
 
+/* ------------------------------------------------------------ factor values */
+
+/* 64 codes' bytes from two 256-byte planes (lookup2's split on index bit 7), then the bytes
+ * interleaved into int16 in order (unpacks work per 128-bit lane: a holds codes 0-7, 16-23,
+ * 32-39, 48-55 of the 64 and b the others). r = 2 interleaves the two values' int16 the same
+ * way, into pairs. */
+AXS_512 void axs_fvalues_vbmi(const uint8_t *codes, int64_t n, int r, const uint8_t *planes,
+                              const int16_t *U, int16_t *d)
+{
+#define AXS_PL(i) _mm512_loadu_si512((const void *)(planes + 64 * (i)))
+    const __m512i P0 = AXS_PL(0), P1 = AXS_PL(1), P2 = AXS_PL(2), P3 = AXS_PL(3);
+    const __m512i Q0 = AXS_PL(4), Q1 = AXS_PL(5), Q2 = AXS_PL(6), Q3 = AXS_PL(7);
+    const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    int64_t c = 0;
+    if (r == 1) {
+        for (; c + 64 <= n; c += 64) {
+            __m512i lo, hi;
+            lookup2(_mm512_loadu_si512((const void *)(codes + c)), P0, P1, P2, P3, Q0, Q1, Q2,
+                    Q3, &lo, &hi);
+            __m512i a = _mm512_unpacklo_epi8(lo, hi), b = _mm512_unpackhi_epi8(lo, hi);
+            _mm512_storeu_si512((void *)(d + c), _mm512_permutex2var_epi64(a, first, b));
+            _mm512_storeu_si512((void *)(d + c + 32), _mm512_permutex2var_epi64(a, second, b));
+        }
+        for (; c < n; c++)
+            d[c] = U[codes[c]];
+        return;
+    }
+    const __m512i R0 = AXS_PL(8), R1 = AXS_PL(9), R2 = AXS_PL(10), R3 = AXS_PL(11);
+    const __m512i S0 = AXS_PL(12), S1 = AXS_PL(13), S2 = AXS_PL(14), S3 = AXS_PL(15);
+#undef AXS_PL
+    for (; c + 64 <= n; c += 64) {
+        __m512i x = _mm512_loadu_si512((const void *)(codes + c)), lo, hi, lo2, hi2;
+        lookup2(x, P0, P1, P2, P3, Q0, Q1, Q2, Q3, &lo, &hi);
+        lookup2(x, R0, R1, R2, R3, S0, S1, S2, S3, &lo2, &hi2);
+        /* first values u and second values v of the 64 codes, as int16 in lane order */
+        __m512i ua = _mm512_unpacklo_epi8(lo, hi), ub = _mm512_unpackhi_epi8(lo, hi);
+        __m512i va = _mm512_unpacklo_epi8(lo2, hi2), vb = _mm512_unpackhi_epi8(lo2, hi2);
+        /* (u, v) pairs: codes 0-3, 16-19, 32-35, 48-51 | 4-7, ... | 8-11, ... | 12-15, ... */
+        __m512i p0 = _mm512_unpacklo_epi16(ua, va), p1 = _mm512_unpackhi_epi16(ua, va);
+        __m512i p2 = _mm512_unpacklo_epi16(ub, vb), p3 = _mm512_unpackhi_epi16(ub, vb);
+        /* 128-bit lane L of p_j holds codes 16 L + 4 j .. + 3: gather lanes in code order */
+        __m512i e0 = _mm512_shuffle_i64x2(p0, p1, 0x44), e1 = _mm512_shuffle_i64x2(p2, p3, 0x44);
+        __m512i e2 = _mm512_shuffle_i64x2(p0, p1, 0xee), e3 = _mm512_shuffle_i64x2(p2, p3, 0xee);
+        /* e0: p0.L0 p0.L1 p1.L0 p1.L1; want codes 0-15 = p0.L0 p1.L0 p2.L0 p3.L0 */
+        _mm512_storeu_si512((void *)(d + 2 * c),
+                            _mm512_shuffle_i64x2(e0, e1, 0x88));        /* L0 of p0 p1 p2 p3 */
+        _mm512_storeu_si512((void *)(d + 2 * c + 32),
+                            _mm512_shuffle_i64x2(e0, e1, 0xdd));        /* L1 */
+        _mm512_storeu_si512((void *)(d + 2 * c + 64),
+                            _mm512_shuffle_i64x2(e2, e3, 0x88));        /* L2 */
+        _mm512_storeu_si512((void *)(d + 2 * c + 96),
+                            _mm512_shuffle_i64x2(e2, e3, 0xdd));        /* L3 */
+    }
+    for (; c < n; c++) {
+        d[2 * c] = U[2 * codes[c]];
+        d[2 * c + 1] = U[2 * codes[c] + 1];
+    }
+}
+
 /* ------------------------------------------------------------ expanded tables, 32 wide */
 
 /* The AVX2 kernel's scheme (kern_avx2.c, xrows_avx2) on 32 columns: a 32-bit lane of a zmm
@@ -364,6 +424,15 @@ void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 16; j++)
             dst[i * ldd + j] = src[j * ld + i];
+}
+
+void axs_fvalues_vbmi(const uint8_t *codes, int64_t n, int r, const uint8_t *planes,
+                      const int16_t *U, int16_t *d)
+{
+    (void)planes;
+    for (int64_t c = 0; c < n; c++)
+        for (int i = 0; i < r; i++)
+            d[c * r + i] = U[codes[c] * r + i];
 }
 
 void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
