@@ -11,13 +11,17 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     ``T[v, b[k, j]]`` of every streamed code ``v`` are laid out as one row of 16 uint16
     (built once per tile of up to 4096 rows); a streamed code then fetches the entries of
     all the block's columns with one vector load, and the sums stay in registers (blocks of
-    8 columns on the AVX2 code for groups of at most 8). 16-bit-class tables and int32 sums
-    only. The default on the ``"avx2"`` and ``"scalar"`` paths wherever its cost model beats
-    direct lookups (every layer with more than a few output channels, depthwise aside).
+    8 columns on the AVX2 code for groups of at most 8; on the ``"avx512_vbmi"`` path blocks
+    of 32 for groups of more than 16, one zmm row of 32 entries per code and step).
+    16-bit-class tables and int32 sums only. The default wherever its cost model beats
+    direct lookups (on ``"avx2"`` and ``"scalar"`` every layer with more than a few output
+    channels, depthwise aside; on ``"avx512_vbmi"`` layers with many rows: batches of
+    images, large feature maps).
 ``"direct"``
     One lookup per multiply-accumulate, the fixed operand's table column held in registers:
     ``"avx512_vbmi"`` keeps it as two 256-byte planes in eight zmm registers (``vpermi2b``
-    looks up 64 streamed codes per instruction; the default method on that path),
+    looks up 64 streamed codes per instruction; the default there for layers of few rows:
+    batch-1 layers at 14 x 14 or less, GEMMs of few rows),
     ``"avx2"`` uses ``vpshufb`` on XOR-chained 16-entry chunks, ``"scalar"`` plain loads.
     Tiny shapes, int64 sums and tables of the generic class take it, and on the
     ``"avx512_vbmi"`` path depthwise layers of stride other than 1.
@@ -48,8 +52,9 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     kernel of their own: a pair of values per channel and pixel (rank 1: the values of two
     columns a filter row's pair of taps meets), one ``vpmaddwd`` per tap (rank 2) or pair
     of taps (rank 1) for 8 channels (NHWC) or 8 pixels of a plane (NCHW indices to a
-    dequantized NCHW output); the default for them on ``"avx2"`` (higher ranks take the
-    general kernel when forced).
+    dequantized NCHW output); the default for them on ``"avx2"`` and ``"avx512_vbmi"``
+    (higher ranks take the general kernel when forced). On ``"avx512_vbmi"`` the codes
+    become values by ``vpermi2b`` lookups in byte planes of the factors.
 
 Paths (the instruction set): ``"avx512_vbmi"``, ``"avx2"``, ``"scalar"`` (portable C; the
 compiler may vectorize it for the baseline ISA). The path is chosen once at import: the

@@ -246,6 +246,9 @@ void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int1
  * by vpermi2b. */
 void axs_fvalues_vbmi(const uint8_t *codes, int64_t n, int r, const uint8_t *planes,
                       const int16_t *U, int16_t *d);
+/* The same for values that span at most 256: tabs' low plane holds U - off. */
+void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs, int16_t off,
+                            const int16_t *U, int16_t *d);
 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
                            const int16_t *U, int16_t *d);
 /* A full block of 16 fixed columns in the factored method's pair layout (factored.c) for

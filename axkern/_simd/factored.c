@@ -132,6 +132,8 @@ typedef struct {
     const int32_t *u32;
     const uint8_t *tabs;
     const uint8_t *planes;
+    int narrow;        /* r = 1, AVX2: values span at most 256, one byte plane of U - off */
+    int16_t off;
     int32_t U32[256];
     uint8_t T[1024];
 } fvals;
@@ -156,6 +158,8 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
     fv->tabs = NULL;
     fv->u32 = NULL;
     fv->planes = NULL;
+    fv->narrow = 0;
+    fv->off = 0;
     if (path == AXS_PATH_SCALAR || fac->r > 2)
         return;
     if (path == AXS_PATH_AVX512_VBMI) {
@@ -170,14 +174,24 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
         values32(fac->U, 2, path, fv->U32, &fv->u32);
         return;
     }
-    /* the byte planes of U in the XOR-chained 16-entry chunks of axs_fvalues_shuf_avx2 */
+    /* the byte planes of U in the XOR-chained 16-entry chunks of axs_fvalues_shuf_avx2; when
+     * the values span at most 256 (every shipped rank-1 table: DRUM, perforated, exact), the
+     * low plane of U - min alone, widened and offset in the kernel: half the lookups */
+    int umin = fac->U[0], umax = fac->U[0];
+    for (int v = 1; v < 256; v++) {
+        umin = fac->U[v] < umin ? fac->U[v] : umin;
+        umax = fac->U[v] > umax ? fac->U[v] : umax;
+    }
+    fv->narrow = umax - umin <= 255;
+    fv->off = (int16_t)(fv->narrow ? umin : 0);
     for (int p = 0; p < 2; p++)
         for (int half = 0; half < 2; half++)
             for (int h = 0; h < 8; h++)
                 for (int e = 0; e < 16; e++) {
                     int v = half * 128 + h * 16 + e;
-                    uint8_t cur = (uint8_t)((uint16_t)fac->U[v] >> (8 * p));
-                    uint8_t prev = h ? (uint8_t)((uint16_t)fac->U[v - 16] >> (8 * p)) : 0;
+                    uint8_t cur = (uint8_t)((uint16_t)(fac->U[v] - fv->off) >> (8 * p));
+                    uint8_t prev = h ? (uint8_t)((uint16_t)(fac->U[v - 16] - fv->off) >> (8 * p))
+                                     : 0;
                     uint8_t *t = fv->T + ((p * 2 + half) * 8 + h) * 32;
                     t[e] = t[16 + e] = cur ^ prev;
                 }
@@ -194,7 +208,10 @@ static void fvalues(const uint8_t *codes, int64_t n, const fvals *fv, int16_t *d
         return;
     }
     if (fv->tabs) {
-        axs_fvalues_shuf_avx2(codes, n, fv->tabs, fac->U, d);
+        if (fv->narrow)
+            axs_fvalues_shuf8_avx2(codes, n, fv->tabs, fv->off, fac->U, d);
+        else
+            axs_fvalues_shuf_avx2(codes, n, fv->tabs, fac->U, d);
         return;
     }
     if (fv->u32) {

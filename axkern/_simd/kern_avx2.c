@@ -559,6 +559,35 @@ AXS_AVX2 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8
         d[c] = U[codes[c]];
 }
 
+/* Values U = off + byte: the low plane's lookups only, each byte widened and offset. */
+AXS_AVX2 void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
+                                     int16_t off, const int16_t *U, int16_t *d)
+{
+    __m256i T[16];
+    for (int i = 0; i < 16; i++)
+        T[i] = _mm256_loadu_si256((const __m256i *)(tabs + 32 * i));
+    const __m256i low7 = _mm256_set1_epi8(0x7f), o = _mm256_set1_epi16(off);
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + c));
+        const __m256i l = _mm256_and_si256(x, low7);
+        __m256i r0 = _mm256_setzero_si256(), r1 = r0;
+        for (int h = 0; h < 8; h++) {
+            const __m256i xh = _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * h)));
+            r0 = _mm256_xor_si256(r0, _mm256_shuffle_epi8(T[h], xh));
+            r1 = _mm256_xor_si256(r1, _mm256_shuffle_epi8(T[8 + h], xh));
+        }
+        const __m256i b = _mm256_blendv_epi8(r0, r1, x);
+        _mm256_storeu_si256((__m256i *)(d + c),
+                            _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(b)), o));
+        _mm256_storeu_si256(
+            (__m256i *)(d + c + 16),
+            _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(b, 1)), o));
+    }
+    for (; c < n; c++)
+        d[c] = U[codes[c]];
+}
+
 /* 16 codes' int16 values from V32 (the values as int32): two gathers, packed in order. */
 static inline __attribute__((always_inline)) AXS_AVX2 __m256i
 fvals16_avx2(const uint8_t *codes, const int32_t *V32)
@@ -788,6 +817,14 @@ AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, 
 #undef AXS_DW16_KH
 
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
+void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs, int16_t off,
+                            const int16_t *U, int16_t *d)
+{
+    (void)tabs, (void)off;
+    for (int64_t c = 0; c < n; c++)
+        d[c] = U[codes[c]];
+}
+
 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
                            const int16_t *U, int16_t *d)
 {
