@@ -222,6 +222,9 @@ void axs_fdwkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const p
 void axs_fdwkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
                       int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
                       ptrdiff_t lda);
+void axs_fdwkern_avx512(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                        int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
+                        ptrdiff_t lda);
 /* The same on one channel's plane of pairs (NCHW, horizontal stride 1): out[oy * OW + ox] =
  * sum_{t < ntap} sum_{q < 2} P[(oy * sh) * Wp + ox + toff[t]] as int16 pairs times the pairs
  * wp[t] (mod 2^32), for oy < OH, ox < OW. Reads up to 7 pairs past the last output's taps. */

@@ -591,7 +591,9 @@ static int fdw_nhwc(const fdwproblem *q, const uint8_t *x, void *out, const axs_
     /* tiles of pixels whose sums (ms * C) take about 32 KiB */
     int64_t ms_max = 8192 / C;
     ms_max = ms_max < 4 ? 4 : (ms_max + 3) & ~(int64_t)3;
-    const axs_fdwkern_fn kern = path == AXS_PATH_SCALAR ? axs_fdwkern_scalar : axs_fdwkern_avx2;
+    const axs_fdwkern_fn kern = path == AXS_PATH_SCALAR ? axs_fdwkern_scalar
+                                : path == AXS_PATH_AVX512_VBMI ? axs_fdwkern_avx512
+                                                               : axs_fdwkern_avx2;
     int failed = 0;
 #pragma omp parallel num_threads(units < nt ? (int)units : nt)
     {

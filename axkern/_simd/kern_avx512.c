@@ -290,6 +290,67 @@ AXS_512 void axs_fvalues_vbmi(const uint8_t *codes, int64_t n, int r, const uint
     }
 }
 
+/* ------------------------------------------------------------ factored depthwise filters */
+
+/* fdwblock_avx2 on zmm: 16 channels per vector, one vpmaddwd per tap and 16 channels; 4
+ * pixels at a time, the taps' weights in registers for 3 x 3 filters (9 taps of r = 2, or
+ * 6 of r = 1 with its columns paired). */
+static inline __attribute__((always_inline)) AXS_512 void
+fdwblock16(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff, int ntap,
+           const int16_t *wv, ptrdiff_t wstep, uint32_t *acc, ptrdiff_t lda, const int NT)
+{
+    const int nt = NT ? NT : ntap;
+#define AXS_FDW_W(t) _mm512_loadu_si512((const void *)(wv + (t) * wstep))
+#define AXS_FDW_X(p) _mm512_loadu_si512((const void *)(p))
+    __m512i w[9];
+    if (NT)
+        for (int t = 0; t < NT; t++)
+            w[t] = AXS_FDW_W(t);
+    int i = 0;
+    for (; i + 4 <= ms; i += 4) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        for (int t = 0; t < nt; t++) {
+            const __m512i wt = NT ? w[t] : AXS_FDW_W(t);
+            const int16_t *x = S + toff[t];
+            a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(AXS_FDW_X(x + roff[i]), wt));
+            a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(AXS_FDW_X(x + roff[i + 1]), wt));
+            a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(AXS_FDW_X(x + roff[i + 2]), wt));
+            a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(AXS_FDW_X(x + roff[i + 3]), wt));
+            __asm__("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3));
+        }
+        _mm512_storeu_si512((void *)(acc + i * lda), a0);
+        _mm512_storeu_si512((void *)(acc + (i + 1) * lda), a1);
+        _mm512_storeu_si512((void *)(acc + (i + 2) * lda), a2);
+        _mm512_storeu_si512((void *)(acc + (i + 3) * lda), a3);
+    }
+    for (; i < ms; i++) {
+        __m512i a0 = _mm512_setzero_si512();
+        for (int t = 0; t < nt; t++)
+            a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(AXS_FDW_X(S + toff[t] + roff[i]),
+                                                        NT ? w[t] : AXS_FDW_W(t)));
+        _mm512_storeu_si512((void *)(acc + i * lda), a0);
+    }
+#undef AXS_FDW_W
+#undef AXS_FDW_X
+}
+
+AXS_512 void axs_fdwkern_avx512(const int16_t *S, const ptrdiff_t *roff, int ms,
+                                const ptrdiff_t *toff, int ntap, int64_t C, int64_t c0,
+                                const int16_t *Wv, uint32_t *acc, ptrdiff_t lda)
+{
+    const ptrdiff_t ws = (ptrdiff_t)(2 * C);
+    for (; c0 + 16 <= C; c0 += 16) {
+        const int16_t *Sc = S + 2 * c0, *wv = Wv + 2 * c0;
+        switch (ntap) {
+        case 6: fdwblock16(Sc, roff, ms, toff, 6, wv, ws, acc + c0, lda, 6); break;
+        case 9: fdwblock16(Sc, roff, ms, toff, 9, wv, ws, acc + c0, lda, 9); break;
+        default: fdwblock16(Sc, roff, ms, toff, ntap, wv, ws, acc + c0, lda, 0); break;
+        }
+    }
+    if (c0 < C)   /* the last channels: 8 at a time, then one by one */
+        axs_fdwkern_avx2(S, roff, ms, toff, ntap, C, c0, Wv, acc, lda);
+}
+
 /* ------------------------------------------------------------ expanded tables, 32 wide */
 
 /* The AVX2 kernel's scheme (kern_avx2.c, xrows_avx2) on 32 columns: a 32-bit lane of a zmm
@@ -424,6 +485,13 @@ void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 16; j++)
             dst[i * ldd + j] = src[j * ld + i];
+}
+
+void axs_fdwkern_avx512(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+                        int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
+                        ptrdiff_t lda)
+{
+    axs_fdwkern_scalar(S, roff, ms, toff, ntap, C, c0, Wv, acc, lda);
 }
 
 void axs_fvalues_vbmi(const uint8_t *codes, int64_t n, int r, const uint8_t *planes,
