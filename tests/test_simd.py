@@ -183,6 +183,32 @@ def test_exact_multiplier_closed_form():
         np.testing.assert_array_equal(fast.gemm(a, b, table, np.int32, path=p), expect)
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_direct_conv_splits_filter_blocks_among_threads(path):
+    """Batch-1 layers of one row tile: the direct method's threads share the blocks of 64
+    filters (whole groups of them, a partial last block) instead of leaving all but one
+    idle; wide (stride 1) and packed (stride 2) modes, groups, NCHW codes and the
+    dequantizing NCHW store, 1 to 3 threads, against the reference backend."""
+    rng = np.random.default_rng(zlib.crc32(f"{path}/fparts".encode()))
+    table = random_table("int16", rng)
+    for (H, C, COUT, stride, groups) in [(5, 8, 200, 1, 1), (6, 6, 150, 2, 1),
+                                         (4, 12, 260, 1, 2), (5, 9, 3 * 70, 1, 3)]:
+        x = codes((1, H, H, C), rng)
+        w = codes((3, 3, C // groups, COUT), rng)
+        args = ((stride, stride), (1, 1, 1, 1), (1, 1), groups, 5)
+        want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+        scale = rng.uniform(1e-4, 1e-2, COUT)
+        want_f = (want.astype(np.float64) * scale).astype(np.float32)
+        xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        for nt in (1, 2, 3):
+            msg = f"{(H, C, COUT, stride, groups)} threads {nt}"
+            got = fast.conv2d(x, w, table, *args, np.int32, nt, path=path, method="direct")
+            np.testing.assert_array_equal(got, want, err_msg=msg)
+            got = fast.conv2d(xn, w, table, *args, np.int32, nt, path=path, method="direct",
+                              in_format="NCHW", dequant={"scale": scale}, out_format="NCHW")
+            np.testing.assert_array_equal(got, want_f.transpose(0, 3, 1, 2), err_msg=msg)
+
+
 def test_threads_and_layouts_do_not_change_results():
     rng = np.random.default_rng(10)
     table = random_table("int16", rng)

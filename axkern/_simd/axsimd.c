@@ -335,6 +335,19 @@ static int tile_rows(int64_t rows, int64_t fblocks, int nt)
     return rounds_small * small * 105 < rounds_big * big * 100 ? (int)small : (int)big;
 }
 
+/* Parts of the fixed-code blocks (groups times blocks of AXS_NB filters) that the direct
+ * convolution's units of work also split, when its row tiles give the threads too few
+ * units (a batch-1 layer of 7 x 7 pixels is one tile: it ran on one thread). */
+static int64_t direct_fparts(int64_t rowunits, int64_t nblk, int nt)
+{
+    if (rowunits >= nt)
+        return 1;
+    int64_t want = (nt + rowunits - 1) / rowunits;
+    want = want < nblk ? want : nblk;
+    int64_t per = (nblk + want - 1) / want;
+    return (nblk + per - 1) / per;
+}
+
 /* ------------------------------------------------------------------------ tile compute */
 
 /* Per-thread scratch for one tile of up to AXS_MB streamed rows by AXS_NB fixed codes:
@@ -901,7 +914,13 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     int wide = sh == 1 && sw == 1 && 2 * wide_rows * OG < P * (2 * OG + 5);
     int64_t ofb = (OG + AXS_NB - 1) / AXS_NB * groups; /* fixed-code blocks per row tile */
     int mb = wide ? AXS_MB : tile_rows(N * P, ofb, nt);
-    int64_t dunits = wide ? N : (N * P + mb - 1) / mb;
+    /* row tiles, times the parts of the filter blocks when they are too few (wide mode hands
+     * out whole images otherwise) */
+    int64_t nbpg = (OG + AXS_NB - 1) / AXS_NB;
+    int64_t ntile = wide ? (Qw + AXS_MB - 1) / AXS_MB : (N * P + mb - 1) / mb;
+    int64_t rowunits = wide ? N * ntile : ntile;
+    int64_t fparts = direct_fparts(rowunits, groups * nbpg, nt);
+    int64_t dunits = fparts > 1 ? rowunits * fparts : wide ? N : rowunits;
     {
         /* wide mode computes the dropped columns and rows too */
         double direct = (double)groups * axs_direct_cost(path, wide ? N * wide_rows : N * P,
@@ -958,8 +977,8 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
      * packed: tiles over the flattened (image, pixel) index of the whole batch, read from a
      * shared planar copy of the batch (uint8: a quarter of the float32 input), so that
      * small images still fill whole tiles. */
-    int64_t ntile = wide ? (Q + AXS_MB - 1) / AXS_MB : (N * P + mb - 1) / mb;
-    int64_t units = wide ? N * ntile : ntile;
+    int64_t fper = (groups * nbpg + fparts - 1) / fparts;  /* filter blocks per part */
+    int64_t units = rowunits * fparts;
     size_t batch_bytes = (size_t)(N * C * plane);
     uint8_t *xp = wide ? NULL : (uint8_t *)malloc(batch_bytes + 8);
     if (!wide && !xp) {
@@ -998,15 +1017,17 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         sink sk = {out, out64, dq, orow, nchw ? (ptrdiff_t)P : 1, orid, ocol, 0, 1, 0};
         size_t esize = dq ? sizeof(float) : out64 ? sizeof(int64_t) : sizeof(int32_t);
         /* dynamic (a busy core must not hold everyone up); wide mode hands out whole images,
-         * so that each thread builds the planar copy of an image once */
-        int64_t chunk = wide ? ntile : 1;
+         * so that each thread builds the planar copy of an image once, unless the filter
+         * blocks are split too */
+        int64_t chunk = wide && fparts == 1 ? ntile : 1;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t uc = 0; uc < (units + chunk - 1) / chunk; uc++)
         for (int64_t u = uc * chunk; u < (uc + 1) * chunk && u < units; u++) {
             if (!ok)
                 continue;
-            int64_t n = wide ? u / ntile : 0;
-            int64_t q0 = wide ? (u % ntile) * AXS_MB : u * mb;
+            int64_t ru = u / fparts, b0 = (u % fparts) * fper, b1 = b0 + fper;
+            int64_t n = wide ? ru / ntile : 0;
+            int64_t q0 = wide ? (ru % ntile) * AXS_MB : ru * mb;
             int64_t qend = wide ? Q : N * P;
             int ms = (int)(qend - q0 < mb ? qend - q0 : mb);
             int nrun = 0;
@@ -1043,6 +1064,8 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                 base = pack;
             }
             for (int64_t g = 0; g < groups; g++) {
+                if ((g + 1) * nbpg <= b0 || g * nbpg >= b1)   /* none of its blocks here */
+                    continue;
                 const uint8_t *S = base + (wide ? g * CG * plane : 0);
                 if (!wide) {
                     /* implicit im2col of this tile: pack[k][i] for output pixel q0 + i */
@@ -1066,6 +1089,9 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                             }
                 }
                 for (int64_t f0 = 0; f0 < OG; f0 += AXS_NB) {
+                    int64_t b = g * nbpg + f0 / AXS_NB;
+                    if (b < b0 || b >= b1)
+                        continue;
                     int nf = (int)(OG - f0 < AXS_NB ? OG - f0 : AXS_NB);
                     int64_t o0 = g * OG + f0;
                     sk.out = (char *)out + o0 * (nchw ? P : 1) * esize;
