@@ -34,9 +34,9 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     register on AVX2, four on AVX-512). On the ``"avx512_vbmi"`` path, for stride 1 and a
     16-bit-class table, the direct kernel's lookups instead, streamed along each channel's
     plane and stored pixel-major through register transposes. The default for such layers
-    on the ``"avx2"`` and ``"scalar"`` paths (tables with factors of rank 1 or 2 aside on
-    ``"avx2"``, see below), and on ``"avx512_vbmi"`` at stride 1 with a 16-bit-class table
-    (int64 sums need a 16-bit-class table).
+    on the ``"avx2"`` and ``"scalar"`` paths, and on ``"avx512_vbmi"`` at stride 1 with a
+    16-bit-class table (tables with factors of rank 1 or 2 aside on ``"avx2"`` and
+    ``"avx512_vbmi"``, see below; int64 sums need a 16-bit-class table).
 
 ``"factored"`` (``factored.c``)
     Tables that are exactly a sum of ``r`` products of int16 factors, ``T[a, b] = sum_i
@@ -602,8 +602,9 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     method : {"auto", "direct", "expand", "depthwise", "factored"}, optional
         As in :func:`gemm`; ``"depthwise"`` (depthwise layers only, see the module notes)
         is the default for depthwise layers on the ``"avx2"`` and ``"scalar"`` paths and,
-        at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"``; on ``"avx2"`` a table
-        with factors of rank 1 or 2 takes ``"factored"`` instead (its depthwise kernel).
+        at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"``; on ``"avx2"`` and
+        ``"avx512_vbmi"`` a table with factors of rank 1 or 2 takes ``"factored"`` instead
+        (its depthwise kernel).
     out_format : {"NHWC", "NCHW"}
         Layout of the dequantized output: ``"NCHW"`` (with ``dequant`` only) stores
         ``(N, COUT, OH, OW)`` directly, every method and path, the same values as the

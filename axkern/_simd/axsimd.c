@@ -914,13 +914,15 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     int wide = sh == 1 && sw == 1 && 2 * wide_rows * OG < P * (2 * OG + 5);
     int64_t ofb = (OG + AXS_NB - 1) / AXS_NB * groups; /* fixed-code blocks per row tile */
     int mb = wide ? AXS_MB : tile_rows(N * P, ofb, nt);
-    /* row tiles, times the parts of the filter blocks when they are too few (wide mode hands
-     * out whole images otherwise) */
+    /* units of work: wide mode hands out whole images (each thread then builds an image's
+     * planar copy once), or its row tiles when the images are fewer than the threads; the
+     * row tiles times parts of the filter blocks when even they are too few */
     int64_t nbpg = (OG + AXS_NB - 1) / AXS_NB;
     int64_t ntile = wide ? (Qw + AXS_MB - 1) / AXS_MB : (N * P + mb - 1) / mb;
+    int64_t chunk = wide && N >= nt ? ntile : 1;
     int64_t rowunits = wide ? N * ntile : ntile;
-    int64_t fparts = direct_fparts(rowunits, groups * nbpg, nt);
-    int64_t dunits = fparts > 1 ? rowunits * fparts : wide ? N : rowunits;
+    int64_t fparts = chunk > 1 ? 1 : direct_fparts(rowunits, groups * nbpg, nt);
+    int64_t dunits = rowunits * fparts / chunk;
     {
         /* wide mode computes the dropped columns and rows too */
         double direct = (double)groups * axs_direct_cost(path, wide ? N * wide_rows : N * P,
@@ -1016,10 +1018,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         const int nchw = dq && dq->nchw;
         sink sk = {out, out64, dq, orow, nchw ? (ptrdiff_t)P : 1, orid, ocol, 0, 1, 0};
         size_t esize = dq ? sizeof(float) : out64 ? sizeof(int64_t) : sizeof(int32_t);
-        /* dynamic (a busy core must not hold everyone up); wide mode hands out whole images,
-         * so that each thread builds the planar copy of an image once, unless the filter
-         * blocks are split too */
-        int64_t chunk = wide && fparts == 1 ? ntile : 1;
+        /* dynamic: a busy core must not hold everyone up */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t uc = 0; uc < (units + chunk - 1) / chunk; uc++)
         for (int64_t u = uc * chunk; u < (uc + 1) * chunk && u < units; u++) {

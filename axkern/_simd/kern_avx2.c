@@ -900,6 +900,18 @@ void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, in
         }
 }
 
+void axs_xbuild32_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
+                       int kb, uint16_t *R)
+{
+    for (int kk = 0; kk < kb; kk++)
+        for (int p = 0; p < AXS_XNB32; p++) {
+            int j = AXS_XCOL32(p);
+            const uint16_t *src = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
+            for (int v = 0; v < 256; v++)
+                R[(size_t)kk * AXS_XSTEP(AXS_XNB32) + (size_t)v * AXS_XNB32 + p] = src[v];
+        }
+}
+
 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                      int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                      int last, uint32_t init)
