@@ -62,7 +62,7 @@
  * instructions per entry). Fitted on Zen 4 (double-pumped 512-bit units; two threads, 28
  * convolution and GEMM shapes from batch-1 ResNet layers to the bench's, every method
  * forced in turn): the former rule (direct lookups whenever the table has no factors) took
- * 1.2 - 3 times the expanded method's time on 14 of them, this one at most 1.13 (docs/
+ * 1.2 - 3 times the best method's time on 11 of them, this one at most 1.14 (docs/
  * performance.md, "Zen 4"). Not measured on a CPU with full-width 512-bit units. */
 #define AXS_DIRECT_512 1.1
 #define AXS_X32 0.5
