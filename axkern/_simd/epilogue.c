@@ -9,6 +9,7 @@
  * temporaries of the whole output. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #include <xmmintrin.h>
@@ -144,6 +145,40 @@ void axs_scatter_nchw(const float *tile, ptrdiff_t ld, int ms, int nf, int64_t r
         float *yn = y + (n * cols + o0) * P + p;
         int j = 0;
 #if defined(__SSE2__)
+        if (P % 1024 == 0 && len >= 64) {
+            /* planes a multiple of 4 KiB apart (32 x 32 images and larger powers of two):
+             * the 4 write streams below fall in one L1 set, and two threads' in the same
+             * one. 64 rows by 16 columns at a time go through a buffer, written a plane at a
+             * time (16->16 @32x32, factored, NCHW output, paired: 1.07 - 1.19 times as fast
+             * on two threads; planes of 16 x 16 or 8 x 8 pixels ran 0.91 - 1.0 so) */
+            float buf[16 * 64] __attribute__((aligned(64)));
+            for (; j + 16 <= nf; j += 16) {
+                int e0 = 0;
+                for (; e0 + 64 <= len; e0 += 64) {
+                    const float *t = tile + (ptrdiff_t)(i + e0) * ld + j;
+                    for (int c = 0; c < 16; c += 4)
+                        for (int e = 0; e < 64; e += 4) {
+                            __m128 r0 = _mm_loadu_ps(t + (ptrdiff_t)e * ld + c);
+                            __m128 r1 = _mm_loadu_ps(t + (ptrdiff_t)(e + 1) * ld + c);
+                            __m128 r2 = _mm_loadu_ps(t + (ptrdiff_t)(e + 2) * ld + c);
+                            __m128 r3 = _mm_loadu_ps(t + (ptrdiff_t)(e + 3) * ld + c);
+                            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                            _mm_store_ps(buf + c * 64 + e, r0);
+                            _mm_store_ps(buf + (c + 1) * 64 + e, r1);
+                            _mm_store_ps(buf + (c + 2) * 64 + e, r2);
+                            _mm_store_ps(buf + (c + 3) * 64 + e, r3);
+                        }
+                    for (int c = 0; c < 16; c++)
+                        memcpy(yn + (int64_t)(j + c) * P + e0, buf + c * 64, 64 * sizeof(float));
+                }
+                for (int c = 0; c < 16; c++) {   /* the last rows of the run */
+                    const float *t = tile + (ptrdiff_t)i * ld + j + c;
+                    float *d = yn + (int64_t)(j + c) * P;
+                    for (int e = e0; e < len; e++)
+                        d[e] = t[(ptrdiff_t)e * ld];
+                }
+            }
+        }
         /* 4 x 4 blocks transposed in registers: 4 loads and 4 stores of 4 floats each */
         for (; j + 4 <= nf; j += 4) {
             const float *t = tile + (ptrdiff_t)i * ld + j;
