@@ -94,48 +94,49 @@ static void dw_build16(const axs_fixed_table *t, const uint8_t *w, int64_t C, in
     }
 }
 
+/* Positions of a band's channel in dw_band_vbmi's buffer: the band's nb rows at the padded
+ * stride Wp, rounded up to the kernel's blocks of 64 (it stores whole blocks). */
+static int64_t dw_vbmi_stride(int64_t nb, int64_t Wp, int64_t OW)
+{
+    return ((nb - 1) * Wp + OW + 63) / 64 * 64;
+}
+
 /* The sums of output rows [0, nb) of channels c < nc (planes at s + c * ps, row stride Wp;
- * filter codes w[k * C + c]), stride 1, into sums[(y * OW + o) * os + c]. The AVX-512 VBMI
- * direct kernel streams the positions q = y * Wp + o of a plane, at most AXS_MB at a time
- * into tmp (the Wp - OW columns past the right edge are computed and dropped, as in the
- * direct method's wide tiles); tap k reads q + soff[k]. The rows of valid outputs are
- * copied into sT[c][y * OW + o], and sT goes pixel-major by 16 x 16 transposes: stored
- * straight into sums, one element per cache line, they took longer than the lookups. */
+ * filter codes w[k * C + c]), stride 1. The AVX-512 VBMI direct kernel streams the
+ * positions q = y * Wp + o of a plane, at most AXS_MB at a time, into sT[c * cs + q] (cs:
+ * dw_vbmi_stride; the Wp - OW columns past the right edge are computed and left there, as in
+ * the direct method's wide tiles); tap k reads q + soff[k]. With sums, the valid outputs
+ * then go pixel-major into sums[(y * OW + o) * os + c], by 16 x 16 transposes per output row
+ * (stored straight into sums, one element per cache line, they took longer than the
+ * lookups; copying the valid runs into a packed buffer first took a fifth of the call). */
 static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, int64_t OW,
                          int64_t nc, const uint8_t *w, int64_t C, int64_t K,
                          const ptrdiff_t *soff, uint8_t *fk, const axs_fixed_table *t,
-                         uint32_t *sT, uint32_t *tmp, uint32_t *sums, int64_t os)
+                         uint32_t *sT, uint32_t *sums, int64_t os)
 {
-    const int64_t Q = (nb - 1) * Wp + OW, P = nb * OW;
+    const int64_t Q = (nb - 1) * Wp + OW, cs = dw_vbmi_stride(nb, Wp, OW);
     for (int64_t c = 0; c < nc; c++) {
         for (int64_t k = 0; k < K; k++)
             fk[k] = w[k * C + c];
-        uint32_t *dst = sT + c * P;
         for (int64_t q0 = 0; q0 < Q; q0 += AXS_MB) {
             int64_t ms = Q - q0 < AXS_MB ? Q - q0 : AXS_MB;
             axs_kern16_avx512(s + c * ps + q0, soff, (int)ms, fk, (ptrdiff_t)K, 1, (int)K, t,
-                              tmp);
-            for (int64_t q = q0; q < q0 + ms;) {  /* runs of one output row */
-                int64_t y = q / Wp, o = q - y * Wp;
-                if (o >= OW) {
-                    q += Wp - o;
-                    continue;
-                }
-                int64_t run = OW - o < q0 + ms - q ? OW - o : q0 + ms - q;
-                memcpy(dst + y * OW + o, tmp + (q - q0), (size_t)run * sizeof(uint32_t));
-                q += run;
-            }
+                              sT + c * cs + q0);
         }
     }
     if (!sums)   /* the caller takes the channel planes */
         return;
-    int64_t i = 0;
-    if (nc == 16)
-        for (; i + 16 <= P; i += 16)
-            axs_tr16_avx512(sT + i, (ptrdiff_t)P, sums + i * os, (ptrdiff_t)os);
-    for (; i < P; i++)
-        for (int64_t c = 0; c < nc; c++)
-            sums[i * os + c] = sT[c * P + i];
+    for (int64_t y = 0; y < nb; y++) {
+        const uint32_t *row = sT + y * Wp;
+        uint32_t *out = sums + y * OW * os;
+        int64_t o = 0;
+        if (nc == 16)
+            for (; o + 16 <= OW; o += 16)
+                axs_tr16_avx512(row + o, (ptrdiff_t)cs, out + o * os, (ptrdiff_t)os);
+        for (; o < OW; o++)
+            for (int64_t c = 0; c < nc; c++)
+                out[o * os + c] = row[c * cs + o];
+    }
 }
 
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw)
@@ -243,12 +244,13 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         /* E rows, or (vbmi) the band's sums channel by channel, a tile of the kernel's sums,
          * and the taps' offsets and codes */
         size_t nsum = (size_t)(cb * band * OW);
+        size_t nT = vbmi ? (size_t)(cb * dw_vbmi_stride(band, Wp, OW)) : 0;
         uint32_t *E = (uint32_t *)axs_alloc64(
-            vbmi ? (nsum + AXS_MB) * sizeof(uint32_t) + (size_t)K * (sizeof(ptrdiff_t) + 1)
+            vbmi ? nT * sizeof(uint32_t) + (size_t)K * (sizeof(ptrdiff_t) + 1)
                  : (size_t)(cb * KH * 1024) * sizeof(uint32_t));
         uint32_t *sums = (uint32_t *)malloc(nsum * sizeof(uint32_t));
         int ok = E && sums;
-        ptrdiff_t *soff = (ptrdiff_t *)(E + nsum + AXS_MB);
+        ptrdiff_t *soff = (ptrdiff_t *)(E + nT);
         uint8_t *fk = (uint8_t *)(soff + K);
         if (ok && vbmi)
             for (int64_t ky = 0; ky < KH; ky++)
@@ -276,19 +278,22 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                     int64_t nb = OH - y0 < band ? OH - y0 : band, P = nb * OW;
                     if (vbmi) {
                         /* a dequantized NCHW output takes the band's channel planes as they
-                         * are, each dequantized as one run into its output plane, with no
-                         * transposes (paired, synthetic table: 1.13 - 1.21 times as fast on
-                         * depthwise layers from 32 x 16 x 16 x 64 to 1 x 112 x 112 x 32;
+                         * are, each row dequantized as one run into its output plane, with
+                         * no transposes (paired, synthetic table: 1.13 - 1.21 times as fast
+                         * on depthwise layers from 32 x 16 x 16 x 64 to 1 x 112 x 112 x 32;
                          * the same for NHWC outputs, transposed after, ran 0.96 - 1.03) */
                         dw_band_vbmi(xs + ((n * C + c0) * Hp + y0) * Wp, Hp * Wp, Wp, nb, OW,
-                                     nc, w + c0, C, K, soff, fk, t, E, E + nsum,
+                                     nc, w + c0, C, K, soff, fk, t, E,
                                      planar_dq ? NULL : sums, cb);
                         if (planar_dq) {
+                            const int64_t cs = dw_vbmi_stride(nb, Wp, OW);
                             for (int64_t j = 0; j < nc; j++) {
                                 int64_t c = c0 + j;
-                                axs_dequant_run(E + j * P, P, kbias, dd.scale[c], dd.corr[c],
-                                                dd.bias ? dd.bias + c : NULL,
-                                                (float *)out + ((n * C + c) * OH + y0) * OW);
+                                float *op = (float *)out + ((n * C + c) * OH + y0) * OW;
+                                for (int64_t y = 0; y < nb; y++)
+                                    axs_dequant_run(E + j * cs + y * Wp, OW, kbias, dd.scale[c],
+                                                    dd.corr[c], dd.bias ? dd.bias + c : NULL,
+                                                    op + y * OW);
                             }
                             continue;
                         }
