@@ -862,8 +862,8 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
      * vpmaddwd per tap (r = 2) or pair of taps (r = 1) for 8 channels or pixels
      * (axs_fdwconv2d); automatic on the AVX2 path, where int32 sums ran 1.1 - 2.0 times as
      * fast as the depthwise method and NCHW planes 0.8 - 1.4 (paired; docs/performance.md),
-     * and on the AVX-512 path (Zen 4: NHWC 1.5 - 2.9 times as fast as the automatic choice
-     * before, NCHW codes without the float epilogue 0.6 - 1.9) */
+     * and on the AVX-512 path (Zen 4: NHWC 1.5 - 2.6 times as fast as the automatic choice
+     * before, NCHW codes without the float epilogue 0.6 - 1.7) */
     if (groups == C && COUT == C && fac && !out64 && fac->r <= 2 &&
         (method == AXS_METHOD_FACTORED ||
          (method == AXS_METHOD_AUTO && path != AXS_PATH_SCALAR)))

@@ -166,7 +166,8 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
         /* byte plane b (of the r * 2 bytes of a code's values) at T + 256 b */
         for (int v = 0; v < 256; v++)
             for (int b = 0; b < 2 * fac->r; b++)
-                fv->T[256 * b + v] = (uint8_t)((uint16_t)fac->U[v * fac->r + b / 2] >> (8 * (b & 1)));
+                fv->T[256 * b + v] =
+                    (uint8_t)((uint16_t)fac->U[v * fac->r + b / 2] >> (8 * (b & 1)));
         fv->planes = fv->T;
         return;
     }

@@ -888,28 +888,29 @@ void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdi
     axs_xkern_scalar(S, roff, ms, koff, kb, R, acc, lda, first, last, init);
 }
 
+/* R of NB-wide rows, column col(p) at position p */
+static void xbuild_portable(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
+                            int kb, uint16_t *R, int NB)
+{
+    for (int kk = 0; kk < kb; kk++)
+        for (int p = 0; p < NB; p++) {
+            int j = NB == AXS_XNB32 ? AXS_XCOL32(p) : AXS_XCOL8(p);
+            const uint16_t *src = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
+            for (int v = 0; v < 256; v++)
+                R[(size_t)kk * AXS_XSTEP(NB) + (size_t)v * NB + p] = src[v];
+        }
+}
+
 void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
                       uint16_t *R)
 {
-    for (int kk = 0; kk < kb; kk++)
-        for (int p = 0; p < AXS_XNB8; p++) {
-            int j = AXS_XCOL8(p);
-            const uint16_t *src = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
-            for (int v = 0; v < 256; v++)
-                R[(size_t)kk * AXS_XSTEP(AXS_XNB8) + (size_t)v * AXS_XNB8 + p] = src[v];
-        }
+    xbuild_portable(tab16, F, ldF, nf, kb, R, AXS_XNB8);
 }
 
 void axs_xbuild32_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
                        int kb, uint16_t *R)
 {
-    for (int kk = 0; kk < kb; kk++)
-        for (int p = 0; p < AXS_XNB32; p++) {
-            int j = AXS_XCOL32(p);
-            const uint16_t *src = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
-            for (int v = 0; v < 256; v++)
-                R[(size_t)kk * AXS_XSTEP(AXS_XNB32) + (size_t)v * AXS_XNB32 + p] = src[v];
-        }
+    xbuild_portable(tab16, F, ldF, nf, kb, R, AXS_XNB32);
 }
 
 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
