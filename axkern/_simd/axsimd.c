@@ -572,7 +572,7 @@ static void store_zeros(void *out, int out64, const axs_dequant *dq, int64_t row
  * lookups: AXS_OK with the table prepared in *ce (transpose: fixed codes index the table's
  * rows), an error code, or -1 when the direct method should run. Expanded tables take the
  * 16-bit class and int32 sums only. */
-static int try_expand(const int32_t *table, uint64_t token, int method, int path, int out64,
+static int try_expand(const int32_t *table, uint64_t token, int method, int out64,
                       double direct, double expand, int transpose, cache_entry **ce)
 {
     *ce = NULL;
@@ -648,8 +648,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         if (rc != -1)
             return rc;
         cache_entry *xe;
-        rc = try_expand(table, token, method, path, out64, direct, sw ? cost_sw : cost, sw,
-                        &xe);
+        rc = try_expand(table, token, method, out64, direct, sw ? cost_sw : cost, sw, &xe);
         if (xe) {
             rc = axs_xgemm(a, b, &xe->pr.t, sw, M, K, N, out, dq, nt, path);
             release(xe);
@@ -938,7 +937,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         if (rc != -1)
             return rc;
         cache_entry *xe;
-        rc = try_expand(table, token, method, path, out64, direct, expand, 0, &xe);
+        rc = try_expand(table, token, method, out64, direct, expand, 0, &xe);
         if (xe) {
             rc = axs_xconv2d(x, w, &xe->pr.t, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_,
                              dh, dw, groups, pad_code, out, dq, nt, path);

@@ -110,6 +110,15 @@ void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uin
 #endif
 typedef void (*axs_xbuild_fn)(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
                               int kb, uint16_t *R);
+/* Whether a block's steps read consecutive codes (koff[kk] = koff[0] + kk: within a tap of
+ * an NHWC convolution, rows of a GEMM), which the expanded kernels take a row at a time. */
+static inline int axs_xconsecutive(const ptrdiff_t *koff, int kb)
+{
+    int consecutive = 1;
+    for (int kk = 1; kk < kb; kk++)
+        consecutive &= koff[kk] == koff[0] + kk;
+    return consecutive;
+}
 /* acc[i * lda + j] = (first ? init : acc[i * lda + j])
  *                    + sum_{kk < kb} R[kk][S[roff[i] + koff[kk]]][pos of column j]  (mod 2^32)
  * for i < ms and j < AXS_XNB (all columns are written), R[kk] at R + kk * AXS_XSTEP(nb),

@@ -533,8 +533,7 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
                     const int16_t *v = inside && xq >= pl && xq < pl + W
                                            ? row + (xq - pl) * C * r : padv;
                     for (int64_t g = 0; g < groups; g++) {
-                        for (int64_t i = 0; i < run; i++)
-                            d[g * L + i] = v[g * run + i];
+                        memcpy(d + g * L, v + g * run, (size_t)run * sizeof(int16_t));
                         d[g * L + L - 1] = 0;
                     }
                 }

@@ -272,10 +272,7 @@ AXS_AVX2 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
                              const ptrdiff_t *koff, int kb, const uint16_t *R, uint32_t *acc,
                              ptrdiff_t lda, int first, int last, uint32_t init)
 {
-    int consecutive = 1;
-    for (int kk = 1; kk < kb; kk++)
-        consecutive &= koff[kk] == koff[0] + kk;
-    if (consecutive)
+    if (axs_xconsecutive(koff, kb))
         xcrows_avx2(S + koff[0], roff, ms, kb, R, acc, lda, first, last, init);
     else
         xorows_avx2(S, roff, ms, koff, kb, R, acc, lda, first, last, init);
