@@ -391,6 +391,13 @@ def test_quantize_indices_matches_quant(scale, zp, bits, signed):
     s = np.float32(p.scale)
     x[0, :200] = (np.arange(200, dtype=np.float32) - 100 + np.float32(0.5)) * s  # ties
     x[1, :4] = [1e30, -1e30, 0.0, -0.0]
+    # the range's ends and their neighbours (the 8-bit loop leaves the clamp from below to
+    # the packs' saturation), the float32 extremes and subnormals
+    lo, hi = np.float32((p.qmin - p.zero_point) * s), np.float32((p.qmax - p.zero_point) * s)
+    ends = [lo, hi, np.nextafter(lo, np.float32(-np.inf)), np.nextafter(hi, np.float32(np.inf)),
+            np.nextafter(lo, np.float32(np.inf)), np.nextafter(hi, np.float32(-np.inf)),
+            np.finfo(np.float32).max, -np.finfo(np.float32).max, 1e-45, -1e-45]
+    x[2, 3:3 + len(ends)] = ends
     codes = quantize_float(x, p).astype(np.int64)
     mask = (1 << bits) - 1
     idx, sums = fast.quantize_indices(x, p, mask, row_sums=True)

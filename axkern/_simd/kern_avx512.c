@@ -6,9 +6,9 @@
  * a second one covers entries 128..255 and a blend on bit 7 picks the right half.  Each plane
  * is then summed in 16-bit lanes: a lane holds an even row's byte plus 256 times the next
  * odd row's byte, so adding the raw vector and, separately, the odd bytes (shifted down)
- * gives both rows' sums exactly for up to 257 steps (we flush every AXS_FLUSH = 128).
- * At a flush the even/odd lanes are put back in row order, widened to 32 bits and
- * combined as low + 256 * high into the uint32 tile C.
+ * gives both rows' sums exactly for up to 257 steps (we flush every AXS_FLUSH = 128, which
+ * keeps every sum below 2**15 for the signed vpmaddwd of the flush). At a flush the even/odd
+ * lanes are put back in row order and combined as low + 256 * high into the uint32 tile C.
  *
  * Compiled with a function-level target so that one build runs everywhere; only called
  * after the CPU reported avx512f, avx512bw and avx512vbmi. */
@@ -18,6 +18,8 @@
 #include <immintrin.h>
 
 #define AXS_512 __attribute__((target("avx512f,avx512bw,avx512vbmi")))
+
+_Static_assert(AXS_FLUSH <= 128, "flush64 combines sums of at most 128 bytes as int16");
 
 static inline AXS_512 __attribute__((always_inline)) void
 lookup2(__m512i idx, __m512i P0, __m512i P1, __m512i P2, __m512i P3, __m512i Q0, __m512i Q1,
@@ -34,31 +36,36 @@ lookup2(__m512i idx, __m512i P0, __m512i P1, __m512i P2, __m512i P3, __m512i Q0,
                                          bottom, Q1);
 }
 
-/* Add the 16-bit partial sums of 64 rows (raw and odd-byte accumulators of both planes) to
- * the uint32 tile c[0..63]. */
+/* The 16-bit partial sums of 64 rows (raw and odd-byte accumulators of both planes) as
+ * uint32 into the tile c[0..63]: added to it, or stored over it at a block's first flush
+ * (no zeroed tile to read back). */
 static inline AXS_512 __attribute__((always_inline)) void
-flush64(__m512i rl, __m512i ol, __m512i rh, __m512i oh, uint32_t *c)
+flush64(__m512i rl, __m512i ol, __m512i rh, __m512i oh, uint32_t *c, int add)
 {
-    /* u16 lane t of the even sums holds row 2t, lane t of the odd sums row 2t + 1. */
-    const __m512i first = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10,
-                                           41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3,
-                                           34, 2, 33, 1, 32, 0);
+    /* u16 lane t of the even sums holds row 2t, lane t of the odd sums row 2t + 1. The
+     * indices gather rows 0..31 (32..63) of a plane in the order that the in-lane unpacks
+     * below need: unpacklo pairs up rows 0..15 (32..47) with their high plane's sums,
+     * unpackhi rows 16..31 (48..63); vpmaddwd then adds low + 256 * high into each row's
+     * 32-bit lane (every 16-bit sum is below 2**15: at most 128 steps of bytes). */
+    const __m512i first = _mm512_set_epi16(47, 15, 46, 14, 39, 7, 38, 6, 45, 13, 44, 12, 37,
+                                           5, 36, 4, 43, 11, 42, 10, 35, 3, 34, 2, 41, 9, 40,
+                                           8, 33, 1, 32, 0);
     const __m512i second = _mm512_add_epi16(first, _mm512_set1_epi16(16));
+    const __m512i weights = _mm512_set1_epi32(1 | 256 << 16);
     __m512i el = _mm512_sub_epi16(rl, _mm512_slli_epi16(ol, 8));
     __m512i eh = _mm512_sub_epi16(rh, _mm512_slli_epi16(oh, 8));
     __m512i l0 = _mm512_permutex2var_epi16(el, first, ol);  /* rows 0..31 */
     __m512i l1 = _mm512_permutex2var_epi16(el, second, ol); /* rows 32..63 */
     __m512i h0 = _mm512_permutex2var_epi16(eh, first, oh);
     __m512i h1 = _mm512_permutex2var_epi16(eh, second, oh);
-    __m256i lq[4] = {_mm512_castsi512_si256(l0), _mm512_extracti64x4_epi64(l0, 1),
-                     _mm512_castsi512_si256(l1), _mm512_extracti64x4_epi64(l1, 1)};
-    __m256i hq[4] = {_mm512_castsi512_si256(h0), _mm512_extracti64x4_epi64(h0, 1),
-                     _mm512_castsi512_si256(h1), _mm512_extracti64x4_epi64(h1, 1)};
+    __m512i v[4] = {_mm512_madd_epi16(_mm512_unpacklo_epi16(l0, h0), weights),
+                    _mm512_madd_epi16(_mm512_unpackhi_epi16(l0, h0), weights),
+                    _mm512_madd_epi16(_mm512_unpacklo_epi16(l1, h1), weights),
+                    _mm512_madd_epi16(_mm512_unpackhi_epi16(l1, h1), weights)};
     for (int q = 0; q < 4; q++) {
-        __m512i v = _mm512_add_epi32(_mm512_cvtepu16_epi32(lq[q]),
-                                     _mm512_slli_epi32(_mm512_cvtepu16_epi32(hq[q]), 8));
-        __m512i old = _mm512_loadu_si512((const void *)(c + 16 * q));
-        _mm512_storeu_si512((void *)(c + 16 * q), _mm512_add_epi32(old, v));
+        if (add)
+            v[q] = _mm512_add_epi32(_mm512_loadu_si512((const void *)(c + 16 * q)), v[q]);
+        _mm512_storeu_si512((void *)(c + 16 * q), v[q]);
     }
 }
 
@@ -76,9 +83,10 @@ kern_nb(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdi
     for (int j = 0; j < nf; j++) {
         const uint8_t *f = F + j * ldF;
         uint32_t *c = C + (ptrdiff_t)j * AXS_MB;
-        for (int b = 0; b < NB; b++)
-            for (int q = 0; q < 4; q++)
-                _mm512_storeu_si512((void *)(c + 64 * b + 16 * q), _mm512_setzero_si512());
+        if (K <= 0)   /* no flush to store the (empty) sums */
+            for (int b = 0; b < NB; b++)
+                for (int q = 0; q < 4; q++)
+                    _mm512_storeu_si512((void *)(c + 64 * b + 16 * q), _mm512_setzero_si512());
         for (int k0 = 0; k0 < K; k0 += AXS_FLUSH) {
             int k1 = K - k0 < AXS_FLUSH ? K : k0 + AXS_FLUSH;
             __m512i rl[4], ol[4], rh[4], oh[4];
@@ -103,7 +111,7 @@ kern_nb(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdi
                 }
             }
             for (int b = 0; b < NB; b++)
-                flush64(rl[b], ol[b], rh[b], oh[b], c + 64 * b);
+                flush64(rl[b], ol[b], rh[b], oh[b], c + 64 * b, k0 > 0);
         }
     }
 }

@@ -128,6 +128,40 @@ quantize_run_avx2(const float *restrict xr, int64_t n, const int is_signed, floa
     return s;
 }
 
+/* The common case of unsigned 8-bit codes (qmin 0, qmax 255, index mask 255) without their
+ * sum, 8 operations per 8 values instead of 14 for the same codes: the clamp to the span,
+ * the add of qmin and the mask are the packs' unsigned saturation; so is the clamp from
+ * below (x < nmin gives x - nmin < 0 and t < 0.5, which truncates to 0 or a negative int32
+ * that saturates to 0, the code of nmin; -Inf gives INT32_MIN, also 0); and non-finite
+ * values are found by OR-ing the bits of x - x (+0 for every finite x) instead of counting
+ * them. The clamp from above stays: a huge x would truncate to INT32_MIN. */
+__attribute__((target("avx2"))) static void
+quantize_run_u8_avx2(const float *restrict xr, int64_t n, float nmin, float nmax, float inv,
+                     uint8_t *restrict ir, int32_t *restrict bad)
+{
+    const __m256 lo = _mm256_set1_ps(nmin), hi = _mm256_set1_ps(nmax);
+    const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
+    __m256 nonfin = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32) {
+        __m256i q[4];
+        for (int u = 0; u < 4; u++) {
+            __m256 x = _mm256_loadu_ps(xr + c + 8 * u);
+            nonfin = _mm256_or_ps(nonfin, _mm256_sub_ps(x, x));
+            __m256 t = _mm256_min_ps(hi, x);   /* x > nmax ? nmax : x */
+            t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(t, lo), vinv), half);
+            q[u] = _mm256_cvttps_epi32(t);
+        }
+        store_codes_avx2(q, ir + c);
+    }
+    int32_t nb = !_mm256_testz_si256(_mm256_castps_si256(nonfin), _mm256_castps_si256(nonfin));
+    for (; c < n; c++) {
+        nb += !(xr[c] - xr[c] == 0.0f);
+        ir[c] = (uint8_t)code_unsigned(xr[c], nmin, nmax, inv, 255, 0);
+    }
+    *bad += nb;
+}
+
 /* The two kinds as functions of their own: quantize_run's default clone may call them but
  * not inline an AVX2 function. */
 __attribute__((target("avx2"))) static int64_t
@@ -161,15 +195,19 @@ static int quant_avx2(void)
 /* Codes of one run of at most 32768 values (int32 sums cannot overflow: the caller
  * guarantees |code| <= 65535): the AVX2 loops above where the CPU has AVX2, else plain
  * loops over float32 and int32 that the compiler may vectorize; returns the sum of the
- * codes and counts non-finite inputs in *bad (their codes are meaningless: the caller
- * raises). */
+ * codes (only when need_sum: else possibly 0) and adds to *bad a positive number when the
+ * run holds non-finite inputs (their codes are meaningless: the caller raises). */
 AXS_VECTOR_CLONES
 static int64_t quantize_run(const float *restrict xr, int64_t n, int is_signed, float scale,
                             int32_t zp, float nmin, float nmax, float inv, int32_t qmin,
                             int32_t qmax, uint8_t mask, uint8_t *restrict ir,
-                            int32_t *restrict bad)
+                            int32_t *restrict bad, int need_sum)
 {
 #ifdef AXS_QUANT_AVX2
+    if (quant_avx2() && !need_sum && !is_signed && qmin == 0 && qmax == 255 && mask == 255) {
+        quantize_run_u8_avx2(xr, n, nmin, nmax, inv, ir, bad);
+        return 0;
+    }
     if (quant_avx2())
         return is_signed ? quantize_run_s_avx2(xr, n, scale, zp, qmin, qmax, mask, ir, bad)
                          : quantize_run_u_avx2(xr, n, nmin, nmax, inv, qmin, qmax, mask, ir,
@@ -209,7 +247,7 @@ static int64_t quantize_rows(const float *x, int64_t r0, int64_t r1, int64_t col
         for (int64_t c0 = 0; c0 < cols; c0 += 32768) {
             int64_t n = cols - c0 < 32768 ? cols - c0 : 32768;
             s += quantize_run(xr + c0, n, is_signed, scale, zp, nmin, nmax, inv, qmin, qmax,
-                              mask, ir + c0, &bad);
+                              mask, ir + c0, &bad, rowsum != NULL);
             nbad += bad;
             bad = 0;
         }
@@ -306,7 +344,7 @@ int64_t axs_quantize_nchw(const float *x, int64_t N, int64_t C, int64_t HW, int 
             int32_t bad = 0;
             for (int64_t c = 0; c < C; c++)
                 quantize_run(x + (n * C + c) * HW + p0, len, is_signed, scale, zp, nmin, nmax,
-                             inv, qmin, qmax, mask, tile + c * pb, &bad);
+                             inv, qmin, qmax, mask, tile + c * pb, &bad, 0);
             nbad += bad;
             tile_to_nhwc(tile, pb, len, C, idx + (n * HW + p0) * C);
         }
