@@ -394,6 +394,78 @@ def test_shipped_rank1_tables_through_the_factored_kernels(path, name):
         np.testing.assert_array_equal(got, want, err_msg=f"{name} {(N, H, W, C, COUT, g)}")
 
 
+def value_kind(col):
+    """'affine' when a factor column is the code itself (zero- or sign-extended, either
+    sign) plus an offset, 'narrow' when its values span at most 256, else 'wide'."""
+    col = col.astype(np.int64)
+    v = np.arange(256)
+    for e in (v, v.astype(np.int8).astype(np.int64)):
+        if np.array_equal(col, col[0] + e) or np.array_equal(col, col[0] - e):
+            return "affine"
+    return "narrow" if col.max() - col.min() <= 255 else "wide"
+
+
+def run_factored_layers(t, path, rng, msg):
+    """GEMM, dense and depthwise convolutions with the factored method forced, runs of
+    values around the vector loops' 32 and 64, against the reference backend."""
+    for M, K, N in [(5, 1, 3), (9, 31, 17), (7, 65, 40), (130, 100, 16)]:
+        a, b = codes((M, K), rng), codes((K, N), rng)
+        want = ref.gemm(a, b, t, np.int64).astype(np.int32)
+        got = fast.gemm(a, b, t, np.int32, 2, path=path, method="factored")
+        np.testing.assert_array_equal(got, want, err_msg=f"{msg} {M}x{K}x{N}")
+    for (N, H, W, C, COUT, g) in [(2, 9, 13, 3, 8, 1), (1, 6, 70, 16, 20, 1),
+                                  (2, 7, 9, 33, 33, 33), (1, 5, 3, 16, 16, 16)]:
+        x = codes((N, H, W, C), rng)
+        w = codes((3, 3, C // g, COUT), rng)
+        args = ((1, 1), (1, 1, 1, 1), (1, 1), g, int(rng.integers(0, 256)))
+        want = ref.conv2d(x, w, t, *args, np.int64).astype(np.int32)
+        got = fast.conv2d(x, w, t, *args, np.int32, 2, path=path, method="factored")
+        np.testing.assert_array_equal(got, want, err_msg=f"{msg} {(N, H, W, C, COUT, g)}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", ["mul8u_drum3", "mul8u_drum4", "mul8u_drum6"])
+def test_folded_rank1_tables_through_the_factored_kernels(path, name):
+    """A rank-1 table with the weight zero point folded in (T[a, b] - z_w a, as axconv2d
+    prepares unsigned DRUM multipliers under per-call ranges) has two factors: the code
+    itself and narrow values; the AVX2 code widens the one and looks up the other
+    (axs_fvalues2_shuf_avx2) instead of gathering both. Both signs of z_w."""
+    rng = np.random.default_rng(zlib.crc32(f"fold/{path}/{name}".encode()))
+    m = library.load_multiplier(name)
+    for zw in (131, -7):
+        t = frozen(m.table.astype(np.int64) - zw * np.arange(256)[:, None])
+        U = table_factors(t)[0]
+        assert sorted(value_kind(U[:, i]) for i in range(U.shape[1])) == ["affine", "narrow"]
+        run_factored_layers(t, path, rng, f"{name} z_w {zw}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_rank2_factors_of_every_value_kind(path):
+    """Two factors per code of each kind the AVX2 code treats apart: the code zero- or
+    sign-extended, negated or not, plus an offset (widened); values spanning at most 256
+    (one byte plane looked up) at either place; wider values (gathers). The factors are
+    set for the table as given (their product is the table), in place of those
+    axkern.lowrank would find."""
+    rng = np.random.default_rng(zlib.crc32(f"kinds/{path}".encode()))
+    v = np.arange(256, dtype=np.int64)
+    s = v.astype(np.int8).astype(np.int64)
+    cols = {"u+": 5 + v, "u-": 7 - v, "s+": s - 3, "s-": -s, "narrow": rng.integers(-100, 156, 256),
+            "narrow0": rng.integers(0, 256, 256), "wide": rng.integers(-300, 300, 256)}
+    cols["narrow0"][:2] = (0, 255)   # the span's ends: exactly 256 values
+    cols["257"] = rng.integers(-128, 129, 256)
+    cols["257"][:2] = (-128, 128)        # one value too many for a byte plane
+    for first, second in [("u-", "narrow"), ("narrow0", "s+"), ("s-", "u+"),
+                          ("narrow", "narrow0"), ("wide", "u+"), ("u+", "wide"),
+                          ("257", "u-")]:
+        U = np.stack([cols[first], cols[second]], axis=1)
+        V = rng.integers(-60, 61, (256, 2))
+        t = frozen(U @ V.T)
+        table_factors(t)   # found once and cached; replaced by the chosen factors
+        _FACTORS[table_token(t)] = (U.astype(np.int16), V.astype(np.int16))
+        assert table_factors(t)[0].shape == (256, 2)
+        run_factored_layers(t, path, rng, f"{first}/{second}")
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_factored_depthwise_in_chunks_of_images(path):
     """A depthwise layer's pairs built a band of output rows at a time (the band's budget

@@ -263,6 +263,19 @@ void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs
                             const int16_t *U, int16_t *d);
 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
                            const int16_t *U, int16_t *d);
+/* One of a code's two values (r = 2) for axs_fvalues2_shuf_avx2: off + the byte looked up in
+ * a low plane of XOR-chained chunks (lookup: values that span at most 256), or off + or -
+ * (neg) the code itself, zero- or sign-extended (sgn). */
+typedef struct {
+    int lookup, sgn, neg;
+    int16_t off;
+} axs_fcomp;
+/* d[2 c + i] = component i of codes[c] (r = 2, c < n), 32 codes at a time: component i's
+ * plane (when it looks up) at tabs + 512 i; U (pairs) for the tail. The form of r = 2 that
+ * a rank-1 table takes once the weight zero point is folded in (T[a, b] - z_w a: its
+ * narrow values and the code), without gathers. */
+void axs_fvalues2_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
+                            const axs_fcomp *comp, const int16_t *U, int16_t *d);
 /* A full block of 16 fixed columns in the factored method's pair layout (factored.c) for
  * r = 1 or 2, V32[code] the code's values as one int32 (r = 1: the value; r = 2: both, the
  * first in the low half); codes of step

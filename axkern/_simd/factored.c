@@ -128,7 +128,9 @@ static void fpack(const uint8_t *Wc, int64_t ld, int64_t cg, int64_t ntap, int64
  * elsewhere); else on the AVX-512 VBMI path by vpermi2b lookups in
  * byte planes (r <= 2: planes; in a layer call 1.2 - 1.6 times as fast as the AVX2 code's
  * lookups, where they took a third of a depthwise layer's time); on the AVX2 code r = 1 by
- * byte-shuffle lookups (tabs), r = 2 by gathers of the int32 form (u32); else the portable
+ * byte-shuffle lookups (tabs), r = 2 by byte-shuffle lookups or widening per value (pairs:
+ * when each of the two values is narrow or the code itself, as in a rank-1 table with the
+ * weight zero point folded in), else by gathers of the int32 form (u32); else the portable
  * loop. */
 typedef struct {
     const axs_factors *fac;
@@ -141,9 +143,60 @@ typedef struct {
      * an offset (exact and perforated multipliers): widened, not looked up */
     int affine, asigned, aneg;
     int16_t aoff;
+    int pairs;         /* r = 2, AVX2: axs_fvalues2_shuf_avx2 with comp over T */
+    axs_fcomp comp[2];
     int32_t U32[256];
     uint8_t T[1024];
 } fvals;
+
+/* Whether value i of the r values of every code is off + or - the code itself (zero- or
+ * sign-extended): then *cp says how (lookup 0). */
+static int fcomp_affine(const int16_t *U, int r, int i, axs_fcomp *cp)
+{
+    for (int sgn = 0; sgn < 2; sgn++)
+        for (int neg = 0; neg < 2; neg++) {
+            int ok = 1;
+            const int off = U[i];   /* code 0 extends to 0 either way */
+            for (int v = 0; v < 256 && ok; v++) {
+                int e = sgn ? (int)(int8_t)v : v;
+                ok = U[v * r + i] == off + (neg ? -e : e);
+            }
+            if (ok) {
+                *cp = (axs_fcomp){0, sgn, neg, (int16_t)off};
+                return 1;
+            }
+        }
+    return 0;
+}
+
+/* The smallest value i of the r values of a code and whether they span at most 256. */
+static int fcomp_narrow(const int16_t *U, int r, int i, int16_t *umin)
+{
+    int lo = U[i], hi = U[i];
+    for (int v = 1; v < 256; v++) {
+        lo = U[v * r + i] < lo ? U[v * r + i] : lo;
+        hi = U[v * r + i] > hi ? U[v * r + i] : hi;
+    }
+    *umin = (int16_t)lo;
+    return hi - lo <= 255;
+}
+
+/* Byte plane p of value i (of r) minus off, in the XOR-chained 16-entry chunks of the
+ * AVX2 shuffle lookups: chunk h of half `half` at T + (half * 8 + h) * 32, both 128-bit
+ * lanes alike (512 bytes). */
+static void fchunks(const int16_t *U, int r, int i, int16_t off, int p, uint8_t *T)
+{
+    for (int half = 0; half < 2; half++)
+        for (int h = 0; h < 8; h++)
+            for (int e = 0; e < 16; e++) {
+                int v = half * 128 + h * 16 + e;
+                uint8_t cur = (uint8_t)((uint16_t)(U[v * r + i] - off) >> (8 * p));
+                uint8_t prev = h ? (uint8_t)((uint16_t)(U[(v - 16) * r + i] - off) >> (8 * p))
+                                 : 0;
+                uint8_t *t = T + (half * 8 + h) * 32;
+                t[e] = t[16 + e] = cur ^ prev;
+            }
+}
 
 /* The int32 form of the factors F (U or V) of every code for the AVX2 gathers (r = 1: the
  * value; r = 2: both, the first in the low half), or NULL (portable path, r > 2) in *use. */
@@ -167,22 +220,14 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
     fv->planes = NULL;
     fv->narrow = 0;
     fv->off = 0;
-    fv->affine = 0;
-    for (int sgn = 0; sgn < 2 && fac->r == 1 && !fv->affine; sgn++)
-        for (int neg = 0; neg < 2 && !fv->affine; neg++) {
-            int ok = 1;
-            const int off = fac->U[0];   /* code 0 extends to 0 either way */
-            for (int v = 0; v < 256 && ok; v++) {
-                int e = sgn ? (int)(int8_t)v : v;
-                ok = fac->U[v] == off + (neg ? -e : e);
-            }
-            if (ok) {
-                fv->affine = 1;
-                fv->asigned = sgn;
-                fv->aneg = neg;
-                fv->aoff = (int16_t)off;
-            }
-        }
+    fv->pairs = 0;
+    axs_fcomp aff;
+    fv->affine = fac->r == 1 && fcomp_affine(fac->U, 1, 0, &aff);
+    if (fv->affine) {
+        fv->asigned = aff.sgn;
+        fv->aneg = aff.neg;
+        fv->aoff = aff.off;
+    }
     if (path == AXS_PATH_SCALAR || fac->r > 2)
         return;
     if (path == AXS_PATH_AVX512_VBMI) {
@@ -195,30 +240,31 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
         return;
     }
     if (fac->r == 2) {
-        values32(fac->U, 2, path, fv->U32, &fv->u32);
+        int ok = 1;
+        for (int i = 0; i < 2 && ok; i++) {
+            axs_fcomp *cp = &fv->comp[i];
+            if (fcomp_affine(fac->U, 2, i, cp))
+                continue;
+            int16_t umin;
+            ok = fcomp_narrow(fac->U, 2, i, &umin);
+            if (ok) {
+                *cp = (axs_fcomp){1, 0, 0, umin};
+                fchunks(fac->U, 2, i, umin, 0, fv->T + 512 * i);
+            }
+        }
+        fv->pairs = ok;
+        if (!ok)
+            values32(fac->U, 2, path, fv->U32, &fv->u32);
         return;
     }
     /* the byte planes of U in the XOR-chained 16-entry chunks of axs_fvalues_shuf_avx2; when
      * the values span at most 256 (every shipped rank-1 table: DRUM, perforated, exact), the
      * low plane of U - min alone, widened and offset in the kernel: half the lookups */
-    int umin = fac->U[0], umax = fac->U[0];
-    for (int v = 1; v < 256; v++) {
-        umin = fac->U[v] < umin ? fac->U[v] : umin;
-        umax = fac->U[v] > umax ? fac->U[v] : umax;
-    }
-    fv->narrow = umax - umin <= 255;
-    fv->off = (int16_t)(fv->narrow ? umin : 0);
+    fv->narrow = fcomp_narrow(fac->U, 1, 0, &fv->off);
+    if (!fv->narrow)
+        fv->off = 0;
     for (int p = 0; p < 2; p++)
-        for (int half = 0; half < 2; half++)
-            for (int h = 0; h < 8; h++)
-                for (int e = 0; e < 16; e++) {
-                    int v = half * 128 + h * 16 + e;
-                    uint8_t cur = (uint8_t)((uint16_t)(fac->U[v] - fv->off) >> (8 * p));
-                    uint8_t prev = h ? (uint8_t)((uint16_t)(fac->U[v - 16] - fv->off) >> (8 * p))
-                                     : 0;
-                    uint8_t *t = fv->T + ((p * 2 + half) * 8 + h) * 32;
-                    t[e] = t[16 + e] = cur ^ prev;
-                }
+        fchunks(fac->U, 1, 0, fv->off, p, fv->T + 512 * p);
     fv->tabs = fv->T;
 }
 
@@ -258,6 +304,10 @@ static void fvalues(const uint8_t *codes, int64_t n, const fvals *fv, int16_t *d
             axs_fvalues_shuf8_avx2(codes, n, fv->tabs, fv->off, fac->U, d);
         else
             axs_fvalues_shuf_avx2(codes, n, fv->tabs, fac->U, d);
+        return;
+    }
+    if (fv->pairs) {
+        axs_fvalues2_shuf_avx2(codes, n, fv->T, fv->comp, fac->U, d);
         return;
     }
     if (fv->u32) {

@@ -585,6 +585,69 @@ AXS_AVX2 void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint
         d[c] = U[codes[c]];
 }
 
+/* One component of 32 codes as int16, codes 0..15 in *v0 and 16..31 in *v1 (x: the codes,
+ * l: x & 127; T: the component's 16 chunks when it looks up). */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+fcomp32_avx2(__m256i x, __m256i l, const uint8_t *T, const axs_fcomp *cp, __m256i *v0,
+             __m256i *v1)
+{
+    __m256i b = x;
+    if (cp->lookup) {
+        __m256i r0 = _mm256_setzero_si256(), r1 = r0;
+        for (int h = 0; h < 8; h++) {
+            const __m256i xh = _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * h)));
+            r0 = _mm256_xor_si256(
+                r0, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(T + 32 * h)), xh));
+            r1 = _mm256_xor_si256(
+                r1, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(T + 32 * (8 + h))),
+                                        xh));
+        }
+        b = _mm256_blendv_epi8(r0, r1, x);
+    }
+    const __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
+    __m256i w0, w1;
+    if (cp->sgn) {
+        w0 = _mm256_cvtepi8_epi16(lo);
+        w1 = _mm256_cvtepi8_epi16(hi);
+    } else {
+        w0 = _mm256_cvtepu8_epi16(lo);
+        w1 = _mm256_cvtepu8_epi16(hi);
+    }
+    const __m256i o = _mm256_set1_epi16(cp->off);
+    *v0 = cp->neg ? _mm256_sub_epi16(o, w0) : _mm256_add_epi16(o, w0);
+    *v1 = cp->neg ? _mm256_sub_epi16(o, w1) : _mm256_add_epi16(o, w1);
+}
+
+/* Two components of 16 codes (a, b: int16 in code order) as 16 pairs a_c, b_c in order: the
+ * unpacks pair codes 0-3 | 8-11 and 4-7 | 12-15 (per 128-bit lane), the permutes restore
+ * the order. */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+fstore_pairs16_avx2(__m256i a, __m256i b, int16_t *d)
+{
+    const __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+    _mm256_storeu_si256((__m256i *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256((__m256i *)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+AXS_AVX2 void axs_fvalues2_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
+                                     const axs_fcomp *comp, const int16_t *U, int16_t *d)
+{
+    const axs_fcomp c0 = comp[0], c1 = comp[1];
+    const __m256i low7 = _mm256_set1_epi8(0x7f);
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + c));
+        const __m256i l = _mm256_and_si256(x, low7);
+        __m256i a0, a1, b0, b1;
+        fcomp32_avx2(x, l, tabs, &c0, &a0, &a1);
+        fcomp32_avx2(x, l, tabs + 512, &c1, &b0, &b1);
+        fstore_pairs16_avx2(a0, b0, d + 2 * c);
+        fstore_pairs16_avx2(a1, b1, d + 2 * c + 32);
+    }
+    for (; c < n; c++)
+        memcpy(d + 2 * c, U + 2 * (ptrdiff_t)codes[c], 2 * sizeof(int16_t));
+}
+
 /* 16 codes' int16 values from V32 (the values as int32): two gathers, packed in order. */
 static inline __attribute__((always_inline)) AXS_AVX2 __m256i
 fvals16_avx2(const uint8_t *codes, const int32_t *V32)
@@ -839,6 +902,13 @@ void axs_fpack_avx2(const uint8_t *Wc, ptrdiff_t ld, int64_t cg, int64_t ntap, i
 void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int16_t *d)
 {
     (void)codes; (void)n; (void)U32; (void)d;
+    abort();  /* never selected off x86-64 */
+}
+
+void axs_fvalues2_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
+                            const axs_fcomp *comp, const int16_t *U, int16_t *d)
+{
+    (void)codes; (void)n; (void)tabs; (void)comp; (void)U; (void)d;
     abort();  /* never selected off x86-64 */
 }
 
