@@ -955,16 +955,21 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     return np.ascontiguousarray(y)
 
 
-def _small_factored_planes(table, out_hw):
+def _small_factored_planes(table, out_hw, images):
     """Whether a depthwise layer's NCHW input should reach the kernels as NHWC indices
-    although they could read its planes: on the AVX2 path a table of one or two factors
-    takes the factored kernel (axkern._fast), whose planes cost per plane, and its NHWC
-    indices come from the same quantizing pass. On planes of 16 x 16 outputs the NHWC
-    indices were 1.35 times as fast on two threads (1.05 on one), on 56 x 56 and 112 x 112
-    the planes 1.1 - 1.25. (Other paths take the depthwise method there, which makes its
-    own planar copy of NHWC indices: a small cost next to its lookups.)"""
+    although they could read its planes: a table of one or two factors takes the factored
+    kernel (axkern._fast), whose planes cost per plane, and its NHWC indices come from the
+    same quantizing pass. Two threads, mul8u_drum4, alternating (docs/performance.md): on
+    batches of planes under 32 x 32 outputs NHWC indices ran 1.0 - 1.8 times as fast as the
+    planes (32 x 16 x 16 x 64, 4 x 14 x 14 x 256, 8 x 7 x 7 x 512; 2 images mostly so), on
+    one image the planes 1.0 - 1.4 times as fast as NHWC indices (1 x 14 x 14 x 512,
+    1 x 7 x 7 x 1024, 1 x 16 x 16 x 64), and on planes of 32 x 32 outputs and more 1.0 -
+    1.25 times as fast. (Tables without factors take the depthwise
+    method, which makes its own planar copy of NHWC indices: a small cost next to its
+    lookups.)"""
     f = table_factors(table)
-    return f is not None and f[0].shape[1] <= 2 and out_hw[0] * out_hw[1] < 1024
+    return f is not None and f[0].shape[1] <= 2 and out_hw[0] * out_hw[1] < 1024 \
+        and images > 1
 
 
 def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups, fmt, out_hw,
@@ -994,7 +999,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
     planes = from_nchw and groups > 1 and groups == x.shape[3] == COUT \
         and (pw.folded or not pw.zw_any) \
         and getattr(be, "SUPPORTS_NCHW_IN", False) and getattr(be, "SUPPORTS_NCHW", False) \
-        and not _small_factored_planes(pw.table, out_hw)
+        and not _small_factored_planes(pw.table, out_hw, N)
     src = x_nchw if from_nchw else x
     xi = fast.quantize_indices(src, xp, index_mask=(1 << m.bits) - 1, num_threads=num_threads,
                                from_nchw=from_nchw and not planes,

@@ -492,6 +492,29 @@ def test_factored_depthwise_in_chunks_of_images(path):
     assert fast._factored_chunk() == 32 << 20
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_factored_depthwise_bands_for_idle_threads(path):
+    """One or two images of a few rows (fewer bands than threads): thinner bands, one per
+    thread at least, with their edge rows built twice; every thread count, odd rows,
+    strides and the dequantizing store against the reference."""
+    rng = np.random.default_rng(17)
+    table = frozen(library.load_multiplier("mul8u_drum4").table)
+    for N, H, W, C, stride in [(1, 7, 5, 16, 1), (2, 9, 4, 8, 1), (1, 1, 6, 24, 1),
+                               (1, 11, 7, 16, 2), (1, 14, 14, 32, 1)]:
+        x = codes((N, H, W, C), rng)
+        w = codes((3, 3, 1, C), rng)
+        args = ((stride, stride), (1, 1, 1, 1), (1, 1), C, 5)
+        want = ref.conv2d(x, w, table, *args, np.int64).astype(np.int32)
+        scale = np.linspace(0.01, 0.02, C)
+        want_f = dequantized(want, scale)
+        for nt in (1, 2, 3, 5, 8):
+            got = fast.conv2d(x, w, table, *args, np.int32, nt, path=path, method="factored")
+            np.testing.assert_array_equal(got, want, err_msg=f"{(N, H, W, C)} {nt}")
+            got = fast.conv2d(x, w, table, *args, np.int32, nt, path=path, method="factored",
+                              dequant={"scale": scale})
+            np.testing.assert_array_equal(got, want_f, err_msg=f"dq {(N, H, W, C)} {nt}")
+
+
 def test_fold_kept_out_of_rank_one_tables():
     """A folded weight zero point adds a factor to a DRUM table (rank 1 -> 2): such weights
     keep the plain table and the window sums; tables without factors still fold."""
