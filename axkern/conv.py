@@ -964,9 +964,8 @@ def _small_factored_planes(table, out_hw, images):
     planes (32 x 16 x 16 x 64, 4 x 14 x 14 x 256, 8 x 7 x 7 x 512; 2 images mostly so), on
     one image the planes 1.0 - 1.4 times as fast as NHWC indices (1 x 14 x 14 x 512,
     1 x 7 x 7 x 1024, 1 x 16 x 16 x 64), and on planes of 32 x 32 outputs and more 1.0 -
-    1.25 times as fast. (Tables without factors take the depthwise
-    method, which makes its own planar copy of NHWC indices: a small cost next to its
-    lookups.)"""
+    1.25 times as fast. (Tables without factors take the depthwise method, which makes its
+    own planar copy of NHWC indices: a small cost next to its lookups.)"""
     f = table_factors(table)
     return f is not None and f[0].shape[1] <= 2 and out_hw[0] * out_hw[1] < 1024 \
         and images > 1

@@ -368,43 +368,6 @@ def test_factored_depthwise_random_geometries(path):
         done += 1
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("name", ["mul8u_exact", "mul8u_perf2", "mul8s_exact", "mul8u_drum4",
-                                  "mul8s_drum4"])
-def test_shipped_rank1_tables_through_the_factored_kernels(path, name):
-    """Shipped rank-1 tables whose streamed values are the code itself (zero- or
-    sign-extended, negated, offset: exact and perforated multipliers, turned into values by
-    widening instead of lookups) and DRUM tables (looked up): GEMM, convolution and depthwise
-    layers with the factored method forced, runs of values of every length around the
-    vector loops' 16, 32 and 64, against the reference backend."""
-    rng = np.random.default_rng(zlib.crc32(f"rank1/{path}/{name}".encode()))
-    t = frozen(table256(library.load_multiplier(name)))
-    assert table_factors(t)[0].shape[1] == 1
-    for M, K, N in [(5, 1, 3), (9, 31, 17), (7, 65, 40), (130, 100, 16)]:
-        a, b = codes((M, K), rng), codes((K, N), rng)
-        want = ref.gemm(a, b, t, np.int64).astype(np.int32)
-        got = fast.gemm(a, b, t, np.int32, 2, path=path, method="factored")
-        np.testing.assert_array_equal(got, want, err_msg=f"{name} {M}x{K}x{N}")
-    for (N, H, W, C, COUT, g) in [(2, 9, 13, 3, 8, 1), (1, 6, 70, 16, 20, 1), (2, 7, 9, 33, 33, 33)]:
-        x = codes((N, H, W, C), rng)
-        w = codes((3, 3, C // g, COUT), rng)
-        args = ((1, 1), (1, 1, 1, 1), (1, 1), g, int(rng.integers(0, 256)))
-        want = ref.conv2d(x, w, t, *args, np.int64).astype(np.int32)
-        got = fast.conv2d(x, w, t, *args, np.int32, 2, path=path, method="factored")
-        np.testing.assert_array_equal(got, want, err_msg=f"{name} {(N, H, W, C, COUT, g)}")
-
-
-def value_kind(col):
-    """'affine' when a factor column is the code itself (zero- or sign-extended, either
-    sign) plus an offset, 'narrow' when its values span at most 256, else 'wide'."""
-    col = col.astype(np.int64)
-    v = np.arange(256)
-    for e in (v, v.astype(np.int8).astype(np.int64)):
-        if np.array_equal(col, col[0] + e) or np.array_equal(col, col[0] - e):
-            return "affine"
-    return "narrow" if col.max() - col.min() <= 255 else "wide"
-
-
 def run_factored_layers(t, path, rng, msg):
     """GEMM, dense and depthwise convolutions with the factored method forced, runs of
     values around the vector loops' 32 and 64, against the reference backend."""
@@ -421,6 +384,32 @@ def run_factored_layers(t, path, rng, msg):
         want = ref.conv2d(x, w, t, *args, np.int64).astype(np.int32)
         got = fast.conv2d(x, w, t, *args, np.int32, 2, path=path, method="factored")
         np.testing.assert_array_equal(got, want, err_msg=f"{msg} {(N, H, W, C, COUT, g)}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", ["mul8u_exact", "mul8u_perf2", "mul8s_exact", "mul8u_drum4",
+                                  "mul8s_drum4"])
+def test_shipped_rank1_tables_through_the_factored_kernels(path, name):
+    """Shipped rank-1 tables whose streamed values are the code itself (zero- or
+    sign-extended, negated, offset: exact and perforated multipliers, turned into values by
+    widening instead of lookups) and DRUM tables (looked up): GEMM, convolution and depthwise
+    layers with the factored method forced, runs of values of every length around the
+    vector loops' 16, 32 and 64, against the reference backend."""
+    rng = np.random.default_rng(zlib.crc32(f"rank1/{path}/{name}".encode()))
+    t = frozen(table256(library.load_multiplier(name)))
+    assert table_factors(t)[0].shape[1] == 1
+    run_factored_layers(t, path, rng, name)
+
+
+def value_kind(col):
+    """'affine' when a factor column is the code itself (zero- or sign-extended, either
+    sign) plus an offset, 'narrow' when its values span at most 256, else 'wide'."""
+    col = col.astype(np.int64)
+    v = np.arange(256)
+    for e in (v, v.astype(np.int8).astype(np.int64)):
+        if np.array_equal(col, col[0] + e) or np.array_equal(col, col[0] - e):
+            return "affine"
+    return "narrow" if col.max() - col.min() <= 255 else "wide"
 
 
 @pytest.mark.parametrize("path", PATHS)
