@@ -403,11 +403,31 @@ def test_quantize_indices_matches_quant(scale, zp, bits, signed):
     idx, sums = fast.quantize_indices(x, p, mask, row_sums=True)
     np.testing.assert_array_equal(idx, (codes & mask).astype(np.uint8))
     np.testing.assert_array_equal(sums, codes.sum(axis=-1))
+    # without the sums (unsigned 8-bit codes take a loop of their own)
+    np.testing.assert_array_equal(fast.quantize_indices(x, p, mask),
+                                  (codes & mask).astype(np.uint8))
     np.testing.assert_array_equal(fast.quantize_indices(x.T, p, mask, num_threads=1),
                                   (codes.T & mask).astype(np.uint8))
     big = np.tile(x, (8, 1)).reshape(2, -1)  # few long rows, no sums: split flat
     np.testing.assert_array_equal(fast.quantize_indices(big, p, mask),
                                   (np.tile(codes, (8, 1)).reshape(2, -1) & mask).astype(np.uint8))
+
+
+@pytest.mark.parametrize("bits, zp", [(8, 128), (8, 0), (4, 9)])
+def test_quantize_indices_scale_beyond_the_float32_range(bits, zp):
+    """A scale so large that the range's ends overflow float32 (255 * 1.5e36): the clamped
+    value minus the range's start is +Inf, and the code must be the range's last, as in
+    axkern.quant, not what truncating an infinity gives."""
+    from axkern.quant import QuantParams, quantize_float
+
+    p = QuantParams(np.float32(1.5e36), zp, bits=bits)
+    x = np.array([3.4e38, 2e38, 1.9e38, 1e36, 0.0, -1e36, -3.4e38] * 7, np.float32)
+    with np.errstate(over="ignore"):   # the reference's float32 range overflows too
+        want = (quantize_float(x, p).astype(np.int64) & ((1 << bits) - 1)).astype(np.uint8)
+    mask = (1 << bits) - 1
+    np.testing.assert_array_equal(fast.quantize_indices(x, p, mask), want)
+    np.testing.assert_array_equal(fast.quantize_indices(x[None], p, mask, row_sums=True)[0][0],
+                                  want)
 
 
 @pytest.mark.parametrize("signed", [False, True])

@@ -29,6 +29,10 @@ static inline int32_t code_unsigned(float x, float nmin, float nmax, float inv, 
     t = t - nmin;                   /* >= 0 */
     t = t * inv;
     t = t + 0.5f;                   /* >= 0.5: floor is truncation */
+    /* a scale so large that nmax - nmin overflows gives t = +Inf: capped below 2^31 so that
+     * the truncation cannot overflow (then the span is the code, as the reference's
+     * min(floor(t), span) in float32 gives) */
+    t = t < 1073741824.0f ? t : 1073741824.0f;
     int32_t c = (int32_t)t;
     return (c < span ? c : span) + qmin;
 }
@@ -81,6 +85,7 @@ quantize_run_avx2(const float *restrict xr, int64_t n, const int is_signed, floa
 {
     const __m256 lo = _mm256_set1_ps(nmin), hi = _mm256_set1_ps(nmax);
     const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
+    const __m256 cap = _mm256_set1_ps(1073741824.0f);   /* see code_unsigned */
     const __m256 vscale = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
     const __m256 big = _mm256_set1_ps(4194304.0f), nbig = _mm256_set1_ps(-4194304.0f);
     const __m256 magic = _mm256_set1_ps(12582912.0f);
@@ -107,7 +112,7 @@ quantize_run_avx2(const float *restrict xr, int64_t n, const int is_signed, floa
                 __m256 t = _mm256_max_ps(lo, x);   /* x < nmin ? nmin : x */
                 t = _mm256_min_ps(hi, t);          /* t > nmax ? nmax : t */
                 t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(t, lo), vinv), half);
-                k = _mm256_min_epi32(_mm256_cvttps_epi32(t), span);
+                k = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_min_ps(t, cap)), span);
                 k = _mm256_add_epi32(k, qlo);
             }
             sum = _mm256_add_epi32(sum, k);
@@ -129,18 +134,23 @@ quantize_run_avx2(const float *restrict xr, int64_t n, const int is_signed, floa
 }
 
 /* The common case of unsigned 8-bit codes (qmin 0, qmax 255, index mask 255) without their
- * sum, 8 operations per 8 values instead of 14 for the same codes: the clamp to the span,
- * the add of qmin and the mask are the packs' unsigned saturation; so is the clamp from
- * below (x < nmin gives x - nmin < 0 and t < 0.5, which truncates to 0 or a negative int32
- * that saturates to 0, the code of nmin; -Inf gives INT32_MIN, also 0); and non-finite
- * values are found by OR-ing the bits of x - x (+0 for every finite x) instead of counting
- * them. The clamp from above stays: a huge x would truncate to INT32_MIN. */
+ * sum, 9 operations per 8 values instead of 15 for the same codes: the clamp to the span is
+ * taken before the truncation (min(t, 255) truncates to min(floor(t), 255) for t >= 0.5,
+ * and keeps t = +Inf, which a scale so large that the range overflows gives, from
+ * truncating to INT32_MIN; the second pack reads its int16 inputs as signed, so codes must
+ * stay below 32768 there); the add of qmin and the mask are nothing; the clamp from below
+ * is the packs' unsigned saturation (x < nmin gives x - nmin < 0 and t < 0.5, which
+ * truncates to 0 or a negative int32 that saturates to 0, the code of nmin; -Inf gives
+ * INT32_MIN, also 0); and non-finite values are found by OR-ing the bits of x - x (+0 for
+ * every finite x) instead of counting them. The clamp to nmax stays: a huge x would
+ * truncate to INT32_MIN. */
 __attribute__((target("avx2"))) static void
 quantize_run_u8_avx2(const float *restrict xr, int64_t n, float nmin, float nmax, float inv,
                      uint8_t *restrict ir, int32_t *restrict bad)
 {
     const __m256 lo = _mm256_set1_ps(nmin), hi = _mm256_set1_ps(nmax);
     const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
+    const __m256 top = _mm256_set1_ps(255.0f);
     __m256 nonfin = _mm256_setzero_ps();
     int64_t c = 0;
     for (; c + 32 <= n; c += 32) {
@@ -150,7 +160,7 @@ quantize_run_u8_avx2(const float *restrict xr, int64_t n, float nmin, float nmax
             nonfin = _mm256_or_ps(nonfin, _mm256_sub_ps(x, x));
             __m256 t = _mm256_min_ps(hi, x);   /* x > nmax ? nmax : x */
             t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(t, lo), vinv), half);
-            q[u] = _mm256_cvttps_epi32(t);
+            q[u] = _mm256_cvttps_epi32(_mm256_min_ps(t, top));
         }
         store_codes_avx2(q, ir + c);
     }
