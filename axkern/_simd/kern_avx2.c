@@ -491,16 +491,22 @@ AXS_AVX2 void axs_fdwplane_avx2(const uint32_t *P, ptrdiff_t Wp, int sh, int64_t
     }
 }
 
+/* Two vectors of 16 int16 (a, b) as 16 pairs a_i, b_i in order at d (32 int16): the unpacks
+ * pair 0-3 | 8-11 and 4-7 | 12-15 (per 128-bit lane), the permutes restore the order. */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+fstore_pairs16_avx2(__m256i a, __m256i b, int16_t *d)
+{
+    const __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+    _mm256_storeu_si256((__m256i *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256((__m256i *)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
 AXS_AVX2 void axs_fpairs_avx2(const int16_t *v, int64_t n, ptrdiff_t s, uint32_t *d)
 {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256i a = _mm256_loadu_si256((const __m256i *)(v + i));
-        __m256i b = _mm256_loadu_si256((const __m256i *)(v + i + s));
-        __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
-        _mm256_storeu_si256((__m256i *)(d + i), _mm256_permute2x128_si256(lo, hi, 0x20));
-        _mm256_storeu_si256((__m256i *)(d + i + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
-    }
+    for (; i + 16 <= n; i += 16)
+        fstore_pairs16_avx2(_mm256_loadu_si256((const __m256i *)(v + i)),
+                            _mm256_loadu_si256((const __m256i *)(v + i + s)), (int16_t *)(d + i));
     axs_fpairs_scalar(v + i, n - i, s, d + i);
 }
 
@@ -521,6 +527,28 @@ AXS_AVX2 void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *
         memcpy(d + 2 * c, &U32[codes[c]], 4);
 }
 
+/* The byte of one plane for each of 32 codes x (l = x & 127) from its 16 XOR-chained chunks
+ * T[h] (codes 0..127) and T[8 + h] (128..255), as in axs_fvalues_shuf_avx2. */
+static inline __attribute__((always_inline)) AXS_AVX2 __m256i
+xchain32_avx2(const __m256i *T, __m256i x, __m256i l)
+{
+    __m256i r0 = _mm256_setzero_si256(), r1 = r0;
+    for (int h = 0; h < 8; h++) {
+        const __m256i xh = _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * h)));
+        r0 = _mm256_xor_si256(r0, _mm256_shuffle_epi8(T[h], xh));
+        r1 = _mm256_xor_si256(r1, _mm256_shuffle_epi8(T[8 + h], xh));
+    }
+    return _mm256_blendv_epi8(r0, r1, x);
+}
+
+/* The 16 chunks of a plane (at tabs, 32 bytes each) in registers */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+xchunks_avx2(const uint8_t *tabs, __m256i *T)
+{
+    for (int i = 0; i < 16; i++)
+        T[i] = _mm256_loadu_si256((const __m256i *)(tabs + 32 * i));
+}
+
 /* The int16 values U[code] of n codes (r = 1), 32 at a time by byte shuffles instead of
  * gathers (0.37 against 0.62 ns a value in a C driver on Zen 3): for each byte plane of U and
  * each half of the codes, tabs holds 8 chunks of 16 entries XOR-chained as in the direct
@@ -531,22 +559,15 @@ AXS_AVX2 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8
                                     const int16_t *U, int16_t *d)
 {
     __m256i T[32];
-    for (int i = 0; i < 32; i++)
-        T[i] = _mm256_loadu_si256((const __m256i *)(tabs + 32 * i));
+    xchunks_avx2(tabs, T);
+    xchunks_avx2(tabs + 512, T + 16);
     const __m256i low7 = _mm256_set1_epi8(0x7f);
     int64_t c = 0;
     for (; c + 32 <= n; c += 32) {
         const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + c));
         const __m256i l = _mm256_and_si256(x, low7);
-        __m256i r0 = _mm256_setzero_si256(), r1 = r0, r2 = r0, r3 = r0;
-        for (int h = 0; h < 8; h++) {
-            const __m256i xh = _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * h)));
-            r0 = _mm256_xor_si256(r0, _mm256_shuffle_epi8(T[h], xh));       /* low bytes */
-            r1 = _mm256_xor_si256(r1, _mm256_shuffle_epi8(T[8 + h], xh));   /* of 128-255 */
-            r2 = _mm256_xor_si256(r2, _mm256_shuffle_epi8(T[16 + h], xh));  /* high bytes */
-            r3 = _mm256_xor_si256(r3, _mm256_shuffle_epi8(T[24 + h], xh));
-        }
-        const __m256i lo = _mm256_blendv_epi8(r0, r1, x), hi = _mm256_blendv_epi8(r2, r3, x);
+        /* low bytes, high bytes (the two chains share their index subtractions once inlined) */
+        const __m256i lo = xchain32_avx2(T, x, l), hi = xchain32_avx2(T + 16, x, l);
         /* bytes to int16, in order: unpacks work per 128-bit lane */
         const __m256i a = _mm256_unpacklo_epi8(lo, hi), b = _mm256_unpackhi_epi8(lo, hi);
         _mm256_storeu_si256((__m256i *)(d + c), _mm256_permute2x128_si256(a, b, 0x20));
@@ -561,20 +582,12 @@ AXS_AVX2 void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint
                                      int16_t off, const int16_t *U, int16_t *d)
 {
     __m256i T[16];
-    for (int i = 0; i < 16; i++)
-        T[i] = _mm256_loadu_si256((const __m256i *)(tabs + 32 * i));
+    xchunks_avx2(tabs, T);
     const __m256i low7 = _mm256_set1_epi8(0x7f), o = _mm256_set1_epi16(off);
     int64_t c = 0;
     for (; c + 32 <= n; c += 32) {
         const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + c));
-        const __m256i l = _mm256_and_si256(x, low7);
-        __m256i r0 = _mm256_setzero_si256(), r1 = r0;
-        for (int h = 0; h < 8; h++) {
-            const __m256i xh = _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * h)));
-            r0 = _mm256_xor_si256(r0, _mm256_shuffle_epi8(T[h], xh));
-            r1 = _mm256_xor_si256(r1, _mm256_shuffle_epi8(T[8 + h], xh));
-        }
-        const __m256i b = _mm256_blendv_epi8(r0, r1, x);
+        const __m256i b = xchain32_avx2(T, x, _mm256_and_si256(x, low7));
         _mm256_storeu_si256((__m256i *)(d + c),
                             _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(b)), o));
         _mm256_storeu_si256(
@@ -588,22 +601,10 @@ AXS_AVX2 void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint
 /* One component of 32 codes as int16, codes 0..15 in *v0 and 16..31 in *v1 (x: the codes,
  * l: x & 127; T: the component's 16 chunks when it looks up). */
 static inline __attribute__((always_inline)) AXS_AVX2 void
-fcomp32_avx2(__m256i x, __m256i l, const uint8_t *T, const axs_fcomp *cp, __m256i *v0,
+fcomp32_avx2(__m256i x, __m256i l, const __m256i *T, const axs_fcomp *cp, __m256i *v0,
              __m256i *v1)
 {
-    __m256i b = x;
-    if (cp->lookup) {
-        __m256i r0 = _mm256_setzero_si256(), r1 = r0;
-        for (int h = 0; h < 8; h++) {
-            const __m256i xh = _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * h)));
-            r0 = _mm256_xor_si256(
-                r0, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(T + 32 * h)), xh));
-            r1 = _mm256_xor_si256(
-                r1, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(T + 32 * (8 + h))),
-                                        xh));
-        }
-        b = _mm256_blendv_epi8(r0, r1, x);
-    }
+    const __m256i b = cp->lookup ? xchain32_avx2(T, x, l) : x;
     const __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
     __m256i w0, w1;
     if (cp->sgn) {
@@ -618,29 +619,23 @@ fcomp32_avx2(__m256i x, __m256i l, const uint8_t *T, const axs_fcomp *cp, __m256
     *v1 = cp->neg ? _mm256_sub_epi16(o, w1) : _mm256_add_epi16(o, w1);
 }
 
-/* Two components of 16 codes (a, b: int16 in code order) as 16 pairs a_c, b_c in order: the
- * unpacks pair codes 0-3 | 8-11 and 4-7 | 12-15 (per 128-bit lane), the permutes restore
- * the order. */
-static inline __attribute__((always_inline)) AXS_AVX2 void
-fstore_pairs16_avx2(__m256i a, __m256i b, int16_t *d)
-{
-    const __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
-    _mm256_storeu_si256((__m256i *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
-    _mm256_storeu_si256((__m256i *)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
-}
-
 AXS_AVX2 void axs_fvalues2_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
                                      const axs_fcomp *comp, const int16_t *U, int16_t *d)
 {
     const axs_fcomp c0 = comp[0], c1 = comp[1];
     const __m256i low7 = _mm256_set1_epi8(0x7f);
+    __m256i T0[16], T1[16];
+    if (c0.lookup)
+        xchunks_avx2(tabs, T0);
+    if (c1.lookup)
+        xchunks_avx2(tabs + 512, T1);
     int64_t c = 0;
     for (; c + 32 <= n; c += 32) {
         const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + c));
         const __m256i l = _mm256_and_si256(x, low7);
         __m256i a0, a1, b0, b1;
-        fcomp32_avx2(x, l, tabs, &c0, &a0, &a1);
-        fcomp32_avx2(x, l, tabs + 512, &c1, &b0, &b1);
+        fcomp32_avx2(x, l, T0, &c0, &a0, &a1);
+        fcomp32_avx2(x, l, T1, &c1, &b0, &b1);
         fstore_pairs16_avx2(a0, b0, d + 2 * c);
         fstore_pairs16_avx2(a1, b1, d + 2 * c + 32);
     }

@@ -214,14 +214,15 @@ static int64_t quantize_run(const float *restrict xr, int64_t n, int is_signed, 
                             int32_t *restrict bad, int need_sum)
 {
 #ifdef AXS_QUANT_AVX2
-    if (quant_avx2() && !need_sum && !is_signed && qmin == 0 && qmax == 255 && mask == 255) {
-        quantize_run_u8_avx2(xr, n, nmin, nmax, inv, ir, bad);
-        return 0;
-    }
-    if (quant_avx2())
+    if (quant_avx2()) {
+        if (!need_sum && !is_signed && qmin == 0 && qmax == 255 && mask == 255) {
+            quantize_run_u8_avx2(xr, n, nmin, nmax, inv, ir, bad);
+            return 0;
+        }
         return is_signed ? quantize_run_s_avx2(xr, n, scale, zp, qmin, qmax, mask, ir, bad)
                          : quantize_run_u_avx2(xr, n, nmin, nmax, inv, qmin, qmax, mask, ir,
                                                bad);
+    }
 #endif
     int32_t span = qmax - qmin, s = 0, nb = 0;
     if (is_signed) {
