@@ -233,3 +233,48 @@ def test_swapped_gemm_dequantizes_rows(path):
             for method in ("expand", None):
                 got = fast.gemm(a, b, table, np.int32, 2, path=path, method=method, dequant=dq)
                 np.testing.assert_array_equal(got, want, err_msg=f"{(M, K, N)} {method}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_direct_conv_swaps_operands_for_few_pixels(path):
+    """Convolutions of few output pixels by many filters (batch-1 layers of small images):
+    the direct method streams the filters past an im2col copy of the pixels. Images of more
+    pixels than a fixed block (64), padding with a nonzero code, strides, dilation, groups,
+    int32 and int64 sums, the dequantizing store with window sums in both layouts and NCHW
+    codes in, generic (32-bit) tables, against the reference backend."""
+    rng = np.random.default_rng(zlib.crc32(f"swapped-conv/{path}".encode()))
+    for kind in ("uint16", "int32"):
+        table = random_table(kind, rng)
+        if kind == "int32":   # small enough for int32 sums of these layers
+            table = (table >> 12).astype(np.int32)
+        for (N, H, W, C, KH, KW, COUT, g, stride, padding, dilation) in [
+                (1, 2, 2, 64, 3, 3, 512, 1, (1, 1), (1, 1, 1, 1), (1, 1)),
+                (1, 7, 7, 24, 3, 3, 300, 1, (1, 1), (1, 1, 1, 1), (1, 1)),
+                (2, 9, 9, 16, 3, 3, 260, 1, (1, 1), (0, 2, 1, 0), (1, 1)),   # 81 > 64 pixels
+                (1, 10, 10, 12, 3, 3, 2 * 120, 2, (2, 2), (1, 1, 1, 1), (1, 1)),
+                (3, 4, 5, 8, 2, 3, 130, 1, (1, 1), (1, 0, 2, 1), (2, 2)),
+                (1, 6, 9, 8, 3, 2, 200, 1, (2, 3), (0, 1, 1, 0), (1, 3)),
+                (1, 1, 1, 200, 1, 1, 700, 1, (1, 1), (0, 0, 0, 0), (1, 1))]:
+            x = codes((N, H, W, C), rng)
+            w = codes((KH, KW, C // g, COUT), rng)
+            args = (stride, padding, dilation, g, int(rng.integers(1, 256)))
+            sums = ref.conv2d(x, w, table, *args, np.int64)
+            OH, OW = sums.shape[1:3]
+            msg = f"{(N, H, W, C, KH, KW, COUT, g)} {kind}"
+            for method in ("direct", None):
+                for dt in (np.int32, np.int64):
+                    got = fast.conv2d(x, w, table, *args, dt, 2, path=path, method=method)
+                    np.testing.assert_array_equal(got, sums.astype(dt), err_msg=msg)
+                dq = {"scale": rng.uniform(1e-4, 1e-3, COUT),
+                      "corr": rng.integers(-999, 999, COUT),
+                      "bias": rng.standard_normal(COUT).astype(np.float32),
+                      "zw": rng.integers(-3, 4, COUT),
+                      "sumx": rng.integers(-9999, 9999, (N, OH, OW, g))}
+                want = dequant_numpy(sums, dq, g)
+                got = fast.conv2d(x, w, table, *args, np.int32, 2, path=path, method=method,
+                                  dequant=dq)
+                np.testing.assert_array_equal(got, want, err_msg=msg)
+                xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+                got = fast.conv2d(xn, w, table, *args, np.int32, 3, path=path, method=method,
+                                  dequant=dq, in_format="NCHW", out_format="NCHW")
+                np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2), err_msg=msg)

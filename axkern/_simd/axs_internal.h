@@ -42,6 +42,7 @@ typedef struct {
     const axs_dequant *dq;
     int64_t ldo;             /* output row length */
     int transposed;          /* element (r, o) at out[o * ldo + r], else out[r * ldo + o] */
+    int path;                /* AXS_PATH_*: the ISA of the NCHW store's transposes */
 } xproblem;
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -84,10 +85,11 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
 /* *pb for a convolution's output pixels (N images of OH x OW) streamed over a padded NHWC
  * image of px elements per pixel (plane = Hp * Wp pixels per image, Wp per row), OG fixed
  * codes per group, group g's elements at g * gstride of a pixel, the output of groups * OG
- * columns (expand.c; S, K, koff and F are left to the caller). */
+ * columns, path the ISA of its NCHW store (expand.c; S, K, koff and F are left to the
+ * caller). */
 void axs_xconv_problem(xproblem *pb, int64_t N, int64_t OH, int64_t OW, int64_t plane,
                        int64_t Wp, int64_t px, int sh, int sw, int64_t OG, int64_t groups,
-                       int64_t gstride, void *out, const axs_dequant *dq);
+                       int64_t gstride, void *out, const axs_dequant *dq, int path);
 /* Offsets roff(r) of streamed rows r0 .. r0 + ms (expand.c). */
 void axs_xrow_offsets(const xproblem *pb, int64_t r0, int ms, ptrdiff_t *roff);
 /* Drivers of the factored method (factored.c): int32 sums (or float32 with dq) from the

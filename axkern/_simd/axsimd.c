@@ -827,6 +827,102 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
     return rc;
 }
 
+/* Bytes of the im2col copy the swapped direct convolution may make (N * OH * OW rows of
+ * KH * KW * C codes). */
+#define AXS_SWAP_BYTES ((int64_t)32 << 20)
+
+/* The direct method with the roles swapped, for convolutions of few output pixels (batch-1
+ * layers of small images): the output pixels' codes become the fixed codes, an im2col copy
+ * A[m][g * K + (ky * KW + kx) * CG + c] of them, and the filters' HWIO rows (each step's
+ * COUT codes contiguous) are streamed, as the GEMM's swapped orientation does (axs_gemm).
+ * The direct kernels round the streamed rows up to whole vectors (64 on the AVX-512 path):
+ * 7 x 7 or 2 x 2 pixels streamed past 512 filters wasted most of them, 512 filters streamed
+ * past 49 or 4 pixels waste none. Fixed blocks stay within one image, so that an NCHW
+ * output's rows are runs. */
+static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table,
+                        uint64_t token, int64_t N, int64_t H, int64_t W, int64_t C,
+                        int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pl,
+                        int dh, int dw, int64_t groups, int pad_code, int out64, void *out,
+                        const axs_dequant *dq, int nt, int path, int64_t OH, int64_t OW)
+{
+    const int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG, P = OH * OW;
+    const int64_t KA = groups * K;   /* a row of A */
+    int err = AXS_OK;
+    cache_entry *ce = acquire(table, token, 1, path, &err);
+    if (!ce)
+        return err;
+    uint8_t *A = (uint8_t *)malloc((size_t)(N * P * KA));
+    ptrdiff_t *soff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
+    if (!A || !soff) {
+        free(A);
+        free(soff);
+        release(ce);
+        return AXS_ENOMEM;
+    }
+    for (int64_t k = 0; k < K; k++)   /* HWIO: step k's filters are a row of COUT codes */
+        soff[k] = (ptrdiff_t)(k * COUT);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t m = 0; m < N * P; m++) {
+        const int64_t n = m / P, oy = m % P / OW, ox = m % OW;
+        uint8_t *a = A + m * KA;
+        for (int64_t ky = 0; ky < KH; ky++)
+            for (int64_t kx = 0; kx < KW; kx++) {
+                const int64_t iy = oy * sh + ky * dh - pt, ix = ox * sw + kx * dw - pl;
+                const int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                const uint8_t *src = x + ((n * H + iy) * W + ix) * C;
+                for (int64_t g = 0; g < groups; g++) {
+                    uint8_t *d = a + g * K + (ky * KW + kx) * CG;
+                    if (inside)
+                        memcpy(d, src + g * CG, (size_t)CG);
+                    else
+                        memset(d, pad_code, (size_t)CG);
+                }
+            }
+    }
+    const prepared *pr = &ce->pr;
+    axs_kern16_fn kern = kern16_for(path);
+    const int64_t nbi = (P + AXS_NB - 1) / AXS_NB, nfb = N * nbi;   /* fixed blocks */
+    const int mb = tile_rows(OG, nfb * groups, nt);
+    const int64_t nst = (OG + mb - 1) / mb, units = groups * nst * nfb;
+    const int nchw = dq && dq->nchw;
+    int failed = 0;
+#pragma omp parallel num_threads(units < nt ? (int)units : nt)
+    {
+        scratch sc;
+        int ok = scratch_init(&sc, pr->t.generic, out64);
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t orow[AXS_MB];
+        int64_t orid[AXS_MB], ocol[AXS_MB];
+        sink sk = {out, out64, dq, orow, nchw ? 1 : (ptrdiff_t)COUT, orid, ocol, 1, 0, 0};
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < units; u++) {
+            if (!ok)
+                continue;
+            const int64_t g = u / (nst * nfb), st = u / nfb % nst, b = u % nfb;
+            const int64_t n = b / nbi, p0 = b % nbi * AXS_NB, f0 = n * P + p0;
+            const int64_t s0 = st * mb;
+            const int ms = (int)(OG - s0 < mb ? OG - s0 : mb);
+            const int nf = (int)(P - p0 < AXS_NB ? P - p0 : AXS_NB);
+            for (int i = 0; i < ms; i++) {
+                const int64_t o = g * OG + s0 + i;
+                orow[i] = nchw ? (ptrdiff_t)((n * COUT + o) * P + p0) : (ptrdiff_t)(f0 * COUT + o);
+                orid[i] = f0;
+                ocol[i] = o;
+            }
+            tile(pr, kern, w + g * OG + s0, soff, ms, A + f0 * KA + g * K, (ptrdiff_t)KA, nf,
+                 K, &sc, &sk);
+        }
+        scratch_free(&sc);
+    }
+    free(A);
+    free(soff);
+    release(ce);
+    return failed ? AXS_ENOMEM : AXS_OK;
+}
+
 /* x: NHWC codes, or NULL with xn: NCHW codes (read by the depthwise method, and by the
  * factored one on depthwise layers where its planes serve). */
 static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
@@ -922,10 +1018,25 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     int64_t rowunits = wide ? N * ntile : ntile;
     int64_t fparts = chunk > 1 ? 1 : direct_fparts(rowunits, groups * nbpg, nt);
     int64_t dunits = rowunits * fparts / chunk;
+    int swapped = 0;
     {
         /* wide mode computes the dropped columns and rows too */
         double direct = (double)groups * axs_direct_cost(path, wide ? N * wide_rows : N * P,
                                                          K, OG, dunits < nt ? dunits : nt);
+        /* the swapped orientation (conv_swapped), its im2col copy counted as 2 lookups a
+         * byte */
+        if (N * P * groups * K <= AXS_SWAP_BYTES) {
+            const int64_t nfb = N * ((P + AXS_NB - 1) / AXS_NB);
+            const int mbs = tile_rows(OG, nfb * groups, nt);
+            const int64_t us = groups * ((OG + mbs - 1) / mbs) * nfb;
+            const double sw_cost =
+                (double)groups * axs_direct_cost(path, OG, K, N * P, us < nt ? us : nt) +
+                2.0 * (double)(N * P * groups * K) / nt;
+            if (sw_cost < direct) {
+                direct = sw_cost;
+                swapped = 1;
+            }
+        }
         double expand = axs_xcost(path, N * P, K, OG, groups, nt);
         int rc = try_factored(fac, method, out64, direct, expand,
                               fac ? axs_fcost(path, N * P, K, CG, OG, groups, fac->r,
@@ -946,6 +1057,9 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         if (rc >= 0)
             return rc;
     }
+    if (swapped)
+        return conv_swapped(x, w, table, token, N, H, W, C, KH, KW, COUT, sh, sw, pt, pl, dh,
+                            dw, groups, pad_code, out64, out, dq, nt, path, OH, OW);
     int64_t Q = wide ? Qw : P; /* streamed positions per image */
     int64_t plane = Hp * Wp;
     /* wide mode reads up to Wp + dw * (KW - 1) bytes past the last plane (dropped columns) */

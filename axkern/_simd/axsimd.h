@@ -182,8 +182,10 @@ void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t
 void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const uint16_t *c2,
                         const uint16_t *c3, uint16_t *e);
 
-/* dst[i * ldd + j] = src[j * ld + i] for i, j < 16 (AVX-512 F; depthwise.c). */
+/* dst[i * ldd + j] = src[j * ld + i] for i, j < 16 (AVX-512 F; depthwise.c, the NCHW store),
+ * and for i, j < 8 (AVX2; the NCHW store). */
 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
+void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
 
 /* Factored tables (factored.c): a table that is exactly a sum of r products of int16
  * factors, T[a][b] = sum_{i < r} U[a * r + i] * V[b * r + i] (U and V of 256 * r entries),
@@ -388,9 +390,10 @@ int64_t axs_quantize_nchw(const float *x, int64_t N, int64_t C, int64_t HW, int 
                           int32_t qmin, int32_t qmax, uint8_t mask, uint8_t *idx, int nthreads);
 /* Dequantized values of a tile, tile[i * ld + j] for rows r0 + i (i < ms) and columns
  * o0 + j (j < nf), into the NCHW output y (N, cols, P) (row r = n * P + p): one contiguous
- * run of pixels per column and image. */
+ * run of pixels per column and image; blocks of 16 x 16 (path AVX-512) or 8 x 8 (AVX2)
+ * transposed in registers. */
 void axs_scatter_nchw(const float *tile, ptrdiff_t ld, int ms, int nf, int64_t r0, int64_t o0,
-                      int64_t P, int64_t cols, float *y);
+                      int64_t P, int64_t cols, float *y, int path);
 
 /* min and max of x[0 .. n), n >= 1, in one parallel pass (quantize.c); returns the number
  * of NaN-holding blocks (0 when x holds no NaN; min and max are then meaningless). */

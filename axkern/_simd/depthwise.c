@@ -343,7 +343,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                                 }
                         }
                         axs_scatter_nchw(ft, (ptrdiff_t)cb, (int)P, (int)nc, r0, c0, OH * OW,
-                                         C, (float *)out);
+                                         C, (float *)out, path);
                         continue;
                     }
                     if (rows_dq) {

@@ -319,7 +319,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
                     ft[i * lda + j] = axs_dequant_one(dq, (int32_t)acc[i * lda + j], r0 + i,
                                                       o0 + j);
         }
-        axs_scatter_nchw(ft, lda, ms, nf, r0, o0, dq->nchw, pb->ldo, y);
+        axs_scatter_nchw(ft, lda, ms, nf, r0, o0, dq->nchw, pb->ldo, y, pb->path);
         return;
     }
     if (pb->transposed && dd->exact && tmp) {
@@ -579,9 +579,10 @@ int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int 
 
 void axs_xconv_problem(xproblem *pb, int64_t N, int64_t OH, int64_t OW, int64_t plane,
                        int64_t Wp, int64_t px, int sh, int sw, int64_t OG, int64_t groups,
-                       int64_t gstride, void *out, const axs_dequant *dq)
+                       int64_t gstride, void *out, const axs_dequant *dq, int path)
 {
     memset(pb, 0, sizeof(*pb));
+    pb->path = path;
     pb->rows = N * OH * OW;
     pb->conv = 1;
     pb->nstride = (ptrdiff_t)(plane * px);
@@ -646,7 +647,7 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
     if (padded)
         axs_pad_nhwc(x, N, H, W, C, pt, pb_, pl, pr, pad_code, xp, nt);
     xproblem pb;
-    axs_xconv_problem(&pb, N, OH, OW, Hp * Wp, Wp, C, sh, sw, OG, groups, CG, out, dq);
+    axs_xconv_problem(&pb, N, OH, OW, Hp * Wp, Wp, C, sh, sw, OG, groups, CG, out, dq, path);
     pb.S = padded ? xp : x;
     pb.K = K;
     pb.koff = koff;

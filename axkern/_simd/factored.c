@@ -604,7 +604,7 @@ int axs_fconv2d(const uint8_t *x, const uint8_t *w, const axs_factors *fac, int6
         /* NHWC and NCHW outputs alike hold an image in P * COUT elements of 4 bytes */
         xproblem pbm;
         axs_xconv_problem(&pbm, nn, OH, OW, Hp * Wp, Wp, px, sh, sw, OG, groups, L,
-                          (char *)out + n0 * OH * OW * COUT * 4, dq ? &dqc : NULL);
+                          (char *)out + n0 * OH * OW * COUT * 4, dq ? &dqc : NULL, path);
         rc = frun(&pbm, S, toff, ntap, L, Bp, NULL, 0, &fv, nt, path);
     }
     free(pad);
@@ -683,7 +683,8 @@ static int fdw_nhwc(const fdwproblem *q, const uint8_t *x, void *out, const axs_
         toff[t] = q->toff[t] * 2 * px;
     /* the store's view of the output: rows (n, oy, ox), C columns */
     xproblem pbm;
-    axs_xconv_problem(&pbm, q->N, OH, OW, Hp * Wp, Wp, 2 * px, q->sh, q->sw, C, 1, 0, out, dq);
+    axs_xconv_problem(&pbm, q->N, OH, OW, Hp * Wp, Wp, 2 * px, q->sh, q->sw, C, 1, 0, out, dq,
+                      path);
     axs_xdeq dd;
     if (axs_xdeq_init(dq, C, pbm.rows, &dd)) {
         free(toff);

@@ -871,6 +871,34 @@ AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, 
 }
 #undef AXS_DW16_KH
 
+/* ------------------------------------------------------------ 8 x 8 transposes */
+
+/* dst[i * ldd + j] = src[j * ld + i] for i, j < 8: 8 row loads, 24 in-lane shuffles and
+ * lane swaps, 8 row stores (the NCHW store: 32-byte runs of a column instead of the 16 of
+ * 4 x 4 SSE blocks). */
+AXS_AVX2 void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps((const float *)(src + i * ld));
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) {
+        r[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+        r[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xee);
+        r[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+        r[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xee);
+    }
+    /* 128-bit lane L of r[4k + m]: rows 4k..4k+3 of column 4L + m */
+    for (int m = 0; m < 4; m++) {
+        _mm256_storeu_ps((float *)(dst + m * ldd), _mm256_permute2f128_ps(r[m], r[4 + m], 0x20));
+        _mm256_storeu_ps((float *)(dst + (4 + m) * ldd),
+                         _mm256_permute2f128_ps(r[m], r[4 + m], 0x31));
+    }
+}
+
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs, int16_t off,
                             const int16_t *U, int16_t *d)
@@ -1017,5 +1045,12 @@ void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const uint16_t *
 {
     (void)c0; (void)c1; (void)c2; (void)c3; (void)e;
     abort();  /* never selected off x86-64 */
+}
+
+void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 8; j++)
+            dst[i * ldd + j] = src[j * ld + i];
 }
 #endif
