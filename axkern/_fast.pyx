@@ -26,7 +26,8 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     Tiny shapes, int64 sums and tables of the generic class take it, and on the
     ``"avx512_vbmi"`` path depthwise layers of stride other than 1. Convolutions of fewer
     output pixels than filters (batch-1 layers of small images) stream the filters past an
-    im2col copy of the pixels instead, as GEMMs of few rows stream the columns of ``b``.
+    im2col copy of the pixels instead, as GEMMs of few rows stream the columns of ``b``
+    (and so do the expanded tables of such layers, ``groups=1``).
 ``"depthwise"`` (``depthwise.c``, ``conv2d`` only)
     Depthwise layers (``groups`` equal to the input and output channels, horizontal
     dilation 1, at most 4 filter columns): for each channel and filter row, the entries of

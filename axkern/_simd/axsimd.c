@@ -839,28 +839,15 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
  * 7 x 7 or 2 x 2 pixels streamed past 512 filters wasted most of them, 512 filters streamed
  * past 49 or 4 pixels waste none. Fixed blocks stay within one image, so that an NCHW
  * output's rows are runs. */
-static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table,
-                        uint64_t token, int64_t N, int64_t H, int64_t W, int64_t C,
-                        int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pl,
-                        int dh, int dw, int64_t groups, int pad_code, int out64, void *out,
-                        const axs_dequant *dq, int nt, int path, int64_t OH, int64_t OW)
+static uint8_t *im2col_codes(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C,
+                             int64_t KH, int64_t KW, int sh, int sw, int pt, int pl, int dh,
+                             int dw, int64_t groups, int pad_code, int64_t OH, int64_t OW,
+                             int nt)
 {
-    const int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG, P = OH * OW;
-    const int64_t KA = groups * K;   /* a row of A */
-    int err = AXS_OK;
-    cache_entry *ce = acquire(table, token, 1, path, &err);
-    if (!ce)
-        return err;
+    const int64_t CG = C / groups, K = KH * KW * CG, P = OH * OW, KA = groups * K;
     uint8_t *A = (uint8_t *)malloc((size_t)(N * P * KA));
-    ptrdiff_t *soff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
-    if (!A || !soff) {
-        free(A);
-        free(soff);
-        release(ce);
-        return AXS_ENOMEM;
-    }
-    for (int64_t k = 0; k < K; k++)   /* HWIO: step k's filters are a row of COUT codes */
-        soff[k] = (ptrdiff_t)(k * COUT);
+    if (!A)
+        return NULL;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t m = 0; m < N * P; m++) {
         const int64_t n = m / P, oy = m % P / OW, ox = m % OW;
@@ -879,6 +866,32 @@ static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table
                 }
             }
     }
+    return A;
+}
+
+static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table,
+                        uint64_t token, int64_t N, int64_t H, int64_t W, int64_t C,
+                        int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pl,
+                        int dh, int dw, int64_t groups, int pad_code, int out64, void *out,
+                        const axs_dequant *dq, int nt, int path, int64_t OH, int64_t OW)
+{
+    const int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG, P = OH * OW;
+    const int64_t KA = groups * K;   /* a row of A */
+    int err = AXS_OK;
+    cache_entry *ce = acquire(table, token, 1, path, &err);
+    if (!ce)
+        return err;
+    uint8_t *A = im2col_codes(x, N, H, W, C, KH, KW, sh, sw, pt, pl, dh, dw, groups, pad_code,
+                              OH, OW, nt);
+    ptrdiff_t *soff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
+    if (!A || !soff) {
+        free(A);
+        free(soff);
+        release(ce);
+        return AXS_ENOMEM;
+    }
+    for (int64_t k = 0; k < K; k++)   /* HWIO: step k's filters are a row of COUT codes */
+        soff[k] = (ptrdiff_t)(k * COUT);
     const prepared *pr = &ce->pr;
     axs_kern16_fn kern = kern16_for(path);
     const int64_t nbi = (P + AXS_NB - 1) / AXS_NB, nfb = N * nbi;   /* fixed blocks */
@@ -921,6 +934,51 @@ static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table
     free(soff);
     release(ce);
     return failed ? AXS_ENOMEM : AXS_OK;
+}
+
+/* The expanded tables in the swapped orientation (groups 1): the GEMM of the pixels' im2col
+ * copy by the HWIO filters, the filters streamed (axs_xgemm swapped). A block of R is built
+ * per step for every code and fixed column: a batch-1 layer of 49 pixels builds 256 entries
+ * for each of them, where the usual orientation builds them for each of its 512 filters.
+ * An NCHW output goes through an NHWC buffer (few pixels: a small copy). */
+static int conv_swapped_expand(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t,
+                               int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH,
+                               int64_t KW, int64_t COUT, int sh, int sw, int pt, int pl,
+                               int dh, int dw, int pad_code, void *out,
+                               const axs_dequant *dq, int nt, int path, int64_t OH,
+                               int64_t OW)
+{
+    const int64_t K = KH * KW * C, P = OH * OW;
+    uint8_t *A = im2col_codes(x, N, H, W, C, KH, KW, sh, sw, pt, pl, dh, dw, 1, pad_code,
+                              OH, OW, nt);
+    if (!A)
+        return AXS_ENOMEM;
+    if (!(dq && dq->nchw)) {
+        int rc = axs_xgemm(A, w, t, 1, N * P, K, COUT, out, dq, nt, path);
+        free(A);
+        return rc;
+    }
+    float *tmp = (float *)malloc((size_t)(N * P * COUT) * sizeof(float));
+    if (!tmp) {
+        free(A);
+        return AXS_ENOMEM;
+    }
+    axs_dequant d = *dq;
+    d.nchw = 0;
+    int rc = axs_xgemm(A, w, t, 1, N * P, K, COUT, tmp, &d, nt, path);
+    free(A);
+    if (rc == AXS_OK) {
+        float *y = (float *)out;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t no = 0; no < N * COUT; no++) {
+            const int64_t n = no / COUT, o = no % COUT;
+            const float *s = tmp + n * P * COUT + o;
+            for (int64_t p = 0; p < P; p++)
+                y[no * P + p] = s[p * COUT];
+        }
+    }
+    free(tmp);
+    return rc;
 }
 
 /* x: NHWC codes, or NULL with xn: NCHW codes (read by the depthwise method, and by the
@@ -1038,6 +1096,16 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
             }
         }
         double expand = axs_xcost(path, N * P, K, OG, groups, nt);
+        /* expanded tables in the swapped orientation (conv_swapped_expand), with the copy */
+        int xswap = 0;
+        if (groups == 1 && N * P * K <= AXS_SWAP_BYTES) {
+            const double sw_cost =
+                axs_xcost(path, COUT, K, N * P, 1, nt) + 2.0 * (double)(N * P * K) / nt;
+            if (sw_cost < expand) {
+                expand = sw_cost;
+                xswap = 1;
+            }
+        }
         int rc = try_factored(fac, method, out64, direct, expand,
                               fac ? axs_fcost(path, N * P, K, CG, OG, groups, fac->r,
                                               N * Hp * Wp * C, fac->packed != NULL, nt)
@@ -1048,10 +1116,13 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         if (rc != -1)
             return rc;
         cache_entry *xe;
-        rc = try_expand(table, token, method, out64, direct, expand, 0, &xe);
+        rc = try_expand(table, token, method, out64, direct, expand, xswap, &xe);
         if (xe) {
-            rc = axs_xconv2d(x, w, &xe->pr.t, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb, pl, pr_,
-                             dh, dw, groups, pad_code, out, dq, nt, path);
+            rc = xswap ? conv_swapped_expand(x, w, &xe->pr.t, N, H, W, C, KH, KW, COUT, sh, sw,
+                                             pt, pl, dh, dw, pad_code, out, dq, nt, path, OH,
+                                             OW)
+                       : axs_xconv2d(x, w, &xe->pr.t, N, H, W, C, KH, KW, COUT, sh, sw, pt, pb,
+                                     pl, pr_, dh, dw, groups, pad_code, out, dq, nt, path);
             release(xe);
         }
         if (rc >= 0)
