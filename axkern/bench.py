@@ -49,6 +49,8 @@ SHAPES = (
     ("depthwise 64 @16x16", "conv", dict(N=32, H=16, W=16, C=64, COUT=64, k=3, groups=64)),
     ("gemm 8x2048x1024", "gemm", dict(M=8, K=2048, N=1024)),
     ("linear 256x1024->1024", "gemm", dict(M=256, K=1024, N=1024)),
+    # ResNet-18's last stage on one image: few pixels by many filters
+    ("conv 512->512 @7x7 N1", "conv", dict(N=1, H=7, W=7, C=512, COUT=512, k=3, groups=1)),
 )
 #: Fresh copies of the input PyTorch is timed on in each round (its best counts); every
 #: other figure gets as many timed calls per round.
