@@ -827,18 +827,13 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
     return rc;
 }
 
-/* Bytes of the im2col copy the swapped direct convolution may make (N * OH * OW rows of
+/* Bytes of the im2col copy the swapped convolutions may make (N * OH * OW rows of
  * KH * KW * C codes). */
 #define AXS_SWAP_BYTES ((int64_t)32 << 20)
 
-/* The direct method with the roles swapped, for convolutions of few output pixels (batch-1
- * layers of small images): the output pixels' codes become the fixed codes, an im2col copy
- * A[m][g * K + (ky * KW + kx) * CG + c] of them, and the filters' HWIO rows (each step's
- * COUT codes contiguous) are streamed, as the GEMM's swapped orientation does (axs_gemm).
- * The direct kernels round the streamed rows up to whole vectors (64 on the AVX-512 path):
- * 7 x 7 or 2 x 2 pixels streamed past 512 filters wasted most of them, 512 filters streamed
- * past 49 or 4 pixels waste none. Fixed blocks stay within one image, so that an NCHW
- * output's rows are runs. */
+/* The codes of the N * OH * OW output pixels' receptive fields, A[m][g * K + (ky * KW + kx)
+ * * CG + c] (K = KH * KW * CG, padded positions pad_code), in a new buffer (NULL: out of
+ * memory). */
 static uint8_t *im2col_codes(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C,
                              int64_t KH, int64_t KW, int sh, int sw, int pt, int pl, int dh,
                              int dw, int64_t groups, int pad_code, int64_t OH, int64_t OW,
@@ -869,6 +864,13 @@ static uint8_t *im2col_codes(const uint8_t *x, int64_t N, int64_t H, int64_t W, 
     return A;
 }
 
+/* The direct method with the roles swapped, for convolutions of few output pixels (batch-1
+ * layers of small images): the output pixels' codes become the fixed codes (their im2col
+ * copy), and the filters' HWIO rows (each step's COUT codes contiguous) are streamed, as
+ * the GEMM's swapped orientation does (axs_gemm). The direct kernels round the streamed
+ * rows up to whole vectors (64 on the AVX-512 path): 7 x 7 or 2 x 2 pixels streamed past
+ * 512 filters wasted most of them, 512 filters streamed past 49 or 4 pixels waste none.
+ * Fixed blocks stay within one image, so that an NCHW output's rows are runs. */
 static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table,
                         uint64_t token, int64_t N, int64_t H, int64_t W, int64_t C,
                         int64_t KH, int64_t KW, int64_t COUT, int sh, int sw, int pt, int pl,
@@ -1083,7 +1085,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                                                          K, OG, dunits < nt ? dunits : nt);
         /* the swapped orientation (conv_swapped), its im2col copy counted as 2 lookups a
          * byte */
-        if (N * P * groups * K <= AXS_SWAP_BYTES) {
+        if (N * P <= AXS_SWAP_BYTES / (groups * K)) {
             const int64_t nfb = N * ((P + AXS_NB - 1) / AXS_NB);
             const int mbs = tile_rows(OG, nfb * groups, nt);
             const int64_t us = groups * ((OG + mbs - 1) / mbs) * nfb;
@@ -1098,7 +1100,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         double expand = axs_xcost(path, N * P, K, OG, groups, nt);
         /* expanded tables in the swapped orientation (conv_swapped_expand), with the copy */
         int xswap = 0;
-        if (groups == 1 && N * P * K <= AXS_SWAP_BYTES) {
+        if (groups == 1 && N * P <= AXS_SWAP_BYTES / K) {
             const double sw_cost =
                 axs_xcost(path, COUT, K, N * P, 1, nt) + 2.0 * (double)(N * P * K) / nt;
             if (sw_cost < expand) {
