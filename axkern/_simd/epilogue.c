@@ -160,9 +160,10 @@ void axs_scatter_nchw(const float *tile, ptrdiff_t ld, int ms, int nf, int64_t r
                       int64_t P, int64_t cols, float *y, int path)
 {
     /* the widest transposes the path has: 16 x 16 blocks store 64-byte runs of a column,
-     * 8 x 8 32-byte ones, the SSE 4 x 4 below 16-byte ones (single thread, 32 x 16 x 16 x 64
-     * output from 128 x 64 tiles: 16 x 16 and 8 x 8 blocks took 0.57 and 0.66 of the 4 x 4
-     * blocks' time) */
+     * 8 x 8 32-byte ones, the SSE 4 x 4 below 16-byte ones (a C driver, one thread, a
+     * 32 x 16 x 16 x 64 output from 128 x 64 tiles: 16 x 16 and 8 x 8 blocks took 0.57 and
+     * 0.66 of the 4 x 4 blocks' time; whole depthwise NCHW calls, where the output's writes
+     * to memory take most of the store, 1.02 - 1.03 and 1.01 times as fast, paired) */
     const int B = path == AXS_PATH_AVX512_VBMI ? 16 : path == AXS_PATH_AVX2 ? 8 : 0;
     const axs_tr_fn tr = B == 16 ? axs_tr16_avx512 : axs_tr8_avx2;
     /* runs of rows within one image: for each column a contiguous run of the output */
