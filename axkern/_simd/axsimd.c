@@ -851,11 +851,10 @@ static uint8_t *im2col_codes(const uint8_t *x, int64_t N, int64_t H, int64_t W, 
             for (int64_t kx = 0; kx < KW; kx++) {
                 const int64_t iy = oy * sh + ky * dh - pt, ix = ox * sw + kx * dw - pl;
                 const int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                const uint8_t *src = x + ((n * H + iy) * W + ix) * C;
                 for (int64_t g = 0; g < groups; g++) {
                     uint8_t *d = a + g * K + (ky * KW + kx) * CG;
                     if (inside)
-                        memcpy(d, src + g * CG, (size_t)CG);
+                        memcpy(d, x + ((n * H + iy) * W + ix) * C + g * CG, (size_t)CG);
                     else
                         memset(d, pad_code, (size_t)CG);
                 }
