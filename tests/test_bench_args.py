@@ -300,3 +300,29 @@ def test_c_driver_of_rows_checks_its_loops(tmp_path):
             "int16x16", "u8x32", "u8x32+pmadd"]
     bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+# ------------------------------------------------------------------------- bench_resnet18
+@pytest.mark.parametrize("args, words", [
+    (["--batch", "0"], ["--batch"]),
+    (["--size", "x"], ["--size"]),
+    (["--threads", "-1"], ["--threads"]),
+    (["--repeat", "0"], ["--repeat"]),
+])
+def test_bench_resnet18_usage_errors(args, words):
+    error_line(tool("bench_resnet18.py", *args), 2, "bench_resnet18.py", *words)
+
+
+def test_bench_resnet18_unknown_multiplier():
+    proc = tool("bench_resnet18.py", "--multiplier", "nosuch", "--size", "32")
+    error_line(proc, 1, "bench_resnet18.py", "nosuch")
+
+
+def test_bench_resnet18_runs():
+    pytest.importorskip("torch")
+    proc = tool("bench_resnet18.py", "--size", "32", "--repeat", "1", "--threads", "1",
+                "--multiplier", "mul8u_drum4")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("ResNet-18, batch 1, 32 x 32, multiplier mul8u_drum4")
+    assert lines[1].startswith("float32 PyTorch ") and " ratio " in lines[1]
