@@ -5,9 +5,10 @@ model approximated through :func:`axkern.torch.approximate`, timed in one run.
 Where the CIFAR networks of ``axkern bench --networks`` have at most 64 channels on 8 x 8
 maps, this one ends in 512 channels on 7 x 7 maps: at batch 1 its last stages are layers of
 few output pixels by many filters. The model is built here (torchvision is not needed): a
-7 x 7 stem with max pooling, four stages of two basic blocks (64, 128, 256, 512 channels,
-1 x 1 projections where the shape changes), global pooling and a 1000-way linear layer.
-Both models are timed in alternating rounds on the same input, each figure the best call.
+7 x 7 stem with max pooling, four stages of two basic blocks of :mod:`axkern.resnet` (64,
+128, 256, 512 channels, 1 x 1 projections where the shape changes), global pooling and a
+1000-way linear layer. Both models are timed in alternating rounds on the same input, each
+figure the best call.
 
 Examples::
 
@@ -25,30 +26,18 @@ import axkern
 from axkern.bench import _table, positive_int, run_tool, thread_count
 
 
-def resnet18(nn):
-    """torchvision's ResNet-18 layout, built from torch.nn."""
+def resnet18():
+    """ResNet-18's layout from axkern.resnet's basic blocks (their shortcuts project by 1 x 1
+    convolutions with a bias where the shape changes, as the Keras CIFAR example's do)."""
+    from torch import nn
 
-    class Basic(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout)
-            self.proj = None
-            if stride != 1 or cin != cout:
-                self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = self.b2(self.c2(self.b1(self.c1(x)).relu()))
-            return (y + (x if self.proj is None else self.proj(x))).relu()
+    from axkern.resnet import BasicBlock
 
     layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
               nn.MaxPool2d(3, 2, 1)]
     cin = 64
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers += [Basic(cin, cout, stride), Basic(cout, cout, 1)]
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
         cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000)]
     return nn.Sequential(*layers)
@@ -57,7 +46,6 @@ def resnet18(nn):
 def run(batch, size, multiplier, threads, repeat):
     try:
         import torch
-        from torch import nn
     except ImportError:
         raise ImportError("this benchmark needs PyTorch: pip install 'axkern[torch]'") from None
     from axkern import _fast
@@ -70,7 +58,7 @@ def run(batch, size, multiplier, threads, repeat):
         mult = axkern.Multiplier(_table(np.random.default_rng(0)))
     else:
         mult = axkern.load_multiplier(multiplier)
-    net = resnet18(nn).eval()
+    net = resnet18().eval()
     x = torch.randn(batch, 3, size, size)
     with torch.no_grad():
         net(x)
