@@ -140,9 +140,9 @@ typedef struct {
     int narrow;        /* r = 1, AVX2: values span at most 256, one byte plane of U - off */
     int16_t off;
     /* r = 1 values that are the code itself, zero- or sign-extended, negated or not, plus
-     * an offset (exact and perforated multipliers): widened, not looked up */
-    int affine, asigned, aneg;
-    int16_t aoff;
+     * an offset (exact and perforated multipliers): widened as aff says, not looked up */
+    int affine;
+    axs_fcomp aff;
     int pairs;         /* r = 2, AVX2: axs_fvalues2_shuf_avx2 with comp over T */
     axs_fcomp comp[2];
     int32_t U32[256];
@@ -221,13 +221,7 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
     fv->narrow = 0;
     fv->off = 0;
     fv->pairs = 0;
-    axs_fcomp aff;
-    fv->affine = fac->r == 1 && fcomp_affine(fac->U, 1, 0, &aff);
-    if (fv->affine) {
-        fv->asigned = aff.sgn;
-        fv->aneg = aff.neg;
-        fv->aoff = aff.off;
-    }
+    fv->affine = fac->r == 1 && fcomp_affine(fac->U, 1, 0, &fv->aff);
     if (path == AXS_PATH_SCALAR || fac->r > 2)
         return;
     if (path == AXS_PATH_AVX512_VBMI) {
@@ -271,14 +265,14 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
 /* fvals' affine values: four plain loops, which the compiler vectorizes */
 static void fvalues_affine(const uint8_t *codes, int64_t n, const fvals *fv, int16_t *d)
 {
-    const int off = fv->aoff;
-    if (fv->asigned && fv->aneg)
+    const int off = fv->aff.off;
+    if (fv->aff.sgn && fv->aff.neg)
         for (int64_t c = 0; c < n; c++)
             d[c] = (int16_t)(off - (int8_t)codes[c]);
-    else if (fv->asigned)
+    else if (fv->aff.sgn)
         for (int64_t c = 0; c < n; c++)
             d[c] = (int16_t)(off + (int8_t)codes[c]);
-    else if (fv->aneg)
+    else if (fv->aff.neg)
         for (int64_t c = 0; c < n; c++)
             d[c] = (int16_t)(off - codes[c]);
     else

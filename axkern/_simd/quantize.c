@@ -21,6 +21,10 @@
 
 #include "axs_internal.h"
 
+/* The largest t an unsigned loop truncates: a scale so large that nmax - nmin overflows
+ * gives t = +Inf, whose truncation would overflow (any cap above the 65535 codes serves) */
+#define AXS_TCAP 1073741824.0f
+
 static inline int32_t code_unsigned(float x, float nmin, float nmax, float inv, int32_t span,
                                     int32_t qmin)
 {
@@ -29,10 +33,9 @@ static inline int32_t code_unsigned(float x, float nmin, float nmax, float inv, 
     t = t - nmin;                   /* >= 0 */
     t = t * inv;
     t = t + 0.5f;                   /* >= 0.5: floor is truncation */
-    /* a scale so large that nmax - nmin overflows gives t = +Inf: capped below 2^31 so that
-     * the truncation cannot overflow (then the span is the code, as the reference's
-     * min(floor(t), span) in float32 gives) */
-    t = t < 1073741824.0f ? t : 1073741824.0f;
+    /* capped (AXS_TCAP): then the span is the code, as the reference's min(floor(t), span)
+     * in float32 gives */
+    t = t < AXS_TCAP ? t : AXS_TCAP;
     int32_t c = (int32_t)t;
     return (c < span ? c : span) + qmin;
 }
@@ -85,7 +88,7 @@ quantize_run_avx2(const float *restrict xr, int64_t n, const int is_signed, floa
 {
     const __m256 lo = _mm256_set1_ps(nmin), hi = _mm256_set1_ps(nmax);
     const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
-    const __m256 cap = _mm256_set1_ps(1073741824.0f);   /* see code_unsigned */
+    const __m256 cap = _mm256_set1_ps(AXS_TCAP);
     const __m256 vscale = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
     const __m256 big = _mm256_set1_ps(4194304.0f), nbig = _mm256_set1_ps(-4194304.0f);
     const __m256 magic = _mm256_set1_ps(12582912.0f);
