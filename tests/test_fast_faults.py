@@ -232,3 +232,37 @@ def test_pickled_and_copied_multipliers_keep_their_table_frozen_and_shared():
     state["_table"] = np.array(m.table)
     old.__setstate__(state)
     assert not old.table.flags.writeable and table256(old) is table256(m)
+
+
+def test_forced_method_refuses_empty_calls_alike():
+    """A forced method that cannot serve a call raises the same ValueError whatever the
+    call's size: an empty batch, an empty reduction and an empty GEMM used to return an
+    empty (or zero) result where a batch of one raised."""
+    rng = np.random.default_rng(21)
+    sixteen = rng.integers(-100, 100, (256, 256)).astype(np.int32)   # the 16-bit class
+    generic = rng.integers(-(1 << 20), 1 << 20, (256, 256)).astype(np.int32)
+    drum = table256(library.load_multiplier("mul8u_drum4"))          # frozen, with factors
+
+    def outcome(call):
+        try:
+            call()
+        except ValueError as e:
+            return str(e).split(":")[0] + ": refused"
+        return "ran"
+
+    seen = set()
+    for table in (sixteen, generic, drum):
+        for method in ("expand", "depthwise", "factored", "direct", "auto"):
+            for dtype in (np.int32, np.int64):
+                for groups, cg in ((1, 8), (8, 1)):
+                    w = codes((3, 3, cg, 8), rng)
+                    runs = [outcome(lambda x=codes((n, 5, 5, 8), rng), w=w: fast.conv2d(
+                        x, w, table, (1, 1), (1, 1, 1, 1), (1, 1), groups, 0, dtype,
+                        method=method)) for n in (1, 0)]
+                    assert runs[0] == runs[1], (method, dtype, groups, runs)
+                    seen.add(runs[0])
+                a, b = codes((3, 16), rng), codes((16, 5), rng)
+                runs = [outcome(lambda a=a, b=b: fast.gemm(a, b, table, dtype, method=method))
+                        for a, b in ((a, b), (a[:0], b), (a[:, :0], b[:0]))]
+                assert runs[0] == runs[1] == runs[2], (method, dtype, runs)
+    assert seen == {"ran", "conv2d: refused"}

@@ -608,6 +608,34 @@ static int try_factored(const axs_factors *fac, int method, int out64, double di
     return factored < direct && factored < expand ? AXS_OK : -1;
 }
 
+/* Whether a forced method can serve a call of this table and sum width (dw_shape: the
+ * depthwise method serves the layer's shape; 0 for a GEMM), by the rules of the dispatch;
+ * for the calls it skips (empty outputs and reductions), so that a forced method refuses a
+ * call whatever its size (an empty batch used to pass). */
+static int forced_serves(const int32_t *table, const axs_factors *fac, int method, int out64,
+                         int dw_shape)
+{
+    int sixteen = 1;   /* the 16-bit class: entries span at most 65535 */
+    if (method == AXS_METHOD_EXPAND || (method == AXS_METHOD_DEPTHWISE && out64)) {
+        int32_t lo = table[0], hi = table[0];
+        for (int i = 1; i < 65536; i++) {
+            lo = table[i] < lo ? table[i] : lo;
+            hi = table[i] > hi ? table[i] : hi;
+        }
+        sixteen = (int64_t)hi - (int64_t)lo <= 65535;
+    }
+    switch (method) {
+    case AXS_METHOD_EXPAND:
+        return !out64 && sixteen;
+    case AXS_METHOD_FACTORED:
+        return fac && !out64;
+    case AXS_METHOD_DEPTHWISE:
+        return dw_shape && (sixteen || !out64);
+    default:
+        return 1;
+    }
+}
+
 int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
              const axs_factors *fac, int64_t M, int64_t K, int64_t N, int out64, void *out,
              const axs_dequant *dq, int nthreads, int path, int method)
@@ -618,6 +646,9 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         method > AXS_METHOD_FACTORED || (fac && (fac->r < 1 || fac->r > AXS_FMAXRANK)))
         return AXS_EARG;
     if (method == AXS_METHOD_DEPTHWISE)
+        return AXS_EMETHOD;
+    /* the shortcuts skip the dispatch, which refuses what a forced method cannot serve */
+    if ((M == 0 || N == 0 || K == 0) && !forced_serves(table, fac, method, out64, 0))
         return AXS_EMETHOD;
     if (M == 0 || N == 0)
         return AXS_OK;
@@ -1004,6 +1035,10 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     OH = OH < 0 ? 0 : OH / sh + 1;
     OW = OW < 0 ? 0 : OW / sw + 1;
     int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG, P = OH * OW;
+    /* the shortcuts skip the dispatch, which refuses what a forced method cannot serve */
+    if ((N == 0 || P == 0 || COUT == 0 || K == 0) &&
+        !forced_serves(table, fac, method, out64, axs_dw_serves(C, COUT, groups, KH, KW, dw)))
+        return AXS_EMETHOD;
     if (N == 0 || P == 0 || COUT == 0)
         return AXS_OK;
     if (K > 0x7fffffff)
