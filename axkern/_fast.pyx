@@ -80,7 +80,8 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp
 from cython.parallel cimport prange
 
-from .backends import (_check_threads, check_conv_args, check_gemm_args, check_out_array,
+from .backends import (_check_table, _check_threads, check_conv_args, check_gemm_args,
+                       check_out_array,
                        table_factors, table_token)
 
 cnp.import_array()
@@ -99,6 +100,7 @@ cdef extern from "axsimd.h" nogil:
     int AXS_METHOD_FACTORED
     int64_t axs_set_fchunk(int64_t bytes)
     void axs_forked_child()
+    int axs_byte_residual(const int32_t *table, uint64_t token, int path)
 
 cdef extern from "axs_internal.h" nogil:
     int axs_threads(int nthreads)
@@ -257,6 +259,40 @@ def _resolve(path):
     if path is None:
         return _CODES[default_path()]
     return _CODES[_check_path(path, "path argument")]
+
+
+def byte_residual(table, path=None):
+    """Whether the expanded tables of ``table`` take the byte-residual form on ``path``.
+
+    That form serves tables whose entries are the exact product of the operands' values
+    plus a residual that spans at most 255 for every weight code (near-exact circuits:
+    truncated or perforated products of small error, and EvoApproxLib-style circuits whose
+    worst-case error stays within about a byte). The exact part is summed by ``vpdpbusd``
+    and the residual by byte rows of 64 columns, twice the columns per load of the 16-bit
+    rows. It needs the ``"avx512_vbmi"`` path on a CPU with AVX-512 VNNI; the sums are the
+    same either way.
+
+    Parameters
+    ----------
+    table : ndarray of int32, shape (256, 256)
+        Indexed ``[activation code, weight code]``; values are the codes themselves
+        (unsigned) or their int8 bit patterns (signed), whichever fits.
+    path : {"avx512_vbmi", "avx2", "scalar"}, optional
+
+    Returns
+    -------
+    bool
+    """
+    cdef int p = _resolve(path)
+    table = _check_table(table)
+    cdef cnp.ndarray tt = table
+    cdef uint64_t token = table_token(table)
+    cdef int rc
+    with nogil:
+        rc = axs_byte_residual(<const int32_t *>cnp.PyArray_DATA(tt), token, p)
+    if rc < 0:
+        raise MemoryError("byte_residual: out of memory preparing the table")
+    return rc == 1
 
 
 #: Kernel methods (``method=``): ``"auto"`` picks by a cost model of the call's shape.

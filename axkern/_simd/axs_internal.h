@@ -143,7 +143,10 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
  * `units` threads its tiles keep busy) against expanded (tables built per unit plus
  * lookups of padded column blocks, over the threads its units keep busy). */
 double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units);
-double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt);
+/* res: the table has the byte-residual form in this orientation and the call's blocks read
+ * consecutive codes (see expand.c) */
+double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,
+                 int res);
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF

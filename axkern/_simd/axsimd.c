@@ -27,6 +27,16 @@ int axs_path_supported(int path)
     return 0;
 }
 
+int axs_has_vnni(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") != 0;
+#else
+    return 0;
+#endif
+}
+
 int axs_best_path(void)
 {
     for (int p = AXS_NPATHS - 1; p > 0; p--)
@@ -69,8 +79,71 @@ void axs_free64(void *p)
 typedef struct {
     axs_fixed_table t;
     const void *key;  /* the table in row-major order: biased uint16 (16-bit class) or int32 */
-    void *mem, *keymem;
+    void *mem, *keymem, *rmem;
 } prepared;
+
+/* The byte-residual form of a 16-bit-class table (axs_fixed_table.res8): the entries less
+ * v(s) * (v(f) - z), v the codes' values (unsigned, tried first, or int8 bit patterns), must
+ * span at most 255 for every fixed code f, for some integer z (nonzero where the weights'
+ * zero point was folded into the table: T'[a, b] = T[a, b] - zw * v(a)). The exact part is
+ * summed by vpdpbusd on the fixed code and the streamed code XOR 0x80: unsigned, f * (s -
+ * 128), which wants 128 f back; signed, (s + 128) * f, which wants -128 f; and the kernel
+ * takes z times the sum of its row's v(s) off. Leaves pr->t.res8 NULL when nothing fits,
+ * or on a failed allocation (the 16-bit form serves then). */
+static int residual_fits(const uint16_t *t16, int sg, int32_t z, uint8_t *res8, int32_t *lo_f)
+{
+    for (int f = 0; f < 256; f++) {
+        const int32_t vf = (sg ? (int8_t)f : f) - z;
+        int32_t lo = 0, hi = 0;
+        for (int s = 0; s < 256; s++) {
+            const int32_t r = (int32_t)t16[f * 256 + s] - (sg ? (int8_t)s : s) * vf;
+            lo = s == 0 || r < lo ? r : lo;
+            hi = s == 0 || r > hi ? r : hi;
+        }
+        if (hi - lo > 255)
+            return 0;
+        for (int s = 0; s < 256; s++)
+            res8[s * 256 + f] = (uint8_t)((int32_t)t16[f * 256 + s] - (sg ? (int8_t)s : s) * vf - lo);
+        lo_f[f] = lo;
+    }
+    return 1;
+}
+
+static void prepare_residual(prepared *pr)
+{
+    const uint16_t *t16 = pr->t.tab16;
+    uint8_t *mem = (uint8_t *)axs_alloc64(65536 + 256 * sizeof(int32_t));
+    if (!mem)
+        return;
+    uint8_t *res8 = mem;
+    int32_t *rcc = (int32_t *)(mem + 65536);
+    for (int sg = 0; sg < 2; sg++) {
+        /* z from the column of the fixed code of value 0, whose entries are -z v(s) plus the
+         * residual: the slope between the smallest and the largest value, and its neighbours
+         * (the residual moves it by at most 1) */
+        const int s0 = sg ? 128 : 0, s1 = sg ? 127 : 255;
+        const int32_t dv = (sg ? 127 : 255) - (sg ? -128 : 0);
+        const int32_t dt = (int32_t)t16[s1] - (int32_t)t16[s0];
+        const int32_t z0 = -(int32_t)((dt >= 0 ? dt + dv / 2 : dt - dv / 2) / dv);
+        for (int32_t z = z0 - 1; z <= z0 + 1; z++) {
+            if (!residual_fits(t16, sg, z, res8, rcc))
+                continue;
+            for (int f = 0; f < 256; f++) {
+                const int32_t vf = sg ? (int8_t)f : f;
+                /* modulo 2^32, as the sums are */
+                rcc[f] = (int32_t)((uint32_t)rcc[f] - pr->t.bias +
+                                   (uint32_t)(sg ? -128 * vf : 128 * vf));
+            }
+            pr->t.res8 = res8;
+            pr->t.rcc = rcc;
+            pr->t.rsigned = sg;
+            pr->t.rz = z;
+            pr->rmem = mem;
+            return;
+        }
+    }
+    axs_free64(mem);
+}
 
 static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
 {
@@ -161,6 +234,8 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
         pr->keymem = k16;
         pr->key = k16;
     }
+    if (path == AXS_NPATHS && axs_path_supported(AXS_PATH_AVX512_VBMI) && axs_has_vnni())
+        prepare_residual(pr);   /* the expanded tables' entry (see try_expand) */
     return AXS_OK;
 }
 
@@ -214,6 +289,7 @@ static void entry_free(cache_entry *e)
 {
     axs_free64(e->pr.mem);
     axs_free64(e->pr.keymem);
+    axs_free64(e->pr.rmem);
     free(e);
 }
 
@@ -595,6 +671,36 @@ static int try_expand(const int32_t *table, uint64_t token, int method, int out6
     return AXS_OK;
 }
 
+/* Whether the expanded tables of this table, in this orientation, take the byte-residual
+ * form on this path (for the cost model: the entry is prepared now, as try_expand would). */
+static int residual_form(const int32_t *table, uint64_t token, int transpose, int path,
+                         int method, int out64)
+{
+    if (path != AXS_PATH_AVX512_VBMI || out64 || !axs_has_vnni() ||
+        (method != AXS_METHOD_AUTO && method != AXS_METHOD_EXPAND))
+        return 0;
+    int err = AXS_OK;
+    cache_entry *e = acquire(table, token, transpose, AXS_NPATHS, &err);
+    if (!e)
+        return 0;
+    const int res = e->pr.t.res8 != NULL;
+    release(e);
+    return res;
+}
+
+int axs_byte_residual(const int32_t *table, uint64_t token, int path)
+{
+    if (path != AXS_PATH_AVX512_VBMI || !axs_path_supported(path) || !axs_has_vnni())
+        return 0;
+    int err = AXS_OK;
+    cache_entry *e = acquire(table, token, 0, AXS_NPATHS, &err);
+    if (!e)
+        return -1;
+    const int res = e->pr.t.res8 != NULL;
+    release(e);
+    return res;
+}
+
 /* The factored method: AXS_OK when it is forced or (AXS_METHOD_AUTO) cheaper than the other
  * two, -1 when another method should run, AXS_EMETHOD when it is forced without factors or
  * for int64 sums. */
@@ -669,7 +775,10 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
          * b, against the direct method */
         double direct = axs_direct_cost(path, swapped ? N : M, K, swapped ? M : N,
                                         nst < nt ? nst : nt);
-        double cost = axs_xcost(path, M, K, N, 1, nt), cost_sw = axs_xcost(path, N, K, M, 1, nt);
+        double cost = axs_xcost(path, M, K, N, 1, nt,
+                                residual_form(table, token, 0, path, method, out64));
+        double cost_sw = axs_xcost(path, N, K, M, 1, nt,
+                                   residual_form(table, token, 1, path, method, out64));
         int sw = cost_sw < cost;
         int rc = try_factored(fac, method, out64, direct, sw ? cost_sw : cost,
                               fac ? axs_fcost(path, M, K, K, N, 1, fac->r, M * K,
@@ -1131,12 +1240,19 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                 swapped = 1;
             }
         }
-        double expand = axs_xcost(path, N * P, K, OG, groups, nt);
+        /* the byte-residual form wants each block of 16 steps within one tap (or 1 x 1
+         * filters) for consecutive codes, as expand.c checks; the swapped orientation below
+         * streams a transposed copy */
+        const int res = residual_form(table, token, 0, path, method, out64);
+        double expand = axs_xcost(path, N * P, K, OG, groups, nt,
+                                  res && (KH * KW == 1 || CG % AXS_RSTEPS == 0));
         /* expanded tables in the swapped orientation (conv_swapped_expand), with the copy */
         int xswap = 0;
         if (groups == 1 && N * P <= AXS_SWAP_BYTES / K) {
             const double sw_cost =
-                axs_xcost(path, COUT, K, N * P, 1, nt) + 2.0 * (double)(N * P * K) / nt;
+                axs_xcost(path, COUT, K, N * P, 1, nt,
+                          residual_form(table, token, 1, path, method, out64)) +
+                2.0 * (double)(N * P * K) / nt;
             if (sw_cost < expand) {
                 expand = sw_cost;
                 xswap = 1;

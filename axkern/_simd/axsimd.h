@@ -53,6 +53,14 @@ typedef struct {
     const uint8_t *planes;    /* [fixed][2][256]: low bytes, then high bytes of tab16 */
     const uint8_t *xtab;      /* [fixed][plane][half][8][32]: XOR-chained vpshufb chunks */
     const int32_t *tab32;     /* [fixed][streamed] original entries (generic class) */
+    /* The byte-residual form (16-bit class, NULL when the table has none): entry =
+     * v(streamed) * (v(fixed) - rz) + res8[streamed][fixed] + a per-fixed-code offset, v the
+     * codes themselves (rsigned = 0) or their int8 bit patterns (rsigned = 1); rcc[fixed]:
+     * that offset - bias + the exact part's correction (axsimd.c, prepare_residual). */
+    const uint8_t *res8;
+    const int32_t *rcc;
+    int rsigned;
+    int32_t rz;
 } axs_fixed_table;
 
 /* 16-bit micro-kernel: for j < nf (<= AXS_NB), i < ms (<= AXS_MB):
@@ -149,6 +157,27 @@ void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, const p
 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                      int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                      int last, uint32_t init);
+
+/* Byte-residual expanded tables (expand.c; AVX-512 VBMI with VNNI): blocks of AXS_RNB
+ * fixed codes and up to AXS_RSTEPS steps. R[kk][v][p] = res8[v][F[col(p) * ldF + kk]]: rows
+ * of AXS_RNB uint8, step kk at R + kk * AXS_RSTEP, position 2t + h holding column 32 h + t;
+ * W: the block's fixed codes as the exact part's vpdpbusd operand, 4 steps by 16 columns a
+ * zmm (lane l: column 16 q + l, byte i: step 4 g + i) at W + (4 g + q) * 64; columns j >= nf
+ * and steps kk >= kb take code 0 in R and 0 in W. */
+#define AXS_RSTEPS 16
+#define AXS_RNB 64
+#define AXS_RSTEP (256 * AXS_RNB + 256)
+void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
+                       uint8_t *R, uint8_t *W);
+/* acc[i * lda + j] = (init ? init[j] : acc[i * lda + j]) + sum_{kk < kb} (R[kk][c][pos of j]
+ * + v(c) * v(column j's code in W) - rz * v(c)), c = p_i[kk] (p_i = S + roff[i] + koff0:
+ * consecutive codes), for i < ms, j < AXS_RNB (mod 2^32); rsigned, rz as in
+ * axs_fixed_table. */
+void axs_rkern_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, ptrdiff_t koff0, int kb,
+                      const uint8_t *R, const uint8_t *W, uint32_t *acc, ptrdiff_t lda,
+                      const uint32_t *init, int rsigned, int32_t rz);
+/* Whether this CPU has AVX-512 VNNI (vpdpbusd), which the byte-residual form needs. */
+int axs_has_vnni(void);
 
 /* Depthwise plane kernels (depthwise.c): for nc channels i < nc, with E_i = E + i * es
  * holding E_i[ky] (ky < KH) 256 rows of 4 uint32 lanes (lane j: the entry of filter tap
@@ -304,6 +333,10 @@ enum { AXS_EMETHOD = 4 };
 int axs_path_supported(int path);
 /* Best supported path. */
 int axs_best_path(void);
+/* 1 when the expanded tables of this table (fixed codes its columns) take the
+ * byte-residual form on this path (expand.c): AVX-512 VBMI with VNNI, and a table whose
+ * entries are an exact product plus a byte for every fixed code; -1 on a failed allocation. */
+int axs_byte_residual(const int32_t *table, uint64_t token, int path);
 /* Called in a child process made by fork(): from then on every kernel runs on one thread.
  * GNU OpenMP does not rebuild its thread pool in a forked child, so a parallel region of
  * two or more threads there waits forever for the parent's threads. */

@@ -35,6 +35,9 @@
 #ifndef AXS_XACC
 #define AXS_XACC (256 * 1024)
 #endif
+#ifndef AXS_RACC
+#define AXS_RACC (512 * 1024)
+#endif
 /* Relative time of building one R entry, and of one direct lookup, against one expanded
  * lookup, per path (measured on Zen 3: AVX2 about 0.07 ns per entry built, 0.06 ns per
  * expanded and 0.5 ns per direct lookup and thread; portable C about 0.5, 0.25 and 0.7). */
@@ -66,6 +69,13 @@
  * performance.md, "Zen 4"). Not measured on a CPU with full-width 512-bit units. */
 #define AXS_DIRECT_512 1.1
 #define AXS_X32 0.5
+/* The byte-residual form's 64-wide blocks (AVX-512 with VNNI), in the same units: a column
+ * of a row and step, and an entry built (the 16-bit form's builders: AXS_XBUILD_AVX2).
+ * Fitted on Zen 4 from perf profiles of 32 x 8 x 8 x 64 -> 64 and 256 x 1024 x 1024 (a row
+ * step of 64 columns took 3.3 cycles against 2.5 for 32 columns of the 16-bit rows; a
+ * block's building 12 - 15% of the kernel with tiles of 1024 rows). */
+#define AXS_XRES 0.33
+#define AXS_XRBUILD 0.4
 
 /* Blocks of 16 columns. Wider blocks fit fewer steps in a block of R that stays in L2, so
  * they reload their sums more often: in paired A/B timings 16-wide blocks ran 3 to 6%
@@ -75,6 +85,8 @@
  * 1.35 times as fast as 16-wide ones, with 16 steps per block of R (8: 0.91 - 0.95). */
 static int xsteps(int nb)
 {
+    if (nb == AXS_RNB)
+        return AXS_RSTEPS;
     return nb == AXS_XNB32 ? AXS_XSTEPW32 / nb : AXS_XSTEPW / nb;
 }
 
@@ -104,7 +116,7 @@ static int64_t xpadded(int64_t cols, int nb)
 static int64_t xksplit(int64_t rows, int64_t cols, int64_t groups, int64_t K, int nt, int nb)
 {
     int64_t nblocks = xpadded(cols, nb) / nb * groups;
-    int64_t rows_max = AXS_XACC / (4 * nb);
+    int64_t rows_max = (nb == AXS_RNB ? AXS_RACC : AXS_XACC) / (4 * nb);
     int64_t u = (rows + rows_max - 1) / rows_max * nblocks;
     if (nt == 1 || u >= 2 * nt)
         return 1;
@@ -123,7 +135,7 @@ static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int64_t K,
                           int nb)
 {
     int64_t nblocks = xpadded(cols, nb) / nb * groups;
-    int64_t rows_max = AXS_XACC / (4 * nb);
+    int64_t rows_max = (nb == AXS_RNB ? AXS_RACC : AXS_XACC) / (4 * nb);
     int64_t ntiles = (rows + rows_max - 1) / rows_max;
     int64_t most = (rows + 3) / 4;
     if (xksplit(rows, cols, groups, K, nt, nb) == 1)
@@ -153,15 +165,17 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
     return lookups * (double)K * (double)cols / (double)(units > 1 ? units : 1);
 }
 
-double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt)
+double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,
+                 int res)
 {
-    double build = path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
-    int nb = xwidth(path, cols);
+    res = res && path == AXS_PATH_AVX512_VBMI && cols > AXS_XNB32;
+    double build = res ? AXS_XRBUILD : path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
+    int nb = res ? AXS_RNB : xwidth(path, cols);
     int64_t ms = xtile_rows(rows, cols, groups, K, nt, nb), tiles = (rows + ms - 1) / ms;
     /* w: the lookups' columns; wb: the built ones (8-wide blocks were fitted with both
      * scaled) */
     double wb = (double)xpadded(cols, nb) * (double)groups * (nb == AXS_XNB8 ? AXS_X8 : 1.0);
-    double w = nb == AXS_XNB32 ? wb * AXS_X32 : wb;
+    double w = res ? wb * AXS_XRES : nb == AXS_XNB32 ? wb * AXS_X32 : wb;
     int64_t units = tiles * (xpadded(cols, nb) / nb * groups) *
                     xksplit(rows, cols, groups, K, nt, nb);
     units = units < nt ? units : nt;
@@ -401,12 +415,49 @@ int axs_xdeq_init(const axs_dequant *dq, int64_t ncol, int64_t rows, axs_xdeq *d
     return AXS_OK;
 }
 
+/* Whether a table and path give cols columns the byte-residual form (see "Byte residuals"
+ * above): a table that has one, the AVX-512 path on a CPU with VNNI, and more than 32
+ * columns (64-wide blocks: 32-wide ones ran at 0.84 - 0.91 of the 16-bit rows). */
+static int xresidual_for(const axs_fixed_table *t, int path, int64_t cols)
+{
+    return t->res8 && path == AXS_PATH_AVX512_VBMI && cols > AXS_XNB32 && axs_has_vnni();
+}
+
+/* Whether the call takes the byte-residual form: xresidual_for, and consecutive codes in
+ * every block of steps (GEMM rows, NHWC convolutions whose taps hold whole blocks). */
+static int xresidual(const xproblem *pb, const axs_fixed_table *t, int path)
+{
+    if (!xresidual_for(t, path, pb->cols))
+        return 0;
+    for (int64_t k0 = 0; k0 < pb->K; k0 += AXS_RSTEPS) {
+        const int kb = (int)(pb->K - k0 < AXS_RSTEPS ? pb->K - k0 : AXS_RSTEPS);
+        if (!axs_xconsecutive(pb->koff + k0, kb))
+            return 0;
+    }
+    return 1;
+}
+
+/* The sums' start of each column of a unit, byte-residual form: the per-code constant rcc
+ * of its fixed codes over steps k0 .. k1 (columns j >= nf: 0). */
+static void rstart(const axs_fixed_table *t, const uint8_t *F, ptrdiff_t ldF, int nf,
+                   int64_t k0, int64_t k1, uint32_t *init)
+{
+    for (int j = 0; j < AXS_RNB; j++) {
+        uint32_t c = 0;
+        for (int64_t k = k0; j < nf && k < k1; k++)
+            c += (uint32_t)t->rcc[F[j * ldF + k]];
+        init[j] = c;
+    }
+}
+
 static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
 {
-    axs_xbuild_fn build;
-    axs_xkern_fn kern;
-    const int nb = xwidth(path, pb->cols);
-    xfns_for(path, nb, &build, &kern);
+    axs_xbuild_fn build = NULL;
+    axs_xkern_fn kern = NULL;
+    const int res = xresidual(pb, t, path);
+    const int nb = res ? AXS_RNB : xwidth(path, pb->cols);
+    if (!res)
+        xfns_for(path, nb, &build, &kern);
     int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, pb->K, nt, nb);
     int64_t ntiles = (pb->rows + ms_max - 1) / ms_max;
     int64_t bpg = xpadded(pb->cols, nb) / nb; /* column blocks per group */
@@ -440,9 +491,13 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        /* a block of R: xsteps(nb) steps */
-        uint16_t *R = (uint16_t *)axs_alloc64((size_t)xsteps(nb) * AXS_XSTEP(nb) *
-                                              sizeof(uint16_t));
+        /* a block of R: xsteps(nb) steps; the byte-residual form's rows, its exact part's
+         * operand and the sums' start of a unit */
+        uint16_t *R = (uint16_t *)axs_alloc64(
+            res ? (size_t)AXS_RSTEPS * (AXS_RSTEP + AXS_RNB) + AXS_RNB * 4
+                : (size_t)xsteps(nb) * AXS_XSTEP(nb) * sizeof(uint16_t));
+        uint8_t *R8 = (uint8_t *)R, *W8 = R8 + (size_t)AXS_RSTEPS * AXS_RSTEP;
+        uint32_t *rinit = (uint32_t *)(W8 + (size_t)AXS_RSTEPS * AXS_RNB);
         ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
         xword *local = NULL;
         /* the transposed dequantizing store's buffer */
@@ -492,6 +547,19 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             axs_xrow_offsets(pb, r0, ms, roff);
             const uint8_t *S = pb->S + g * pb->gstride, *F = pb->F + o0 * pb->K;
             int64_t k1 = (kp + 1) * kper * kbmax < pb->K ? (kp + 1) * kper * kbmax : pb->K;
+            if (res) {
+                rstart(t, F, (ptrdiff_t)pb->K, nf, kp * kper * kbmax, k1, rinit);
+                for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbmax) {
+                    int kb = (int)(k1 - k0 < kbmax ? k1 - k0 : kbmax);
+                    axs_rbuild_avx512(t->res8, F + k0, (ptrdiff_t)pb->K, nf, kb, R8, W8);
+                    axs_rkern_avx512(S, roff, ms, pb->koff[k0], kb, R8, W8, acc, lda,
+                                     k0 == kp * kper * kbmax ? rinit : NULL, t->rsigned,
+                                     t->rz);
+                }
+                if (ks == 1)
+                    axs_xstore(pb, &dd, acc, lda, r0, ms, o0, nf, inplace, tmp);
+                continue;
+            }
             for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbmax) {
                 int kb = (int)(k1 - k0 < kbmax ? k1 - k0 : kbmax);
                 build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, R);
@@ -531,13 +599,35 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     return failed ? AXS_ENOMEM : AXS_OK;
 }
 
+/* bt[n * K + k] = b[k * N + n]: 16 x 16 blocks where SSE2 is there */
+static void transpose_u8(const uint8_t *b, int64_t K, int64_t N, uint8_t *bt, int nt)
+{
+#pragma omp parallel for schedule(static) num_threads(axs_threads_for(nt, K * N))
+    for (int64_t n0 = 0; n0 < N; n0 += 16) {
+        const int64_t n1 = n0 + 16 < N ? n0 + 16 : N;
+        int64_t k0 = 0;
+#if defined(__SSE2__)
+        if (n1 - n0 == 16)
+            for (; k0 + 16 <= K; k0 += 16)
+                axs_tr16x16_u8(b + k0 * N + n0, (ptrdiff_t)N, bt + n0 * K + k0, (ptrdiff_t)K);
+#endif
+        for (int64_t n = n0; n < n1; n++)
+            for (int64_t k = k0; k < K; k++)
+                bt[n * K + k] = b[k * N + n];
+    }
+}
+
 int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int swapped,
               int64_t M, int64_t K, int64_t N, void *out, const axs_dequant *dq, int nt,
               int path)
 {
+    /* Streamed columns of b (swapped) have their codes N apart; the byte-residual form
+     * wants them consecutive, which a transposed copy of b gives (as it gives the fixed
+     * columns of the other orientation). */
+    const int bcopy = !swapped || xresidual_for(t, path, M);
     ptrdiff_t *koff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
-    uint8_t *bt = swapped ? NULL : (uint8_t *)malloc((size_t)(N * K));
-    if (!koff || (!swapped && !bt)) {
+    uint8_t *bt = bcopy ? (uint8_t *)malloc((size_t)(N * K)) : NULL;
+    if (!koff || (bcopy && !bt)) {
         free(koff);
         free(bt);
         return AXS_ENOMEM;
@@ -550,21 +640,20 @@ int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int 
     pb.out = out;
     pb.dq = dq;
     pb.ldo = N;
+    if (bt)
+        transpose_u8(b, K, N, bt, nt);
     if (swapped) {  /* streamed: columns of b; fixed: rows of a */
         for (int64_t k = 0; k < K; k++)
-            koff[k] = (ptrdiff_t)(k * N);
-        pb.S = b;
+            koff[k] = (ptrdiff_t)(bt ? k : k * N);
+        pb.S = bt ? bt : b;
         pb.rows = N;
-        pb.rstride = 1;
+        pb.rstride = bt ? (ptrdiff_t)K : 1;
         pb.F = a;
         pb.cols = M;
         pb.transposed = 1;
     } else {
-        for (int64_t k = 0; k < K; k++) {
+        for (int64_t k = 0; k < K; k++)
             koff[k] = (ptrdiff_t)k;
-            for (int64_t n = 0; n < N; n++)
-                bt[n * K + k] = b[k * N + n];
-        }
         pb.S = a;
         pb.rows = M;
         pb.rstride = (ptrdiff_t)K;

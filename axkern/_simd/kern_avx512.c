@@ -12,6 +12,8 @@
  *
  * Compiled with a function-level target so that one build runs everywhere; only called
  * after the CPU reported avx512f, avx512bw and avx512vbmi. */
+#include <string.h>
+
 #include "axsimd.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -471,6 +473,155 @@ AXS_512 void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms,
         xorows32(S, roff, ms, koff, kb, R, acc, lda, first, last, init);
 }
 
+/* ------------------------------------------------------------ byte-residual expanded tables */
+
+#define AXS_R512 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vnni")))
+
+/* Row v of step kk is a 64-way byte lookup in res8[v][0 .. 256) by the step's fixed codes
+ * in row order (two vpermi2b on 128 bytes each, bit 7 picks), so each 256-byte row of res8
+ * is loaded once for all steps of the block. */
+static inline __attribute__((always_inline)) AXS_R512 void
+rbuild_rows(const uint8_t *res8, const __m512i *idx, const int kb, uint8_t *R)
+{
+    __mmask64 hi[AXS_RSTEPS];
+    for (int kk = 0; kk < kb; kk++)
+        hi[kk] = _mm512_movepi8_mask(idx[kk]);
+    for (int v = 0; v < 256; v++) {
+        const uint8_t *row = res8 + v * 256;
+        const __m512i t0 = _mm512_loadu_si512((const void *)row);
+        const __m512i t1 = _mm512_loadu_si512((const void *)(row + 64));
+        const __m512i t2 = _mm512_loadu_si512((const void *)(row + 128));
+        const __m512i t3 = _mm512_loadu_si512((const void *)(row + 192));
+        uint8_t *d = R + (size_t)v * AXS_RNB;
+        for (int kk = 0; kk < kb; kk++) {
+            const __m512i lo = _mm512_permutex2var_epi8(t0, idx[kk], t1);
+            const __m512i up = _mm512_permutex2var_epi8(t2, idx[kk], t3);
+            _mm512_store_si512((void *)(d + (size_t)kk * AXS_RSTEP),
+                               _mm512_mask_blend_epi8(hi[kk], lo, up));
+        }
+    }
+}
+
+AXS_R512 void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t ldF, int nf,
+                                int kb, uint8_t *R, uint8_t *W)
+{
+    /* the exact part's operand (4 steps by 16 columns a zmm: a column's 4 codes are 4
+     * consecutive bytes of F) and the rows' indices, both 0 past nf and kb */
+    memset(W, 0, (size_t)AXS_RSTEPS * AXS_RNB);
+    uint8_t c[AXS_RSTEPS][AXS_RNB];
+    memset(c, 0, sizeof(c));
+    for (int j = 0; j < nf; j++) {
+        const uint8_t *f = F + j * ldF;
+        const int p = j < AXS_RNB / 2 ? 2 * j : 2 * (j - AXS_RNB / 2) + 1;  /* axsimd.h */
+        uint8_t *w = W + (j >> 4) * 64 + 4 * (j & 15);
+        for (int kk = 0; kk < kb; kk++) {
+            w[(kk >> 2) * 256 + (kk & 3)] = f[kk];
+            c[kk][p] = f[kk];
+        }
+    }
+    __m512i idx[AXS_RSTEPS];
+    for (int kk = 0; kk < kb; kk++)
+        idx[kk] = _mm512_loadu_si512((const void *)c[kk]);
+    if (kb == AXS_RSTEPS)
+        rbuild_rows(res8, idx, AXS_RSTEPS, R);
+    else
+        rbuild_rows(res8, idx, kb, R);
+}
+
+/* The exact part of 4 steps of one row: c4 the codes of the steps (bytes), XOR 0x80 (see
+ * prepare_residual in axsimd.c); w the block's group of 4 steps. */
+static inline __attribute__((always_inline)) AXS_R512 void
+rexact(uint32_t c4, const uint8_t *w, const int sgn, __m512i *e)
+{
+    const __m512i c = _mm512_set1_epi32((int)(c4 ^ 0x80808080u));
+    for (int q = 0; q < 4; q++) {
+        const __m512i wq = _mm512_load_si512((const void *)(w + 64 * q));
+        e[q] = sgn ? _mm512_dpbusd_epi32(e[q], c, wq) : _mm512_dpbusd_epi32(e[q], wq, c);
+    }
+}
+
+/* One row over the block: residual rows summed in 16-bit lanes (the raw lane, low byte
+ * plus 256 times the high byte, and the high bytes alone; low = raw - (high << 8) is exact
+ * for up to 257 steps), the exact part in the int32 sums, and the row's values summed for
+ * the rz term. */
+static inline __attribute__((always_inline)) AXS_R512 void
+rrow(const uint8_t *p, const int kb, const uint8_t *R, const uint8_t *W, uint32_t *a,
+     const uint32_t *init, const int sgn, const int32_t rz)
+{
+    const uint32_t *src = init ? init : a;
+    __m512i e[4];
+    for (int q = 0; q < 4; q++)
+        e[q] = _mm512_loadu_si512((const void *)(src + 16 * q));
+    __m512i raw0 = _mm512_setzero_si512(), high0 = raw0, raw1 = raw0, high1 = raw0;
+    int32_t vs = 0;
+    int kk = 0;
+    for (; kk + 4 <= kb; kk += 4) {
+        uint32_t c4;
+        memcpy(&c4, p + kk, 4);
+        rexact(c4, W + (size_t)kk * 64, sgn, e);
+        const uint8_t *Rk = R + (size_t)kk * AXS_RSTEP;
+        for (int i = 0; i < 4; i += 2, Rk += 2 * AXS_RSTEP) {
+            const __m512i x = _mm512_load_si512((const void *)(Rk + ((size_t)p[kk + i] << 6)));
+            const __m512i y = _mm512_load_si512(
+                (const void *)(Rk + AXS_RSTEP + ((size_t)p[kk + i + 1] << 6)));
+            raw0 = _mm512_add_epi16(raw0, x);
+            high0 = _mm512_add_epi16(high0, _mm512_srli_epi16(x, 8));
+            raw1 = _mm512_add_epi16(raw1, y);
+            high1 = _mm512_add_epi16(high1, _mm512_srli_epi16(y, 8));
+        }
+        if (rz)
+            for (int i = 0; i < 4; i++)
+                vs += sgn ? (int8_t)p[kk + i] : p[kk + i];
+    }
+    if (kk < kb) {
+        /* the last steps: their codes alone (W is 0 past kb) */
+        uint32_t c4 = 0;
+        for (int i = 0; kk + i < kb; i++)
+            c4 |= (uint32_t)p[kk + i] << (8 * i);
+        rexact(c4, W + (size_t)kk * 64, sgn, e);
+        for (; kk < kb; kk++) {
+            const __m512i x = _mm512_load_si512(
+                (const void *)(R + (size_t)kk * AXS_RSTEP + ((size_t)p[kk] << 6)));
+            raw0 = _mm512_add_epi16(raw0, x);
+            high0 = _mm512_add_epi16(high0, _mm512_srli_epi16(x, 8));
+            vs += sgn ? (int8_t)p[kk] : p[kk];
+        }
+    }
+    const __m512i raw = _mm512_add_epi16(raw0, raw1), high = _mm512_add_epi16(high0, high1);
+    const __m512i low = _mm512_sub_epi16(raw, _mm512_slli_epi16(high, 8));
+    e[0] = _mm512_add_epi32(e[0], _mm512_cvtepu16_epi32(_mm512_castsi512_si256(low)));
+    e[1] = _mm512_add_epi32(e[1], _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(low, 1)));
+    e[2] = _mm512_add_epi32(e[2], _mm512_cvtepu16_epi32(_mm512_castsi512_si256(high)));
+    e[3] = _mm512_add_epi32(e[3], _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(high, 1)));
+    const __m512i zt = _mm512_set1_epi32((int)((uint32_t)rz * (uint32_t)vs));
+    for (int q = 0; q < 4; q++)
+        _mm512_storeu_si512((void *)(a + 16 * q), _mm512_sub_epi32(e[q], zt));
+}
+
+#define AXS_RROWS(KB, SGN)                                                                  \
+    for (int i = 0; i < ms; i++)                                                            \
+    rrow(S + roff[i] + koff0, KB, R, W, acc + i * lda, init, SGN, rz)
+
+AXS_R512 void axs_rkern_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms,
+                               ptrdiff_t koff0, int kb, const uint8_t *R, const uint8_t *W,
+                               uint32_t *acc, ptrdiff_t lda, const uint32_t *init, int rsigned,
+                               int32_t rz)
+{
+    /* whole blocks unrolled, each sign compiled on its own */
+    if (kb == AXS_RSTEPS) {
+        if (rsigned)
+            AXS_RROWS(AXS_RSTEPS, 1);
+        else
+            AXS_RROWS(AXS_RSTEPS, 0);
+    } else {
+        if (rsigned)
+            AXS_RROWS(kb, 1);
+        else
+            AXS_RROWS(kb, 0);
+    }
+}
+#undef AXS_RROWS
+
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                        ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
@@ -521,5 +672,19 @@ void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, const p
                        (size_t)S[roff[i] + koff[kk]] * AXS_XNB32 + p];
             acc[i * lda + AXS_XCOL32(p)] = s;
         }
+}
+/* never called: axs_has_vnni says no */
+void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
+                       uint8_t *R, uint8_t *W)
+{
+    (void)res8, (void)F, (void)ldF, (void)nf, (void)kb, (void)R, (void)W;
+}
+
+void axs_rkern_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, ptrdiff_t koff0, int kb,
+                      const uint8_t *R, const uint8_t *W, uint32_t *acc, ptrdiff_t lda,
+                      const uint32_t *init, int rsigned, int32_t rz)
+{
+    (void)S, (void)roff, (void)ms, (void)koff0, (void)kb, (void)R, (void)W, (void)acc;
+    (void)lda, (void)init, (void)rsigned, (void)rz;
 }
 #endif

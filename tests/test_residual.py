@@ -1,0 +1,187 @@
+"""The byte-residual form of the expanded tables (axkern/_simd/expand.c, AVX-512 with VNNI):
+which tables have it, checked against a NumPy statement of the class, and their sums, bit for
+bit against the NumPy reference backend on every path (the form runs on "avx512_vbmi" where
+the CPU has VNNI; the other paths take the same calls through their own kernels)."""
+import zlib
+
+import numpy as np
+import pytest
+
+fast = pytest.importorskip("axkern._fast")
+from axkern import library  # noqa: E402
+from axkern.backends import get_backend, table256  # noqa: E402
+from axkern.lut import operand_values  # noqa: E402
+from test_simd import PATHS, codes  # noqa: E402
+
+ref = get_backend("reference")
+UNSIGNED = np.arange(256, dtype=np.int64)
+SIGNED = operand_values(8, True).astype(np.int64)
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def in_class(table):
+    """NumPy's statement of the class: a table of the 16-bit class (entries spanning at most
+    65535) where, for unsigned or int8 values v and some integer z, the entries less v(a) *
+    (v(b) - z) span at most 255 in every column b (a: activation code, the table's row).
+    Every z that could fit is tried."""
+    t = table.astype(np.int64)
+    if t.max() - t.min() > 65535:
+        return False
+    for v in (UNSIGNED, SIGNED):
+        for z in _candidate_zs(t, v):
+            r = t - np.outer(v, v - z)
+            if (r.max(axis=0) - r.min(axis=0)).max() <= 255:
+                return True
+    return False
+
+
+def _candidate_zs(t, v):
+    # a fitting z makes column b0 (value 0) -z * v(a) plus a spread of at most 255, so the
+    # least-squares slope of that column is within 255 / (spread of v) of -z; wider than
+    # the kernel's own search, which takes the slope between two codes
+    b0 = int(np.flatnonzero(v == 0)[0])
+    slope = np.polyfit(v, t[:, b0], 1)[0]
+    return range(int(np.floor(-slope)) - 3, int(np.ceil(-slope)) + 4)
+
+
+def exact_plus(rng, v, spread, z=0, offsets=0, top=None):
+    """v(a) * (v(b) - z) plus a residual of the given spread per column (both ends reached),
+    shifted by up to +-offsets per column; top: a row set to the largest residual too (the
+    code of the largest value makes the kernel's estimate of z one off)."""
+    r = rng.integers(0, spread + 1, (256, 256))
+    r[0, :], r[1, :] = 0, spread
+    if top is not None:
+        r[top, :] = spread
+    t = np.outer(v, v - z) + r
+    if offsets:
+        t += rng.integers(-offsets, offsets + 1, 256)[None, :]
+    return np.ascontiguousarray(t, dtype=np.int32)
+
+
+def tables(rng):
+    """Tables of the class (True) and just outside it (False)."""
+    u, s = UNSIGNED, SIGNED
+    out = {
+        "unsigned": (exact_plus(rng, u, 128), True),
+        "unsigned, spread 255": (exact_plus(rng, u, 255), True),
+        "signed, offsets": (exact_plus(rng, s, 200, offsets=15000), True),
+        "unsigned, weight zero point folded": (exact_plus(rng, u, 100, z=117), True),
+        "signed, z = -5": (exact_plus(rng, s, 255, z=-5), True),
+        "unsigned, z = 117, rising": (exact_plus(rng, u, 255, z=117, top=255), True),
+        "unsigned, spread 256": (exact_plus(rng, u, 256), False),
+        # a residual of a byte, but entries spanning more than 16 bits
+        "unsigned, offsets": (exact_plus(rng, u, 100, offsets=2000), False),
+    }
+    # one column whose spread is 256: the whole table leaves the class
+    t = exact_plus(rng, u, 255)
+    t[1, 200] += 1   # row 1 holds the largest residual of every column
+    out["one column too wide"] = (t, False)
+    return out
+
+
+VNNI = "avx512_vbmi" in fast.available_paths() and (_cpu_flags() or set()).__contains__(
+    "avx512_vnni")
+
+
+def test_byte_residual_class_matches_numpy():
+    rng = np.random.default_rng(61)
+    built = tables(rng)
+    cases = {k: t for k, (t, _) in built.items()}
+    for name in ("mul8u_trunc4", "mul8s_trunc4", "mul8u_perf1", "mul8u_exact",
+                 "mul8u_trunc6", "mul8u_drum4"):
+        cases[name] = table256(library.load_multiplier(name))
+    cases["random 16-bit"] = rng.integers(0, 1 << 16, (256, 256)).astype(np.int32)
+    for name, t in cases.items():
+        want = in_class(t)
+        if name in built:   # the tables were built in or out of the class
+            assert want == built[name][1], name
+        for path in fast.available_paths():
+            got = fast.byte_residual(t, path)
+            assert got == (want and path == "avx512_vbmi" and VNNI), (name, path)
+    # the shipped near-exact circuits are in it, DRUM is not
+    assert in_class(cases["mul8u_trunc4"]) and not in_class(cases["mul8u_drum4"])
+    assert not in_class(cases["mul8u_trunc6"])   # a spread of 321
+
+
+def _dequantized(sums, dq):
+    v = sums.astype(np.int64) + dq["corr"]
+    return (v.astype(np.float64) * dq["scale"]).astype(np.float32) + dq["bias"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_byte_residual_sums_exact(path):
+    """GEMMs of both orientations (the swapped one streams a transposed copy of b), a split
+    reduction, steps not a multiple of 4 or 16, several and partial 64-column blocks,
+    convolutions whose taps hold whole blocks of 16 steps (and one whose taps do not, which
+    takes the 16-bit rows), strides, dilation, groups, a nonzero pad code, a batch-1 layer
+    of few pixels (the swapped expanded tables), and the dequantizing store in both
+    layouts: forced expanded tables and the automatic choice, on every table of the class
+    and one outside it."""
+    rng = np.random.default_rng(zlib.crc32(path.encode()))
+    gemms = [(70, 37, 100), (40, 70, 600), (64, 1024, 64), (129, 16, 33), (3, 40, 65)]
+    convs = [  # N, H, W, C, COUT, k, stride, dilation, groups
+        (2, 6, 7, 16, 64, 3, 1, 1, 1), (1, 9, 9, 32, 48, 3, 2, 2, 1),
+        (2, 5, 5, 3, 70, 1, 1, 1, 1), (2, 16, 16, 24, 40, 3, 1, 1, 1),
+        (2, 6, 6, 32, 80, 3, 1, 1, 2), (1, 3, 3, 64, 130, 3, 1, 1, 1)]
+    for name, (table, _) in tables(rng).items():
+        sixteen = int(table.max()) - int(table.min()) <= 65535
+        methods = ("expand", "auto") if sixteen else ("auto",)
+        for M, K, N in gemms:
+            a, b = codes((M, K), rng), codes((K, N), rng)
+            want = ref.gemm(a, b, table, np.int32)
+            for method in methods:
+                got = fast.gemm(a, b, table, np.int32, num_threads=2, path=path, method=method)
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} gemm {M, K, N}")
+        for N, H, W, C, COUT, k, s, d, g in convs:
+            x = codes((N, H, W, C), rng)
+            w = codes((k, k, C // g, COUT), rng)
+            p = (k - 1) * d // 2
+            geo = ((s, s), (p, p, p, p), (d, d), g, 201)
+            want = ref.conv2d(x, w, table, *geo, np.int32)
+            for method in methods:
+                got = fast.conv2d(x, w, table, *geo, np.int32, 2, path=path, method=method)
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} conv {C, COUT, g}")
+            dq = {"scale": rng.uniform(0.5, 2, COUT), "corr": rng.integers(-999, 999, COUT),
+                  "bias": rng.standard_normal(COUT).astype(np.float32)}
+            y = fast.conv2d(x, w, table, *geo, np.int32, 2, path=path, method=methods[0],
+                            dequant=dq)
+            np.testing.assert_array_equal(y, _dequantized(want, dq), err_msg=name)
+            y = fast.conv2d(x, w, table, *geo, np.int32, 2, path=path, method=methods[0],
+                            dequant=dq, out_format="NCHW")
+            np.testing.assert_array_equal(y, _dequantized(want, dq).transpose(0, 3, 1, 2),
+                                          err_msg=name)
+
+
+def test_float_layers_keep_the_form_with_folded_zero_points():
+    """axconv2d / axmatmul fold an unsigned weight zero point into the table (T - zw v(a)),
+    which the class takes as its z: the layers' tables stay in it, and their results equal
+    the reference backend's."""
+    import axkern
+
+    rng = np.random.default_rng(5)
+    table = exact_plus(rng, UNSIGNED, 128)
+    m = axkern.backends.as_multiplier(table)
+    x = rng.standard_normal((2, 6, 6, 32)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 32, 64)).astype(np.float32)
+    from axkern.conv import _prepare_weights, resolve_quant
+    pw = _prepare_weights(w, resolve_quant("auto", m).weight, m, None, fast, fold=True)
+    assert pw.folded and pw.zw != 0
+    assert in_class(pw.table)
+    assert fast.byte_residual(pw.table) == (VNNI and fast.default_path() == "avx512_vbmi")
+    np.testing.assert_array_equal(axkern.axconv2d(x, w, m, backend="cpu"),
+                                  axkern.axconv2d(x, w, m, backend="reference"))
+    a = rng.standard_normal((50, 96)).astype(np.float32)
+    b = rng.standard_normal((96, 70)).astype(np.float32)
+    np.testing.assert_array_equal(axkern.axmatmul(a, b, m, backend="cpu"),
+                                  axkern.axmatmul(a, b, m, backend="reference"))
+
