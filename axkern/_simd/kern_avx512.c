@@ -569,9 +569,6 @@ rrow(const uint8_t *p, const int kb, const uint8_t *R, const uint8_t *W, uint32_
             raw1 = _mm512_add_epi16(raw1, y);
             high1 = _mm512_add_epi16(high1, _mm512_srli_epi16(y, 8));
         }
-        if (rz)
-            for (int i = 0; i < 4; i++)
-                vs += sgn ? (int8_t)p[kk + i] : p[kk + i];
     }
     if (kk < kb) {
         /* the last steps: their codes alone (W is 0 past kb) */
@@ -584,7 +581,20 @@ rrow(const uint8_t *p, const int kb, const uint8_t *R, const uint8_t *W, uint32_
                 (const void *)(R + (size_t)kk * AXS_RSTEP + ((size_t)p[kk] << 6)));
             raw0 = _mm512_add_epi16(raw0, x);
             high0 = _mm512_add_epi16(high0, _mm512_srli_epi16(x, 8));
-            vs += sgn ? (int8_t)p[kk] : p[kk];
+        }
+    }
+    if (rz) {
+        /* the row's values: one vpsadbw on whole blocks (int8 values as the codes XOR 0x80,
+         * less 128 each), a loop on the last one */
+        if (kb == AXS_RSTEPS) {
+            __m128i cv = _mm_loadu_si128((const __m128i *)p);
+            if (sgn)
+                cv = _mm_xor_si128(cv, _mm_set1_epi8((char)0x80));
+            const __m128i sad = _mm_sad_epu8(cv, _mm_setzero_si128());
+            vs = _mm_cvtsi128_si32(sad) + _mm_extract_epi32(sad, 2) - (sgn ? 128 * AXS_RSTEPS : 0);
+        } else {
+            for (int i = 0; i < kb; i++)
+                vs += sgn ? (int8_t)p[i] : p[i];
         }
     }
     const __m512i raw = _mm512_add_epi16(raw0, raw1), high = _mm512_add_epi16(high0, high1);
