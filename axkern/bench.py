@@ -107,8 +107,10 @@ def _settle(seconds=0.3):
 
 
 def _table(rng, signed=False):
-    # Exact 8-bit product plus noise: the 16-bit table class of real circuits. Signed tables
-    # are indexed by the codes' two's-complement bit patterns, as a signed Multiplier's.
+    # Exact 8-bit product plus noise within +-64: a near-exact circuit of the 16-bit table
+    # class, without factors (in the byte-residual class of the expanded tables). Signed
+    # tables are indexed by the codes' two's-complement bit patterns, as a signed
+    # Multiplier's.
     if signed:
         from .lut import operand_values
 
@@ -159,9 +161,11 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
     multiplier : str or Multiplier, optional
         Time this multiplier's table (a shipped name, a path, or a
         :class:`~axkern.lut.Multiplier`) instead of the synthetic one: an exact product plus
-        noise, which stands for any 16-bit table (the expanded tables' speed). Tables with
-        exact low-rank factors (DRUM, perforated, exact, some truncated ones; see
-        :mod:`axkern.lowrank`) take the factored method, much faster.
+        noise within +-64, a near-exact 16-bit table without factors (the expanded tables'
+        speed; on AVX-512 with VNNI their byte-residual form, see
+        :func:`axkern._fast.byte_residual`, which tables of larger errors do not take).
+        Tables with exact low-rank factors (DRUM, perforated, exact, some truncated ones;
+        see :mod:`axkern.lowrank`) take the factored method, much faster.
     skipped : list, optional
         Where to append ``(shape, path, method, reason)`` for every forced method that
         cannot serve a shape (and so has no record).
@@ -359,12 +363,13 @@ def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, t
     def over(t, base):
         return None if t is None or base is None else t / base
 
+    residual = {p: _fast.byte_residual(table, p) for p in paths}
     records = []
     for p, m in variants:
         ks, api_s, nchw_s = best[(p, m), "kernel"], best.get(((p, m), "api")), \
             best.get(((p, m), "api_nchw"))
         records.append(dict(
-            shape=name, path=p, method=m, macs=macs, kernel_s=ks,
+            shape=name, path=p, method=m, macs=macs, byte_residual=residual[p], kernel_s=ks,
             kernel_gmacs=macs / ks / 1e9,
             api_s=api_s, api_gmacs=None if api_s is None else macs / api_s / 1e9,
             blas_s=blas_s, blas_gmacs=macs / blas_s / 1e9, kernel_ratio=ks / blas_s,
@@ -409,6 +414,7 @@ def combine_runs(runs):
     out = []
     for i, first in enumerate(runs[0]):
         rec = {k: first[k] for k in ("shape", "path", "method", "macs")}
+        rec["byte_residual"] = first.get("byte_residual", False)
         for k in _TIMES + _RATIOS:
             rec[k] = median(run[i].get(k) for run in runs)
         for k, t in (("kernel_gmacs", "kernel_s"), ("api_gmacs", "api_s"),
@@ -580,13 +586,21 @@ def _cmd(args):
               + (f"; the median of {runs_n} runs" if runs_n > 1 else "")
               + ("; a signed multiplier (symmetric quantization)" if args.signed else "")
               + (f"; the table of {args.multiplier}" if args.multiplier else
-                 "; a synthetic 16-bit table (exact product plus noise)"))
+                 "; a synthetic 16-bit table (exact product plus noise)")
+              + _residual_note(recs))
         th, _ = _torch() if not args.no_torch else (None, None)
         print("GMAC/s; torch: float32 PyTorch " + (th.__version__ if th is not None else
               "not timed") + " (NHWC: channels_last), best of fresh input copies; "
               "ratios are times, PyTorch's the faster of its layouts")
         print(format_table(recs))
     return 0
+
+
+def _residual_note(recs):
+    """Where the table's expanded tables take the byte-residual form (say so: its figures
+    are those of near-exact tables, not of every 16-bit table)."""
+    paths = sorted({r["path"] for r in recs if r.get("byte_residual")})
+    return f"; byte-residual expanded tables on {', '.join(paths)}" if paths else ""
 
 
 def _add_arguments(p):

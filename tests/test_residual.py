@@ -185,3 +185,18 @@ def test_float_layers_keep_the_form_with_folded_zero_points():
     np.testing.assert_array_equal(axkern.axmatmul(a, b, m, backend="cpu"),
                                   axkern.axmatmul(a, b, m, backend="reference"))
 
+
+
+def test_bench_says_where_the_form_runs():
+    """axkern bench's records carry whether the table took the byte-residual form on their
+    path, and its header says so: the synthetic table's figures are those of near-exact
+    tables there."""
+    from axkern import bench
+
+    recs = bench.run_bench(paths=fast.available_paths(), shapes=["gemm 8x2048x1024"],
+                           repeat=1, api=False, torch=False)
+    for r in recs:
+        assert r["byte_residual"] == (r["path"] == "avx512_vbmi" and VNNI), r["path"]
+    note = bench._residual_note(recs)
+    assert note == ("; byte-residual expanded tables on avx512_vbmi"
+                    if "avx512_vbmi" in fast.available_paths() and VNNI else "")
