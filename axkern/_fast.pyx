@@ -12,7 +12,9 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     (built once per tile of up to 4096 rows); a streamed code then fetches the entries of
     all the block's columns with one vector load, and the sums stay in registers (blocks of
     8 columns on the AVX2 code for groups of at most 8; on the ``"avx512_vbmi"`` path blocks
-    of 32 for groups of more than 16, one zmm row of 32 entries per code and step).
+    of 32 for groups of more than 16, one zmm row of 32 entries per code and step; there,
+    on a CPU with VNNI, near-exact tables take rows of 64 byte residuals for groups of more
+    than 32, the exact product summed by ``vpdpbusd``: see :func:`byte_residual`).
     16-bit-class tables and int32 sums only. The default wherever its cost model beats
     direct lookups (on ``"avx2"`` and ``"scalar"`` every layer with more than a few output
     channels, depthwise aside; on ``"avx512_vbmi"`` layers with many rows: batches of
