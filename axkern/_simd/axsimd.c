@@ -672,11 +672,12 @@ static int try_expand(const int32_t *table, uint64_t token, int method, int out6
 }
 
 /* Whether the expanded tables of this table, in this orientation, take the byte-residual
- * form on this path (for the cost model: the entry is prepared now, as try_expand would). */
+ * form on this path for cols columns (for the cost model: the entry is prepared now, as
+ * try_expand would; not looked up where the form could not run). */
 static int residual_form(const int32_t *table, uint64_t token, int transpose, int path,
-                         int method, int out64)
+                         int method, int out64, int64_t cols)
 {
-    if (path != AXS_PATH_AVX512_VBMI || out64 || !axs_has_vnni() ||
+    if (path != AXS_PATH_AVX512_VBMI || out64 || cols <= AXS_XNB32 || !axs_has_vnni() ||
         (method != AXS_METHOD_AUTO && method != AXS_METHOD_EXPAND))
         return 0;
     int err = AXS_OK;
@@ -776,9 +777,9 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         double direct = axs_direct_cost(path, swapped ? N : M, K, swapped ? M : N,
                                         nst < nt ? nst : nt);
         double cost = axs_xcost(path, M, K, N, 1, nt,
-                                residual_form(table, token, 0, path, method, out64));
+                                residual_form(table, token, 0, path, method, out64, N));
         double cost_sw = axs_xcost(path, N, K, M, 1, nt,
-                                   residual_form(table, token, 1, path, method, out64));
+                                   residual_form(table, token, 1, path, method, out64, M));
         int sw = cost_sw < cost;
         int rc = try_factored(fac, method, out64, direct, sw ? cost_sw : cost,
                               fac ? axs_fcost(path, M, K, K, N, 1, fac->r, M * K,
@@ -1243,7 +1244,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         /* the byte-residual form wants each block of 16 steps within one tap (or 1 x 1
          * filters) for consecutive codes, as expand.c checks; the swapped orientation below
          * streams a transposed copy */
-        const int res = residual_form(table, token, 0, path, method, out64);
+        const int res = residual_form(table, token, 0, path, method, out64, OG);
         double expand = axs_xcost(path, N * P, K, OG, groups, nt,
                                   res && (KH * KW == 1 || CG % AXS_RSTEPS == 0));
         /* expanded tables in the swapped orientation (conv_swapped_expand), with the copy */
@@ -1251,7 +1252,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         if (groups == 1 && N * P <= AXS_SWAP_BYTES / K) {
             const double sw_cost =
                 axs_xcost(path, COUT, K, N * P, 1, nt,
-                          residual_form(table, token, 1, path, method, out64)) +
+                          residual_form(table, token, 1, path, method, out64, N * P)) +
                 2.0 * (double)(N * P * K) / nt;
             if (sw_cost < expand) {
                 expand = sw_cost;
