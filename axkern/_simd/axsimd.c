@@ -82,14 +82,8 @@ typedef struct {
     void *mem, *keymem, *rmem;
 } prepared;
 
-/* The byte-residual form of a 16-bit-class table (axs_fixed_table.res8): the entries less
- * v(s) * (v(f) - z), v the codes' values (unsigned, tried first, or int8 bit patterns), must
- * span at most 255 for every fixed code f, for some integer z (nonzero where the weights'
- * zero point was folded into the table: T'[a, b] = T[a, b] - zw * v(a)). The exact part is
- * summed by vpdpbusd on the fixed code and the streamed code XOR 0x80: unsigned, f * (s -
- * 128), which wants 128 f back; signed, (s + 128) * f, which wants -128 f; and the kernel
- * takes z times the sum of its row's v(s) off. Leaves pr->t.res8 NULL when nothing fits,
- * or on a failed allocation (the 16-bit form serves then). */
+/* The residual bytes res8 and least residuals lo_f of t16 for values v (sg: int8 bit
+ * patterns) and z, or 0 where some fixed code's residuals span more than 255. */
 static int residual_fits(const uint16_t *t16, int sg, int32_t z, uint8_t *res8, int32_t *lo_f)
 {
     for (int f = 0; f < 256; f++) {
@@ -103,12 +97,21 @@ static int residual_fits(const uint16_t *t16, int sg, int32_t z, uint8_t *res8, 
         if (hi - lo > 255)
             return 0;
         for (int s = 0; s < 256; s++)
-            res8[s * 256 + f] = (uint8_t)((int32_t)t16[f * 256 + s] - (sg ? (int8_t)s : s) * vf - lo);
+            res8[s * 256 + f] =
+                (uint8_t)((int32_t)t16[f * 256 + s] - (sg ? (int8_t)s : s) * vf - lo);
         lo_f[f] = lo;
     }
     return 1;
 }
 
+/* The byte-residual form of a 16-bit-class table (axs_fixed_table.res8): the entries less
+ * v(s) * (v(f) - z), v the codes' values (unsigned, tried first, or int8 bit patterns), must
+ * span at most 255 for every fixed code f, for some integer z (nonzero where the weights'
+ * zero point was folded into the table: T'[a, b] = T[a, b] - zw * v(a)). The exact part is
+ * summed by vpdpbusd on the fixed code and the streamed code XOR 0x80: unsigned, f * (s -
+ * 128), which wants 128 f back; signed, (s + 128) * f, which wants -128 f; and the kernel
+ * takes z times the sum of its row's v(s) off. Leaves pr->t.res8 NULL when nothing fits,
+ * or on a failed allocation (the 16-bit form serves then). */
 static void prepare_residual(prepared *pr)
 {
     const uint16_t *t16 = pr->t.tab16;
