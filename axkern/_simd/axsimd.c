@@ -1244,12 +1244,15 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
                 swapped = 1;
             }
         }
-        /* the byte-residual form wants each block of 16 steps within one tap (or 1 x 1
-         * filters) for consecutive codes, as expand.c checks; the swapped orientation below
-         * streams a transposed copy */
+        /* the byte-residual form wants consecutive codes in each block of 16 steps, as
+         * expand.c checks: the steps of a tap are, and with one group and no horizontal
+         * dilation so are the taps of a filter row; the swapped orientation below streams a
+         * transposed copy */
+        const int64_t run = groups == 1 && dw == 1 ? (KH == 1 ? K : KW * CG)
+                                                   : (KH * KW == 1 ? K : CG);
         const int res = residual_form(table, token, 0, path, method, out64, OG);
         double expand = axs_xcost(path, N * P, K, OG, groups, nt,
-                                  res && (KH * KW == 1 || CG % AXS_RSTEPS == 0));
+                                  res && (run == K || run % AXS_RSTEPS == 0));
         /* expanded tables in the swapped orientation (conv_swapped_expand), with the copy */
         int xswap = 0;
         if (groups == 1 && N * P <= AXS_SWAP_BYTES / K) {
