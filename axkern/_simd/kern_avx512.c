@@ -591,7 +591,8 @@ rrow(const uint8_t *p, const int kb, const uint8_t *R, const uint8_t *W, uint32_
             if (sgn)
                 cv = _mm_xor_si128(cv, _mm_set1_epi8((char)0x80));
             const __m128i sad = _mm_sad_epu8(cv, _mm_setzero_si128());
-            vs = _mm_cvtsi128_si32(sad) + _mm_extract_epi32(sad, 2) - (sgn ? 128 * AXS_RSTEPS : 0);
+            vs = _mm_cvtsi128_si32(sad) + _mm_extract_epi32(sad, 2) -
+                 (sgn ? 128 * AXS_RSTEPS : 0);
         } else {
             for (int i = 0; i < kb; i++)
                 vs += sgn ? (int8_t)p[i] : p[i];
@@ -610,7 +611,7 @@ rrow(const uint8_t *p, const int kb, const uint8_t *R, const uint8_t *W, uint32_
 
 #define AXS_RROWS(KB, SGN)                                                                  \
     for (int i = 0; i < ms; i++)                                                            \
-    rrow(S + roff[i] + koff0, KB, R, W, acc + i * lda, init, SGN, rz)
+        rrow(S + roff[i] + koff0, KB, R, W, acc + i * lda, init, SGN, rz)
 
 AXS_R512 void axs_rkern_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms,
                                ptrdiff_t koff0, int kb, const uint8_t *R, const uint8_t *W,
