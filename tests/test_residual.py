@@ -113,6 +113,15 @@ def test_byte_residual_class_matches_numpy():
     assert not in_class(cases["mul8u_trunc6"])   # a spread of 321
 
 
+def test_byte_residual_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="shape"):
+        fast.byte_residual(np.zeros((16, 16), np.int32))
+    with pytest.raises(TypeError, match="int32"):
+        fast.byte_residual(np.zeros((256, 256), np.float64))
+    with pytest.raises(ValueError, match="unknown CPU path"):
+        fast.byte_residual(np.zeros((256, 256), np.int32), "neon")
+
+
 def _dequantized(sums, dq):
     v = sums.astype(np.int64) + dq["corr"]
     return (v.astype(np.float64) * dq["scale"]).astype(np.float32) + dq["bias"]
