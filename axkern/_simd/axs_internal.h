@@ -145,6 +145,9 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
 double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units);
 /* res: the table has the byte-residual form in this orientation and the call's blocks read
  * consecutive codes (see expand.c) */
+/* bt[n * K + k] = b[k * N + n] (a K x N byte matrix transposed; 16 x 16 blocks where SSE2
+ * is there, parallel over blocks of columns) */
+void axs_transpose_u8(const uint8_t *b, int64_t K, int64_t N, uint8_t *bt, int nt);
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,
                  int res);
 

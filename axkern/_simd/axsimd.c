@@ -148,13 +148,22 @@ static void prepare_residual(prepared *pr)
     axs_free64(mem);
 }
 
-static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
+/* The least and greatest entries of a table. */
+static void table_range(const int32_t *table, int32_t *lo_out, int32_t *hi_out)
 {
     int32_t lo = table[0], hi = table[0];
     for (int i = 1; i < 65536; i++) {
         lo = table[i] < lo ? table[i] : lo;
         hi = table[i] > hi ? table[i] : hi;
     }
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
+static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
+{
+    int32_t lo, hi;
+    table_range(table, &lo, &hi);
     memset(pr, 0, sizeof(*pr));
     if ((int64_t)hi - (int64_t)lo > 65535) {
         int32_t *t32 = (int32_t *)axs_alloc64(65536 * sizeof(int32_t));
@@ -677,32 +686,36 @@ static int try_expand(const int32_t *table, uint64_t token, int method, int out6
 /* Whether the expanded tables of this table, in this orientation, take the byte-residual
  * form on this path for cols columns (for the cost model: the entry is prepared now, as
  * try_expand would; not looked up where the form could not run). */
+/* Whether the expanded tables' entry of this table and orientation has the byte-residual
+ * form (prepared now if it is not cached, as try_expand would); -1 when it cannot be. */
+static int entry_residual(const int32_t *table, uint64_t token, int transpose)
+{
+    int err = AXS_OK;
+    cache_entry *e = acquire(table, token, transpose, AXS_NPATHS, &err);
+    if (!e)
+        return -1;
+    const int res = e->pr.t.res8 != NULL;
+    release(e);
+    return res;
+}
+
+/* Whether the expanded tables of this table, in this orientation, take the byte-residual
+ * form on this path for cols columns (for the cost model; not looked up where the form
+ * could not run). */
 static int residual_form(const int32_t *table, uint64_t token, int transpose, int path,
                          int method, int out64, int64_t cols)
 {
     if (path != AXS_PATH_AVX512_VBMI || out64 || cols <= AXS_XNB32 || !axs_has_vnni() ||
         (method != AXS_METHOD_AUTO && method != AXS_METHOD_EXPAND))
         return 0;
-    int err = AXS_OK;
-    cache_entry *e = acquire(table, token, transpose, AXS_NPATHS, &err);
-    if (!e)
-        return 0;
-    const int res = e->pr.t.res8 != NULL;
-    release(e);
-    return res;
+    return entry_residual(table, token, transpose) == 1;
 }
 
 int axs_byte_residual(const int32_t *table, uint64_t token, int path)
 {
     if (path != AXS_PATH_AVX512_VBMI || !axs_path_supported(path) || !axs_has_vnni())
         return 0;
-    int err = AXS_OK;
-    cache_entry *e = acquire(table, token, 0, AXS_NPATHS, &err);
-    if (!e)
-        return -1;
-    const int res = e->pr.t.res8 != NULL;
-    release(e);
-    return res;
+    return entry_residual(table, token, 0);
 }
 
 /* The factored method: AXS_OK when it is forced or (AXS_METHOD_AUTO) cheaper than the other
@@ -727,11 +740,8 @@ static int forced_serves(const int32_t *table, const axs_factors *fac, int metho
 {
     int sixteen = 1;   /* the 16-bit class: entries span at most 65535 */
     if (method == AXS_METHOD_EXPAND || (method == AXS_METHOD_DEPTHWISE && out64)) {
-        int32_t lo = table[0], hi = table[0];
-        for (int i = 1; i < 65536; i++) {
-            lo = table[i] < lo ? table[i] : lo;
-            hi = table[i] > hi ? table[i] : hi;
-        }
+        int32_t lo, hi;
+        table_range(table, &lo, &hi);
         sixteen = (int64_t)hi - (int64_t)lo <= 65535;
     }
     switch (method) {
@@ -819,9 +829,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
     for (int64_t k = 0; k < K; k++)
         soff[k] = (ptrdiff_t)(k * (swapped ? N : AXS_MB));
     if (!swapped)
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t n = 0; n < N; n++)
-                bt[n * K + k] = b[k * N + n];
+        axs_transpose_u8(b, K, N, bt, nt);
     int failed = 0;
     int64_t units = nst * nfb;
     if (nt > units)

@@ -612,8 +612,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     return failed ? AXS_ENOMEM : AXS_OK;
 }
 
-/* bt[n * K + k] = b[k * N + n]: 16 x 16 blocks where SSE2 is there */
-static void transpose_u8(const uint8_t *b, int64_t K, int64_t N, uint8_t *bt, int nt)
+void axs_transpose_u8(const uint8_t *b, int64_t K, int64_t N, uint8_t *bt, int nt)
 {
 #pragma omp parallel for schedule(static) num_threads(axs_threads_for(nt, K * N))
     for (int64_t n0 = 0; n0 < N; n0 += 16) {
@@ -654,7 +653,7 @@ int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int 
     pb.dq = dq;
     pb.ldo = N;
     if (bt)
-        transpose_u8(b, K, N, bt, nt);
+        axs_transpose_u8(b, K, N, bt, nt);
     if (swapped) {  /* streamed: columns of b; fixed: rows of a */
         for (int64_t k = 0; k < K; k++)
             koff[k] = (ptrdiff_t)(bt ? k : k * N);
@@ -740,12 +739,9 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
     /* k = (ky * KW + kx) * CG + c: HWIO filters are already (K, COUT) per group */
     for (int64_t ky = 0; ky < KH; ky++)
         for (int64_t kx = 0; kx < KW; kx++)
-            for (int64_t c = 0; c < CG; c++) {
-                int64_t k = (ky * KW + kx) * CG + c;
-                koff[k] = (ptrdiff_t)((ky * dh * Wp + kx * dw) * C + c);
-                for (int64_t o = 0; o < COUT; o++)
-                    F[o * K + k] = w[k * COUT + o];
-            }
+            for (int64_t c = 0; c < CG; c++)
+                koff[(ky * KW + kx) * CG + c] = (ptrdiff_t)((ky * dh * Wp + kx * dw) * C + c);
+    axs_transpose_u8(w, K, COUT, F, nt);
     if (padded)
         axs_pad_nhwc(x, N, H, W, C, pt, pb_, pl, pr, pad_code, xp, nt);
     xproblem pb;
