@@ -82,9 +82,9 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp
 from cython.parallel cimport prange
 
-from .backends import (_check_table, _check_threads, check_conv_args, check_gemm_args,
-                       check_out_array,
-                       table_factors, table_token)
+from .backends import (_check_index_array, _check_table, _check_threads, check_conv_args,
+                       check_conv_geometry, check_gemm_args, check_out_array, table_factors,
+                       table_token)
 
 cnp.import_array()
 
@@ -164,7 +164,6 @@ cdef extern from "axs_internal.h" nogil:
 PATHS = ("avx512_vbmi", "avx2", "scalar")
 _CODES = {"avx512_vbmi": AXS_PATH_AVX512_VBMI, "avx2": AXS_PATH_AVX2, "scalar": AXS_PATH_SCALAR}
 _ENV = "AXKERN_CPU_PATH"
-_ZERO_TABLE = np.zeros((256, 256), np.int32)  # argument checks of window_sums only
 _QuantParams = None   # axkern.quant.QuantParams, imported on first use (quantize_indices)
 
 #: ``conv2d``, ``quantize_indices`` and ``window_sums`` take ``out=`` (a caller's buffer:
@@ -846,12 +845,7 @@ def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
     -------
     ndarray of int64, shape (N, OH, OW, groups)
     """
-    v = np.asarray(values)
-    if v.ndim != 1 or not 1 <= v.shape[0] <= 256 or not np.issubdtype(v.dtype, np.integer):
-        raise ValueError(f"values must be a 1-D integer array of at most 256 operand values, "
-                         f"got shape {v.shape} and dtype {v.dtype}")
-    if v.size and (int(v.min()) < -(1 << 15) or int(v.max()) >= 1 << 16):
-        raise ValueError("values must be 16-bit operand values")
+    cdef cnp.ndarray vals = _window_values(values)
     try:
         KH, KW = (int(k) for k in ksize)
     except (TypeError, ValueError):
@@ -865,12 +859,13 @@ def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
         raise ValueError(f"groups must be an integer >= 1 dividing the {x.shape[3]} channels, "
                          f"got {groups!r}")
     _resolve(path)  # validated for the same errors as the kernels; the sums need no lookups
-    w = np.zeros((KH, KW, x.shape[3] // groups, int(groups)), np.uint8)
-    (x, w, _, stride, padding, dilation, groups, pad_code, _, num_threads,
-     (OH, OW)) = check_conv_args(x, w, _ZERO_TABLE, stride, padding, dilation, groups, pad_code,
-                                 np.int64, num_threads)
-    vals = np.zeros(256, np.int64)
-    vals[:v.shape[0]] = v
+    # the checks of conv2d's, on the shape of one all-zero filter per group (no lookups: no
+    # table, and the sums are int64)
+    x = _check_index_array(x, "x", 4)
+    stride, padding, dilation, groups, pad_code, (OH, OW) = check_conv_geometry(
+        x.shape, (KH, KW, x.shape[3] // groups, int(groups)), stride, padding, dilation,
+        groups, pad_code)
+    num_threads = _check_threads(num_threads)
     out = _out_array(out, (x.shape[0], OH, OW, groups), np.int64, inputs=(x,))
     cdef cnp.ndarray xx = x, vv = vals, oo = out
     cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3], G = groups
@@ -887,11 +882,41 @@ def window_sums(x, values, ksize, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
     _raise(rc, "window_sums")
     return out
 
+_VALUES = {}   # the bytes of a checked values argument -> its 256 int64 values
+
+
+def _window_values(values):
+    """window_sums' ``values`` checked and as 256 int64 (zero past its length), remembered
+    by their bytes: the float-level layer passes the multiplier's values on every call, and
+    checking them again cost several us."""
+    v = np.asarray(values)
+    key = (v.dtype.str, v.shape, v.tobytes()) if v.dtype.kind in "iu" and v.ndim == 1 else None
+    vals = None if key is None else _VALUES.get(key)
+    if vals is not None:
+        return vals
+    if v.ndim != 1 or not 1 <= v.shape[0] <= 256 or not np.issubdtype(v.dtype, np.integer):
+        raise ValueError(f"values must be a 1-D integer array of at most 256 operand values, "
+                         f"got shape {v.shape} and dtype {v.dtype}")
+    if v.size and (int(v.min()) < -(1 << 15) or int(v.max()) >= 1 << 16):
+        raise ValueError("values must be 16-bit operand values")
+    vals = np.zeros(256, np.int64)
+    vals[:v.shape[0]] = v
+    vals.setflags(write=False)
+    if len(_VALUES) >= 64:
+        _VALUES.clear()
+    _VALUES[key] = vals
+    return vals
+
+
 def _vec(v, n, dtype, name):
     """``v`` as a C-contiguous length-``n`` vector of ``dtype`` (scalars broadcast)."""
     if type(v) is np.ndarray and v.dtype == dtype and v.ndim == 1 and v.shape[0] == n \
             and v.flags.c_contiguous:
         return v   # as the float-level layer passes them: no conversions (a few us each)
+    if type(v) is np.ndarray and v.ndim == 0 and v.dtype == dtype:
+        # a per-tensor term (the weight zero point): filled directly (the general path's
+        # checks took 6 - 8 us)
+        return np.full(n, v[()], dtype)
     a = _numbers(v, dtype, name)
     if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != n):
         raise ValueError(f"{name} must be a scalar or have shape ({n},), got shape {a.shape}")

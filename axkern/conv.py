@@ -13,6 +13,7 @@ for given codes.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import numbers
 import threading
@@ -23,6 +24,7 @@ import numpy as np
 from .backends import (_check_limit, _check_threads, _plain, _remember, accumulator_dtype,
                        as_multiplier, check_out_array, conv_output_size, freeze_table,
                        get_backend, table256, table_factors, table_token)
+from .lut import operand_values
 from .quant import (QuantParams, QuantSpec, check_range, quantize, quantize_float, symmetric_params,
                     tf_quant_params, warn_once)
 from .tune import resolve_tuning
@@ -570,6 +572,19 @@ def _fold_adds_factor(table, folded, w):
     return g is None or g[0].shape[1] > f[0].shape[1]
 
 
+@functools.lru_cache(maxsize=None)
+def _values_of(bits, signed):
+    v = operand_values(bits, signed)
+    v.setflags(write=False)
+    return v
+
+
+def _operand_values(m):
+    """``m.values()``, one read-only array per bit width and signedness (a fresh one per
+    call cost microseconds, and the window sums' check of it more)."""
+    return _values_of(m.bits, m.signed)
+
+
 def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):
     """``sum q`` over each output's receptive field, per group (padded positions = ``fill``)."""
     N, H, W, C = q.shape
@@ -934,7 +949,7 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
         if np.any(zw != 0):
             # sum q_x over each receptive field, padded positions holding z_x, computed by
             # the convolution kernel itself (T[a, 0] = value of index a).
-            sum_x = fast.window_sums(xi, m.values(), (KH, KW), stride, pads, dilation, groups,
+            sum_x = fast.window_sums(xi, _operand_values(m), (KH, KW), stride, pads, dilation, groups,
                                      pad_index, num_threads,
                                      out=work_buffer("window", (N, OH, OW, groups), np.int64))
         corr = None
@@ -1012,7 +1027,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
         # convolution itself).
         dq["zw"] = zw
         dq["sumx"] = fast.window_sums(
-            xi, m.values(), (KH, KW), stride, pads, dilation, groups, pad_index,
+            xi, _operand_values(m), (KH, KW), stride, pads, dilation, groups, pad_index,
             num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
     if fmt == "NCHW" and getattr(be, "SUPPORTS_NCHW", False):
         # the dequantizing store writes the NCHW output directly

@@ -7,6 +7,8 @@ row) and ``b`` the weight operand (table column). The zero-point correction is t
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .backends import _check_threads, accumulator_dtype, as_multiplier, get_backend, table256
@@ -40,15 +42,12 @@ def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None, out=None, packe
     dtype = accumulator_dtype(K, m)
     be = get_backend(backend)
     table = table256(m)
-    try:
-        batch = np.broadcast_shapes(ai.shape[:-2], bi.shape[:-2])
-    except ValueError:
-        raise ValueError(f"matmul batch dimensions do not broadcast: {ai.shape[:-2]} and "
-                         f"{bi.shape[:-2]}") from None
     M, N = ai.shape[-2], bi.shape[-1]
     if bi.ndim == 2:
-        # One weight matrix: fold every batch dimension of a into the rows of a single GEMM.
-        flat = np.ascontiguousarray(ai.reshape(int(np.prod(ai.shape[:-1])), K))  # K may be 0
+        # One weight matrix: fold every batch dimension of a into the rows of a single GEMM
+        # (math.prod: np.prod converts the shape to an array, microseconds a call).
+        batch = ai.shape[:-2]
+        flat = np.ascontiguousarray(ai.reshape(math.prod(ai.shape[:-1]), K))  # K may be 0
         extra = {} if dequant is None else {"dequant": dequant}
         if out is not None:
             extra["out"] = out
@@ -56,7 +55,12 @@ def _batched_gemm(ai, bi, m, backend, num_threads, dequant=None, out=None, packe
             extra.update(packed)
         out = be.gemm(flat, np.ascontiguousarray(bi), table, dtype, num_threads, **extra)
         return out.reshape(*batch, M, N)
-    nb = int(np.prod(batch))   # explicit sizes: reshape(-1, ...) fails when a size is 0
+    try:
+        batch = np.broadcast_shapes(ai.shape[:-2], bi.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul batch dimensions do not broadcast: {ai.shape[:-2]} and "
+                         f"{bi.shape[:-2]}") from None
+    nb = math.prod(batch)   # explicit sizes: reshape(-1, ...) fails when a size is 0
     a_b = np.broadcast_to(ai, (*batch, M, K)).reshape(nb, M, K)
     b_b = np.broadcast_to(bi, (*batch, K, N)).reshape(nb, K, N)
     out = np.empty((nb, M, N), dtype)
@@ -74,6 +78,12 @@ def _matmul_shape(a, b):
         raise ValueError(f"matmul batch dimensions do not broadcast: {a.shape[:-2]} and "
                          f"{b.shape[:-2]}") from None
     return (*batch, a.shape[-2], b.shape[-1])
+
+
+def _squeezed_shape(a, b, drop_a, drop_b):
+    """The result's shape: matmul's of the promoted operands, less the promoted axes."""
+    shape = _matmul_shape(a, b) if a.ndim > 2 or b.ndim > 2 else (a.shape[0], b.shape[1])
+    return shape[:-2] + ((shape[-2],) if not drop_a else ()) + ((shape[-1],) if not drop_b else ())
 
 
 def _owned_result(y, drop_a, drop_b):
@@ -185,12 +195,7 @@ def _axmatmul(a, b, multiplier, bias, quant, tune, backend, num_threads, out, na
         if bias.shape != (N,):
             raise ValueError(f"bias must have shape ({N},), one per output column, got {bias.shape}")
     if out is not None:
-        try:
-            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        except ValueError:
-            raise ValueError(f"matmul batch dimensions do not broadcast: {a.shape[:-2]} and "
-                             f"{b.shape[:-2]}") from None
-        check_out(out, batch + ((a.shape[-2],) if not drop_a else ()) + ((N,) if not drop_b else ()))
+        check_out(out, _squeezed_shape(a, b, drop_a, drop_b))
     if a.size == 0 or b.size == 0:
         # An empty product (M, N, K or a batch dimension 0): as numpy.matmul, zeros of the
         # output shape (K = 0: every sum is empty), plus the bias; no data to quantize.
@@ -305,11 +310,12 @@ def axdense(x, w, multiplier, bias=None, *, quant="auto", tune=False, backend="a
     if xa.shape[-1] != wa.shape[0]:
         raise ValueError(f"x has {xa.shape[-1]} features but w expects {wa.shape[0]} (shape {wa.shape})")
     lead = xa.shape[:-1]
+    rows = math.prod(lead)
     if out is not None:
         check_out(out, (*lead, wa.shape[1]))
-        out2 = out.reshape(int(np.prod(lead)), wa.shape[1])   # a view: out is C-contiguous
+        out2 = out.reshape(rows, wa.shape[1])   # a view: out is C-contiguous
     else:
         out2 = None
-    y = _axmatmul(xa.reshape(int(np.prod(lead)), xa.shape[-1]), wa, multiplier, bias, quant, tune,
+    y = _axmatmul(xa.reshape(rows, xa.shape[-1]), wa, multiplier, bias, quant, tune,
                   backend, num_threads, out2, ("x", "w"))
     return out if out is not None else y.reshape(*lead, wa.shape[1])

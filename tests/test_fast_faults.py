@@ -154,6 +154,17 @@ def test_dequant_values_must_convert_exactly():
     # integral floats are values like any other
     np.testing.assert_array_equal(fast.epilogue(total, 1.0, corr=2.0),
                                   fast.epilogue(total, 1.0, corr=2))
+    # 0-d arrays (the float layers' per-tensor zero point) are scalars, checked alike
+    sumx = rng.integers(-50, 50, (3, 1))
+    np.testing.assert_array_equal(
+        fast.epilogue(total, np.float64(0.5), zw=np.array(3), sumx=sumx, corr=np.array(-4)),
+        fast.epilogue(total, np.full(2, 0.5), zw=np.full(2, 3), sumx=sumx, corr=np.full(2, -4)))
+    with pytest.raises(ValueError, match="must hold integers"):
+        fast.epilogue(total, 1.0, corr=np.array(1.5))
+    with pytest.raises(ValueError, match="finite"):
+        fast.epilogue(total, np.array(np.inf))
+    with pytest.raises(ValueError, match="finite"):
+        fast.gemm(a, b, T, np.int32, dequant={"scale": np.array(np.nan)})
 
 
 def _wait(pid, seconds):

@@ -544,6 +544,41 @@ def test_window_sums(path):
         fast.window_sums(x, values, (3, 3), groups=5)
 
 
+def test_window_sums_checks_every_call():
+    """window_sums remembers the values it checked (by their bytes): bad values and bad
+    geometry are refused on every call all the same, before and after good ones, and the
+    same values in another integer dtype or length give the same sums."""
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 256, (2, 6, 6, 4), dtype=np.uint8)
+    good = np.arange(256, dtype=np.int64)
+    ref = fast.window_sums(x, good, (3, 3), (1, 1), (1, 1, 1, 1))
+    np.testing.assert_array_equal(
+        ref, fast.window_sums(x, np.arange(256, dtype=np.int32), (3, 3), (1, 1), (1, 1, 1, 1)))
+    np.testing.assert_array_equal(
+        ref, fast.window_sums(x, list(range(256)), (3, 3), (1, 1), (1, 1, 1, 1)))
+    too_big = good.copy()
+    too_big[7] = 1 << 16
+    for _ in range(2):
+        with pytest.raises(ValueError, match="16-bit"):
+            fast.window_sums(x, too_big, (3, 3))
+        with pytest.raises(ValueError, match="values"):
+            fast.window_sums(x, good.astype(np.float64), (3, 3))
+        with pytest.raises(ValueError, match="values"):
+            fast.window_sums(x, np.arange(257), (3, 3))
+        with pytest.raises(ValueError, match="padding"):
+            fast.window_sums(x, good, (3, 3), padding=(-1, 0, 0, 0))
+        with pytest.raises(ValueError, match="pad_code"):
+            fast.window_sums(x, good, (3, 3), pad_code=256)
+        with pytest.raises(TypeError, match="uint8"):
+            fast.window_sums(x.astype(np.int16), good, (3, 3))
+        np.testing.assert_array_equal(
+            ref, fast.window_sums(x, good, (3, 3), (1, 1), (1, 1, 1, 1)))
+    # values shorter than 256 (a 4-bit multiplier's 16): zero past their length
+    short = fast.window_sums(x & 15, np.arange(16), (3, 3), (1, 1), (1, 1, 1, 1))
+    np.testing.assert_array_equal(
+        short, fast.window_sums(x & 15, good, (3, 3), (1, 1), (1, 1, 1, 1)))
+
+
 def test_bench_median_of_runs(capsys):
     """combine_runs: every figure the median over the runs (ratios within each run first),
     the ratio ranges; the CLI's --runs prints them."""
