@@ -8,6 +8,7 @@ on the smallest shapes; never a full benchmark.
 import json
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -300,6 +301,42 @@ def test_c_driver_of_rows_checks_its_loops(tmp_path):
             "int16x16", "u8x32", "u8x32+pmadd"]
     bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+@pytest.mark.skipif(not shutil.which("gcc") or platform.machine() not in ("x86_64", "AMD64"),
+                    reason="the C driver needs gcc on x86-64")
+def test_c_driver_of_instruction_costs(tmp_path):
+    # tools/drivers/ports.c backs the table of instruction costs in docs/performance.md: it
+    # must build; where the CPU has the instructions, a short run prints a cost for each
+    # (at least a quarter of a dependent vpaddd: no chain merged away), else it exits 2
+    exe = tmp_path / "ports"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(TOOLS / "drivers" / "ports.c")],
+                   check=True, capture_output=True)
+    bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+    r = subprocess.run([str(exe), "200000"], capture_output=True, text=True, timeout=120)
+    if not {"avx512vbmi", "avx512_vnni"} <= _cpu_flags():
+        assert r.returncode == 2 and "lacks" in r.stderr
+        return
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("clock ") and len(lines) == 9
+    names = [line.split("  ")[1].strip() for line in lines[1:]]
+    assert names[0] == "vpermi2b zmm" and names[-1] == "vpshufb ymm"
+    for line in lines[1:]:
+        cycles = float(line.split()[-2])
+        assert 0.2 <= cycles <= 50, line
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 # ------------------------------------------------------------------------- bench_resnet18
