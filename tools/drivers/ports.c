@@ -43,24 +43,12 @@ static double now(void)
 static ISA __attribute__((noinline)) void chain(__m512i t, __m512i *o)
 {
     __m512i a = t;
-    for (long i = 0; i < N; i++) {
-        a = _mm512_add_epi32(a, t);
-        __asm__ volatile("" : "+v"(a));
-        a = _mm512_add_epi32(a, t);
-        __asm__ volatile("" : "+v"(a));
-        a = _mm512_add_epi32(a, t);
-        __asm__ volatile("" : "+v"(a));
-        a = _mm512_add_epi32(a, t);
-        __asm__ volatile("" : "+v"(a));
-        a = _mm512_add_epi32(a, t);
-        __asm__ volatile("" : "+v"(a));
-        a = _mm512_add_epi32(a, t);
-        __asm__ volatile("" : "+v"(a));
-        a = _mm512_add_epi32(a, t);
-        __asm__ volatile("" : "+v"(a));
-        a = _mm512_add_epi32(a, t);
-        __asm__ volatile("" : "+v"(a));
-    }
+    for (long i = 0; i < N; i++)
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            a = _mm512_add_epi32(a, t);
+            __asm__ volatile("" : "+v"(a));
+        }
     *o = a;
 }
 
