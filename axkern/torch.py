@@ -36,9 +36,10 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from ._torch_grad import gradient_tables, quantize_codes
 from .backends import check_backend, conv_output_size
-from .conv import (QUANT_MODES, _check_format, _host_helpers, make_params, range_params,
-                   resolve_quant)
+from .conv import (QUANT_MODES, _check_format, _host_helpers, axconv2d, make_params,
+                   range_params, resolve_quant)
 from .lut import Multiplier
+from .matmul import axdense
 from .nn import _resolve_multiplier
 from .quant import QuantSpec, check_range, symmetric_params, tf_quant_params
 from .tune import resolve_tuning
@@ -57,6 +58,9 @@ def _layer_label(layer):
 
 def _check_tensor(t, what, layer):
     """A CPU float32 tensor, or a clear error (never a silent copy or conversion)."""
+    if isinstance(t, torch.Tensor) and t.dtype is torch.float32 and t.is_cpu and \
+            t.layout is torch.strided:
+        return   # (every forward checks three: the attributes above are the cheap ones)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{_layer_label(layer)}: {what} must be a torch.Tensor, got "
                         f"{type(t).__name__}")
@@ -297,10 +301,10 @@ class _ApproxMixin:
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
-    def _check_params(self):
-        _check_tensor(self.weight, "the weight", self)
-        if self.bias is not None:
-            _check_tensor(self.bias, "the bias", self)
+    def _check_params(self, weight, bias):
+        _check_tensor(weight, "the weight", self)
+        if bias is not None:
+            _check_tensor(bias, "the bias", self)
 
     def extra_repr(self):
         m = self._multiplier
@@ -473,7 +477,8 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
             return super().forward(x)
         _check_not_traced(self)
         _check_tensor(x, "the input", self)
-        self._check_params()
+        weight, bias = self.weight, self.bias   # (nn.Module attribute lookups: once)
+        self._check_params(weight, bias)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
@@ -483,17 +488,15 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         if self.padding_mode != "zeros":
             # exactly nn.Conv2d's own order: pad with the mode, then a convolution without padding
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or
-                                        (self.bias is not None and self.bias.requires_grad)):
-            y = _ApproxFunction.apply(x, self.weight, self.bias, self)
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
+                                        (bias is not None and bias.requires_grad)):
+            y = _ApproxFunction.apply(x, weight, bias, self)
         else:
-            y = self._labelled_forward(x, self.weight, self.bias)[0]
+            y = self._labelled_forward(x, weight, bias)[0]
         return y.squeeze(0) if unbatched else y
 
     def _approx_forward(self, x, weight, bias):
         """(output tensor, input QuantParams) of the approximate convolution."""
-        from .conv import axconv2d
-
         m = self._multiplier
         spec = self._spec()
         xp = self._input_params(x, spec)
@@ -588,18 +591,17 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
             return super().forward(x)
         _check_not_traced(self)
         _check_tensor(x, "the input", self)
-        self._check_params()
+        weight, bias = self.weight, self.bias   # (nn.Module attribute lookups: once)
+        self._check_params(weight, bias)
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"{_layer_label(self)} expects inputs of shape (..., "
                              f"{self.in_features}), got shape {tuple(x.shape)}")
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or
-                                        (self.bias is not None and self.bias.requires_grad)):
-            return _ApproxFunction.apply(x, self.weight, self.bias, self)
-        return self._labelled_forward(x, self.weight, self.bias)[0]
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
+                                        (bias is not None and bias.requires_grad)):
+            return _ApproxFunction.apply(x, weight, bias, self)
+        return self._labelled_forward(x, weight, bias)[0]
 
     def _approx_forward(self, x, weight, bias):
-        from .matmul import axdense
-
         m = self._multiplier
         spec = self._spec()
         xp = self._input_params(x, spec)

@@ -730,6 +730,15 @@ def test_bad_input():
         at.approximate(make_net().double(), U)
     with pytest.raises(ValueError, match=r"device meta.*\.cpu\(\)"):  # any non-CPU device
         am(torch.empty(3, 3, 9, 10, device="meta"))
+    with pytest.raises(TypeError, match=r"dense \(strided\)"):
+        am(x.to_sparse())
+    w = am.stem.weight.data
+    try:   # a parameter's data swapped for another dtype after conversion
+        am.stem.weight.data = w.double()
+        with pytest.raises(TypeError, match="the weight has dtype torch.float64"):
+            am(x)
+    finally:
+        am.stem.weight.data = w
     with pytest.raises(ValueError, match="calibrate saw no batch"):
         with at.calibrate(am):
             pass
