@@ -577,16 +577,12 @@ def _fold_adds_factor(table, folded, w):
 
 
 @functools.lru_cache(maxsize=None)
-def _values_of(bits, signed):
+def _operand_values(bits, signed):
+    """A multiplier's ``values()``, one read-only array per bit width and signedness (a
+    fresh one per call cost microseconds, and the window sums' check of it more)."""
     v = operand_values(bits, signed)
     v.setflags(write=False)
     return v
-
-
-def _operand_values(m):
-    """``m.values()``, one read-only array per bit width and signedness (a fresh one per
-    call cost microseconds, and the window sums' check of it more)."""
-    return _values_of(m.bits, m.signed)
 
 
 def _window_sums(q, pads, stride, dilation, ksize, out_hw, groups, fill):
@@ -953,8 +949,8 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
         if np.any(zw != 0):
             # sum q_x over each receptive field, padded positions holding z_x, computed by
             # the convolution kernel itself (T[a, 0] = value of index a).
-            sum_x = fast.window_sums(xi, _operand_values(m), (KH, KW), stride, pads, dilation, groups,
-                                     pad_index, num_threads,
+            sum_x = fast.window_sums(xi, _operand_values(m.bits, m.signed), (KH, KW), stride,
+                                     pads, dilation, groups, pad_index, num_threads,
                                      out=work_buffer("window", (N, OH, OW, groups), np.int64))
         corr = None
         if zx:
@@ -1031,7 +1027,7 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
         # convolution itself).
         dq["zw"] = zw
         dq["sumx"] = fast.window_sums(
-            xi, _operand_values(m), (KH, KW), stride, pads, dilation, groups, pad_index,
+            xi, _operand_values(m.bits, m.signed), (KH, KW), stride, pads, dilation, groups, pad_index,
             num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
     if fmt == "NCHW" and getattr(be, "SUPPORTS_NCHW", False):
         # the dequantizing store writes the NCHW output directly

@@ -154,11 +154,14 @@ def test_dequant_values_must_convert_exactly():
     # integral floats are values like any other
     np.testing.assert_array_equal(fast.epilogue(total, 1.0, corr=2.0),
                                   fast.epilogue(total, 1.0, corr=2))
-    # 0-d arrays (the float layers' per-tensor zero point) are scalars, checked alike
+    # 0-d arrays (the float layers' per-tensor zero point) are scalars, checked alike:
+    # float32(float64(total - zw sumx + corr) * scale) in NumPy
     sumx = rng.integers(-50, 50, (3, 1))
+    expect = ((total.astype(np.int64) - 3 * sumx - 4).astype(np.float64) * 0.5).astype(
+        np.float32)
     np.testing.assert_array_equal(
         fast.epilogue(total, np.float64(0.5), zw=np.array(3), sumx=sumx, corr=np.array(-4)),
-        fast.epilogue(total, np.full(2, 0.5), zw=np.full(2, 3), sumx=sumx, corr=np.full(2, -4)))
+        expect)
     with pytest.raises(ValueError, match="must hold integers"):
         fast.epilogue(total, 1.0, corr=np.array(1.5))
     with pytest.raises(ValueError, match="finite"):

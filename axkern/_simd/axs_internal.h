@@ -145,11 +145,15 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
 double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units);
 /* res: the table has the byte-residual form in this orientation and the call's blocks read
  * consecutive codes (see expand.c) */
+double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,
+                 int res);
+/* Whether the byte-residual form can run for cols columns on this path (expand.c, "Byte
+ * residuals"): the AVX-512 path on a CPU with VNNI, and more than 32 columns (64-wide
+ * blocks: 32-wide ones ran at 0.84 - 0.91 of the 16-bit rows). */
+int axs_xresidual_runs(int path, int64_t cols);
 /* bt[n * K + k] = b[k * N + n] (a K x N byte matrix transposed; 16 x 16 blocks where SSE2
  * is there, parallel over blocks of columns) */
 void axs_transpose_u8(const uint8_t *b, int64_t K, int64_t N, uint8_t *bt, int nt);
-double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,
-                 int res);
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF

@@ -683,9 +683,6 @@ static int try_expand(const int32_t *table, uint64_t token, int method, int out6
     return AXS_OK;
 }
 
-/* Whether the expanded tables of this table, in this orientation, take the byte-residual
- * form on this path for cols columns (for the cost model: the entry is prepared now, as
- * try_expand would; not looked up where the form could not run). */
 /* Whether the expanded tables' entry of this table and orientation has the byte-residual
  * form (prepared now if it is not cached, as try_expand would); -1 when it cannot be. */
 static int entry_residual(const int32_t *table, uint64_t token, int transpose)
@@ -705,8 +702,8 @@ static int entry_residual(const int32_t *table, uint64_t token, int transpose)
 static int residual_form(const int32_t *table, uint64_t token, int transpose, int path,
                          int method, int out64, int64_t cols)
 {
-    if (path != AXS_PATH_AVX512_VBMI || out64 || cols <= AXS_XNB32 || !axs_has_vnni() ||
-        (method != AXS_METHOD_AUTO && method != AXS_METHOD_EXPAND))
+    if (out64 || (method != AXS_METHOD_AUTO && method != AXS_METHOD_EXPAND) ||
+        !axs_xresidual_runs(path, cols))
         return 0;
     return entry_residual(table, token, transpose) == 1;
 }

@@ -181,7 +181,7 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,
                  int res)
 {
-    res = res && path == AXS_PATH_AVX512_VBMI && cols > AXS_XNB32;
+    res = res && axs_xresidual_runs(path, cols);
     double build = res ? AXS_XRBUILD : path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
     int nb = res ? AXS_RNB : xwidth(path, cols);
     int64_t ms = xtile_rows(rows, cols, groups, K, nt, nb), tiles = (rows + ms - 1) / ms;
@@ -428,12 +428,16 @@ int axs_xdeq_init(const axs_dequant *dq, int64_t ncol, int64_t rows, axs_xdeq *d
     return AXS_OK;
 }
 
-/* Whether a table and path give cols columns the byte-residual form (see "Byte residuals"
- * above): a table that has one, the AVX-512 path on a CPU with VNNI, and more than 32
- * columns (64-wide blocks: 32-wide ones ran at 0.84 - 0.91 of the 16-bit rows). */
+int axs_xresidual_runs(int path, int64_t cols)
+{
+    return path == AXS_PATH_AVX512_VBMI && cols > AXS_XNB32 && axs_has_vnni();
+}
+
+/* Whether a table and path give cols columns the byte-residual form: a table that has one,
+ * where axs_xresidual_runs. */
 static int xresidual_for(const axs_fixed_table *t, int path, int64_t cols)
 {
-    return t->res8 && path == AXS_PATH_AVX512_VBMI && cols > AXS_XNB32 && axs_has_vnni();
+    return t->res8 && axs_xresidual_runs(path, cols);
 }
 
 /* Whether the call takes the byte-residual form: xresidual_for, and consecutive codes in
