@@ -279,6 +279,12 @@ DEPTHWISE = [
     # NCHW planes: rows of 4 vectors, the last partial (25 - 32 outputs), and of 2 x 32 + 6
     (1, 11, 19, 9, 1, 1, (1, 1), (3, 3, 3, 3), (2, 1)),
     (2, 4, 70, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    # the AVX-512 rows of 4 outputs that share loads (stride 1 across, 16 channels or more):
+    # taps 2 columns apart (dilation 2; rank 1's pairs of a 3 x 5 filter), a 3 x 2 filter,
+    # outputs per row not a multiple of 4, a block of 16 and a remainder
+    (2, 10, 13, 33, 3, 3, (1, 1), (2, 2, 2, 2), (1, 2)),
+    (1, 7, 12, 16, 3, 5, (2, 1), (1, 1, 2, 2), (1, 1)),
+    (1, 6, 9, 16, 3, 2, (1, 1), (1, 1, 0, 1), (1, 1)),
     # 7 x 7: 49 taps of rank 2, 28 pairs of rank 1 (the planes' taps once went through a
     # buffer of 32 beyond which a misaligned heap copy crashed)
     (1, 9, 10, 8, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1)),

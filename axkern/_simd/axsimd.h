@@ -259,6 +259,23 @@ typedef void (*axs_fdwkern_fn)(const int16_t *S, const ptrdiff_t *roff, int ms,
 void axs_fdwkern_scalar(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
                         int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
                         ptrdiff_t lda);
+/* Whether ntap taps form 3 filter rows of kwt taps each (ntap 9: 3 a row, as 3 x 3 filters
+ * of r = 2; ntap 6: 2, as the pairs of r = 1) lying d pixels of ps int16 apart within each
+ * row: d (1 or 2), else 0. Outputs ps apart (stride 1) then meet the same pixels through
+ * different taps, and the AVX-512 kernel loads each pixel of a filter row once for 4 outputs
+ * (6 loads instead of 12 or 8). */
+static inline int axs_fdw_rowstep(const ptrdiff_t *toff, int ntap, ptrdiff_t ps)
+{
+    const int kwt = ntap == 9 ? 3 : ntap == 6 ? 2 : 0;
+    if (!kwt || ps <= 0)
+        return 0;
+    const ptrdiff_t step = toff[1] - toff[0];
+    const int d = step == ps ? 1 : step == 2 * ps ? 2 : 0;
+    for (int t = 0; d && t < ntap; t++)
+        if (toff[t] != toff[t - t % kwt] + (t % kwt) * step)
+            return 0;
+    return d;
+}
 void axs_fdwkern_avx2(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
                       int ntap, int64_t C, int64_t c0, const int16_t *Wv, uint32_t *acc,
                       ptrdiff_t lda);

@@ -722,9 +722,11 @@ static int fdw_nhwc(const fdwproblem *q, const uint8_t *x, void *out, const axs_
             }
             for (int64_t i0 = 0; i0 < nb * OW; i0 += ms_max) {
                 const int ms = (int)(nb * OW - i0 < ms_max ? nb * OW - i0 : ms_max);
-                for (int k = 0; k < ms; k++) {
-                    const int64_t oy = (i0 + k) / OW, ox = (i0 + k) % OW;
+                /* (a division per pixel here took 5% of a 64-channel layer's call) */
+                for (int64_t k = 0, oy = i0 / OW, ox = i0 % OW; k < ms; k++) {
                     roff[k] = (ptrdiff_t)((oy * q->sh * Wp + ox * q->sw) * 2 * px);
+                    if (++ox == OW)
+                        ox = 0, oy++;
                 }
                 kern((const int16_t *)band, roff, ms, toff, (int)q->ntap, C, 0, q->Wv, acc,
                      (ptrdiff_t)C);

@@ -344,13 +344,79 @@ fdwblock16(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *tof
 #undef AXS_FDW_X
 }
 
+/* fdwblock16 for 3 x 3 filters whose taps lie D pixels apart in KWT taps a filter row
+ * (axs_fdw_rowstep), at stride 1: 4 outputs of a row read pixels 0 .. 3 + (KWT - 1) D of
+ * each filter row, every one loaded once and multiplied by the taps that meet it (6 loads
+ * for 12 or 8 vpmaddwd instead of one load each). Groups of 4 that are not ps apart (a row's
+ * end) take one output at a time. The depthwise layer of `axkern bench` (drum4) ran 1.06
+ * times as fast; groups of 8 (10 loads for 24 vpmaddwd) 0.82 times, and the same scheme on
+ * ymm (kern_avx2.c, a filter row's weights loaded per group) 0.93 (docs/performance.md). */
+static inline __attribute__((always_inline)) AXS_512 void
+fdwrows16(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
+          const int16_t *wv, ptrdiff_t wstep, ptrdiff_t ps, uint32_t *acc, ptrdiff_t lda,
+          const int KWT, const int D)
+{
+    enum { G = 4 };
+    __m512i w[3 * KWT];
+    for (int t = 0; t < 3 * KWT; t++)
+        w[t] = _mm512_loadu_si512((const void *)(wv + t * wstep));
+    int i = 0;
+    while (i < ms) {
+        int run = i + G <= ms;
+        for (int j = 1; run && j < G; j++)
+            run = roff[i + j] - roff[i + j - 1] == ps;
+        if (run) {
+            __m512i a[G];
+            for (int j = 0; j < G; j++)
+                a[j] = _mm512_setzero_si512();
+            for (int ky = 0; ky < 3; ky++) {
+                const int16_t *x = S + roff[i] + toff[ky * KWT];
+                for (int m = 0; m < G + (KWT - 1) * D; m++) {
+                    const __m512i v = _mm512_loadu_si512((const void *)(x + m * ps));
+                    for (int kx = 0; kx < KWT; kx++) {
+                        const int j = m - kx * D;
+                        if (j >= 0 && j < G)
+                            a[j] = _mm512_add_epi32(a[j],
+                                                    _mm512_madd_epi16(v, w[ky * KWT + kx]));
+                    }
+                }
+                for (int j = 0; j < G; j++)   /* no add trees */
+                    __asm__("" : "+v"(a[j]));
+            }
+            for (int j = 0; j < G; j++)
+                _mm512_storeu_si512((void *)(acc + (i + j) * lda), a[j]);
+            i += G;
+            continue;
+        }
+        __m512i a0 = _mm512_setzero_si512();
+        for (int t = 0; t < 3 * KWT; t++)
+            a0 = _mm512_add_epi32(
+                a0, _mm512_madd_epi16(_mm512_loadu_si512((const void *)(S + toff[t] + roff[i])),
+                                      w[t]));
+        _mm512_storeu_si512((void *)(acc + i * lda), a0);
+        i++;
+    }
+}
+
 AXS_512 void axs_fdwkern_avx512(const int16_t *S, const ptrdiff_t *roff, int ms,
                                 const ptrdiff_t *toff, int ntap, int64_t C, int64_t c0,
                                 const int16_t *Wv, uint32_t *acc, ptrdiff_t lda)
 {
     const ptrdiff_t ws = (ptrdiff_t)(2 * C);
+    const int d = axs_fdw_rowstep(toff, ntap, ws);
     for (; c0 + 16 <= C; c0 += 16) {
         const int16_t *Sc = S + 2 * c0, *wv = Wv + 2 * c0;
+        if (d) {
+            if (ntap == 9 && d == 1)
+                fdwrows16(Sc, roff, ms, toff, wv, ws, ws, acc + c0, lda, 3, 1);
+            else if (ntap == 9)
+                fdwrows16(Sc, roff, ms, toff, wv, ws, ws, acc + c0, lda, 3, 2);
+            else if (d == 1)
+                fdwrows16(Sc, roff, ms, toff, wv, ws, ws, acc + c0, lda, 2, 1);
+            else
+                fdwrows16(Sc, roff, ms, toff, wv, ws, ws, acc + c0, lda, 2, 2);
+            continue;
+        }
         switch (ntap) {
         case 6: fdwblock16(Sc, roff, ms, toff, 6, wv, ws, acc + c0, lda, 6); break;
         case 9: fdwblock16(Sc, roff, ms, toff, 9, wv, ws, acc + c0, lda, 9); break;
