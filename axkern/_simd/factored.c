@@ -722,7 +722,7 @@ static int fdw_nhwc(const fdwproblem *q, const uint8_t *x, void *out, const axs_
             }
             for (int64_t i0 = 0; i0 < nb * OW; i0 += ms_max) {
                 const int ms = (int)(nb * OW - i0 < ms_max ? nb * OW - i0 : ms_max);
-                /* (a division per pixel here took 5% of a 64-channel layer's call) */
+                /* a running row and column: a division per pixel cost the call 2% */
                 for (int64_t k = 0, oy = i0 / OW, ox = i0 % OW; k < ms; k++) {
                     roff[k] = (ptrdiff_t)((oy * q->sh * Wp + ox * q->sw) * 2 * px);
                     if (++ox == OW)

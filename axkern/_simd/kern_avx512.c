@@ -344,13 +344,13 @@ fdwblock16(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *tof
 #undef AXS_FDW_X
 }
 
-/* fdwblock16 for 3 x 3 filters whose taps lie D pixels apart in KWT taps a filter row
- * (axs_fdw_rowstep), at stride 1: 4 outputs of a row read pixels 0 .. 3 + (KWT - 1) D of
- * each filter row, every one loaded once and multiplied by the taps that meet it (6 loads
- * for 12 or 8 vpmaddwd instead of one load each). Groups of 4 that are not ps apart (a row's
- * end) take one output at a time. The depthwise layer of `axkern bench` (drum4) ran 1.06
- * times as fast; groups of 8 (10 loads for 24 vpmaddwd) 0.82 times, and the same scheme on
- * ymm (kern_avx2.c, a filter row's weights loaded per group) 0.93 (docs/performance.md). */
+/* fdwblock16 for taps in 3 filter rows of KWT, D pixels apart (axs_fdw_rowstep), at stride
+ * 1: 4 outputs of a row read pixels 0 .. 3 + (KWT - 1) D of each filter row, every one loaded
+ * once and multiplied by the taps that meet it (6 loads for 12 or 8 vpmaddwd instead of one
+ * load each). Groups of 4 that are not ps apart (a row's end) take one output at a time. The
+ * conv2d call of `axkern bench`'s depthwise layer (DRUM) ran 1.06 times as fast; groups of 8
+ * (10 loads for 24 vpmaddwd) 0.82 times, and the scheme on ymm for kern_avx2.c 0.93
+ * (docs/performance.md). */
 static inline __attribute__((always_inline)) AXS_512 void
 fdwrows16(const int16_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *toff,
           const int16_t *wv, ptrdiff_t wstep, ptrdiff_t ps, uint32_t *acc, ptrdiff_t lda,
