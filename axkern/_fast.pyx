@@ -125,6 +125,7 @@ cdef extern from "axs_internal.h" nogil:
         const int64_t *gcol
         int64_t groups
         int64_t nchw
+        int64_t bound
     int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
                  const axs_factors *fac, int64_t M, int64_t K, int64_t N, int out64,
                  void *out, const axs_dequant *dq, int nthreads, int path, int method)
@@ -367,6 +368,7 @@ cdef class _Dequant:
         self.dq.gcol = NULL
         self.dq.groups = 1
         self.dq.nchw = 0
+        self.dq.bound = 0
         cdef cnp.ndarray a
         if spec.get("corr") is not None:
             a = _vec(spec["corr"], cols, np.int64, "dequant corr")

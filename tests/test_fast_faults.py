@@ -2,6 +2,8 @@
 groups than the call's, thread counts, packings whose weights could change, outputs that
 overlap the inputs, reductions beyond int32, and values that would not convert exactly.
 Results are checked against the NumPy reference backend and a NumPy dequantization."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -168,6 +170,50 @@ def test_dequant_values_must_convert_exactly():
         fast.epilogue(total, np.array(np.inf))
     with pytest.raises(ValueError, match="finite"):
         fast.gemm(a, b, T, np.int32, dequant={"scale": np.array(np.nan)})
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_int32_correction_only_where_the_total_fits(path):
+    """With a frozen table the stores add the correction to the int32 sums in int32 when K
+    max|T| + max|corr| stays below 2**31 (axs_xdeq_init): a correction near 2**31 whose
+    totals leave int32 (entries of one sign, the correction of the same) must take the
+    float64 form. Against float32(float64(total + corr) * scale) in NumPy, for a GEMM, a
+    dense and a depthwise convolution, both output layouts."""
+    from axkern.backends import freeze_table
+
+    rng = np.random.default_rng(23)
+
+    def expect(total, corr, scale):
+        return ((total.astype(np.int64) + corr).astype(np.float64) * scale).astype(np.float32)
+
+    methods = {1: ("direct", "expand"), 4: ("direct", "depthwise", "expand")}
+    for sign in (1, -1):
+        T = freeze_table(sign * rng.integers(5, 10, (256, 256)).astype(np.int32))
+        big = sign * (2**31 - 20)   # |total| >= 5 K >= 45: the sum leaves int32
+        a, b = codes((5, 50), rng), codes((50, 3), rng)
+        total = ref.gemm(a, b, T, np.int64)
+        for corr in (np.array([big, big // 2, 7]), np.array([3, -5, 7])):
+            for method in methods[1]:
+                got = fast.gemm(a, b, T, np.int32, path=path, method=method,
+                                dequant={"scale": 0.5, "corr": corr})
+                np.testing.assert_array_equal(got, expect(total, corr, 0.5),
+                                              err_msg=f"{method} {corr}")
+        x = codes((2, 6, 7, 4), rng)
+        for groups, cout in ((1, 3), (4, 4)):
+            w = codes((3, 3, 4 // groups, cout), rng)
+            args = ((1, 1), (1, 1, 1, 1), (1, 1), groups, 0)
+            total = ref.conv2d(x, w, T, *args, np.int64)
+            for corr, method in itertools.product(
+                    (np.array([big, 7, big, 1])[:cout], np.arange(cout) - 2), methods[groups]):
+                dq = {"scale": 0.25, "corr": corr}
+                want = expect(total, corr, 0.25)
+                msg = f"groups {groups} {method} corr {corr}"
+                got = fast.conv2d(x, w, T, *args, np.int32, path=path, method=method,
+                                  dequant=dq)
+                np.testing.assert_array_equal(got, want, err_msg=msg)
+                got = fast.conv2d(x, w, T, *args, np.int32, path=path, method=method,
+                                  dequant=dq, out_format="NCHW")
+                np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2), err_msg=msg)
 
 
 def _wait(pid, seconds):

@@ -377,6 +377,10 @@ typedef struct {
      * writes y (N, COUT, OH, OW) instead: row r = n * P + p, column o at (n * COUT + o) * P
      * + p (the NCHW layout, stored directly: no transposed copy of the output) */
     int64_t nchw;
+    /* set by axs_gemm / axs_conv2d (callers leave it 0): max |v| over every output, K times
+     * the largest entry of a frozen table; with it and no window sums, the stores add corr
+     * to the int32 sums in int32 when the total cannot leave int32 (axs_xdeq_init) */
+    int64_t bound;
 } axs_dequant;
 
 /* gemm: a (M, K), b (K, N) C-contiguous uint8; table (256, 256) int32 C-contiguous;

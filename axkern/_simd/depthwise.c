@@ -292,7 +292,9 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                                 float *op = (float *)out + ((n * C + c) * OH + y0) * OW;
                                 for (int64_t y = 0; y < nb; y++)
                                     axs_dequant_run(E + j * cs + y * Wp, OW, kbias, dd.scale[c],
-                                                    dd.corr[c], dd.bias ? dd.bias + c : NULL,
+                                                    dd.corr[c],
+                                                    dd.corr32 ? dd.corr32 + c : NULL,
+                                                    dd.bias ? dd.bias + c : NULL,
                                                     op + y * OW);
                             }
                             continue;
@@ -312,7 +314,8 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                             for (int64_t j = 0; j < nc; j++) {
                                 int64_t c = c0 + j;
                                 axs_dequant_run(sums + j * P, P, kbias, dd.scale[c],
-                                                dd.corr[c], dd.bias ? dd.bias + c : NULL,
+                                                dd.corr[c], dd.corr32 ? dd.corr32 + c : NULL,
+                                                dd.bias ? dd.bias + c : NULL,
                                                 (float *)out + ((n * C + c) * OH + y0) * OW);
                             }
                             continue;
@@ -330,7 +333,8 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                         float *ft = (float *)sums;
                         if (rows_dq) {
                             axs_dequant_rows(sums, (ptrdiff_t)cb, (int)P, (int)nc, kbias, NULL, 0,
-                                             dd.scale + c0, dd.corr + c0, dd.zw + c0,
+                                             dd.scale + c0, dd.corr + c0,
+                                             dd.corr32 ? dd.corr32 + c0 : NULL, dd.zw + c0,
                                              dd.bias ? dd.bias + c0 : NULL, ft, (ptrdiff_t)cb);
                         } else {
                             for (int64_t i = 0; i < P; i++)
@@ -348,7 +352,8 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                     }
                     if (rows_dq) {
                         axs_dequant_rows(sums, (ptrdiff_t)cb, (int)P, (int)nc, kbias, NULL, 0,
-                                         dd.scale + c0, dd.corr + c0, dd.zw + c0,
+                                         dd.scale + c0, dd.corr + c0,
+                                         dd.corr32 ? dd.corr32 + c0 : NULL, dd.zw + c0,
                                          dd.bias ? dd.bias + c0 : NULL,
                                          (float *)out + r0 * C + c0, (ptrdiff_t)C);
                         continue;

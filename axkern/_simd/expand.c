@@ -228,12 +228,26 @@ static void xfns_for(int path, int nb, axs_xbuild_fn *build, axs_xkern_fn *kern)
 AXS_VECTOR_CLONES
 void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_t vbias,
                       const int64_t *sx, ptrdiff_t ldsx, const double *scale,
-                      const double *corr, const double *zw, const float *bias, float *y,
-                      ptrdiff_t ldy)
+                      const double *corr, const int32_t *c32, const double *zw,
+                      const float *bias, float *y, ptrdiff_t ldy)
 {
     for (int i = 0; i < rows; i++) {
         const xword *vi = v + i * ldv;
         float *yi = y + i * ldy;
+        if (!sx && c32) {   /* v - vbias + corr fits int32: one conversion */
+            if (bias) {
+                for (int j = 0; j < n; j++) {
+                    double x = (double)(int32_t)(vi[j] - vbias + (uint32_t)c32[j]);
+                    yi[j] = (float)(x * scale[j]) + bias[j];
+                }
+            } else {
+                for (int j = 0; j < n; j++) {
+                    double x = (double)(int32_t)(vi[j] - vbias + (uint32_t)c32[j]);
+                    yi[j] = (float)(x * scale[j]);
+                }
+            }
+            continue;
+        }
         if (!sx) {
             if (bias) {
                 for (int j = 0; j < n; j++) {
@@ -264,9 +278,20 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_
 }
 AXS_VECTOR_CLONES
 void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale, double corr,
-                     const float *bias, float *y)
+                     const int32_t *c32, const float *bias, float *y)
 {
     /* the terms of axs_dequant_rows without window sums, for the same bits */
+    if (c32) {
+        const uint32_t k = kbias - (uint32_t)*c32;
+        const float b = bias ? *bias : 0.0f;
+        if (bias)
+            for (int64_t i = 0; i < n; i++)
+                y[i] = (float)((double)(int32_t)(v[i] - k) * scale) + b;
+        else
+            for (int64_t i = 0; i < n; i++)
+                y[i] = (float)((double)(int32_t)(v[i] - k) * scale);
+        return;
+    }
     if (bias) {
         const float b = *bias;
         for (int64_t i = 0; i < n; i++) {
@@ -305,7 +330,7 @@ static void dequant_cols(const axs_dequant *dq, const axs_xdeq *dd, const xword 
         axs_dequant_rows(acc + j0, lda, ms, j1 - j0, 0,
                          dq->zw ? dq->sumx + r0 * dq->groups + dq->gcol[o0 + j0] : NULL,
                          (ptrdiff_t)dq->groups, dd->scale + o0 + j0, dd->corr + o0 + j0,
-                         dd->zw + o0 + j0, dd->bias ? dd->bias + o0 + j0 : NULL, y + j0, ldy);
+                         dd->corr32 ? dd->corr32 + o0 + j0 : NULL, dd->zw + o0 + j0, dd->bias ? dd->bias + o0 + j0 : NULL, y + j0, ldy);
     }
 }
 
@@ -362,7 +387,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
             axs_dequant_rows(tmp + i0, ms, nf, i1 - i0, 0,
                              dq->zw ? dq->sumx + o0 * dq->groups + dq->gcol[r0 + i0] : NULL,
                              (ptrdiff_t)dq->groups, dd->scale + r0 + i0, dd->corr + r0 + i0,
-                             dd->zw + r0 + i0, dd->bias ? dd->bias + r0 + i0 : NULL,
+                             dd->corr32 ? dd->corr32 + r0 + i0 : NULL, dd->zw + r0 + i0, dd->bias ? dd->bias + r0 + i0 : NULL,
                              y + o0 * pb->ldo + r0 + i0, (ptrdiff_t)pb->ldo);
         }
         return;
@@ -409,16 +434,27 @@ int axs_xdeq_init(const axs_dequant *dq, int64_t ncol, int64_t rows, axs_xdeq *d
     if (!dq)
         return AXS_OK;
     const int64_t lim = (int64_t)1 << 52, zlim = (int64_t)1 << 20;
-    dd->corr = (double *)malloc((size_t)ncol * 2 * sizeof(double));
+    /* corr, zw, then the int32 corr */
+    dd->corr = (double *)malloc((size_t)ncol * (2 * sizeof(double) + sizeof(int32_t)));
     if (!dd->corr)
         return AXS_ENOMEM;
     dd->zw = dd->corr + ncol;
     dd->exact = 1;
+    int64_t cmax = 0;
     for (int64_t o = 0; o < ncol; o++) {
         int64_t c = dq->corr ? dq->corr[o] : 0, z = dq->zw ? dq->zw[o] : 0;
         dd->exact &= c > -lim && c < lim && z > -zlim && z < zlim;
         dd->corr[o] = (double)c;
         dd->zw[o] = (double)z;
+        c = c < 0 ? -c : c;   /* |c| < 2^52 when exact */
+        cmax = c > cmax ? c : cmax;
+    }
+    /* every |v + corr| <= bound + max|corr| below 2^31: the int32 sum of the two is exact */
+    if (dd->exact && !dq->zw && dq->bound > 0 && dq->bound < ((int64_t)1 << 31) &&
+        cmax < ((int64_t)1 << 31) - dq->bound) {
+        dd->corr32 = (int32_t *)(dd->zw + ncol);
+        for (int64_t o = 0; o < ncol; o++)
+            dd->corr32[o] = (int32_t)(dq->corr ? dq->corr[o] : 0);
     }
     if (dq->zw)  /* |zw * sumx| < 2^20 * 2^32 */
         for (int64_t e = 0; e < rows * dq->groups && dd->exact; e++)

@@ -821,7 +821,8 @@ static int fdw_planar(const fdwproblem *q, const uint8_t *x, void *out, const ax
                 fdw_pairs(q, row, 1, d);
             }
             kern(pl, (ptrdiff_t)Wp, q->sh, q->OH, q->OW, q->toff, (int)q->ntap, wp, sums);
-            axs_dequant_run(sums, P, 0, dd.scale[c], dd.corr[c], dd.bias ? dd.bias + c : NULL,
+            axs_dequant_run(sums, P, 0, dd.scale[c], dd.corr[c],
+                            dd.corr32 ? dd.corr32 + c : NULL, dd.bias ? dd.bias + c : NULL,
                             (float *)out + (n * C + c) * P);
         }
         axs_free64(pl);
