@@ -82,9 +82,9 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp
 from cython.parallel cimport prange
 
-from .backends import (_check_index_array, _check_table, _check_threads, check_conv_args,
-                       check_conv_geometry, check_gemm_args, check_out_array, table_factors,
-                       table_token)
+from .backends import (_check_index_array, _check_table, _check_threads, _table_max_abs,
+                       check_conv_args, check_conv_geometry, check_gemm_args, check_out_array,
+                       table_factors, table_token)
 
 cnp.import_array()
 
@@ -542,6 +542,13 @@ cdef const axs_factors *_fac_ptr(_Factors f):
     return NULL if f is None else &f.f
 
 
+cdef void _sum_bound(_Dequant dq, table, uint64_t token, int64_t K):
+    # K entries of a frozen table sum to at most K max|T| (its max|T| remembered when it was
+    # frozen): the bound that lets the stores add the correction in int32 (axs_xdeq_init)
+    if dq is not None and token and 0 < K <= 0x7fffffff:
+        dq.dq.bound = K * _table_max_abs(table)
+
+
 cdef const axs_dequant *_dq_ptr(_Dequant d):
     return NULL if d is None else &d.dq
 
@@ -604,6 +611,7 @@ def gemm(a, b, table, out_dtype=np.int64, num_threads=None, path=None, out=None,
     cdef int rc
     cdef const axs_dequant *dqp = _dq_ptr(dq)
     cdef uint64_t token = table_token(table)
+    _sum_bound(dq, table, token, K)
     cdef _Factors fac = _factors_for(table, meth, out64, b_given, packed, 1)
     cdef const axs_factors *facp = _fac_ptr(fac)
     with nogil:
@@ -704,6 +712,7 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     cdef int rc
     cdef const axs_dequant *dqp = _dq_ptr(dq)
     cdef uint64_t token = table_token(table)
+    _sum_bound(dq, table, token, KH * KW * w.shape[2])
     cdef _Factors fac = _factors_for(table, meth, out64, w_given, packed, g)
     cdef const axs_factors *facp = _fac_ptr(fac)
     with nogil:

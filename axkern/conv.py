@@ -1027,8 +1027,8 @@ def _fused_conv(x, w, m, xp, spec, mapping, bias, stride, pads, dilation, groups
         # convolution itself).
         dq["zw"] = zw
         dq["sumx"] = fast.window_sums(
-            xi, _operand_values(m.bits, m.signed), (KH, KW), stride, pads, dilation, groups, pad_index,
-            num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
+            xi, _operand_values(m.bits, m.signed), (KH, KW), stride, pads, dilation, groups,
+            pad_index, num_threads, out=work_buffer("window", (N, OH, OW, groups), np.int64))
     if fmt == "NCHW" and getattr(be, "SUPPORTS_NCHW", False):
         # the dequantizing store writes the NCHW output directly
         y = be.conv2d(xi, pw.wi, pw.table, stride, pads, dilation, groups, pad_index,

@@ -753,55 +753,10 @@ static int forced_serves(const int32_t *table, const axs_factors *fac, int metho
     }
 }
 
-/* max |T| of a frozen table, remembered by token (a scan of 65536 entries, about 10 us) */
-#define AXS_AMAX_SLOTS 64
-static struct {
-    uint64_t token;
-    int64_t amax;
-} amax_slots[AXS_AMAX_SLOTS];
-static int amax_next;
-
-static int64_t table_amax(const int32_t *table, uint64_t token)
-{
-    int64_t a = -1;
-#pragma omp critical(axs_amax)
-    for (int i = 0; i < AXS_AMAX_SLOTS && a < 0; i++)
-        if (amax_slots[i].token == token)
-            a = amax_slots[i].amax;
-    if (a >= 0)
-        return a;
-    a = 0;
-    for (int i = 0; i < 65536; i++) {
-        const int64_t e = table[i] < 0 ? -(int64_t)table[i] : (int64_t)table[i];
-        a = e > a ? e : a;
-    }
-#pragma omp critical(axs_amax)
-    {
-        amax_slots[amax_next].token = token;
-        amax_slots[amax_next].amax = a;
-        amax_next = (amax_next + 1) % AXS_AMAX_SLOTS;
-    }
-    return a;
-}
-
-/* dq with its bound: K entries of a frozen table sum to at most K max|T| (0, none, for a
- * table without a token or with window sums, which the int32 form leaves out anyway) */
-static const axs_dequant *with_bound(const axs_dequant *dq, const int32_t *table,
-                                     uint64_t token, int64_t K, axs_dequant *copy)
-{
-    if (!dq || dq->zw || !table || !token || K <= 0 || K > 0x7fffffff)
-        return dq;
-    *copy = *dq;
-    copy->bound = K * table_amax(table, token);
-    return copy;
-}
-
 int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t token,
              const axs_factors *fac, int64_t M, int64_t K, int64_t N, int out64, void *out,
-             const axs_dequant *dq_in, int nthreads, int path, int method)
+             const axs_dequant *dq, int nthreads, int path, int method)
 {
-    axs_dequant dqb;
-    const axs_dequant *dq = with_bound(dq_in, table, token, K, &dqb);
     if (path < 0 || path >= AXS_NPATHS || !axs_path_supported(path))
         return AXS_EPATH;
     if (M < 0 || K < 0 || N < 0 || K > 0x7fffffff || method < 0 ||
@@ -992,12 +947,8 @@ int axs_conv2d(const uint8_t *x, const uint8_t *w, const int32_t *table, uint64_
                const axs_factors *fac, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH,
                int64_t KW, int64_t COUT, int sh, int sw, int pt, int pb, int pl, int pr_, int dh,
                int dw, int64_t groups, int pad_code, int out64, void *out,
-               const axs_dequant *dq_in, int nthreads, int path, int method, int in_nchw)
+               const axs_dequant *dq, int nthreads, int path, int method, int in_nchw)
 {
-    axs_dequant dqb;
-    const axs_dequant *dq =
-        groups > 0 && C % groups == 0
-            ? with_bound(dq_in, table, token, KH * KW * (C / groups), &dqb) : dq_in;
     if (!in_nchw)
         return conv2d_body(x, NULL, w, table, token, fac, N, H, W, C, KH, KW, COUT, sh, sw,
                            pt, pb, pl, pr_, dh, dw, groups, pad_code, out64, out, dq, nthreads,

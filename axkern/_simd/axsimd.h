@@ -377,9 +377,9 @@ typedef struct {
      * writes y (N, COUT, OH, OW) instead: row r = n * P + p, column o at (n * COUT + o) * P
      * + p (the NCHW layout, stored directly: no transposed copy of the output) */
     int64_t nchw;
-    /* set by axs_gemm / axs_conv2d (callers leave it 0): max |v| over every output, K times
-     * the largest entry of a frozen table; with it and no window sums, the stores add corr
-     * to the int32 sums in int32 when the total cannot leave int32 (axs_xdeq_init) */
+    /* a bound on |v| over every output (axkern._fast gives K max|T| for a frozen table), or 0
+     * where none is known; with it and no window sums, the stores add corr to the int32
+     * sums in int32 when the total cannot leave int32 (axs_xdeq_init) */
     int64_t bound;
 } axs_dequant;
 

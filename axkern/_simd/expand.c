@@ -330,7 +330,8 @@ static void dequant_cols(const axs_dequant *dq, const axs_xdeq *dd, const xword 
         axs_dequant_rows(acc + j0, lda, ms, j1 - j0, 0,
                          dq->zw ? dq->sumx + r0 * dq->groups + dq->gcol[o0 + j0] : NULL,
                          (ptrdiff_t)dq->groups, dd->scale + o0 + j0, dd->corr + o0 + j0,
-                         dd->corr32 ? dd->corr32 + o0 + j0 : NULL, dd->zw + o0 + j0, dd->bias ? dd->bias + o0 + j0 : NULL, y + j0, ldy);
+                         dd->corr32 ? dd->corr32 + o0 + j0 : NULL, dd->zw + o0 + j0,
+                         dd->bias ? dd->bias + o0 + j0 : NULL, y + j0, ldy);
     }
 }
 
@@ -387,7 +388,8 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
             axs_dequant_rows(tmp + i0, ms, nf, i1 - i0, 0,
                              dq->zw ? dq->sumx + o0 * dq->groups + dq->gcol[r0 + i0] : NULL,
                              (ptrdiff_t)dq->groups, dd->scale + r0 + i0, dd->corr + r0 + i0,
-                             dd->corr32 ? dd->corr32 + r0 + i0 : NULL, dd->zw + r0 + i0, dd->bias ? dd->bias + r0 + i0 : NULL,
+                             dd->corr32 ? dd->corr32 + r0 + i0 : NULL, dd->zw + r0 + i0,
+                             dd->bias ? dd->bias + r0 + i0 : NULL,
                              y + o0 * pb->ldo + r0 + i0, (ptrdiff_t)pb->ldo);
         }
         return;
