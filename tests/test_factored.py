@@ -461,6 +461,53 @@ def test_rank2_factors_of_every_value_kind(path):
         run_factored_layers(t, path, rng, f"{first}/{second}")
 
 
+def classed_values(rng, k, zero_row, ends=False):
+    """256 values whose 16 rows (codes 16 h .. 16 h + 15) are k distinct rows once each row's
+    first value is taken off, each row's first value drawn apart: the zero row among them
+    (at a random class) or not. With ``ends`` the values span exactly 256."""
+    R = rng.integers(-6, 7, (k, 16))
+    R[:, 0] = 0
+    for i in range(1, k):   # distinct rows
+        R[i, 1 + i % 15] += 20 + i
+    if zero_row:
+        R[rng.integers(0, k)] = 0
+    else:
+        R[R.sum(axis=1) == 0, 2] = 9   # (rows that sum to zero are not all zero: dropped)
+        R[:, 3] += 1
+    cls = rng.permutation(np.resize(np.arange(k), 16))
+    base = rng.integers(-90, 90, 16)
+    v = (base[:, None] + R[cls]).reshape(256)
+    if ends:   # lowest and highest 255 apart: the row of the highest raised (its base)
+        v = v - v.min()
+        h = v.argmax() // 16
+        v[16 * h:16 * h + 16] += 255 - v.max()
+    return v
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_narrow_values_by_row_classes(path):
+    """Narrow values whose 16-code rows repeat up to a constant (DRUM's: 5 forms) take
+    the row-class lookup on AVX2 (axs_bclass: the code's row picks a class and a base
+    byte, nc - first shuffles instead of 16): 1 to 8 classes, with and without the zero
+    row, values spanning exactly 256, and 9 classes (the whole plane's chunks instead);
+    one factor (r = 1) and two (beside the code itself), against the reference."""
+    rng = np.random.default_rng(zlib.crc32(f"classes/{path}".encode()))
+    v = np.arange(256, dtype=np.int64)
+    cases = [(k, z, False) for k in (1, 2, 5, 8) for z in (True, False)]
+    cases += [(8, True, True), (3, False, True), (9, True, False), (9, False, False)]
+    for k, zero_row, ends in cases:
+        col = classed_values(rng, k, zero_row, ends)
+        rows = {tuple(r - r[0]) for r in col.reshape(16, 16)}
+        assert len(rows) == k and (tuple([0] * 16) in rows) == zero_row
+        assert col.max() - col.min() == 255 if ends else col.max() - col.min() <= 255
+        for U in (col[:, None], np.stack([7 - v, col], axis=1), np.stack([col, v], axis=1)):
+            V = rng.integers(-60, 61, (256, U.shape[1]))
+            t = frozen(U @ V.T)
+            table_factors(t)   # found once and cached; replaced by the chosen factors
+            _FACTORS[table_token(t)] = (U.astype(np.int16), V.astype(np.int16))
+            run_factored_layers(t, path, rng, f"{k} classes, zero row {zero_row}, r {U.shape[1]}")
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_factored_depthwise_in_chunks_of_images(path):
     """A depthwise layer's pairs built a band of output rows at a time (the band's budget

@@ -306,17 +306,30 @@ void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int1
  * by vpermi2b. */
 void axs_fvalues_vbmi(const uint8_t *codes, int64_t n, int r, const uint8_t *planes,
                       const int16_t *U, int16_t *d);
-/* The same for values that span at most 256: tabs' low plane holds U - off. */
+/* A byte plane (the bytes U - off of values that span at most 256) whose 16 rows, codes
+ * 16 h .. 16 h + 15, are at most 8 distinct rows once each row's first byte is taken off:
+ * byte(code) = base[h] + R_k[code & 15] (mod 256) with k = cls[h] / 16. Looked up as
+ * 16 k + (code & 15) in the XOR-chained chunks D_0 = R_0, D_k = R_k ^ R_(k-1) (each 16
+ * bytes, both 128-bit lanes alike), from chunk `first` on (1 where R_0 is the zero row):
+ * nc - first shuffles instead of the 16 of the whole plane (DRUM's rows: 4). */
+typedef struct {
+    int nc, first;
+    uint8_t cls[32], base[32], D[8 * 32];
+} axs_bclass;
+/* The same for values that span at most 256: tabs' low plane holds U - off (bc: that
+ * plane's row classes, or NULL). */
 void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs, int16_t off,
-                            const int16_t *U, int16_t *d);
+                            const axs_bclass *bc, const int16_t *U, int16_t *d);
 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
                            const int16_t *U, int16_t *d);
 /* One of a code's two values (r = 2) for axs_fvalues2_shuf_avx2: off + the byte looked up in
- * a low plane of XOR-chained chunks (lookup: values that span at most 256), or off + or -
- * (neg) the code itself, zero- or sign-extended (sgn). */
+ * a low plane of XOR-chained chunks (lookup: values that span at most 256; by its row
+ * classes where bc is not NULL), or off + or - (neg) the code itself, zero- or
+ * sign-extended (sgn). */
 typedef struct {
     int lookup, sgn, neg;
     int16_t off;
+    const axs_bclass *bc;
 } axs_fcomp;
 /* d[2 c + i] = component i of codes[c] (r = 2, c < n), 32 codes at a time: component i's
  * plane (when it looks up) at tabs + 512 i; U (pairs) for the tail. The form of r = 2 that

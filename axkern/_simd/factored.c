@@ -145,6 +145,8 @@ typedef struct {
     axs_fcomp aff;
     int pairs;         /* r = 2, AVX2: axs_fvalues2_shuf_avx2 with comp over T */
     axs_fcomp comp[2];
+    const axs_bclass *bc;   /* r = 1 narrow: the plane's row classes, or NULL */
+    axs_bclass bcl[2];
     int32_t U32[256];
     uint8_t T[1024];
 } fvals;
@@ -162,7 +164,7 @@ static int fcomp_affine(const int16_t *U, int r, int i, axs_fcomp *cp)
                 ok = U[v * r + i] == off + (neg ? -e : e);
             }
             if (ok) {
-                *cp = (axs_fcomp){0, sgn, neg, (int16_t)off};
+                *cp = (axs_fcomp){0, sgn, neg, (int16_t)off, NULL};
                 return 1;
             }
         }
@@ -198,6 +200,50 @@ static void fchunks(const int16_t *U, int r, int i, int16_t off, int p, uint8_t 
             }
 }
 
+/* The row classes of the byte plane of value i (of r) minus off (axs_bclass), or 0 when its
+ * rows, each less its first byte, take more than 8 distinct forms. The zero row, where
+ * there is one, is class 0, whose chunk is then skipped. */
+static int fclasses(const int16_t *U, int r, int i, int16_t off, axs_bclass *B)
+{
+    uint8_t R[16][16];
+    int n = 0;
+    memset(R, 0, sizeof R);
+    for (int h = 0; h < 16; h++) {
+        uint8_t row[16];
+        const uint8_t base = (uint8_t)(U[16 * h * r + i] - off);
+        for (int e = 0; e < 16; e++)
+            row[e] = (uint8_t)((uint8_t)(U[(16 * h + e) * r + i] - off) - base);
+        int k = 0;
+        for (; k < n && memcmp(R[k], row, 16); k++)
+            ;
+        if (k == n) {
+            if (n == 8)
+                return 0;
+            memcpy(R[n++], row, 16);
+        }
+        B->cls[h] = B->cls[16 + h] = (uint8_t)(16 * k);
+        B->base[h] = B->base[16 + h] = base;
+    }
+    /* the zero row as class 0: swap it in (rows and the classes that name them) */
+    static const uint8_t zero[16];
+    int z = 0;
+    for (; z < n && memcmp(R[z], zero, 16); z++)
+        ;
+    if (z < n && z > 0) {
+        uint8_t t[16];
+        memcpy(t, R[0], 16), memcpy(R[0], R[z], 16), memcpy(R[z], t, 16);
+        for (int h = 0; h < 32; h++)
+            B->cls[h] = B->cls[h] == 0 ? (uint8_t)(16 * z)
+                        : B->cls[h] == 16 * z ? 0 : B->cls[h];
+    }
+    B->nc = n;
+    B->first = z < n ? 1 : 0;
+    for (int k = 0; k < n; k++)
+        for (int e = 0; e < 16; e++)
+            B->D[32 * k + e] = B->D[32 * k + 16 + e] = (uint8_t)(R[k][e] ^ (k ? R[k - 1][e] : 0));
+    return 1;
+}
+
 /* The int32 form of the factors F (U or V) of every code for the AVX2 gathers (r = 1: the
  * value; r = 2: both, the first in the low half), or NULL (portable path, r > 2) in *use. */
 static void values32(const int16_t *F, int r, int path, int32_t *F32, const int32_t **use)
@@ -221,6 +267,7 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
     fv->narrow = 0;
     fv->off = 0;
     fv->pairs = 0;
+    fv->bc = NULL;
     fv->affine = fac->r == 1 && fcomp_affine(fac->U, 1, 0, &fv->aff);
     if (path == AXS_PATH_SCALAR || fac->r > 2)
         return;
@@ -242,8 +289,11 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
             int16_t umin;
             ok = fcomp_narrow(fac->U, 2, i, &umin);
             if (ok) {
-                *cp = (axs_fcomp){1, 0, 0, umin};
-                fchunks(fac->U, 2, i, umin, 0, fv->T + 512 * i);
+                *cp = (axs_fcomp){1, 0, 0, umin, NULL};
+                if (fclasses(fac->U, 2, i, umin, &fv->bcl[i]))
+                    cp->bc = &fv->bcl[i];
+                else
+                    fchunks(fac->U, 2, i, umin, 0, fv->T + 512 * i);
             }
         }
         fv->pairs = ok;
@@ -257,6 +307,8 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
     fv->narrow = fcomp_narrow(fac->U, 1, 0, &fv->off);
     if (!fv->narrow)
         fv->off = 0;
+    else if (fclasses(fac->U, 1, 0, fv->off, &fv->bcl[0]))
+        fv->bc = &fv->bcl[0];
     for (int p = 0; p < 2; p++)
         fchunks(fac->U, 1, 0, fv->off, p, fv->T + 512 * p);
     fv->tabs = fv->T;
@@ -295,7 +347,7 @@ static void fvalues(const uint8_t *codes, int64_t n, const fvals *fv, int16_t *d
     }
     if (fv->tabs) {
         if (fv->narrow)
-            axs_fvalues_shuf8_avx2(codes, n, fv->tabs, fv->off, fac->U, d);
+            axs_fvalues_shuf8_avx2(codes, n, fv->tabs, fv->off, fv->bc, fac->U, d);
         else
             axs_fvalues_shuf_avx2(codes, n, fv->tabs, fac->U, d);
         return;

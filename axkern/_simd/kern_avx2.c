@@ -541,6 +541,25 @@ xchain32_avx2(const __m256i *T, __m256i x, __m256i l)
     return _mm256_blendv_epi8(r0, r1, x);
 }
 
+/* The byte of a classed plane (axs_bclass) for each of 32 codes x: the row's class and base
+ * byte by the code's high nibble, then nc - first shuffles of the chained chunks. */
+static inline __attribute__((always_inline)) AXS_AVX2 __m256i
+xclass32_avx2(const axs_bclass *B, __m256i x)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i h = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+    const __m256i l = _mm256_add_epi8(
+        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)B->cls), h),
+        _mm256_and_si256(x, m4));
+    __m256i r = _mm256_setzero_si256();
+    for (int k = B->first; k < B->nc; k++)
+        r = _mm256_xor_si256(r, _mm256_shuffle_epi8(
+                                    _mm256_loadu_si256((const __m256i *)(B->D + 32 * k)),
+                                    _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * k)))));
+    return _mm256_add_epi8(
+        r, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)B->base), h));
+}
+
 /* The 16 chunks of a plane (at tabs, 32 bytes each) in registers */
 static inline __attribute__((always_inline)) AXS_AVX2 void
 xchunks_avx2(const uint8_t *tabs, __m256i *T)
@@ -579,15 +598,18 @@ AXS_AVX2 void axs_fvalues_shuf_avx2(const uint8_t *codes, int64_t n, const uint8
 
 /* Values U = off + byte: the low plane's lookups only, each byte widened and offset. */
 AXS_AVX2 void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
-                                     int16_t off, const int16_t *U, int16_t *d)
+                                     int16_t off, const axs_bclass *bc, const int16_t *U,
+                                     int16_t *d)
 {
     __m256i T[16];
-    xchunks_avx2(tabs, T);
+    if (!bc)
+        xchunks_avx2(tabs, T);
     const __m256i low7 = _mm256_set1_epi8(0x7f), o = _mm256_set1_epi16(off);
     int64_t c = 0;
     for (; c + 32 <= n; c += 32) {
         const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + c));
-        const __m256i b = xchain32_avx2(T, x, _mm256_and_si256(x, low7));
+        const __m256i b = bc ? xclass32_avx2(bc, x)
+                             : xchain32_avx2(T, x, _mm256_and_si256(x, low7));
         _mm256_storeu_si256((__m256i *)(d + c),
                             _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(b)), o));
         _mm256_storeu_si256(
@@ -604,7 +626,8 @@ static inline __attribute__((always_inline)) AXS_AVX2 void
 fcomp32_avx2(__m256i x, __m256i l, const __m256i *T, const axs_fcomp *cp, __m256i *v0,
              __m256i *v1)
 {
-    const __m256i b = cp->lookup ? xchain32_avx2(T, x, l) : x;
+    const __m256i b = !cp->lookup ? x : cp->bc ? xclass32_avx2(cp->bc, x)
+                                               : xchain32_avx2(T, x, l);
     const __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
     __m256i w0, w1;
     if (cp->sgn) {
@@ -625,9 +648,9 @@ AXS_AVX2 void axs_fvalues2_shuf_avx2(const uint8_t *codes, int64_t n, const uint
     const axs_fcomp c0 = comp[0], c1 = comp[1];
     const __m256i low7 = _mm256_set1_epi8(0x7f);
     __m256i T0[16], T1[16];
-    if (c0.lookup)
+    if (c0.lookup && !c0.bc)
         xchunks_avx2(tabs, T0);
-    if (c1.lookup)
+    if (c1.lookup && !c1.bc)
         xchunks_avx2(tabs + 512, T1);
     int64_t c = 0;
     for (; c + 32 <= n; c += 32) {
@@ -901,9 +924,9 @@ AXS_AVX2 void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptr
 
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_fvalues_shuf8_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs, int16_t off,
-                            const int16_t *U, int16_t *d)
+                            const axs_bclass *bc, const int16_t *U, int16_t *d)
 {
-    (void)tabs, (void)off;
+    (void)tabs, (void)off, (void)bc;
     for (int64_t c = 0; c < n; c++)
         d[c] = U[codes[c]];
 }
