@@ -493,6 +493,7 @@ def test_narrow_values_by_row_classes(path):
     one factor (r = 1) and two (beside the code itself), against the reference."""
     rng = np.random.default_rng(zlib.crc32(f"classes/{path}".encode()))
     v = np.arange(256, dtype=np.int64)
+    s = v.astype(np.int8).astype(np.int64)
     cases = [(k, z, False) for k in (1, 2, 5, 8) for z in (True, False)]
     cases += [(8, True, True), (3, False, True), (9, True, False), (9, False, False)]
     for k, zero_row, ends in cases:
@@ -500,7 +501,11 @@ def test_narrow_values_by_row_classes(path):
         rows = {tuple(r - r[0]) for r in col.reshape(16, 16)}
         assert len(rows) == k and (tuple([0] * 16) in rows) == zero_row
         assert col.max() - col.min() == 255 if ends else col.max() - col.min() <= 255
-        for U in (col[:, None], np.stack([7 - v, col], axis=1), np.stack([col, v], axis=1)):
+        # beside the code itself, either place, either sign (their own AVX2 loop), and
+        # beside a signed code (the general one)
+        for U in (col[:, None], np.stack([7 - v, col], axis=1), np.stack([5 + v, col], axis=1),
+                  np.stack([col, v], axis=1), np.stack([col, 3 - v], axis=1),
+                  np.stack([s - 3, col], axis=1)):
             V = rng.integers(-60, 61, (256, U.shape[1]))
             t = frozen(U @ V.T)
             table_factors(t)   # found once and cached; replaced by the chosen factors

@@ -542,20 +542,23 @@ xchain32_avx2(const __m256i *T, __m256i x, __m256i l)
 }
 
 /* The byte of a classed plane (axs_bclass) for each of 32 codes x: the row's class and base
- * byte by the code's high nibble, then nc - first shuffles of the chained chunks. */
+ * byte by the code's high nibble, then nc - first chained shuffles (the index less 16 per
+ * chunk). */
 static inline __attribute__((always_inline)) AXS_AVX2 __m256i
 xclass32_avx2(const axs_bclass *B, __m256i x)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), s16 = _mm256_set1_epi8(16);
     const __m256i h = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
-    const __m256i l = _mm256_add_epi8(
+    __m256i l = _mm256_add_epi8(
         _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)B->cls), h),
         _mm256_and_si256(x, m4));
     __m256i r = _mm256_setzero_si256();
-    for (int k = B->first; k < B->nc; k++)
-        r = _mm256_xor_si256(r, _mm256_shuffle_epi8(
-                                    _mm256_loadu_si256((const __m256i *)(B->D + 32 * k)),
-                                    _mm256_sub_epi8(l, _mm256_set1_epi8((char)(16 * k)))));
+    int k = B->first;
+    if (k)
+        l = _mm256_sub_epi8(l, s16);
+    for (; k < B->nc; k++, l = _mm256_sub_epi8(l, s16))
+        r = _mm256_xor_si256(
+            r, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(B->D + 32 * k)), l));
     return _mm256_add_epi8(
         r, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)B->base), h));
 }
@@ -642,10 +645,69 @@ fcomp32_avx2(__m256i x, __m256i l, const __m256i *T, const axs_fcomp *cp, __m256
     *v1 = cp->neg ? _mm256_sub_epi16(o, w1) : _mm256_add_epi16(o, w1);
 }
 
+/* The pairs of 32 codes whose component `a` (0 or 1) is offa + or - (nega) the code itself,
+ * zero-extended, and the other offb + the byte of B: the dwords of the codes taken in the
+ * order 0 2 4 6 1 3 5 7 first, so that the in-lane unpacks (bytes to int16, then int16
+ * pairs) leave the 32 pairs in order, with no lane-crossing permute per 16 of them. */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+fpairs32_code_class_avx2(const uint8_t *codes, const axs_bclass *B, __m256i offa,
+                         __m256i offb, const int a, const int nega, int16_t *d)
+{
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i x = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)codes),
+                                                  _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    const __m256i y = xclass32_avx2(B, x);
+    __m256i u[2], v[2];
+    u[0] = _mm256_unpacklo_epi8(x, zero);
+    u[1] = _mm256_unpackhi_epi8(x, zero);
+    for (int i = 0; i < 2; i++) {
+        u[i] = nega ? _mm256_sub_epi16(offa, u[i]) : _mm256_add_epi16(offa, u[i]);
+        v[i] = _mm256_add_epi16(offb, i ? _mm256_unpackhi_epi8(y, zero)
+                                        : _mm256_unpacklo_epi8(y, zero));
+    }
+    for (int i = 0; i < 2; i++) {
+        const __m256i p = a ? v[i] : u[i], q = a ? u[i] : v[i];
+        _mm256_storeu_si256((__m256i *)(d + 32 * i), _mm256_unpacklo_epi16(p, q));
+        _mm256_storeu_si256((__m256i *)(d + 32 * i + 16), _mm256_unpackhi_epi16(p, q));
+    }
+}
+
+/* Pairs of the code itself (unsigned, component a) and a classed byte plane: DRUM's table
+ * with the weight zero point folded in */
+static AXS_AVX2 int64_t fvalues2_code_class_avx2(const uint8_t *codes, int64_t n,
+                                                 const axs_fcomp *ca, const axs_fcomp *cb,
+                                                 int a, int16_t *d)
+{
+    const __m256i offa = _mm256_set1_epi16(ca->off), offb = _mm256_set1_epi16(cb->off);
+    int64_t c = 0;
+#define AXS_CODE_CLASS(A, NEG)                                                              \
+    for (; c + 32 <= n; c += 32)                                                            \
+        fpairs32_code_class_avx2(codes + c, cb->bc, offa, offb, A, NEG, d + 2 * c)
+    if (a == 0 && ca->neg)
+        AXS_CODE_CLASS(0, 1);
+    else if (a == 0)
+        AXS_CODE_CLASS(0, 0);
+    else if (ca->neg)
+        AXS_CODE_CLASS(1, 1);
+    else
+        AXS_CODE_CLASS(1, 0);
+#undef AXS_CODE_CLASS
+    return c;
+}
+
 AXS_AVX2 void axs_fvalues2_shuf_avx2(const uint8_t *codes, int64_t n, const uint8_t *tabs,
                                      const axs_fcomp *comp, const int16_t *U, int16_t *d)
 {
     const axs_fcomp c0 = comp[0], c1 = comp[1];
+    for (int a = 0; a < 2; a++) {
+        const axs_fcomp *ca = a ? &c1 : &c0, *cb = a ? &c0 : &c1;
+        if (!ca->lookup && !ca->sgn && cb->lookup && cb->bc && !cb->sgn && !cb->neg) {
+            const int64_t c = fvalues2_code_class_avx2(codes, n, ca, cb, a, d);
+            for (int64_t e = c; e < n; e++)
+                memcpy(d + 2 * e, U + 2 * (ptrdiff_t)codes[e], 2 * sizeof(int16_t));
+            return;
+        }
+    }
     const __m256i low7 = _mm256_set1_epi8(0x7f);
     __m256i T0[16], T1[16];
     if (c0.lookup && !c0.bc)
