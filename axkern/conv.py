@@ -255,10 +255,17 @@ def range_params(lo, hi, mode, m):
     lo, hi = np.float32(lo), np.float32(hi)
     if not isinstance(mode, str):   # fixed parameters: nothing to compute
         return make_params(np.array([lo, hi], np.float32), mode, m)
-    key = (mode, m.bits, lo.tobytes() + hi.tobytes())
+    # the values and the signs of their zeros
+    key = (mode, m.bits, float(lo), float(hi), math.copysign(1.0, lo), math.copysign(1.0, hi))
     p = _PARAMS.get(key)
     if p is None:
-        p = make_params(np.array([lo, hi], np.float32), mode, m)
+        # make_params' min and max of [lo, hi] are lo and hi: its per-tensor cases directly
+        if mode == "tfapprox":
+            p = tf_quant_params(lo, hi, m.bits)
+        elif mode == "asymmetric":
+            p = tf_quant_params(min(lo, 0.0), max(hi, 0.0), m.bits)
+        else:
+            p = make_params(np.array([lo, hi], np.float32), mode, m)
         if len(_PARAMS) >= 256:
             _PARAMS.clear()
         _PARAMS[key] = p

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import numbers
 import os
 import sys
@@ -85,6 +86,20 @@ def _smallest_invertible():
 
 # the smallest float32 scale whose float32 reciprocal is finite (about 2.94e-39)
 _MIN_SCALE = _smallest_invertible()
+_MIN_SCALE_F = float(_MIN_SCALE)
+# float64 values from here on round to float32 infinity (the midpoint above the largest
+# float32 rounds to even, upwards)
+_F32_INF_FROM = 2.0 ** 128 - 2.0 ** 103
+
+
+def _f32(v):
+    """The float64 ``v`` rounded to float32, as a Python float (infinite beyond its range,
+    without the overflow warning). A float32 operation is the float64 one rounded so: for
+    +, -, * and / of float32 operands float64 is wide enough that the two roundings give
+    the float32 result exactly."""
+    if abs(v) >= _F32_INF_FROM:
+        return math.copysign(math.inf, v)
+    return float(_F32(v))
 
 
 class QuantizationRangeWarning(UserWarning):
@@ -257,6 +272,9 @@ class QuantParams:
     def __init__(self, scale, zero_point=0, bits=8, signed=False):
         self.bits = _check_bits(bits)
         self.signed = bool(signed)
+        if type(scale) is _F32 and type(zero_point) is int and self._set_scalar(scale,
+                                                                              zero_point):
+            return
         s = np.asarray(scale)
         if s.dtype == object or not np.issubdtype(s.dtype, np.number) or s.ndim > 1:
             raise TypeError(f"scale must be a positive float or a 1-D array of them, got {scale!r}")
@@ -291,6 +309,21 @@ class QuantParams:
                                  f"overflows float32")
         self.scale = s if s.ndim else _F32(s)
         self.zero_point = z if z.ndim else int(z)
+
+    def _set_scalar(self, s, z):
+        """Per-tensor parameters given as a float32 scale and an int zero point (what
+        :func:`tf_nudge` and the symmetric scales give, on every call of a layer): the
+        checks of the general path in scalar arithmetic (its array checks took 25 us).
+        False where one fails, for the general path to raise its error."""
+        f = float(s)
+        if not (_MIN_SCALE_F <= f < math.inf and self.qmin <= z <= self.qmax):
+            return False
+        # (qmin - z) * s exactly (an integer of at most 9 bits times a float32), then its
+        # float32 rounding's overflow
+        if not self.signed and abs((self.qmin - z) * f) >= _F32_INF_FROM:
+            return False
+        self.scale, self.zero_point = s, z
+        return True
 
     @property
     def qmin(self):
@@ -393,31 +426,33 @@ def tf_nudge(x_min, x_max, bits=8):
         raise ValueError(f"quantization range must be finite, got min={x_min!r}, max={x_max!r}")
     if lo > hi:
         raise ValueError(f"quantization range has min > max: min={x_min!r}, max={x_max!r}")
-    qmin, qmax = _F32(0), _F32((1 << bits) - 1)
-    with np.errstate(all="ignore"):
-        for attempt in range(2):
-            scale = (hi - lo) / (qmax - qmin)
-            if scale > 0 and np.isfinite(_F32(1) / scale):
-                break
-            # Constant tensor: widen to include 0 so the constant itself is representable.
-            lo, hi = min(lo, _F32(0)), max(hi, _F32(0))
-        else:
-            scale = None
-        if scale is not None and np.isinf(scale):
-            raise ValueError(f"quantization range [{float(lo):.3g}, {float(hi):.3g}] is too "
-                             f"wide: the scale (max - min) / {int(qmax)} overflows float32")
-        if scale is None or not scale > 0 or not np.isfinite(_F32(1) / scale):
-            return _F32(0), qmax, _F32(1), 0
-        zp_from_min = qmin - lo / scale
+    # float32 arithmetic as float64 operations rounded by _f32 (the same results, without
+    # NumPy scalars and their error state: a third of the time)
+    lo, hi = float(lo), float(hi)
+    qmin, qmax = 0.0, float((1 << bits) - 1)
+    for attempt in range(2):
+        scale = _f32(_f32(hi - lo) / (qmax - qmin))
+        if scale > 0 and _f32(1.0 / scale) < math.inf:
+            break
+        # Constant tensor: widen to include 0 so the constant itself is representable.
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    else:
+        scale = None
+    if scale is not None and math.isinf(scale):
+        raise ValueError(f"quantization range [{lo:.3g}, {hi:.3g}] is too "
+                         f"wide: the scale (max - min) / {int(qmax)} overflows float32")
+    if scale is None or not scale > 0 or not _f32(1.0 / scale) < math.inf:
+        return _F32(0), _F32(qmax), _F32(1), 0
+    zp_from_min = _f32(qmin - _f32(lo / scale))
     if zp_from_min < qmin:
         zp = int(qmin)
     elif zp_from_min > qmax:
         zp = int(qmax)
     else:
         # std::round: half away from zero (zp_from_min >= 0 here).
-        zp = int(np.floor(np.float64(zp_from_min) + 0.5))
-    nudged_min = (qmin - _F32(zp)) * scale
-    nudged_max = (qmax - _F32(zp)) * scale
+        zp = int(math.floor(zp_from_min + 0.5))
+    nudged_min = _f32((qmin - zp) * scale)
+    nudged_max = _f32((qmax - zp) * scale)
     return _F32(nudged_min), _F32(nudged_max), _F32(scale), zp
 
 
@@ -487,6 +522,11 @@ def symmetric_params(x, bits=8, channel_axis=None):
 
 
 def _symmetric_from_amax(amax, qmax, bits, per_channel):
+    if not per_channel:   # in float64 rounded per operation, as tf_nudge
+        scale = _f32(float(amax) / float(qmax))
+        if not (scale > 0 and _f32(1.0 / scale) < math.inf):
+            scale = 1.0
+        return QuantParams(_F32(scale), 0, bits=bits, signed=True)
     amax = np.asarray(amax, np.float32)
     with np.errstate(all="ignore"):
         scale = amax / qmax

@@ -1,4 +1,4 @@
-"""Quantization helpers against hand-computed values."""
+"""Quantization helpers against hand-computed values and NumPy float32 arithmetic."""
 import numpy as np
 import pytest
 
@@ -31,6 +31,90 @@ def test_tf_nudge_rounds_half_away_from_zero():
     assert scale == s and zp == 128
     _, _, _, zp = tf_nudge(F32(-63.25), F32(64.25))  # 126.5 -> 127
     assert zp == 127
+
+
+def nudge_float32(x_min, x_max, bits):
+    """TensorFlow's Nudge in NumPy float32 scalars, step by step (the reference for
+    tf_nudge, which computes in float64 rounded per operation)."""
+    lo, hi = F32(x_min), F32(x_max)
+    qmin, qmax = F32(0), F32((1 << bits) - 1)
+    with np.errstate(all="ignore"):
+        for _ in range(2):
+            scale = (hi - lo) / (qmax - qmin)
+            if scale > 0 and np.isfinite(F32(1) / scale):
+                break
+            lo, hi = min(lo, F32(0)), max(hi, F32(0))
+        else:
+            scale = None
+        if scale is not None and np.isinf(scale):
+            return "too wide"
+        if scale is None or not scale > 0 or not np.isfinite(F32(1) / scale):
+            return F32(0), qmax, F32(1), 0
+        zp_from_min = qmin - lo / scale
+        zp = 0 if zp_from_min < qmin else 2 ** bits - 1 if zp_from_min > qmax else \
+            int(np.floor(np.float64(zp_from_min) + 0.5))
+        return (qmin - F32(zp)) * scale, (qmax - F32(zp)) * scale, scale, zp
+
+
+def test_tf_nudge_matches_float32_arithmetic():
+    """tf_nudge against the same formulas in NumPy float32 scalars: ranges of every
+    magnitude (subnormal to near the float32 limit), including 0 or not, constant ones,
+    halves of the zero point's rounding, every bit width; those whose scale overflows raise."""
+    rng = np.random.default_rng(11)
+    big = float(np.finfo(F32).max)
+    pairs = [(0.0, 0.0), (-0.0, 0.0), (1e-45, 2e-45), (-big, big), (-big, 0.0), (0.0, big),
+             (big / 2, big), (-3e38, -1e-38), (1e30, 1e30 + 1e23), (-1e-40, 1e-38),
+             (-63.75, 63.75), (-63.25, 64.25), (5.0, 5.0), (-7.0, -7.0), (-1e-30, 1e30),
+             (F32(-1e30), big)]   # max - min a little above the largest float32: rounds to it
+    for _ in range(3000):
+        e = rng.uniform(-44, 38.5, 2)
+        v = np.sort(rng.choice([-1.0, 1.0], 2) * 10.0 ** e).astype(F32)
+        if rng.random() < 0.2:   # quantization steps and zero points that round at halves
+            s = F32(rng.integers(1, 1000)) / F32(rng.choice([4, 8, 255, 1024]))
+            z = rng.integers(0, 256) + rng.choice([0.0, 0.5, 0.25])
+            v = np.array([-z * s, (255 - z) * s], F32)
+        pairs.append((v[0], v[1]))
+    for lo, hi in pairs:
+        for bits in (8, 5, 2):
+            want = nudge_float32(lo, hi, bits)
+            if isinstance(want, str):
+                with pytest.raises(ValueError, match="too wide"):
+                    tf_nudge(lo, hi, bits)
+                continue
+            got = tf_nudge(lo, hi, bits)
+            assert all(type(g) is F32 for g in got[:3]) and type(got[3]) is int
+            np.testing.assert_array_equal(np.array(got[:3]), np.array(want[:3], F32),
+                                          err_msg=f"{lo!r} {hi!r} {bits}")
+            assert got[3] == want[3], (lo, hi, bits)
+
+
+def test_scalar_quant_params_as_the_general_path():
+    """A float32 scale and an int zero point take scalar checks (on every call of a layer)
+    where arrays take NumPy's: the same attributes, or the same error, at the limits of the
+    scale (its reciprocal, the lower end of the range) and of the zero point."""
+    tiny = float(np.finfo(F32).tiny)
+    big = np.finfo(F32).max
+    smallest_ok = F32(1) / big   # near the smallest scale whose reciprocal is finite
+    scales = [F32(1), F32(0.0123), big, F32(1e38), F32(1.4e36), F32(1.3e36), F32(2.9e-39),
+              F32(3e-39), smallest_ok, np.nextafter(smallest_ok, F32(0)),
+              np.nextafter(smallest_ok, F32(1)), F32(tiny), F32(0), F32(-1), F32(np.inf),
+              F32(np.nan), F32(1082401 * 2.0 ** 103), np.nextafter(F32(1082401 * 2.0 ** 103), F32(0))]
+    # 31 * 1082401 * 2**103 is 2**128 - 2**103, the first product that rounds to infinity
+    for s in scales:
+        for z in (0, 1, 31, 127, 128, 255, 256, -1, -127, -128):
+            for bits, signed in ((8, False), (8, True), (4, False), (2, True)):
+                outcomes = []
+                for sv, zv in ((s, z), (np.array(s), np.array(z))):   # scalar / general
+                    try:
+                        p = QuantParams(sv, zv, bits=bits, signed=signed)
+                        outcomes.append((type(p.scale), p.scale.tobytes(), type(p.zero_point),
+                                         p.zero_point, p.per_channel))
+                    except (ValueError, TypeError) as e:
+                        outcomes.append((type(e), str(e).replace("array(", "").split(",")[0]))
+                assert outcomes[0][0] is outcomes[1][0], (s, z, bits, signed, outcomes)
+                if not isinstance(outcomes[0][0], type) or not issubclass(outcomes[0][0],
+                                                                          Exception):
+                    assert outcomes[0] == outcomes[1], (s, z, bits, signed)
 
 
 def test_tf_codes_round_half_up():
@@ -121,3 +205,26 @@ def test_calibrate():
 def test_bad_input(call, exc):
     with pytest.raises(exc):
         call()
+
+
+def test_range_params_as_make_params_of_the_range():
+    """The per-call parameters from a tensor's min and max (remembered per range, computed
+    from the two numbers) are make_params' of the tensor [min, max]: every per-tensor mode,
+    signed and unsigned tables, ranges with either zero, repeated (remembered) or not."""
+    from axkern import library
+    from axkern.conv import make_params, range_params
+
+    rng = np.random.default_rng(5)
+    ranges = [(0.0, 0.0), (-0.0, 0.0), (-0.0, -0.0), (0.0, 3.0), (-0.0, 3.0), (-2.0, -0.0),
+              (-1e-45, 1e-45), (-1e-40, 1e-41), (2.5, 2.5), (-4.0, 1e30)]
+    ranges += [tuple(np.sort(rng.standard_normal(2) * 10.0 ** rng.uniform(-6, 6)))
+               for _ in range(200)]
+    for name in ("mul8u_drum4", "mul8s_drum4", "mul8u_trunc8"):
+        m = library.load_multiplier(name)
+        modes = ("symmetric",) if m.signed else ("tfapprox", "asymmetric")
+        for mode in modes:
+            for lo, hi in ranges + ranges[:20]:
+                got = range_params(F32(lo), F32(hi), mode, m)
+                want = make_params(np.array([lo, hi], F32), mode, m)
+                assert (got.scale.tobytes(), got.zero_point, got.bits, got.signed) == \
+                    (want.scale.tobytes(), want.zero_point, want.bits, want.signed), (lo, hi, mode)
