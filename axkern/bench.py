@@ -7,7 +7,9 @@ layer) and each dispatch path of :mod:`axkern._fast` the table gives
 * ``kernel``: GMAC/s of the integer kernel alone (uint8 codes in, int32 sums out);
 * ``api``: GMAC/s of the float-level call (``axconv2d`` / ``axmatmul``: quantization,
   kernel and zero-point corrections), when that layer is installed; for convolutions in
-  both layouts (``NHWC`` with HWIO filters, ``NCHW`` with OIHW filters);
+  both layouts (``NHWC`` with HWIO filters, ``NCHW`` with OIHW filters). The input's range
+  changes before every call (its first value raised), as a layer's does batch after batch,
+  so that each call computes its quantization parameters;
 * ``torch``: GMAC/s of float32 PyTorch (``torch.nn.functional.conv2d`` / ``linear``, same
   thread count) when torch is installed, convolutions in NCHW (its default) and
   ``channels_last``; PyTorch's time depends on where its buffers land (the same call can
@@ -98,6 +100,21 @@ def best_time(f, repeat=3):
         f()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+class _NewRange:
+    """A float input whose range changes before every use, as a layer's input does batch
+    after batch: its first value set a little above the largest (a new maximum each time),
+    so that every call computes its quantization parameters, as it would on new data,
+    instead of finding them remembered for the bench's one input."""
+
+    def __init__(self, x):
+        self.x, self.top, self.n = x, float(np.max(np.abs(x))), 0
+
+    def __call__(self):
+        self.n += 1
+        self.x.flat[0] = self.top * (1.0 + self.n * 2.0 ** -20)
+        return self.x
 
 
 def _settle(seconds=0.3):
@@ -275,12 +292,12 @@ def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, t
             return _fast.conv2d(x, w, table, (1, 1), pad, (1, 1), g, 0, np.int32,
                                 num_threads, path=p, method=m)
 
-        def call(p, m, xf=xf, wf=wf, g=g):
-            return axconv2d(xf, wf, mult, padding="SAME", groups=g,
+        def call(p, m, xf=_NewRange(xf.copy()), wf=wf, g=g):
+            return axconv2d(xf(), wf, mult, padding="SAME", groups=g,
                             backend=_ForcedPath(_fast, p, m), num_threads=num_threads)
 
-        def call_nchw(p, m, xf=xf_nchw, wf=wf_oihw, g=g):
-            return axconv2d(xf, wf, mult, padding="SAME", groups=g, data_format="NCHW",
+        def call_nchw(p, m, xf=_NewRange(xf_nchw.copy()), wf=wf_oihw, g=g):
+            return axconv2d(xf(), wf, mult, padding="SAME", groups=g, data_format="NCHW",
                             backend=_ForcedPath(_fast, p, m), num_threads=num_threads)
 
         if th is not None:
@@ -303,8 +320,8 @@ def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, t
         def kern(p, m, a=a, b=b):
             return _fast.gemm(a, b, table, np.int32, num_threads, path=p, method=m)
 
-        def call(p, m, af=af, bf=bf):
-            return axmatmul(af, bf, mult, backend=_ForcedPath(_fast, p, m),
+        def call(p, m, af=_NewRange(af.copy()), bf=bf):
+            return axmatmul(af(), bf, mult, backend=_ForcedPath(_fast, p, m),
                             num_threads=num_threads)
 
         call_nchw = None

@@ -157,6 +157,25 @@ def test_run_bench_empty_lists_and_threads():
             bench.run_bench(repeat=1, torch=False, api=False, **kw)
 
 
+def test_bench_inputs_take_a_new_range_every_call():
+    """The float-level calls' input changes its range before every call (a new maximum in
+    its first value, the rest as it was), so that no call finds its quantization
+    parameters remembered from the one before."""
+    from axkern import bench
+    from axkern.quant import tf_quant_params
+
+    x = np.random.default_rng(3).standard_normal((4, 5, 6)).astype(np.float32)
+    new = bench._NewRange(x.copy())
+    seen = set()
+    for _ in range(50):
+        y = new()
+        np.testing.assert_array_equal(y.flat[1:], x.flat[1:])
+        assert y.flat[0] == y.max() > np.abs(x).max()
+        p = tf_quant_params(y.min(), y.max())
+        seen.add((float(y.max()), p.scale.tobytes()))
+    assert len(seen) == 50
+
+
 # ------------------------------------------------------------------------- --networks
 @pytest.mark.parametrize("args, words", [
     (["--depths", "8", "--batch", "0"], ["--batch"]),

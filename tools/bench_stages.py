@@ -29,7 +29,8 @@ import numpy as np
 
 import axkern
 from axkern import _fast
-from axkern.bench import SHAPES, _table, positive_int, run_tool, split_names, thread_count
+from axkern.bench import (SHAPES, _NewRange, _table, positive_int, run_tool, split_names,
+                          thread_count)
 from axkern.bench import best_time as _best
 from axkern.conv import _prepare_weights, checked_params, resolve_quant, scale_and_zp
 
@@ -54,6 +55,9 @@ def _conv_stages(prm, m, rng, T):
         dq["zw"] = pw.zw
         dq["sumx"] = _fast.window_sums(xi, m.values(), (k, k), (1, 1), geo[1], (1, 1), g,
                                        geo[4], T)
+    # the calls' inputs take a new range every call, as in axkern bench (the parts above
+    # work on the first one's parameters)
+    xf_new, xn_new = _NewRange(xf.copy()), _NewRange(xn.copy())
     stages = {
         "range": lambda: _fast.min_max(xf, T),
         "quant": lambda: _fast.quantize_indices(xf, xp, num_threads=T),
@@ -62,8 +66,8 @@ def _conv_stages(prm, m, rng, T):
         "kernel dq": lambda: _fast.conv2d(xi, pw.wi, pw.table, *geo, dequant=dq),
         "kernel dq NCHW": lambda: _fast.conv2d(xi, pw.wi, pw.table, *geo, dequant=dq,
                                                out_format="NCHW"),
-        "api": lambda: axkern.axconv2d(xf, wf, m, groups=g, num_threads=T),
-        "api NCHW": lambda: axkern.axconv2d(xn, wn, m, groups=g, num_threads=T,
+        "api": lambda: axkern.axconv2d(xf_new(), wf, m, groups=g, num_threads=T),
+        "api NCHW": lambda: axkern.axconv2d(xn_new(), wn, m, groups=g, num_threads=T,
                                             data_format="NCHW"),
     }
     parts = ("range", "quant", "kernel dq")
@@ -84,12 +88,13 @@ def _gemm_stages(prm, m, rng, T):
     sa, za = scale_and_zp(ap)
     ai, sum_a = _fast.quantize_indices(af, ap, row_sums=True)
     dq = dict(pb.dequant(sa, int(za), None)[0], zw=pb.zw, sumx=sum_a.reshape(-1, 1))
+    af_new = _NewRange(af.copy())
     stages = {
         "range": lambda: _fast.min_max(af, T),
         "quant": lambda: _fast.quantize_indices(af, ap, row_sums=True, num_threads=T),
         "kernel int": lambda: _fast.gemm(ai, pb.wi, table_of(m), np.int32, T),
         "kernel dq": lambda: _fast.gemm(ai, pb.wi, table_of(m), np.int32, T, dequant=dq),
-        "api": lambda: axkern.axmatmul(af, bf, m, num_threads=T),
+        "api": lambda: axkern.axmatmul(af_new(), bf, m, num_threads=T),
     }
     return M * K * N, stages, ("range", "quant", "kernel dq")
 
