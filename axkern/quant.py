@@ -428,11 +428,12 @@ def tf_nudge(x_min, x_max, bits=8):
         raise ValueError(f"quantization range has min > max: min={x_min!r}, max={x_max!r}")
     # float32 arithmetic as float64 operations rounded by _f32 (the same results, without
     # NumPy scalars and their error state: a third of the time)
+    # (a float32 reciprocal is finite exactly from _MIN_SCALE on; 0 - v is exact)
     lo, hi = float(lo), float(hi)
     qmin, qmax = 0.0, float((1 << bits) - 1)
     for attempt in range(2):
         scale = _f32(_f32(hi - lo) / (qmax - qmin))
-        if scale > 0 and _f32(1.0 / scale) < math.inf:
+        if scale >= _MIN_SCALE_F:
             break
         # Constant tensor: widen to include 0 so the constant itself is representable.
         lo, hi = min(lo, 0.0), max(hi, 0.0)
@@ -441,9 +442,9 @@ def tf_nudge(x_min, x_max, bits=8):
     if scale is not None and math.isinf(scale):
         raise ValueError(f"quantization range [{lo:.3g}, {hi:.3g}] is too "
                          f"wide: the scale (max - min) / {int(qmax)} overflows float32")
-    if scale is None or not scale > 0 or not _f32(1.0 / scale) < math.inf:
+    if scale is None:
         return _F32(0), _F32(qmax), _F32(1), 0
-    zp_from_min = _f32(qmin - _f32(lo / scale))
+    zp_from_min = qmin - _f32(lo / scale)
     if zp_from_min < qmin:
         zp = int(qmin)
     elif zp_from_min > qmax:
