@@ -427,8 +427,8 @@ def tf_nudge(x_min, x_max, bits=8):
     if lo > hi:
         raise ValueError(f"quantization range has min > max: min={x_min!r}, max={x_max!r}")
     # float32 arithmetic as float64 operations rounded by _f32 (the same results, without
-    # NumPy scalars and their error state: a third of the time)
-    # (a float32 reciprocal is finite exactly from _MIN_SCALE on; 0 - v is exact)
+    # NumPy scalars and their error state: a third of the time); a float32 reciprocal is
+    # finite exactly from _MIN_SCALE on, and 0 - v is exact
     lo, hi = float(lo), float(hi)
     qmin, qmax = 0.0, float((1 << bits) - 1)
     for attempt in range(2):
@@ -525,7 +525,7 @@ def symmetric_params(x, bits=8, channel_axis=None):
 def _symmetric_from_amax(amax, qmax, bits, per_channel):
     if not per_channel:   # in float64 rounded per operation, as tf_nudge
         scale = _f32(float(amax) / float(qmax))
-        if not (scale > 0 and _f32(1.0 / scale) < math.inf):
+        if not scale >= _MIN_SCALE_F:   # 0, or 1 / scale overflows
             scale = 1.0
         return QuantParams(_F32(scale), 0, bits=bits, signed=True)
     amax = np.asarray(amax, np.float32)

@@ -309,7 +309,7 @@ static void fvals_init(fvals *fv, const axs_factors *fac, int path)
         fv->off = 0;
     else if (fclasses(fac->U, 1, 0, fv->off, &fv->bcl[0]))
         fv->bc = &fv->bcl[0];
-    for (int p = 0; p < 2; p++)
+    for (int p = 0; p < 2 && !fv->bc; p++)   /* (the classes need no chunks) */
         fchunks(fac->U, 1, 0, fv->off, p, fv->T + 512 * p);
     fv->tabs = fv->T;
 }
