@@ -733,7 +733,7 @@ class _WeightCache:
         if mode is None:
             return None
         mem, perm = self._memory(w)
-        where = (id(table), mode, w.ctypes.data, w.shape, w.strides)
+        where = (id(table), mode, fast.address(w), w.shape, w.strides)
         e = self._where.get(where)
         # the same memory may hold other weights by now: the bytes decide, as below
         if e is not None and self._matches(e, table, mode, w, mem, perm, mapping, fast,

@@ -166,16 +166,18 @@ def warn_once(key, message):
 _FAST = []   # [axkern._fast or None], looked up on first use
 
 
-def _off_zero(v, half):
-    """(count of |v| > half, count of v != 0)"""
+def _off_zero(v, half, step=1):
+    """(count of |v| > half, count of v != 0) over every step-th value of v (flat, in C
+    order)"""
     if not _FAST:
         try:
             from . import _fast
         except ImportError:   # not compiled: NumPy counts the same
             _fast = None
         _FAST.append(_fast)
-    if _FAST[0] is not None and v.dtype == _F32 and v.ndim == 1:
-        return _FAST[0].off_zero(v, half)
+    if _FAST[0] is not None and v.dtype == _F32 and (v.ndim == 1 or v.flags.c_contiguous):
+        return _FAST[0].off_zero(v, half, step)
+    v = v.reshape(-1)[::step] if v.flags.c_contiguous else v.flat[np.arange(0, v.size, step)]
     return (int(np.count_nonzero(v > half)) + int(np.count_nonzero(v < -half)),
             int(np.count_nonzero(v)))
 
@@ -197,16 +199,12 @@ def check_range(x, params, name="x", remedy=None):
     """
     if params.per_channel or x.size == 0:
         return False
-    half = _F32(0.5) * _F32(params.scale)
+    half = _f32(0.5 * float(params.scale))   # float32's half of the scale
     step = -(-x.size // _RANGE_SAMPLE)   # every step-th value: at most _RANGE_SAMPLE of them
-    if x.flags.c_contiguous:
-        sample = x.reshape(-1)[::step]   # a view
-    else:
-        sample = x.flat[np.arange(0, x.size, step)]
-    off, nnz = _off_zero(sample, half)
+    off, nnz = _off_zero(x, half, step)
     if nnz == 0 or off >= _RANGE_MIN_SHARE * nnz:
         return False
-    if sample.size < x.size:
+    if step > 1:
         off, nnz = _off_zero(x, half)   # rare: confirm on the whole tensor
         if nnz == 0 or off >= _RANGE_MIN_SHARE * nnz:
             return False

@@ -72,6 +72,16 @@ def test_window_sums_in_their_own_groups(path):
                                                   err_msg=f"{method} {fmt} {groups} G={G}")
 
 
+def test_address_is_the_first_elements():
+    """_fast.address (the weight cache's key) against NumPy's ctypes address: views at an
+    offset, reversed and transposed ones, an empty array; anything else refused."""
+    a = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    for v in (a, a[1:], a[:, 2:, 3:], a[::-1], a.T, a[2, 3, 4:], np.empty(0, np.uint8)):
+        assert fast.address(v) == v.ctypes.data
+    with pytest.raises(TypeError, match="ndarray"):
+        fast.address([1.0, 2.0])
+
+
 def test_same_bytes_thread_count_is_checked():
     a = np.zeros(8 << 20, np.uint8)
     for bad in (100000, 2**31 - 1, 2**40, 0, True):

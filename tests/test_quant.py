@@ -228,3 +228,32 @@ def test_range_params_as_make_params_of_the_range():
                 want = make_params(np.array([lo, hi], F32), mode, m)
                 assert (got.scale.tobytes(), got.zero_point, got.bits, got.signed) == \
                     (want.scale.tobytes(), want.zero_point, want.bits, want.signed), (lo, hi, mode)
+
+
+def test_range_check_counts_against_numpy():
+    """The range check's counts over every step-th value (axkern._fast.off_zero: C-contiguous
+    arrays of any shape in memory order, 1-D ones of any stride) against NumPy's on the
+    sample view, and its bad arguments refused."""
+    fast = pytest.importorskip("axkern._fast")
+    rng = np.random.default_rng(9)
+    for shape in [(7,), (3, 5, 8), (2, 16, 16, 64), (1, 1), (1000,)]:
+        x = rng.standard_normal(shape).astype(F32)
+        x[x < -0.5] = 0.0
+        flat = x.reshape(-1)
+        for step in (1, 2, 3, 7, 512, 5000):
+            for half in (0.0, 0.3, float(np.abs(flat).max()), 1e-40):
+                s = flat[::step]
+                want = (int(np.count_nonzero(s > F32(half))) + int(np.count_nonzero(s < -F32(half))),
+                        int(np.count_nonzero(s)))
+                assert fast.off_zero(x, half, step) == want, (shape, step, half)
+                assert fast.off_zero(flat[::-1][::-1], half, step) == want   # 1-D view
+                assert fast.off_zero(flat[::2], half, step) == \
+                    (int(np.count_nonzero(flat[::2][::step] > F32(half)))
+                     + int(np.count_nonzero(flat[::2][::step] < -F32(half))),
+                     int(np.count_nonzero(flat[::2][::step])))
+    with pytest.raises(ValueError, match="step"):
+        fast.off_zero(np.ones(4, F32), 0.5, 0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fast.off_zero(np.ones((4, 4), F32).T[:, :2], 0.5)
+    with pytest.raises(ValueError, match="float32"):
+        fast.off_zero(np.ones(4), 0.5)
