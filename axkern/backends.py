@@ -492,7 +492,15 @@ def _plain(v):
     """Whether ``v`` is an exact int, a str or a tuple of those (nested too; no bools, no
     NumPy integers, no lists): an argument whose validation may be remembered by value."""
     t = type(v)
-    return t is int or t is str or (t is tuple and all(map(_plain, v)))
+    if t is int or t is str:
+        return True
+    if t is not tuple:
+        return False
+    for e in v:   # (ints without a call each: this runs on every kernel call)
+        te = type(e)
+        if te is not int and te is not str and not (te is tuple and _plain(e)):
+            return False
+    return True
 
 
 def _remember(memo, key, compute, limit=1024):

@@ -419,10 +419,25 @@ def test_remembered_arguments_are_checked_by_type():
     # a bool inside a tuple, equals 1 but must still be refused after the int was accepted
     x, w, m = np.ones((1, 5, 5, 3), F32), np.ones((3, 3, 3, 3), F32), Multiplier.exact(8)
     ref = axconv2d(x, w, m, stride=1, groups=1)
+    # the same geometry spelled in (nested) tuples, remembered too
+    np.testing.assert_array_equal(axconv2d(x, w, m, stride=(1, 1), dilation=(1, 1),
+                                           padding=((1, 1), (1, 1))), ref)
     for kw in (dict(groups=True), dict(stride=(1, True)), dict(stride=True),
-               dict(dilation=(True, 1)), dict(padding=(True, 1))):
+               dict(dilation=(True, 1)), dict(padding=(True, 1)),
+               dict(stride=(1, 1), dilation=(1, 1), padding=((1, True), (1, 1)))):
         with pytest.raises((TypeError, ValueError)):
             axconv2d(x, w, m, **kw)
+    # the kernels' own check, remembered by value alike (pad 1 all round, stride 1)
+    from axkern import _fast
+    xi, wi = np.zeros((1, 5, 5, 3), np.uint8), np.zeros((3, 3, 3, 3), np.uint8)
+    t = m.table.astype(np.int32)
+    _fast.conv2d(xi, wi, t, (1, 1), (1, 1, 1, 1), (1, 1), 1, 0)
+    for kw in (dict(stride=(1, True)), dict(padding=(1, 1, 1, True)),
+               dict(dilation=(True, 1)), dict(groups=True)):
+        args = dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+        args.update(kw)
+        with pytest.raises((TypeError, ValueError)):
+            _fast.conv2d(xi, wi, t, pad_code=0, **args)
     np.testing.assert_array_equal(axconv2d(x, w, m, stride=np.int64(1), groups=np.int64(1)), ref)
     np.testing.assert_array_equal(axconv2d(x, w, m, stride=[1, 1], padding=[1, 1]), ref)
     for _ in range(2):   # a refused scheme is refused every time
