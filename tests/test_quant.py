@@ -98,7 +98,8 @@ def test_scalar_quant_params_as_the_general_path():
     scales = [F32(1), F32(0.0123), big, F32(1e38), F32(1.4e36), F32(1.3e36), F32(2.9e-39),
               F32(3e-39), smallest_ok, np.nextafter(smallest_ok, F32(0)),
               np.nextafter(smallest_ok, F32(1)), F32(tiny), F32(0), F32(-1), F32(np.inf),
-              F32(np.nan), F32(1082401 * 2.0 ** 103), np.nextafter(F32(1082401 * 2.0 ** 103), F32(0))]
+              F32(np.nan), F32(1082401 * 2.0 ** 103),
+              np.nextafter(F32(1082401 * 2.0 ** 103), F32(0))]
     # 31 * 1082401 * 2**103 is 2**128 - 2**103, the first product that rounds to infinity
     for s in scales:
         for z in (0, 1, 31, 127, 128, 255, 256, -1, -127, -128):
@@ -243,8 +244,8 @@ def test_range_check_counts_against_numpy():
         for step in (1, 2, 3, 7, 512, 5000):
             for half in (0.0, 0.3, float(np.abs(flat).max()), 1e-40):
                 s = flat[::step]
-                want = (int(np.count_nonzero(s > F32(half))) + int(np.count_nonzero(s < -F32(half))),
-                        int(np.count_nonzero(s)))
+                want = (int(np.count_nonzero(s > F32(half)))
+                        + int(np.count_nonzero(s < -F32(half))), int(np.count_nonzero(s)))
                 assert fast.off_zero(x, half, step) == want, (shape, step, half)
                 assert fast.off_zero(flat[::-1][::-1], half, step) == want   # 1-D view
                 assert fast.off_zero(flat[::2], half, step) == \
