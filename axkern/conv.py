@@ -231,16 +231,21 @@ def make_params(v, mode, m, channels=None):
             raise ValueError(f"per-channel QuantParams have {mode.channels} entries, expected one "
                              f"per output channel ({channels})")
         return mode
-    if mode == "tfapprox":
-        # TFApprox's per-call reduce_min/reduce_max, as given (see axkern.quant).
+    if mode in ("tfapprox", "asymmetric"):
         lo, hi = (v.min(), v.max()) if v.size else (0.0, 0.0)
-        return tf_quant_params(lo, hi, m.bits)
-    if mode == "asymmetric":
-        lo, hi = (min(v.min(), 0.0), max(v.max(), 0.0)) if v.size else (0.0, 0.0)
-        return tf_quant_params(lo, hi, m.bits)
+        return _tf_range_params(lo, hi, mode, m)
     if mode == "symmetric":
         return symmetric_params(v, m.bits)
     return symmetric_params(v, m.bits, channel_axis=-1)
+
+
+def _tf_range_params(lo, hi, mode, m):
+    """The "tfapprox" parameters of a tensor whose min and max are ``lo`` and ``hi``
+    (TFApprox's per-call reduce_min / reduce_max, as given: see axkern.quant), or the
+    "asymmetric" ones (the range widened to include 0)."""
+    if mode == "asymmetric":
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return tf_quant_params(lo, hi, m.bits)
 
 
 _PARAMS = {}   # (mode, bits, range bits) -> per-tensor QuantParams (see checked_params)
@@ -259,13 +264,9 @@ def range_params(lo, hi, mode, m):
     key = (mode, m.bits, float(lo), float(hi), math.copysign(1.0, lo), math.copysign(1.0, hi))
     p = _PARAMS.get(key)
     if p is None:
-        # make_params' min and max of [lo, hi] are lo and hi: its per-tensor cases directly
-        if mode == "tfapprox":
-            p = tf_quant_params(lo, hi, m.bits)
-        elif mode == "asymmetric":
-            p = tf_quant_params(min(lo, 0.0), max(hi, 0.0), m.bits)
-        else:
-            p = make_params(np.array([lo, hi], np.float32), mode, m)
+        # (the range itself, not make_params of an array [lo, hi]: 41 us a new range before)
+        p = _tf_range_params(lo, hi, mode, m) if mode in ("tfapprox", "asymmetric") \
+            else make_params(np.array([lo, hi], np.float32), mode, m)
         if len(_PARAMS) >= 256:
             _PARAMS.clear()
         _PARAMS[key] = p

@@ -116,6 +116,22 @@ def test_scalar_quant_params_as_the_general_path():
                 if not isinstance(outcomes[0][0], type) or not issubclass(outcomes[0][0],
                                                                           Exception):
                     assert outcomes[0] == outcomes[1], (s, z, bits, signed)
+    # and at the limits, what float32 arithmetic says: 1 / scale finite from the smallest
+    # invertible scale on; (0 - 31) * 1082401 * 2**103 = -(2**128 - 2**103) rounds to -inf
+    from axkern.quant import _MIN_SCALE
+    with np.errstate(over="ignore"):
+        assert np.isfinite(F32(1) / _MIN_SCALE)
+        assert np.isinf(F32(1) / np.nextafter(_MIN_SCALE, F32(0)))
+        assert np.isinf(F32(-31) * F32(1082401 * 2.0 ** 103))
+        assert np.isfinite(F32(-30) * F32(1082401 * 2.0 ** 103))
+    assert QuantParams(_MIN_SCALE, 0).scale == _MIN_SCALE
+    with pytest.raises(ValueError, match="too small"):
+        QuantParams(np.nextafter(_MIN_SCALE, F32(0)), 0)
+    edge = F32(1082401 * 2.0 ** 103)
+    with pytest.raises(ValueError, match="too large"):
+        QuantParams(edge, 31)
+    assert QuantParams(edge, 30).zero_point == 30
+    assert QuantParams(edge, 31, signed=True).zero_point == 31   # no lower end to overflow
 
 
 def test_tf_codes_round_half_up():
@@ -208,11 +224,13 @@ def test_bad_input(call, exc):
         call()
 
 
-def test_range_params_as_make_params_of_the_range():
-    """The per-call parameters from a tensor's min and max (remembered per range, computed
-    from the two numbers) are make_params' of the tensor [min, max]: every per-tensor mode,
-    signed and unsigned tables, ranges with either zero, repeated (remembered) or not."""
-    from axkern import library
+def test_range_params_against_float32_formulas():
+    """The per-call parameters from a tensor's min and max (remembered per range) against
+    the formulas in NumPy float32: TensorFlow's Nudge of the range (tfapprox), of the range
+    widened to include 0 (asymmetric), amax / qmax (symmetric); signed and unsigned tables
+    of 8, 6 and 4 bits, ranges with either zero, repeated (remembered) or not, and
+    make_params of the tensor [min, max] alike."""
+    from axkern import Multiplier, library
     from axkern.conv import make_params, range_params
 
     rng = np.random.default_rng(5)
@@ -220,15 +238,25 @@ def test_range_params_as_make_params_of_the_range():
               (-1e-45, 1e-45), (-1e-40, 1e-41), (2.5, 2.5), (-4.0, 1e30)]
     ranges += [tuple(np.sort(rng.standard_normal(2) * 10.0 ** rng.uniform(-6, 6)))
                for _ in range(200)]
-    for name in ("mul8u_drum4", "mul8s_drum4", "mul8u_trunc8"):
-        m = library.load_multiplier(name)
-        modes = ("symmetric",) if m.signed else ("tfapprox", "asymmetric")
-        for mode in modes:
+    mults = [library.load_multiplier(n) for n in ("mul8u_drum4", "mul8s_drum4", "mul8u_trunc8")]
+    mults += [Multiplier.exact(4), Multiplier.exact(6, signed=True)]
+    for mode in ("tfapprox", "asymmetric", "symmetric"):   # the same ranges, other bit widths
+        for m in (m for m in mults if m.signed == (mode == "symmetric")):
             for lo, hi in ranges + ranges[:20]:
-                got = range_params(F32(lo), F32(hi), mode, m)
-                want = make_params(np.array([lo, hi], F32), mode, m)
-                assert (got.scale.tobytes(), got.zero_point, got.bits, got.signed) == \
-                    (want.scale.tobytes(), want.zero_point, want.bits, want.signed), (lo, hi, mode)
+                lo32, hi32 = F32(lo), F32(hi)
+                if mode == "symmetric":
+                    with np.errstate(all="ignore"):
+                        s = max(abs(lo32), abs(hi32)) / F32((1 << (m.bits - 1)) - 1)
+                        ok = s > 0 and np.isfinite(F32(1) / s)
+                    want = (F32(s if ok else 1), 0)
+                else:
+                    if mode == "asymmetric":
+                        lo32, hi32 = min(lo32, F32(0)), max(hi32, F32(0))
+                    want = nudge_float32(lo32, hi32, m.bits)[2:]
+                for got in (range_params(F32(lo), F32(hi), mode, m),
+                            make_params(np.array([lo, hi], F32), mode, m)):
+                    assert (got.scale.tobytes(), got.zero_point, got.signed) == \
+                        (F32(want[0]).tobytes(), want[1], m.signed), (lo, hi, mode)
 
 
 def test_range_check_counts_against_numpy():
