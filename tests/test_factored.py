@@ -486,16 +486,18 @@ def classed_values(rng, k, zero_row, ends=False):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_narrow_values_by_row_classes(path):
-    """Narrow values whose 16-code rows repeat up to a constant (DRUM's: 5 forms) take
-    the row-class lookup on AVX2 (axs_bclass: the code's row picks a class and a base
-    byte, nc - first shuffles instead of 16): 1 to 8 classes, with and without the zero
-    row, values spanning exactly 256, and 9 classes (the whole plane's chunks instead);
-    one factor (r = 1) and two (beside the code itself), against the reference."""
+    """Narrow values whose 16-code rows repeat up to a constant (DRUM's: 5 forms, one of
+    them zero) take the row-class lookup on AVX2 (axs_bclass: the code's row picks a class
+    and a base byte, a shuffle per non-zero form instead of 16): 1 to 9 forms with and
+    without the zero one, values spanning exactly 256, and 9 or 10 forms with more than 8
+    non-zero ones (the whole plane's chunks instead); one factor (r = 1) and two (beside
+    the code itself), against the reference."""
     rng = np.random.default_rng(zlib.crc32(f"classes/{path}".encode()))
     v = np.arange(256, dtype=np.int64)
     s = v.astype(np.int8).astype(np.int64)
     cases = [(k, z, False) for k in (1, 2, 5, 8) for z in (True, False)]
-    cases += [(8, True, True), (3, False, True), (9, True, False), (9, False, False)]
+    cases += [(8, True, True), (3, False, True), (9, True, False), (9, False, False),
+              (10, True, False)]
     for k, zero_row, ends in cases:
         col = classed_values(rng, k, zero_row, ends)
         rows = {tuple(r - r[0]) for r in col.reshape(16, 16)}

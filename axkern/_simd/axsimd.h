@@ -307,14 +307,14 @@ void axs_fvalues2_avx2(const uint8_t *codes, int64_t n, const int32_t *U32, int1
 void axs_fvalues_vbmi(const uint8_t *codes, int64_t n, int r, const uint8_t *planes,
                       const int16_t *U, int16_t *d);
 /* A byte plane (the bytes U - off of values that span at most 256) whose 16 rows, codes
- * 16 h .. 16 h + 15, are at most 8 distinct rows once each row's first byte is taken off:
- * byte(code) = base[h] + R_k[code & 15] (mod 256) with k = cls[h] / 16. Looked up as
- * 16 k + (code & 15) in the XOR-chained chunks D_0 = R_0, D_k = R_k ^ R_(k-1) (each 16
- * bytes, both 128-bit lanes alike), from chunk `first` on (1 where R_0 is the zero row):
- * nc - first shuffles instead of the 16 of the whole plane (DRUM's rows: 4). */
+ * 16 h .. 16 h + 15, take at most 8 non-zero forms once each row's first byte is taken
+ * off: byte(code) = base[h] + R_k[code & 15] (mod 256) with k = cls[h] / 16, R_0 the zero
+ * form. Looked up as 16 k + (code & 15) in the XOR-chained chunks D_k = R_k ^ R_(k-1), k =
+ * 1 .. nc - 1 (each 16 bytes, both 128-bit lanes alike; D_0 would be zero): nc - 1
+ * shuffles instead of the 16 of the whole plane (DRUM's rows: 4). */
 typedef struct {
-    int nc, first;
-    uint8_t cls[32], base[32], D[8 * 32];
+    int nc;
+    uint8_t cls[32], base[32], D[9 * 32];
 } axs_bclass;
 /* The same for values that span at most 256: tabs' low plane holds U - off (bc: that
  * plane's row classes, or NULL). */

@@ -201,12 +201,13 @@ static void fchunks(const int16_t *U, int r, int i, int16_t off, int p, uint8_t 
 }
 
 /* The row classes of the byte plane of value i (of r) minus off (axs_bclass), or 0 when its
- * rows, each less its first byte, take more than 8 distinct forms. The zero row, where
- * there is one, is class 0, whose chunk is then skipped. */
+ * rows, each less its first byte, take more than 8 non-zero forms. Class 0 is the zero form
+ * whether a row takes it or not: its chunk is never looked up, and the index 16 k + 15 of
+ * the ninth class stays below 128 once the first chunk's 16 is taken off. */
 static int fclasses(const int16_t *U, int r, int i, int16_t off, axs_bclass *B)
 {
-    uint8_t R[16][16];
-    int n = 0;
+    uint8_t R[9][16];
+    int n = 1;
     memset(R, 0, sizeof R);
     for (int h = 0; h < 16; h++) {
         uint8_t row[16];
@@ -217,30 +218,17 @@ static int fclasses(const int16_t *U, int r, int i, int16_t off, axs_bclass *B)
         for (; k < n && memcmp(R[k], row, 16); k++)
             ;
         if (k == n) {
-            if (n == 8)
+            if (n == 9)
                 return 0;
             memcpy(R[n++], row, 16);
         }
         B->cls[h] = B->cls[16 + h] = (uint8_t)(16 * k);
         B->base[h] = B->base[16 + h] = base;
     }
-    /* the zero row as class 0: swap it in (rows and the classes that name them) */
-    static const uint8_t zero[16];
-    int z = 0;
-    for (; z < n && memcmp(R[z], zero, 16); z++)
-        ;
-    if (z < n && z > 0) {
-        uint8_t t[16];
-        memcpy(t, R[0], 16), memcpy(R[0], R[z], 16), memcpy(R[z], t, 16);
-        for (int h = 0; h < 32; h++)
-            B->cls[h] = B->cls[h] == 0 ? (uint8_t)(16 * z)
-                        : B->cls[h] == 16 * z ? 0 : B->cls[h];
-    }
     B->nc = n;
-    B->first = z < n ? 1 : 0;
-    for (int k = 0; k < n; k++)
+    for (int k = 1; k < n; k++)
         for (int e = 0; e < 16; e++)
-            B->D[32 * k + e] = B->D[32 * k + 16 + e] = (uint8_t)(R[k][e] ^ (k ? R[k - 1][e] : 0));
+            B->D[32 * k + e] = B->D[32 * k + 16 + e] = (uint8_t)(R[k][e] ^ R[k - 1][e]);
     return 1;
 }
 

@@ -542,7 +542,7 @@ xchain32_avx2(const __m256i *T, __m256i x, __m256i l)
 }
 
 /* The byte of a classed plane (axs_bclass) for each of 32 codes x: the row's class and base
- * byte by the code's high nibble, then nc - first chained shuffles (the index less 16 per
+ * byte by the code's high nibble, then nc - 1 chained shuffles (the index less 16 per
  * chunk). */
 static inline __attribute__((always_inline)) AXS_AVX2 __m256i
 xclass32_avx2(const axs_bclass *B, __m256i x)
@@ -553,12 +553,11 @@ xclass32_avx2(const axs_bclass *B, __m256i x)
         _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)B->cls), h),
         _mm256_and_si256(x, m4));
     __m256i r = _mm256_setzero_si256();
-    int k = B->first;
-    if (k)
+    for (int k = 1; k < B->nc; k++) {
         l = _mm256_sub_epi8(l, s16);
-    for (; k < B->nc; k++, l = _mm256_sub_epi8(l, s16))
         r = _mm256_xor_si256(
             r, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(B->D + 32 * k)), l));
+    }
     return _mm256_add_epi8(
         r, _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)B->base), h));
 }
