@@ -166,17 +166,24 @@ def warn_once(key, message):
 _FAST = []   # [axkern._fast or None], looked up on first use
 
 
-def _off_zero(v, half, step=1):
-    """(count of |v| > half, count of v != 0) over every step-th value of v (flat, in C
-    order)"""
+def _fast_helpers():
+    """:mod:`axkern._fast`, or None where it is not compiled (NumPy and Python do the same
+    work)."""
     if not _FAST:
         try:
             from . import _fast
-        except ImportError:   # not compiled: NumPy counts the same
+        except ImportError:
             _fast = None
         _FAST.append(_fast)
-    if _FAST[0] is not None and v.dtype == _F32 and (v.ndim == 1 or v.flags.c_contiguous):
-        return _FAST[0].off_zero(v, half, step)
+    return _FAST[0]
+
+
+def _off_zero(v, half, step=1):
+    """(count of |v| > half, count of v != 0) over every step-th value of v (flat, in C
+    order)"""
+    fast = _fast_helpers()
+    if fast is not None and v.dtype == _F32 and (v.ndim == 1 or v.flags.c_contiguous):
+        return fast.off_zero(v, half, step)
     v = v.reshape(-1)[::step] if v.flags.c_contiguous else v.flat[np.arange(0, v.size, step)]
     return (int(np.count_nonzero(v > half)) + int(np.count_nonzero(v < -half)),
             int(np.count_nonzero(v)))
@@ -238,6 +245,8 @@ def _as_float32(x, name):
 
 
 def _check_bits(bits):
+    if type(bits) is int and 2 <= bits <= 8:   # (every QuantParams of every call asks)
+        return bits
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 2 <= bits <= 8:
         raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
     return int(bits)

@@ -56,10 +56,9 @@ def nudge_float32(x_min, x_max, bits):
         return (qmin - F32(zp)) * scale, (qmax - F32(zp)) * scale, scale, zp
 
 
-def test_tf_nudge_matches_float32_arithmetic():
-    """tf_nudge against the same formulas in NumPy float32 scalars: ranges of every
-    magnitude (subnormal to near the float32 limit), including 0 or not, constant ones,
-    halves of the zero point's rounding, every bit width; those whose scale overflows raise."""
+def nudge_ranges():
+    """Float32 ranges of every magnitude (subnormal to near the float32 limit), including 0
+    or not, constant ones, and ones whose zero points round at halves."""
     rng = np.random.default_rng(11)
     big = float(np.finfo(F32).max)
     pairs = [(0.0, 0.0), (-0.0, 0.0), (1e-45, 2e-45), (-big, big), (-big, 0.0), (0.0, big),
@@ -74,7 +73,20 @@ def test_tf_nudge_matches_float32_arithmetic():
             z = rng.integers(0, 256) + rng.choice([0.0, 0.5, 0.25])
             v = np.array([-z * s, (255 - z) * s], F32)
         pairs.append((v[0], v[1]))
-    for lo, hi in pairs:
+    return pairs
+
+
+def symmetric_float32(lo, hi, bits):
+    """amax / qmax in NumPy float32, 1 where its reciprocal overflows (or amax is 0)."""
+    with np.errstate(all="ignore"):
+        s = max(abs(F32(lo)), abs(F32(hi))) / F32((1 << (bits - 1)) - 1)
+        return s if s > 0 and np.isfinite(F32(1) / s) else F32(1)
+
+
+def test_tf_nudge_matches_float32_arithmetic():
+    """tf_nudge against the same formulas in NumPy float32 scalars, on ranges of every kind
+    and three bit widths; those whose scale overflows raise."""
+    for lo, hi in nudge_ranges():
         for bits in (8, 5, 2):
             want = nudge_float32(lo, hi, bits)
             if isinstance(want, str):
@@ -86,6 +98,36 @@ def test_tf_nudge_matches_float32_arithmetic():
             np.testing.assert_array_equal(np.array(got[:3]), np.array(want[:3], F32),
                                           err_msg=f"{lo!r} {hi!r} {bits}")
             assert got[3] == want[3], (lo, hi, bits)
+
+
+def test_compiled_range_parameters_match_float32_arithmetic():
+    """axkern._fast.range_scale_zp (the parameters of every new range of a layer's input)
+    against the formulas in NumPy float32: the Nudge of the range as given (tfapprox) and
+    widened to include 0 (asymmetric), amax / qmax (symmetric), on ranges of every kind,
+    either zero, every bit width; None where the Nudge's scale overflows; bad arguments
+    refused."""
+    fast = pytest.importorskip("axkern._fast")
+    for lo, hi in nudge_ranges() + [(-0.0, -0.0), (-0.0, 3.0), (-2.0, -0.0)]:
+        lo, hi = F32(lo), F32(hi)
+        for bits in range(2, 9):
+            for mode in (0, 1, 2):
+                got = fast.range_scale_zp(lo, hi, bits, mode)
+                if mode == 2:
+                    want = (symmetric_float32(lo, hi, bits), 0)
+                else:
+                    a, b = (min(lo, F32(0)), max(hi, F32(0))) if mode else (lo, hi)
+                    want = nudge_float32(a, b, bits)
+                if isinstance(want, str):
+                    assert got is None, (lo, hi, bits, mode)
+                    continue
+                assert type(got[0]) is float and type(got[1]) is int
+                assert (F32(got[0]).tobytes(), got[1]) == (F32(want[-2]).tobytes(), want[-1]), \
+                    (lo, hi, bits, mode, got, want)
+                assert got[0] == float(F32(got[0]))   # a float32 value
+    for args in [(0.0, 1.0, 9, 0), (0.0, 1.0, 1, 0), (0.0, 1.0, 8, 3), (1.0, 0.0, 8, 0),
+                 (float("nan"), 1.0, 8, 0), (0.0, float("inf"), 8, 1)]:
+        with pytest.raises(ValueError, match="bits must be|finite range"):
+            fast.range_scale_zp(*args)
 
 
 def test_scalar_quant_params_as_the_general_path():
@@ -245,10 +287,7 @@ def test_range_params_against_float32_formulas():
             for lo, hi in ranges + ranges[:20]:
                 lo32, hi32 = F32(lo), F32(hi)
                 if mode == "symmetric":
-                    with np.errstate(all="ignore"):
-                        s = max(abs(lo32), abs(hi32)) / F32((1 << (m.bits - 1)) - 1)
-                        ok = s > 0 and np.isfinite(F32(1) / s)
-                    want = (F32(s if ok else 1), 0)
+                    want = (symmetric_float32(lo32, hi32, m.bits), 0)
                 else:
                     if mode == "asymmetric":
                         lo32, hi32 = min(lo32, F32(0)), max(hi32, F32(0))
