@@ -11,7 +11,7 @@ import pytest
 
 fast = pytest.importorskip("axkern._fast")
 from axkern import Multiplier, axconv2d  # noqa: E402
-from axkern.backends import get_backend  # noqa: E402
+from axkern.backends import freeze_table, get_backend  # noqa: E402
 from axkern.bench import _ForcedPath  # noqa: E402
 from axkern.quant import QuantParams, quantize_float, symmetric_params, tf_quant_params  # noqa: E402
 from test_simd import PATHS, codes, random_table  # noqa: E402
@@ -124,6 +124,38 @@ def test_conv2d_nchw_input_every_method(path, kind):
     with pytest.raises(ValueError, match="channels"):   # C read from axis 1
         fast.conv2d(np.ascontiguousarray(xn.transpose(0, 2, 3, 1)), w, table, *args,
                     in_format="NCHW")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_conv2d_nchw_store_signed_zeros(path):
+    """The NCHW stores bit for bit, zeros' signs included: scales so small that every
+    product rounds to a zero of its sign in float32, without a bias (nothing is added: a
+    negative zero stays one) and with one of zeros. Every method and table class that
+    stores through them, factored tables too, tiles across images, edges of 8 x 8 blocks."""
+    rng = np.random.default_rng(zlib.crc32(f"nchw-zeros/{path}".encode()))
+    exact = np.outer(np.arange(256), np.arange(256)).astype(np.int32)   # factors of rank 1
+    tables = {"uint16": random_table("uint16", rng), "factored": freeze_table(exact)}
+    for (N, H, W, C, KH, KW, COUT, g, stride, padding, dilation) in CONVS:
+        x = codes((N, H, W, C), rng)
+        w = codes((KH, KW, C // g, COUT), rng)
+        args = (stride, padding, dilation, g, int(rng.integers(0, 256)))
+        for kind, table in tables.items():
+            sums = ref.conv2d(x, w, table, *args, np.int64)
+            corr = -sums.reshape(-1, COUT).mean(axis=0).astype(np.int64)   # both signs
+            # about half the products below half the smallest subnormal: zeros of both signs
+            scale = 5e-46 / max(1.0, float(np.median(np.abs(sums + corr))))
+            for bias in (None, np.zeros(COUT, np.float32)):
+                dq = {"scale": np.full(COUT, scale), "corr": corr, "bias": bias}
+                want = dequant_numpy(sums, dq, g).transpose(0, 3, 1, 2)
+                assert ((want == 0) & np.signbit(want)).any() == (bias is None)
+                methods = methods_for(C, COUT, g, KW, dilation)
+                for method in methods + (["factored"] if kind == "factored" else []):
+                    if method == "expand" and kind == "factored":
+                        continue
+                    got = fast.conv2d(x, w, table, *args, np.int32, 2, path=path,
+                                      method=method, dequant=dq, out_format="NCHW")
+                    assert got.tobytes() == want.tobytes(), \
+                        f"{(N, H, W, C, KH, KW, COUT, g)} {kind} {method} bias {bias is not None}"
 
 
 def test_conv2d_nchw_into_out_and_errors():
