@@ -986,6 +986,33 @@ def axconv2d(x, w, multiplier, *, bias=None, stride=1, padding="SAME", dilation=
     return np.ascontiguousarray(y)
 
 
+def conv_with_input_params(x, w, m, xp, spec, *, bias, stride, padding, dilation, groups,
+                           tune, backend, num_threads, data_format):
+    """``axconv2d(x, w, m, quant=QuantSpec(xp, spec.weight), ...)`` for a caller that has
+    already checked its float32 arrays and computed the input's parameters ``xp`` under its
+    resolved ``spec`` (the PyTorch layers, on every forward): the fused path without
+    axconv2d's checks of its arguments, whose code on every call of every layer made a small
+    layer's call 20 - 25 us slower; axconv2d itself wherever the fused path does not serve
+    (and for every error, so that the messages are the same)."""
+    fast = _host_helpers(backend, m)
+    be = get_backend(backend) if fast is not None else None
+    nchw = data_format == "NCHW"
+    xs, ws = (x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)) if nchw else (x, w)
+    COUT = ws.shape[3]
+    if fast is None or xp.per_channel or not getattr(be, "SUPPORTS_DEQUANT", False) \
+            or x.dtype != np.float32 or w.dtype != np.float32 or x.ndim != 4 or w.ndim != 4 \
+            or xs.shape[0] == 0 or ws.shape[2] == 0 or not (
+                bias is None or (bias.dtype == np.float32 and bias.shape == (COUT,))):
+        return axconv2d(x, w, m, bias=bias, stride=stride, padding=padding, dilation=dilation,
+                        groups=groups, quant=QuantSpec(xp, spec.weight), tune=tune,
+                        backend=backend, num_threads=num_threads, data_format=data_format)
+    num_threads = _check_threads(num_threads)
+    stride, dilation, pads, out_hw = _geometry(xs.shape, ws.shape, stride, padding, dilation,
+                                               groups)
+    return _fused_conv(xs, ws, m, xp, spec, resolve_tuning(tune, m), bias, stride, pads,
+                       dilation, groups, data_format, out_hw, fast, be, num_threads)
+
+
 def _small_factored_planes(table, out_hw, images):
     """Whether a depthwise layer's NCHW input should reach the kernels as NHWC indices
     although they could read its planes: a table of one or two factors takes the factored

@@ -14,7 +14,7 @@ import numpy as np
 from .backends import _check_threads, accumulator_dtype, as_multiplier, get_backend, table256
 from .conv import (_code_array, _float_array, _host_helpers, _prepare_weights, _to_index,
                    check_out, check_overflow, checked_params, resolve_quant, scale_and_zp)
-from .quant import quantize
+from .quant import QuantSpec, quantize
 from .tune import resolve_tuning
 
 __all__ = ["axmatmul", "axdense", "lut_matmul"]
@@ -179,6 +179,48 @@ def axmatmul(a, b, multiplier, *, bias=None, quant="auto", tune=False, backend="
     return _axmatmul(a, b, multiplier, bias, quant, tune, backend, num_threads, out, ("a", "b"))
 
 
+def _fused_dense(a, b, m, ap, spec, mapping, bias, fast, be, num_threads, out=None, name="b"):
+    """a @ b (b 2-D) on a backend that dequantizes in the kernel (axkern._fast), the input's
+    parameters ``ap`` given: the weight side prepared once per weight matrix (quantized,
+    indexed, summed, cached), the correction and dequantization inside the kernel, no integer
+    copy of the output."""
+    K, N = b.shape
+    pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name=name,
+                          num_threads=num_threads)
+    sa, za = scale_and_zp(ap)
+    za, zb = int(za), pb.zw
+    dq, scale_max = pb.dequant(sa, za, bias)
+    # one parallel pass: indices and the row sums of the codes (sum_k q_a) together
+    ai, sum_a = fast.quantize_indices(a, ap, index_mask=(1 << m.bits) - 1, row_sums=True,
+                                      num_threads=num_threads)
+    if pb.zw_any:
+        dq["zw"] = zb
+        dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
+    y = _batched_gemm(ai, pb.wi, m, be, num_threads, dequant=dq, out=out,
+                      packed=pb.packed_for(be, 1))
+    check_overflow(y, dq["scale"], K, m, bias, scale_max)
+    return y
+
+
+def dense_with_input_params(x, w, m, xp, spec, *, bias, tune, backend, num_threads):
+    """``axdense(x, w, m, bias, quant=QuantSpec(xp, spec.weight), ...)`` for a caller that
+    has already checked its float32 arrays and computed the input's parameters ``xp`` under
+    its resolved ``spec`` (the PyTorch layers, on every forward): the fused path without
+    axdense's checks of its arguments (as :func:`axkern.conv.conv_with_input_params`);
+    axdense itself wherever the fused path does not serve, and for every error."""
+    fast = _host_helpers(backend, m)
+    be = get_backend(backend) if fast is not None else None
+    if fast is None or xp.per_channel or not getattr(be, "SUPPORTS_DEQUANT", False) \
+            or x.dtype != np.float32 or w.dtype != np.float32 or x.ndim < 1 or w.ndim != 2 \
+            or x.shape[-1] != w.shape[0] or x.size == 0 or w.size == 0 or not (
+                bias is None or (bias.dtype == np.float32 and bias.shape == (w.shape[1],))):
+        return axdense(x, w, m, bias, quant=QuantSpec(xp, spec.weight), tune=tune,
+                       backend=backend, num_threads=num_threads)
+    y = _fused_dense(x.reshape(-1, x.shape[-1]), w, m, xp, spec, resolve_tuning(tune, m),
+                     bias, fast, be, _check_threads(num_threads), name="w")
+    return y.reshape(*x.shape[:-1], w.shape[1])
+
+
 def _axmatmul(a, b, multiplier, bias, quant, tune, backend, num_threads, out, names):
     """axmatmul, its operands called ``names`` in errors and warnings (axdense: x and w)."""
     na, nb = names
@@ -211,24 +253,8 @@ def _axmatmul(a, b, multiplier, bias, quant, tune, backend, num_threads, out, na
     be = get_backend(backend)
     if fast is not None and b.ndim == 2 and not ap.per_channel and \
             getattr(be, "SUPPORTS_DEQUANT", False):
-        # The weight side prepared once per weight matrix (quantized, indexed, summed,
-        # cached), the correction and dequantization inside the kernel: no integer copy of
-        # the output.
-        pb = _prepare_weights(b, spec.weight, m, mapping, fast, fold=False, name=nb,
-                              num_threads=num_threads)
-        sa, za = scale_and_zp(ap)
-        za, zb = int(za), pb.zw
-        dq, scale_max = pb.dequant(sa, za, bias)
-        # one parallel pass: indices and the row sums of the codes (sum_k q_a) together
-        ai, sum_a = fast.quantize_indices(a, ap, index_mask=(1 << m.bits) - 1, row_sums=True,
-                                          num_threads=num_threads)
-        if pb.zw_any:
-            dq["zw"] = zb
-            dq["sumx"] = np.ascontiguousarray(sum_a, np.int64).reshape(-1, 1)
-        y = _batched_gemm(ai, pb.wi, m, be, num_threads, dequant=dq,
-                          out=None if out is None else out.reshape(-1, N),
-                          packed=pb.packed_for(be, 1))
-        check_overflow(y, dq["scale"], K, m, bias, scale_max)
+        y = _fused_dense(a, b, m, ap, spec, mapping, bias, fast, be, num_threads,
+                         None if out is None else out.reshape(-1, N), nb)
         if out is not None:
             if not np.shares_memory(y, out):
                 np.copyto(out, _squeeze(y, drop_a, drop_b))

@@ -36,12 +36,12 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from ._torch_grad import gradient_tables, quantize_codes
 from .backends import check_backend, conv_output_size
-from .conv import (QUANT_MODES, _check_format, _host_helpers, axconv2d, make_params,
-                   range_params, resolve_quant)
+from .conv import (QUANT_MODES, _check_format, _host_helpers, conv_with_input_params,
+                   make_params, range_params, resolve_quant)
 from .lut import Multiplier
-from .matmul import axdense
+from .matmul import dense_with_input_params
 from .nn import _resolve_multiplier
-from .quant import QuantSpec, check_range, symmetric_params, tf_quant_params
+from .quant import check_range, symmetric_params, tf_quant_params
 from .tune import resolve_tuning
 
 __all__ = ["ApproxConv2d", "ApproxLinear", "approximate", "layers", "calibrate",
@@ -514,19 +514,20 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         w = weight.detach().numpy()                       # OIHW, a view
         b = None if bias is None else bias.detach().numpy()
         kw = dict(bias=b, stride=self.stride, padding=pads, dilation=self.dilation,
-                  groups=self.groups, quant=QuantSpec(xp, spec.weight), tune=self.tune,
-                  backend=self.backend, num_threads=self.num_threads)
+                  groups=self.groups, tune=self.tune, backend=self.backend,
+                  num_threads=self.num_threads)
         xd = x.detach()
         # the result in memory axconv2d allocates, taken over by the tensor (an output
         # tensor's memory passed as out= cost a small layer's call 13 - 19 us more)
         if not xd.is_contiguous() and xd.is_contiguous(memory_format=torch.channels_last):
             # channels_last memory is NHWC: hand it over as such and return channels_last
-            y = torch.from_numpy(axconv2d(xd.permute(0, 2, 3, 1).numpy(),
-                                          w.transpose(2, 3, 1, 0), m, data_format="NHWC",
-                                          **kw)).permute(0, 3, 1, 2)
+            y = torch.from_numpy(conv_with_input_params(
+                xd.permute(0, 2, 3, 1).numpy(), w.transpose(2, 3, 1, 0), m, xp, spec,
+                data_format="NHWC", **kw)).permute(0, 3, 1, 2)
         else:
             xd = xd.contiguous()   # a copy only for inputs in neither layout
-            y = torch.from_numpy(axconv2d(xd.numpy(), w, m, data_format="NCHW", **kw))
+            y = torch.from_numpy(conv_with_input_params(xd.numpy(), w, m, xp, spec,
+                                                        data_format="NCHW", **kw))
         return y, xp
 
     def _float_grads(self, x, w, gy, need_x, need_w):
@@ -606,8 +607,8 @@ class ApproxLinear(_ApproxMixin, nn.Linear):
         xp = self._input_params(x, spec)
         w = weight.detach().numpy().T                    # (in, out), a view
         b = None if bias is None else bias.detach().numpy()
-        y = axdense(x.detach().numpy(), w, m, b, quant=QuantSpec(xp, spec.weight),
-                    tune=self.tune, backend=self.backend, num_threads=self.num_threads)
+        y = dense_with_input_params(x.detach().numpy(), w, m, xp, spec, bias=b, tune=self.tune,
+                                    backend=self.backend, num_threads=self.num_threads)
         return torch.from_numpy(y), xp   # (as ApproxConv2d's)
 
     def _float_grads(self, x, w, gy, need_x, need_w):

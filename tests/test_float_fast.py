@@ -634,3 +634,88 @@ def test_weight_cache_never_serves_stale_weights():
     assert fast.same_bytes(big, other) and fast.same_bytes(big, other, 1)
     with pytest.raises(ValueError, match="num_threads"):
         fast.same_bytes(big, other, 0)
+
+
+def test_layers_given_input_params_equal_the_public_calls():
+    """conv_with_input_params / dense_with_input_params (the PyTorch layers' way in, with the
+    input's parameters already computed) against axconv2d / axdense with the same parameters
+    fixed (QuantSpec), bit for bit: both layouts, strides, paddings, groups, bias or not,
+    tuning, signed and unsigned tables, factored and not, per-channel input parameters and
+    the reference backend (axconv2d's own path then), empty batches; and the same errors."""
+    from axkern.conv import conv_with_input_params, range_params, resolve_quant
+    from axkern.matmul import axdense, dense_with_input_params
+    from axkern.quant import QuantSpec, symmetric_params
+
+    rng = np.random.default_rng(21)
+    mults = [load_multiplier("mul8u_drum4"), load_multiplier("mul8s_drum4"), noisy(8, False, 1),
+             noisy(6, True, 2)]
+    convs = [  # (N, C, H, W, COUT, k, groups, stride, padding, dilation)
+        (2, 3, 9, 7, 5, 3, 1, 1, "SAME", 1), (3, 8, 6, 6, 8, 3, 8, 1, 1, 1),
+        (1, 6, 11, 10, 4, 2, 2, (2, 1), ((0, 1), (2, 0)), 1), (2, 4, 8, 8, 6, 3, 1, 1, "VALID", 2),
+        (0, 4, 5, 5, 3, 3, 1, 1, "SAME", 1)]
+    for m in mults:
+        spec = resolve_quant("auto", m)
+        for (N, C, H, W, COUT, k, g, stride, padding, dilation) in convs:
+            for fmt in ("NCHW", "NHWC"):
+                shape = (N, C, H, W) if fmt == "NCHW" else (N, H, W, C)
+                x = rng.standard_normal(shape).astype(np.float32)
+                w = rng.standard_normal((COUT, C // g, k, k) if fmt == "NCHW"
+                                        else (k, k, C // g, COUT)).astype(np.float32)
+                lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+                xps = [range_params(lo, hi, spec.input, m)]
+                if m.signed:   # per-channel input parameters: axconv2d's path
+                    xps.append(symmetric_params(rng.uniform(0.5, 2, C).astype(np.float32)
+                                                * np.ones(1, np.float32), m.bits, 0))
+                for xp in xps:
+                    for bias in (None, rng.standard_normal(COUT).astype(np.float32)):
+                        for tune, backend in ((False, "cpu"), (True, "cpu"),
+                                              (False, "reference")):
+                            if xp.per_channel and (N == 0 or fmt == "NHWC"):
+                                continue
+                            kw = dict(bias=bias, stride=stride, padding=padding,
+                                      dilation=dilation, groups=g, tune=tune, backend=backend,
+                                      num_threads=2, data_format=fmt)
+                            if xp.per_channel:   # per input channel: axis 1 of NCHW only
+                                with pytest.raises(ValueError):
+                                    axconv2d(x, w, m, quant=QuantSpec(xp, spec.weight), **kw)
+                                with pytest.raises(ValueError):
+                                    conv_with_input_params(x, w, m, xp, spec, **kw)
+                                continue
+                            want = axconv2d(x, w, m, quant=QuantSpec(xp, spec.weight), **kw)
+                            got = conv_with_input_params(x, w, m, xp, spec, **kw)
+                            assert got.tobytes() == want.tobytes() and got.shape == want.shape, \
+                                (m.name, N, C, H, W, COUT, k, g, fmt, tune, backend)
+        for (M, K, N) in [(5, 7, 3), (33, 64, 10), (0, 4, 2), (4, 1, 9)]:
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            w = rng.standard_normal((K, N)).astype(np.float32)
+            lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+            xp = range_params(lo, hi, spec.input, m)
+            for xs in (x, x[0]) if M else (x,):   # batched, unbatched (a Linear's 1-D input)
+                for bias in (None, rng.standard_normal(N).astype(np.float32)):
+                    for tune, backend in ((False, "cpu"), (True, "cpu"), (False, "reference")):
+                        want = axdense(xs, w, m, bias, quant=QuantSpec(xp, spec.weight),
+                                       tune=tune, backend=backend, num_threads=2)
+                        got = dense_with_input_params(xs, w, m, xp, spec, bias=bias, tune=tune,
+                                                      backend=backend, num_threads=2)
+                        assert got.tobytes() == want.tobytes() and got.shape == want.shape, \
+                            (m.name, M, K, N, tune, backend)
+    # the errors are axconv2d's / axdense's own
+    m = mults[0]
+    spec = resolve_quant("auto", m)
+    xp = range_params(-1.0, 1.0, spec.input, m)
+    x = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    kw = dict(stride=1, padding=1, dilation=1, groups=1, tune=False, backend="cpu",
+              num_threads=None, data_format="NCHW")
+    for bad, match in [(dict(bias=np.zeros(5, np.float32)), "bias must have shape"),
+                       (dict(bias=None, groups=3), "groups"),
+                       (dict(bias=None, num_threads=0), "num_threads")]:
+        with pytest.raises(ValueError, match=match):
+            conv_with_input_params(x, w, m, xp, spec, **dict(kw, **bad))
+    xd, wd = x.reshape(4, 25), w.reshape(-1)[:75].reshape(25, 3)
+    for bad, match in [(dict(bias=np.zeros(4, np.float32)), "bias must have shape"),
+                       (dict(bias=None, num_threads=-1), "num_threads"),
+                       (dict(bias=None, tune=np.arange(3)), "mapping")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            dense_with_input_params(xd, wd, m, xp, spec, **dict(
+                dict(bias=None, tune=False, backend="cpu", num_threads=None), **bad))
