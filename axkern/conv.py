@@ -996,13 +996,13 @@ def conv_with_input_params(x, w, m, xp, spec, *, bias, stride, padding, dilation
     (and for every error, so that the messages are the same)."""
     fast = _host_helpers(backend, m)
     be = get_backend(backend) if fast is not None else None
-    nchw = data_format == "NCHW"
-    xs, ws = (x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)) if nchw else (x, w)
-    COUT = ws.shape[3]
+    four = x.ndim == 4 and w.ndim == 4 and data_format in ("NCHW", "NHWC")
+    xs, ws = (x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)) \
+        if four and data_format == "NCHW" else (x, w)
     if fast is None or xp.per_channel or not getattr(be, "SUPPORTS_DEQUANT", False) \
-            or x.dtype != np.float32 or w.dtype != np.float32 or x.ndim != 4 or w.ndim != 4 \
+            or not four or x.dtype != np.float32 or w.dtype != np.float32 \
             or xs.shape[0] == 0 or ws.shape[2] == 0 or not (
-                bias is None or (bias.dtype == np.float32 and bias.shape == (COUT,))):
+                bias is None or (bias.dtype == np.float32 and bias.shape == (ws.shape[3],))):
         return axconv2d(x, w, m, bias=bias, stride=stride, padding=padding, dilation=dilation,
                         groups=groups, quant=QuantSpec(xp, spec.weight), tune=tune,
                         backend=backend, num_threads=num_threads, data_format=data_format)

@@ -517,8 +517,8 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
                   groups=self.groups, tune=self.tune, backend=self.backend,
                   num_threads=self.num_threads)
         xd = x.detach()
-        # the result in memory axconv2d allocates, taken over by the tensor (an output
-        # tensor's memory passed as out= cost a small layer's call 13 - 19 us more)
+        # the result in the array the kernels stored into, taken over by the tensor (an
+        # output tensor's memory passed as out= cost a small layer's call 13 - 19 us more)
         if not xd.is_contiguous() and xd.is_contiguous(memory_format=torch.channels_last):
             # channels_last memory is NHWC: hand it over as such and return channels_last
             y = torch.from_numpy(conv_with_input_params(

@@ -712,6 +712,12 @@ def test_layers_given_input_params_equal_the_public_calls():
                        (dict(bias=None, num_threads=0), "num_threads")]:
         with pytest.raises(ValueError, match=match):
             conv_with_input_params(x, w, m, xp, spec, **dict(kw, **bad))
+    for args, extra in [((x[0], w), {}), ((x, w[0]), {}), ((x, w), dict(data_format="NCWH"))]:
+        with pytest.raises(ValueError) as want:
+            axconv2d(*args, m, quant=QuantSpec(xp, spec.weight), **dict(kw, bias=None, **extra))
+        with pytest.raises(ValueError) as got:
+            conv_with_input_params(*args, m, xp, spec, **dict(kw, bias=None, **extra))
+        assert str(got.value) == str(want.value)
     xd, wd = x.reshape(4, 25), w.reshape(-1)[:75].reshape(25, 3)
     for bad, match in [(dict(bias=np.zeros(4, np.float32)), "bias must have shape"),
                        (dict(bias=None, num_threads=-1), "num_threads"),
