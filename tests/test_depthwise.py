@@ -190,3 +190,20 @@ def test_depthwise_random_geometry_both_layouts(data):
             got = fast.conv2d(xi, w, table, *args, np.int32, 2, path=path, method="depthwise",
                               in_format=fmt, dequant=dq, out_format="NCHW")
             np.testing.assert_array_equal(got, deq.transpose(0, 3, 1, 2), err_msg=f"{path} {fmt}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nchw_planes_of_every_row_width(path):
+    """NCHW indices read as planes and padded by the depthwise method (its rows copied into
+    the padded planes 16 bytes at a time, the last move overlapping, 8 bytes or bytes below
+    16): rows of every width class, against the reference backend's sums."""
+    rng = np.random.default_rng(zlib.crc32(f"dw-rows/{path}".encode()))
+    table = random_table("uint16", rng)
+    for W in (1, 5, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47):
+        x = codes((2, 3, W, 6), rng)
+        w = codes((3, 3, 1, 6), rng)
+        args = ((1, 1), (1, 1, 1, 2), (1, 1), 6, int(rng.integers(0, 256)))
+        want = ref.conv2d(x, w, table, *args, np.int32)
+        got = fast.conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, table, *args,
+                          np.int32, 2, path=path, method="depthwise", in_format="NCHW")
+        np.testing.assert_array_equal(got, want, err_msg=f"W={W}")
