@@ -1241,36 +1241,25 @@ cdef inline bint _invertible(float s) nogil:
     return s > 0 and inv - inv == 0
 
 
-def range_scale_zp(lo, hi, int bits, int mode):
-    """The per-tensor scale and zero point of a tensor whose float32 min and max are ``lo``
-    and ``hi``, in float32 arithmetic (the per-call parameters of a layer's input: in
-    Python, :func:`axkern.quant.tf_nudge` took 4.5 us).
+def nudge_scale_zp(lo, hi, int bits):
+    """``(scale, zero_point)`` of TensorFlow's Nudge of the float32 range ``[lo, hi]`` for the
+    codes ``0 .. 2**bits - 1`` (:func:`axkern.quant.tf_nudge`: the per-call parameters of a
+    layer's input) in C float arithmetic; its Python form took 4.5 us.
 
-    ``mode`` 0: TensorFlow's Nudge of ``[lo, hi]`` for the codes ``0 .. 2**bits - 1``
-    ("tfapprox"); 1: the same of the range widened to include 0 ("asymmetric"); 2: signed,
-    ``max(|lo|, |hi|) / (2**(bits - 1) - 1)`` and zero point 0 ("symmetric"). A scale whose
-    reciprocal overflows takes the rules of :func:`axkern.quant.tf_nudge` and
-    :func:`axkern.quant.symmetric_params`.
-
-    Returns ``(scale, zero_point)``, a float holding a float32 value and an int; None where
-    the Nudge's scale overflows float32 (a range too wide), for the caller's error.
+    ``scale`` is a float holding a float32 value. A range whose scale's reciprocal overflows
+    is widened to include 0, an all-zero one gets ``(1.0, 0)``; None where the scale itself
+    overflows float32 (a range too wide), for the caller's error.
     """
-    if not 2 <= bits <= 8 or not 0 <= mode <= 2:
-        raise ValueError(f"bits must be 2 .. 8 and mode 0 .. 2, got {bits} and {mode}")
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits must be 2 .. 8, got {bits}")
     cdef float l = lo, h = hi, s, zf
     if not (l - l == 0 and h - h == 0 and l <= h):
         raise ValueError(f"expected a finite range with lo <= hi, got {lo!r}, {hi!r}")
-    if mode == 2:
-        s = (h if h > -l else -l) / <float>((1 << (bits - 1)) - 1)
-        return (float(s) if _invertible(s) else 1.0), 0
-    if mode == 1:   # as Python's min(l, 0.0) and max(h, 0.0)
-        l = 0 if 0 < l else l
-        h = 0 if 0 > h else h
     cdef float qmax = (1 << bits) - 1
     s = (h - l) / qmax
     if not _invertible(s):
-        # a constant (or nearly constant) tensor: widened to include 0 so the constant
-        # itself is representable
+        # a constant (or nearly constant) tensor: widened to include 0 (as Python's min(l,
+        # 0.0) and max(h, 0.0)) so that the constant itself is representable
         l = 0 if 0 < l else l
         h = 0 if 0 > h else h
         s = (h - l) / qmax

@@ -26,8 +26,8 @@ from .backends import (_check_limit, _check_threads, _plain, _remember, accumula
                        as_multiplier, check_out_array, conv_output_size, freeze_table,
                        get_backend, table256, table_factors, table_token)
 from .lut import operand_values
-from .quant import (QuantParams, QuantSpec, _fast_helpers, check_range, quantize, quantize_float,
-                    symmetric_params, tf_quant_params, warn_once)
+from .quant import (QuantParams, QuantSpec, _symmetric_from_amax, check_range, quantize,
+                    quantize_float, symmetric_params, tf_quant_params, warn_once)
 from .tune import resolve_tuning
 
 __all__ = ["axconv2d", "lut_conv2d"]
@@ -249,7 +249,6 @@ def _tf_range_params(lo, hi, mode, m):
 
 
 _PARAMS = {}   # (mode, bits, range bits) -> per-tensor QuantParams (see checked_params)
-_RANGE_MODES = {"tfapprox": 0, "asymmetric": 1, "symmetric": 2}   # axkern._fast's codes
 
 
 def range_params(lo, hi, mode, m):
@@ -265,14 +264,12 @@ def range_params(lo, hi, mode, m):
     key = (mode, m.bits, float(lo), float(hi), math.copysign(1.0, lo), math.copysign(1.0, hi))
     p = _PARAMS.get(key)
     if p is None:
-        fast = _fast_helpers()
-        code = _RANGE_MODES.get(mode)
-        sz = None if fast is None or code is None else fast.range_scale_zp(lo, hi, m.bits, code)
-        if sz is not None:
-            # float32 arithmetic in C (in situ, the Python below cost 13 - 18 us of a call)
-            p = QuantParams(np.float32(sz[0]), sz[1], bits=m.bits, signed=code == 2)
-        elif mode in ("tfapprox", "asymmetric"):   # not compiled, or too wide: its error
+        # (the range itself, not make_params of an array [lo, hi]: 41 us a new range before)
+        if mode in ("tfapprox", "asymmetric"):
             p = _tf_range_params(lo, hi, mode, m)
+        elif mode == "symmetric":
+            p = _symmetric_from_amax(max(abs(lo), abs(hi)),
+                                     np.float32((1 << (m.bits - 1)) - 1), m.bits, False)
         else:
             p = make_params(np.array([lo, hi], np.float32), mode, m)
         if len(_PARAMS) >= 256:

@@ -428,15 +428,30 @@ def tf_nudge(x_min, x_max, bits=8):
     are widened to include 0; an all-zero range gets scale 1 and zero point 0.
     """
     bits = _check_bits(bits)
-    lo, hi = _F32(x_min), _F32(x_max)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    scale, zp = _tf_scale_zp(x_min, x_max, bits)
+    qmax = float((1 << bits) - 1)
+    return _F32(_f32((0.0 - zp) * scale)), _F32(_f32((qmax - zp) * scale)), _F32(scale), zp
+
+
+def _tf_scale_zp(x_min, x_max, bits):
+    """The scale (a float holding a float32 value) and zero point of :func:`tf_nudge`, the
+    range checked: axkern._fast's Nudge where compiled, else :func:`_nudge_scale_zp`."""
+    lo, hi = float(_F32(x_min)), float(_F32(x_max))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"quantization range must be finite, got min={x_min!r}, max={x_max!r}")
     if lo > hi:
         raise ValueError(f"quantization range has min > max: min={x_min!r}, max={x_max!r}")
-    # float32 arithmetic as float64 operations rounded by _f32 (the same results, without
-    # NumPy scalars and their error state: a third of the time); a float32 reciprocal is
-    # finite exactly from _MIN_SCALE on, and 0 - v is exact
-    lo, hi = float(lo), float(hi)
+    fast = _fast_helpers()
+    sz = fast.nudge_scale_zp(lo, hi, bits) if fast is not None else None
+    return sz if sz is not None else _nudge_scale_zp(lo, hi, bits)
+
+
+def _nudge_scale_zp(lo, hi, bits):
+    """``(scale, zero_point)`` of :func:`tf_nudge` for the float32 values ``lo <= hi``: float32
+    arithmetic as float64 operations rounded by _f32 (for +, -, * and / the same results).
+    axkern._fast's ``nudge_scale_zp`` computes the same in C float; this serves where it is
+    not compiled, and raises for a range too wide, where that returns None."""
+    # a float32 reciprocal is finite exactly from _MIN_SCALE on, and 0 - v is exact
     qmin, qmax = 0.0, float((1 << bits) - 1)
     for attempt in range(2):
         scale = _f32(_f32(hi - lo) / (qmax - qmin))
@@ -445,29 +460,24 @@ def tf_nudge(x_min, x_max, bits=8):
         # Constant tensor: widen to include 0 so the constant itself is representable.
         lo, hi = min(lo, 0.0), max(hi, 0.0)
     else:
-        scale = None
-    if scale is not None and math.isinf(scale):
+        return 1.0, 0
+    if math.isinf(scale):
         raise ValueError(f"quantization range [{lo:.3g}, {hi:.3g}] is too "
                          f"wide: the scale (max - min) / {int(qmax)} overflows float32")
-    if scale is None:
-        return _F32(0), _F32(qmax), _F32(1), 0
     zp_from_min = qmin - _f32(lo / scale)
     if zp_from_min < qmin:
-        zp = int(qmin)
-    elif zp_from_min > qmax:
-        zp = int(qmax)
-    else:
-        # std::round: half away from zero (zp_from_min >= 0 here).
-        zp = int(math.floor(zp_from_min + 0.5))
-    nudged_min = _f32((qmin - zp) * scale)
-    nudged_max = _f32((qmax - zp) * scale)
-    return _F32(nudged_min), _F32(nudged_max), _F32(scale), zp
+        return scale, int(qmin)
+    if zp_from_min > qmax:
+        return scale, int(qmax)
+    # std::round: half away from zero (zp_from_min >= 0 here).
+    return scale, int(math.floor(zp_from_min + 0.5))
 
 
 def tf_quant_params(x_min, x_max, bits=8):
     """Unsigned :class:`QuantParams` from a range, nudged as TensorFlow does (:func:`tf_nudge`)."""
-    _, _, scale, zp = tf_nudge(x_min, x_max, bits)
-    return QuantParams(scale, zp, bits=bits, signed=False)
+    bits = _check_bits(bits)
+    scale, zp = _tf_scale_zp(x_min, x_max, bits)   # (the nudged ends are not needed here)
+    return QuantParams(_F32(scale), zp, bits=bits, signed=False)
 
 
 def fake_quant(x, x_min=None, x_max=None, bits=8):

@@ -83,11 +83,20 @@ def symmetric_float32(lo, hi, bits):
         return s if s > 0 and np.isfinite(F32(1) / s) else F32(1)
 
 
-def test_tf_nudge_matches_float32_arithmetic():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_tf_nudge_matches_float32_arithmetic(compiled, monkeypatch):
     """tf_nudge against the same formulas in NumPy float32 scalars, on ranges of every kind
-    and three bit widths; those whose scale overflows raise."""
-    for lo, hi in nudge_ranges():
-        for bits in (8, 5, 2):
+    (either zero too) and every bit width, with axkern._fast's Nudge and with the Python
+    one that serves where it is not compiled; those whose scale overflows raise."""
+    from axkern import quant
+
+    if compiled:
+        pytest.importorskip("axkern._fast")
+        assert quant._fast_helpers() is not None
+    else:
+        monkeypatch.setattr(quant, "_FAST", [None])
+    for lo, hi in nudge_ranges() + [(-0.0, -0.0), (-0.0, 3.0), (-2.0, -0.0)]:
+        for bits in range(2, 9):
             want = nudge_float32(lo, hi, bits)
             if isinstance(want, str):
                 with pytest.raises(ValueError, match="too wide"):
@@ -95,39 +104,23 @@ def test_tf_nudge_matches_float32_arithmetic():
                 continue
             got = tf_nudge(lo, hi, bits)
             assert all(type(g) is F32 for g in got[:3]) and type(got[3]) is int
-            np.testing.assert_array_equal(np.array(got[:3]), np.array(want[:3], F32),
-                                          err_msg=f"{lo!r} {hi!r} {bits}")
+            assert np.array(got[:3]).tobytes() == np.array(want[:3], F32).tobytes(), \
+                (lo, hi, bits, got, want)
             assert got[3] == want[3], (lo, hi, bits)
 
 
-def test_compiled_range_parameters_match_float32_arithmetic():
-    """axkern._fast.range_scale_zp (the parameters of every new range of a layer's input)
-    against the formulas in NumPy float32: the Nudge of the range as given (tfapprox) and
-    widened to include 0 (asymmetric), amax / qmax (symmetric), on ranges of every kind,
-    either zero, every bit width; None where the Nudge's scale overflows; bad arguments
-    refused."""
+def test_compiled_nudge_refuses_bad_arguments():
+    """axkern._fast.nudge_scale_zp (tf_nudge's, checked above): a float32 value and an int,
+    None for a range too wide (tf_nudge's error), bad arguments refused."""
     fast = pytest.importorskip("axkern._fast")
-    for lo, hi in nudge_ranges() + [(-0.0, -0.0), (-0.0, 3.0), (-2.0, -0.0)]:
-        lo, hi = F32(lo), F32(hi)
-        for bits in range(2, 9):
-            for mode in (0, 1, 2):
-                got = fast.range_scale_zp(lo, hi, bits, mode)
-                if mode == 2:
-                    want = (symmetric_float32(lo, hi, bits), 0)
-                else:
-                    a, b = (min(lo, F32(0)), max(hi, F32(0))) if mode else (lo, hi)
-                    want = nudge_float32(a, b, bits)
-                if isinstance(want, str):
-                    assert got is None, (lo, hi, bits, mode)
-                    continue
-                assert type(got[0]) is float and type(got[1]) is int
-                assert (F32(got[0]).tobytes(), got[1]) == (F32(want[-2]).tobytes(), want[-1]), \
-                    (lo, hi, bits, mode, got, want)
-                assert got[0] == float(F32(got[0]))   # a float32 value
-    for args in [(0.0, 1.0, 9, 0), (0.0, 1.0, 1, 0), (0.0, 1.0, 8, 3), (1.0, 0.0, 8, 0),
-                 (float("nan"), 1.0, 8, 0), (0.0, float("inf"), 8, 1)]:
+    s, z = fast.nudge_scale_zp(-1.0, 2.0, 8)
+    assert type(s) is float and s == float(F32(s)) and type(z) is int
+    big = float(np.finfo(F32).max)
+    assert fast.nudge_scale_zp(-big, big, 8) is None
+    for args in [(0.0, 1.0, 9), (0.0, 1.0, 1), (1.0, 0.0, 8), (float("nan"), 1.0, 8),
+                 (0.0, float("inf"), 8)]:
         with pytest.raises(ValueError, match="bits must be|finite range"):
-            fast.range_scale_zp(*args)
+            fast.nudge_scale_zp(*args)
 
 
 def test_scalar_quant_params_as_the_general_path():
