@@ -80,6 +80,12 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_
  * * scale) (+ bias); with c32 (the column's dd->corr32 entry) corr is added in int32. */
 void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale, double corr,
                      const int32_t *c32, const float *bias, float *y);
+/* int32 sums without window sums (dd->corr32 set) of rows r0 + i, columns o0 + j of the
+ * tile acc, dequantized straight into the NCHW output y (N, cols, dq->nchw): 8 x 8 blocks by
+ * axs_dqplanes8_avx2 (the AVX2 and AVX-512 paths), the rest by axs_dequant_one. */
+void axs_dqscatter_nchw(const axs_dequant *dq, const axs_xdeq *dd, const uint32_t *acc,
+                        ptrdiff_t lda, int ms, int nf, int64_t r0, int64_t o0, int64_t cols,
+                        float *y);
 /* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
  * output columns o0 .. o0 + nf, into pb's output, dequantized as dd says (window sums by
  * the groups of its sumx, dq->gcol);

@@ -466,12 +466,6 @@ int64_t axs_quantize_nchw(const float *x, int64_t N, int64_t C, int64_t HW, int 
  * transposed in registers. */
 void axs_scatter_nchw(const float *tile, ptrdiff_t ld, int ms, int nf, int64_t r0, int64_t o0,
                       int64_t P, int64_t cols, float *y, int path);
-/* int32 sums without window sums of rows r0 + i, columns o0 + j of the tile acc, dequantized
- * (axs_dequant_rows' bits; scale, c32, bias from column o0 on) straight into the NCHW
- * output y (N, cols, P): AVX2 (axs_dqplanes8_avx2), on the AVX2 and AVX-512 paths. */
-void axs_dqscatter_nchw(const uint32_t *acc, ptrdiff_t lda, int ms, int nf, int64_t r0,
-                        int64_t o0, int64_t P, int64_t cols, const double *scale,
-                        const int32_t *c32, const float *bias, float *y);
 
 /* min and max of x[0 .. n), n >= 1, in one parallel pass (quantize.c); returns the number
  * of NaN-holding blocks (0 when x holds no NaN; min and max are then meaningless). */

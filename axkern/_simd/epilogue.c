@@ -156,12 +156,13 @@ static int scatter_blocks(const float *t0, ptrdiff_t ld, int len, int nf, int j,
     return j;
 }
 
-void axs_dqscatter_nchw(const uint32_t *acc, ptrdiff_t lda, int ms, int nf, int64_t r0,
-                        int64_t o0, int64_t P, int64_t cols, const double *scale,
-                        const int32_t *c32, const float *bias, float *y)
+void axs_dqscatter_nchw(const axs_dequant *dq, const axs_xdeq *dd, const uint32_t *acc,
+                        ptrdiff_t lda, int ms, int nf, int64_t r0, int64_t o0, int64_t cols,
+                        float *y)
 {
     /* runs of rows within one image, as axs_scatter_nchw; blocks of 8 x 8 in registers,
-     * the edges element by element (the same formula) */
+     * the edges element by element */
+    const int64_t P = dq->nchw;
     for (int i = 0; i < ms;) {
         const int64_t n = (r0 + i) / P, p = (r0 + i) % P;
         const int len = (int)(P - p < ms - i ? P - p : ms - i);
@@ -169,13 +170,12 @@ void axs_dqscatter_nchw(const uint32_t *acc, ptrdiff_t lda, int ms, int nf, int6
         const uint32_t *t = acc + (ptrdiff_t)i * lda;
         float *yn = y + (n * cols + o0) * P + p;
         if (e8 && j8)
-            axs_dqplanes8_avx2(t, lda, e8, j8, scale, c32, bias, yn, (ptrdiff_t)P);
+            axs_dqplanes8_avx2(t, lda, e8, j8, dd->scale + o0, dd->corr32 + o0,
+                               dd->bias ? dd->bias + o0 : NULL, yn, (ptrdiff_t)P);
         for (int e = 0; e < len; e++)
-            for (int j = e < e8 ? j8 : 0; j < nf; j++) {
-                const double x = (double)(int32_t)(t[(ptrdiff_t)e * lda + j] + (uint32_t)c32[j]);
-                const float f = (float)(x * scale[j]);
-                yn[(int64_t)j * P + e] = bias ? f + bias[j] : f;
-            }
+            for (int j = e < e8 ? j8 : 0; j < nf; j++)
+                yn[(int64_t)j * P + e] = axs_dequant_one(
+                    dq, (int32_t)t[(ptrdiff_t)e * lda + j], r0 + i + e, o0 + j);
         i += len;
     }
 }

@@ -364,8 +364,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
         /* NCHW output of int32 sums without window sums: dequantized and transposed in
          * registers into the planes (depthwise 32 x 16 x 16 x 64, mul8u_drum4, whole calls,
          * paired: 1.02 - 1.05 times as fast) */
-        axs_dqscatter_nchw(acc, lda, ms, nf, r0, o0, dq->nchw, pb->ldo, dd->scale + o0,
-                           dd->corr32 + o0, dd->bias ? dd->bias + o0 : NULL, y);
+        axs_dqscatter_nchw(dq, dd, acc, lda, ms, nf, r0, o0, pb->ldo, y);
         return;
     }
     if (dq->nchw) {

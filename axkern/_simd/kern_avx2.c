@@ -957,9 +957,6 @@ AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, 
 
 /* ------------------------------------------------------------ 8 x 8 transposes */
 
-/* dst[i * ldd + j] = src[j * ld + i] for i, j < 8: 8 row loads, 24 in-lane shuffles and
- * lane swaps, 8 row stores (the NCHW store: 32-byte runs of a column instead of the 16 of
- * 4 x 4 SSE blocks). */
 /* The 8 x 8 transpose of the rows r[0..7] stored as the rows of dst (row stride ldd): 24
  * in-lane shuffles and lane swaps. */
 static inline __attribute__((always_inline)) AXS_AVX2 void tr8_store(__m256 *r, float *dst,
@@ -983,6 +980,8 @@ static inline __attribute__((always_inline)) AXS_AVX2 void tr8_store(__m256 *r, 
     }
 }
 
+/* dst[i * ldd + j] = src[j * ld + i] for i, j < 8: 8 row loads, the transpose, 8 row stores
+ * (the NCHW store: 32-byte runs of a column instead of the 16 of 4 x 4 SSE blocks). */
 AXS_AVX2 void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
 {
     __m256 r[8];
