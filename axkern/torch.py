@@ -500,17 +500,10 @@ class ApproxConv2d(_ApproxMixin, nn.Conv2d):
         m = self._multiplier
         spec = self._spec()
         xp = self._input_params(x, spec)
-        N, C, H, W = x.shape
-        if C != self.in_channels:
+        if x.shape[1] != self.in_channels:
             raise ValueError(f"{_layer_label(self)} expects {self.in_channels} input channels, "
                              f"got input of shape {tuple(x.shape)}")
-        pads = self._explicit_padding()
-        (pt, pb), (pl, pr) = pads
-        oh, ow = conv_output_size(H, W, *self.kernel_size, self.stride, (pt, pb, pl, pr),
-                                  self.dilation)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"{_layer_label(self)}: the input of shape {tuple(x.shape)} is "
-                             f"smaller than the (dilated) kernel")
+        pads = self._explicit_padding()   # (an input smaller than the kernel: axkern's error)
         w = weight.detach().numpy()                       # OIHW, a view
         b = None if bias is None else bias.detach().numpy()
         kw = dict(bias=b, stride=self.stride, padding=pads, dilation=self.dilation,

@@ -638,10 +638,11 @@ def test_weight_cache_never_serves_stale_weights():
 
 def test_layers_given_input_params_equal_the_public_calls():
     """conv_with_input_params / dense_with_input_params (the PyTorch layers' way in, with the
-    input's parameters already computed) against axconv2d / axdense with the same parameters
-    fixed (QuantSpec), bit for bit: both layouts, strides, paddings, groups, bias or not,
-    tuning, signed and unsigned tables, factored and not, per-channel input parameters and
-    the reference backend (axconv2d's own path then), empty batches; and the same errors."""
+    input's parameters already computed) against axconv2d / axdense on the reference backend
+    with the same parameters fixed (QuantSpec), bit for bit: both layouts, strides,
+    paddings, groups, bias or not, tuning, signed and unsigned tables, factored and not,
+    per-channel input parameters, entries on the cpu and the reference backend, empty
+    batches; and axconv2d's / axdense's own errors."""
     from axkern.conv import conv_with_input_params, range_params, resolve_quant
     from axkern.matmul import axdense, dense_with_input_params
     from axkern.quant import QuantSpec, symmetric_params
@@ -681,7 +682,10 @@ def test_layers_given_input_params_equal_the_public_calls():
                                 with pytest.raises(ValueError):
                                     conv_with_input_params(x, w, m, xp, spec, **kw)
                                 continue
-                            want = axconv2d(x, w, m, quant=QuantSpec(xp, spec.weight), **kw)
+                            # the reference backend's NumPy code: independent of the
+                            # fused path both entries share on the cpu backend
+                            want = axconv2d(x, w, m, quant=QuantSpec(xp, spec.weight),
+                                            **dict(kw, backend="reference"))
                             got = conv_with_input_params(x, w, m, xp, spec, **kw)
                             assert got.tobytes() == want.tobytes() and got.shape == want.shape, \
                                 (m.name, N, C, H, W, COUT, k, g, fmt, tune, backend)
@@ -694,7 +698,7 @@ def test_layers_given_input_params_equal_the_public_calls():
                 for bias in (None, rng.standard_normal(N).astype(np.float32)):
                     for tune, backend in ((False, "cpu"), (True, "cpu"), (False, "reference")):
                         want = axdense(xs, w, m, bias, quant=QuantSpec(xp, spec.weight),
-                                       tune=tune, backend=backend, num_threads=2)
+                                       tune=tune, backend="reference", num_threads=2)
                         got = dense_with_input_params(xs, w, m, xp, spec, bias=bias, tune=tune,
                                                       backend=backend, num_threads=2)
                         assert got.tobytes() == want.tobytes() and got.shape == want.shape, \

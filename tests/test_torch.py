@@ -697,6 +697,13 @@ def test_errors_of_the_numpy_api_name_the_layer():
     x.requires_grad_(True)   # the autograd function's forward too
     with pytest.raises(ValueError, match=r"^ApproxConv2d '0': .*NaN or Inf"):
         am(x)
+    # an input smaller than the (dilated) kernel, NCHW and channels_last
+    small = at.approximate(nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2)), U)
+    for t in (torch.rand(1, 3, 4, 6), torch.rand(1, 3, 4, 6).to(
+            memory_format=torch.channels_last)):
+        with pytest.raises(ValueError, match=r"^ApproxConv2d '0': .*does not fit the padded "
+                                             r"4x6 input"):
+            small(t)
 
 
 # ------------------------------------------------------------------------------ bad input
