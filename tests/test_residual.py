@@ -9,7 +9,7 @@ import pytest
 
 fast = pytest.importorskip("axkern._fast")
 from axkern import library  # noqa: E402
-from axkern.backends import get_backend, table256  # noqa: E402
+from axkern.backends import freeze_table, get_backend, table256  # noqa: E402
 from axkern.lut import operand_values  # noqa: E402
 from test_simd import PATHS, codes  # noqa: E402
 
@@ -169,6 +169,60 @@ def test_byte_residual_sums_exact(path):
                             dequant=dq, out_format="NCHW")
             np.testing.assert_array_equal(y, _dequantized(want, dq).transpose(0, 3, 1, 2),
                                           err_msg=name)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_direct_method_exact_on_every_table(path):
+    """The direct method on the tables of the class (on "avx512_vbmi" with VNNI, the
+    byte-residual direct kernel for 6 fixed codes or more, the 16-bit kernel for fewer) and
+    outside it, bit for bit against the reference backend: tiles of whole and partial blocks
+    of 64 rows, reductions not a multiple of 4 and longer than the kernel's 64-step chunks,
+    both GEMM orientations, int64 sums, convolutions streamed over the padded width (stride
+    1) and packed (stride 2), groups, a pad code; and the tiles' stores by rows (NHWC, NCHW,
+    the window sums of a weight zero point) against the NumPy epilogue."""
+    rng = np.random.default_rng(zlib.crc32(b"direct " + path.encode()))
+    gemms = [(200, 130, 7), (5, 70, 300), (64, 257, 64), (130, 3, 40), (7, 300, 500),
+             (192, 64, 6), (70, 9, 5)]
+    convs = [  # N, H, W, C, COUT, k, stride, groups
+        (2, 9, 9, 16, 16, 3, 1, 1), (2, 8, 7, 24, 12, 3, 2, 1), (1, 6, 6, 32, 20, 3, 1, 2)]
+    for name, (table, _) in tables(rng).items():
+        # frozen, as the float layers' tables are: the stores then add the correction in
+        # int32, and the NCHW store of int32 sums dequantizes 8 x 8 blocks in registers
+        table = freeze_table(table)
+        for M, K, N in gemms:
+            a, b = codes((M, K), rng), codes((K, N), rng)
+            want = ref.gemm(a, b, table, np.int64)
+            for acc in (np.int32, np.int64):
+                got = fast.gemm(a, b, table, acc, num_threads=2, path=path, method="direct")
+                np.testing.assert_array_equal(got, want.astype(acc),
+                                              err_msg=f"{name} gemm {M, K, N} {acc}")
+            # the store by rows, with the window sums of a weight zero point
+            dq = {"scale": rng.uniform(0.5, 2, N), "corr": rng.integers(-999, 999, N),
+                  "bias": rng.standard_normal(N).astype(np.float32),
+                  "zw": rng.integers(-30, 30, N), "sumx": rng.integers(-5000, 5000, (M, 1))}
+            y = fast.gemm(a, b, table, np.int32, num_threads=2, path=path, method="direct",
+                          dequant=dq)
+            v = want.astype(np.int32).astype(np.int64) + dq["corr"] - dq["zw"] * dq["sumx"]
+            np.testing.assert_array_equal(
+                y, (v.astype(np.float64) * dq["scale"]).astype(np.float32) + dq["bias"],
+                err_msg=f"{name} gemm {M, K, N} dequantized")
+        for N, H, W, C, COUT, k, s, g in convs:
+            x = codes((N, H, W, C), rng)
+            w = codes((k, k, C // g, COUT), rng)
+            geo = ((s, s), (1, 1, 1, 1), (1, 1), g, 77)
+            want = ref.conv2d(x, w, table, *geo, np.int64)
+            for acc in (np.int32, np.int64):
+                got = fast.conv2d(x, w, table, *geo, acc, 2, path=path, method="direct")
+                np.testing.assert_array_equal(got, want.astype(acc),
+                                              err_msg=f"{name} conv {C, COUT, s, g} {acc}")
+            dq = {"scale": rng.uniform(0.5, 2, COUT), "corr": rng.integers(-999, 999, COUT),
+                  "bias": rng.standard_normal(COUT).astype(np.float32)}
+            want32 = want.astype(np.int32)
+            for fmt, order in (("NHWC", (0, 1, 2, 3)), ("NCHW", (0, 3, 1, 2))):
+                y = fast.conv2d(x, w, table, *geo, np.int32, 2, path=path, method="direct",
+                                dequant=dq, out_format=fmt)
+                np.testing.assert_array_equal(y, _dequantized(want32, dq).transpose(order),
+                                              err_msg=f"{name} conv {C, COUT, s, g} {fmt}")
 
 
 def test_float_layers_keep_the_form_with_folded_zero_points():

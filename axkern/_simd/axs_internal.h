@@ -86,6 +86,13 @@ void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale,
 void axs_dqscatter_nchw(const axs_dequant *dq, const axs_xdeq *dd, const uint32_t *acc,
                         ptrdiff_t lda, int ms, int nf, int64_t r0, int64_t o0, int64_t cols,
                         float *y);
+/* axs_dequant_rows of the int32 totals in acc (row i, column j at acc[i * lda + j]) of
+ * output rows r0 .. r0 + ms by columns o0 .. o0 + nf into y (row i at y + i * ldy), a call
+ * per run of columns whose window sums are the same group of sumx (dq->gcol: sumx may hold
+ * other groups than the convolution's, or several for a GEMM). */
+void axs_dequant_cols(const axs_dequant *dq, const axs_xdeq *dd, const xword *acc,
+                      ptrdiff_t lda, int64_t r0, int ms, int64_t o0, int nf, float *y,
+                      ptrdiff_t ldy);
 /* Sums in acc (int32 totals, row i, column j at acc[i * lda + j]) of rows r0 .. r0 + ms and
  * output columns o0 .. o0 + nf, into pb's output, dequantized as dd says (window sums by
  * the groups of its sumx, dq->gcol);
@@ -153,7 +160,10 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
  * thread: direct (rows * K * cols lookups, rows streamed past cols fixed codes, over the
  * `units` threads its tiles keep busy) against expanded (tables built per unit plus
  * lookups of padded column blocks, over the threads its units keep busy). */
-double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units);
+/* res: the fixed codes are the input's (a swapped orientation) and the table has the
+ * byte-residual form there (axs_fixed_table.res8d on this path) */
+double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units,
+                       int res);
 /* res: the table has the byte-residual form in this orientation and the call's blocks read
  * consecutive codes (see expand.c) */
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,

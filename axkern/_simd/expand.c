@@ -69,6 +69,21 @@
  * performance.md, "Zen 4"). Not measured on a CPU with full-width 512-bit units. */
 #define AXS_DIRECT_512 1.1
 #define AXS_X32 0.5
+/* A direct lookup of the byte-residual kernel (axs_kern8r_avx512: tables in the byte-residual
+ * form, AXS_R8MINF fixed codes or more, reductions of AXS_R8MINK steps or more) where the
+ * fixed codes are the input's (the swapped orientations: pixels of a convolution, rows of
+ * a GEMM; many of them, so the codes' interleaving and the exact part's pass are shared by
+ * 64 fixed codes a tile). Fitted on Zen 4 (int32 sums, dequantizing store, two threads, a
+ * folded synthetic table, codes of normals around the zero point) on 21 convolutions and
+ * GEMMs, each the direct and the expanded method alternating: the swapped ones wanted
+ * 0.59 - 0.69 (batch-1 and -2 layers of 256 and 512 channels, 3 x 3 and 1 x 1; GEMMs of 16 -
+ * 256 rows). Where the fixed codes are the filters the 16-bit kernel's factor fits it too
+ * (32 x 32 x 32 x 16 -> 16 wanted more than 1.03: its codes, clustered as activations are,
+ * keep the expanded tables' rows in L1, which the direct kernel cannot use). Shorter
+ * reductions (3 -> 16, 27 steps: 0.84 times the expanded method) weigh the tile's fixed
+ * costs more. */
+#define AXS_DIRECT_R8 0.65
+#define AXS_R8MINK 64
 /* The byte-residual form's 64-wide blocks (AVX-512 with VNNI), in the same units: a column
  * of a row and step, and an entry built (the 16-bit form's builders: AXS_XBUILD_AVX2).
  * Fitted on Zen 4 from perf profiles of 32 x 8 x 8 x 64 -> 64 and 256 x 1024 x 1024 (a row
@@ -164,7 +179,8 @@ static int64_t xtile_rows(int64_t rows, int64_t cols, int64_t groups, int64_t K,
  * busy (units: the threads it can use, at most nt). A batch-1 layer of 64 pixels by 64
  * filters is one unit of the direct method but four of the expanded one (its column
  * blocks): on 2 threads the expanded method ran it in 0.39 ms, the direct one in 1.03. */
-double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units)
+double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units,
+                       int res)
 {
     double lookups;
     if (path == AXS_PATH_AVX2) {
@@ -173,6 +189,8 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
                   AXS_DIRECT_TAIL * (double)(rows % 32);
     } else {
         double per = path == AXS_PATH_SCALAR ? AXS_DIRECT_C : AXS_DIRECT_512;
+        if (path == AXS_PATH_AVX512_VBMI && res && cols >= AXS_R8MINF && K >= AXS_R8MINK)
+            per = AXS_DIRECT_R8;
         lookups = per * (double)((rows + 63) / 64 * 64);
     }
     return lookups * (double)K * (double)cols / (double)(units > 1 ? units : 1);
@@ -309,9 +327,6 @@ void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale,
 #pragma GCC pop_options
 #endif
 
-/* axs_dequant_rows of rows r0 .. r0 + ms by columns o0 .. o0 + nf of acc into y, a call per
- * run of columns whose window sums are the same group of sumx (dq->gcol: sumx may hold
- * other groups than the convolution's, or several for a GEMM). */
 static int gcol_run(const axs_dequant *dq, int64_t o0, int j0, int n)
 {
     /* the end of the run of columns o0 + j0 .. o0 + n - 1 in j0's group (all without sumx) */
@@ -321,9 +336,9 @@ static int gcol_run(const axs_dequant *dq, int64_t o0, int j0, int n)
     return j1;
 }
 
-static void dequant_cols(const axs_dequant *dq, const axs_xdeq *dd, const xword *acc,
-                         ptrdiff_t lda, int64_t r0, int ms, int64_t o0, int nf, float *y,
-                         ptrdiff_t ldy)
+void axs_dequant_cols(const axs_dequant *dq, const axs_xdeq *dd, const xword *acc,
+                      ptrdiff_t lda, int64_t r0, int ms, int64_t o0, int nf, float *y,
+                      ptrdiff_t ldy)
 {
     for (int j0 = 0, j1; j0 < nf; j0 = j1) {
         j1 = gcol_run(dq, o0, j0, nf);
@@ -372,7 +387,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
          * store a run of pixels per column */
         float *ft = (float *)acc;
         if (dd->exact) {
-            dequant_cols(dq, dd, acc, lda, r0, ms, o0, nf, ft, lda);
+            axs_dequant_cols(dq, dd, acc, lda, r0, ms, o0, nf, ft, lda);
         } else {
             for (int i = 0; i < ms; i++)
                 for (int j = 0; j < nf; j++)
@@ -389,7 +404,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
         for (int j = 0; j < nf; j++)
             for (int i = 0; i < ms; i++)
                 tmp[(ptrdiff_t)j * ms + i] = acc[(ptrdiff_t)i * lda + j];
-        /* its columns are the streamed rows: runs of them by group, as in dequant_cols */
+        /* its columns are the streamed rows: runs of them by group, as in axs_dequant_cols */
         for (int i0 = 0, i1; i0 < ms; i0 = i1) {
             i1 = gcol_run(dq, r0, i0, ms);
             axs_dequant_rows(tmp + i0, ms, nf, i1 - i0, 0,
@@ -412,7 +427,7 @@ void axs_xstore(const xproblem *pb, const axs_xdeq *dd, xword *acc, ptrdiff_t ld
                         axs_dequant_one(dq, (int32_t)acc[i * lda + j], r0 + i, o0 + j);
         return;
     }
-    dequant_cols(dq, dd, acc, lda, r0, ms, o0, nf, y + r0 * pb->ldo + o0, (ptrdiff_t)pb->ldo);
+    axs_dequant_cols(dq, dd, acc, lda, r0, ms, o0, nf, y + r0 * pb->ldo + o0, (ptrdiff_t)pb->ldo);
 }
 
 /* Offsets of rows r0 .. r0 + ms into roff. */

@@ -135,6 +135,10 @@ AXS_512 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, 
                                ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t,
                                uint32_t *C)
 {
+    if (t->res8d && nf >= AXS_R8MINF) {
+        axs_kern8r_avx512(S, soff, ms, F, ldF, nf, K, t, C);
+        return;
+    }
     switch ((ms + 63) / 64) {
     case 0: return;
     case 1: kern_nb1(S, soff, ms, F, ldF, nf, K, t->planes, C); return;
@@ -699,6 +703,238 @@ AXS_R512 void axs_rkern_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms,
 }
 #undef AXS_RROWS
 
+/* ------------------------------------------------------------ byte-residual direct kernel */
+
+/* Steps per chunk: the chunk's codes (a row block's 64 bytes a step) and their
+ * 4-step interleaved copy X stay in L1 while every fixed code of the tile passes. */
+#define AXS_R8KC 64
+
+/* 4 x 4 transpose of 128-bit lanes: v[q] lane l = e[l] lane q. The exact part's sums come
+ * out of the in-lane unpacks with e[q] lane L holding rows 16 L + 4 q .. + 3; this puts
+ * row 16 q + m at v[q] element m. */
+static inline __attribute__((always_inline)) AXS_R512 void
+r8_lanes(const __m512i e[4], __m512i v[4])
+{
+    const __m512i u0 = _mm512_shuffle_i32x4(e[0], e[1], 0x44);
+    const __m512i u1 = _mm512_shuffle_i32x4(e[0], e[1], 0xEE);
+    const __m512i u2 = _mm512_shuffle_i32x4(e[2], e[3], 0x44);
+    const __m512i u3 = _mm512_shuffle_i32x4(e[2], e[3], 0xEE);
+    v[0] = _mm512_shuffle_i32x4(u0, u2, 0x88);
+    v[1] = _mm512_shuffle_i32x4(u0, u2, 0xDD);
+    v[2] = _mm512_shuffle_i32x4(u1, u3, 0x88);
+    v[3] = _mm512_shuffle_i32x4(u1, u3, 0xDD);
+}
+
+/* The codes of steps k .. k + 3 of 64 rows, XOR 0x80, as one dword per row (the exact
+ * part's vpdpbusd operand): o[q] lane L dword m is row 16 L + 4 q + m. */
+static inline __attribute__((always_inline)) AXS_R512 void
+r8_interleave(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i o[4])
+{
+    const __m512i t0 = _mm512_unpacklo_epi8(a0, a1), t1 = _mm512_unpackhi_epi8(a0, a1);
+    const __m512i t2 = _mm512_unpacklo_epi8(a2, a3), t3 = _mm512_unpackhi_epi8(a2, a3);
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    o[0] = _mm512_xor_si512(_mm512_unpacklo_epi16(t0, t2), x80);
+    o[1] = _mm512_xor_si512(_mm512_unpackhi_epi16(t0, t2), x80);
+    o[2] = _mm512_xor_si512(_mm512_unpacklo_epi16(t1, t3), x80);
+    o[3] = _mm512_xor_si512(_mm512_unpackhi_epi16(t1, t3), x80);
+}
+
+/* One chunk of kc <= AXS_R8KC steps for NB blocks of 64 rows and every fixed code:
+ * c[j * AXS_MB + i] = (add ? c : 0) + the chunk's sum of tab16 entries (biased), as
+ * entry + bias = v(s) (v(f) - rz) + res8[s][f] + rcc[f] + bias (prepare_residual). Two
+ * passes per fixed code: the exact part, one vpdpbusd per 4 steps and 16 rows on X (the
+ * chunk's codes interleaved once for all fixed codes), stored with the per-column and
+ * per-row terms; then the residual bytes, two vpermi2b per step and 64 rows summed in
+ * 16-bit lanes as the expanded tables' rows are (raw and high bytes), added. Apart, each
+ * loop's sums stay in registers (together they spilled). */
+static inline __attribute__((always_inline)) AXS_R512 void
+r8_chunk(const uint8_t *S, const ptrdiff_t *soff, const __mmask64 *lm, const uint8_t *F,
+         ptrdiff_t ldF, int nf, int k0, int kc, const axs_fixed_table *t, uint32_t *C,
+         int add, const int NB, const int sgn, const int full)
+{
+    __m512i X[AXS_R8KC / 4][4][4];   /* [step group][block][q] */
+    int32_t zrow[4 * 64];            /* rz times the row's values over the chunk */
+    const int rz = t->rz;
+    for (int b = 0; b < NB; b++) {
+        __m512i zs[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
+                         _mm512_setzero_si512(), _mm512_setzero_si512()};
+        for (int kk = 0; kk < kc; kk += 4) {
+            __m512i a[4];
+            for (int d = 0; d < 4; d++) {
+                const int k = k0 + (kk + d < kc ? kk + d : kc - 1);
+                a[d] = _mm512_maskz_loadu_epi8(lm[b], S + soff[k] + 64 * b);
+            }
+            r8_interleave(a[0], a[1], a[2], a[3], X[kk / 4][b]);
+            if (rz) {
+                const int n = kc - kk < 4 ? kc - kk : 4;
+                const __m512i ones = _mm512_set1_epi32((int)(0x01010101u >> (8 * (4 - n))));
+                for (int q = 0; q < 4; q++)
+                    zs[q] = sgn ? _mm512_dpbusd_epi32(zs[q], X[kk / 4][b][q], ones)
+                                : _mm512_dpbusd_epi32(zs[q], ones, X[kk / 4][b][q]);
+            }
+        }
+        if (rz) {
+            /* sum of v(s) = the XORed bytes' sum + 128 kc (unsigned) or - 128 kc (signed) */
+            __m512i v[4];
+            r8_lanes(zs, v);
+            const __m512i off = _mm512_set1_epi32(sgn ? -128 * kc : 128 * kc);
+            const __m512i zz = _mm512_set1_epi32(rz);
+            for (int q = 0; q < 4; q++)
+                _mm512_storeu_si512((void *)(zrow + 64 * b + 16 * q),
+                                    _mm512_mullo_epi32(_mm512_add_epi32(v[q], off), zz));
+        }
+    }
+    const uint8_t *res8d = t->res8d;
+    const int32_t *rcc = t->rcc;
+    const uint32_t bias = t->bias;
+    for (int j = 0; j < nf; j++) {
+        const uint8_t *f = F + j * ldF + k0;
+        __m512i e[4][4];
+        for (int b = 0; b < NB; b++)
+            for (int q = 0; q < 4; q++)
+                e[b][q] = _mm512_setzero_si512();
+        uint32_t colc = bias * (uint32_t)kc;   /* the per-column terms */
+        for (int kk = 0; kk < kc; kk++)
+            colc += (uint32_t)rcc[f[kk]];
+        /* the steps' fixed codes 4 at a time, those past kc 0 (their X is the last step's) */
+        uint32_t w4s[AXS_R8KC / 4];
+        memcpy(w4s, f, (size_t)(kc & ~3));
+        if (kc & 3) {
+            uint32_t w4 = 0;
+            for (int d = 0; d < (kc & 3); d++)
+                w4 |= (uint32_t)f[(kc & ~3) + d] << (8 * d);
+            w4s[kc / 4] = w4;
+        }
+        for (int g = 0; g < (kc + 3) / 4; g++) {
+            const __m512i wv = _mm512_set1_epi32((int)w4s[g]);
+            for (int b = 0; b < NB; b++)
+                for (int q = 0; q < 4; q++) {
+                    e[b][q] = sgn ? _mm512_dpbusd_epi32(e[b][q], X[g][b][q], wv)
+                                  : _mm512_dpbusd_epi32(e[b][q], wv, X[g][b][q]);
+                    /* pinned: without it GCC copied every sum to another register a step */
+                    __asm__("" : "+v"(e[b][q]));
+                }
+        }
+        uint32_t *c = C + (ptrdiff_t)j * AXS_MB;
+        const __m512i cc = _mm512_set1_epi32((int)colc);
+        for (int b = 0; b < NB; b++) {
+            __m512i v[4];
+            r8_lanes(e[b], v);
+            for (int q = 0; q < 4; q++) {
+                __m512i x = _mm512_add_epi32(v[q], cc);
+                if (rz)
+                    x = _mm512_sub_epi32(
+                        x, _mm512_loadu_si512((const void *)(zrow + 64 * b + 16 * q)));
+                uint32_t *cq = c + 64 * b + 16 * q;
+                if (add)
+                    x = _mm512_add_epi32(x, _mm512_loadu_si512((const void *)cq));
+                _mm512_storeu_si512((void *)cq, x);
+            }
+        }
+    }
+    /* row order of the 16-bit sums: even rows in u16 lane t of one vector, odd in the other */
+    const __m512i inter = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41,
+                                           9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2,
+                                           33, 1, 32, 0);
+    const __m512i inter2 = _mm512_add_epi16(inter, _mm512_set1_epi16(16));
+    for (int j = 0; j < nf; j++) {
+        const uint8_t *f = F + j * ldF + k0;
+        __m512i raw[4], high[4];
+        for (int b = 0; b < NB; b++)
+            raw[b] = high[b] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+        for (int k = 0; k < kc; k++) {
+            const __m512i *p = (const __m512i *)(res8d + ((size_t)f[k] << 8));
+            const __m512i T0 = _mm512_load_si512(p), T1 = _mm512_load_si512(p + 1);
+            const __m512i T2 = _mm512_load_si512(p + 2), T3 = _mm512_load_si512(p + 3);
+            const uint8_t *s = S + soff[k0 + k];
+#pragma GCC unroll 4
+            for (int b = 0; b < NB; b++) {
+                const __m512i idx = full ? _mm512_loadu_si512((const void *)(s + 64 * b))
+                                         : _mm512_maskz_loadu_epi8(lm[b], s + 64 * b);
+                const __mmask64 top = _mm512_movepi8_mask(idx);
+                const __m512i r = _mm512_mask2_permutex2var_epi8(
+                    T0, _mm512_mask2_permutex2var_epi8(T2, idx, top, T3), _knot_mask64(top), T1);
+                raw[b] = _mm512_add_epi16(raw[b], r);
+                high[b] = _mm512_add_epi16(high[b], _mm512_srli_epi16(r, 8));
+                __asm__("" : "+v"(raw[b]), "+v"(high[b]));
+            }
+        }
+        uint32_t *c = C + (ptrdiff_t)j * AXS_MB;
+        for (int b = 0; b < NB; b++) {
+            /* bytes of even rows: raw less the high bytes moved up; odd rows: the high sums */
+            const __m512i even = _mm512_sub_epi16(raw[b], _mm512_slli_epi16(high[b], 8));
+            const __m512i w0 = _mm512_permutex2var_epi16(even, inter, high[b]);
+            const __m512i w1 = _mm512_permutex2var_epi16(even, inter2, high[b]);
+            const __m512i v[4] = {_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w0)),
+                                  _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w0, 1)),
+                                  _mm512_cvtepu16_epi32(_mm512_castsi512_si256(w1)),
+                                  _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w1, 1))};
+            for (int q = 0; q < 4; q++) {
+                uint32_t *cq = c + 64 * b + 16 * q;
+                _mm512_storeu_si512(
+                    (void *)cq, _mm512_add_epi32(_mm512_loadu_si512((const void *)cq), v[q]));
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) AXS_R512 void
+r8_kern(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdiff_t ldF,
+        int nf, int K, const axs_fixed_table *t, uint32_t *C, const int NB, const int sgn)
+{
+    __mmask64 lm[4];
+    for (int b = 0; b < 4; b++) {
+        int r = ms - 64 * b;
+        lm[b] = r >= 64 ? ~(__mmask64)0 : (r <= 0 ? (__mmask64)0 : (((__mmask64)1 << r) - 1));
+    }
+    if (K <= 0) {
+        for (int j = 0; j < nf; j++)
+            memset(C + (ptrdiff_t)j * AXS_MB, 0, (size_t)NB * 64 * sizeof(uint32_t));
+        return;
+    }
+    for (int k0 = 0; k0 < K; k0 += AXS_R8KC) {
+        const int kc = K - k0 < AXS_R8KC ? K - k0 : AXS_R8KC;
+        if (ms == 64 * NB)   /* whole blocks: plain loads, no masks held across the loop */
+            r8_chunk(S, soff, lm, F, ldF, nf, k0, kc, t, C, k0 > 0, NB, sgn, 1);
+        else
+            r8_chunk(S, soff, lm, F, ldF, nf, k0, kc, t, C, k0 > 0, NB, sgn, 0);
+    }
+}
+
+#define AXS_R8K(NB, SGN)                                                                    \
+    static __attribute__((noinline)) AXS_R512 void r8_kern_##NB##_##SGN(                    \
+        const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdiff_t ldF,   \
+        int nf, int K, const axs_fixed_table *t, uint32_t *C)                               \
+    { r8_kern(S, soff, ms, F, ldF, nf, K, t, C, NB, SGN); }
+AXS_R8K(1, 0)
+AXS_R8K(2, 0)
+AXS_R8K(3, 0)
+AXS_R8K(1, 1)
+AXS_R8K(2, 1)
+AXS_R8K(3, 1)
+#undef AXS_R8K
+
+_Static_assert(AXS_MB <= 192, "the byte-residual direct kernel holds 3 blocks of 64 rows");
+
+AXS_R512 void axs_kern8r_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms,
+                                const uint8_t *F, ptrdiff_t ldF, int nf, int K,
+                                const axs_fixed_table *t, uint32_t *C)
+{
+    const int nb = (ms + 63) / 64;
+    if (nb <= 0)
+        return;
+    if (t->rsigned) {
+        if (nb == 1) r8_kern_1_1(S, soff, ms, F, ldF, nf, K, t, C);
+        else if (nb == 2) r8_kern_2_1(S, soff, ms, F, ldF, nf, K, t, C);
+        else r8_kern_3_1(S, soff, ms, F, ldF, nf, K, t, C);
+    } else {
+        if (nb == 1) r8_kern_1_0(S, soff, ms, F, ldF, nf, K, t, C);
+        else if (nb == 2) r8_kern_2_0(S, soff, ms, F, ldF, nf, K, t, C);
+        else r8_kern_3_0(S, soff, ms, F, ldF, nf, K, t, C);
+    }
+}
+
 #else  /* not x86-64 GCC/Clang: never selected (axs_path_supported says no) */
 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                        ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
@@ -749,6 +985,11 @@ void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, const p
                        (size_t)S[roff[i] + koff[kk]] * AXS_XNB32 + p];
             acc[i * lda + AXS_XCOL32(p)] = s;
         }
+}
+void axs_kern8r_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                       ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C)
+{
+    axs_kern16_scalar(S, soff, ms, F, ldF, nf, K, t, C);
 }
 /* never called: axs_has_vnni says no */
 void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
