@@ -25,14 +25,15 @@ def test_gemm_expand_matches_reference(path, kind):
     table = random_table(kind, rng)
     # N: one 16-wide block (partial and full), two and three blocks, several blocks with a
     # partial last one; M: fewer rows than a register group, rows that leave
-    # remainders, and M < N, where the columns of b become the streamed rows (swapped).
+    # remainders, and M < N, where the columns of b become the streamed rows (swapped; from
+    # 32 rows of a on, (48, 37, 700), streamed from a transposed copy of b).
     # K: 1 step, one partial block, several blocks with a partial last one.
     # 8 columns or fewer: the 8-wide blocks of the AVX2 code, written in place (100, 20, 8)
     # or through the transposed store (8, 64, 200); more than 16 on the AVX-512 path: 32-wide
     # blocks (zmm rows), full (32) and partial (17, 48, 70, 257), 12, 4 and 1 rows at a time
     for M, K, N in [(1, 1, 1), (5, 3, 16), (9, 17, 17), (33, 40, 32), (70, 129, 48),
                     (130, 33, 70), (3, 300, 257), (8, 64, 200), (200, 9, 100), (100, 20, 8),
-                    (61, 70, 7)]:
+                    (61, 70, 7), (48, 37, 700)]:
         a = codes((M, K), rng, kind)
         b = codes((K, N), rng, kind)
         expect = ref.gemm(a, b, table, np.int64).astype(np.int32)
