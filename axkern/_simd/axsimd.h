@@ -226,6 +226,10 @@ void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const uint16_t *
  * and for i, j < 8 (AVX2; the NCHW store). */
 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
 void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
+/* axs_dequant_rows without window sums for n a multiple of 8 (AVX2; expand.c). */
+void axs_dequant_rows8_avx2(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_t vbias,
+                            const double *scale, const double *corr, const int32_t *c32,
+                            const float *bias, float *y, ptrdiff_t ldy);
 /* The NCHW store of int32 sums without window sums (epilogue.c): ms x nf sums (multiples of
  * 8) dequantized as axs_dequant_rows does and written transposed, y[j * P + i]. */
 void axs_dqplanes8_avx2(const uint32_t *v, ptrdiff_t ldv, int ms, int nf,

@@ -244,10 +244,10 @@ static void xfns_for(int path, int nb, axs_xbuild_fn *build, axs_xkern_fn *kern)
  * as the row). Without sx the zw term is left out: x - zw * 0 is x (x is never -0), and
  * the short rows of a depthwise band (16 columns) then take a third less time. */
 AXS_VECTOR_CLONES
-void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_t vbias,
-                      const int64_t *sx, ptrdiff_t ldsx, const double *scale,
-                      const double *corr, const int32_t *c32, const double *zw,
-                      const float *bias, float *y, ptrdiff_t ldy)
+static void dequant_rows_any(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_t vbias,
+                             const int64_t *sx, ptrdiff_t ldsx, const double *scale,
+                             const double *corr, const int32_t *c32, const double *zw,
+                             const float *bias, float *y, ptrdiff_t ldy)
 {
     for (int i = 0; i < rows; i++) {
         const xword *vi = v + i * ldv;
@@ -293,6 +293,17 @@ void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_
             }
         }
     }
+}
+void axs_dequant_rows(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_t vbias,
+                      const int64_t *sx, ptrdiff_t ldsx, const double *scale,
+                      const double *corr, const int32_t *c32, const double *zw,
+                      const float *bias, float *y, ptrdiff_t ldy)
+{
+    if (!sx && n > 0 && n % 8 == 0 && axs_path_supported(AXS_PATH_AVX2)) {
+        axs_dequant_rows8_avx2(v, ldv, rows, n, vbias, scale, corr, c32, bias, y, ldy);
+        return;
+    }
+    dequant_rows_any(v, ldv, rows, n, vbias, sx, ldsx, scale, corr, c32, zw, bias, y, ldy);
 }
 AXS_VECTOR_CLONES
 void axs_dequant_run(const uint32_t *v, int64_t n, uint32_t kbias, double scale, double corr,
