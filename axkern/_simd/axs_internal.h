@@ -160,8 +160,9 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
  * thread: direct (rows * K * cols lookups, rows streamed past cols fixed codes, over the
  * `units` threads its tiles keep busy) against expanded (tables built per unit plus
  * lookups of padded column blocks, over the threads its units keep busy). */
-/* res: the fixed codes are the input's (a swapped orientation) and the table has the
- * byte-residual form there (axs_fixed_table.res8d on this path) */
+/* res: the byte-residual direct kernel's factor applies (axsimd.c, direct_residual: the
+ * swapped orientation of a table in the byte-residual form on this path, enough fixed codes
+ * and steps) */
 double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t units,
                        int res);
 /* res: the table has the byte-residual form in this orientation and the call's blocks read

@@ -773,13 +773,15 @@ static int residual_form(const int32_t *table, uint64_t token, int transpose, in
     return entry_residual(table, token, transpose) == 1;
 }
 
-/* Whether the direct kernel of this path gets the byte-residual form of this table in
- * this orientation (the VBMI entry prepares res8d exactly when the expanded entry has res8),
- * for the cost model. */
-static int direct_residual(const int32_t *table, uint64_t token, int transpose, int path)
+/* Whether the cost model counts the byte-residual direct kernel for K steps and cols fixed
+ * codes in the swapped orientation (AXS_DIRECT_R8): the path runs it for this table (the
+ * VBMI entry prepares res8d exactly when the expanded entry has res8) and the call is long
+ * and wide enough. The table's entry is looked up only then. */
+static int direct_residual(const int32_t *table, uint64_t token, int path, int64_t K,
+                           int64_t cols)
 {
-    return path == AXS_PATH_AVX512_VBMI && axs_has_vnni() &&
-           entry_residual(table, token, transpose) == 1;
+    return path == AXS_PATH_AVX512_VBMI && K >= AXS_R8MINK && cols >= AXS_R8MINF &&
+           axs_has_vnni() && entry_residual(table, token, 1) == 1;
 }
 
 int axs_byte_residual(const int32_t *table, uint64_t token, int path)
@@ -860,7 +862,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
          * b, against the direct method */
         double direct = axs_direct_cost(path, swapped ? N : M, K, swapped ? M : N,
                                         nst < nt ? nst : nt,
-                                        swapped && direct_residual(table, token, 1, path));
+                                        swapped && direct_residual(table, token, path, K, M));
         double cost = axs_xcost(path, M, K, N, 1, nt,
                                 residual_form(table, token, 0, path, method, out64, N));
         double cost_sw = axs_xcost(path, N, K, M, 1, nt,
@@ -902,8 +904,9 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         soff[k] = (ptrdiff_t)(k * (swapped ? N : AXS_MB));
     if (!swapped)
         axs_transpose_u8(b, K, N, bt, nt);
-    axs_xdeq dd;   /* the row stores' terms (rowstore) */
-    if (axs_xdeq_init(!swapped && !out64 ? dq : NULL, N, M, &dd)) {
+    axs_xdeq dd;   /* the row stores' terms (rowstore: the AVX-512 path) */
+    if (axs_xdeq_init(!swapped && !out64 && path == AXS_PATH_AVX512_VBMI ? dq : NULL, N, M,
+                      &dd)) {
         free(soff);
         free(bt);
         release(ce);
@@ -926,7 +929,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         ptrdiff_t orow[AXS_MB];
         int64_t orid[AXS_MB], ocol[AXS_MB];
         sink sk = {out, out64, dq, orow, 1, orid, ocol, 0, 1, 0,
-                   !swapped, out, N, dq ? &dd : NULL, path};
+                   !swapped, out, N, dd.corr ? &dd : NULL, path};
         /* dynamic (the machine may be shared: a busy core must not hold everyone up), in
          * chunks of whole row tiles so that each tile is packed once */
 #pragma omp for schedule(dynamic, 1)
@@ -1327,7 +1330,8 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
             const int64_t us = groups * ((OG + mbs - 1) / mbs) * nfb;
             const double sw_cost =
                 (double)groups * axs_direct_cost(path, OG, K, N * P, us < nt ? us : nt,
-                                                 direct_residual(table, token, 1, path)) +
+                                                 direct_residual(table, token, path, K,
+                                                                 N * P)) +
                 2.0 * (double)(N * P * groups * K) / nt;
             if (sw_cost < direct) {
                 direct = sw_cost;
@@ -1417,7 +1421,8 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     size_t batch_bytes = (size_t)(N * C * plane);
     uint8_t *xp = wide ? NULL : (uint8_t *)malloc(batch_bytes + 8);
     axs_xdeq dd;   /* the row stores' terms (rowstore) */
-    int dd_err = axs_xdeq_init(out64 ? NULL : dq, COUT, N * P, &dd);
+    int dd_err = axs_xdeq_init(!out64 && path == AXS_PATH_AVX512_VBMI ? dq : NULL, COUT, N * P,
+                               &dd);
     if ((!wide && !xp) || dd_err) {
         free(dd.corr);
         free(xp);
@@ -1454,7 +1459,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
          * (n * COUT + o) * P + p, so fixed code j of a tile steps by P */
         const int nchw = dq && dq->nchw;
         sink sk = {out, out64, dq, orow, nchw ? (ptrdiff_t)P : 1, orid, ocol, 0, 1, 0,
-                   1, out, COUT, dq ? &dd : NULL, path};
+                   1, out, COUT, dd.corr ? &dd : NULL, path};
         size_t esize = dq ? sizeof(float) : out64 ? sizeof(int64_t) : sizeof(int32_t);
         /* dynamic: a busy core must not hold everyone up */
 #pragma omp for schedule(dynamic, 1)

@@ -84,6 +84,9 @@ void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const ui
  * AXS_R8MINF fixed codes or more (fewer leave the interleaving too little to share: one
  * fixed code, the depthwise variant's, ran at 0.91 - 0.95 times the 16-bit kernel). */
 #define AXS_R8MINF 6
+/* Reductions the method choice counts it for (expand.c, AXS_DIRECT_R8): shorter ones weigh
+ * the tile's fixed costs more. */
+#define AXS_R8MINK 64
 void axs_kern8r_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                        ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C);
 

@@ -83,7 +83,6 @@
  * reductions (3 -> 16, 27 steps: 0.84 times the expanded method) weigh the tile's fixed
  * costs more. */
 #define AXS_DIRECT_R8 0.65
-#define AXS_R8MINK 64
 /* The byte-residual form's 64-wide blocks (AVX-512 with VNNI), in the same units: a column
  * of a row and step, and an entry built (the 16-bit form's builders: AXS_XBUILD_AVX2).
  * Fitted on Zen 4 from perf profiles of 32 x 8 x 8 x 64 -> 64 and 256 x 1024 x 1024 (a row
@@ -189,7 +188,7 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
                   AXS_DIRECT_TAIL * (double)(rows % 32);
     } else {
         double per = path == AXS_PATH_SCALAR ? AXS_DIRECT_C : AXS_DIRECT_512;
-        if (path == AXS_PATH_AVX512_VBMI && res && cols >= AXS_R8MINF && K >= AXS_R8MINK)
+        if (res)
             per = AXS_DIRECT_R8;
         lookups = per * (double)((rows + 63) / 64 * 64);
     }

@@ -1014,6 +1014,24 @@ AXS_AVX2 void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptr
     tr8_store(r, (float *)dst, ldd);
 }
 
+/* Eight int32 sums x (their correction added) dequantized as axs_dequant_rows does:
+ * float64 (plus the float64 correction c where there is one), times the scales s0, s1
+ * (columns 0 - 3, 4 - 7), rounded once to float32, plus the float32 bias b where there is
+ * one (without a bias nothing is added: -0.0 stays -0.0). */
+static inline __attribute__((always_inline)) AXS_AVX2 __m256
+dq8_avx2(__m256i x, const __m256d *c, __m256d s0, __m256d s1, const __m256 *b)
+{
+    __m256d d0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(x));
+    __m256d d1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(x, 1));
+    if (c) {
+        d0 = _mm256_add_pd(d0, c[0]);
+        d1 = _mm256_add_pd(d1, c[1]);
+    }
+    const __m256 r = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_mul_pd(d1, s1)),
+                                     _mm256_cvtpd_ps(_mm256_mul_pd(d0, s0)));
+    return b ? _mm256_add_ps(r, *b) : r;
+}
+
 /* The NCHW store of int32 sums without window sums, dequantized and transposed in
  * registers: y[j * P + i] = float32(float64((int32)(v[i * ldv + j] + c32[j])) * scale[j])
  * (+ bias[j] in float32) for i < ms, j < nf, both multiples of 8: the bits of
@@ -1031,17 +1049,12 @@ AXS_AVX2 void axs_dqplanes8_avx2(const uint32_t *v, ptrdiff_t ldv, int ms, int n
         float *yj = y + (ptrdiff_t)j * P;
         for (int i = 0; i < ms; i += 8) {
             __m256 r[8];
-            for (int q = 0; q < 8; q++) {
-                const __m256i x = _mm256_add_epi32(
-                    _mm256_loadu_si256((const __m256i *)(v + (ptrdiff_t)(i + q) * ldv + j)), k);
-                const __m128 lo = _mm256_cvtpd_ps(
-                    _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(x)), s0));
-                const __m128 hi = _mm256_cvtpd_ps(
-                    _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(x, 1)), s1));
-                r[q] = _mm256_set_m128(hi, lo);
-                if (bias)   /* (without a bias nothing is added: -0.0 stays -0.0) */
-                    r[q] = _mm256_add_ps(r[q], b);
-            }
+            for (int q = 0; q < 8; q++)
+                r[q] = dq8_avx2(
+                    _mm256_add_epi32(
+                        _mm256_loadu_si256((const __m256i *)(v + (ptrdiff_t)(i + q) * ldv + j)),
+                        k),
+                    NULL, s0, s1, bias ? &b : NULL);
             tr8_store(r, yj + i, P);
         }
     }
@@ -1065,23 +1078,14 @@ AXS_AVX2 void axs_dequant_rows8_avx2(const uint32_t *v, ptrdiff_t ldv, int rows,
                                                  _mm256_set1_epi32((int)vbias))
                               : _mm256_set1_epi32(-(int)vbias);
         const __m256d s0 = _mm256_loadu_pd(scale + j), s1 = _mm256_loadu_pd(scale + j + 4);
-        const __m256d c0 = c32 ? _mm256_setzero_pd() : _mm256_loadu_pd(corr + j);
-        const __m256d c1 = c32 ? _mm256_setzero_pd() : _mm256_loadu_pd(corr + j + 4);
+        const __m256d cd[2] = {c32 ? _mm256_setzero_pd() : _mm256_loadu_pd(corr + j),
+                               c32 ? _mm256_setzero_pd() : _mm256_loadu_pd(corr + j + 4)};
         const __m256 b = bias ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps();
         for (int i = 0; i < rows; i++) {
             const __m256i x = _mm256_add_epi32(
                 _mm256_loadu_si256((const __m256i *)(v + (ptrdiff_t)i * ldv + j)), k);
-            __m256d d0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(x));
-            __m256d d1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(x, 1));
-            if (!c32) {
-                d0 = _mm256_add_pd(d0, c0);
-                d1 = _mm256_add_pd(d1, c1);
-            }
-            __m256 r = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_mul_pd(d1, s1)),
-                                       _mm256_cvtpd_ps(_mm256_mul_pd(d0, s0)));
-            if (bias)
-                r = _mm256_add_ps(r, b);
-            _mm256_storeu_ps(y + (ptrdiff_t)i * ldy + j, r);
+            _mm256_storeu_ps(y + (ptrdiff_t)i * ldy + j,
+                             dq8_avx2(x, c32 ? NULL : cd, s0, s1, bias ? &b : NULL));
         }
     }
 }
