@@ -207,3 +207,45 @@ def test_nchw_planes_of_every_row_width(path):
         got = fast.conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, table, *args,
                           np.int32, 2, path=path, method="depthwise", in_format="NCHW")
         np.testing.assert_array_equal(got, want, err_msg=f"W={W}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nhwc_store_of_wide_rows(path):
+    """The dequantizing NHWC store of rows of 16 outputs or more (on the AVX-512 VBMI path
+    the 16 x 16 blocks of sums are dequantized as they are transposed, the columns past the
+    last block through the staging buffer): whole and partial channel blocks, output widths
+    around the 16-pixel block, tables whose entries are stored biased, the float64
+    correction (raw tables) and the int32 one (a frozen table's bounded sums, through
+    axconv2d), bias or none, against NumPy's epilogue of the reference sums and against the
+    reference backend."""
+    rng = np.random.default_rng(zlib.crc32(f"dw-nhwc/{path}".encode()))
+    shapes = ((16, 16), (32, 21), (20, 35), (48, 47))
+    for kind, (C, W) in zip(("uint16", "int16", "offset", "uint16"), shapes):
+        table = random_table(kind, rng)
+        x = codes((3, 5, W, C), rng, kind)
+        w = codes((3, 3, 1, C), rng, kind)
+        args = ((1, 1), (1, 1, 1, 1), (1, 1), C, int(rng.integers(0, 256)))
+        sums = ref.conv2d(x, w, table, *args, np.int64)
+        scale = rng.uniform(1e-9, 1e-3, C)
+        corr = rng.integers(-999, 999, C)
+        for bias in (None, rng.standard_normal(C).astype(np.float32)):
+            dq = {"scale": scale, "corr": corr}
+            want = ((sums + corr).astype(np.float64) * scale).astype(np.float32)
+            if bias is not None:
+                dq["bias"] = bias
+                want = want + bias
+            got = fast.conv2d(x, w, table, *args, np.int32, 2, path=path, method="depthwise",
+                              dequant=dq)
+            np.testing.assert_array_equal(got, want, err_msg=f"{kind} C={C} W={W} "
+                                          f"bias={bias is not None}")
+    v = np.arange(256)
+    m = Multiplier(np.clip(np.multiply.outer(v, v) + rng.integers(-40, 41, (256, 256)), 0,
+                           65535), name="noisy")
+    be = _ForcedPath(fast, path, "depthwise")
+    for C, W in shapes:
+        x = rng.standard_normal((2, 4, W, C)).astype(np.float32)
+        w = rng.standard_normal((3, 3, 1, C)).astype(np.float32)
+        for bias in (None, rng.standard_normal(C).astype(np.float32)):
+            got = axconv2d(x, w, m, groups=C, bias=bias, backend=be)
+            want = axconv2d(x, w, m, groups=C, bias=bias, backend="reference")
+            np.testing.assert_array_equal(got, want, err_msg=f"C={C} W={W}")

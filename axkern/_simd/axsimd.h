@@ -229,6 +229,13 @@ void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const uint16_t *
  * and for i, j < 8 (AVX2; the NCHW store). */
 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
 void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
+/* axs_tr16_avx512's transpose dequantized on the way, as axs_dequant_rows does without window
+ * sums: y[i * ldy + j] = float32(float64((int32)(src[j * ld + i] - vbias + c32[j])) * scale[j])
+ * (+ bias[j]), or with the float64 corr[j] added after the conversion where c32 is NULL, for
+ * i, j < 16 (AVX-512 F; the depthwise NHWC store). */
+void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t vbias, const double *scale,
+                       const double *corr, const int32_t *c32, const float *bias, float *y,
+                       ptrdiff_t ldy);
 /* axs_dequant_rows without window sums for n a multiple of 8 (AVX2; expand.c). */
 void axs_dequant_rows8_avx2(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_t vbias,
                             const double *scale, const double *corr, const int32_t *c32,

@@ -131,6 +131,16 @@ static int64_t dw_vbmi_stride(int64_t nb, int64_t Wp, int64_t OW)
     return ((nb - 1) * Wp + OW + 63) / 64 * 64;
 }
 
+/* dw_band_vbmi's dequantizing NHWC store: the band's output pixels at y + i * ldy, the
+ * block's first channel c0, the kernel's bias kbias (int32 sums without window sums). */
+typedef struct {
+    const axs_xdeq *dd;
+    int64_t c0;
+    uint32_t kbias;
+    float *y;
+    ptrdiff_t ldy;
+} dw_dqstore;
+
 /* The sums of output rows [0, nb) of channels c < nc (planes at s + c * ps, row stride Wp;
  * filter codes w[k * C + c]), stride 1. The AVX-512 VBMI direct kernel streams the
  * positions q = y * Wp + o of a plane, at most AXS_MB at a time, into sT[c * cs + q] (cs:
@@ -142,7 +152,7 @@ static int64_t dw_vbmi_stride(int64_t nb, int64_t Wp, int64_t OW)
 static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, int64_t OW,
                          int64_t nc, const uint8_t *w, int64_t C, int64_t K,
                          const ptrdiff_t *soff, uint8_t *fk, const axs_fixed_table *t,
-                         uint32_t *sT, uint32_t *sums, int64_t os)
+                         uint32_t *sT, uint32_t *sums, int64_t os, const dw_dqstore *st)
 {
     const int64_t Q = (nb - 1) * Wp + OW, cs = dw_vbmi_stride(nb, Wp, OW);
     for (int64_t c = 0; c < nc; c++) {
@@ -156,6 +166,32 @@ static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, i
     }
     if (!sums)   /* the caller takes the channel planes */
         return;
+    if (st) {
+        /* dequantized into the NHWC output as the 16 x 16 blocks are transposed (16
+         * channels); the columns past the last block through the staging buffer */
+        const axs_xdeq *dd = st->dd;
+        const int64_t c0 = st->c0;
+        const double *scale = dd->scale + c0, *corr = dd->corr + c0;
+        const int32_t *c32 = dd->corr32 ? dd->corr32 + c0 : NULL;
+        const float *bias = dd->bias ? dd->bias + c0 : NULL;
+        for (int64_t y = 0; y < nb; y++) {
+            const uint32_t *row = sT + y * Wp;
+            float *out = st->y + y * OW * st->ldy;
+            int64_t o = 0;
+            if (nc == 16)
+                for (; o + 16 <= OW; o += 16)
+                    axs_dqtr16_avx512(row + o, (ptrdiff_t)cs, st->kbias, scale, corr, c32, bias,
+                                      out + o * st->ldy, st->ldy);
+            if (o == OW)
+                continue;
+            for (int64_t p = o; p < OW; p++)
+                for (int64_t c = 0; c < nc; c++)
+                    sums[(p - o) * nc + c] = row[c * cs + p];
+            axs_dequant_rows(sums, (ptrdiff_t)nc, (int)(OW - o), (int)nc, st->kbias, NULL, 0,
+                             scale, corr, c32, NULL, bias, out + o * st->ldy, st->ldy);
+        }
+        return;
+    }
     for (int64_t y = 0; y < nb; y++) {
         const uint32_t *row = sT + y * Wp;
         uint32_t *out = sums + y * OW * os;
@@ -314,9 +350,18 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                          * no transposes (paired, synthetic table: 1.13 - 1.21 times as fast
                          * on depthwise layers from 32 x 16 x 16 x 64 to 1 x 112 x 112 x 32;
                          * the same for NHWC outputs, transposed after, ran 0.96 - 1.03) */
+                        /* a dequantized NHWC output is stored from the transposes (16
+                         * channels; their stores and the staging buffer's reloads took
+                         * 1/8 of a one-thread call of 32 x 16 x 16 x 64) */
+                        const int nhwc_dq = rows_dq && !dq->nchw;
+                        dw_dqstore st = {&dd, c0, kbias,
+                                         (float *)out + (n * OH + y0) * OW * C + c0,
+                                         (ptrdiff_t)C};
                         dw_band_vbmi(xs + ((n * C + c0) * Hp + y0) * Wp, Hp * Wp, Wp, nb, OW,
                                      nc, w + c0, C, K, soff, fk, t, E,
-                                     planar_dq ? NULL : sums, cb);
+                                     planar_dq ? NULL : sums, cb, nhwc_dq ? &st : NULL);
+                        if (nhwc_dq)
+                            continue;
                         if (planar_dq) {
                             const int64_t cs = dw_vbmi_stride(nb, Wp, OW);
                             for (int64_t j = 0; j < nc; j++) {
