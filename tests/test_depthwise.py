@@ -249,3 +249,60 @@ def test_nhwc_store_of_wide_rows(path):
             got = axconv2d(x, w, m, groups=C, bias=bias, backend=be)
             want = axconv2d(x, w, m, groups=C, bias=bias, backend="reference")
             np.testing.assert_array_equal(got, want, err_msg=f"C={C} W={W}")
+
+
+def _compact(H, W, KH, KW, pads, dh):
+    """Whether the AVX-512 VBMI path streams a planar copy without padding columns
+    (depthwise.c: the left and right padding exactly the filter's overhang, and a band's
+    positions taking an eighth fewer blocks of 64 that way)."""
+    pt, pb, pl, pr = pads
+    if pl + pr != KW - 1 or not (pl or pr):
+        return False
+    cb = 16 if KH <= 4 else max(1, 64 // KH)
+    OH = H + pt + pb - dh * (KH - 1)
+    nb = min(max(1, 4096 // (cb * W)), OH)
+    full = -(-((nb - 1) * (W + pl + pr) + W) // 64)
+    return 8 * -(-(nb * W) // 64) <= 7 * full
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_planes_without_padding_columns(path):
+    """Layers whose padding columns the AVX-512 VBMI path leaves out of the planar copy (the
+    taps that fall in them masked per lane and looked up with the pad code): SAME 3x3 on
+    whole and partial channel blocks, one-sided and uneven left and right padding, vertical
+    dilation, a shorter last band, bands of two chunks (5-row filters); int32 and int64
+    sums from NHWC and NCHW indices against the reference backend, and the dequantizing
+    NHWC and NCHW stores against NumPy's epilogue."""
+    rng = np.random.default_rng(zlib.crc32(f"dw-compact/{path}".encode()))
+    table = random_table("int16", rng)
+    for N, H, W, C, KH, KW, pads, dh in (
+            (2, 16, 16, 32, 3, 3, (1, 1, 1, 1), 1),
+            (3, 8, 8, 20, 3, 3, (1, 1, 1, 1), 1),
+            (1, 7, 8, 16, 2, 4, (0, 1, 1, 2), 1),
+            (1, 7, 8, 16, 2, 4, (1, 0, 2, 1), 1),
+            (2, 11, 7, 5, 3, 2, (1, 1, 0, 1), 2),
+            (3, 30, 20, 16, 3, 3, (1, 1, 1, 1), 1),
+            (1, 28, 12, 6, 5, 3, (2, 2, 1, 1), 1)):
+        assert _compact(H, W, KH, KW, pads, dh)
+        x = codes((N, H, W, C), rng, "int16")
+        xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        w = codes((KH, KW, 1, C), rng, "int16")
+        args = ((1, 1), pads, (dh, 1), C, int(rng.integers(0, 256)))
+        want = ref.conv2d(x, w, table, *args, np.int64)
+        scale = rng.uniform(1e-4, 1e-3, C)
+        corr = rng.integers(-999, 999, C)
+        bias = rng.standard_normal(C).astype(np.float32)
+        deq = ((want + corr).astype(np.float64) * scale).astype(np.float32) + bias
+        dq = {"scale": scale, "corr": corr, "bias": bias}
+        where = f"{(N, H, W, C, KH, KW, pads, dh)}"
+        for fmt, xi in (("NHWC", x), ("NCHW", xn)):
+            for dt in (np.int32, np.int64):
+                got = fast.conv2d(xi, w, table, *args, dt, 2, path=path, method="depthwise",
+                                  in_format=fmt)
+                np.testing.assert_array_equal(got, want.astype(dt), err_msg=f"{where} {fmt}")
+            for out_format, expect in (("NHWC", deq), ("NCHW", deq.transpose(0, 3, 1, 2))):
+                got = fast.conv2d(xi, w, table, *args, np.int32, 2, path=path,
+                                  method="depthwise", in_format=fmt, dequant=dq,
+                                  out_format=out_format)
+                np.testing.assert_array_equal(got, expect, err_msg=f"{where} {fmt} -> "
+                                              f"{out_format}")

@@ -89,6 +89,15 @@ void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const ui
 #define AXS_R8MINK 64
 void axs_kern8r_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                        ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t, uint32_t *C);
+/* axs_kern16_avx512 for one fixed code per step (nf = 1, ldF = K, the depthwise method's)
+ * and up to AXS_EMB rows, the streamed codes of step k and block b (rows 64 b .. 64 b + 63)
+ * read only in the lanes of km[4 k + b] and taken as pad_code in the others: the rows past
+ * ms, and the positions whose tap falls in the padding columns that the depthwise method's
+ * planar copy leaves out. */
+void axs_kern16e_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                        int K, const axs_fixed_table *t, uint32_t *C, const uint64_t *km,
+                        int pad_code);
+#define AXS_EMB 256
 
 /* Generic micro-kernel (any int32 table), exact int64 sums:
  *   C[j * AXS_MB + i] = sum_{k < K} tab32[F[j * ldF + k]][S[soff[k] + i]]. */

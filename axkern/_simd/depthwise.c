@@ -141,6 +141,58 @@ typedef struct {
     ptrdiff_t ldy;
 } dw_dqstore;
 
+/* A planar copy without padding columns (dw_band_vbmi): row stride W, the taps' columns
+ * that fall in the left or right padding masked off per lane and read as the pad code. km:
+ * a thread's masks of every chunk of a band of nb rows, K * 4 per chunk (dw_edge_masks),
+ * made again when a band of another height comes (the last one). */
+typedef struct {
+    int64_t W;
+    int pl, KW, pad_code;
+    int64_t nb;
+    uint64_t *km;
+} dw_edges;
+
+/* The lanes i < 64 of positions base + i (row stride W, column (base + i) % W) whose
+ * column o is below lo or at hi or above: those of a tap whose input column o + kx - pl
+ * falls in the padding (lo = pl - kx, hi = W + pl - kx). */
+static uint64_t dw_edge(int64_t base, int64_t W, int64_t lo, int64_t hi)
+{
+    uint64_t m = 0;
+    if (lo <= 0 && hi >= W)
+        return 0;
+    lo = lo < W ? lo : W;
+    hi = hi > lo ? hi : lo;
+    for (int64_t r = base - base % W - base; r < 64; r += W) {   /* r: lane of column 0 */
+        for (int64_t i = r; i < r + lo; i++)
+            if (i >= 0 && i < 64)
+                m |= (uint64_t)1 << i;
+        for (int64_t i = r + hi; i < r + W; i++)
+            if (i >= 0 && i < 64)
+                m |= (uint64_t)1 << i;
+    }
+    return m;
+}
+
+/* eg->km for a band of nb rows (Q = nb W positions, chunks of AXS_EMB): in chunk j, step k
+ * (column kx = k % KW) and block b load the lanes below Q that are not in the padding. */
+static void dw_edge_masks(dw_edges *eg, int64_t nb, int64_t K)
+{
+    const int64_t Q = nb * eg->W;
+    for (int64_t j = 0; j * AXS_EMB < Q; j++) {
+        uint64_t e[4][4], *km = eg->km + j * K * 4;
+        for (int b = 0; b < 4; b++) {
+            int64_t q = j * AXS_EMB + 64 * b, r = Q - q;
+            uint64_t lm = r >= 64 ? ~(uint64_t)0 : r <= 0 ? 0 : ((uint64_t)1 << r) - 1;
+            for (int kx = 0; kx < eg->KW; kx++)
+                e[kx][b] = lm & ~dw_edge(q, eg->W, eg->pl - kx, eg->W + eg->pl - kx);
+        }
+        for (int64_t k = 0; k < K; k++)
+            for (int b = 0; b < 4; b++)
+                km[4 * k + b] = e[k % eg->KW][b];
+    }
+    eg->nb = nb;
+}
+
 /* The sums of output rows [0, nb) of channels c < nc (planes at s + c * ps, row stride Wp;
  * filter codes w[k * C + c]), stride 1. The AVX-512 VBMI direct kernel streams the
  * positions q = y * Wp + o of a plane, at most AXS_MB at a time, into sT[c * cs + q] (cs:
@@ -152,16 +204,34 @@ typedef struct {
 static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, int64_t OW,
                          int64_t nc, const uint8_t *w, int64_t C, int64_t K,
                          const ptrdiff_t *soff, uint8_t *fk, const axs_fixed_table *t,
-                         uint32_t *sT, uint32_t *sums, int64_t os, const dw_dqstore *st)
+                         uint32_t *sT, uint32_t *sums, int64_t os, const dw_dqstore *st,
+                         dw_edges *eg)
 {
     const int64_t Q = (nb - 1) * Wp + OW, cs = dw_vbmi_stride(nb, Wp, OW);
-    for (int64_t c = 0; c < nc; c++) {
-        for (int64_t k = 0; k < K; k++)
-            fk[k] = w[k * C + c];
-        for (int64_t q0 = 0; q0 < Q; q0 += AXS_MB) {
-            int64_t ms = Q - q0 < AXS_MB ? Q - q0 : AXS_MB;
-            axs_kern16_avx512(s + c * ps + q0, soff, (int)ms, fk, (ptrdiff_t)K, 1, (int)K, t,
-                              sT + c * cs + q0);
+    if (eg) {
+        /* the masks made once per band height, the filter codes once per band; chunks of
+         * four blocks (AXS_EMB), each the block's channels in turn */
+        for (int64_t c = 0; c < nc; c++)
+            for (int64_t k = 0; k < K; k++)
+                fk[c * K + k] = w[k * C + c];
+        if (eg->nb != nb)
+            dw_edge_masks(eg, nb, K);
+        for (int64_t q0 = 0; q0 < Q; q0 += AXS_EMB) {
+            int64_t ms = Q - q0 < AXS_EMB ? Q - q0 : AXS_EMB;
+            const uint64_t *km = eg->km + q0 / AXS_EMB * K * 4;
+            for (int64_t c = 0; c < nc; c++)
+                axs_kern16e_avx512(s + c * ps + q0, soff, (int)ms, fk + c * K, (int)K, t,
+                                   sT + c * cs + q0, km, eg->pad_code);
+        }
+    } else {
+        for (int64_t c = 0; c < nc; c++) {
+            for (int64_t k = 0; k < K; k++)
+                fk[k] = w[k * C + c];
+            for (int64_t q0 = 0; q0 < Q; q0 += AXS_MB) {
+                int64_t ms = Q - q0 < AXS_MB ? Q - q0 : AXS_MB;
+                axs_kern16_avx512(s + c * ps + q0, soff, (int)ms, fk, (ptrdiff_t)K, 1, (int)K,
+                                  t, sT + c * cs + q0);
+            }
         }
     }
     if (!sums)   /* the caller takes the channel planes */
@@ -235,21 +305,43 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     const int vbmi = axs_dw_vbmi(path, t, sh, sw);
     /* rows of E as uint16 on the AVX2 path (16-bit-class tables) */
     const int e16 = path == AXS_PATH_AVX2 && !t->generic;
+    /* VBMI with the left and right padding exactly the filter's overhang (SAME; then OW = W):
+     * the planar copy leaves the padding columns out (row stride Wr = W) and the kernel
+     * masks the taps that fall in them (dw_edges), so that every position it streams is an
+     * output (with Wp = W + 2 on 16 x 16 images a band's 256 outputs took 320 lookups) */
+    int compact = vbmi && pl + pr == KW - 1 && (pl || pr);
+    /* channels per unit, and output rows per band: the block's sums of a band (16 KiB) stay
+     * in L1 until stored */
+    int64_t cb = KH <= 4 ? AXS_DWCB : (4 * AXS_DWCB) / KH;
+    cb = cb < 1 ? 1 : cb;
+    int64_t band = AXS_DWBAND / (cb * OW);
+    band = band < 1 ? 1 : band;
+    if (compact) {
+        /* only where a band's positions take an eighth fewer blocks of 64: the masks cost
+         * the kernel a load per step and block (on 1 x 112 x 112 x 32, the same blocks,
+         * 0.92 times as fast) */
+        int64_t nb = band < OH ? band : OH;
+        int64_t full = ((nb - 1) * Wp + OW + 63) / 64, tight = (nb * W + 63) / 64;
+        compact = 8 * tight <= 7 * full;
+    }
+    const int64_t Wr = compact ? W : Wp, plc = compact ? 0 : pl;
     /* every variant reads a planar padded copy: consecutive input columns of a channel are
      * consecutive bytes (read from the NHWC image in place, every C-th byte, the codes of a
      * channel pair spanned a cache line per pixel: 1.3 times as slow on 32 x 16 x 16 x 64) */
     int padded = pt || pb_ || pl || pr;
-    uint8_t *xp = NULL;
+    /* (64 bytes before and after: the compact copy's masked loads start before a plane) */
+    uint8_t *xbuf = NULL, *xp = NULL;
     if (!in_nchw || padded) {
-        xp = (uint8_t *)malloc((size_t)(N * C * Hp * Wp));
-        if (!xp)
+        xbuf = (uint8_t *)malloc((size_t)(N * C * Hp * Wr + 128));
+        if (!xbuf)
             return AXS_ENOMEM;
+        xp = xbuf + 64;
     }
     if (!in_nchw) {
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t n = 0; n < N; n++)
-            axs_to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code,
-                          xp + n * C * Hp * Wp);
+            axs_to_planar(x + n * H * W * C, H, W, C, pt, (int)plc, Hp, Wr, pad_code,
+                          xp + n * C * Hp * Wr);
     } else if (padded) {
         /* NCHW codes are planes already: only the border is added (one fill per image,
          * then the rows: three library calls per row and plane cost more than the copy,
@@ -257,20 +349,21 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
          * fast, paired) */
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t n = 0; n < N; n++) {
-            uint8_t *d = xp + n * C * Hp * Wp;
-            memset(d, pad_code, (size_t)(C * Hp * Wp));
+            uint8_t *d = xp + n * C * Hp * Wr;
+            memset(d, pad_code, (size_t)(C * Hp * Wr));
             for (int64_t c = 0; c < C; c++) {
                 const uint8_t *src = x + (n * C + c) * H * W;
-                uint8_t *dc = d + c * Hp * Wp + pt * Wp + pl;
-                for (int64_t y = 0; y < H; y++)
-                    dw_copy_row(dc + y * Wp, src + y * W, W);
+                uint8_t *dc = d + c * Hp * Wr + pt * Wr + plc;
+                if (compact)
+                    memcpy(dc, src, (size_t)(H * W));
+                else
+                    for (int64_t y = 0; y < H; y++)
+                        dw_copy_row(dc + y * Wr, src + y * W, W);
             }
         }
     }
     const uint8_t *xs = xp ? xp : x;
     /* units: a block of channels by a chunk of images, enough of them for every thread */
-    int64_t cb = KH <= 4 ? AXS_DWCB : (4 * AXS_DWCB) / KH;
-    cb = cb < 1 ? 1 : cb;
     int64_t cblocks = (C + cb - 1) / cb;
     int64_t per_image = OH * OW * KW;
     int64_t chunk = (AXS_DWMIN + per_image - 1) / per_image;
@@ -290,16 +383,13 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         chunk = N / (2 * nt);
     int64_t nchunks = (N + chunk - 1) / chunk, units = cblocks * nchunks;
     const int ucs = by_images ? (int)cblocks : 1;   /* units per hand-out */
-    /* output rows per band: the block's sums of a band (16 KiB) stay in L1 until stored */
-    int64_t band = AXS_DWBAND / (cb * OW);
-    band = band < 1 ? 1 : band;
     const uint32_t kbias = (uint32_t)((uint64_t)t->bias * (uint64_t)K);
     const int64_t kbias64 = t->bias64 * K;
     /* int32 sums without window sums dequantize a band at a time in float64 (exact, see
      * axs_xdeq); else element by element with axs_dequant_one */
     axs_xdeq dd;
     if (axs_xdeq_init(dq && !out64 && !dq->zw ? dq : NULL, C, N * OH * OW, &dd)) {
-        free(xp);
+        free(xbuf);
         return AXS_ENOMEM;
     }
     const int rows_dq = dd.exact;
@@ -310,20 +400,24 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
 #pragma omp parallel num_threads(nt < units ? nt : (int)units)
     {
         /* E rows, or (vbmi) the band's sums channel by channel, a tile of the kernel's sums,
-         * and the taps' offsets and codes */
+         * the taps' offsets, the compact copy's masks and the block's codes */
         size_t nsum = (size_t)(cb * band * OW);
-        size_t nT = vbmi ? (size_t)(cb * dw_vbmi_stride(band, Wp, OW)) : 0;
+        size_t nT = vbmi ? (size_t)(cb * dw_vbmi_stride(band, Wr, OW)) : 0;
+        /* the masks of a band's chunks (compact) */
+        size_t nkm = compact ? (size_t)((band * W + AXS_EMB - 1) / AXS_EMB * K * 4) : 0;
         uint32_t *E = (uint32_t *)axs_alloc64(
-            vbmi ? nT * sizeof(uint32_t) + (size_t)K * (sizeof(ptrdiff_t) + 1)
+            vbmi ? nT * sizeof(uint32_t) + (size_t)K * (sizeof(ptrdiff_t) + (size_t)cb) +
+                       nkm * sizeof(uint64_t)
                  : (size_t)(cb * KH * 1024) * sizeof(uint32_t));
         uint32_t *sums = (uint32_t *)malloc(nsum * sizeof(uint32_t));
         int ok = E && sums;
         ptrdiff_t *soff = (ptrdiff_t *)(E + nT);
-        uint8_t *fk = (uint8_t *)(soff + K);
+        dw_edges eg = {W, pl, (int)KW, pad_code, 0, (uint64_t *)(soff + K)};
+        uint8_t *fk = (uint8_t *)(eg.km + nkm);
         if (ok && vbmi)
             for (int64_t ky = 0; ky < KH; ky++)
                 for (int64_t kx = 0; kx < KW; kx++)
-                    soff[ky * KW + kx] = (ptrdiff_t)(ky * dh * Wp + kx);
+                    soff[ky * KW + kx] = (ptrdiff_t)(ky * dh * Wr + kx - (compact ? pl : 0));
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -357,18 +451,21 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                         dw_dqstore st = {&dd, c0, kbias,
                                          (float *)out + (n * OH + y0) * OW * C + c0,
                                          (ptrdiff_t)C};
-                        dw_band_vbmi(xs + ((n * C + c0) * Hp + y0) * Wp, Hp * Wp, Wp, nb, OW,
+                        dw_band_vbmi(xs + ((n * C + c0) * Hp + y0) * Wr, Hp * Wr, Wr, nb, OW,
                                      nc, w + c0, C, K, soff, fk, t, E,
-                                     planar_dq ? NULL : sums, cb, nhwc_dq ? &st : NULL);
+                                     planar_dq ? NULL : sums, cb, nhwc_dq ? &st : NULL,
+                                     compact ? &eg : NULL);
                         if (nhwc_dq)
                             continue;
                         if (planar_dq) {
-                            const int64_t cs = dw_vbmi_stride(nb, Wp, OW);
+                            /* (compact: the band's rows are one run) */
+                            const int64_t cs = dw_vbmi_stride(nb, Wr, OW);
+                            const int64_t runs = Wr == OW ? 1 : nb, run = Wr == OW ? P : OW;
                             for (int64_t j = 0; j < nc; j++) {
                                 int64_t c = c0 + j;
                                 float *op = (float *)out + ((n * C + c) * OH + y0) * OW;
-                                for (int64_t y = 0; y < nb; y++)
-                                    axs_dequant_run(E + j * cs + y * Wp, OW, kbias, dd.scale[c],
+                                for (int64_t y = 0; y < runs; y++)
+                                    axs_dequant_run(E + j * cs + y * Wr, run, kbias, dd.scale[c],
                                                     dd.corr[c],
                                                     dd.corr32 ? dd.corr32 + c : NULL,
                                                     dd.bias ? dd.bias + c : NULL,
@@ -458,7 +555,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         axs_free64(E);
         free(sums);
     }
-    free(xp);
+    free(xbuf);
     free(dd.corr);
     return failed ? AXS_ENOMEM : AXS_OK;
 }

@@ -76,7 +76,8 @@ flush64(__m512i rl, __m512i ol, __m512i rh, __m512i oh, uint32_t *c, int add)
  * instantiation so that all accumulators stay in registers (4 * NB + 8 table registers). */
 static inline AXS_512 __attribute__((always_inline)) void
 kern_nb(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdiff_t ldF, int nf,
-        int K, const uint8_t *planes, uint32_t *C, const int NB)
+        int K, const uint8_t *planes, uint32_t *C, const int NB, const int EDGE,
+        const uint64_t *km, __m512i padv)
 {
     __mmask64 lm[4];
     for (int b = 0; b < 4; b++) {
@@ -98,13 +99,18 @@ kern_nb(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdi
             for (int k = k0; k < k1; k++) {
                 const uint8_t *s = S + soff[k];
                 const __m512i *p = (const __m512i *)(planes + ((size_t)f[k] << 9));
+                const uint64_t *kmk = EDGE ? km + 4 * k : NULL;
                 __m512i P0 = _mm512_load_si512(p), P1 = _mm512_load_si512(p + 1);
                 __m512i P2 = _mm512_load_si512(p + 2), P3 = _mm512_load_si512(p + 3);
                 __m512i Q0 = _mm512_load_si512(p + 4), Q1 = _mm512_load_si512(p + 5);
                 __m512i Q2 = _mm512_load_si512(p + 6), Q3 = _mm512_load_si512(p + 7);
 #pragma GCC unroll 4
                 for (int b = 0; b < NB; b++) {
-                    __m512i idx = _mm512_maskz_loadu_epi8(lm[b], s + 64 * b);
+                    /* km (the depthwise method's rows without padding columns): per step
+                     * and block the lanes to load, the others hold the pad code */
+                    __m512i idx = EDGE ? _mm512_mask_loadu_epi8(padv, (__mmask64)kmk[b],
+                                                                s + 64 * b)
+                                       : _mm512_maskz_loadu_epi8(lm[b], s + 64 * b);
                     __m512i lo, hi;
                     lookup2(idx, P0, P1, P2, P3, Q0, Q1, Q2, Q3, &lo, &hi);
                     rl[b] = _mm512_add_epi16(rl[b], lo);
@@ -121,16 +127,44 @@ kern_nb(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdi
 
 static AXS_512 void kern_nb1(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                              ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
-{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 1); }
+{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 1, 0, NULL, _mm512_setzero_si512()); }
 static AXS_512 void kern_nb2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                              ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
-{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 2); }
+{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 2, 0, NULL, _mm512_setzero_si512()); }
 static AXS_512 void kern_nb3(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                              ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
-{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 3); }
+{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 3, 0, NULL, _mm512_setzero_si512()); }
 static AXS_512 void kern_nb4(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                              ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
-{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 4); }
+{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 4, 0, NULL, _mm512_setzero_si512()); }
+
+/* One fixed code per step, each step's lanes masked by km (see axsimd.h) */
+static AXS_512 void kern_e1(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                            int K, const uint8_t *pl, uint32_t *C, const uint64_t *km, __m512i p)
+{ kern_nb(S, soff, ms, F, K, 1, K, pl, C, 1, 1, km, p); }
+static AXS_512 void kern_e2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                            int K, const uint8_t *pl, uint32_t *C, const uint64_t *km, __m512i p)
+{ kern_nb(S, soff, ms, F, K, 1, K, pl, C, 2, 1, km, p); }
+static AXS_512 void kern_e3(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                            int K, const uint8_t *pl, uint32_t *C, const uint64_t *km, __m512i p)
+{ kern_nb(S, soff, ms, F, K, 1, K, pl, C, 3, 1, km, p); }
+static AXS_512 void kern_e4(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                            int K, const uint8_t *pl, uint32_t *C, const uint64_t *km, __m512i p)
+{ kern_nb(S, soff, ms, F, K, 1, K, pl, C, 4, 1, km, p); }
+
+AXS_512 void axs_kern16e_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                                int K, const axs_fixed_table *t, uint32_t *C, const uint64_t *km,
+                                int pad_code)
+{
+    const __m512i p = _mm512_set1_epi8((char)pad_code);
+    switch ((ms + 63) / 64) {
+    case 0: return;
+    case 1: kern_e1(S, soff, ms, F, K, t->planes, C, km, p); return;
+    case 2: kern_e2(S, soff, ms, F, K, t->planes, C, km, p); return;
+    case 3: kern_e3(S, soff, ms, F, K, t->planes, C, km, p); return;
+    default: kern_e4(S, soff, ms, F, K, t->planes, C, km, p); return;
+    }
+}
 
 AXS_512 void axs_kern16_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                                ptrdiff_t ldF, int nf, int K, const axs_fixed_table *t,
@@ -1001,6 +1035,14 @@ void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 16; j++)
             dst[i * ldd + j] = src[j * ld + i];
+}
+void axs_kern16e_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
+                        int K, const axs_fixed_table *t, uint32_t *C, const uint64_t *km,
+                        int pad_code)
+{
+    (void)S, (void)soff, (void)ms, (void)F, (void)K, (void)t, (void)C, (void)km;
+    (void)pad_code;
+    abort();  /* never selected off x86-64 */
 }
 void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t vbias,
                        const double *scale, const double *corr, const int32_t *c32,
