@@ -215,9 +215,9 @@ def test_nhwc_store_of_wide_rows(path):
     the 16 x 16 blocks of sums are dequantized as they are transposed, the columns past the
     last block through the staging buffer): whole and partial channel blocks, output widths
     around the 16-pixel block, tables whose entries are stored biased, the float64
-    correction (raw tables) and the int32 one (a frozen table's bounded sums, through
-    axconv2d), bias or none, against NumPy's epilogue of the reference sums and against the
-    reference backend."""
+    correction (raw tables) and the int32 one (frozen tables' bounded sums, unsigned and
+    signed, through axconv2d in both layouts), bias or none, against NumPy's epilogue of the
+    reference sums and against the reference backend."""
     rng = np.random.default_rng(zlib.crc32(f"dw-nhwc/{path}".encode()))
     shapes = ((16, 16), (32, 21), (20, 35), (48, 47))
     for kind, (C, W) in zip(("uint16", "int16", "offset", "uint16"), shapes):
@@ -239,16 +239,23 @@ def test_nhwc_store_of_wide_rows(path):
             np.testing.assert_array_equal(got, want, err_msg=f"{kind} C={C} W={W} "
                                           f"bias={bias is not None}")
     v = np.arange(256)
-    m = Multiplier(np.clip(np.multiply.outer(v, v) + rng.integers(-40, 41, (256, 256)), 0,
-                           65535), name="noisy")
+    vs = v - 256 * (v >= 128)   # a signed multiplier's operands (stored biased in the kernels)
+    noise = rng.integers(-40, 41, (256, 256))
+    mults = (Multiplier(np.clip(np.multiply.outer(v, v) + noise, 0, 65535), name="noisy"),
+             Multiplier(np.multiply.outer(vs, vs) + noise, signed=True, name="noisy-s"))
     be = _ForcedPath(fast, path, "depthwise")
-    for C, W in shapes:
-        x = rng.standard_normal((2, 4, W, C)).astype(np.float32)
-        w = rng.standard_normal((3, 3, 1, C)).astype(np.float32)
-        for bias in (None, rng.standard_normal(C).astype(np.float32)):
-            got = axconv2d(x, w, m, groups=C, bias=bias, backend=be)
-            want = axconv2d(x, w, m, groups=C, bias=bias, backend="reference")
-            np.testing.assert_array_equal(got, want, err_msg=f"C={C} W={W}")
+    for m in mults:
+        for C, W in shapes:
+            x = rng.standard_normal((2, 4, W, C)).astype(np.float32)
+            w = rng.standard_normal((3, 3, 1, C)).astype(np.float32)
+            for bias in (None, rng.standard_normal(C).astype(np.float32)):
+                for fmt, xf, wf in (("NHWC", x, w), ("NCHW", np.ascontiguousarray(
+                        x.transpose(0, 3, 1, 2)), np.ascontiguousarray(w.transpose(3, 2, 0, 1)))):
+                    kw = dict(groups=C, bias=bias, data_format=fmt)
+                    got = axconv2d(xf, wf, m, backend=be, **kw)
+                    want = axconv2d(xf, wf, m, backend="reference", **kw)
+                    np.testing.assert_array_equal(got, want, err_msg=f"{m.name} C={C} W={W} "
+                                                  f"{fmt}")
 
 
 def _compact(H, W, KH, KW, pads, dh):
