@@ -196,14 +196,14 @@ static void dw_edge_masks(dw_edges *eg, int64_t nb, int64_t K)
 /* The sums of output rows [0, nb) of channels c < nc (planes at s + c * ps, row stride Wp;
  * filter codes w[k * C + c]), stride 1. The AVX-512 VBMI direct kernel streams the
  * positions q = y * Wp + o of a plane, at most AXS_MB (with eg AXS_EMB) at a time, into
- * sT[c * cs + q] (cs:
- * dw_vbmi_stride; the Wp - OW columns past the right edge are computed and left there, as in
- * the direct method's wide tiles); tap k reads q + soff[k]. With eg the planes have no
- * padding columns (Wp = OW = W) and the kernel masks the taps that fall in them. With
- * sums, the valid outputs then go pixel-major into sums[(y * OW + o) * os + c], by 16 x 16
- * transposes per output row (stored straight into sums, one element per cache line, they
- * took longer than the lookups; copying the valid runs into a packed buffer first took a
- * fifth of the call), or with st dequantized into the NHWC output as they are transposed. */
+ * sT[c * cs + q] (cs: dw_vbmi_stride; the Wp - OW columns past the right edge are computed
+ * and left there, as in the direct method's wide tiles); tap k reads q + soff[k]. With eg
+ * the planes have no padding columns (Wp = OW = W) and the kernel masks the taps that fall
+ * in them. With sums, the valid outputs then go pixel-major into sums[(y * OW + o) * os +
+ * c], by 16 x 16 transposes per output row (stored straight into sums, one element per
+ * cache line, they took longer than the lookups; copying the valid runs into a packed
+ * buffer first took a fifth of the call), or with st dequantized into the NHWC output as
+ * they are transposed. */
 static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, int64_t OW,
                          int64_t nc, const uint8_t *w, int64_t C, int64_t K,
                          const ptrdiff_t *soff, uint8_t *fk, const axs_fixed_table *t,
