@@ -125,32 +125,22 @@ kern_nb(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F, ptrdi
     }
 }
 
-static AXS_512 void kern_nb1(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
-                             ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
-{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 1, 0, NULL, _mm512_setzero_si512()); }
-static AXS_512 void kern_nb2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
-                             ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
-{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 2, 0, NULL, _mm512_setzero_si512()); }
-static AXS_512 void kern_nb3(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
-                             ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
-{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 3, 0, NULL, _mm512_setzero_si512()); }
-static AXS_512 void kern_nb4(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
-                             ptrdiff_t ldF, int nf, int K, const uint8_t *pl, uint32_t *C)
-{ kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, 4, 0, NULL, _mm512_setzero_si512()); }
-
-/* One fixed code per step, each step's lanes masked by km (see axsimd.h) */
-static AXS_512 void kern_e1(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
-                            int K, const uint8_t *pl, uint32_t *C, const uint64_t *km, __m512i p)
-{ kern_nb(S, soff, ms, F, K, 1, K, pl, C, 1, 1, km, p); }
-static AXS_512 void kern_e2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
-                            int K, const uint8_t *pl, uint32_t *C, const uint64_t *km, __m512i p)
-{ kern_nb(S, soff, ms, F, K, 1, K, pl, C, 2, 1, km, p); }
-static AXS_512 void kern_e3(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
-                            int K, const uint8_t *pl, uint32_t *C, const uint64_t *km, __m512i p)
-{ kern_nb(S, soff, ms, F, K, 1, K, pl, C, 3, 1, km, p); }
-static AXS_512 void kern_e4(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
-                            int K, const uint8_t *pl, uint32_t *C, const uint64_t *km, __m512i p)
-{ kern_nb(S, soff, ms, F, K, 1, K, pl, C, 4, 1, km, p); }
+/* kern_nb's instantiations, one per NB: kern_nbN for any fixed codes, kern_eN for one
+ * fixed code per step with each step's lanes masked by km (see axsimd.h) */
+#define AXS_KERN_NB(N)                                                                        \
+    static AXS_512 void kern_nb##N(const uint8_t *S, const ptrdiff_t *soff, int ms,          \
+                                   const uint8_t *F, ptrdiff_t ldF, int nf, int K,           \
+                                   const uint8_t *pl, uint32_t *C)                           \
+    { kern_nb(S, soff, ms, F, ldF, nf, K, pl, C, N, 0, NULL, _mm512_setzero_si512()); }      \
+    static AXS_512 void kern_e##N(const uint8_t *S, const ptrdiff_t *soff, int ms,           \
+                                  const uint8_t *F, int K, const uint8_t *pl, uint32_t *C,   \
+                                  const uint64_t *km, __m512i p)                             \
+    { kern_nb(S, soff, ms, F, K, 1, K, pl, C, N, 1, km, p); }
+AXS_KERN_NB(1)
+AXS_KERN_NB(2)
+AXS_KERN_NB(3)
+AXS_KERN_NB(4)
+#undef AXS_KERN_NB
 
 AXS_512 void axs_kern16e_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint8_t *F,
                                 int K, const axs_fixed_table *t, uint32_t *C, const uint64_t *km,
