@@ -277,7 +277,7 @@ AXS_512 void axs_tr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, p
 /* Sixteen int32 sums x (their correction added) dequantized as axs_dequant_rows does: float64
  * (plus the float64 correction c[0 .. 2) where there is one), times the scales s[0 .. 2)
  * (columns 0 - 7, 8 - 15), rounded once to float32, plus the float32 bias b where there is
- * one. The zmm conversions: 1.2 - 1.3 times the ymm ones' rate on Zen 4 (a C driver, one
+ * one. The zmm conversions: 1.1 - 1.3 times the ymm ones' rate on Zen 4 (a C driver, one
  * thread, rows of 16 in L1), where they bound the store. */
 static inline AXS_512 __attribute__((always_inline)) __m512
 dq16(__m512i x, const __m512d *c, const __m512d *s, const __m512 *b)
