@@ -146,7 +146,6 @@ typedef struct {
  * a thread's masks of every chunk of a band of nb rows, K * 4 per chunk (dw_edge_masks),
  * made again when a band of another height comes (the last one). */
 typedef struct {
-    int64_t W;
     int pl, KW, pad_code;
     int64_t nb;
     uint64_t *km;
@@ -173,18 +172,19 @@ static uint64_t dw_edge(int64_t base, int64_t W, int64_t lo, int64_t hi)
     return m;
 }
 
-/* eg->km for a band of nb rows (Q = nb W positions, chunks of AXS_EMB): in chunk j, step k
- * (column kx = k % KW) and block b load the lanes below Q that are not in the padding. */
-static void dw_edge_masks(dw_edges *eg, int64_t nb, int64_t K)
+/* eg->km for a band of nb rows of W (Q = nb W positions, chunks of AXS_EMB): in chunk j,
+ * step k (column kx = k % KW) and block b load the lanes below Q that are not in the
+ * padding. */
+static void dw_edge_masks(dw_edges *eg, int64_t W, int64_t nb, int64_t K)
 {
-    const int64_t Q = nb * eg->W;
+    const int64_t Q = nb * W;
     for (int64_t j = 0; j * AXS_EMB < Q; j++) {
         uint64_t e[4][4], *km = eg->km + j * K * 4;
         for (int b = 0; b < 4; b++) {
             int64_t q = j * AXS_EMB + 64 * b, r = Q - q;
             uint64_t lm = r >= 64 ? ~(uint64_t)0 : r <= 0 ? 0 : ((uint64_t)1 << r) - 1;
             for (int kx = 0; kx < eg->KW; kx++)
-                e[kx][b] = lm & ~dw_edge(q, eg->W, eg->pl - kx, eg->W + eg->pl - kx);
+                e[kx][b] = lm & ~dw_edge(q, W, eg->pl - kx, W + eg->pl - kx);
         }
         for (int64_t k = 0; k < K; k++)
             for (int b = 0; b < 4; b++)
@@ -211,30 +211,21 @@ static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, i
                          dw_edges *eg)
 {
     const int64_t Q = (nb - 1) * Wp + OW, cs = dw_vbmi_stride(nb, Wp, OW);
-    if (eg) {
-        /* the masks made once per band height, the filter codes once per band; chunks of
-         * four blocks (AXS_EMB), each the block's channels in turn */
-        for (int64_t c = 0; c < nc; c++)
-            for (int64_t k = 0; k < K; k++)
-                fk[c * K + k] = w[k * C + c];
-        if (eg->nb != nb)
-            dw_edge_masks(eg, nb, K);
-        for (int64_t q0 = 0; q0 < Q; q0 += AXS_EMB) {
-            int64_t ms = Q - q0 < AXS_EMB ? Q - q0 : AXS_EMB;
-            const uint64_t *km = eg->km + q0 / AXS_EMB * K * 4;
-            for (int64_t c = 0; c < nc; c++)
-                axs_kern16e_avx512(s + c * ps + q0, soff, (int)ms, fk + c * K, (int)K, t,
-                                   sT + c * cs + q0, km, eg->pad_code);
-        }
-    } else {
-        for (int64_t c = 0; c < nc; c++) {
-            for (int64_t k = 0; k < K; k++)
-                fk[k] = w[k * C + c];
-            for (int64_t q0 = 0; q0 < Q; q0 += AXS_MB) {
-                int64_t ms = Q - q0 < AXS_MB ? Q - q0 : AXS_MB;
+    /* with eg: the masks made once per band height, chunks of four blocks (AXS_EMB) */
+    const int64_t mb = eg ? AXS_EMB : AXS_MB;
+    if (eg && eg->nb != nb)
+        dw_edge_masks(eg, Wp, nb, K);
+    for (int64_t c = 0; c < nc; c++) {
+        for (int64_t k = 0; k < K; k++)
+            fk[k] = w[k * C + c];
+        for (int64_t q0 = 0; q0 < Q; q0 += mb) {
+            int64_t ms = Q - q0 < mb ? Q - q0 : mb;
+            if (eg)
+                axs_kern16e_avx512(s + c * ps + q0, soff, (int)ms, fk, (int)K, t,
+                                   sT + c * cs + q0, eg->km + q0 / mb * K * 4, eg->pad_code);
+            else
                 axs_kern16_avx512(s + c * ps + q0, soff, (int)ms, fk, (ptrdiff_t)K, 1, (int)K,
                                   t, sT + c * cs + q0);
-            }
         }
     }
     if (!sums)   /* the caller takes the channel planes */
@@ -403,19 +394,19 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
 #pragma omp parallel num_threads(nt < units ? nt : (int)units)
     {
         /* E rows, or (vbmi) the band's sums channel by channel, a tile of the kernel's sums,
-         * the taps' offsets, the compact copy's masks and the block's codes */
+         * the taps' offsets, the compact copy's masks and a channel's codes */
         size_t nsum = (size_t)(cb * band * OW);
         size_t nT = vbmi ? (size_t)(cb * dw_vbmi_stride(band, Wr, OW)) : 0;
         /* the masks of a band's chunks (compact) */
         size_t nkm = compact ? (size_t)((band * W + AXS_EMB - 1) / AXS_EMB * K * 4) : 0;
         uint32_t *E = (uint32_t *)axs_alloc64(
-            vbmi ? nT * sizeof(uint32_t) + (size_t)K * (sizeof(ptrdiff_t) + (size_t)cb) +
+            vbmi ? nT * sizeof(uint32_t) + (size_t)K * (sizeof(ptrdiff_t) + 1) +
                        nkm * sizeof(uint64_t)
                  : (size_t)(cb * KH * 1024) * sizeof(uint32_t));
         uint32_t *sums = (uint32_t *)malloc(nsum * sizeof(uint32_t));
         int ok = E && sums;
         ptrdiff_t *soff = (ptrdiff_t *)(E + nT);
-        dw_edges eg = {W, pl, (int)KW, pad_code, 0, (uint64_t *)(soff + K)};
+        dw_edges eg = {pl, (int)KW, pad_code, 0, (uint64_t *)(soff + K)};
         uint8_t *fk = (uint8_t *)(eg.km + nkm);
         if (ok && vbmi)
             for (int64_t ky = 0; ky < KH; ky++)
