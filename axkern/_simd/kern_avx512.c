@@ -24,19 +24,27 @@
 
 _Static_assert(AXS_FLUSH <= 128, "flush64 combines sums of at most 128 bytes as int16");
 
+/* 64 byte lookups of idx in the 256 bytes P0 .. P3, top the lanes of index bit 7 set and
+ * bottom the others: index bit 7 picks the half. Merge-masked vpermi2b keeps the index in
+ * the lanes it does not write, so the second lookup (other half, complementary mask) still
+ * sees the index there and no separate blend is needed. */
+static inline AXS_512 __attribute__((always_inline)) __m512i
+lookup256(__m512i idx, __mmask64 top, __mmask64 bottom, __m512i P0, __m512i P1, __m512i P2,
+          __m512i P3)
+{
+    return _mm512_mask2_permutex2var_epi8(P0, _mm512_mask2_permutex2var_epi8(P2, idx, top, P3),
+                                          bottom, P1);
+}
+
+/* The low and high byte planes' lookups of a 16-bit entry. */
 static inline AXS_512 __attribute__((always_inline)) void
 lookup2(__m512i idx, __m512i P0, __m512i P1, __m512i P2, __m512i P3, __m512i Q0, __m512i Q1,
         __m512i Q2, __m512i Q3, __m512i *lo, __m512i *hi)
 {
-    /* Index bit 7 picks the half. Merge-masked vpermi2b keeps the index in the lanes it does
-     * not write, so the second lookup (other half, complementary mask) still sees the index
-     * there and no separate blend is needed. */
     __mmask64 top = _mm512_movepi8_mask(idx);
     __mmask64 bottom = _knot_mask64(top);
-    *lo = _mm512_mask2_permutex2var_epi8(P0, _mm512_mask2_permutex2var_epi8(P2, idx, top, P3),
-                                         bottom, P1);
-    *hi = _mm512_mask2_permutex2var_epi8(Q0, _mm512_mask2_permutex2var_epi8(Q2, idx, top, Q3),
-                                         bottom, Q1);
+    *lo = lookup256(idx, top, bottom, P0, P1, P2, P3);
+    *hi = lookup256(idx, top, bottom, Q0, Q1, Q2, Q3);
 }
 
 /* The 16-bit partial sums of 64 rows (raw and odd-byte accumulators of both planes) as
@@ -924,8 +932,7 @@ r8_chunk(const uint8_t *S, const ptrdiff_t *soff, const __mmask64 *lm, const uin
                 const __m512i idx = full ? _mm512_loadu_si512((const void *)(s + 64 * b))
                                          : _mm512_maskz_loadu_epi8(lm[b], s + 64 * b);
                 const __mmask64 top = _mm512_movepi8_mask(idx);
-                const __m512i r = _mm512_mask2_permutex2var_epi8(
-                    T0, _mm512_mask2_permutex2var_epi8(T2, idx, top, T3), _knot_mask64(top), T1);
+                const __m512i r = lookup256(idx, top, _knot_mask64(top), T0, T1, T2, T3);
                 raw[b] = _mm512_add_epi16(raw[b], r);
                 high[b] = _mm512_add_epi16(high[b], _mm512_srli_epi16(r, 8));
                 __asm__("" : "+v"(raw[b]), "+v"(high[b]));
