@@ -211,20 +211,22 @@ def test_nchw_planes_of_every_row_width(path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_nhwc_store_of_wide_rows(path):
-    """The dequantizing NHWC store of rows of 16 outputs or more (on the AVX-512 VBMI path
-    the 16 x 16 blocks of sums are dequantized as they are transposed, the columns past the
-    last block through the staging buffer): whole and partial channel blocks, output widths
+    """The dequantizing NHWC store by blocks of 16 output columns (on the AVX-512 VBMI path
+    the blocks of sums are dequantized as they are transposed; the last block of a row and
+    blocks of fewer than 16 channels with masked loads and stores): whole and partial
+    channel blocks (5-row filters take blocks of 12 channels), output widths below, at and
     around the 16-pixel block, tables whose entries are stored biased, the float64
     correction (raw tables) and the int32 one (frozen tables' bounded sums, unsigned and
     signed, through axconv2d in both layouts), bias or none, against NumPy's epilogue of the
     reference sums and against the reference backend."""
     rng = np.random.default_rng(zlib.crc32(f"dw-nhwc/{path}".encode()))
-    shapes = ((16, 16), (32, 21), (20, 35), (48, 47))
-    for kind, (C, W) in zip(("uint16", "int16", "offset", "uint16"), shapes):
+    shapes = ((16, 16), (32, 21), (20, 35), (48, 47), (24, 14), (16, 7))
+    for kind, (C, W), KH in zip(("uint16", "int16", "offset", "uint16", "int16", "offset"),
+                                shapes, (3, 3, 5, 3, 5, 3)):
         table = random_table(kind, rng)
         x = codes((3, 5, W, C), rng, kind)
-        w = codes((3, 3, 1, C), rng, kind)
-        args = ((1, 1), (1, 1, 1, 1), (1, 1), C, int(rng.integers(0, 256)))
+        w = codes((KH, 3, 1, C), rng, kind)
+        args = ((1, 1), (KH // 2, KH // 2, 1, 1), (1, 1), C, int(rng.integers(0, 256)))
         sums = ref.conv2d(x, w, table, *args, np.int64)
         scale = rng.uniform(1e-9, 1e-3, C)
         corr = rng.integers(-999, 999, C)
@@ -236,7 +238,7 @@ def test_nhwc_store_of_wide_rows(path):
                 want = want + bias
             got = fast.conv2d(x, w, table, *args, np.int32, 2, path=path, method="depthwise",
                               dequant=dq)
-            np.testing.assert_array_equal(got, want, err_msg=f"{kind} C={C} W={W} "
+            np.testing.assert_array_equal(got, want, err_msg=f"{kind} C={C} W={W} KH={KH} "
                                           f"bias={bias is not None}")
     v = np.arange(256)
     vs = v - 256 * (v >= 128)   # a signed multiplier's operands (stored biased in the kernels)
@@ -256,6 +258,37 @@ def test_nhwc_store_of_wide_rows(path):
                     want = axconv2d(xf, wf, m, backend="reference", **kw)
                     np.testing.assert_array_equal(got, want, err_msg=f"{m.name} C={C} W={W} "
                                                   f"{fmt}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_planar_copy_of_nhwc_rows(path):
+    """The planar copy of NHWC codes that the depthwise and the direct method read: padded
+    rows of 16 columns or more go by 16 x 16 transposes of 16 channels, the last block of a
+    row stepped back over the one before, or (images narrower than 16) starting in the left
+    padding and reading pad codes for the pixels outside the image; the channels past the
+    last block of 16 by blocks of 8 and bytes. Widths 1 - 33 with paddings that make the
+    padded rows narrower than, exactly and wider than 16 columns, channel counts with 0, 5
+    and 13 channels past a block of 16; the sums against the reference backend, with a pad
+    code that differs from every input code."""
+    rng = np.random.default_rng(zlib.crc32(f"dw-planar/{path}".encode()))
+    table = random_table("uint16", rng)
+    cases = [(W, pl, pr) for W in (1, 7, 9, 13, 14, 15, 16, 17, 27, 28, 33)
+             for pl, pr in ((1, 1), (2, 0), (0, 2))]
+    cases += [(10, 3, 3), (12, 4, 0), (3, 0, 4)]   # padded rows of 16 or just under
+    for i, (W, pl, pr) in enumerate(cases):
+        C = (16, 21, 29, 32)[i % 4]
+        x = rng.integers(1, 256, (2, 3, W, C)).astype(np.uint8)
+        pads = (1, 1, pl, pr)
+        w = rng.integers(0, 256, (3, 3, 1, C)).astype(np.uint8)
+        args = ((1, 1), pads, (1, 1), C, 0)
+        want = ref.conv2d(x, w, table, *args, np.int64)
+        got = fast.conv2d(x, w, table, *args, np.int64, 2, path=path, method="depthwise")
+        np.testing.assert_array_equal(got, want, err_msg=f"depthwise W={W} C={C} pads={pads}")
+        wd = rng.integers(0, 256, (3, 3, C, 5)).astype(np.uint8)
+        args = ((1, 1), pads, (1, 1), 1, 0)
+        want = ref.conv2d(x, wd, table, *args, np.int64)
+        got = fast.conv2d(x, wd, table, *args, np.int64, 2, path=path, method="direct")
+        np.testing.assert_array_equal(got, want, err_msg=f"direct W={W} C={C} pads={pads}")
 
 
 def _compact(H, W, KH, KW, pads, dh):

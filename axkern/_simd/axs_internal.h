@@ -200,13 +200,11 @@ static inline float axs_dequant_one(const axs_dequant *dq, int64_t v, int64_t r,
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
-/* d[i * ldd + c] = s[c * lds + i] for i, c < 16: a 16 x 16 byte transpose in four rounds of
- * unpacks (SSE2, part of x86-64) */
-static inline void axs_tr16x16_u8(const uint8_t *s, ptrdiff_t lds, uint8_t *d, ptrdiff_t ldd)
+/* The 16 x 16 byte transpose of the rows a[0..15] in place: four rounds of unpacks (SSE2,
+ * part of x86-64) */
+static inline void axs_tr16x16_regs(__m128i a[16])
 {
-    __m128i a[16], b[16];
-    for (int r = 0; r < 16; r++)
-        a[r] = _mm_loadu_si128((const __m128i *)(s + r * lds));
+    __m128i b[16];
     for (int r = 0; r < 8; r++) {
         b[2 * r] = _mm_unpacklo_epi8(a[2 * r], a[2 * r + 1]);
         b[2 * r + 1] = _mm_unpackhi_epi8(a[2 * r], a[2 * r + 1]);
@@ -225,6 +223,15 @@ static inline void axs_tr16x16_u8(const uint8_t *s, ptrdiff_t lds, uint8_t *d, p
         a[2 * h] = _mm_unpacklo_epi64(b[h], b[8 + h]);
         a[2 * h + 1] = _mm_unpackhi_epi64(b[h], b[8 + h]);
     }
+}
+
+/* d[i * ldd + c] = s[c * lds + i] for i, c < 16 */
+static inline void axs_tr16x16_u8(const uint8_t *s, ptrdiff_t lds, uint8_t *d, ptrdiff_t ldd)
+{
+    __m128i a[16];
+    for (int r = 0; r < 16; r++)
+        a[r] = _mm_loadu_si128((const __m128i *)(s + r * lds));
+    axs_tr16x16_regs(a);
     for (int r = 0; r < 16; r++)
         _mm_storeu_si128((__m128i *)(d + r * ldd), a[r]);
 }

@@ -988,25 +988,51 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
      * each, took a third of this function on depthwise layers) */
     if (Hp != H || Wp != W)
         memset(dst, pad_code, (size_t)(C * plane));
-    int64_t w8 = W & ~(int64_t)7, c8 = C & ~(int64_t)7, w16 = 0, c16 = 0;
+    int64_t w8 = W & ~(int64_t)7, c8 = C & ~(int64_t)7, c16 = 0;
 #if defined(__SSE2__)
-    w16 = W & ~(int64_t)15;
-    c16 = C & ~(int64_t)15;
+    /* rows of at least 16 padded columns: the first 16 channels of each block by 16 x 16
+     * transposes over the whole row, the last block of a row stepped back to end at its last
+     * pixel (or, on images narrower than 16, starting in the left padding, whose pixels read
+     * a row of pad codes); the 8 x 8 blocks and the byte loop below copied the columns past
+     * the last whole block (a tenth of a one-thread depthwise call of 32 x 14 x 14 x 256) */
+    if (Wp >= 16)
+        c16 = C & ~(int64_t)15;
+    uint8_t padrow[16];
+    memset(padrow, pad_code, sizeof padrow);
 #endif
     for (int64_t y = 0; y < H; y++) {
         const uint8_t *srow = xn + y * W * C;
         uint8_t *drow = dst + (y + pt) * Wp + pl;
 #if defined(__SSE2__)
-        /* 16 pixels x 16 channels at a time (SSE2 unpacks: about twice the 8 x 8 blocks in
-         * 64-bit registers below, which do the rest) */
-        for (int64_t xx = 0; xx < w16; xx += 16)
-            for (int64_t c = 0; c < c16; c += 16)
-                axs_tr16x16_u8(srow + xx * C + c, (ptrdiff_t)C, drow + c * plane + xx,
-                               (ptrdiff_t)plane);
+        for (int64_t xx = 0; xx < W && c16; xx += 16) {
+            int64_t x0 = xx + 16 <= W ? xx : W - 16 > -(int64_t)pl ? W - 16 : -(int64_t)pl;
+            if (x0 >= 0 && x0 + 16 <= W) {
+                for (int64_t c = 0; c < c16; c += 16)
+                    axs_tr16x16_u8(srow + x0 * C + c, (ptrdiff_t)C, drow + c * plane + x0,
+                                   (ptrdiff_t)plane);
+                continue;
+            }
+            /* pixels outside the image: the pad row, the same for every channel */
+            const uint8_t *src[16];
+            int64_t step[16];
+            for (int q = 0; q < 16; q++) {
+                int in = x0 + q >= 0 && x0 + q < W;
+                src[q] = in ? srow + (x0 + q) * C : padrow;
+                step[q] = in;
+            }
+            for (int64_t c = 0; c < c16; c += 16) {
+                __m128i a[16];
+                for (int q = 0; q < 16; q++)
+                    a[q] = _mm_loadu_si128((const __m128i *)(src[q] + c * step[q]));
+                axs_tr16x16_regs(a);
+                for (int q = 0; q < 16; q++)
+                    _mm_storeu_si128((__m128i *)(drow + (c + q) * plane + x0), a[q]);
+            }
+        }
 #endif
         /* 8 pixels x 8 channels at a time through registers */
         for (int64_t xx = 0; xx < w8; xx += 8)
-            for (int64_t c = xx < w16 ? c16 : 0; c < c8; c += 8) {
+            for (int64_t c = c16; c < c8; c += 8) {
                 uint64_t r[8];
                 for (int q = 0; q < 8; q++)
                     memcpy(&r[q], srow + (xx + q) * C + c, 8);
@@ -1017,7 +1043,7 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
         for (int64_t xx = 0; xx < W; xx++) {
             const uint8_t *src = srow + xx * C;
             uint8_t *o = drow + xx;
-            for (int64_t c = xx < w8 ? c8 : 0; c < C; c++)
+            for (int64_t c = xx < w8 ? (c8 > c16 ? c8 : c16) : c16; c < C; c++)
                 o[c * plane] = src[c];
         }
     }

@@ -241,10 +241,10 @@ void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ld
 /* axs_tr16_avx512's transpose dequantized on the way, as axs_dequant_rows does without window
  * sums: y[i * ldy + j] = float32(float64((int32)(src[j * ld + i] - vbias + c32[j])) * scale[j])
  * (+ bias[j]), or with the float64 corr[j] added after the conversion where c32 is NULL, for
- * i, j < 16 (AVX-512 F; the depthwise NHWC store). */
-void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t vbias, const double *scale,
-                       const double *corr, const int32_t *c32, const float *bias, float *y,
-                       ptrdiff_t ldy);
+ * i < nc and j < nr (both at most 16; AVX-512 F; the depthwise NHWC store). */
+void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32_t vbias,
+                       const double *scale, const double *corr, const int32_t *c32,
+                       const float *bias, float *y, ptrdiff_t ldy);
 /* axs_dequant_rows without window sums for n a multiple of 8 (AVX2; expand.c). */
 void axs_dequant_rows8_avx2(const uint32_t *v, ptrdiff_t ldv, int rows, int n, uint32_t vbias,
                             const double *scale, const double *corr, const int32_t *c32,

@@ -231,8 +231,10 @@ static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, i
     if (!sums)   /* the caller takes the channel planes */
         return;
     if (st) {
-        /* dequantized into the NHWC output as the 16 x 16 blocks are transposed (16
-         * channels); the columns past the last block through the staging buffer */
+        /* dequantized into the NHWC output as the blocks of 16 columns are transposed (the
+         * last one and a block of fewer channels masked: through a staging buffer and
+         * axs_dequant_rows, such blocks took a third of a one-thread call of 32 x 14 x 14 x
+         * 256) */
         const axs_xdeq *dd = st->dd;
         const int64_t c0 = st->c0;
         const double *scale = dd->scale + c0, *corr = dd->corr + c0;
@@ -241,18 +243,10 @@ static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, i
         for (int64_t y = 0; y < nb; y++) {
             const uint32_t *row = sT + y * Wp;
             float *out = st->y + y * OW * st->ldy;
-            int64_t o = 0;
-            if (nc == 16)
-                for (; o + 16 <= OW; o += 16)
-                    axs_dqtr16_avx512(row + o, (ptrdiff_t)cs, st->kbias, scale, corr, c32, bias,
-                                      out + o * st->ldy, st->ldy);
-            if (o == OW)
-                continue;
-            for (int64_t p = o; p < OW; p++)
-                for (int64_t c = 0; c < nc; c++)
-                    sums[(p - o) * nc + c] = row[c * cs + p];
-            axs_dequant_rows(sums, (ptrdiff_t)nc, (int)(OW - o), (int)nc, st->kbias, NULL, 0,
-                             scale, corr, c32, NULL, bias, out + o * st->ldy, st->ldy);
+            for (int64_t o = 0; o < OW; o += 16)
+                axs_dqtr16_avx512(row + o, (ptrdiff_t)cs, (int)nc,
+                                  OW - o < 16 ? (int)(OW - o) : 16, st->kbias, scale, corr, c32,
+                                  bias, out + o * st->ldy, st->ldy);
         }
         return;
     }

@@ -303,24 +303,47 @@ dq16(__m512i x, const __m512d *c, const __m512d *s, const __m512 *b)
     return b ? _mm512_add_ps(r, *b) : r;
 }
 
-AXS_512 void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t vbias,
+/* The nr x nc block at src (nr, nc <= 16) transposed and dequantized, MASKED a compile-time
+ * switch: the full block's loads and stores, or masked ones that read no column and write no
+ * channel past the block (the rows' last columns and the layer's last channels). */
+static inline AXS_512 __attribute__((always_inline)) void
+dqtr16(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32_t vbias, const double *scale,
+       const double *corr, const int32_t *c32, const float *bias, float *y, ptrdiff_t ldy,
+       const int MASKED)
+{
+    const __mmask16 rm = MASKED ? (__mmask16)((1u << nr) - 1) : (__mmask16)0xffff;
+    const __mmask16 cm = MASKED ? (__mmask16)((1u << nc) - 1) : (__mmask16)0xffff;
+    __m512i r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = !MASKED ? _mm512_loadu_si512((const void *)(src + i * ld))
+               : i < nr ? _mm512_maskz_loadu_epi32(cm, src + i * ld)
+                        : _mm512_setzero_si512();
+    tr16(r, t);
+    const __m512i k = c32 ? _mm512_sub_epi32(_mm512_maskz_loadu_epi32(rm, c32),
+                                             _mm512_set1_epi32((int)vbias))
+                          : _mm512_set1_epi32(-(int)vbias);
+    const __mmask8 rm0 = (__mmask8)rm, rm1 = (__mmask8)(rm >> 8);
+    const __m512d s[2] = {_mm512_maskz_loadu_pd(rm0, scale), _mm512_maskz_loadu_pd(rm1, scale + 8)};
+    const __m512d cd[2] = {c32 ? _mm512_setzero_pd() : _mm512_maskz_loadu_pd(rm0, corr),
+                           c32 ? _mm512_setzero_pd() : _mm512_maskz_loadu_pd(rm1, corr + 8)};
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(rm, bias) : _mm512_setzero_ps();
+    for (int i = 0; i < (MASKED ? nc : 16); i++) {
+        const __m512 v = dq16(_mm512_add_epi32(t[i], k), c32 ? NULL : cd, s, bias ? &b : NULL);
+        if (MASKED)
+            _mm512_mask_storeu_ps(y + i * ldy, rm, v);
+        else
+            _mm512_storeu_ps(y + i * ldy, v);
+    }
+}
+
+AXS_512 void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32_t vbias,
                                const double *scale, const double *corr, const int32_t *c32,
                                const float *bias, float *y, ptrdiff_t ldy)
 {
-    __m512i r[16], t[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = _mm512_loadu_si512((const void *)(src + i * ld));
-    tr16(r, t);
-    const __m512i k = c32 ? _mm512_sub_epi32(_mm512_loadu_si512((const void *)c32),
-                                             _mm512_set1_epi32((int)vbias))
-                          : _mm512_set1_epi32(-(int)vbias);
-    const __m512d s[2] = {_mm512_loadu_pd(scale), _mm512_loadu_pd(scale + 8)};
-    const __m512d cd[2] = {c32 ? _mm512_setzero_pd() : _mm512_loadu_pd(corr),
-                           c32 ? _mm512_setzero_pd() : _mm512_loadu_pd(corr + 8)};
-    const __m512 b = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-    for (int i = 0; i < 16; i++)
-        _mm512_storeu_ps(y + i * ldy, dq16(_mm512_add_epi32(t[i], k), c32 ? NULL : cd, s,
-                                           bias ? &b : NULL));
+    if (nr == 16 && nc == 16)
+        dqtr16(src, ld, 16, 16, vbias, scale, corr, c32, bias, y, ldy, 0);
+    else
+        dqtr16(src, ld, nr, nc, vbias, scale, corr, c32, bias, y, ldy, 1);
 }
 
 /* ------------------------------------------------------------ factor values */
@@ -1041,11 +1064,11 @@ void axs_kern16e_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const u
     (void)pad_code;
     abort();  /* never selected off x86-64 */
 }
-void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, uint32_t vbias,
+void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32_t vbias,
                        const double *scale, const double *corr, const int32_t *c32,
                        const float *bias, float *y, ptrdiff_t ldy)
 {
-    (void)src, (void)ld, (void)vbias, (void)scale, (void)corr, (void)c32, (void)bias;
+    (void)src, (void)ld, (void)nr, (void)nc, (void)vbias, (void)scale, (void)corr, (void)c32, (void)bias;
     (void)y, (void)ldy;
     abort();  /* never selected off x86-64 */
 }
