@@ -451,13 +451,12 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                             const int64_t runs = Wr == OW ? 1 : nb, run = Wr == OW ? P : OW;
                             for (int64_t j = 0; j < nc; j++) {
                                 int64_t c = c0 + j;
-                                float *op = (float *)out + ((n * C + c) * OH + y0) * OW;
-                                for (int64_t y = 0; y < runs; y++)
-                                    axs_dequant_run(E + j * cs + y * Wr, run, kbias, dd.scale[c],
-                                                    dd.corr[c],
-                                                    dd.corr32 ? dd.corr32 + c : NULL,
-                                                    dd.bias ? dd.bias + c : NULL,
-                                                    op + y * OW);
+                                axs_dqrows_avx512(E + j * cs, (ptrdiff_t)Wr, runs, run, kbias,
+                                                  dd.scale[c], dd.corr[c],
+                                                  dd.corr32 ? dd.corr32 + c : NULL,
+                                                  dd.bias ? dd.bias + c : NULL,
+                                                  (float *)out + ((n * C + c) * OH + y0) * OW,
+                                                  (ptrdiff_t)OW);
                             }
                             continue;
                         }

@@ -346,6 +346,28 @@ AXS_512 void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, int nr, int nc
         dqtr16(src, ld, nr, nc, vbias, scale, corr, c32, bias, y, ldy, 1);
 }
 
+/* axs_dequant_run over rows of n sums at stride ldv into rows of n floats at stride ldy,
+ * 16 sums a zmm, each row's last ones masked (the depthwise NCHW store, rows of a band: on
+ * 14 x 14 images the compiled loop left 6 of a row's 14 sums to its scalar tail). */
+AXS_512 void axs_dqrows_avx512(const uint32_t *v, ptrdiff_t ldv, int64_t rows, int64_t n,
+                               uint32_t kbias, double scale, double corr, const int32_t *c32,
+                               const float *bias, float *y, ptrdiff_t ldy)
+{
+    const __m512i k = _mm512_set1_epi32(-(int)(c32 ? kbias - (uint32_t)*c32 : kbias));
+    const __m512d s[2] = {_mm512_set1_pd(scale), _mm512_set1_pd(scale)};
+    const __m512d cd[2] = {_mm512_set1_pd(corr), _mm512_set1_pd(corr)};
+    const __m512 b = _mm512_set1_ps(bias ? *bias : 0.0f);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff
+                                            : (__mmask16)((1u << (n - i)) - 1);
+            const __m512i x = _mm512_maskz_loadu_epi32(m, v + r * ldv + i);
+            _mm512_mask_storeu_ps(y + r * ldy + i, m,
+                                  dq16(_mm512_add_epi32(x, k), c32 ? NULL : cd, s,
+                                       bias ? &b : NULL));
+        }
+}
+
 /* ------------------------------------------------------------ factor values */
 
 /* 64 codes' bytes from two 256-byte planes (lookup2's split on index bit 7), then the bytes
@@ -1070,6 +1092,15 @@ void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32
 {
     (void)src, (void)ld, (void)nr, (void)nc, (void)vbias, (void)scale, (void)corr, (void)c32, (void)bias;
     (void)y, (void)ldy;
+    abort();  /* never selected off x86-64 */
+}
+
+void axs_dqrows_avx512(const uint32_t *v, ptrdiff_t ldv, int64_t rows, int64_t n,
+                       uint32_t kbias, double scale, double corr, const int32_t *c32,
+                       const float *bias, float *y, ptrdiff_t ldy)
+{
+    (void)v, (void)ldv, (void)rows, (void)n, (void)kbias, (void)scale, (void)corr, (void)c32;
+    (void)bias, (void)y, (void)ldy;
     abort();  /* never selected off x86-64 */
 }
 
