@@ -266,28 +266,33 @@ def test_planar_copy_of_nhwc_rows(path):
     rows of 16 columns or more go by 16 x 16 transposes of 16 channels, the last block of a
     row stepped back over the one before, or (images narrower than 16) starting in the left
     padding and reading pad codes for the pixels outside the image; the channels past the
-    last block of 16 by blocks of 8 and bytes. Widths 1 - 33 with paddings that make the
-    padded rows narrower than, exactly and wider than 16 columns, channel counts with 0, 5
-    and 13 channels past a block of 16; the sums against the reference backend, with a pad
-    code that differs from every input code."""
+    last block of 16 by blocks of 8 and bytes; a single image's copy split between the
+    threads by blocks of 16 channels (NCHW codes too: their border). Widths 1 - 33 with
+    paddings that make the padded rows narrower than, exactly and wider than 16 columns,
+    channel counts with 0, 5 and 13 channels past a block of 16, one and two images; the sums
+    against the reference backend, with a pad code that differs from every input code."""
     rng = np.random.default_rng(zlib.crc32(f"dw-planar/{path}".encode()))
     table = random_table("uint16", rng)
     cases = [(W, pl, pr) for W in (1, 7, 9, 13, 14, 15, 16, 17, 27, 28, 33)
              for pl, pr in ((1, 1), (2, 0), (0, 2))]
     cases += [(10, 3, 3), (12, 4, 0), (3, 0, 4)]   # padded rows of 16 or just under
     for i, (W, pl, pr) in enumerate(cases):
-        C = (16, 21, 29, 32)[i % 4]
-        x = rng.integers(1, 256, (2, 3, W, C)).astype(np.uint8)
+        C = (16, 21, 29, 32, 61)[i % 5]
+        # one image: its copy is split by blocks of 16 channels between the threads
+        x = rng.integers(1, 256, (1 + i % 2, 3, W, C)).astype(np.uint8)
         pads = (1, 1, pl, pr)
         w = rng.integers(0, 256, (3, 3, 1, C)).astype(np.uint8)
         args = ((1, 1), pads, (1, 1), C, 0)
         want = ref.conv2d(x, w, table, *args, np.int64)
-        got = fast.conv2d(x, w, table, *args, np.int64, 2, path=path, method="depthwise")
-        np.testing.assert_array_equal(got, want, err_msg=f"depthwise W={W} C={C} pads={pads}")
+        for fmt, xi in (("NHWC", x), ("NCHW", np.ascontiguousarray(x.transpose(0, 3, 1, 2)))):
+            got = fast.conv2d(xi, w, table, *args, np.int64, 3, path=path, method="depthwise",
+                              in_format=fmt)
+            np.testing.assert_array_equal(got, want, err_msg=f"depthwise {fmt} W={W} C={C} "
+                                          f"pads={pads}")
         wd = rng.integers(0, 256, (3, 3, C, 5)).astype(np.uint8)
         args = ((1, 1), pads, (1, 1), 1, 0)
         want = ref.conv2d(x, wd, table, *args, np.int64)
-        got = fast.conv2d(x, wd, table, *args, np.int64, 2, path=path, method="direct")
+        got = fast.conv2d(x, wd, table, *args, np.int64, 3, path=path, method="direct")
         np.testing.assert_array_equal(got, want, err_msg=f"direct W={W} C={C} pads={pads}")
 
 

@@ -138,11 +138,25 @@ double axs_fcost(int path, int64_t rows, int64_t K, int64_t cg, int64_t cols, in
  * (expand.c; used by the expanded and depthwise convolutions). */
 void axs_pad_nhwc(const uint8_t *x, int64_t N, int64_t H, int64_t W, int64_t C, int pt,
                   int pb, int pl, int pr, int pad_code, uint8_t *xp, int nt);
-/* One NHWC image (H, W, C) into planar (C, Hp, Wp) layout with pad_code in the border (pt
- * rows above, pl columns left): for a fixed tap and channel, consecutive output pixels of a
- * row then read consecutive bytes (axsimd.c; the direct and depthwise methods). */
-void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, int pl,
-                   int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst);
+/* Channels c0 .. c1 - 1 of one NHWC image (H, W, C) into planar (C, Hp, Wp) layout at dst
+ * with pad_code in the border (pt rows above, pl columns left): for a fixed tap and channel,
+ * consecutive output pixels of a row then read consecutive bytes (axsimd.c; the direct and
+ * depthwise methods). */
+void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int64_t c0, int64_t c1,
+                   int pt, int pl, int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst);
+/* Parts per image of a batch's planar copy: one where there is an image for every thread,
+ * else up to enough for the threads, of whole blocks of 16 channels (a batch-1 layer's copy
+ * ran on one thread while the other waited); part q starts at channel axs_planar_c0. */
+static inline int64_t axs_planar_parts(int64_t N, int64_t C, int nt)
+{
+    int64_t blocks = (C + 15) / 16, want = (nt + N - 1) / N;
+    return N >= nt ? 1 : blocks < want ? blocks : want;
+}
+static inline int64_t axs_planar_c0(int64_t C, int64_t parts, int64_t q)
+{
+    int64_t c = (C + 15) / 16 * q / parts * 16;
+    return c < C ? c : C;
+}
 /* The depthwise method (depthwise.c): whether it serves a conv2d shape (the table class
  * aside), and its driver over a table prepared with the weight code fixed. */
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw);

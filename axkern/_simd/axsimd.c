@@ -980,15 +980,17 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
 
 /* ------------------------------------------------------------------------ conv2d */
 
-void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, int pl,
-                   int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst)
+void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int64_t c0, int64_t c1,
+                   int pt, int pl, int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst)
 {
-    int64_t plane = Hp * Wp;
+    const int64_t plane = Hp * Wp, Cn = c1 - c0;   /* channels c0 .. c1 - 1 */
+    xn += c0;
+    dst += c0 * plane;
     /* the border: one fill of everything (a memset per row and channel, of a byte or two
      * each, took a third of this function on depthwise layers) */
     if (Hp != H || Wp != W)
-        memset(dst, pad_code, (size_t)(C * plane));
-    int64_t w8 = W & ~(int64_t)7, c8 = C & ~(int64_t)7, c16 = 0;
+        memset(dst, pad_code, (size_t)(Cn * plane));
+    int64_t w8 = W & ~(int64_t)7, c8 = Cn & ~(int64_t)7, c16 = 0;
 #if defined(__SSE2__)
     /* rows of at least 16 padded columns: the first 16 channels of each block by 16 x 16
      * transposes over the whole row, the last block of a row stepped back to end at its last
@@ -996,7 +998,7 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
      * a row of pad codes); the 8 x 8 blocks and the byte loop below copied the columns past
      * the last whole block (a tenth of a one-thread depthwise call of 32 x 14 x 14 x 256) */
     if (Wp >= 16)
-        c16 = C & ~(int64_t)15;
+        c16 = Cn & ~(int64_t)15;
     uint8_t padrow[16];
     memset(padrow, pad_code, sizeof padrow);
 #endif
@@ -1043,7 +1045,7 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int pt, i
         for (int64_t xx = 0; xx < W; xx++) {
             const uint8_t *src = srow + xx * C;
             uint8_t *o = drow + xx;
-            for (int64_t c = xx < w8 ? (c8 > c16 ? c8 : c16) : c16; c < C; c++)
+            for (int64_t c = xx < w8 ? (c8 > c16 ? c8 : c16) : c16; c < Cn; c++)
                 o[c * plane] = src[c];
         }
     }
@@ -1470,10 +1472,14 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
             failed = 1;
         }
         if (!wide) {
+            const int64_t cp = axs_planar_parts(N, C, nt);
 #pragma omp for schedule(static)
-            for (int64_t n = 0; n < N; n++)
-                axs_to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code,
+            for (int64_t u = 0; u < N * cp; u++) {
+                int64_t n = u / cp, q = u % cp;
+                axs_to_planar(x + n * H * W * C, H, W, C, axs_planar_c0(C, cp, q),
+                              axs_planar_c0(C, cp, q + 1), pt, pl, Hp, Wp, pad_code,
                               xp + n * C * plane);
+            }
         }
         int64_t loaded = -1;
         ptrdiff_t orow[AXS_MB], run_src[AXS_MB];
@@ -1503,7 +1509,8 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
             if (wide) {
                 if (loaded != n) {
                     memset(img + C * plane, pad_code, img_bytes - (size_t)(C * plane));
-                    axs_to_planar(x + n * H * W * C, H, W, C, pt, pl, Hp, Wp, pad_code, img);
+                    axs_to_planar(x + n * H * W * C, H, W, C, 0, C, pt, pl, Hp, Wp, pad_code,
+                                  img);
                     loaded = n;
                 }
                 for (int i = 0; i < ms; i++) {

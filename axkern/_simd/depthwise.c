@@ -325,21 +325,29 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
             return AXS_ENOMEM;
         xp = xbuf + 64;
     }
+    /* images, or for fewer images than threads parts of an image's channels (see
+     * axs_planar_parts: a batch-1 call copied on one thread while the other waited) */
+    const int64_t cp = axs_planar_parts(N, C, nt);
     if (!in_nchw) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t n = 0; n < N; n++)
-            axs_to_planar(x + n * H * W * C, H, W, C, pt, (int)plc, Hp, Wr, pad_code,
+        for (int64_t u = 0; u < N * cp; u++) {
+            int64_t n = u / cp, q = u % cp;
+            axs_to_planar(x + n * H * W * C, H, W, C, axs_planar_c0(C, cp, q),
+                          axs_planar_c0(C, cp, q + 1), pt, (int)plc, Hp, Wr, pad_code,
                           xp + n * C * Hp * Wr);
+        }
     } else if (padded) {
         /* NCHW codes are planes already: only the border is added (one fill per image,
          * then the rows: three library calls per row and plane cost more than the copy,
          * and one more than copying inline: synthetic depthwise NCHW calls 1.05 times as
          * fast, paired) */
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t n = 0; n < N; n++) {
+        for (int64_t u = 0; u < N * cp; u++) {
+            int64_t n = u / cp, c0 = axs_planar_c0(C, cp, u % cp);
+            int64_t c1 = axs_planar_c0(C, cp, u % cp + 1);
             uint8_t *d = xp + n * C * Hp * Wr;
-            memset(d, pad_code, (size_t)(C * Hp * Wr));
-            for (int64_t c = 0; c < C; c++) {
+            memset(d + c0 * Hp * Wr, pad_code, (size_t)((c1 - c0) * Hp * Wr));
+            for (int64_t c = c0; c < c1; c++) {
                 const uint8_t *src = x + (n * C + c) * H * W;
                 uint8_t *dc = d + c * Hp * Wr + pt * Wr + plc;
                 if (compact)
