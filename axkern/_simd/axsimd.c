@@ -992,10 +992,10 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int64_t c
         memset(dst, pad_code, (size_t)(Cn * plane));
     int64_t w8 = W & ~(int64_t)7, c8 = Cn & ~(int64_t)7, c16 = 0;
 #if defined(__SSE2__)
-    /* rows of at least 16 padded columns: the first 16 channels of each block by 16 x 16
-     * transposes over the whole row, the last block of a row stepped back to end at its last
-     * pixel (or, on images narrower than 16, starting in the left padding, whose pixels read
-     * a row of pad codes); the 8 x 8 blocks and the byte loop below copied the columns past
+    /* rows of at least 16 padded columns: each block of 16 channels by 16 x 16 transposes
+     * over the whole row, the last block of a row stepped back to end at its last pixel
+     * (or, on images narrower than 16, starting in the left padding, whose pixels read a
+     * row of pad codes); the 8 x 8 blocks and the byte loop below copied the columns past
      * the last whole block (a tenth of a one-thread depthwise call of 32 x 14 x 14 x 256) */
     if (Wp >= 16)
         c16 = Cn & ~(int64_t)15;

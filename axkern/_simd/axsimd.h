@@ -245,8 +245,8 @@ void axs_tr8_avx2(const uint32_t *src, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ld
 void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32_t vbias,
                        const double *scale, const double *corr, const int32_t *c32,
                        const float *bias, float *y, ptrdiff_t ldy);
-/* axs_dequant_run over rows rows of n sums (row strides ldv, ldy; AVX-512 F: the depthwise
- * NCHW store). */
+/* axs_dequant_run over each of `rows` rows of n sums (row strides ldv, ldy; AVX-512 F: the
+ * depthwise NCHW store). */
 void axs_dqrows_avx512(const uint32_t *v, ptrdiff_t ldv, int64_t rows, int64_t n,
                        uint32_t kbias, double scale, double corr, const int32_t *c32,
                        const float *bias, float *y, ptrdiff_t ldy);

@@ -323,7 +323,8 @@ dqtr16(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32_t vbias, const 
                                              _mm512_set1_epi32((int)vbias))
                           : _mm512_set1_epi32(-(int)vbias);
     const __mmask8 rm0 = (__mmask8)rm, rm1 = (__mmask8)(rm >> 8);
-    const __m512d s[2] = {_mm512_maskz_loadu_pd(rm0, scale), _mm512_maskz_loadu_pd(rm1, scale + 8)};
+    const __m512d s[2] = {_mm512_maskz_loadu_pd(rm0, scale),
+                          _mm512_maskz_loadu_pd(rm1, scale + 8)};
     const __m512d cd[2] = {c32 ? _mm512_setzero_pd() : _mm512_maskz_loadu_pd(rm0, corr),
                            c32 ? _mm512_setzero_pd() : _mm512_maskz_loadu_pd(rm1, corr + 8)};
     const __m512 b = bias ? _mm512_maskz_loadu_ps(rm, bias) : _mm512_setzero_ps();
@@ -1090,7 +1091,8 @@ void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32
                        const double *scale, const double *corr, const int32_t *c32,
                        const float *bias, float *y, ptrdiff_t ldy)
 {
-    (void)src, (void)ld, (void)nr, (void)nc, (void)vbias, (void)scale, (void)corr, (void)c32, (void)bias;
+    (void)src, (void)ld, (void)nr, (void)nc, (void)vbias, (void)scale, (void)corr, (void)c32;
+    (void)bias;
     (void)y, (void)ldy;
     abort();  /* never selected off x86-64 */
 }
