@@ -1092,8 +1092,7 @@ void axs_dqtr16_avx512(const uint32_t *src, ptrdiff_t ld, int nr, int nc, uint32
                        const float *bias, float *y, ptrdiff_t ldy)
 {
     (void)src, (void)ld, (void)nr, (void)nc, (void)vbias, (void)scale, (void)corr, (void)c32;
-    (void)bias;
-    (void)y, (void)ldy;
+    (void)bias, (void)y, (void)ldy;
     abort();  /* never selected off x86-64 */
 }
 
