@@ -149,8 +149,10 @@ void axs_to_planar(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int64_t c
  * ran on one thread while the other waited); part q starts at channel axs_planar_c0. */
 static inline int64_t axs_planar_parts(int64_t N, int64_t C, int nt)
 {
+    if (N >= nt || N < 1 || C <= 16)
+        return 1;
     int64_t blocks = (C + 15) / 16, want = (nt + N - 1) / N;
-    return N >= nt ? 1 : blocks < want ? blocks : want;
+    return blocks < want ? blocks : want;
 }
 static inline int64_t axs_planar_c0(int64_t C, int64_t parts, int64_t q)
 {
