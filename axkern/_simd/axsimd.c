@@ -1291,9 +1291,13 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
          (method == AXS_METHOD_AUTO && path != AXS_PATH_SCALAR)))
         return axs_fdwconv2d(xn ? xn : x, w, fac, N, H, W, C, KH, KW, sh, sw, pt, pb, pl, pr_,
                              dh, dw, pad_code, out, dq, axs_threads(nthreads), path, xn != NULL);
-    /* depthwise layers: the depthwise method, wherever it serves; on the AVX-512 path only
-     * its variant over the direct kernel (stride 1, 16-bit class: 1.07 to 2.1 times the
-     * direct method, paired), as the rows of E there ran at 0.84 to 0.97 times */
+    /* depthwise layers: the depthwise method, wherever it serves. On the AVX-512 path its
+     * variant over the direct kernel at stride 1 (16-bit class: 1.07 to 2.1 times the
+     * direct method, paired), and its rows of E elsewhere (Zen 4, int32 sums, two threads:
+     * at stride 2 the uint16 rows 1.7 - 3.6 times as fast as the direct method on MobileNet's
+     * layers, 112 x 112 x 96 to 14 x 14 x 576; tables of the generic class 1.6 - 2.8 times,
+     * except where a few outputs per channel do not repay building E: 1 x 14 x 14 x 576 at
+     * stride 2, 49 outputs, 0.57, so those keep the direct method below 128 outputs) */
     int dw_shape = axs_dw_serves(C, COUT, groups, KH, KW, dw);
     if (method == AXS_METHOD_DEPTHWISE && !dw_shape)
         return AXS_EMETHOD;
@@ -1306,7 +1310,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
             return err;
         const axs_fixed_table *dt = &de->pr.t;
         if (!(dt->generic && out64) &&
-            (method == AXS_METHOD_DEPTHWISE || !vbmi || axs_dw_vbmi(path, dt, sh, sw))) {
+            (method == AXS_METHOD_DEPTHWISE || !vbmi || !dt->generic || N * P >= 128)) {
             int rc = axs_dwconv2d(xn ? xn : x, w, dt, N, H, W, C, KH, KW, sh, sw, pt, pb,
                                   pl, pr_, dh, pad_code, out64, out, dq, axs_threads(nthreads),
                                   path, xn != NULL);

@@ -291,8 +291,10 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
      * lookups (64 codes per vpermi2b, the filter code's table column in registers) streamed
      * along each channel's plane of a planar copy, instead of rows of E (dw_band_vbmi). */
     const int vbmi = axs_dw_vbmi(path, t, sh, sw);
-    /* rows of E as uint16 on the AVX2 path (16-bit-class tables) */
-    const int e16 = path == AXS_PATH_AVX2 && !t->generic;
+    /* rows of E as uint16 (16-bit-class tables) on the AVX2 path, and on the AVX-512 path
+     * where the VBMI variant does not serve (strides) */
+    const int e16 = (path == AXS_PATH_AVX2 || (path == AXS_PATH_AVX512_VBMI && !vbmi)) &&
+                    !t->generic;
     /* VBMI with the left and right padding exactly the filter's overhang (SAME; then OW = W):
      * the planar copy leaves the padding columns out (row stride Wr = W) and the kernel
      * masks the taps that fall in them (dw_edges), so that every position it streams is an
