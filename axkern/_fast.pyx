@@ -38,7 +38,9 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     column, whose low lane completes an output every ``stride`` columns (two channels per
     register on AVX2, four on AVX-512). On the ``"avx512_vbmi"`` path, for stride 1 and a
     16-bit-class table, the direct kernel's lookups instead, streamed along each channel's
-    plane and stored pixel-major through register transposes. The default for such layers
+    plane and stored pixel-major through register transposes; taking a tap at a time, that
+    variant also serves filters of up to 64 columns (5 x 5, 7 x 7, 1 x 9). The default for
+    such layers
     on the ``"avx2"`` and ``"scalar"`` paths, and on ``"avx512_vbmi"`` at stride 1 with a
     16-bit-class table (tables with factors of rank 1 or 2 aside on ``"avx2"`` and
     ``"avx512_vbmi"``, see below; int64 sums need a 16-bit-class table).
@@ -316,8 +318,10 @@ def _method(method):
 _METHOD_NEEDS = {
     "expand": "a table whose entries span at most 65535 (max - min) and int32 accumulation",
     "depthwise": ("a conv2d with groups equal to the input and output channels, horizontal "
-                  "dilation 1 and at most 4 filter columns, and int32 accumulation or a table "
-                  "whose entries span at most 65535 (max - min)"),
+                  "dilation 1 and at most 4 filter columns (up to 64 on the 'avx512_vbmi' "
+                  "path at stride 1 with a table whose entries span at most 65535), and "
+                  "int32 accumulation or a table whose entries span at most 65535 "
+                  "(max - min)"),
     "factored": ("a table that axkern froze (a multiplier's own or folded table, see "
                  "axkern.backends.freeze_table) with exact int16 factors of rank at most 4 "
                  "(axkern.lowrank.factor_table), and int32 accumulation"),

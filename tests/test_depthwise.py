@@ -126,7 +126,7 @@ def test_refused_shapes():
         (codes((3, 3, 2, 4), rng), dict(groups=2)),                   # grouped, not depthwise
         (codes((3, 3, 4, 4), rng), dict()),                           # dense
         (codes((3, 3, 1, 4), rng), dict(groups=4, dilation=(1, 2))),  # horizontal dilation
-        (codes((3, 5, 1, 4), rng), dict(groups=4)),                   # 5 filter columns
+        (codes((3, 5, 1, 4), rng), dict(groups=4, stride=(2, 2))),    # 5 columns, stride 2
     ]
     for w, kw in refused:
         with pytest.raises(ValueError, match=msg):
@@ -294,6 +294,58 @@ def test_planar_copy_of_nhwc_rows(path):
         want = ref.conv2d(x, wd, table, *args, np.int64)
         got = fast.conv2d(x, wd, table, *args, np.int64, 3, path=path, method="direct")
         np.testing.assert_array_equal(got, want, err_msg=f"direct W={W} C={C} pads={pads}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_wide_filters(path):
+    """Filters of 5 to 9 columns (5 x 5, 7 x 7, 3 x 7, 1 x 9, 2 x 6): on the AVX-512 VBMI
+    path at stride 1 the depthwise method's variant over the direct kernel serves them (a
+    tap at a time; with and without the padding columns in its planar copy), int32 and
+    int64 sums from NHWC and NCHW indices and both dequantizing stores, against the
+    reference backend and NumPy's epilogue; elsewhere (rows of E hold 4 filter columns;
+    strides; a generic-class table) the method refuses them and the automatic choice serves
+    them exactly."""
+    rng = np.random.default_rng(zlib.crc32(f"dw-wide/{path}".encode()))
+    cases = [(5, 5, (2, 2, 2, 2), 24, 17), (7, 7, (3, 3, 3, 3), 16, 16), (3, 7, (1, 1, 3, 3), 13, 9),
+             (1, 9, (0, 0, 4, 4), 35, 30), (2, 6, (0, 1, 2, 3), 20, 11), (5, 5, (0, 0, 0, 0), 9, 12)]
+    for i, (KH, KW, pads, C, W) in enumerate(cases):
+        kind = ("uint16", "int16", "offset")[i % 3]
+        table = random_table(kind, rng)
+        x = codes((2, 11, W, C), rng, kind)
+        w = codes((KH, KW, 1, C), rng, kind)
+        args = ((1, 1), pads, (1, 1), C, int(rng.integers(0, 256)))
+        want = ref.conv2d(x, w, table, *args, np.int64)
+        xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        msg = f"{KH}x{KW} pads={pads} C={C} W={W}"
+        if path == "avx512_vbmi":
+            scale = rng.uniform(1e-6, 1e-3, C)
+            corr = rng.integers(-999, 999, C)
+            deq = ((want + corr).astype(np.float64) * scale).astype(np.float32)
+            for fmt, xi in (("NHWC", x), ("NCHW", xn)):
+                for dt in (np.int32, np.int64):
+                    got = fast.conv2d(xi, w, table, *args, dt, 2, path=path, method="depthwise",
+                                      in_format=fmt)
+                    np.testing.assert_array_equal(got, want.astype(dt), err_msg=f"{msg} {fmt}")
+                for of, e in (("NHWC", deq), ("NCHW", deq.transpose(0, 3, 1, 2))):
+                    got = fast.conv2d(xi, w, table, *args, np.int32, 2, path=path,
+                                      method="depthwise", in_format=fmt,
+                                      dequant={"scale": scale, "corr": corr}, out_format=of)
+                    np.testing.assert_array_equal(got, e, err_msg=f"{msg} {fmt} -> {of}")
+        else:
+            with pytest.raises(ValueError, match="method 'depthwise'"):
+                fast.conv2d(x, w, table, *args, np.int32, path=path, method="depthwise")
+        np.testing.assert_array_equal(fast.conv2d(x, w, table, *args, np.int32, 2, path=path),
+                                      want.astype(np.int32), err_msg=f"{msg} auto")
+    # refused on every path: stride 2, and a generic-class table
+    x = codes((1, 9, 9, 4), rng)
+    w = codes((5, 5, 1, 4), rng)
+    t32 = random_table("int32", rng) >> 12
+    for table, stride in ((random_table("uint16", rng), (2, 2)), (t32, (1, 1))):
+        args = (stride, (2, 2, 2, 2), (1, 1), 4, 0)
+        with pytest.raises(ValueError, match="method 'depthwise'"):
+            fast.conv2d(x, w, table, *args, np.int32, path=path, method="depthwise")
+        np.testing.assert_array_equal(fast.conv2d(x, w, table, *args, np.int32, path=path),
+                                      ref.conv2d(x, w, table, *args, np.int32))
 
 
 def _compact(H, W, KH, KW, pads, dh):

@@ -168,6 +168,13 @@ static inline int axs_dw_vbmi(int path, const axs_fixed_table *t, int sh, int sw
 {
     return path == AXS_PATH_AVX512_VBMI && !t->generic && sh == 1 && sw == 1;
 }
+/* The widest filters of the depthwise method: the VBMI variant takes a tap at a time, any
+ * width up to this; the rows of E hold at most 4 filter columns (axs_dw_rows). */
+#define AXS_DWKW 64
+static inline int axs_dw_rows(int64_t KW)
+{
+    return KW <= 4;
+}
 int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,
                  int pt, int pb, int pl, int pr, int dh, int pad_code, int out64, void *out,

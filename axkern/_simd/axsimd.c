@@ -805,14 +805,16 @@ static int try_factored(const axs_factors *fac, int method, int out64, double di
 }
 
 /* Whether a forced method can serve a call of this table and sum width (dw_shape: the
- * depthwise method serves the layer's shape; 0 for a GEMM), by the rules of the dispatch;
+ * depthwise method serves the layer's shape; dw_wide: its filters are wider than its rows
+ * of E, so only a 16-bit-class table serves; 0 for a GEMM), by the rules of the dispatch;
  * for the calls it skips (empty outputs and reductions), so that a forced method refuses a
  * call whatever its size (an empty batch used to pass). */
 static int forced_serves(const int32_t *table, const axs_factors *fac, int method, int out64,
-                         int dw_shape)
+                         int dw_shape, int dw_wide)
 {
     int sixteen = 1;   /* the 16-bit class: entries span at most 65535 */
-    if (method == AXS_METHOD_EXPAND || (method == AXS_METHOD_DEPTHWISE && out64)) {
+    if (method == AXS_METHOD_EXPAND ||
+        (method == AXS_METHOD_DEPTHWISE && (out64 || dw_wide))) {
         int32_t lo, hi;
         table_range(table, &lo, &hi);
         sixteen = (int64_t)hi - (int64_t)lo <= 65535;
@@ -823,7 +825,7 @@ static int forced_serves(const int32_t *table, const axs_factors *fac, int metho
     case AXS_METHOD_FACTORED:
         return fac && !out64;
     case AXS_METHOD_DEPTHWISE:
-        return dw_shape && (sixteen || !out64);
+        return dw_shape && (sixteen || (!out64 && !dw_wide));
     default:
         return 1;
     }
@@ -841,7 +843,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
     if (method == AXS_METHOD_DEPTHWISE)
         return AXS_EMETHOD;
     /* the shortcuts skip the dispatch, which refuses what a forced method cannot serve */
-    if ((M == 0 || N == 0 || K == 0) && !forced_serves(table, fac, method, out64, 0))
+    if ((M == 0 || N == 0 || K == 0) && !forced_serves(table, fac, method, out64, 0, 0))
         return AXS_EMETHOD;
     if (M == 0 || N == 0)
         return AXS_OK;
@@ -1268,9 +1270,14 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     OH = OH < 0 ? 0 : OH / sh + 1;
     OW = OW < 0 ? 0 : OW / sw + 1;
     int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG, P = OH * OW;
+    /* the depthwise method's shapes: filters wider than its rows of E only through its
+     * VBMI variant (stride 1, a 16-bit-class table: checked when the table is at hand) */
+    const int dw_wide = !axs_dw_rows(KW);
+    const int dw_shape = axs_dw_serves(C, COUT, groups, KH, KW, dw) &&
+                         (!dw_wide || (path == AXS_PATH_AVX512_VBMI && sh == 1 && sw == 1));
     /* the shortcuts skip the dispatch, which refuses what a forced method cannot serve */
     if ((N == 0 || P == 0 || COUT == 0 || K == 0) &&
-        !forced_serves(table, fac, method, out64, axs_dw_serves(C, COUT, groups, KH, KW, dw)))
+        !forced_serves(table, fac, method, out64, dw_shape, dw_wide))
         return AXS_EMETHOD;
     if (N == 0 || P == 0 || COUT == 0)
         return AXS_OK;
@@ -1298,7 +1305,6 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
      * layers, 112 x 112 x 96 to 14 x 14 x 576; tables of the generic class 1.6 - 2.8 times,
      * except where a few outputs per channel do not repay building E: 1 x 14 x 14 x 576 at
      * stride 2, 49 outputs, 0.57, so those keep the direct method below 128 outputs) */
-    int dw_shape = axs_dw_serves(C, COUT, groups, KH, KW, dw);
     if (method == AXS_METHOD_DEPTHWISE && !dw_shape)
         return AXS_EMETHOD;
     if (method == AXS_METHOD_DEPTHWISE || (method == AXS_METHOD_AUTO && dw_shape)) {
@@ -1309,7 +1315,7 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         if (!de)
             return err;
         const axs_fixed_table *dt = &de->pr.t;
-        if (!(dt->generic && out64) &&
+        if (!(dt->generic && (out64 || dw_wide)) &&
             (method == AXS_METHOD_DEPTHWISE || !vbmi || !dt->generic || N * P >= 128)) {
             int rc = axs_dwconv2d(xn ? xn : x, w, dt, N, H, W, C, KH, KW, sh, sw, pt, pb,
                                   pl, pr_, dh, pad_code, out64, out, dq, axs_threads(nthreads),

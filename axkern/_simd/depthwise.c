@@ -179,16 +179,16 @@ static void dw_edge_masks(dw_edges *eg, int64_t W, int64_t nb, int64_t K)
 {
     const int64_t Q = nb * W;
     for (int64_t j = 0; j * AXS_EMB < Q; j++) {
-        uint64_t e[4][4], *km = eg->km + j * K * 4;
+        uint64_t *km = eg->km + j * K * 4;
         for (int b = 0; b < 4; b++) {
             int64_t q = j * AXS_EMB + 64 * b, r = Q - q;
             uint64_t lm = r >= 64 ? ~(uint64_t)0 : r <= 0 ? 0 : ((uint64_t)1 << r) - 1;
-            for (int kx = 0; kx < eg->KW; kx++)
-                e[kx][b] = lm & ~dw_edge(q, W, eg->pl - kx, W + eg->pl - kx);
+            for (int kx = 0; kx < eg->KW; kx++) {
+                uint64_t e = lm & ~dw_edge(q, W, eg->pl - kx, W + eg->pl - kx);
+                for (int64_t k = kx; k < K; k += eg->KW)
+                    km[4 * k + b] = e;
+            }
         }
-        for (int64_t k = 0; k < K; k++)
-            for (int b = 0; b < 4; b++)
-                km[4 * k + b] = e[k % eg->KW][b];
     }
     eg->nb = nb;
 }
@@ -265,7 +265,7 @@ static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, i
 
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw)
 {
-    return groups == C && COUT == C && dw == 1 && KW <= 4 && KH * KW <= 65536;
+    return groups == C && COUT == C && dw == 1 && KW <= AXS_DWKW && KH * KW <= 65536;
 }
 
 /* Compiled with the options of axs_dequant_one (no contraction), so that GCC inlines it in
