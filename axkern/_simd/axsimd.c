@@ -1271,10 +1271,12 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     OW = OW < 0 ? 0 : OW / sw + 1;
     int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG, P = OH * OW;
     /* the depthwise method's shapes: filters wider than its rows of E only through its
-     * VBMI variant (stride 1, a 16-bit-class table: checked when the table is at hand) */
+     * VBMI variant (strides 1 and 2, a 16-bit-class table: checked when the table is at
+     * hand) */
     const int dw_wide = !axs_dw_rows(KW);
     const int dw_shape = axs_dw_serves(C, COUT, groups, KH, KW, dw) &&
-                         (!dw_wide || (path == AXS_PATH_AVX512_VBMI && sh == 1 && sw == 1));
+                         (!dw_wide ||
+                          (path == AXS_PATH_AVX512_VBMI && axs_dw_vbmi_strides(sh, sw, KW)));
     /* the shortcuts skip the dispatch, which refuses what a forced method cannot serve */
     if ((N == 0 || P == 0 || COUT == 0 || K == 0) &&
         !forced_serves(table, fac, method, out64, dw_shape, dw_wide))

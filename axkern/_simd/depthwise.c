@@ -263,6 +263,36 @@ static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, i
     }
 }
 
+/* The four phase planes of a padded plane (Hp rows of Wp at src) for stride 2: phase (a, b)
+ * at dst + (2 a + b) * Hq * Wq holds the codes of rows a, a + 2, ... and columns b, b + 2,
+ * ..., Hq = (Hp + 1) / 2 rows of Wq = (Wp + 1) / 2 (a phase one short of them ends in a pad
+ * code). Output (oy, ox) of a stride-2 layer reads tap (ky, kx) at row oy + ky / 2 and
+ * column ox + kx / 2 of phase (ky % 2, kx % 2): positions of one row stride, as at stride 1. */
+static void dw_phases2(const uint8_t *src, int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst)
+{
+    const int64_t Hq = (Hp + 1) / 2, Wq = (Wp + 1) / 2;
+    if ((Hp | Wp) & 1)
+        memset(dst, pad_code, (size_t)(4 * Hq * Wq));
+    for (int64_t r = 0; r < Hp; r++) {
+        const uint8_t *s = src + r * Wp;
+        uint8_t *e = dst + (2 * (r & 1)) * Hq * Wq + (r >> 1) * Wq, *o = e + Hq * Wq;
+        int64_t c = 0;
+#if defined(__SSE2__)
+        const __m128i lo = _mm_set1_epi16(0xff);
+        for (; c + 32 <= Wp; c += 32) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(s + c));
+            __m128i b = _mm_loadu_si128((const __m128i *)(s + c + 16));
+            _mm_storeu_si128((__m128i *)(e + c / 2),
+                             _mm_packus_epi16(_mm_and_si128(a, lo), _mm_and_si128(b, lo)));
+            _mm_storeu_si128((__m128i *)(o + c / 2),
+                             _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8)));
+        }
+#endif
+        for (; c < Wp; c++)
+            (c & 1 ? o : e)[c >> 1] = s[c];
+    }
+}
+
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw)
 {
     return groups == C && COUT == C && dw == 1 && KW <= AXS_DWKW && KH * KW <= 65536;
@@ -287,10 +317,11 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     axs_dwplanes_fn planes = path == AXS_PATH_SCALAR ? axs_dwplanes_scalar
                            : path == AXS_PATH_AVX2 ? axs_dwplanes_avx2
                                                    : axs_dwplanes_avx512;
-    /* On the AVX-512 VBMI path, stride 1 and a 16-bit-class table: the direct kernel's
-     * lookups (64 codes per vpermi2b, the filter code's table column in registers) streamed
-     * along each channel's plane of a planar copy, instead of rows of E (dw_band_vbmi). */
-    const int vbmi = axs_dw_vbmi(path, t, sh, sw);
+    /* On the AVX-512 VBMI path, stride 1 (or 2 for filters wider than 4 columns) and a
+     * 16-bit-class table: the direct kernel's lookups (64 codes per vpermi2b, the filter
+     * code's table column in registers) streamed along each channel's plane of a planar copy,
+     * instead of rows of E (dw_band_vbmi). */
+    const int vbmi = axs_dw_vbmi(path, t, sh, sw, KW);
     /* rows of E as uint16 (16-bit-class tables) on the AVX2 path, and on the AVX-512 path
      * where the VBMI variant does not serve (strides) */
     const int e16 = (path == AXS_PATH_AVX2 || (path == AXS_PATH_AVX512_VBMI && !vbmi)) &&
@@ -299,7 +330,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
      * the planar copy leaves the padding columns out (row stride Wr = W) and the kernel
      * masks the taps that fall in them (dw_edges), so that every position it streams is an
      * output (with Wp = W + 2 on 16 x 16 images a band's 256 outputs took 320 lookups) */
-    int compact = vbmi && pl + pr == KW - 1 && (pl || pr);
+    int compact = vbmi && sw == 1 && pl + pr == KW - 1 && (pl || pr);
     /* channels per unit, and output rows per band: the block's sums of a band (16 KiB) stay
      * in L1 until stored */
     int64_t cb = KH <= 4 ? AXS_DWCB : (4 * AXS_DWCB) / KH;
@@ -361,6 +392,25 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         }
     }
     const uint8_t *xs = xp ? xp : x;
+    /* The VBMI variant's planes: PS bytes per channel, rows of RS; at stride 2 the four phase
+     * planes of each channel's padded plane (dw_phases2), so that its outputs stream as at
+     * stride 1 (the rows of E slid along every input column, two per output). */
+    int64_t PS = Hp * Wr, RS = Wr;
+    uint8_t *qbuf = NULL;
+    if (vbmi && sh == 2) {
+        const int64_t Hq = (Hp + 1) / 2, Wq = (Wp + 1) / 2;
+        PS = 4 * Hq * Wq;
+        RS = Wq;
+        qbuf = (uint8_t *)malloc((size_t)(N * C * PS + 128));
+        if (!qbuf) {
+            free(xbuf);
+            return AXS_ENOMEM;
+        }
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t pc = 0; pc < N * C; pc++)
+            dw_phases2(xs + pc * Hp * Wp, Hp, Wp, pad_code, qbuf + 64 + pc * PS);
+        xs = qbuf + 64;
+    }
     /* units: a block of channels by a chunk of images, enough of them for every thread */
     int64_t cblocks = (C + cb - 1) / cb;
     int64_t per_image = OH * OW * KW;
@@ -388,6 +438,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     axs_xdeq dd;
     if (axs_xdeq_init(dq && !out64 && !dq->zw ? dq : NULL, C, N * OH * OW, &dd)) {
         free(xbuf);
+        free(qbuf);
         return AXS_ENOMEM;
     }
     const int rows_dq = dd.exact;
@@ -400,7 +451,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         /* E rows, or (vbmi) the band's sums channel by channel, a tile of the kernel's sums,
          * the taps' offsets, the compact copy's masks and a channel's codes */
         size_t nsum = (size_t)(cb * band * OW);
-        size_t nT = vbmi ? (size_t)(cb * dw_vbmi_stride(band, Wr, OW)) : 0;
+        size_t nT = vbmi ? (size_t)(cb * dw_vbmi_stride(band, RS, OW)) : 0;
         /* the masks of a band's chunks (compact) */
         size_t nkm = compact ? (size_t)((band * W + AXS_EMB - 1) / AXS_EMB * K * 4) : 0;
         uint32_t *E = (uint32_t *)axs_alloc64(
@@ -414,8 +465,12 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         uint8_t *fk = (uint8_t *)(eg.km + nkm);
         if (ok && vbmi)
             for (int64_t ky = 0; ky < KH; ky++)
-                for (int64_t kx = 0; kx < KW; kx++)
-                    soff[ky * KW + kx] = (ptrdiff_t)(ky * dh * Wr + kx - (compact ? pl : 0));
+                for (int64_t kx = 0; kx < KW; kx++) {
+                    /* (stride 2: the phase plane of the tap's row and column parities) */
+                    int64_t y = ky * dh, ph = sh == 2 ? 2 * (y & 1) + (kx & 1) : 0;
+                    soff[ky * KW + kx] = (ptrdiff_t)(ph * (PS / 4) + y / sh * RS + kx / sh -
+                                                     (compact ? pl : 0));
+                }
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -449,7 +504,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                         dw_dqstore st = {&dd, c0, kbias,
                                          (float *)out + (n * OH + y0) * OW * C + c0,
                                          (ptrdiff_t)C};
-                        dw_band_vbmi(xs + ((n * C + c0) * Hp + y0) * Wr, Hp * Wr, Wr, nb, OW,
+                        dw_band_vbmi(xs + (n * C + c0) * PS + y0 * RS, PS, RS, nb, OW,
                                      nc, w + c0, C, K, soff, fk, t, E,
                                      planar_dq ? NULL : sums, cb, nhwc_dq ? &st : NULL,
                                      compact ? &eg : NULL);
@@ -457,11 +512,11 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                             continue;
                         if (planar_dq) {
                             /* (compact: the band's rows are one run) */
-                            const int64_t cs = dw_vbmi_stride(nb, Wr, OW);
-                            const int64_t runs = Wr == OW ? 1 : nb, run = Wr == OW ? P : OW;
+                            const int64_t cs = dw_vbmi_stride(nb, RS, OW);
+                            const int64_t runs = RS == OW ? 1 : nb, run = RS == OW ? P : OW;
                             for (int64_t j = 0; j < nc; j++) {
                                 int64_t c = c0 + j;
-                                axs_dqrows_avx512(E + j * cs, (ptrdiff_t)Wr, runs, run, kbias,
+                                axs_dqrows_avx512(E + j * cs, (ptrdiff_t)RS, runs, run, kbias,
                                                   dd.scale[c], dd.corr[c],
                                                   dd.corr32 ? dd.corr32 + c : NULL,
                                                   dd.bias ? dd.bias + c : NULL,
@@ -553,6 +608,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         free(sums);
     }
     free(xbuf);
+    free(qbuf);
     free(dd.corr);
     return failed ? AXS_ENOMEM : AXS_OK;
 }
