@@ -26,7 +26,8 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     batch-1 layers at 14 x 14 or less, GEMMs of few rows),
     ``"avx2"`` uses ``vpshufb`` on XOR-chained 16-entry chunks, ``"scalar"`` plain loads.
     Tiny shapes, int64 sums and tables of the generic class take it, and on the
-    ``"avx512_vbmi"`` path depthwise layers of stride other than 1. Convolutions of fewer
+    ``"avx512_vbmi"`` path depthwise layers of generic-class tables with fewer than 128
+    outputs. Convolutions of fewer
     output pixels than filters (batch-1 layers of small images) stream the filters past an
     im2col copy of the pixels instead, as GEMMs of few rows stream the columns of ``b``
     (and so do the expanded tables of such layers, ``groups=1``).
@@ -39,11 +40,11 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     register on AVX2, four on AVX-512). On the ``"avx512_vbmi"`` path, for stride 1 and a
     16-bit-class table, the direct kernel's lookups instead, streamed along each channel's
     plane and stored pixel-major through register transposes; taking a tap at a time, that
-    variant also serves filters of up to 64 columns (5 x 5, 7 x 7, 1 x 9). The default for
-    such layers
-    on the ``"avx2"`` and ``"scalar"`` paths, and on ``"avx512_vbmi"`` at stride 1 with a
-    16-bit-class table (tables with factors of rank 1 or 2 aside on ``"avx2"`` and
-    ``"avx512_vbmi"``, see below; int64 sums need a 16-bit-class table).
+    variant also serves filters of up to 64 columns (5 x 5, 7 x 7, 1 x 9), at stride 2 too
+    over the four phase planes (row and column parities) of each padded plane. The default
+    for such layers on every path (on ``"avx512_vbmi"`` with a generic-class table from 128
+    outputs; tables with factors of rank 1 or 2 aside on ``"avx2"`` and ``"avx512_vbmi"``,
+    see below; int64 sums need a 16-bit-class table).
 
 ``"factored"`` (``factored.c``)
     Tables that are exactly a sum of ``r`` products of int16 factors, ``T[a, b] = sum_i
@@ -656,10 +657,9 @@ def conv2d(x, w, table, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
         (N, OH, OW, G).
     method : {"auto", "direct", "expand", "depthwise", "factored"}, optional
         As in :func:`gemm`; ``"depthwise"`` (depthwise layers only, see the module notes)
-        is the default for depthwise layers on the ``"avx2"`` and ``"scalar"`` paths and,
-        at stride 1 with a 16-bit-class table, on ``"avx512_vbmi"``; on ``"avx2"`` and
-        ``"avx512_vbmi"`` a table with factors of rank 1 or 2 takes ``"factored"`` instead
-        (its depthwise kernel).
+        is the default for depthwise layers on every path (on ``"avx512_vbmi"`` with a
+        generic-class table from 128 outputs); on ``"avx2"`` and ``"avx512_vbmi"`` a table
+        with factors of rank 1 or 2 takes ``"factored"`` instead (its depthwise kernel).
     out_format : {"NHWC", "NCHW"}
         Layout of the dequantized output: ``"NCHW"`` (with ``dequant`` only) stores
         ``(N, COUT, OH, OW)`` directly, every method and path, the same values as the
