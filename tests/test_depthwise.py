@@ -296,6 +296,30 @@ def test_planar_copy_of_nhwc_rows(path):
         np.testing.assert_array_equal(got, want, err_msg=f"direct W={W} C={C} pads={pads}")
 
 
+def _check_forced_depthwise(x, w, table, args, want, path, rng, msg, bias):
+    """The forced depthwise method on ``path`` against the reference sums ``want``: int32
+    and int64 sums from NHWC and NCHW indices, and both dequantizing stores against NumPy's
+    epilogue (random per-channel scales and corrections, a bias or none)."""
+    C = x.shape[3]
+    scale = rng.uniform(1e-6, 1e-3, C)
+    corr = rng.integers(-999, 999, C)
+    dq = {"scale": scale, "corr": corr}
+    deq = ((want + corr).astype(np.float64) * scale).astype(np.float32)
+    if bias:
+        dq["bias"] = rng.standard_normal(C).astype(np.float32)
+        deq = deq + dq["bias"]
+    xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    for fmt, xi in (("NHWC", x), ("NCHW", xn)):
+        for dt in (np.int32, np.int64):
+            got = fast.conv2d(xi, w, table, *args, dt, 2, path=path, method="depthwise",
+                              in_format=fmt)
+            np.testing.assert_array_equal(got, want.astype(dt), err_msg=f"{msg} {fmt}")
+        for of, e in (("NHWC", deq), ("NCHW", deq.transpose(0, 3, 1, 2))):
+            got = fast.conv2d(xi, w, table, *args, np.int32, 2, path=path, method="depthwise",
+                              in_format=fmt, dequant=dq, out_format=of)
+            np.testing.assert_array_equal(got, e, err_msg=f"{msg} {fmt} -> {of}")
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_wide_filters(path):
     """Filters of 5 to 9 columns (5 x 5, 7 x 7, 3 x 7, 1 x 9, 2 x 6) and stride 2: on the
@@ -321,22 +345,9 @@ def test_wide_filters(path):
         w = codes((KH, KW, 1, C), rng, kind)
         args = ((s, s), pads, (1 + (i == 7), 1), C, int(rng.integers(0, 256)))
         want = ref.conv2d(x, w, table, *args, np.int64)
-        xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         msg = f"{KH}x{KW} stride {s} pads={pads} C={C} H={H} W={W}"
         if path == "avx512_vbmi" or KW <= 4:
-            scale = rng.uniform(1e-6, 1e-3, C)
-            corr = rng.integers(-999, 999, C)
-            deq = ((want + corr).astype(np.float64) * scale).astype(np.float32)
-            for fmt, xi in (("NHWC", x), ("NCHW", xn)):
-                for dt in (np.int32, np.int64):
-                    got = fast.conv2d(xi, w, table, *args, dt, 2, path=path, method="depthwise",
-                                      in_format=fmt)
-                    np.testing.assert_array_equal(got, want.astype(dt), err_msg=f"{msg} {fmt}")
-                for of, e in (("NHWC", deq), ("NCHW", deq.transpose(0, 3, 1, 2))):
-                    got = fast.conv2d(xi, w, table, *args, np.int32, 2, path=path,
-                                      method="depthwise", in_format=fmt,
-                                      dequant={"scale": scale, "corr": corr}, out_format=of)
-                    np.testing.assert_array_equal(got, e, err_msg=f"{msg} {fmt} -> {of}")
+            _check_forced_depthwise(x, w, table, args, want, path, rng, msg, bias=False)
         else:
             with pytest.raises(ValueError, match="method 'depthwise'"):
                 fast.conv2d(x, w, table, *args, np.int32, path=path, method="depthwise")
@@ -388,24 +399,8 @@ def test_planes_without_padding_columns(path):
             (1, 28, 12, 6, 5, 3, (2, 2, 1, 1), 1)):
         assert _compact(H, W, KH, KW, pads, dh)
         x = codes((N, H, W, C), rng, "int16")
-        xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         w = codes((KH, KW, 1, C), rng, "int16")
         args = ((1, 1), pads, (dh, 1), C, int(rng.integers(0, 256)))
         want = ref.conv2d(x, w, table, *args, np.int64)
-        scale = rng.uniform(1e-4, 1e-3, C)
-        corr = rng.integers(-999, 999, C)
-        bias = rng.standard_normal(C).astype(np.float32)
-        deq = ((want + corr).astype(np.float64) * scale).astype(np.float32) + bias
-        dq = {"scale": scale, "corr": corr, "bias": bias}
-        where = f"{(N, H, W, C, KH, KW, pads, dh)}"
-        for fmt, xi in (("NHWC", x), ("NCHW", xn)):
-            for dt in (np.int32, np.int64):
-                got = fast.conv2d(xi, w, table, *args, dt, 2, path=path, method="depthwise",
-                                  in_format=fmt)
-                np.testing.assert_array_equal(got, want.astype(dt), err_msg=f"{where} {fmt}")
-            for out_format, expect in (("NHWC", deq), ("NCHW", deq.transpose(0, 3, 1, 2))):
-                got = fast.conv2d(xi, w, table, *args, np.int32, 2, path=path,
-                                  method="depthwise", in_format=fmt, dequant=dq,
-                                  out_format=out_format)
-                np.testing.assert_array_equal(got, expect, err_msg=f"{where} {fmt} -> "
-                                              f"{out_format}")
+        _check_forced_depthwise(x, w, table, args, want, path, rng,
+                                f"{(N, H, W, C, KH, KW, pads, dh)}", bias=True)

@@ -162,8 +162,6 @@ static inline int64_t axs_planar_c0(int64_t C, int64_t parts, int64_t q)
 /* The depthwise method (depthwise.c): whether it serves a conv2d shape (the table class
  * aside), and its driver over a table prepared with the weight code fixed. */
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw);
-/* Whether the depthwise method runs its variant over the AVX-512 VBMI direct kernel (stride
- * 1, 16-bit class) rather than rows of E; on that path it is the automatic choice only then. */
 /* The widest filters of the depthwise method: the VBMI variant takes a tap at a time, any
  * width up to this; the rows of E hold at most 4 filter columns (axs_dw_rows). */
 #define AXS_DWKW 64
@@ -178,6 +176,8 @@ static inline int axs_dw_vbmi_strides(int sh, int sw, int64_t KW)
 {
     return sh == sw && (sh == 1 || (sh == 2 && !axs_dw_rows(KW)));
 }
+/* Whether the depthwise method runs its variant over the AVX-512 VBMI direct kernel (a
+ * 16-bit-class table at those strides) rather than rows of E. */
 static inline int axs_dw_vbmi(int path, const axs_fixed_table *t, int sh, int sw, int64_t KW)
 {
     return path == AXS_PATH_AVX512_VBMI && !t->generic && axs_dw_vbmi_strides(sh, sw, KW);

@@ -396,7 +396,7 @@ int64_t axs_set_fchunk(int64_t bytes);
  *  - expand: expanded tables (16-bit class tables and int32 accumulation only);
  *  - depthwise: tap rows slid along output rows (depthwise.c: conv2d with groups == C ==
  *    COUT, horizontal dilation 1, at most 4 filter columns, up to AXS_DWKW through the
- *    VBMI variant at stride 1 with a 16-bit-class table; int64 sums need a 16-bit-class
+ *    VBMI variant at strides 1 and 2 with a 16-bit-class table; int64 sums need a 16-bit-class
  *    table). Chosen automatically for such layers (on the AVX-512 path with a generic-class
  *    table from 128 outputs);
  *  - factored: integer products of the table's factors (fac given, int32 sums only). */
