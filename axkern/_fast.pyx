@@ -33,7 +33,8 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     (and so do the expanded tables of such layers, ``groups=1``).
 ``"depthwise"`` (``depthwise.c``, ``conv2d`` only)
     Depthwise layers (``groups`` equal to the input and output channels, horizontal
-    dilation 1, at most 4 filter columns): for each channel and filter row, the entries of
+    dilation 1, at most 4 filter columns; wider ones up to 64 off the ``"scalar"`` path with
+    a 16-bit-class table, by groups of 4 columns): for each channel and filter row, the entries of
     a code for all filter columns sit in one row of 4 lanes; walking an output row, one
     vector load per filter row and input column feeds a register shifted one lane per
     column, whose low lane completes an output every ``stride`` columns (two channels per
@@ -319,8 +320,8 @@ def _method(method):
 _METHOD_NEEDS = {
     "expand": "a table whose entries span at most 65535 (max - min) and int32 accumulation",
     "depthwise": ("a conv2d with groups equal to the input and output channels, horizontal "
-                  "dilation 1 and at most 4 filter columns (up to 64 on the 'avx512_vbmi' "
-                  "path at stride 1 with a table whose entries span at most 65535), and "
+                  "dilation 1 and at most 64 filter columns (more than 4 only off the "
+                  "'scalar' path and with a table whose entries span at most 65535), and "
                   "int32 accumulation or a table whose entries span at most 65535 "
                   "(max - min)"),
     "factored": ("a table that axkern froze (a multiplier's own or folded table, see "

@@ -1270,13 +1270,12 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
     OH = OH < 0 ? 0 : OH / sh + 1;
     OW = OW < 0 ? 0 : OW / sw + 1;
     int64_t CG = C / groups, OG = COUT / groups, K = KH * KW * CG, P = OH * OW;
-    /* the depthwise method's shapes: filters wider than its rows of E only through its
-     * VBMI variant (strides 1 and 2, a 16-bit-class table: checked when the table is at
-     * hand) */
+    /* the depthwise method's shapes: filters wider than its rows of E (4 columns) with a
+     * 16-bit-class table only (checked when the table is at hand), through its VBMI variant
+     * or its uint16 rows of E group by group of 4 columns; not on the scalar path */
     const int dw_wide = !axs_dw_rows(KW);
     const int dw_shape = axs_dw_serves(C, COUT, groups, KH, KW, dw) &&
-                         (!dw_wide ||
-                          (path == AXS_PATH_AVX512_VBMI && axs_dw_vbmi_strides(sh, sw, KW)));
+                         (!dw_wide || path != AXS_PATH_SCALAR);
     /* the shortcuts skip the dispatch, which refuses what a forced method cannot serve */
     if ((N == 0 || P == 0 || COUT == 0 || K == 0) &&
         !forced_serves(table, fac, method, out64, dw_shape, dw_wide))

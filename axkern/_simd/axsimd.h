@@ -226,10 +226,11 @@ void axs_dwplanes_avx512(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t
 /* The same with E_i holding rows of 4 uint16 lanes (E_i[ky] at E_i + ky * 1024, row v at
  * + 4 v): the biased entries of 16-bit-class tables, half the footprint in L1 (AVX2); the
  * sum of channel i, pixel (y, o) at sums[(y * OW + o) * os + i * ocs] (ocs = 1: pixel-major
- * as above; os = 1, ocs = OH * OW: channel planes). */
+ * as above; os = 1, ocs = OH * OW: channel planes), stored, or with add added to what is
+ * there (filters wider than 4 columns run in groups of 4). */
 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
                          int KW, int sw, int64_t OH, int64_t OW, int nc, const uint16_t *E,
-                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os, ptrdiff_t ocs);
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os, ptrdiff_t ocs, int add);
 /* One filter row's rows of E (uint16, 4 lanes) from the 4 table columns of its taps. */
 void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const uint16_t *c2,
                         const uint16_t *c3, uint16_t *e);

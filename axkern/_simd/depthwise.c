@@ -110,17 +110,22 @@ static void dw_build(const axs_fixed_table *t, const uint8_t *w, int64_t C, int6
     }
 }
 
-/* E of channel c as uint16 rows (16-bit-class tables on the AVX2 path, for
- * axs_dwplanes16_avx2): row v of filter row ky at Ec + ky * 1024 + 4 * v. */
+/* E of channel c as uint16 rows (16-bit-class tables, for axs_dwplanes16_avx2): for each
+ * group g of 4 filter columns (filters wider than 4 run group by group), row v of filter
+ * row ky at Ec + (g * KH + ky) * 1024 + 4 * v. */
 static void dw_build16(const axs_fixed_table *t, const uint8_t *w, int64_t C, int64_t c,
                        int64_t KH, int64_t KW, uint16_t *Ec)
 {
-    for (int64_t ky = 0; ky < KH; ky++) {
-        const uint16_t *col[4];
-        for (int j = 0; j < 4; j++)
-            col[j] = j < KW ? t->tab16 + ((size_t)w[(ky * KW + KW - 1 - j) * C + c] << 8)
-                            : dw_zeros;
-        axs_dwbuild16_avx2(col[0], col[1], col[2], col[3], Ec + ky * 1024);
+    for (int64_t g = 0; 4 * g < KW; g++) {
+        const int64_t kw = KW - 4 * g < 4 ? KW - 4 * g : 4;
+        for (int64_t ky = 0; ky < KH; ky++) {
+            const uint16_t *col[4];
+            for (int j = 0; j < 4; j++)
+                col[j] = j < kw ? t->tab16 + ((size_t)w[(ky * KW + 4 * g + kw - 1 - j) * C + c]
+                                              << 8)
+                                : dw_zeros;
+            axs_dwbuild16_avx2(col[0], col[1], col[2], col[3], Ec + (g * KH + ky) * 1024);
+        }
     }
 }
 
@@ -326,6 +331,8 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
      * where the VBMI variant does not serve (strides) */
     const int e16 = (path == AXS_PATH_AVX2 || (path == AXS_PATH_AVX512_VBMI && !vbmi)) &&
                     !t->generic;
+    /* groups of 4 filter columns (rows of E hold 4; wider filters only with e16) */
+    const int64_t groups4 = (KW + 3) / 4;
     /* VBMI with the left and right padding exactly the filter's overhang (SAME; then OW = W):
      * the planar copy leaves the padding columns out (row stride Wr = W) and the kernel
      * masks the taps that fall in them (dw_edges), so that every position it streams is an
@@ -457,7 +464,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
         uint32_t *E = (uint32_t *)axs_alloc64(
             vbmi ? nT * sizeof(uint32_t) + (size_t)K * (sizeof(ptrdiff_t) + 1) +
                        nkm * sizeof(uint64_t)
-                 : (size_t)(cb * KH * 1024) * sizeof(uint32_t));
+                 : (size_t)(cb * KH * 1024) * (e16 ? 2 * (size_t)groups4 : sizeof(uint32_t)));
         uint32_t *sums = (uint32_t *)malloc(nsum * sizeof(uint32_t));
         int ok = E && sums;
         ptrdiff_t *soff = (ptrdiff_t *)(E + nT);
@@ -484,7 +491,7 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
             int64_t nc = c1 - c0;
             for (int64_t c = c0; c < c1 && !vbmi; c++) {
                 if (e16)
-                    dw_build16(t, w, C, c, KH, KW, (uint16_t *)E + (c - c0) * KH * 1024);
+                    dw_build16(t, w, C, c, KH, KW, (uint16_t *)E + (c - c0) * groups4 * KH * 1024);
                 else
                     dw_build(t, w, C, c, KH, KW, E + (c - c0) * KH * 1024);
             }
@@ -529,13 +536,16 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                         /* planar_dq: channel planes of sums (pixel stride 1, channel stride
                          * P), each dequantized as one run straight into its NCHW output
                          * plane (no transposition); else pixel-major as below */
-                        axs_dwplanes16_avx2(xs + ((n * C + c0) * Hp + y0 * sh) * Wp,
-                                            (ptrdiff_t)(Hp * Wp), (ptrdiff_t)(sh * Wp),
-                                            (ptrdiff_t)(dh * Wp), (int)KH, (int)KW, sw, nb,
-                                            OW, (int)nc, (const uint16_t *)E,
-                                            (ptrdiff_t)(KH * 1024), sums,
-                                            planar_dq ? 1 : (ptrdiff_t)cb,
-                                            planar_dq ? (ptrdiff_t)P : 1);
+                        for (int64_t g = 0; g < groups4; g++)
+                            axs_dwplanes16_avx2(
+                                xs + ((n * C + c0) * Hp + y0 * sh) * Wp + 4 * g,
+                                (ptrdiff_t)(Hp * Wp), (ptrdiff_t)(sh * Wp),
+                                (ptrdiff_t)(dh * Wp), (int)KH,
+                                (int)(KW - 4 * g < 4 ? KW - 4 * g : 4), sw, nb, OW, (int)nc,
+                                (const uint16_t *)E + g * KH * 1024,
+                                (ptrdiff_t)(groups4 * KH * 1024), sums,
+                                planar_dq ? 1 : (ptrdiff_t)cb, planar_dq ? (ptrdiff_t)P : 1,
+                                g > 0);
                         if (planar_dq) {
                             for (int64_t j = 0; j < nc; j++) {
                                 int64_t c = c0 + j;

@@ -879,7 +879,7 @@ AXS_AVX2 void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, pt
 static inline __attribute__((always_inline)) AXS_AVX2 void
 dwrows16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const int KH, int KW,
               int sw, int64_t OW, const uint16_t *E, ptrdiff_t es, uint32_t *out,
-              ptrdiff_t ro, ptrdiff_t os, ptrdiff_t ocs, const int NC, const int NR)
+              ptrdiff_t ro, ptrdiff_t os, ptrdiff_t ocs, int add, const int NC, const int NR)
 {
     const int64_t np = (OW - 1) * sw + KW;
     __m128i acc[2][2];
@@ -903,8 +903,11 @@ dwrows16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const 
         }
         if (p == next) {
             for (int r = 0; r < NR; r++)
-                for (int i = 0; i < NC; i++)
-                    out[r * ro + i * ocs] = (uint32_t)_mm_cvtsi128_si32(acc[i][r]);
+                for (int i = 0; i < NC; i++) {
+                    /* (add: a later group of filter columns, see axs_dwplanes16_avx2) */
+                    uint32_t v = (uint32_t)_mm_cvtsi128_si32(acc[i][r]);
+                    out[r * ro + i * ocs] = add ? out[r * ro + i * ocs] + v : v;
+                }
             out += os;
             next += sw;
         }
@@ -938,18 +941,20 @@ AXS_AVX2 void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const u
     }
 }
 
+#define AXS_DW16_ROWS(KH_, NC, NR)                                                          \
+    dwrows16_avx2(sy, cs, ys, ks, KH_, KW, sw, OW, Ec, es, oy, ro, os, ocs, add, NC, NR)
 #define AXS_DW16_KH(NC, NR)                                                                 \
     switch (KH) {                                                                           \
-    case 1: dwrows16_avx2(sy, cs, ys, ks, 1, KW, sw, OW, Ec, es, oy, ro, os, ocs, NC, NR); break; \
-    case 3: dwrows16_avx2(sy, cs, ys, ks, 3, KW, sw, OW, Ec, es, oy, ro, os, ocs, NC, NR); break; \
-    case 5: dwrows16_avx2(sy, cs, ys, ks, 5, KW, sw, OW, Ec, es, oy, ro, os, ocs, NC, NR); break; \
-    default: dwrows16_avx2(sy, cs, ys, ks, KH, KW, sw, OW, Ec, es, oy, ro, os, ocs, NC, NR); break; \
+    case 1: AXS_DW16_ROWS(1, NC, NR); break;                                                \
+    case 3: AXS_DW16_ROWS(3, NC, NR); break;                                                \
+    case 5: AXS_DW16_ROWS(5, NC, NR); break;                                                \
+    default: AXS_DW16_ROWS(KH, NC, NR); break;                                              \
     }
 
 AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks,
                                   int KH, int KW, int sw, int64_t OH, int64_t OW, int nc,
                                   const uint16_t *E, ptrdiff_t es, uint32_t *sums,
-                                  ptrdiff_t os, ptrdiff_t ocs)
+                                  ptrdiff_t os, ptrdiff_t ocs, int add)
 {
     const ptrdiff_t ro = (ptrdiff_t)(OW * os);
     for (int c = 0; c < nc;) {
@@ -978,6 +983,7 @@ AXS_AVX2 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, 
     }
 }
 #undef AXS_DW16_KH
+#undef AXS_DW16_ROWS
 
 /* ------------------------------------------------------------ 8 x 8 transposes */
 
@@ -1224,10 +1230,10 @@ void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t k
 
 void axs_dwplanes16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, int KH,
                          int KW, int sw, int64_t OH, int64_t OW, int nc, const uint16_t *E,
-                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os, ptrdiff_t ocs)
+                         ptrdiff_t es, uint32_t *sums, ptrdiff_t os, ptrdiff_t ocs, int add)
 {
     (void)s; (void)cs; (void)ys; (void)ks; (void)KH; (void)KW; (void)sw; (void)OH; (void)OW;
-    (void)nc; (void)E; (void)es; (void)sums; (void)os; (void)ocs;
+    (void)nc; (void)E; (void)es; (void)sums; (void)os; (void)ocs; (void)add;
     abort();  /* never selected off x86-64 */
 }
 
