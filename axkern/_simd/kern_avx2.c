@@ -879,7 +879,8 @@ AXS_AVX2 void axs_dwplanes_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, pt
 static inline __attribute__((always_inline)) AXS_AVX2 void
 dwrows16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const int KH, int KW,
               int sw, int64_t OW, const uint16_t *E, ptrdiff_t es, uint32_t *out,
-              ptrdiff_t ro, ptrdiff_t os, ptrdiff_t ocs, int add, const int NC, const int NR)
+              ptrdiff_t ro, ptrdiff_t os, ptrdiff_t ocs, const int ADD, const int NC,
+              const int NR)
 {
     const int64_t np = (OW - 1) * sw + KW;
     __m128i acc[2][2];
@@ -904,9 +905,14 @@ dwrows16_avx2(const uint8_t *s, ptrdiff_t cs, ptrdiff_t ys, ptrdiff_t ks, const 
         if (p == next) {
             for (int r = 0; r < NR; r++)
                 for (int i = 0; i < NC; i++) {
-                    /* (add: a later group of filter columns, see axs_dwplanes16_avx2) */
+                    /* (ADD: a later group of filter columns, see axs_dwplanes16_avx2; a
+                     * compile-time switch: a select on a runtime flag read every output
+                     * first and ran 3 x 3 layers 0.8 times as fast) */
                     uint32_t v = (uint32_t)_mm_cvtsi128_si32(acc[i][r]);
-                    out[r * ro + i * ocs] = add ? out[r * ro + i * ocs] + v : v;
+                    if (ADD)
+                        out[r * ro + i * ocs] += v;
+                    else
+                        out[r * ro + i * ocs] = v;
                 }
             out += os;
             next += sw;
@@ -942,7 +948,12 @@ AXS_AVX2 void axs_dwbuild16_avx2(const uint16_t *c0, const uint16_t *c1, const u
 }
 
 #define AXS_DW16_ROWS(KH_, NC, NR)                                                          \
-    dwrows16_avx2(sy, cs, ys, ks, KH_, KW, sw, OW, Ec, es, oy, ro, os, ocs, add, NC, NR)
+    do {                                                                                    \
+        if (add)                                                                            \
+            dwrows16_avx2(sy, cs, ys, ks, KH_, KW, sw, OW, Ec, es, oy, ro, os, ocs, 1, NC, NR); \
+        else                                                                                \
+            dwrows16_avx2(sy, cs, ys, ks, KH_, KW, sw, OW, Ec, es, oy, ro, os, ocs, 0, NC, NR); \
+    } while (0)
 #define AXS_DW16_KH(NC, NR)                                                                 \
     switch (KH) {                                                                           \
     case 1: AXS_DW16_ROWS(1, NC, NR); break;                                                \
