@@ -162,16 +162,17 @@ static inline int64_t axs_planar_c0(int64_t C, int64_t parts, int64_t q)
 /* The depthwise method (depthwise.c): whether it serves a conv2d shape (the table class
  * aside), and its driver over a table prepared with the weight code fixed. */
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw);
-/* The widest filters of the depthwise method: the VBMI variant takes a tap at a time, any
- * width up to this; the rows of E hold at most 4 filter columns (axs_dw_rows). */
+/* The widest filters of the depthwise method: the VBMI variant takes a tap at a time, and
+ * the rows of E hold 4 filter columns (axs_dw_rows), wider filters in groups of 4 (16-bit
+ * class, uint16 rows only). */
 #define AXS_DWKW 64
 static inline int axs_dw_rows(int64_t KW)
 {
     return KW <= 4;
 }
-/* The strides of the VBMI variant: 1, and 2 (over phase planes) for filters wider than the
- * rows of E, which run about as fast there at 3 x 3 (Zen 4, int32 sums: 0.76 - 1.65 times
- * on six MobileNet-like layers) and do not need the phase copy. */
+/* The strides of the VBMI variant: 1, and 2 (over phase planes) for filters wider than 4
+ * columns; the rows of E run about as fast at 3 x 3 stride 2 (Zen 4, int32 sums: the phase
+ * planes 0.76 - 1.65 times on six MobileNet-like layers) and need no phase copy. */
 static inline int axs_dw_vbmi_strides(int sh, int sw, int64_t KW)
 {
     return sh == sw && (sh == 1 || (sh == 2 && !axs_dw_rows(KW)));
