@@ -53,7 +53,21 @@ SHAPES = (
     ("linear 256x1024->1024", "gemm", dict(M=256, K=1024, N=1024)),
     # ResNet-18's last stage on one image: few pixels by many filters
     ("conv 512->512 @7x7 N1", "conv", dict(N=1, H=7, W=7, C=512, COUT=512, k=3, groups=1)),
+    # MobileNet's first stride-2 depthwise layer and an EfficientNet 5 x 5 one, on one image
+    ("depthwise 96 @112x112 stride 2 N1", "conv",
+     dict(N=1, H=112, W=112, C=96, COUT=96, k=3, groups=96, stride=2)),
+    ("depthwise 5x5 240 @28x28 N1", "conv",
+     dict(N=1, H=28, W=28, C=240, COUT=240, k=5, groups=240)),
 )
+
+
+def conv_geometry(prm):
+    """``(stride, (top, bottom, left, right), OH, OW)`` of a conv entry of :data:`SHAPES`:
+    SAME padding at the entry's stride (1 unless it says), split as TensorFlow splits it."""
+    s, k, H, W = prm.get("stride", 1), prm["k"], prm["H"], prm["W"]
+    OH, OW = -(-H // s), -(-W // s)
+    ph, pw = max((OH - 1) * s + k - H, 0), max((OW - 1) * s + k - W, 0)
+    return s, (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2), OH, OW
 #: Fresh copies of the input PyTorch is timed on in each round (its best counts); every
 #: other figure gets as many timed calls per round.
 TORCH_COPIES = 3
@@ -275,10 +289,11 @@ def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, t
     tfn = None   # PyTorch on a fresh copy of the input: f(layout) -> a timed callable
     if kind == "conv":
         N, H, W, C, COUT, k, g = (prm[x] for x in ("N", "H", "W", "C", "COUT", "k", "groups"))
-        macs = N * H * W * COUT * k * k * (C // g)
-        bm, bk, bn = N * H * W, k * k * (C // g), COUT
+        s, pad, OH, OW = conv_geometry(prm)
+        macs = N * OH * OW * COUT * k * k * (C // g)
+        bm, bk, bn = N * OH * OW, k * k * (C // g), COUT
         if g > 1:  # same MAC count as a dense GEMM with one output column per channel
-            bm, bk, bn = N * H * W, k * k, COUT
+            bm, bk, bn = N * OH * OW, k * k, COUT
         x = rng.integers(0, 256, (N, H, W, C), dtype=np.uint8)
         w = rng.integers(0, 256, (k, k, C // g, COUT), dtype=np.uint8)
         xf = rng.standard_normal((N, H, W, C)).astype(np.float32)
@@ -286,29 +301,31 @@ def _bench_shape(shape, paths, methods, repeat, num_threads, rng, table, mult, t
         # the same tensors in PyTorch's layouts (NCHW input, OIHW filters)
         xf_nchw = np.ascontiguousarray(xf.transpose(0, 3, 1, 2))
         wf_oihw = np.ascontiguousarray(wf.transpose(3, 2, 0, 1))
-        pad = (k // 2, k // 2, k // 2, k // 2)
 
-        def kern(p, m, x=x, w=w, pad=pad, g=g):
-            return _fast.conv2d(x, w, table, (1, 1), pad, (1, 1), g, 0, np.int32,
+        def kern(p, m, x=x, w=w, pad=pad, g=g, s=s):
+            return _fast.conv2d(x, w, table, (s, s), pad, (1, 1), g, 0, np.int32,
                                 num_threads, path=p, method=m)
 
-        def call(p, m, xf=_NewRange(xf.copy()), wf=wf, g=g):
-            return axconv2d(xf(), wf, mult, padding="SAME", groups=g,
+        def call(p, m, xf=_NewRange(xf.copy()), wf=wf, g=g, s=s):
+            return axconv2d(xf(), wf, mult, padding="SAME", stride=s, groups=g,
                             backend=_ForcedPath(_fast, p, m), num_threads=num_threads)
 
-        def call_nchw(p, m, xf=_NewRange(xf_nchw.copy()), wf=wf_oihw, g=g):
-            return axconv2d(xf(), wf, mult, padding="SAME", groups=g, data_format="NCHW",
-                            backend=_ForcedPath(_fast, p, m), num_threads=num_threads)
+        def call_nchw(p, m, xf=_NewRange(xf_nchw.copy()), wf=wf_oihw, g=g, s=s):
+            return axconv2d(xf(), wf, mult, padding="SAME", stride=s, groups=g,
+                            data_format="NCHW", backend=_ForcedPath(_fast, p, m),
+                            num_threads=num_threads)
 
         if th is not None:
             tw = th.from_numpy(wf_oihw)
             tx = th.from_numpy(xf_nchw)
 
-            def tfn(layout, tx=tx, tw=tw, g=g, k=k):
+            def tfn(layout, tx=tx, tw=tw, g=g, k=k, s=s):
                 fmt = th.channels_last if layout == "cl" else th.contiguous_format
                 xc = tx.clone().contiguous(memory_format=fmt)   # a fresh buffer
                 wc = tw.contiguous(memory_format=fmt)
-                return lambda: F.conv2d(xc, wc, padding=k // 2, groups=g)  # no autograd: plain tensors
+                # (padding k // 2 on both sides: the same output size as SAME, the same
+                # work; no autograd: plain tensors)
+                return lambda: F.conv2d(xc, wc, stride=s, padding=k // 2, groups=g)
     else:
         M, K, N = prm["M"], prm["K"], prm["N"]
         macs, (bm, bk, bn) = M * K * N, (M, K, N)

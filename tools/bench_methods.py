@@ -28,7 +28,7 @@ import numpy as np
 import axkern
 from axkern import _fast
 from axkern.backends import table256
-from axkern.bench import SHAPES, _table, positive_int, split_names, thread_count
+from axkern.bench import SHAPES, _table, conv_geometry, positive_int, split_names, thread_count
 from axkern.bench import best_time as _best
 
 
@@ -36,12 +36,11 @@ def _kernel(kind, prm, table, rng, threads):
     """(MAC count, f(path, method)) for one shape of axkern.bench.SHAPES."""
     if kind == "conv":
         N, H, W, C, COUT, k, g = (prm[x] for x in ("N", "H", "W", "C", "COUT", "k", "groups"))
+        s, pad, OH, OW = conv_geometry(prm)
         x = rng.integers(0, 256, (N, H, W, C), dtype=np.uint8)
         w = rng.integers(0, 256, (k, k, C // g, COUT), dtype=np.uint8)
-        p = k // 2
-        return N * H * W * COUT * k * k * (C // g), lambda path, m: _fast.conv2d(
-            x, w, table, (1, 1), (p, p, p, p), (1, 1), g, 0, np.int32, threads,
-            path=path, method=m)
+        return N * OH * OW * COUT * k * k * (C // g), lambda path, m: _fast.conv2d(
+            x, w, table, (s, s), pad, (1, 1), g, 0, np.int32, threads, path=path, method=m)
     M, K, N = prm["M"], prm["K"], prm["N"]
     a = rng.integers(0, 256, (M, K), dtype=np.uint8)
     b = rng.integers(0, 256, (K, N), dtype=np.uint8)

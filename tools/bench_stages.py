@@ -29,14 +29,15 @@ import numpy as np
 
 import axkern
 from axkern import _fast
-from axkern.bench import (SHAPES, _NewRange, _table, positive_int, run_tool, split_names,
-                          thread_count)
+from axkern.bench import (SHAPES, _NewRange, _table, conv_geometry, positive_int, run_tool,
+                          split_names, thread_count)
 from axkern.bench import best_time as _best
 from axkern.conv import _prepare_weights, checked_params, resolve_quant, scale_and_zp
 
 
 def _conv_stages(prm, m, rng, T):
     N, H, W, C, COUT, k, g = (prm[x] for x in ("N", "H", "W", "C", "COUT", "k", "groups"))
+    s, pad, OH, OW = conv_geometry(prm)
     xf = rng.standard_normal((N, H, W, C)).astype(np.float32)
     wf = rng.standard_normal((k, k, C // g, COUT)).astype(np.float32)
     xn = np.ascontiguousarray(xf.transpose(0, 3, 1, 2))
@@ -48,12 +49,11 @@ def _conv_stages(prm, m, rng, T):
     K = k * k * (C // g)
     dq = pw.dequant(sx, int(zx), None)[0]
     xi = _fast.quantize_indices(xf, xp)
-    p = k // 2
-    geo = ((1, 1), (p, p, p, p), (1, 1), g, int(zx) & 255, pw.dtype, T)
+    geo = ((s, s), pad, (1, 1), g, int(zx) & 255, pw.dtype, T)
     window = not pw.folded and pw.zw_any
     if window:   # the correction the fold would have carried, as axconv2d adds it
         dq["zw"] = pw.zw
-        dq["sumx"] = _fast.window_sums(xi, m.values(), (k, k), (1, 1), geo[1], (1, 1), g,
+        dq["sumx"] = _fast.window_sums(xi, m.values(), (k, k), (s, s), geo[1], (1, 1), g,
                                        geo[4], T)
     # the calls' inputs take a new range every call, as in axkern bench (the parts above
     # work on the first one's parameters)
@@ -66,16 +66,16 @@ def _conv_stages(prm, m, rng, T):
         "kernel dq": lambda: _fast.conv2d(xi, pw.wi, pw.table, *geo, dequant=dq),
         "kernel dq NCHW": lambda: _fast.conv2d(xi, pw.wi, pw.table, *geo, dequant=dq,
                                                out_format="NCHW"),
-        "api": lambda: axkern.axconv2d(xf_new(), wf, m, groups=g, num_threads=T),
-        "api NCHW": lambda: axkern.axconv2d(xn_new(), wn, m, groups=g, num_threads=T,
-                                            data_format="NCHW"),
+        "api": lambda: axkern.axconv2d(xf_new(), wf, m, stride=s, groups=g, num_threads=T),
+        "api NCHW": lambda: axkern.axconv2d(xn_new(), wn, m, stride=s, groups=g,
+                                            num_threads=T, data_format="NCHW"),
     }
     parts = ("range", "quant", "kernel dq")
     if window:
-        stages["window"] = lambda: _fast.window_sums(xi, m.values(), (k, k), (1, 1), geo[1],
+        stages["window"] = lambda: _fast.window_sums(xi, m.values(), (k, k), (s, s), geo[1],
                                                      (1, 1), g, geo[4], T)
         parts += ("window",)
-    return N * H * W * COUT * K, stages, parts
+    return N * OH * OW * COUT * K, stages, parts
 
 
 def _gemm_stages(prm, m, rng, T):
