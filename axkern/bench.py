@@ -63,11 +63,15 @@ SHAPES = (
 
 def conv_geometry(prm):
     """``(stride, (top, bottom, left, right), OH, OW)`` of a conv entry of :data:`SHAPES`:
-    SAME padding at the entry's stride (1 unless it says), split as TensorFlow splits it."""
+    SAME padding at the entry's stride (1 unless it says), as ``axconv2d`` resolves it."""
+    from .backends import conv_output_size
+    from .conv import resolve_padding
+
     s, k, H, W = prm.get("stride", 1), prm["k"], prm["H"], prm["W"]
-    OH, OW = -(-H // s), -(-W // s)
-    ph, pw = max((OH - 1) * s + k - H, 0), max((OW - 1) * s + k - W, 0)
-    return s, (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2), OH, OW
+    pads = resolve_padding("SAME", H, W, k, k, (s, s), (1, 1))
+    return (s, pads) + conv_output_size(H, W, k, k, (s, s), pads, (1, 1))
+
+
 #: Fresh copies of the input PyTorch is timed on in each round (its best counts); every
 #: other figure gets as many timed calls per round.
 TORCH_COPIES = 3

@@ -159,6 +159,16 @@ static inline int64_t axs_planar_c0(int64_t C, int64_t parts, int64_t q)
     int64_t c = (C + 15) / 16 * q / parts * 16;
     return c < C ? c : C;
 }
+/* Unit u of a batch's planar copy in cp parts per image (axs_planar_parts): its image's
+ * channels of part u % cp, from the NHWC batch x into the planar batch dst. */
+static inline void axs_to_planar_unit(const uint8_t *x, int64_t u, int64_t cp, int64_t H,
+                                      int64_t W, int64_t C, int pt, int pl, int64_t Hp,
+                                      int64_t Wp, int pad_code, uint8_t *dst)
+{
+    const int64_t n = u / cp, q = u % cp;
+    axs_to_planar(x + n * H * W * C, H, W, C, axs_planar_c0(C, cp, q),
+                  axs_planar_c0(C, cp, q + 1), pt, pl, Hp, Wp, pad_code, dst + n * C * Hp * Wp);
+}
 /* The depthwise method (depthwise.c): whether it serves a conv2d shape (the table class
  * aside), and its driver over a table prepared with the weight code fixed. */
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw);

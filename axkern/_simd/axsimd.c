@@ -1485,12 +1485,8 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         if (!wide) {
             const int64_t cp = axs_planar_parts(N, C, nt);
 #pragma omp for schedule(static)
-            for (int64_t u = 0; u < N * cp; u++) {
-                int64_t n = u / cp, q = u % cp;
-                axs_to_planar(x + n * H * W * C, H, W, C, axs_planar_c0(C, cp, q),
-                              axs_planar_c0(C, cp, q + 1), pt, pl, Hp, Wp, pad_code,
-                              xp + n * C * plane);
-            }
+            for (int64_t u = 0; u < N * cp; u++)
+                axs_to_planar_unit(x, u, cp, H, W, C, pt, pl, Hp, Wp, pad_code, xp);
         }
         int64_t loaded = -1;
         ptrdiff_t orow[AXS_MB], run_src[AXS_MB];

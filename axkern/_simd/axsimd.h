@@ -397,8 +397,9 @@ int64_t axs_set_fchunk(int64_t bytes);
  *  - expand: expanded tables (16-bit class tables and int32 accumulation only);
  *  - depthwise: tap rows slid along output rows (depthwise.c: conv2d with groups == C ==
  *    COUT, horizontal dilation 1, at most 4 filter columns, up to AXS_DWKW with a
- *    16-bit-class table off the scalar path; int64 sums need a 16-bit-class table). Chosen automatically for such layers (on the AVX-512 path with a generic-class
- *    table from 128 outputs);
+ *    16-bit-class table off the scalar path; int64 sums need a 16-bit-class table). Chosen
+ *    automatically for such layers (on the AVX-512 path with a generic-class table from
+ *    128 outputs);
  *  - factored: integer products of the table's factors (fac given, int32 sums only). */
 enum { AXS_METHOD_AUTO = 0, AXS_METHOD_DIRECT = 1, AXS_METHOD_EXPAND = 2,
        AXS_METHOD_DEPTHWISE = 3, AXS_METHOD_FACTORED = 4 };

@@ -199,7 +199,8 @@ static void dw_edge_masks(dw_edges *eg, int64_t W, int64_t nb, int64_t K)
 }
 
 /* The sums of output rows [0, nb) of channels c < nc (planes at s + c * ps, row stride Wp;
- * filter codes w[k * C + c]), stride 1. The AVX-512 VBMI direct kernel streams the
+ * filter codes w[k * C + c]), stride 1 (at stride 2 a channel's four phase planes,
+ * dw_phases2, whose taps soff reaches). The AVX-512 VBMI direct kernel streams the
  * positions q = y * Wp + o of a plane, at most AXS_MB (with eg AXS_EMB) at a time, into
  * sT[c * cs + q] (cs: dw_vbmi_stride; the Wp - OW columns past the right edge are computed
  * and left there, as in the direct method's wide tiles); tap k reads q + soff[k]. With eg
@@ -370,12 +371,8 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     const int64_t cp = axs_planar_parts(N, C, nt);
     if (!in_nchw) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t u = 0; u < N * cp; u++) {
-            int64_t n = u / cp, q = u % cp;
-            axs_to_planar(x + n * H * W * C, H, W, C, axs_planar_c0(C, cp, q),
-                          axs_planar_c0(C, cp, q + 1), pt, (int)plc, Hp, Wr, pad_code,
-                          xp + n * C * Hp * Wr);
-        }
+        for (int64_t u = 0; u < N * cp; u++)
+            axs_to_planar_unit(x, u, cp, H, W, C, pt, (int)plc, Hp, Wr, pad_code, xp);
     } else if (padded) {
         /* NCHW codes are planes already: only the border is added (one fill per image,
          * then the rows: three library calls per row and plane cost more than the copy,
