@@ -250,8 +250,9 @@ def test_axconv2d_nchw_equals_nhwc_and_reference(path):
 @pytest.mark.parametrize("path", PATHS)
 def test_swapped_gemm_dequantizes_rows(path):
     """GEMMs of few rows stream the columns of b past the rows of a (the output tile is
-    transposed): their dequantizing store transposes the tile and dequantizes a row at a
-    time; every shape of tile and reduction split against NumPy on the reference sums."""
+    transposed): the expanded method's dequantizing store transposes the tile and
+    dequantizes a row at a time, the direct method's dequantizes each fixed row's run of
+    columns; every shape of tile and reduction split against NumPy on the reference sums."""
     rng = np.random.default_rng(zlib.crc32(f"swapped/{path}".encode()))
     table = random_table("uint16", rng)
     for M, K, N in [(1, 7, 33), (3, 50, 300), (5, 300, 1000), (17, 40, 500), (9, 600, 70)]:
@@ -262,7 +263,7 @@ def test_swapped_gemm_dequantizes_rows(path):
                     "bias": rng.standard_normal(N).astype(np.float32),
                     "zw": rng.integers(-3, 4, N), "sumx": rng.integers(-9999, 9999, (M, 1))}):
             want = dequant_numpy(sums, dq, 1)
-            for method in ("expand", None):
+            for method in ("expand", "direct", None):
                 got = fast.gemm(a, b, table, np.int32, 2, path=path, method=method, dequant=dq)
                 np.testing.assert_array_equal(got, want, err_msg=f"{(M, K, N)} {method}")
 
@@ -309,6 +310,11 @@ def test_direct_conv_swaps_operands_for_few_pixels(path):
                 got = fast.conv2d(x, w, table, *args, np.int32, 2, path=path, method=method,
                                   dequant=dq)
                 np.testing.assert_array_equal(got, want, err_msg=msg)
+                # without window sums (the NHWC row stores' other branch)
+                dq1 = {"scale": dq["scale"], "corr": dq["corr"]}
+                got = fast.conv2d(x, w, table, *args, np.int32, 2, path=path, method=method,
+                                  dequant=dq1)
+                np.testing.assert_array_equal(got, dequant_numpy(sums, dq1, g), err_msg=msg)
                 xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
                 got = fast.conv2d(xn, w, table, *args, np.int32, 3, path=path, method=method,
                                   dequant=dq, in_format="NCHW", out_format="NCHW")

@@ -480,9 +480,11 @@ typedef struct {
     ptrdiff_t osj;
     const int64_t *orid, *ocol;
     int64_t orj, ocj, col0;
-    /* Row stores (rowstore), set where the tile's rows are output rows orid[i] of ldo
-     * columns and its fixed codes columns col0 + j (orj 0, ocj 1): base the whole output,
-     * dd the per-column terms of dq (axs_xdeq_init); rows 0: element stores only. */
+    /* Row stores (rowstore): rows 1 where the tile's rows are output rows orid[i] of ldo
+     * columns and its fixed codes columns col0 + j (orj 0, ocj 1); rows 2 where, swapped,
+     * fixed code j is output row orid[0] + j of ldo columns and the streamed rows are its
+     * columns ocol[0] + i (orj 1, ocj 0, orow[i] = orow[0] + i); base the whole output, dd
+     * the per-column terms of dq (axs_xdeq_init); rows 0: element stores only. */
     int rows;
     void *base;
     int64_t ldo;
@@ -577,7 +579,25 @@ static int rowstore(const sink *sk, const uint32_t *c, int ms, int nf, uint32_t 
 {
     const axs_dequant *dq = sk->dq;
     const axs_xdeq *dd = sk->dd;
-    if (!sk->rows || sk->path != AXS_PATH_AVX512_VBMI || sk->out64 || !rt)
+    if (sk->rows == 2 && !sk->out64) {
+        /* swapped: fixed code j's streamed rows are a run of output row orid[0] + j, so the
+         * tile is row-major as it is (row j at c + j * AXS_MB), on every path (dequantized
+         * element by element, its store took as many samples as the lookups of a batch-1
+         * 1 x 1 convolution of 64 -> 384 channels at 14 x 14) */
+        const int64_t r0 = sk->orid[0], o0 = sk->ocol[0];
+        if (!dq) {
+            for (int j = 0; j < nf; j++)
+                memcpy((int32_t *)sk->base + (r0 + j) * sk->ldo + o0, c + (ptrdiff_t)j * AXS_MB,
+                       (size_t)ms * sizeof(int32_t));
+            return 1;
+        }
+        if (dq->nchw || !dd || !dd->exact)
+            return 0;
+        axs_dequant_cols(dq, dd, c, AXS_MB, r0, nf, o0, ms,
+                         (float *)sk->base + r0 * sk->ldo + o0, (ptrdiff_t)sk->ldo);
+        return 1;
+    }
+    if (sk->rows != 1 || sk->path != AXS_PATH_AVX512_VBMI || sk->out64 || !rt)
         return 0;
     if (dq && !(dd && dd->exact && (!dq->nchw || (!dq->zw && dd->corr32))))
         return 0;
@@ -906,8 +926,8 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         soff[k] = (ptrdiff_t)(k * (swapped ? N : AXS_MB));
     if (!swapped)
         axs_transpose_u8(b, K, N, bt, nt);
-    axs_xdeq dd;   /* the row stores' terms (rowstore: the AVX-512 path) */
-    if (axs_xdeq_init(!swapped && !out64 && path == AXS_PATH_AVX512_VBMI ? dq : NULL, N, M,
+    axs_xdeq dd;   /* the row stores' terms (rowstore: swapped, or the AVX-512 path) */
+    if (axs_xdeq_init(!out64 && (swapped || path == AXS_PATH_AVX512_VBMI) ? dq : NULL, N, M,
                       &dd)) {
         free(soff);
         free(bt);
@@ -931,7 +951,7 @@ int axs_gemm(const uint8_t *a, const uint8_t *b, const int32_t *table, uint64_t 
         ptrdiff_t orow[AXS_MB];
         int64_t orid[AXS_MB], ocol[AXS_MB];
         sink sk = {out, out64, dq, orow, 1, orid, ocol, 0, 1, 0,
-                   !swapped, out, N, dd.corr ? &dd : NULL, path};
+                   swapped ? 2 : 1, out, N, dd.corr ? &dd : NULL, path};
         /* dynamic (the machine may be shared: a busy core must not hold everyone up), in
          * chunks of whole row tiles so that each tile is packed once */
 #pragma omp for schedule(dynamic, 1)
@@ -1165,6 +1185,13 @@ static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table
     const int mb = tile_rows(OG, nfb * groups, nt);
     const int64_t nst = (OG + mb - 1) / mb, units = groups * nst * nfb;
     const int nchw = dq && dq->nchw;
+    axs_xdeq dd;   /* the row stores' terms (rowstore, NHWC outputs) */
+    if (axs_xdeq_init(!out64 && !nchw ? dq : NULL, COUT, N * P, &dd)) {
+        free(A);
+        free(soff);
+        release(ce);
+        return AXS_ENOMEM;
+    }
     int failed = 0;
 #pragma omp parallel num_threads(units < nt ? (int)units : nt)
     {
@@ -1176,7 +1203,8 @@ static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table
         }
         ptrdiff_t orow[AXS_MB];
         int64_t orid[AXS_MB], ocol[AXS_MB];
-        sink sk = {out, out64, dq, orow, nchw ? 1 : (ptrdiff_t)COUT, orid, ocol, 1, 0, 0};
+        sink sk = {out, out64, dq, orow, nchw ? 1 : (ptrdiff_t)COUT, orid, ocol, 1, 0, 0,
+                   nchw ? 0 : 2, out, COUT, dd.corr ? &dd : NULL, path};
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < units; u++) {
             if (!ok)
@@ -1197,6 +1225,7 @@ static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table
         }
         scratch_free(&sc);
     }
+    free(dd.corr);
     free(A);
     free(soff);
     release(ce);
