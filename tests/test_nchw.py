@@ -314,8 +314,12 @@ def test_direct_conv_swaps_operands_for_few_pixels(path):
                 dq1 = {"scale": dq["scale"], "corr": dq["corr"]}
                 got = fast.conv2d(x, w, table, *args, np.int32, 2, path=path, method=method,
                                   dequant=dq1)
-                np.testing.assert_array_equal(got, dequant_numpy(sums, dq1, g), err_msg=msg)
+                want1 = dequant_numpy(sums, dq1, g)
+                np.testing.assert_array_equal(got, want1, err_msg=msg)
                 xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
                 got = fast.conv2d(xn, w, table, *args, np.int32, 3, path=path, method=method,
                                   dequant=dq, in_format="NCHW", out_format="NCHW")
                 np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2), err_msg=msg)
+                got = fast.conv2d(x, w, table, *args, np.int32, 2, path=path, method=method,
+                                  dequant=dq1, out_format="NCHW")
+                np.testing.assert_array_equal(got, want1.transpose(0, 3, 1, 2), err_msg=msg)

@@ -482,9 +482,10 @@ typedef struct {
     int64_t orj, ocj, col0;
     /* Row stores (rowstore): rows 1 where the tile's rows are output rows orid[i] of ldo
      * columns and its fixed codes columns col0 + j (orj 0, ocj 1); rows 2 where, swapped,
-     * fixed code j is output row orid[0] + j of ldo columns and the streamed rows are its
-     * columns ocol[0] + i (orj 1, ocj 0, orow[i] = orow[0] + i); base the whole output, dd
-     * the per-column terms of dq (axs_xdeq_init); rows 0: element stores only. */
+     * fixed code j is output row orid[0] + j of ldo columns (NHWC or a GEMM's; an NCHW
+     * output's ldo planes) and the streamed rows are its columns ocol[0] + i (orj 1, ocj 0);
+     * base the whole output, dd the per-column terms of dq (axs_xdeq_init); rows 0:
+     * element stores only. */
     int rows;
     void *base;
     int64_t ldo;
@@ -583,7 +584,8 @@ static int rowstore(const sink *sk, const uint32_t *c, int ms, int nf, uint32_t 
         /* swapped: fixed code j's streamed rows are a run of output row orid[0] + j, so the
          * tile is row-major as it is (row j at c + j * AXS_MB), on every path (dequantized
          * element by element, its store took as many samples as the lookups of a batch-1
-         * 1 x 1 convolution of 64 -> 384 channels at 14 x 14) */
+         * 1 x 1 convolution of 64 -> 384 channels at 14 x 14); an NCHW output's planes take
+         * the rows through axs_scatter_nchw */
         const int64_t r0 = sk->orid[0], o0 = sk->ocol[0];
         if (!dq) {
             for (int j = 0; j < nf; j++)
@@ -591,8 +593,16 @@ static int rowstore(const sink *sk, const uint32_t *c, int ms, int nf, uint32_t 
                        (size_t)ms * sizeof(int32_t));
             return 1;
         }
-        if (dq->nchw || !dd || !dd->exact)
+        if (!dd || !dd->exact)
             return 0;
+        if (dq->nchw) {
+            /* dequantized in place, then each channel's run of pixels into its plane */
+            float *ft = (float *)c;
+            axs_dequant_cols(dq, dd, c, AXS_MB, r0, nf, o0, ms, ft, AXS_MB);
+            axs_scatter_nchw(ft, AXS_MB, nf, ms, r0, o0, dq->nchw, sk->ldo, (float *)sk->base,
+                             sk->path);
+            return 1;
+        }
         axs_dequant_cols(dq, dd, c, AXS_MB, r0, nf, o0, ms,
                          (float *)sk->base + r0 * sk->ldo + o0, (ptrdiff_t)sk->ldo);
         return 1;
@@ -1185,8 +1195,8 @@ static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table
     const int mb = tile_rows(OG, nfb * groups, nt);
     const int64_t nst = (OG + mb - 1) / mb, units = groups * nst * nfb;
     const int nchw = dq && dq->nchw;
-    axs_xdeq dd;   /* the row stores' terms (rowstore, NHWC outputs) */
-    if (axs_xdeq_init(!out64 && !nchw ? dq : NULL, COUT, N * P, &dd)) {
+    axs_xdeq dd;   /* the row stores' terms (rowstore) */
+    if (axs_xdeq_init(!out64 ? dq : NULL, COUT, N * P, &dd)) {
         free(A);
         free(soff);
         release(ce);
@@ -1204,7 +1214,7 @@ static int conv_swapped(const uint8_t *x, const uint8_t *w, const int32_t *table
         ptrdiff_t orow[AXS_MB];
         int64_t orid[AXS_MB], ocol[AXS_MB];
         sink sk = {out, out64, dq, orow, nchw ? 1 : (ptrdiff_t)COUT, orid, ocol, 1, 0, 0,
-                   nchw ? 0 : 2, out, COUT, dd.corr ? &dd : NULL, path};
+                   2, out, COUT, dd.corr ? &dd : NULL, path};
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < units; u++) {
             if (!ok)
