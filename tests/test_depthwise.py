@@ -327,8 +327,9 @@ def test_wide_filters(path):
     kernel serves them (a tap at a time; stride 2 over the four phase planes of each padded
     plane, one with vertical dilation; stride 1 with and without the padding columns in its
     planar copy), elsewhere its uint16 rows of E in groups of 4 filter columns (on `avx2`,
-    and on `avx512_vbmi` at stride 3); filters of up to 4 columns at stride 2 take the rows
-    of E on every path. int32 and int64 sums from NHWC and NCHW indices and both
+    and on `avx512_vbmi` at stride 3); filters of up to 4 columns at stride 2 take the
+    phase planes on `avx512_vbmi` and the rows of E elsewhere. int32 and int64 sums from
+    NHWC and NCHW indices and both
     dequantizing stores, against the reference backend and NumPy's epilogue. The scalar
     path refuses wider filters, and every path a generic-class table with them; the
     automatic choice serves those exactly."""
@@ -365,6 +366,38 @@ def test_wide_filters(path):
             fast.conv2d(x, w, table, *args, np.int32, path=path, method="depthwise")
         np.testing.assert_array_equal(fast.conv2d(x, w, table, *args, np.int32, path=path),
                                       ref.conv2d(x, w, table, *args, np.int32))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_stride2_phase_planes(path):
+    """Stride-2 layers, whose four phase planes the AVX-512 VBMI path makes straight from the
+    codes (rows of E elsewhere): NHWC rows of 16 pixels and more (16 x 16 transposes, the
+    last block stepped back) and narrower, NCHW rows likewise (by 16 pixels), left padding
+    of either parity, channels past the last block of 16, one image (the copy split by
+    channel blocks between the threads) and several, filters of 1 to 5 rows and columns;
+    int32 and int64 sums from NHWC and NCHW indices and both dequantizing stores against
+    the reference backend and NumPy's epilogue."""
+    rng = np.random.default_rng(zlib.crc32(f"dw-phases/{path}".encode()))
+    for i, (N, H, W, C, KH, KW, pads) in enumerate((
+            (1, 12, 37, 33, 3, 3, (0, 1, 0, 1)),
+            (2, 13, 34, 16, 3, 3, (1, 1, 1, 1)),
+            (1, 9, 7, 20, 3, 3, (1, 0, 1, 0)),
+            (1, 10, 64, 48, 3, 3, (0, 1, 0, 1)),
+            (3, 17, 18, 5, 3, 2, (1, 1, 2, 0)),
+            (1, 11, 35, 40, 5, 5, (2, 2, 3, 1)),
+            (2, 8, 16, 17, 1, 1, (0, 0, 1, 0)),
+            (1, 6, 33, 32, 2, 4, (1, 0, 0, 3)))):
+        kind = ("uint16", "int16", "offset")[i % 3]
+        table = random_table(kind, rng)
+        x = codes((N, H, W, C), rng, kind)
+        w = codes((KH, KW, 1, C), rng, kind)
+        args = ((2, 2), pads, (1, 1), C, int(rng.integers(0, 256)))
+        want = ref.conv2d(x, w, table, *args, np.int64)
+        msg = f"{N}x{H}x{W}x{C} {KH}x{KW} pads={pads}"
+        if path != "scalar" or KW <= 4:
+            _check_forced_depthwise(x, w, table, args, want, path, rng, msg, bias=i % 2 == 0)
+        np.testing.assert_array_equal(fast.conv2d(x, w, table, *args, np.int32, 2, path=path),
+                                      want.astype(np.int32), err_msg=f"{msg} auto")
 
 
 def _compact(H, W, KH, KW, pads, dh):

@@ -180,18 +180,18 @@ static inline int axs_dw_rows(int64_t KW)
 {
     return KW <= 4;
 }
-/* The strides of the VBMI variant: 1, and 2 (over phase planes) for filters wider than 4
- * columns; the rows of E run about as fast at 3 x 3 stride 2 (Zen 4, int32 sums: the phase
- * planes 0.76 - 1.65 times on six MobileNet-like layers) and need no phase copy. */
-static inline int axs_dw_vbmi_strides(int sh, int sw, int64_t KW)
+/* The strides of the VBMI variant: 1, and 2 over phase planes made straight from the codes
+ * (Zen 4, int32 sums, 3 x 3 stride 2: 1.2 - 1.55 times the rows of E on five MobileNet-like
+ * layers; made from a planar copy, a second pass, 0.76 - 1.65). */
+static inline int axs_dw_vbmi_strides(int sh, int sw)
 {
-    return sh == sw && (sh == 1 || (sh == 2 && !axs_dw_rows(KW)));
+    return sh == sw && (sh == 1 || sh == 2);
 }
 /* Whether the depthwise method runs its variant over the AVX-512 VBMI direct kernel (a
  * 16-bit-class table at those strides) rather than rows of E. */
-static inline int axs_dw_vbmi(int path, const axs_fixed_table *t, int sh, int sw, int64_t KW)
+static inline int axs_dw_vbmi(int path, const axs_fixed_table *t, int sh, int sw)
 {
-    return path == AXS_PATH_AVX512_VBMI && !t->generic && axs_dw_vbmi_strides(sh, sw, KW);
+    return path == AXS_PATH_AVX512_VBMI && !t->generic && axs_dw_vbmi_strides(sh, sw);
 }
 int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, int64_t N,
                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int sh, int sw,

@@ -1339,12 +1339,13 @@ static int conv2d_body(const uint8_t *x, const uint8_t *xn, const uint8_t *w,
         return axs_fdwconv2d(xn ? xn : x, w, fac, N, H, W, C, KH, KW, sh, sw, pt, pb, pl, pr_,
                              dh, dw, pad_code, out, dq, axs_threads(nthreads), path, xn != NULL);
     /* depthwise layers: the depthwise method, wherever it serves. On the AVX-512 path its
-     * variant over the direct kernel at stride 1 (16-bit class: 1.07 to 2.1 times the
-     * direct method, paired), and its rows of E elsewhere (Zen 4, int32 sums, two threads:
-     * at stride 2 the uint16 rows 1.7 - 3.6 times as fast as the direct method on MobileNet's
-     * layers, 112 x 112 x 96 to 14 x 14 x 576; tables of the generic class 1.6 - 2.8 times,
-     * except where a few outputs per channel do not repay building E: 1 x 14 x 14 x 576 at
-     * stride 2, 49 outputs, 0.57, so those keep the direct method below 128 outputs) */
+     * variant over the direct kernel at strides 1 and 2 (16-bit class: 1.07 to 2.1 times the
+     * direct method at stride 1, paired; at stride 2 1.2 - 1.55 times the rows of E), and its
+     * rows of E elsewhere (Zen 4, int32 sums, two threads, stride 2: tables of the generic
+     * class 1.6 - 2.8 times as fast as the direct method on MobileNet's layers, 112 x 112 x
+     * 96 to 14 x 14 x 576, except where a few outputs per channel do not repay building E:
+     * 1 x 14 x 14 x 576, 49 outputs, 0.57, so those keep the direct method below 128
+     * outputs) */
     if (method == AXS_METHOD_DEPTHWISE && !dw_shape)
         return AXS_EMETHOD;
     if (method == AXS_METHOD_DEPTHWISE || (method == AXS_METHOD_AUTO && dw_shape)) {

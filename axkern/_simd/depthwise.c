@@ -200,7 +200,7 @@ static void dw_edge_masks(dw_edges *eg, int64_t W, int64_t nb, int64_t K)
 
 /* The sums of output rows [0, nb) of channels c < nc (planes at s + c * ps, row stride Wp;
  * filter codes w[k * C + c]), stride 1 (at stride 2 a channel's four phase planes,
- * dw_phases2, whose taps soff reaches). The AVX-512 VBMI direct kernel streams the
+ * dw_to_phases, whose taps soff reaches). The AVX-512 VBMI direct kernel streams the
  * positions q = y * Wp + o of a plane, at most AXS_MB (with eg AXS_EMB) at a time, into
  * sT[c * cs + q] (cs: dw_vbmi_stride; the Wp - OW columns past the right edge are computed
  * and left there, as in the direct method's wide tiles); tap k reads q + soff[k]. With eg
@@ -269,34 +269,84 @@ static void dw_band_vbmi(const uint8_t *s, int64_t ps, int64_t Wp, int64_t nb, i
     }
 }
 
-/* The four phase planes of a padded plane (Hp rows of Wp at src) for stride 2: phase (a, b)
- * at dst + (2 a + b) * Hq * Wq holds the codes of rows a, a + 2, ... and columns b, b + 2,
- * ..., Hq = (Hp + 1) / 2 rows of Wq = (Wp + 1) / 2 (a phase one short of them ends in a pad
- * code). Output (oy, ox) of a stride-2 layer reads tap (ky, kx) at row oy + ky / 2 and
- * column ox + kx / 2 of phase (ky % 2, kx % 2): positions of one row stride, as at stride 1. */
-static void dw_phases2(const uint8_t *src, int64_t Hp, int64_t Wp, int pad_code, uint8_t *dst)
+/* The four phase planes of channels c0 .. c1 - 1 of one image for stride 2, straight from
+ * its codes: NHWC (xn, H x W x C) or, with nchw, its planes (xn + c * H * W). Of channel c's
+ * padded plane (Hp x Wp, the image at row pt and column pl, pad codes around it), phase
+ * (a, b) at dst + c * PS + (2 a + b) * Hq * Wq (PS = 4 Hq Wq) holds rows a, a + 2, ... and
+ * columns b, b + 2, ..., Hq = (Hp + 1) / 2 rows of Wq = (Wp + 1) / 2 (a phase one short of
+ * them ends in a pad code). Output (oy, ox) of a stride-2 layer reads tap (ky, kx) at row
+ * oy + ky / 2 and column ox + kx / 2 of phase (ky % 2, kx % 2): positions of one row stride,
+ * as at stride 1. One pass, where the planar copy and then its phases were two (a third of
+ * a one-thread call of 1 x 112 x 112 x 96). */
+static void dw_to_phases(const uint8_t *xn, int64_t H, int64_t W, int64_t C, int64_t c0,
+                         int64_t c1, int pt, int pl, int64_t Hp, int64_t Wp, int pad_code,
+                         int nchw, uint8_t *dst)
 {
-    const int64_t Hq = (Hp + 1) / 2, Wq = (Wp + 1) / 2;
-    if ((Hp | Wp) & 1)
-        memset(dst, pad_code, (size_t)(4 * Hq * Wq));
-    for (int64_t r = 0; r < Hp; r++) {
-        const uint8_t *s = src + r * Wp;
-        uint8_t *e = dst + (2 * (r & 1)) * Hq * Wq + (r >> 1) * Wq, *o = e + Hq * Wq;
-        int64_t c = 0;
+    const int64_t Hq = (Hp + 1) / 2, Wq = (Wp + 1) / 2, Q = Hq * Wq, PS = 4 * Q;
+    memset(dst + c0 * PS, pad_code, (size_t)((c1 - c0) * PS));
+    /* pixel (y, x) of a channel's planes d: phase (r & 1, cc & 1) of padded (r, cc) */
+#define DW_PH(d, y, x) ((d) + (2 * (((y) + pt) & 1) + (((x) + pl) & 1)) * Q + \
+                        (((y) + pt) >> 1) * Wq + (((x) + pl) >> 1))
 #if defined(__SSE2__)
-        const __m128i lo = _mm_set1_epi16(0xff);
-        for (; c + 32 <= Wp; c += 32) {
-            __m128i a = _mm_loadu_si128((const __m128i *)(s + c));
-            __m128i b = _mm_loadu_si128((const __m128i *)(s + c + 16));
-            _mm_storeu_si128((__m128i *)(e + c / 2),
-                             _mm_packus_epi16(_mm_and_si128(a, lo), _mm_and_si128(b, lo)));
-            _mm_storeu_si128((__m128i *)(o + c / 2),
-                             _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8)));
-        }
+    const __m128i lo = _mm_set1_epi16(0xff), z = _mm_setzero_si128();
+    /* 16 pixels of a channel's row: the 8 even ones to the phase of pixel x0, the 8 odd ones
+     * to the phase of pixel x0 + 1 */
+#define DW_PH16(d, y, x0, a)                                                               \
+    do {                                                                                   \
+        _mm_storel_epi64((__m128i *)DW_PH(d, y, x0),                                       \
+                         _mm_packus_epi16(_mm_and_si128(a, lo), z));                       \
+        _mm_storel_epi64((__m128i *)DW_PH(d, y, (x0) + 1),                                 \
+                         _mm_packus_epi16(_mm_srli_epi16(a, 8), z));                       \
+    } while (0)
 #endif
-        for (; c < Wp; c++)
-            (c & 1 ? o : e)[c >> 1] = s[c];
+    if (nchw) {
+        for (int64_t c = c0; c < c1; c++)
+            for (int64_t y = 0; y < H; y++) {
+                const uint8_t *s = xn + (c * H + y) * W;
+                int64_t x = 0;
+#if defined(__SSE2__)
+                /* by 16 pixels, the last block stepped back to end at the row's last pixel */
+                for (int64_t xx = 0; W >= 16 && xx < W; xx += 16) {
+                    const int64_t x0 = xx + 16 <= W ? xx : W - 16;
+                    DW_PH16(dst + c * PS, y, x0, _mm_loadu_si128((const __m128i *)(s + x0)));
+                }
+                x = W >= 16 ? W : 0;
+#endif
+                for (; x < W; x++)
+                    *DW_PH(dst + c * PS, y, x) = s[x];
+            }
+        return;
     }
+    int64_t c16 = c0;
+#if defined(__SSE2__)
+    /* 16 pixels of 16 channels by a 16 x 16 transpose, each channel's 16 pixels split into
+     * its even and odd ones (8 bytes to each of two phases); the last block of a row stepped
+     * back to end at its last pixel */
+    if (W >= 16) {
+        c16 = c0 + ((c1 - c0) & ~(int64_t)15);
+        for (int64_t y = 0; y < H; y++)
+            for (int64_t xx = 0; xx < W; xx += 16) {
+                const int64_t x0 = xx + 16 <= W ? xx : W - 16;
+                for (int64_t c = c0; c < c16; c += 16) {
+                    __m128i a[16];
+                    for (int q = 0; q < 16; q++)
+                        a[q] = _mm_loadu_si128((const __m128i *)(xn + (y * W + x0 + q) * C +
+                                                                 c));
+                    axs_tr16x16_regs(a);
+                    for (int q = 0; q < 16; q++)
+                        DW_PH16(dst + (c + q) * PS, y, x0, a[q]);
+                }
+            }
+    }
+#endif
+    for (int64_t y = 0; y < H; y++)
+        for (int64_t x = 0; x < W; x++) {
+            const uint8_t *s = xn + (y * W + x) * C;
+            for (int64_t c = c16; c < c1; c++)
+                *DW_PH(dst + c * PS, y, x) = s[c];
+        }
+#undef DW_PH
+#undef DW_PH16
 }
 
 int axs_dw_serves(int64_t C, int64_t COUT, int64_t groups, int64_t KH, int64_t KW, int dw)
@@ -323,11 +373,11 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     axs_dwplanes_fn planes = path == AXS_PATH_SCALAR ? axs_dwplanes_scalar
                            : path == AXS_PATH_AVX2 ? axs_dwplanes_avx2
                                                    : axs_dwplanes_avx512;
-    /* On the AVX-512 VBMI path, stride 1 (or 2 for filters wider than 4 columns) and a
-     * 16-bit-class table: the direct kernel's lookups (64 codes per vpermi2b, the filter
+    /* On the AVX-512 VBMI path, strides 1 and 2 and a 16-bit-class table: the direct
+     * kernel's lookups (64 codes per vpermi2b, the filter
      * code's table column in registers) streamed along each channel's plane of a planar copy,
      * instead of rows of E (dw_band_vbmi). */
-    const int vbmi = axs_dw_vbmi(path, t, sh, sw, KW);
+    const int vbmi = axs_dw_vbmi(path, t, sh, sw);
     /* rows of E as uint16 (16-bit-class tables) on the AVX2 path, and on the AVX-512 path
      * where the VBMI variant does not serve (strides) */
     const int e16 = (path == AXS_PATH_AVX2 || (path == AXS_PATH_AVX512_VBMI && !vbmi)) &&
@@ -358,9 +408,11 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
      * consecutive bytes (read from the NHWC image in place, every C-th byte, the codes of a
      * channel pair spanned a cache line per pixel: 1.3 times as slow on 32 x 16 x 16 x 64) */
     int padded = pt || pb_ || pl || pr;
+    /* the VBMI variant at stride 2 reads phase planes, made from the codes directly */
+    const int phases = vbmi && sh == 2;
     /* (64 bytes before and after: the compact copy's masked loads start before a plane) */
     uint8_t *xbuf = NULL, *xp = NULL;
-    if (!in_nchw || padded) {
+    if (!phases && (!in_nchw || padded)) {
         xbuf = (uint8_t *)malloc((size_t)(N * C * Hp * Wr + 128));
         if (!xbuf)
             return AXS_ENOMEM;
@@ -369,7 +421,9 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     /* images, or for fewer images than threads parts of an image's channels (see
      * axs_planar_parts: a batch-1 call copied on one thread while the other waited) */
     const int64_t cp = axs_planar_parts(N, C, nt);
-    if (!in_nchw) {
+    if (phases) {
+        /* no planar copy: the phases below */
+    } else if (!in_nchw) {
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t u = 0; u < N * cp; u++)
             axs_to_planar_unit(x, u, cp, H, W, C, pt, (int)plc, Hp, Wr, pad_code, xp);
@@ -397,11 +451,11 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
     }
     const uint8_t *xs = xp ? xp : x;
     /* The VBMI variant's planes: PS bytes per channel, rows of RS; at stride 2 the four phase
-     * planes of each channel's padded plane (dw_phases2), so that its outputs stream as at
+     * planes of each channel's padded plane (dw_to_phases), so that its outputs stream as at
      * stride 1 (the rows of E slid along every input column, two per output). */
     int64_t PS = Hp * Wr, RS = Wr;
     uint8_t *qbuf = NULL;
-    if (vbmi && sh == 2) {
+    if (phases) {
         const int64_t Hq = (Hp + 1) / 2, Wq = (Wp + 1) / 2;
         PS = 4 * Hq * Wq;
         RS = Wq;
@@ -410,9 +464,14 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
             free(xbuf);
             return AXS_ENOMEM;
         }
+        /* images, or parts of an image's channels as for the planar copy */
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t pc = 0; pc < N * C; pc++)
-            dw_phases2(xs + pc * Hp * Wp, Hp, Wp, pad_code, qbuf + 64 + pc * PS);
+        for (int64_t u = 0; u < N * cp; u++) {
+            const int64_t n = u / cp;
+            dw_to_phases(x + n * H * W * C, H, W, C, axs_planar_c0(C, cp, u % cp),
+                         axs_planar_c0(C, cp, u % cp + 1), pt, pl, Hp, Wp, pad_code, in_nchw,
+                         qbuf + 64 + n * C * PS);
+        }
         xs = qbuf + 64;
     }
     /* units: a block of channels by a chunk of images, enough of them for every thread */
