@@ -322,17 +322,16 @@ def _check_forced_depthwise(x, w, table, args, want, path, rng, msg, bias):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_wide_filters(path):
-    """Filters of 5 to 9 columns (5 x 5, 7 x 7, 3 x 7, 1 x 9, 2 x 6) at strides 1 - 3: on
-    the AVX-512 VBMI path at strides 1 and 2 the depthwise method's variant over the direct
+    """Filters of 5 to 9 columns (5 x 5, 7 x 7, 3 x 7, 1 x 9, 2 x 6) at strides 1 - 3: on the
+    AVX-512 VBMI path at strides 1 and 2 the depthwise method's variant over the direct
     kernel serves them (a tap at a time; stride 2 over the four phase planes of each padded
     plane, one with vertical dilation; stride 1 with and without the padding columns in its
     planar copy), elsewhere its uint16 rows of E in groups of 4 filter columns (on `avx2`,
-    and on `avx512_vbmi` at stride 3); filters of up to 4 columns at stride 2 take the
-    phase planes on `avx512_vbmi` and the rows of E elsewhere. int32 and int64 sums from
-    NHWC and NCHW indices and both
-    dequantizing stores, against the reference backend and NumPy's epilogue. The scalar
-    path refuses wider filters, and every path a generic-class table with them; the
-    automatic choice serves those exactly."""
+    and on `avx512_vbmi` at stride 3); filters of up to 4 columns at stride 2 take the phase
+    planes on `avx512_vbmi` and the rows of E elsewhere. int32 and int64 sums from NHWC and
+    NCHW indices and both dequantizing stores, against the reference backend and NumPy's
+    epilogue. The scalar path refuses wider filters, and every path a generic-class table
+    with them; the automatic choice serves those exactly."""
     rng = np.random.default_rng(zlib.crc32(f"dw-wide/{path}".encode()))
     cases = [(5, 5, 1, (2, 2, 2, 2), 24, 17, 11), (7, 7, 1, (3, 3, 3, 3), 16, 16, 11),
              (3, 7, 1, (1, 1, 3, 3), 13, 9, 11), (1, 9, 1, (0, 0, 4, 4), 35, 30, 11),
