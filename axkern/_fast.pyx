@@ -38,12 +38,12 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     a code for all filter columns sit in one row of 4 lanes; walking an output row, one
     vector load per filter row and input column feeds a register shifted one lane per
     column, whose low lane completes an output every ``stride`` columns (two channels per
-    register on AVX2, four on AVX-512). On the ``"avx512_vbmi"`` path, for stride 1 and a
-    16-bit-class table, the direct kernel's lookups instead, streamed along each channel's
-    plane and stored pixel-major through register transposes; taking a tap at a time, that
-    variant also serves filters of up to 64 columns (5 x 5, 7 x 7, 1 x 9), at stride 2 too
-    over the four phase planes (row and column parities) of each padded plane; elsewhere
-    wider filters run through the rows of E in groups of 4 columns. The default
+    register on AVX2, four on AVX-512). On the ``"avx512_vbmi"`` path, for strides 1 and 2
+    and a 16-bit-class table, the direct kernel's lookups instead, streamed along each
+    channel's plane (at stride 2 along the four phase planes, row and column parities, of
+    each padded plane) and stored pixel-major through register transposes; taking a tap at
+    a time, that variant also serves filters of up to 64 columns (5 x 5, 7 x 7, 1 x 9);
+    elsewhere wider filters run through the rows of E in groups of 4 columns. The default
     for such layers on every path (on ``"avx512_vbmi"`` with a generic-class table from 128
     outputs; tables with factors of rank 1 or 2 aside on ``"avx2"`` and ``"avx512_vbmi"``,
     see below; int64 sums need a 16-bit-class table).

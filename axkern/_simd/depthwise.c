@@ -374,8 +374,8 @@ int axs_dwconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, i
                            : path == AXS_PATH_AVX2 ? axs_dwplanes_avx2
                                                    : axs_dwplanes_avx512;
     /* On the AVX-512 VBMI path, strides 1 and 2 and a 16-bit-class table: the direct
-     * kernel's lookups (64 codes per vpermi2b, the filter
-     * code's table column in registers) streamed along each channel's plane of a planar copy,
+     * kernel's lookups (64 codes per vpermi2b, the filter code's table column in registers)
+     * streamed along each channel's plane of a planar copy (stride 2: its phase planes),
      * instead of rows of E (dw_band_vbmi). */
     const int vbmi = axs_dw_vbmi(path, t, sh, sw);
     /* rows of E as uint16 (16-bit-class tables) on the AVX2 path, and on the AVX-512 path
