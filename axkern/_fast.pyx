@@ -14,7 +14,9 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     8 columns on the AVX2 code for groups of at most 8; on the ``"avx512_vbmi"`` path blocks
     of 32 for groups of more than 16, one zmm row of 32 entries per code and step; there,
     on a CPU with VNNI, near-exact tables take rows of 64 byte residuals for groups of more
-    than 32, the exact product summed by ``vpdpbusd``: see :func:`byte_residual`).
+    than 32, the exact product summed by ``vpdpbusd``; on ``"avx2"`` rows of 32 byte
+    residuals for groups of more than 16, the exact product summed by ``vpmaddwd``: see
+    :func:`byte_residual`).
     16-bit-class tables and int32 sums only. The default wherever its cost model beats
     direct lookups (on ``"avx2"`` and ``"scalar"`` every layer with more than a few output
     channels, depthwise aside; on ``"avx512_vbmi"`` layers with many rows: batches of
@@ -275,10 +277,11 @@ def byte_residual(table, path=None):
     That form serves tables whose entries are the exact product of the operands' values
     plus a residual that spans at most 255 for every weight code (near-exact circuits:
     truncated or perforated products of small error, and EvoApproxLib-style circuits whose
-    worst-case error stays within about a byte). The exact part is summed by ``vpdpbusd``
-    and the residual by byte rows of 64 columns, twice the columns per load of the 16-bit
-    rows. It needs the ``"avx512_vbmi"`` path on a CPU with AVX-512 VNNI; the sums are the
-    same either way.
+    worst-case error stays within about a byte). The residual is summed by byte rows, twice
+    the columns per load of the 16-bit rows, and the exact part by integer multiply-adds:
+    on the ``"avx512_vbmi"`` path (a CPU with AVX-512 VNNI) rows of 64 columns and
+    ``vpdpbusd``, for groups of more than 32 columns; on ``"avx2"`` rows of 32 and
+    ``vpmaddwd``, for groups of more than 16. The sums are the same either way.
 
     Parameters
     ----------

@@ -197,7 +197,7 @@ def run_bench(paths=None, repeat=3, num_threads=None, shapes=None, api=True, see
         Time this multiplier's table (a shipped name, a path, or a
         :class:`~axkern.lut.Multiplier`) instead of the synthetic one: an exact product plus
         noise within +-64, a near-exact 16-bit table without factors (the expanded tables'
-        speed; on AVX-512 with VNNI their byte-residual form, see
+        speed; on AVX2, and on AVX-512 with VNNI, their byte-residual form, see
         :func:`axkern._fast.byte_residual`, which tables of larger errors do not take).
         Tables with exact low-rank factors (DRUM, perforated, exact, some truncated ones;
         see :mod:`axkern.lowrank`) take the factored method, much faster.

@@ -1,7 +1,7 @@
-"""The byte-residual form of the expanded tables (axkern/_simd/expand.c, AVX-512 with VNNI):
-which tables have it, checked against a NumPy statement of the class, and their sums, bit for
-bit against the NumPy reference backend on every path (the form runs on "avx512_vbmi" where
-the CPU has VNNI; the other paths take the same calls through their own kernels)."""
+"""The byte-residual form of the expanded tables (axkern/_simd/expand.c): which tables have
+it, checked against a NumPy statement of the class, and their sums, bit for bit against the
+NumPy reference backend on every path (the form runs on "avx2", and on "avx512_vbmi" where
+the CPU has VNNI; the scalar path takes the same calls through its own kernels)."""
 import zlib
 
 import numpy as np
@@ -93,6 +93,11 @@ VNNI = "avx512_vbmi" in fast.available_paths() and (_cpu_flags() or set()).__con
     "avx512_vnni")
 
 
+def form_runs(path):
+    """Whether the byte-residual form runs on this path and CPU."""
+    return path == "avx2" or (path == "avx512_vbmi" and VNNI)
+
+
 def test_byte_residual_class_matches_numpy():
     rng = np.random.default_rng(61)
     built = tables(rng)
@@ -107,7 +112,7 @@ def test_byte_residual_class_matches_numpy():
             assert want == built[name][1], name
         for path in fast.available_paths():
             got = fast.byte_residual(t, path)
-            assert got == (want and path == "avx512_vbmi" and VNNI), (name, path)
+            assert got == (want and form_runs(path)), (name, path)
     # the shipped near-exact circuits are in it, DRUM is not
     assert in_class(cases["mul8u_trunc4"]) and not in_class(cases["mul8u_drum4"])
     assert not in_class(cases["mul8u_trunc6"])   # a spread of 321
@@ -130,9 +135,10 @@ def _dequantized(sums, dq):
 @pytest.mark.parametrize("path", PATHS)
 def test_byte_residual_sums_exact(path):
     """GEMMs of both orientations (the swapped one streams a transposed copy of b), a split
-    reduction, steps not a multiple of 4 or 16, several and partial 64-column blocks,
-    convolutions whose taps hold whole blocks of 16 steps (and one whose taps do not, which
-    takes the 16-bit rows), strides, dilation, groups, a nonzero pad code, a batch-1 layer
+    reduction, steps not a multiple of 4 or 16, several and partial 64-column blocks (32 on
+    "avx2", whose blocks of 32 steps read two runs of 16: 16 input channels make a filter
+    row of 48 steps), convolutions whose taps hold whole blocks of 16 steps (and one whose
+    taps do not, which takes the 16-bit rows), strides, dilation, groups, a nonzero pad code, a batch-1 layer
     of few pixels (the swapped expanded tables), and the dequantizing store in both
     layouts: forced expanded tables and the automatic choice, on every table of the class
     and one outside it."""
@@ -240,7 +246,7 @@ def test_float_layers_keep_the_form_with_folded_zero_points():
     pw = _prepare_weights(w, resolve_quant("auto", m).weight, m, None, fast, fold=True)
     assert pw.folded and pw.zw != 0
     assert in_class(pw.table)
-    assert fast.byte_residual(pw.table) == (VNNI and fast.default_path() == "avx512_vbmi")
+    assert fast.byte_residual(pw.table) == form_runs(fast.default_path())
     np.testing.assert_array_equal(axkern.axconv2d(x, w, m, backend="cpu"),
                                   axkern.axconv2d(x, w, m, backend="reference"))
     a = rng.standard_normal((50, 96)).astype(np.float32)
@@ -259,7 +265,7 @@ def test_bench_says_where_the_form_runs():
     recs = bench.run_bench(paths=fast.available_paths(), shapes=["gemm 8x2048x1024"],
                            repeat=1, api=False, torch=False)
     for r in recs:
-        assert r["byte_residual"] == (r["path"] == "avx512_vbmi" and VNNI), r["path"]
+        assert r["byte_residual"] == form_runs(r["path"]), r["path"]
     note = bench._residual_note(recs)
-    assert note == ("; byte-residual expanded tables on avx512_vbmi"
-                    if "avx512_vbmi" in fast.available_paths() and VNNI else "")
+    runs = [p for p in sorted(fast.available_paths()) if form_runs(p)]
+    assert note == ("; byte-residual expanded tables on " + ", ".join(runs) if runs else "")

@@ -211,8 +211,9 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,
                  int res);
 /* Whether the byte-residual form can run for cols columns on this path (expand.c, "Byte
- * residuals"): the AVX-512 path on a CPU with VNNI, and more than 32 columns (64-wide
- * blocks: 32-wide ones ran at 0.84 - 0.91 of the 16-bit rows). */
+ * residuals"): the AVX-512 path on a CPU with VNNI and more than 32 columns (64-wide
+ * blocks: 32-wide ones ran at 0.84 - 0.91 of its 16-bit rows, the AVX2 form's at 0.78 -
+ * 0.86), or the AVX2 path and more than 16 columns (32-wide blocks). */
 int axs_xresidual_runs(int path, int64_t cols);
 /* bt[n * K + k] = b[k * N + n] (a K x N byte matrix transposed; 16 x 16 blocks where SSE2
  * is there, parallel over blocks of columns) */

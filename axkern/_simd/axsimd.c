@@ -110,12 +110,13 @@ static int residual_fits(const uint16_t *t16, int sg, int32_t z, uint8_t *res8, 
  * zero point was folded into the table: T'[a, b] = T[a, b] - zw * v(a)). The exact part is
  * summed by vpdpbusd on the fixed code and the streamed code XOR 0x80: unsigned, f * (s -
  * 128), which wants 128 f back; signed, (s + 128) * f, which wants -128 f; and the kernel
- * takes z times the sum of its row's v(s) off. Leaves pr->t.res8 NULL when nothing fits,
+ * takes z times the sum of its row's v(s) off (the AVX2 form multiplies v(s) by v(f) - z
+ * in int16 and takes the correction off rcc). Leaves pr->t.res8 NULL when nothing fits,
  * or on a failed allocation (the 16-bit form serves then). */
-static void prepare_residual(prepared *pr, int direct)
+static void prepare_residual(prepared *pr)
 {
     const uint16_t *t16 = pr->t.tab16;
-    uint8_t *mem = (uint8_t *)axs_alloc64(65536 + 256 * sizeof(int32_t) + (direct ? 65536 : 0));
+    uint8_t *mem = (uint8_t *)axs_alloc64(2 * 65536 + 256 * sizeof(int32_t));
     if (!mem)
         return;
     uint8_t *res8 = mem;
@@ -139,13 +140,11 @@ static void prepare_residual(prepared *pr, int direct)
             }
             pr->t.res8 = res8;
             pr->t.rcc = rcc;
-            if (direct) {
-                uint8_t *res8d = mem + 65536 + 256 * sizeof(int32_t);
-                for (int s = 0; s < 256; s++)
-                    for (int f = 0; f < 256; f++)
-                        res8d[f * 256 + s] = res8[s * 256 + f];
-                pr->t.res8d = res8d;
-            }
+            uint8_t *res8d = mem + 65536 + 256 * sizeof(int32_t);
+            for (int s = 0; s < 256; s++)
+                for (int f = 0; f < 256; f++)
+                    res8d[f * 256 + s] = res8[s * 256 + f];
+            pr->t.res8d = res8d;
             pr->t.rsigned = sg;
             pr->t.rz = z;
             pr->rmem = mem;
@@ -253,9 +252,12 @@ static int prepare(const int32_t *table, int transpose, int path, prepared *pr)
         pr->keymem = k16;
         pr->key = k16;
     }
-    if ((path == AXS_NPATHS || path == AXS_PATH_AVX512_VBMI) &&
-        axs_path_supported(AXS_PATH_AVX512_VBMI) && axs_has_vnni())
-        prepare_residual(pr, path == AXS_PATH_AVX512_VBMI);  /* expanded tables: try_expand */
+    /* the expanded tables' entry (key AXS_NPATHS: try_expand) for the AVX2 form and the
+     * AVX-512 one, the VBMI entry for the direct kernel's */
+    if ((path == AXS_NPATHS && axs_path_supported(AXS_PATH_AVX2)) ||
+        ((path == AXS_NPATHS || path == AXS_PATH_AVX512_VBMI) &&
+         axs_path_supported(AXS_PATH_AVX512_VBMI) && axs_has_vnni()))
+        prepare_residual(pr);
     return AXS_OK;
 }
 
@@ -816,7 +818,8 @@ static int direct_residual(const int32_t *table, uint64_t token, int path, int64
 
 int axs_byte_residual(const int32_t *table, uint64_t token, int path)
 {
-    if (path != AXS_PATH_AVX512_VBMI || !axs_path_supported(path) || !axs_has_vnni())
+    const int runs = path == AXS_PATH_AVX2 || (path == AXS_PATH_AVX512_VBMI && axs_has_vnni());
+    if (!runs || !axs_path_supported(path))
         return 0;
     return entry_residual(table, token, 0);
 }

@@ -59,7 +59,8 @@ typedef struct {
      * that offset - bias + the exact part's correction (axsimd.c, prepare_residual). */
     const uint8_t *res8;
     /* res8 transposed, [fixed][streamed]: the direct kernel's byte table per fixed code
-     * (axs_kern8r_avx512); NULL unless the entry is the VBMI path's and res8 exists */
+     * (axs_kern8r_avx512) and the source of the AVX2 byte-residual rows (axs_rbuild_avx2);
+     * set exactly when res8 is */
     const uint8_t *res8d;
     const int32_t *rcc;
     int rsigned;
@@ -199,7 +200,29 @@ void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t ldF, int
 void axs_rkern_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, ptrdiff_t koff0, int kb,
                       const uint8_t *R, const uint8_t *W, uint32_t *acc, ptrdiff_t lda,
                       const uint32_t *init, int rsigned, int32_t rz);
-/* Whether this CPU has AVX-512 VNNI (vpdpbusd), which the byte-residual form needs. */
+/* The byte-residual form on AVX2 (expand.c, kern_avx2.c): blocks of AXS_R2NB fixed codes
+ * and up to AXS_R2STEPS steps, whose halves of AXS_RSTEPS steps each read consecutive codes.
+ * R[kk][v][p] = res8[v][F[col(p) * ldF + kk]]: rows of AXS_R2NB uint8, step kk at R + kk *
+ * AXS_R2STEP, position 2t + h holding column 16 h + t (t < 16); built from res8d. W: the
+ * exact part's vpmaddwd operand, int16 pairs (v(f) - rz for steps 2g and 2g + 1) of column
+ * 8 q + l at W + ((4 g + q) * 8 + l) * 2; columns j >= nf take code 0 in R and 0 in W,
+ * steps kk >= kb 0 in W. */
+#define AXS_R2NB 32
+#define AXS_R2COL(p) ((((p) & 1) << 4) | ((p) >> 1))
+#define AXS_R2STEP (256 * AXS_R2NB + 256)
+#define AXS_R2STEPS 32
+#define AXS_R2W (AXS_R2STEPS * AXS_R2NB)
+void axs_rbuild_avx2(const uint8_t *res8d, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
+                     int rsigned, int32_t rz, uint8_t *R, int16_t *W);
+/* acc[i * lda + j] = (init ? init[j] : acc[i * lda + j]) + sum_{kk < kb} (R[kk][c][pos of j]
+ * + v(c) * (v(column j's code) - rz)), c = S[roff[i] + koff[kk]] (koff consecutive within
+ * each half block; koff[AXS_RSTEPS] read only when kb > AXS_RSTEPS), for i < ms, j <
+ * AXS_R2NB (mod 2^32). */
+void axs_rkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
+                    int kb, const uint8_t *R, const int16_t *W, uint32_t *acc, ptrdiff_t lda,
+                    const uint32_t *init, int rsigned);
+/* Whether this CPU has AVX-512 VNNI (vpdpbusd), which the AVX-512 byte-residual form
+ * needs. */
 int axs_has_vnni(void);
 
 /* Depthwise plane kernels (depthwise.c): for nc channels i < nc, with E_i = E + i * es

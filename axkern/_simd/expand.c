@@ -90,6 +90,12 @@
  * block's building 12 - 15% of the kernel with tiles of 1024 rows). */
 #define AXS_XRES 0.33
 #define AXS_XRBUILD 0.4
+/* The AVX2 byte-residual blocks (32 wide: ymm rows of residual bytes, the exact part by
+ * vpmaddwd), in the same units: 1.1 - 1.2 times as fast as the 16-bit rows per column on
+ * Zen 4 (int32 sums, two threads, codes of normals; docs/performance.md, "A thirteenth
+ * session on Zen 4"), and half the bytes built per entry. */
+#define AXS_XRES2 0.85
+#define AXS_XRBUILD2 0.75
 
 /* Blocks of 16 columns. Wider blocks fit fewer steps in a block of R that stays in L2, so
  * they reload their sums more often: in paired A/B timings 16-wide blocks ran 3 to 6%
@@ -113,6 +119,12 @@ static int xwidth(int path, int64_t cols)
     if (cols <= AXS_XNB8)
         return AXS_XNB8;
     return path == AXS_PATH_AVX512_VBMI && cols > AXS_XNB ? AXS_XNB32 : AXS_XNB;
+}
+
+/* Block width of the byte-residual form on a path where it runs. */
+static int rwidth(int path)
+{
+    return path == AXS_PATH_AVX2 ? AXS_R2NB : AXS_RNB;
 }
 
 /* Padded width of all column blocks of cols columns. */
@@ -199,13 +211,15 @@ double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups
                  int res)
 {
     res = res && axs_xresidual_runs(path, cols);
-    double build = res ? AXS_XRBUILD : path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
-    int nb = res ? AXS_RNB : xwidth(path, cols);
+    const int avx2 = path == AXS_PATH_AVX2;
+    double build = res ? (avx2 ? AXS_XRBUILD2 : AXS_XRBUILD)
+                       : path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
+    int nb = res ? rwidth(path) : xwidth(path, cols);
     int64_t ms = xtile_rows(rows, cols, groups, K, nt, nb), tiles = (rows + ms - 1) / ms;
     /* w: the lookups' columns; wb: the built ones (8-wide blocks were fitted with both
      * scaled) */
     double wb = (double)xpadded(cols, nb) * (double)groups * (nb == AXS_XNB8 ? AXS_X8 : 1.0);
-    double w = res ? wb * AXS_XRES : nb == AXS_XNB32 ? wb * AXS_X32 : wb;
+    double w = res ? wb * (avx2 ? AXS_XRES2 : AXS_XRES) : nb == AXS_XNB32 ? wb * AXS_X32 : wb;
     int64_t units = tiles * (xpadded(cols, nb) / nb * groups) *
                     xksplit(rows, cols, groups, K, nt, nb);
     units = units < nt ? units : nt;
@@ -500,6 +514,8 @@ int axs_xdeq_init(const axs_dequant *dq, int64_t ncol, int64_t rows, axs_xdeq *d
 
 int axs_xresidual_runs(int path, int64_t cols)
 {
+    if (path == AXS_PATH_AVX2)
+        return cols > AXS_XNB;
     return path == AXS_PATH_AVX512_VBMI && cols > AXS_XNB32 && axs_has_vnni();
 }
 
@@ -525,14 +541,20 @@ static int xresidual(const xproblem *pb, const axs_fixed_table *t, int path)
 }
 
 /* The sums' start of each column of a unit, byte-residual form: the per-code constant rcc
- * of its fixed codes over steps k0 .. k1 (columns j >= nf: 0). */
-static void rstart(const axs_fixed_table *t, const uint8_t *F, ptrdiff_t ldF, int nf,
-                   int64_t k0, int64_t k1, uint32_t *init)
+ * of its fixed codes over steps k0 .. k1 (columns j >= nf: 0). rcc holds the correction of
+ * vpdpbusd's operands (prepare_residual in axsimd.c), which the AVX2 form (int16 values,
+ * vpmaddwd) does not want: plain takes it off. */
+static void rstart(const axs_fixed_table *t, const uint8_t *F, ptrdiff_t ldF, int nf, int nb,
+                   int plain, int64_t k0, int64_t k1, uint32_t *init)
 {
-    for (int j = 0; j < AXS_RNB; j++) {
+    for (int j = 0; j < nb; j++) {
         uint32_t c = 0;
-        for (int64_t k = k0; j < nf && k < k1; k++)
-            c += (uint32_t)t->rcc[F[j * ldF + k]];
+        for (int64_t k = k0; j < nf && k < k1; k++) {
+            const int f = F[j * ldF + k];
+            c += (uint32_t)t->rcc[f];
+            if (plain)
+                c -= t->rsigned ? (uint32_t)(-128 * (int8_t)f) : (uint32_t)(128 * f);
+        }
         init[j] = c;
     }
 }
@@ -541,8 +563,8 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
 {
     axs_xbuild_fn build = NULL;
     axs_xkern_fn kern = NULL;
-    const int res = xresidual(pb, t, path);
-    const int nb = res ? AXS_RNB : xwidth(path, pb->cols);
+    const int res = xresidual(pb, t, path), res2 = res && path == AXS_PATH_AVX2;
+    const int nb = res ? rwidth(path) : xwidth(path, pb->cols);
     if (!res)
         xfns_for(path, nb, &build, &kern);
     int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, pb->K, nt, nb);
@@ -551,7 +573,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     int64_t nblocks = bpg * pb->groups, tb = ntiles * nblocks;
     /* reduction parts: whole blocks of steps each; with several, every unit sums into its
      * own slice of part, and the slices of a tile are added before the store */
-    const int kbmax = xsteps(nb);
+    const int kbmax = res2 ? AXS_R2STEPS : xsteps(nb);
     int64_t ks = xksplit(pb->rows, pb->cols, pb->groups, pb->K, nt, nb);
     int64_t kblocks = (pb->K + kbmax - 1) / kbmax, kper = (kblocks + ks - 1) / ks;
     ks = (kblocks + kper - 1) / kper;
@@ -580,11 +602,14 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     {
         /* a block of R: xsteps(nb) steps; the byte-residual form's rows, its exact part's
          * operand and the sums' start of a unit */
+        const size_t rbytes = res2 ? (size_t)AXS_R2STEPS * AXS_R2STEP
+                                   : (size_t)AXS_RSTEPS * AXS_RSTEP;
         uint16_t *R = (uint16_t *)axs_alloc64(
-            res ? (size_t)AXS_RSTEPS * (AXS_RSTEP + AXS_RNB) + AXS_RNB * 4
+            res ? rbytes + (size_t)AXS_R2STEPS * AXS_RNB + AXS_RNB * 4
                 : (size_t)xsteps(nb) * AXS_XSTEP(nb) * sizeof(uint16_t));
-        uint8_t *R8 = (uint8_t *)R, *W8 = R8 + (size_t)AXS_RSTEPS * AXS_RSTEP;
-        uint32_t *rinit = (uint32_t *)(W8 + (size_t)AXS_RSTEPS * AXS_RNB);
+        /* W: AXS_RSTEPS * AXS_RNB bytes (AVX-512) or AXS_R2W int16 (AVX2) */
+        uint8_t *R8 = (uint8_t *)R, *W8 = R8 + rbytes;
+        uint32_t *rinit = (uint32_t *)(W8 + (size_t)AXS_R2STEPS * AXS_RNB);
         ptrdiff_t *roff = (ptrdiff_t *)malloc((size_t)ms_max * sizeof(ptrdiff_t));
         xword *local = NULL;
         /* the transposed dequantizing store's buffer */
@@ -635,13 +660,20 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             const uint8_t *S = pb->S + g * pb->gstride, *F = pb->F + o0 * pb->K;
             int64_t k1 = (kp + 1) * kper * kbmax < pb->K ? (kp + 1) * kper * kbmax : pb->K;
             if (res) {
-                rstart(t, F, (ptrdiff_t)pb->K, nf, kp * kper * kbmax, k1, rinit);
+                rstart(t, F, (ptrdiff_t)pb->K, nf, nb, res2, kp * kper * kbmax, k1, rinit);
                 for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbmax) {
                     int kb = (int)(k1 - k0 < kbmax ? k1 - k0 : kbmax);
+                    const uint32_t *start = k0 == kp * kper * kbmax ? rinit : NULL;
+                    if (res2) {
+                        axs_rbuild_avx2(t->res8d, F + k0, (ptrdiff_t)pb->K, nf, kb,
+                                        t->rsigned, t->rz, R8, (int16_t *)W8);
+                        axs_rkern_avx2(S, roff, ms, pb->koff + k0, kb, R8, (int16_t *)W8, acc,
+                                       lda, start, t->rsigned);
+                        continue;
+                    }
                     axs_rbuild_avx512(t->res8, F + k0, (ptrdiff_t)pb->K, nf, kb, R8, W8);
-                    axs_rkern_avx512(S, roff, ms, pb->koff[k0], kb, R8, W8, acc, lda,
-                                     k0 == kp * kper * kbmax ? rinit : NULL, t->rsigned,
-                                     t->rz);
+                    axs_rkern_avx512(S, roff, ms, pb->koff[k0], kb, R8, W8, acc, lda, start,
+                                     t->rsigned, t->rz);
                 }
                 if (ks == 1)
                     axs_xstore(pb, &dd, acc, lda, r0, ms, o0, nf, inplace, tmp);

@@ -347,6 +347,176 @@ AXS_AVX2 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
         xrows8_avx2(S, roff + i, koff, kb, R, acc + i * lda, lda, first, last, init, 1);
 }
 
+/* ------------------------------------------------------------ byte residuals */
+
+/* In-lane 16 x 16 byte transposes of both 128-bit lanes of a[0..15] at once (the unpacks
+ * never cross lanes): lane h of a[i] ends up holding byte i of the 16 rows' lane h. */
+static inline __attribute__((always_inline)) AXS_AVX2 void tr16x16x2_avx2(__m256i a[16])
+{
+    __m256i b[16];
+    for (int r = 0; r < 8; r++) {
+        b[2 * r] = _mm256_unpacklo_epi8(a[2 * r], a[2 * r + 1]);
+        b[2 * r + 1] = _mm256_unpackhi_epi8(a[2 * r], a[2 * r + 1]);
+    }
+    for (int q = 0; q < 4; q++)
+        for (int h = 0; h < 2; h++) {
+            a[4 * q + 2 * h] = _mm256_unpacklo_epi16(b[4 * q + h], b[4 * q + 2 + h]);
+            a[4 * q + 2 * h + 1] = _mm256_unpackhi_epi16(b[4 * q + h], b[4 * q + 2 + h]);
+        }
+    for (int q = 0; q < 2; q++)
+        for (int h = 0; h < 4; h++) {
+            b[8 * q + 2 * h] = _mm256_unpacklo_epi32(a[8 * q + h], a[8 * q + 4 + h]);
+            b[8 * q + 2 * h + 1] = _mm256_unpackhi_epi32(a[8 * q + h], a[8 * q + 4 + h]);
+        }
+    for (int h = 0; h < 8; h++) {
+        a[2 * h] = _mm256_unpacklo_epi64(b[h], b[8 + h]);
+        a[2 * h + 1] = _mm256_unpackhi_epi64(b[h], b[8 + h]);
+    }
+}
+
+/* R: each step's 32 residual columns (a fixed code's 256 residuals are contiguous in
+ * res8d) transposed 16 codes at a time, positions 0 - 15 in the low lanes and 16 - 31 in the
+ * high ones, one 32-byte row per code; W: the exact part's int16 pairs. */
+AXS_AVX2 void axs_rbuild_avx2(const uint8_t *res8d, const uint8_t *F, ptrdiff_t ldF, int nf,
+                              int kb, int rsigned, int32_t rz, uint8_t *R, int16_t *W)
+{
+    memset(W, 0, AXS_R2W * sizeof(int16_t));
+    for (int j = 0; j < nf; j++)
+        for (int kk = 0; kk < kb; kk++) {
+            const int f = F[j * ldF + kk];
+            /* |rz| <= 259 in the 16-bit class, so v(f) - rz fits an int16 */
+            W[((kk >> 1) * 4 + (j >> 3)) * 16 + 2 * (j & 7) + (kk & 1)] =
+                (int16_t)((rsigned ? (int8_t)f : f) - rz);
+        }
+    for (int kk = 0; kk < kb; kk++) {
+        const uint8_t *src[AXS_R2NB];
+        for (int p = 0; p < AXS_R2NB; p++) {
+            const int j = AXS_R2COL(p);
+            src[p] = res8d + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
+        }
+        uint8_t *Rk = R + (size_t)kk * AXS_R2STEP;
+        for (int v0 = 0; v0 < 256; v0 += 16) {
+            __m256i a[16];
+            for (int r = 0; r < 16; r++)
+                a[r] = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(src[r] + v0))),
+                    _mm_loadu_si128((const __m128i *)(src[16 + r] + v0)), 1);
+            tr16x16x2_avx2(a);
+            for (int r = 0; r < 16; r++)
+                _mm256_store_si256((__m256i *)(Rk + (size_t)(v0 + r) * AXS_R2NB), a[r]);
+        }
+    }
+}
+
+/* Steps 2g and 2g + 1 of one half block (kbh steps, codes ph, rows Rh, pairs Wh) of a row:
+ * the exact part of both by vpmaddwd (the pair of the row's values broadcast from x0 / x1,
+ * the int16 pairs of the block's 32 columns from Wh), the residual rows summed in 16-bit
+ * lanes as the AVX-512 rows are (raw lane and high bytes). The empty asm keeps the sums in
+ * registers (without it GCC reassociated the adds into trees that spilled). */
+#define AXS_R2PAIR(g)                                                                       \
+    if (2 * (g) < kbh) {                                                                    \
+        const __m256i b = _mm256_shuffle_epi32((g) < 4 ? x0 : x1, ((g) & 3) * 0x55);        \
+        const __m256i *w = (const __m256i *)(Wh + (g) * 64);                                \
+        e0 = _mm256_add_epi32(e0, _mm256_madd_epi16(b, _mm256_load_si256(w)));              \
+        e1 = _mm256_add_epi32(e1, _mm256_madd_epi16(b, _mm256_load_si256(w + 1)));          \
+        e2 = _mm256_add_epi32(e2, _mm256_madd_epi16(b, _mm256_load_si256(w + 2)));          \
+        e3 = _mm256_add_epi32(e3, _mm256_madd_epi16(b, _mm256_load_si256(w + 3)));          \
+        const uint8_t *Rk = Rh + (size_t)(2 * (g)) * AXS_R2STEP;                            \
+        const __m256i x = _mm256_load_si256((const __m256i *)(Rk + ((size_t)ph[2 * (g)] << 5))); \
+        raw0 = _mm256_add_epi16(raw0, x);                                                   \
+        high0 = _mm256_add_epi16(high0, _mm256_srli_epi16(x, 8));                           \
+        if (2 * (g) + 1 < kbh) {                                                            \
+            const __m256i y = _mm256_load_si256(                                            \
+                (const __m256i *)(Rk + AXS_R2STEP + ((size_t)ph[2 * (g) + 1] << 5)));       \
+            raw1 = _mm256_add_epi16(raw1, y);                                               \
+            high1 = _mm256_add_epi16(high1, _mm256_srli_epi16(y, 8));                       \
+        }                                                                                   \
+        __asm__("" : "+x"(e0), "+x"(e1), "+x"(e2), "+x"(e3), "+x"(raw0), "+x"(high0),       \
+                "+x"(raw1), "+x"(high1));                                                   \
+    }
+
+/* Half a block (kbh <= AXS_RSTEPS steps) of one row: codes ph (consecutive), rows Rh, pairs
+ * Wh; the sums by pointer (kept in registers once inlined). */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+r2half_avx2(const uint8_t *ph, const int kbh, const uint8_t *Rh, const int16_t *Wh,
+            const int sgn, __m256i e[4], __m256i s[4])
+{
+    __m256i e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
+    __m256i raw0 = s[0], high0 = s[1], raw1 = s[2], high1 = s[3];
+    /* the values as int16, steps 0 - 7 in x0 and 8 - 15 in x1, in both lanes (codes past
+     * kbh read as 0: they meet 0 in W) */
+    __m128i c;
+    if (kbh == AXS_RSTEPS) {
+        c = _mm_loadu_si128((const __m128i *)ph);
+    } else {
+        uint8_t buf[AXS_RSTEPS] = {0};
+        memcpy(buf, ph, (size_t)kbh);
+        c = _mm_loadu_si128((const __m128i *)buf);
+    }
+    const __m128i c1 = _mm_srli_si128(c, 8);
+    const __m256i x0 = _mm256_broadcastsi128_si256(sgn ? _mm_cvtepi8_epi16(c)
+                                                       : _mm_cvtepu8_epi16(c));
+    const __m256i x1 = _mm256_broadcastsi128_si256(sgn ? _mm_cvtepi8_epi16(c1)
+                                                       : _mm_cvtepu8_epi16(c1));
+    AXS_R2PAIR(0) AXS_R2PAIR(1) AXS_R2PAIR(2) AXS_R2PAIR(3)
+    AXS_R2PAIR(4) AXS_R2PAIR(5) AXS_R2PAIR(6) AXS_R2PAIR(7)
+    e[0] = e0, e[1] = e1, e[2] = e2, e[3] = e3;
+    s[0] = raw0, s[1] = high0, s[2] = raw1, s[3] = high1;
+}
+
+/* One row over a block of kb <= AXS_R2STEPS steps: halves of AXS_RSTEPS steps, each one's
+ * codes consecutive (p0, p1). */
+static inline __attribute__((always_inline)) AXS_AVX2 void
+r2row_avx2(const uint8_t *p0, const uint8_t *p1, const int kb, const uint8_t *R,
+           const int16_t *W, uint32_t *a, const uint32_t *init, const int sgn)
+{
+    const uint32_t *src = init ? init : a;
+    __m256i e[4], s[4];
+    for (int q = 0; q < 4; q++) {
+        e[q] = _mm256_loadu_si256((const __m256i *)(src + 8 * q));
+        s[q] = _mm256_setzero_si256();
+    }
+    r2half_avx2(p0, kb < AXS_RSTEPS ? kb : AXS_RSTEPS, R, W, sgn, e, s);
+    if (kb > AXS_RSTEPS)
+        r2half_avx2(p1, kb - AXS_RSTEPS, R + (size_t)AXS_RSTEPS * AXS_R2STEP,
+                    W + AXS_RSTEPS * AXS_R2NB, sgn, e, s);
+    /* low = raw - (high << 8): exact for up to 257 steps */
+    const __m256i raw = _mm256_add_epi16(s[0], s[2]), high = _mm256_add_epi16(s[1], s[3]);
+    const __m256i low = _mm256_sub_epi16(raw, _mm256_slli_epi16(high, 8));
+    e[0] = _mm256_add_epi32(e[0], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(low)));
+    e[1] = _mm256_add_epi32(e[1], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(low, 1)));
+    e[2] = _mm256_add_epi32(e[2], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(high)));
+    e[3] = _mm256_add_epi32(e[3], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(high, 1)));
+    for (int q = 0; q < 4; q++)
+        _mm256_storeu_si256((__m256i *)(a + 8 * q), e[q]);
+}
+#undef AXS_R2PAIR
+
+#define AXS_R2ROWS(KB, SGN)                                                                 \
+    for (int i = 0; i < ms; i++)                                                            \
+        r2row_avx2(S + roff[i] + koff[0],                                                   \
+                   S + roff[i] + koff[(KB) > AXS_RSTEPS ? AXS_RSTEPS : 0], KB, R, W,        \
+                   acc + i * lda, init, SGN);
+
+AXS_AVX2 void axs_rkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
+                             const ptrdiff_t *koff, int kb, const uint8_t *R, const int16_t *W,
+                             uint32_t *acc, ptrdiff_t lda, const uint32_t *init, int rsigned)
+{
+    /* whole blocks unrolled, each sign compiled on its own */
+    if (kb == AXS_R2STEPS) {
+        if (rsigned)
+            AXS_R2ROWS(AXS_R2STEPS, 1)
+        else
+            AXS_R2ROWS(AXS_R2STEPS, 0)
+    } else {
+        if (rsigned)
+            AXS_R2ROWS(kb, 1)
+        else
+            AXS_R2ROWS(kb, 0)
+    }
+}
+#undef AXS_R2ROWS
+
 /* ------------------------------------------------------------ factored tables */
 
 #define AXS_FROWS 6
@@ -1209,6 +1379,23 @@ void axs_xbuild32_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, i
                        int kb, uint16_t *R)
 {
     xbuild_portable(tab16, F, ldF, nf, kb, R, AXS_XNB32);
+}
+
+void axs_rbuild_avx2(const uint8_t *res8d, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
+                     int rsigned, int32_t rz, uint8_t *R, int16_t *W)
+{
+    (void)res8d; (void)F; (void)ldF; (void)nf; (void)kb; (void)rsigned; (void)rz; (void)R;
+    (void)W;
+    abort();  /* never selected off x86-64 */
+}
+
+void axs_rkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
+                    int kb, const uint8_t *R, const int16_t *W, uint32_t *acc, ptrdiff_t lda,
+                    const uint32_t *init, int rsigned)
+{
+    (void)S; (void)roff; (void)ms; (void)koff; (void)kb; (void)R; (void)W; (void)acc;
+    (void)lda; (void)init; (void)rsigned;
+    abort();  /* never selected off x86-64 */
 }
 
 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
