@@ -376,3 +376,49 @@ def test_bench_resnet18_runs():
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("ResNet-18, batch 1, 32 x 32, multiplier mul8u_drum4")
     assert lines[1].startswith("float32 PyTorch ") and " ratio " in lines[1]
+
+
+# ------------------------------------------------------------------------ bench_mobilenet
+@pytest.mark.parametrize("args, words", [
+    (["--batch", "0"], ["--batch"]),
+    (["--repeat", "x"], ["--repeat"]),
+])
+def test_bench_mobilenet_usage_errors(args, words):
+    error_line(tool("bench_mobilenet.py", *args), 2, "bench_mobilenet.py", *words)
+
+
+def test_bench_mobilenet_unknown_multiplier():
+    proc = tool("bench_mobilenet.py", "--multiplier", "nosuch", "--size", "32")
+    error_line(proc, 1, "bench_mobilenet.py", "nosuch")
+
+
+def test_mobilenet_v2_layout():
+    """The published MobileNetV2: 3,504,872 parameters (batch normalizations' scales and
+    shifts included), 52 convolutions of which 17 depthwise, and 7 x 7 maps of 1280
+    channels before the pooling at 224 x 224."""
+    torch = pytest.importorskip("torch")
+    if not (TOOLS / "bench_mobilenet.py").is_file():
+        pytest.skip("tools/ is not next to the tests")
+    sys.path.insert(0, str(TOOLS))
+    try:
+        from bench_mobilenet import mobilenet_v2
+    finally:
+        sys.path.remove(str(TOOLS))
+    net = mobilenet_v2().eval()
+    assert sum(p.numel() for p in net.parameters()) == 3504872
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 52
+    assert sum(m.groups > 1 and m.groups == m.in_channels for m in convs) == 17
+    with torch.no_grad():
+        y = net[:-3](torch.zeros(1, 3, 224, 224))
+    assert tuple(y.shape) == (1, 1280, 7, 7)
+
+
+def test_bench_mobilenet_runs():
+    pytest.importorskip("torch")
+    proc = tool("bench_mobilenet.py", "--size", "32", "--repeat", "1", "--threads", "1",
+                "--multiplier", "mul8u_drum4")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("MobileNetV2, batch 1, 32 x 32, multiplier mul8u_drum4")
+    assert lines[1].startswith("float32 PyTorch ") and " ratio " in lines[1]

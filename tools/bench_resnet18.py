@@ -43,7 +43,9 @@ def resnet18():
     return nn.Sequential(*layers)
 
 
-def run(batch, size, multiplier, threads, repeat):
+def run(batch, size, multiplier, threads, repeat, build=resnet18, title="ResNet-18"):
+    """Time ``build()`` (an ImageNet-size torch model) in float32 and approximated, in
+    alternating rounds on one input, and print both best times and their ratio."""
     try:
         import torch
     except ImportError:
@@ -58,7 +60,7 @@ def run(batch, size, multiplier, threads, repeat):
         mult = axkern.Multiplier(_table(np.random.default_rng(0)))
     else:
         mult = axkern.load_multiplier(multiplier)
-    net = resnet18().eval()
+    net = build().eval()
     x = torch.randn(batch, 3, size, size)
     with torch.no_grad():
         net(x)
@@ -73,15 +75,16 @@ def run(batch, size, multiplier, threads, repeat):
                 t0 = time.perf_counter()
                 model(x)
                 best[name] = min(best[name], time.perf_counter() - t0)
-    print(f"ResNet-18, batch {batch}, {size} x {size}, multiplier {multiplier}, path "
+    print(f"{title}, batch {batch}, {size} x {size}, multiplier {multiplier}, path "
           f"{_fast.default_path()}, threads {threads or torch.get_num_threads()}; best of "
           f"{repeat}")
     print(f"float32 PyTorch {best['float'] * 1e3:.1f} ms, approximated "
           f"{best['approx'] * 1e3:.1f} ms, ratio {best['approx'] / best['float']:.2f}")
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(description):
+    """The options of this script and of tools/bench_mobilenet.py."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--batch", type=positive_int, default=1, help="images (default 1)")
     p.add_argument("--size", type=positive_int, default=224,
                    help="image height and width (default 224)")
@@ -91,7 +94,11 @@ def main(argv=None):
     p.add_argument("--threads", type=thread_count, default=None,
                    help="threads of PyTorch and of the kernels (default: OpenMP's)")
     p.add_argument("--repeat", type=positive_int, default=5, help="timing rounds (default 5)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    a = parser(__doc__.split("\n\n")[0]).parse_args(argv)
     return run_tool("bench_resnet18.py", run, a.batch, a.size, a.multiplier, a.threads,
                     a.repeat)
 
