@@ -690,22 +690,31 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                 axs_xstore(pb, &dd, acc, lda, r0, ms, o0, nf, inplace, tmp);
         }
         if (ks > 1) {
-            /* the parts of each tile and block, added modulo 2^32, then stored */
+            /* the parts of each tile and block, added modulo 2^32, then stored; with fewer
+             * tiles than threads, in runs of a tile's rows (one tile: the adds and the
+             * store ran on one thread while the others waited) */
+            const int64_t rch = tb >= nt ? 1 : (nt + tb - 1) / tb;
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t q = 0; q < tb; q++) {
+            for (int64_t qc = 0; qc < tb * rch; qc++) {
                 if (!ok)
                     continue;
+                const int64_t q = qc / rch;
                 int64_t r0 = (q / nblocks) * ms_max, g = (q % nblocks) / bpg;
                 int64_t c0 = (q % nblocks) % bpg * nb;
                 int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
                 int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
-                xword *sum = part + (size_t)q * ks * slice;
+                const int per = (int)((ms + rch - 1) / rch + 3) & ~3;
+                const int i0 = (int)(qc % rch) * per;
+                if (i0 >= ms)
+                    continue;
+                const int mc = ms - i0 < per ? ms - i0 : per;
+                xword *sum = part + (size_t)q * ks * slice + (size_t)i0 * nb;
                 for (int64_t kp = 1; kp < ks; kp++) {
                     const xword *p = sum + (size_t)kp * slice;
-                    for (size_t e = 0; e < (size_t)ms * nb; e++)
+                    for (size_t e = 0; e < (size_t)mc * nb; e++)
                         sum[e] += p[e];
                 }
-                axs_xstore(pb, &dd, sum, nb, r0, ms, g * pb->cols + c0, nf, 0, tmp);
+                axs_xstore(pb, &dd, sum, nb, r0 + i0, mc, g * pb->cols + c0, nf, 0, tmp);
             }
         }
         axs_free64(R);
