@@ -352,44 +352,36 @@ def test_c_driver_of_instruction_costs(tmp_path):
         assert 0.2 <= cycles <= 50, line
 
 
-# ------------------------------------------------------------------------- bench_resnet18
+# ------------------------------------------------------- bench_resnet18, bench_mobilenet
+IMAGENET_TOOLS = [("bench_resnet18.py", "ResNet-18"), ("bench_mobilenet.py", "MobileNetV2")]
+
+
+@pytest.mark.parametrize("name", [t for t, _ in IMAGENET_TOOLS])
 @pytest.mark.parametrize("args, words", [
     (["--batch", "0"], ["--batch"]),
     (["--size", "x"], ["--size"]),
     (["--threads", "-1"], ["--threads"]),
     (["--repeat", "0"], ["--repeat"]),
 ])
-def test_bench_resnet18_usage_errors(args, words):
-    error_line(tool("bench_resnet18.py", *args), 2, "bench_resnet18.py", *words)
+def test_imagenet_bench_usage_errors(name, args, words):
+    error_line(tool(name, *args), 2, name, *words)
 
 
-def test_bench_resnet18_unknown_multiplier():
-    proc = tool("bench_resnet18.py", "--multiplier", "nosuch", "--size", "32")
-    error_line(proc, 1, "bench_resnet18.py", "nosuch")
+@pytest.mark.parametrize("name", [t for t, _ in IMAGENET_TOOLS])
+def test_imagenet_bench_unknown_multiplier(name):
+    proc = tool(name, "--multiplier", "nosuch", "--size", "32")
+    error_line(proc, 1, name, "nosuch")
 
 
-def test_bench_resnet18_runs():
+@pytest.mark.parametrize("name, title", IMAGENET_TOOLS)
+def test_imagenet_bench_runs(name, title):
     pytest.importorskip("torch")
-    proc = tool("bench_resnet18.py", "--size", "32", "--repeat", "1", "--threads", "1",
+    proc = tool(name, "--size", "32", "--repeat", "1", "--threads", "1",
                 "--multiplier", "mul8u_drum4")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].startswith("ResNet-18, batch 1, 32 x 32, multiplier mul8u_drum4")
+    assert lines[0].startswith(f"{title}, batch 1, 32 x 32, multiplier mul8u_drum4")
     assert lines[1].startswith("float32 PyTorch ") and " ratio " in lines[1]
-
-
-# ------------------------------------------------------------------------ bench_mobilenet
-@pytest.mark.parametrize("args, words", [
-    (["--batch", "0"], ["--batch"]),
-    (["--repeat", "x"], ["--repeat"]),
-])
-def test_bench_mobilenet_usage_errors(args, words):
-    error_line(tool("bench_mobilenet.py", *args), 2, "bench_mobilenet.py", *words)
-
-
-def test_bench_mobilenet_unknown_multiplier():
-    proc = tool("bench_mobilenet.py", "--multiplier", "nosuch", "--size", "32")
-    error_line(proc, 1, "bench_mobilenet.py", "nosuch")
 
 
 def test_mobilenet_v2_layout():
@@ -412,13 +404,3 @@ def test_mobilenet_v2_layout():
     with torch.no_grad():
         y = net[:-3](torch.zeros(1, 3, 224, 224))
     assert tuple(y.shape) == (1, 1280, 7, 7)
-
-
-def test_bench_mobilenet_runs():
-    pytest.importorskip("torch")
-    proc = tool("bench_mobilenet.py", "--size", "32", "--repeat", "1", "--threads", "1",
-                "--multiplier", "mul8u_drum4")
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert lines[0].startswith("MobileNetV2, batch 1, 32 x 32, multiplier mul8u_drum4")
-    assert lines[1].startswith("float32 PyTorch ") and " ratio " in lines[1]

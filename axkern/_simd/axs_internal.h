@@ -242,29 +242,38 @@ static inline float axs_dequant_one(const axs_dequant *dq, int64_t v, int64_t r,
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
-/* The 16 x 16 byte transpose of the rows a[0..15] in place: four rounds of unpacks (SSE2,
- * part of x86-64) */
+/* The 16 x 16 byte transposes of the rows a[0..15] (type T, intrinsics P##_unpack...) in
+ * place: four rounds of unpacks, which never cross a 128-bit lane, so that on __m256i each
+ * lane is transposed on its own (kern_avx2.c) */
+#define AXS_TR16X16(T, P, a)                                                                \
+    do {                                                                                    \
+        T b_[16];                                                                           \
+        for (int r = 0; r < 8; r++) {                                                       \
+            b_[2 * r] = P##_unpacklo_epi8((a)[2 * r], (a)[2 * r + 1]);                      \
+            b_[2 * r + 1] = P##_unpackhi_epi8((a)[2 * r], (a)[2 * r + 1]);                  \
+        }                                                                                   \
+        for (int q = 0; q < 4; q++)                                                         \
+            for (int h = 0; h < 2; h++) {                                                   \
+                (a)[4 * q + 2 * h] = P##_unpacklo_epi16(b_[4 * q + h], b_[4 * q + 2 + h]);  \
+                (a)[4 * q + 2 * h + 1] =                                                    \
+                    P##_unpackhi_epi16(b_[4 * q + h], b_[4 * q + 2 + h]);                   \
+            }                                                                               \
+        for (int q = 0; q < 2; q++)                                                         \
+            for (int h = 0; h < 4; h++) {                                                   \
+                b_[8 * q + 2 * h] = P##_unpacklo_epi32((a)[8 * q + h], (a)[8 * q + 4 + h]); \
+                b_[8 * q + 2 * h + 1] =                                                     \
+                    P##_unpackhi_epi32((a)[8 * q + h], (a)[8 * q + 4 + h]);                 \
+            }                                                                               \
+        for (int h = 0; h < 8; h++) {                                                       \
+            (a)[2 * h] = P##_unpacklo_epi64(b_[h], b_[8 + h]);                              \
+            (a)[2 * h + 1] = P##_unpackhi_epi64(b_[h], b_[8 + h]);                          \
+        }                                                                                   \
+    } while (0)
+
+/* The 16 x 16 byte transpose of the rows a[0..15] in place (SSE2, part of x86-64) */
 static inline void axs_tr16x16_regs(__m128i a[16])
 {
-    __m128i b[16];
-    for (int r = 0; r < 8; r++) {
-        b[2 * r] = _mm_unpacklo_epi8(a[2 * r], a[2 * r + 1]);
-        b[2 * r + 1] = _mm_unpackhi_epi8(a[2 * r], a[2 * r + 1]);
-    }
-    for (int q = 0; q < 4; q++)
-        for (int h = 0; h < 2; h++) {
-            a[4 * q + 2 * h] = _mm_unpacklo_epi16(b[4 * q + h], b[4 * q + 2 + h]);
-            a[4 * q + 2 * h + 1] = _mm_unpackhi_epi16(b[4 * q + h], b[4 * q + 2 + h]);
-        }
-    for (int q = 0; q < 2; q++)
-        for (int h = 0; h < 4; h++) {
-            b[8 * q + 2 * h] = _mm_unpacklo_epi32(a[8 * q + h], a[8 * q + 4 + h]);
-            b[8 * q + 2 * h + 1] = _mm_unpackhi_epi32(a[8 * q + h], a[8 * q + 4 + h]);
-        }
-    for (int h = 0; h < 8; h++) {
-        a[2 * h] = _mm_unpacklo_epi64(b[h], b[8 + h]);
-        a[2 * h + 1] = _mm_unpackhi_epi64(b[h], b[8 + h]);
-    }
+    AXS_TR16X16(__m128i, _mm, a);
 }
 
 /* d[i * ldd + c] = s[c * lds + i] for i, c < 16 */

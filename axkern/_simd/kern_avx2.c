@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "axsimd.h"
+#include "axs_internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -349,29 +349,11 @@ AXS_AVX2 void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms,
 
 /* ------------------------------------------------------------ byte residuals */
 
-/* In-lane 16 x 16 byte transposes of both 128-bit lanes of a[0..15] at once (the unpacks
- * never cross lanes): lane h of a[i] ends up holding byte i of the 16 rows' lane h. */
+/* In-lane 16 x 16 byte transposes of both 128-bit lanes of a[0..15] at once: lane h of
+ * a[i] ends up holding byte i of the 16 rows' lane h. */
 static inline __attribute__((always_inline)) AXS_AVX2 void tr16x16x2_avx2(__m256i a[16])
 {
-    __m256i b[16];
-    for (int r = 0; r < 8; r++) {
-        b[2 * r] = _mm256_unpacklo_epi8(a[2 * r], a[2 * r + 1]);
-        b[2 * r + 1] = _mm256_unpackhi_epi8(a[2 * r], a[2 * r + 1]);
-    }
-    for (int q = 0; q < 4; q++)
-        for (int h = 0; h < 2; h++) {
-            a[4 * q + 2 * h] = _mm256_unpacklo_epi16(b[4 * q + h], b[4 * q + 2 + h]);
-            a[4 * q + 2 * h + 1] = _mm256_unpackhi_epi16(b[4 * q + h], b[4 * q + 2 + h]);
-        }
-    for (int q = 0; q < 2; q++)
-        for (int h = 0; h < 4; h++) {
-            b[8 * q + 2 * h] = _mm256_unpacklo_epi32(a[8 * q + h], a[8 * q + 4 + h]);
-            b[8 * q + 2 * h + 1] = _mm256_unpackhi_epi32(a[8 * q + h], a[8 * q + 4 + h]);
-        }
-    for (int h = 0; h < 8; h++) {
-        a[2 * h] = _mm256_unpacklo_epi64(b[h], b[8 + h]);
-        a[2 * h + 1] = _mm256_unpackhi_epi64(b[h], b[8 + h]);
-    }
+    AXS_TR16X16(__m256i, _mm256, a);
 }
 
 /* R: each step's 32 residual columns (a fixed code's 256 residuals are contiguous in
