@@ -138,10 +138,10 @@ def test_byte_residual_sums_exact(path):
     reduction, steps not a multiple of 4 or 16, several and partial 64-column blocks (32 on
     "avx2", whose blocks of 32 steps read two runs of 16: 16 input channels make a filter
     row of 48 steps), convolutions whose taps hold whole blocks of 16 steps (and one whose
-    taps do not, which takes the 16-bit rows), strides, dilation, groups, a nonzero pad code, a batch-1 layer
-    of few pixels (the swapped expanded tables), and the dequantizing store in both
-    layouts: forced expanded tables and the automatic choice, on every table of the class
-    and one outside it."""
+    taps do not, which takes the 16-bit rows), strides, dilation, groups, a nonzero pad
+    code, a batch-1 layer of few pixels (the swapped expanded tables), and the dequantizing
+    store in both layouts: forced expanded tables and the automatic choice, on every table
+    of the class and one outside it."""
     rng = np.random.default_rng(zlib.crc32(path.encode()))
     gemms = [(70, 37, 100), (40, 70, 600), (64, 1024, 64), (129, 16, 33), (3, 40, 65)]
     convs = [  # N, H, W, C, COUT, k, stride, dilation, groups

@@ -600,7 +600,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        /* a block of R: xsteps(nb) steps; the byte-residual form's rows, its exact part's
+        /* a block of R: kbmax steps; the byte-residual form's rows, its exact part's
          * operand and the sums' start of a unit */
         const size_t rbytes = res2 ? (size_t)AXS_R2STEPS * AXS_R2STEP
                                    : (size_t)AXS_RSTEPS * AXS_RSTEP;
