@@ -139,11 +139,15 @@ def test_byte_residual_sums_exact(path):
     "avx2", whose blocks of 32 steps read two runs of 16: 16 input channels make a filter
     row of 48 steps), convolutions whose taps hold whole blocks of 16 steps (and one whose
     taps do not, which takes the 16-bit rows), strides, dilation, groups, a nonzero pad
-    code, a batch-1 layer of few pixels (the swapped expanded tables), and the dequantizing
-    store in both layouts: forced expanded tables and the automatic choice, on every table
-    of the class and one outside it."""
+    code, a batch-1 layer of few pixels (the swapped expanded tables), the last columns
+    past whole residual blocks in a block of the 16-bit rows (48 output channels on "avx2"),
+    and the dequantizing store in both layouts: forced expanded tables and the automatic
+    choice, on every table of the class and one outside it."""
     rng = np.random.default_rng(zlib.crc32(path.encode()))
-    gemms = [(70, 37, 100), (40, 70, 600), (64, 1024, 64), (129, 16, 33), (3, 40, 65)]
+    # tails of 16-bit rows after whole residual blocks: 40, 48 and 144 columns (avx2), 80
+    # and 96 (avx512_vbmi), one with its reduction split (40 x 2048 x 40)
+    gemms = [(70, 37, 100), (40, 70, 600), (64, 1024, 64), (129, 16, 33), (3, 40, 65),
+             (90, 50, 40), (40, 2048, 40), (60, 45, 80), (33, 100, 96), (50, 64, 144)]
     convs = [  # N, H, W, C, COUT, k, stride, dilation, groups
         (2, 6, 7, 16, 64, 3, 1, 1, 1), (1, 9, 9, 32, 48, 3, 2, 2, 1),
         (2, 5, 5, 3, 70, 1, 1, 1, 1), (2, 16, 16, 24, 40, 3, 1, 1, 1),

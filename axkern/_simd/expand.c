@@ -207,6 +207,30 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
     return lookups * (double)K * (double)cols / (double)(units > 1 ? units : 1);
 }
 
+/* The cost of a row and step over a block of nb columns of the 16-bit rows, in the units
+ * above (8-wide blocks were fitted as 24 columns, 32-wide ones at half a column each). */
+static double xrow16(int nb)
+{
+    return nb == AXS_XNB8 ? AXS_X8 * AXS_XNB8 : nb == AXS_XNB32 ? AXS_X32 * AXS_XNB32 : nb;
+}
+
+/* Width of the tail block of a byte-residual call of cols columns per group: its last
+ * columns past the whole blocks (cols % nb) in one block of the 16-bit rows where that
+ * costs less than a padded residual block (on AVX2 1 - 16 columns left over, on the AVX-512
+ * path 9 - 32), else 0. Paired on Zen 4 (docs/performance.md, "A thirteenth session on Zen
+ * 4"): 1.08 - 1.24 times as fast with 48 and 144 output channels on AVX2, 96 and 144 and
+ * GEMMs of 80 and 144 columns on AVX-512. */
+static int xtail(int path, int64_t cols)
+{
+    const int nb = rwidth(path);
+    const int64_t rem = cols % nb;
+    if (rem == 0 || cols < nb)
+        return 0;
+    const int nbt = xwidth(path, rem);   /* one block of the 16-bit rows, when it covers */
+    const double xres = path == AXS_PATH_AVX2 ? AXS_XRES2 : AXS_XRES;
+    return nbt >= rem && xrow16(nbt) < (double)nb * xres ? nbt : 0;
+}
+
 double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups, int nt,
                  int res)
 {
@@ -217,13 +241,21 @@ double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups
     int nb = res ? rwidth(path) : xwidth(path, cols);
     int64_t ms = xtile_rows(rows, cols, groups, K, nt, nb), tiles = (rows + ms - 1) / ms;
     /* w: the lookups' columns; wb: the built ones (8-wide blocks were fitted with both
-     * scaled) */
-    double wb = (double)xpadded(cols, nb) * (double)groups * (nb == AXS_XNB8 ? AXS_X8 : 1.0);
+     * scaled); a residual call's tail block in the 16-bit rows (xtail) at their weights */
+    const int nbt = res ? xtail(path, cols) : 0;
+    const double cw = (double)(nbt ? xpadded(cols, nb) - nb : xpadded(cols, nb));
+    double wb = cw * (double)groups * (nb == AXS_XNB8 ? AXS_X8 : 1.0);
     double w = res ? wb * (avx2 ? AXS_XRES2 : AXS_XRES) : nb == AXS_XNB32 ? wb * AXS_X32 : wb;
+    double bw = build * wb;
+    if (nbt) {
+        w += xrow16(nbt) * (double)groups;
+        bw += AXS_XBUILD_AVX2 * (double)nbt * (nbt == AXS_XNB8 ? AXS_X8 : 1.0) *
+              (double)groups;
+    }
     int64_t units = tiles * (xpadded(cols, nb) / nb * groups) *
                     xksplit(rows, cols, groups, K, nt, nb);
     units = units < nt ? units : nt;
-    return ((double)rows * (double)K * w + build * (double)tiles * 256.0 * (double)K * wb) /
+    return ((double)rows * (double)K * w + (double)tiles * 256.0 * (double)K * bw) /
            (double)(units > 1 ? units : 1);
 }
 
@@ -565,8 +597,10 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
     axs_xkern_fn kern = NULL;
     const int res = xresidual(pb, t, path), res2 = res && path == AXS_PATH_AVX2;
     const int nb = res ? rwidth(path) : xwidth(path, pb->cols);
-    if (!res)
-        xfns_for(path, nb, &build, &kern);
+    /* a byte-residual call's last block of each group in the 16-bit rows (xtail) */
+    const int nbt = res ? xtail(path, pb->cols) : 0;
+    if (!res || nbt)
+        xfns_for(path, res ? nbt : nb, &build, &kern);
     int64_t ms_max = xtile_rows(pb->rows, pb->cols, pb->groups, pb->K, nt, nb);
     int64_t ntiles = (pb->rows + ms_max - 1) / ms_max;
     int64_t bpg = xpadded(pb->cols, nb) / nb; /* column blocks per group */
@@ -604,9 +638,11 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
          * operand and the sums' start of a unit */
         const size_t rbytes = res2 ? (size_t)AXS_R2STEPS * AXS_R2STEP
                                    : (size_t)AXS_RSTEPS * AXS_RSTEP;
-        uint16_t *R = (uint16_t *)axs_alloc64(
-            res ? rbytes + (size_t)AXS_R2STEPS * AXS_RNB + AXS_RNB * 4
-                : (size_t)xsteps(nb) * AXS_XSTEP(nb) * sizeof(uint16_t));
+        const int n16 = res ? nbt : nb;   /* the 16-bit rows' width, 0: none */
+        const size_t rbytes16 = n16 ? (size_t)xsteps(n16) * AXS_XSTEP(n16) * sizeof(uint16_t)
+                                    : 0;
+        const size_t rall = res ? rbytes + (size_t)AXS_R2STEPS * AXS_RNB + AXS_RNB * 4 : 0;
+        uint16_t *R = (uint16_t *)axs_alloc64(rall > rbytes16 ? rall : rbytes16);
         /* W: AXS_RSTEPS * AXS_RNB bytes (AVX-512) or AXS_R2W int16 (AVX2) */
         uint8_t *R8 = (uint8_t *)R, *W8 = R8 + rbytes;
         uint32_t *rinit = (uint32_t *)(W8 + (size_t)AXS_R2STEPS * AXS_RNB);
@@ -631,6 +667,9 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             int ms = (int)(pb->rows - r0 < ms_max ? pb->rows - r0 : ms_max);
             int nf = (int)(pb->cols - c0 < nb ? pb->cols - c0 : nb);
             int64_t o0 = g * pb->cols + c0;
+            /* the tail block (16-bit rows of nbt columns: steps of their own blocks) */
+            const int rblock = res && !(nbt && (q % nblocks) % bpg == bpg - 1);
+            const int kbu = rblock || !res ? kbmax : xsteps(nbt);
             /* sums in the output itself only when its rows are the block's width: rows of
              * 64 or 128 bytes every 256 bytes use a quarter or half of the L2 sets, and the
              * 64->64 @8x8 layer ran 1.2 - 1.7 times as long as through the buffer */
@@ -659,7 +698,7 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             axs_xrow_offsets(pb, r0, ms, roff);
             const uint8_t *S = pb->S + g * pb->gstride, *F = pb->F + o0 * pb->K;
             int64_t k1 = (kp + 1) * kper * kbmax < pb->K ? (kp + 1) * kper * kbmax : pb->K;
-            if (res) {
+            if (rblock) {
                 rstart(t, F, (ptrdiff_t)pb->K, nf, nb, res2, kp * kper * kbmax, k1, rinit);
                 for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbmax) {
                     int kb = (int)(k1 - k0 < kbmax ? k1 - k0 : kbmax);
@@ -679,8 +718,8 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                     axs_xstore(pb, &dd, acc, lda, r0, ms, o0, nf, inplace, tmp);
                 continue;
             }
-            for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbmax) {
-                int kb = (int)(k1 - k0 < kbmax ? k1 - k0 : kbmax);
+            for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbu) {
+                int kb = (int)(k1 - k0 < kbu ? k1 - k0 : kbu);
                 build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, R);
                 /* the -bias * K start in the first part only: the parts add up */
                 kern(S, roff, ms, pb->koff + k0, kb, R, acc, lda, k0 == kp * kper * kbmax,
@@ -711,8 +750,9 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                 xword *sum = part + (size_t)q * ks * slice + (size_t)i0 * nb;
                 for (int64_t kp = 1; kp < ks; kp++) {
                     const xword *p = sum + (size_t)kp * slice;
-                    for (size_t e = 0; e < (size_t)mc * nb; e++)
-                        sum[e] += p[e];
+                    for (int i = 0; i < mc; i++)   /* a tail block fills nf of nb */
+                        for (int j = 0; j < nf; j++)
+                            sum[(size_t)i * nb + j] += p[(size_t)i * nb + j];
                 }
                 axs_xstore(pb, &dd, sum, nb, r0 + i0, mc, g * pb->cols + c0, nf, 0, tmp);
             }
