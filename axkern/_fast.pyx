@@ -15,8 +15,9 @@ table indices, an int32 (256, 256) table, int32 or int64 outputs) with C kernels
     of 32 for groups of more than 16, one zmm row of 32 entries per code and step; there,
     on a CPU with VNNI, near-exact tables take rows of 64 byte residuals for groups of more
     than 32, the exact product summed by ``vpdpbusd``; on ``"avx2"`` rows of 32 byte
-    residuals for groups of more than 16, the exact product summed by ``vpmaddwd``: see
-    :func:`byte_residual`).
+    residuals for groups of more than 16, the exact product summed by ``vpmaddwd``; a
+    group's columns past its whole blocks of byte residuals take one block of 16-bit rows
+    where that costs less: see :func:`byte_residual`).
     16-bit-class tables and int32 sums only. The default wherever its cost model beats
     direct lookups (on ``"avx2"`` and ``"scalar"`` every layer with more than a few output
     channels, depthwise aside; on ``"avx512_vbmi"`` layers with many rows: batches of
