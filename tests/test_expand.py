@@ -124,6 +124,42 @@ def test_reduction_split(path):
             fast.conv2d(x, w, table, *args, np.int32, nt, path=path, method="expand"), want)
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_rows_of_codes_never_streamed(path):
+    """The expanded tables build no rows for chunks of 16 codes outside a step's span of
+    streamed codes (expand.c, xproblem.kmask). Each channel's codes lie in a chunk of its
+    own (the two groups' channels in different ones), the pad code in none of them; a GEMM
+    operand's streamed steps (columns of a, rows of b in the swapped orientation) each in
+    one chunk but for the first element, in another; a table of the byte-residual class and
+    one outside it, 1 and 2 threads, against the reference."""
+    rng = np.random.default_rng(47)
+    near_exact = (np.outer(np.arange(256), np.arange(256)) +
+                  rng.integers(0, 100, (256, 256))).astype(np.int32)
+
+    def in_chunks(shape, chunk):
+        return (16 * chunk + rng.integers(0, 16, shape)).astype(np.uint8)
+
+    x = in_chunks((2, 7, 7, 32), np.arange(32) // 4)        # channel c: chunk c // 4
+    a = in_chunks((300, 80), np.arange(80) % 16)             # column k: chunk k % 16
+    a[0] = in_chunks(80, (np.arange(80) + 8) % 16)
+    b = in_chunks((70, 300), (np.arange(70) % 16)[:, None])  # row k: chunk k % 16
+    b[:, 0] = in_chunks(70, (np.arange(70) + 8) % 16)
+    for table in (near_exact, random_table("int16", rng)):
+        for g, cout, k in ((1, 40, 3), (2, 48, 3), (1, 20, 1)):
+            w = codes((k, k, 32 // g, cout), rng)
+            p = k // 2
+            args = ((1, 1), (p, p, p, p), (1, 1), g, 250)
+            want = ref.conv2d(x, w, table, *args, np.int32)
+            for nt in (1, 2):
+                got = fast.conv2d(x, w, table, *args, np.int32, nt, path=path,
+                                  method="expand")
+                np.testing.assert_array_equal(got, want, err_msg=f"conv {g, cout, k, nt}")
+        for a_, b_ in ((a, codes((80, 24), rng)), (codes((12, 70), rng), b)):
+            want = ref.gemm(a_, b_, table, np.int32)
+            got = fast.gemm(a_, b_, table, np.int32, 2, path=path, method="expand")
+            np.testing.assert_array_equal(got, want, err_msg=f"gemm {a_.shape, b_.shape}")
+
+
 def test_method_errors():
     rng = np.random.default_rng(4)
     a = codes((4, 3), rng)

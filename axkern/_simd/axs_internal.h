@@ -43,6 +43,9 @@ typedef struct {
     int64_t ldo;             /* output row length */
     int transposed;          /* element (r, o) at out[o * ldo + r], else out[r * ldo + o] */
     int path;                /* AXS_PATH_*: the ISA of the NCHW store's transposes */
+    /* [K] or NULL: bit h of kmask[k] set where a streamed code of step k may lie in
+     * 16 h .. 16 h + 15 (the expanded tables build no rows for the other codes) */
+    const uint16_t *kmask;
 } xproblem;
 
 #if defined(__GNUC__) || defined(__clang__)

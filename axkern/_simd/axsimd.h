@@ -140,8 +140,11 @@ void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uin
 #ifndef AXS_XSTEPW32
 #define AXS_XSTEPW32 512
 #endif
+/* The builders' mask: NULL, or mask[kk] for the block's steps, bit h set where step kk's
+ * streamed codes may lie in 16 h .. 16 h + 15; the rows of the other codes are left
+ * unbuilt (never read). */
 typedef void (*axs_xbuild_fn)(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
-                              int kb, uint16_t *R);
+                              int kb, uint16_t *R, const uint16_t *mask);
 /* Whether a block's steps read consecutive codes (koff[kk] = koff[0] + kk: within a tap of
  * an NHWC convolution, rows of a GEMM), which the expanded kernels take a row at a time. */
 static inline int axs_xconsecutive(const ptrdiff_t *koff, int kb)
@@ -162,19 +165,19 @@ typedef void (*axs_xkern_fn)(const uint8_t *S, const ptrdiff_t *roff, int ms,
                              ptrdiff_t lda, int first, int last, uint32_t init);
 
 void axs_xbuild_scalar(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                       uint16_t *R);
+                       uint16_t *R, const uint16_t *mask);
 void axs_xkern_scalar(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                       int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                       int last, uint32_t init);
 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                     uint16_t *R);
+                     uint16_t *R, const uint16_t *mask);
 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                     int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                     int last, uint32_t init);
 void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                      uint16_t *R);
+                      uint16_t *R, const uint16_t *mask);
 void axs_xbuild32_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
-                       int kb, uint16_t *R);
+                       int kb, uint16_t *R, const uint16_t *mask);
 void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
                         int kb, const uint16_t *R, uint32_t *acc, ptrdiff_t lda, int first,
                         int last, uint32_t init);
@@ -192,7 +195,7 @@ void axs_xkern8_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrd
 #define AXS_RNB 64
 #define AXS_RSTEP (256 * AXS_RNB + 256)
 void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                       uint8_t *R, uint8_t *W);
+                       uint8_t *R, uint8_t *W, const uint16_t *mask);
 /* acc[i * lda + j] = (init ? init[j] : acc[i * lda + j]) + sum_{kk < kb} (R[kk][c][pos of j]
  * + v(c) * v(column j's code in W) - rz * v(c)), c = p_i[kk] (p_i = S + roff[i] + koff0:
  * consecutive codes), for i < ms, j < AXS_RNB (mod 2^32); rsigned, rz as in
@@ -213,7 +216,7 @@ void axs_rkern_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms, ptrdiff_t
 #define AXS_R2STEPS 32
 #define AXS_R2W (AXS_R2STEPS * AXS_R2NB)
 void axs_rbuild_avx2(const uint8_t *res8d, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                     int rsigned, int32_t rz, uint8_t *R, int16_t *W);
+                     int rsigned, int32_t rz, uint8_t *R, int16_t *W, const uint16_t *mask);
 /* acc[i * lda + j] = (init ? init[j] : acc[i * lda + j]) + sum_{kk < kb} (R[kk][c][pos of j]
  * + v(c) * (v(column j's code) - rz)), c = S[roff[i] + koff[kk]] (koff consecutive within
  * each half block; koff[AXS_RSTEPS] read only when kb > AXS_RSTEPS), for i < ms, j <

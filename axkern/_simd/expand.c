@@ -703,14 +703,15 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
                 for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbmax) {
                     int kb = (int)(k1 - k0 < kbmax ? k1 - k0 : kbmax);
                     const uint32_t *start = k0 == kp * kper * kbmax ? rinit : NULL;
+                    const uint16_t *mk = pb->kmask ? pb->kmask + k0 : NULL;
                     if (res2) {
                         axs_rbuild_avx2(t->res8d, F + k0, (ptrdiff_t)pb->K, nf, kb,
-                                        t->rsigned, t->rz, R8, (int16_t *)W8);
+                                        t->rsigned, t->rz, R8, (int16_t *)W8, mk);
                         axs_rkern_avx2(S, roff, ms, pb->koff + k0, kb, R8, (int16_t *)W8, acc,
                                        lda, start, t->rsigned);
                         continue;
                     }
-                    axs_rbuild_avx512(t->res8, F + k0, (ptrdiff_t)pb->K, nf, kb, R8, W8);
+                    axs_rbuild_avx512(t->res8, F + k0, (ptrdiff_t)pb->K, nf, kb, R8, W8, mk);
                     axs_rkern_avx512(S, roff, ms, pb->koff[k0], kb, R8, W8, acc, lda, start,
                                      t->rsigned, t->rz);
                 }
@@ -720,7 +721,8 @@ static int xrun(const xproblem *pb, const axs_fixed_table *t, int nt, int path)
             }
             for (int64_t k0 = kp * kper * kbmax; k0 < k1; k0 += kbu) {
                 int kb = (int)(k1 - k0 < kbu ? k1 - k0 : kbu);
-                build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, R);
+                build(t->tab16, F + k0, (ptrdiff_t)pb->K, nf, kb, R,
+                      pb->kmask ? pb->kmask + k0 : NULL);
                 /* the -bias * K start in the first part only: the parts add up */
                 kern(S, roff, ms, pb->koff + k0, kb, R, acc, lda, k0 == kp * kper * kbmax,
                      k0 + kb == k1, kp == 0 ? init : 0);
@@ -784,6 +786,53 @@ void axs_transpose_u8(const uint8_t *b, int64_t K, int64_t N, uint8_t *bt, int n
     }
 }
 
+/* Masks of the codes a step streams (xproblem.kmask), by their span: the chunks of 16 codes
+ * between the least and the greatest code. Activations cluster (a channel's codes, a ReLU's
+ * zero point), so the expanded tables skip building the rows of whole chunks of codes no
+ * row reads; a pass over the streamed operand, once per call, made only where a built row
+ * serves few streamed rows (AXS_XMASK_ROWS or fewer: batch-1 layers of small maps, GEMMs
+ * of few rows), as building is then a large part of the call. */
+#define AXS_XMASK_ROWS 2048
+static uint16_t chunk_span(unsigned lo, unsigned hi)
+{
+    return (uint16_t)(((2u << (hi >> 4)) - 1u) & ~((1u << (lo >> 4)) - 1u));
+}
+
+/* m[j]: the span of column j < n of a rows x n byte matrix s (row stride ld). */
+static int col_spans(const uint8_t *s, int64_t rows, int64_t n, ptrdiff_t ld, uint16_t *m)
+{
+    uint8_t *lo = (uint8_t *)malloc((size_t)(2 * n)), *hi = lo + n;
+    if (!lo)
+        return AXS_ENOMEM;
+    memset(lo, 255, (size_t)n);
+    memset(hi, 0, (size_t)n);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *row = s + r * ld;
+        for (int64_t j = 0; j < n; j++) {
+            lo[j] = row[j] < lo[j] ? row[j] : lo[j];
+            hi[j] = row[j] > hi[j] ? row[j] : hi[j];
+        }
+    }
+    for (int64_t j = 0; j < n; j++)
+        m[j] = lo[j] <= hi[j] ? chunk_span(lo[j], hi[j]) : 0;
+    free(lo);
+    return AXS_OK;
+}
+
+/* m[i]: the span of row i < rows of a rows x n byte matrix s. */
+static void row_spans(const uint8_t *s, int64_t rows, int64_t n, uint16_t *m)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        const uint8_t *row = s + i * n;
+        uint8_t lo = 255, hi = 0;
+        for (int64_t j = 0; j < n; j++) {
+            lo = row[j] < lo ? row[j] : lo;
+            hi = row[j] > hi ? row[j] : hi;
+        }
+        m[i] = n ? chunk_span(lo, hi) : 0;
+    }
+}
+
 #define AXS_XCOPY_ROWS 32
 int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int swapped,
               int64_t M, int64_t K, int64_t N, void *out, const axs_dequant *dq, int nt,
@@ -800,11 +849,18 @@ int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int 
     const int bcopy = !swapped || xresidual_for(t, path, M) || M >= AXS_XCOPY_ROWS;
     ptrdiff_t *koff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
     uint8_t *bt = bcopy ? (uint8_t *)malloc((size_t)(N * K)) : NULL;
-    if (!koff || (bcopy && !bt)) {
+    const int masked = (swapped ? N : M) <= AXS_XMASK_ROWS;
+    uint16_t *kmask = masked ? (uint16_t *)malloc((size_t)K * sizeof(uint16_t)) : NULL;
+    /* step k streams row k of b (swapped) or column k of a */
+    if (!koff || (bcopy && !bt) || (masked && !kmask) ||
+        (masked && !swapped && col_spans(a, M, K, (ptrdiff_t)K, kmask))) {
         free(koff);
         free(bt);
+        free(kmask);
         return AXS_ENOMEM;
     }
+    if (masked && swapped)
+        row_spans(b, K, N, kmask);
     xproblem pb;
     memset(&pb, 0, sizeof(pb));
     pb.K = K;
@@ -813,6 +869,7 @@ int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int 
     pb.out = out;
     pb.dq = dq;
     pb.ldo = N;
+    pb.kmask = kmask;
     if (bt)
         axs_transpose_u8(b, K, N, bt, nt);
     if (swapped) {  /* streamed: columns of b; fixed: rows of a */
@@ -836,6 +893,7 @@ int axs_xgemm(const uint8_t *a, const uint8_t *b, const axs_fixed_table *t, int 
     int rc = xrun(&pb, t, nt, path);
     free(koff);
     free(bt);
+    free(kmask);
     return rc;
 }
 
@@ -891,11 +949,23 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
     uint8_t *xp = padded ? (uint8_t *)malloc((size_t)(N * Hp * Wp * C)) : NULL;
     ptrdiff_t *koff = (ptrdiff_t *)malloc((size_t)K * sizeof(ptrdiff_t));
     uint8_t *F = (uint8_t *)malloc((size_t)(COUT * K));
-    if ((padded && !xp) || !koff || !F) {
+    const int masked = N * OH * OW <= AXS_XMASK_ROWS;
+    uint16_t *kmask = masked ? (uint16_t *)malloc((size_t)(K + C) * sizeof(uint16_t)) : NULL;
+    uint16_t *cm = kmask ? kmask + K : NULL;
+    if ((padded && !xp) || !koff || !F || (masked && (!kmask ||
+                                                      col_spans(x, N * H * W, C, C, cm)))) {
         free(xp);
         free(koff);
         free(F);
+        free(kmask);
         return AXS_ENOMEM;
+    }
+    /* step k reads channel k % CG of every group, or the pad code */
+    for (int64_t k = 0; masked && k < K; k++) {
+        uint16_t m = padded ? (uint16_t)(1u << ((unsigned)pad_code >> 4)) : 0;
+        for (int64_t g = 0; g < groups; g++)
+            m |= cm[g * CG + k % CG];
+        kmask[k] = m;
     }
     /* k = (ky * KW + kx) * CG + c: HWIO filters are already (K, COUT) per group */
     for (int64_t ky = 0; ky < KH; ky++)
@@ -911,9 +981,11 @@ int axs_xconv2d(const uint8_t *x, const uint8_t *w, const axs_fixed_table *t, in
     pb.K = K;
     pb.koff = koff;
     pb.F = F;
+    pb.kmask = kmask;
     int rc = xrun(&pb, t, nt, path);
     free(xp);
     free(koff);
     free(F);
+    free(kmask);
     return rc;
 }

@@ -129,7 +129,7 @@ xcols8_avx2(const uint16_t *const *src, int v0, __m256i o[8])
  * 1.01. */
 static inline __attribute__((always_inline)) AXS_AVX2 void
 xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-            uint16_t *R, const int NB)
+            uint16_t *R, const uint16_t *mask, const int NB)
 {
     for (int kk = 0; kk < kb; kk++) {
         uint16_t *Rk = R + (size_t)kk * AXS_XSTEP(NB);
@@ -139,6 +139,8 @@ xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int 
             src[p] = tab16 + ((size_t)(j < nf ? F[j * ldF + kk] : 0) << 8);
         }
         for (int v0 = 0; v0 < 256; v0 += 16) {
+            if (mask && !((mask[kk] >> (v0 >> 4)) & 1))
+                continue;
             if (NB == AXS_XNB8) {
                 __m256i o[8];
                 xcols8_avx2(src, v0, o);
@@ -166,21 +168,21 @@ xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int 
 }
 
 AXS_AVX2 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
-                              int kb, uint16_t *R)
+                              int kb, uint16_t *R, const uint16_t *mask)
 {
-    xbuild_avx2(tab16, F, ldF, nf, kb, R, AXS_XNB);
+    xbuild_avx2(tab16, F, ldF, nf, kb, R, mask, AXS_XNB);
 }
 
 AXS_AVX2 void axs_xbuild32_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
-                                int kb, uint16_t *R)
+                                int kb, uint16_t *R, const uint16_t *mask)
 {
-    xbuild_avx2(tab16, F, ldF, nf, kb, R, AXS_XNB32);
+    xbuild_avx2(tab16, F, ldF, nf, kb, R, mask, AXS_XNB32);
 }
 
 AXS_AVX2 void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
-                               int kb, uint16_t *R)
+                               int kb, uint16_t *R, const uint16_t *mask)
 {
-    xbuild_avx2(tab16, F, ldF, nf, kb, R, AXS_XNB8);
+    xbuild_avx2(tab16, F, ldF, nf, kb, R, mask, AXS_XNB8);
 }
 
 /* ROWS rows at a time. A 32-bit lane of R holds the entries of columns t (low half) and
@@ -360,7 +362,8 @@ static inline __attribute__((always_inline)) AXS_AVX2 void tr16x16x2_avx2(__m256
  * res8d) transposed 16 codes at a time, positions 0 - 15 in the low lanes and 16 - 31 in the
  * high ones, one 32-byte row per code; W: the exact part's int16 pairs. */
 AXS_AVX2 void axs_rbuild_avx2(const uint8_t *res8d, const uint8_t *F, ptrdiff_t ldF, int nf,
-                              int kb, int rsigned, int32_t rz, uint8_t *R, int16_t *W)
+                              int kb, int rsigned, int32_t rz, uint8_t *R, int16_t *W,
+                              const uint16_t *mask)
 {
     memset(W, 0, AXS_R2W * sizeof(int16_t));
     for (int j = 0; j < nf; j++)
@@ -378,6 +381,8 @@ AXS_AVX2 void axs_rbuild_avx2(const uint8_t *res8d, const uint8_t *F, ptrdiff_t 
         }
         uint8_t *Rk = R + (size_t)kk * AXS_R2STEP;
         for (int v0 = 0; v0 < 256; v0 += 16) {
+            if (mask && !((mask[kk] >> (v0 >> 4)) & 1))
+                continue;
             __m256i a[16];
             for (int r = 0; r < 16; r++)
                 a[r] = _mm256_inserti128_si256(
@@ -1326,9 +1331,9 @@ void axs_kern16_avx2(const uint8_t *S, const ptrdiff_t *soff, int ms, const uint
 }
 
 void axs_xbuild_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                     uint16_t *R)
+                     uint16_t *R, const uint16_t *mask)
 {
-    axs_xbuild_scalar(tab16, F, ldF, nf, kb, R);
+    axs_xbuild_scalar(tab16, F, ldF, nf, kb, R, mask);
 }
 
 void axs_xkern_avx2(const uint8_t *S, const ptrdiff_t *roff, int ms, const ptrdiff_t *koff,
@@ -1352,20 +1357,23 @@ static void xbuild_portable(const uint16_t *tab16, const uint8_t *F, ptrdiff_t l
 }
 
 void axs_xbuild8_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                      uint16_t *R)
+                      uint16_t *R, const uint16_t *mask)
 {
+    (void)mask;
     xbuild_portable(tab16, F, ldF, nf, kb, R, AXS_XNB8);
 }
 
 void axs_xbuild32_avx2(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf,
-                       int kb, uint16_t *R)
+                       int kb, uint16_t *R, const uint16_t *mask)
 {
+    (void)mask;
     xbuild_portable(tab16, F, ldF, nf, kb, R, AXS_XNB32);
 }
 
 void axs_rbuild_avx2(const uint8_t *res8d, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                     int rsigned, int32_t rz, uint8_t *R, int16_t *W)
+                     int rsigned, int32_t rz, uint8_t *R, int16_t *W, const uint16_t *mask)
 {
+    (void)mask;
     (void)res8d; (void)F; (void)ldF; (void)nf; (void)kb; (void)rsigned; (void)rz; (void)R;
     (void)W;
     abort();  /* never selected off x86-64 */

@@ -676,12 +676,16 @@ AXS_512 void axs_xkern32_avx512(const uint8_t *S, const ptrdiff_t *roff, int ms,
  * in row order (two vpermi2b on 128 bytes each, bit 7 picks), so each 256-byte row of res8
  * is loaded once for all steps of the block. */
 static inline __attribute__((always_inline)) AXS_R512 void
-rbuild_rows(const uint8_t *res8, const __m512i *idx, const int kb, uint8_t *R)
+rbuild_rows(const uint8_t *res8, const __m512i *idx, const int kb, uint8_t *R, uint16_t chunks)
 {
     __mmask64 hi[AXS_RSTEPS];
     for (int kk = 0; kk < kb; kk++)
         hi[kk] = _mm512_movepi8_mask(idx[kk]);
     for (int v = 0; v < 256; v++) {
+        if (!((chunks >> (v >> 4)) & 1)) {   /* no step reads these codes' rows */
+            v |= 15;
+            continue;
+        }
         const uint8_t *row = res8 + v * 256;
         const __m512i t0 = _mm512_loadu_si512((const void *)row);
         const __m512i t1 = _mm512_loadu_si512((const void *)(row + 64));
@@ -698,7 +702,7 @@ rbuild_rows(const uint8_t *res8, const __m512i *idx, const int kb, uint8_t *R)
 }
 
 AXS_R512 void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t ldF, int nf,
-                                int kb, uint8_t *R, uint8_t *W)
+                                int kb, uint8_t *R, uint8_t *W, const uint16_t *mask)
 {
     /* the exact part's operand (4 steps by 16 columns a zmm: a column's 4 codes are 4
      * consecutive bytes of F) and the rows' indices, both 0 past nf and kb */
@@ -717,10 +721,14 @@ AXS_R512 void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t
     __m512i idx[AXS_RSTEPS];
     for (int kk = 0; kk < kb; kk++)
         idx[kk] = _mm512_loadu_si512((const void *)c[kk]);
+    /* the codes any step of the block reads: rows are built for all steps at once */
+    uint16_t chunks = mask ? 0 : 0xffff;
+    for (int kk = 0; mask && kk < kb; kk++)
+        chunks |= mask[kk];
     if (kb == AXS_RSTEPS)
-        rbuild_rows(res8, idx, AXS_RSTEPS, R);
+        rbuild_rows(res8, idx, AXS_RSTEPS, R, chunks);
     else
-        rbuild_rows(res8, idx, kb, R);
+        rbuild_rows(res8, idx, kb, R, chunks);
 }
 
 /* The exact part of 4 steps of one row: c4 the codes of the steps (bytes), XOR 0x80 (see
@@ -1142,8 +1150,9 @@ void axs_kern8r_avx512(const uint8_t *S, const ptrdiff_t *soff, int ms, const ui
 }
 /* never called: axs_has_vnni says no */
 void axs_rbuild_avx512(const uint8_t *res8, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                       uint8_t *R, uint8_t *W)
+                       uint8_t *R, uint8_t *W, const uint16_t *mask)
 {
+    (void)mask;
     (void)res8, (void)F, (void)ldF, (void)nf, (void)kb, (void)R, (void)W;
 }
 

@@ -85,8 +85,9 @@ void axs_kern_generic(const uint8_t *S, const ptrdiff_t *soff, int ms, const uin
 /* Four positions at a time: each column's 4 consecutive entries are read once and land in 4
  * rows of R. */
 void axs_xbuild_scalar(const uint16_t *tab16, const uint8_t *F, ptrdiff_t ldF, int nf, int kb,
-                       uint16_t *R)
+                       uint16_t *R, const uint16_t *mask)
 {
+    (void)mask;   /* every row built */
     for (int kk = 0; kk < kb; kk++) {
         uint16_t *Rk = R + (size_t)kk * AXS_XSTEP(AXS_XNB);
         for (int g = 0; g < AXS_XNB; g += 4) {
