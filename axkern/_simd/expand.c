@@ -801,9 +801,10 @@ static uint16_t chunk_span(unsigned lo, unsigned hi)
 /* m[j]: the span of column j < n of a rows x n byte matrix s (row stride ld). */
 static int col_spans(const uint8_t *s, int64_t rows, int64_t n, ptrdiff_t ld, uint16_t *m)
 {
-    uint8_t *lo = (uint8_t *)malloc((size_t)(2 * n)), *hi = lo + n;
+    uint8_t *lo = (uint8_t *)malloc((size_t)(2 * n));
     if (!lo)
         return AXS_ENOMEM;
+    uint8_t *hi = lo + n;
     memset(lo, 255, (size_t)n);
     memset(hi, 0, (size_t)n);
     for (int64_t r = 0; r < rows; r++) {
