@@ -207,11 +207,17 @@ double axs_direct_cost(int path, int64_t rows, int64_t K, int64_t cols, int64_t 
     return lookups * (double)K * (double)cols / (double)(units > 1 ? units : 1);
 }
 
-/* The cost of a row and step over a block of nb columns of the 16-bit rows, in the units
- * above (8-wide blocks were fitted as 24 columns, 32-wide ones at half a column each). */
+/* A block of nb columns of the 16-bit rows in the units above: the entries built per code
+ * and step (8-wide blocks were fitted as 24 columns), and the cost of a row and step (32-wide
+ * ones at half a column each). */
+static double xbuilt16(int nb)
+{
+    return nb == AXS_XNB8 ? AXS_X8 * AXS_XNB8 : nb;
+}
+
 static double xrow16(int nb)
 {
-    return nb == AXS_XNB8 ? AXS_X8 * AXS_XNB8 : nb == AXS_XNB32 ? AXS_X32 * AXS_XNB32 : nb;
+    return nb == AXS_XNB32 ? AXS_X32 * AXS_XNB32 : xbuilt16(nb);
 }
 
 /* Width of the tail block of a byte-residual call of cols columns per group: its last
@@ -236,24 +242,29 @@ double axs_xcost(int path, int64_t rows, int64_t K, int64_t cols, int64_t groups
 {
     res = res && axs_xresidual_runs(path, cols);
     const int avx2 = path == AXS_PATH_AVX2;
-    double build = res ? (avx2 ? AXS_XRBUILD2 : AXS_XRBUILD)
-                       : path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
+    const double build16 = path == AXS_PATH_SCALAR ? AXS_XBUILD_C : AXS_XBUILD_AVX2;
     int nb = res ? rwidth(path) : xwidth(path, cols);
     int64_t ms = xtile_rows(rows, cols, groups, K, nt, nb), tiles = (rows + ms - 1) / ms;
-    /* w: the lookups' columns; wb: the built ones (8-wide blocks were fitted with both
-     * scaled); a residual call's tail block in the 16-bit rows (xtail) at their weights */
-    const int nbt = res ? xtail(path, cols) : 0;
-    const double cw = (double)(nbt ? xpadded(cols, nb) - nb : xpadded(cols, nb));
-    double wb = cw * (double)groups * (nb == AXS_XNB8 ? AXS_X8 : 1.0);
-    double w = res ? wb * (avx2 ? AXS_XRES2 : AXS_XRES) : nb == AXS_XNB32 ? wb * AXS_X32 : wb;
-    double bw = build * wb;
-    if (nbt) {
-        w += xrow16(nbt) * (double)groups;
-        bw += AXS_XBUILD_AVX2 * (double)nbt * (nbt == AXS_XNB8 ? AXS_X8 : 1.0) *
-              (double)groups;
+    const int64_t blocks = xpadded(cols, nb) / nb;
+    /* per group, w: the lookups' cost per row and step; bw: the building's per code and
+     * step; a residual call's tail block (xtail) in the 16-bit rows at their weights */
+    double w, bw;
+    if (res) {
+        const int nbt = xtail(path, cols);
+        const double rcols = (double)((blocks - (nbt != 0)) * nb);
+        w = rcols * (avx2 ? AXS_XRES2 : AXS_XRES);
+        bw = rcols * (avx2 ? AXS_XRBUILD2 : AXS_XRBUILD);
+        if (nbt) {
+            w += xrow16(nbt);
+            bw += build16 * xbuilt16(nbt);
+        }
+    } else {
+        w = (double)blocks * xrow16(nb);
+        bw = (double)blocks * build16 * xbuilt16(nb);
     }
-    int64_t units = tiles * (xpadded(cols, nb) / nb * groups) *
-                    xksplit(rows, cols, groups, K, nt, nb);
+    w *= (double)groups;
+    bw *= (double)groups;
+    int64_t units = tiles * (blocks * groups) * xksplit(rows, cols, groups, K, nt, nb);
     units = units < nt ? units : nt;
     return ((double)rows * (double)K * w + (double)tiles * 256.0 * (double)K * bw) /
            (double)(units > 1 ? units : 1);

@@ -682,10 +682,8 @@ rbuild_rows(const uint8_t *res8, const __m512i *idx, const int kb, uint8_t *R, u
     for (int kk = 0; kk < kb; kk++)
         hi[kk] = _mm512_movepi8_mask(idx[kk]);
     for (int v = 0; v < 256; v++) {
-        if (!((chunks >> (v >> 4)) & 1)) {   /* no step reads these codes' rows */
-            v |= 15;
+        if (!((chunks >> (v >> 4)) & 1))   /* no step of the block reads this code's row */
             continue;
-        }
         const uint8_t *row = res8 + v * 256;
         const __m512i t0 = _mm512_loadu_si512((const void *)row);
         const __m512i t1 = _mm512_loadu_si512((const void *)(row + 64));
